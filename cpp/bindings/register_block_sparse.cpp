@@ -1,0 +1,76 @@
+// Parameters of D(b, q, d), Enc (Algorithm 1) and the block decoder of Section 4.2.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "recsketch/block_sparse.hpp"
+#include "recsketch/enc.hpp"
+
+namespace py = pybind11;
+using recsketch::BlockSparseFamily;
+
+void register_block_sparse(py::module_& m) {
+  m.def("min_block_size", &recsketch::min_block_size, py::arg("d_sketch"));
+  m.def("default_density", &recsketch::default_density, py::arg("d_sketch"));
+  m.def("ceil_log2", &recsketch::ceil_log2, py::arg("n"));
+
+  py::class_<BlockSparseFamily, std::shared_ptr<BlockSparseFamily>>(m, "BlockSparseFamily")
+      .def(py::init<std::int64_t, std::int64_t, double>(), py::arg("d_sketch"),
+           py::arg("block_size"), py::arg("density"))
+      .def_property_readonly("d_sketch", &BlockSparseFamily::d)
+      .def_property_readonly("block_size", &BlockSparseFamily::block_size)
+      .def_property_readonly("density", &BlockSparseFamily::density)
+      .def_property_readonly("n_blocks", &BlockSparseFamily::n_blocks)
+      .def_property_readonly("index_bits", &BlockSparseFamily::index_bits)
+      .def_property_readonly("scale", &BlockSparseFamily::scale)
+      .def("gap", &BlockSparseFamily::gap, py::arg("u32"));
+
+  m.def(
+      "enc_pattern",
+      [](std::int64_t j, int b_m, int b_s, std::int64_t d, std::int64_t b) {
+        recsketch::validate_block_sparse(d, b, 1.0);
+        if (j < 0 || j >= d)
+          throw std::invalid_argument("column " + std::to_string(j) + " is outside [0, d_sketch)");
+        if ((b_m != 1 && b_m != -1) || (b_s != 1 && b_s != -1))
+          throw std::invalid_argument("parity bits b_m, b_s must be +1 or -1");
+        py::array_t<std::int8_t> out(b / 3);
+        recsketch::enc_pattern(j, b_m, b_s, recsketch::ceil_log2(d), b / 3, out.mutable_data());
+        return out;
+      },
+      py::arg("column"), py::arg("b_m"), py::arg("b_s"), py::arg("d_sketch"), py::arg("block_size"));
+
+  m.def(
+      "decode_blocks",
+      [](py::array_t<std::int8_t, py::array::c_style> u, std::int64_t d) {
+        if (u.ndim() != 2)
+          throw std::invalid_argument("blocks must be a 2-D (n, block_size) int8 array");
+        const std::int64_t n = u.shape(0), b = u.shape(1);
+        recsketch::validate_block_sparse(d, b, 1.0);
+        py::array_t<std::int8_t> status(n), b_m(n), b_s(n), sign(n);
+        py::array_t<std::int64_t> column(n);
+        const int L = recsketch::ceil_log2(d);
+        const std::int8_t* src = u.data();
+        auto st = status.mutable_unchecked<1>();
+        auto bm = b_m.mutable_unchecked<1>();
+        auto bs = b_s.mutable_unchecked<1>();
+        auto sg = sign.mutable_unchecked<1>();
+        auto col = column.mutable_unchecked<1>();
+        {
+          py::gil_scoped_release release;
+          for (std::int64_t k = 0; k < n; ++k) {
+            const auto r = recsketch::decode_block(src + k * b, b, L, d);
+            st(k) = static_cast<std::int8_t>(r.status);
+            col(k) = r.column;
+            bm(k) = static_cast<std::int8_t>(r.b_m);
+            bs(k) = static_cast<std::int8_t>(r.b_s);
+            sg(k) = static_cast<std::int8_t>(r.sign);
+          }
+        }
+        return py::make_tuple(status, column, b_m, b_s, sign);
+      },
+      py::arg("blocks"), py::arg("d_sketch"));
+}

@@ -1,0 +1,37 @@
+// Build information and the stable key derivation for matrix roles.
+#include <pybind11/pybind11.h>
+
+#include <string>
+
+#include "recsketch/parallel.hpp"
+#include "recsketch/rng.hpp"
+
+namespace py = pybind11;
+
+void register_info(py::module_& m) {
+  m.def("build_info", [] {
+    py::dict info;
+    info["openmp"] = recsketch::has_openmp();
+    info["max_threads"] = recsketch::default_num_threads();
+    info["native"] = static_cast<bool>(RECSKETCH_NATIVE_BUILD);
+#if defined(__clang__)
+    info["compiler"] = std::string("clang ") + __clang_version__;
+#elif defined(__GNUC__)
+    info["compiler"] = std::string("gcc ") + __VERSION__;
+#elif defined(_MSC_VER)
+    info["compiler"] = std::string("msvc ") + std::to_string(_MSC_VER);
+#else
+    info["compiler"] = std::string("unknown");
+#endif
+    return info;
+  }, "Facts about this build of the native core.");
+
+  m.def("module_key",
+        [](const std::string& name, std::uint64_t slot) { return recsketch::module_key(name, slot); },
+        py::arg("name"), py::arg("slot"),
+        "64-bit key of R[name, slot]: FNV-1a of the UTF-8 name, mixed with the slot.");
+  m.def("position_key", [](std::uint64_t i) { return recsketch::position_key(i); }, py::arg("i"),
+        "64-bit key of the tuple-position matrix R[i].");
+  m.def("mix64", [](std::uint64_t z) { return recsketch::mix64(z); }, py::arg("z"),
+        "The SplitMix64 finaliser (exposed so tests can check the generator independently).");
+}

@@ -1,0 +1,168 @@
+// The two matrix families as Python classes: products, and materialisation for tests/interop.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+
+#include "arrays.hpp"
+#include "recsketch/block_sparse_kernels.hpp"
+#include "recsketch/orthogonal.hpp"
+
+namespace py = pybind11;
+using recsketch::BlockSparseFamily;
+using recsketch::BlockSparseMatrix;
+using recsketch::OrthogonalMatrix;
+using recsketch_bind::Dtype;
+
+namespace {
+
+// Checks x (n x m) against a d x d matrix and runs kernel(x_ptr, n, m, out_ptr) without the GIL.
+template <class Kernel>
+py::array apply_checked(std::int64_t d, const py::array& x, bool transpose, bool half,
+                        Kernel&& kernel) {
+  const Dtype dt = recsketch_bind::check_matrix_arg(x, "x");
+  const std::int64_t n = x.shape(0), m = x.shape(1);
+  if ((transpose || half) ? m != d : m > d)
+    throw std::invalid_argument("x has " + std::to_string(m) + " columns but the matrix is " +
+                                std::to_string(d) + " x " + std::to_string(d) +
+                                ((transpose || half) ? "" : " (short vectors need m <= d_sketch)"));
+  auto run = [&](auto tag) -> py::array {
+    using T = decltype(tag);
+    py::array_t<T> out({n, d});
+    const T* src = static_cast<const T*>(x.data());
+    T* dst = out.mutable_data();
+    py::gil_scoped_release release;
+    kernel(src, n, m, dst);
+    return std::move(out);
+  };
+  return dt == Dtype::f32 ? run(float{}) : run(double{});
+}
+
+template <class T>
+py::array_t<T> sign_array(const std::uint64_t* bits, std::int64_t n) {
+  py::array_t<T> out(n);
+  auto o = out.template mutable_unchecked<1>();
+  for (std::int64_t r = 0; r < n; ++r)
+    o(r) = recsketch::bit_at(bits, static_cast<std::size_t>(r)) ? T(-1) : T(1);
+  return out;
+}
+
+template <class I>
+py::tuple csc_arrays(const BlockSparseMatrix& R, const std::vector<std::int64_t>& counts, bool f64,
+                     int num_threads) {
+  const std::int64_t d = R.family().d(), b = R.family().block_size();
+  py::array_t<I> indptr(d + 1);
+  I* ip = indptr.mutable_data();
+  ip[0] = 0;
+  for (std::int64_t j = 0; j < d; ++j)
+    ip[j + 1] = static_cast<I>(ip[j] + counts[static_cast<std::size_t>(j)] * b);
+  const std::int64_t nnz = static_cast<std::int64_t>(ip[d]);
+  py::array_t<I> indices(nnz);
+  auto fill = [&](auto tag) -> py::array {
+    using V = decltype(tag);
+    py::array_t<V> data(nnz);
+    I* ind = indices.mutable_data();
+    V* val = data.mutable_data();
+    py::gil_scoped_release release;
+    recsketch::block_sparse_fill_csc<I, V>(R, ip, ind, val, num_threads);
+    return std::move(data);
+  };
+  py::array data = f64 ? fill(double{}) : fill(float{});
+  return py::make_tuple(data, indices, indptr);
+}
+
+}  // namespace
+
+void register_matrices(py::module_& m) {
+  py::class_<BlockSparseMatrix>(m, "BlockSparseMatrix")
+      .def(py::init<std::shared_ptr<const BlockSparseFamily>, std::uint64_t, std::uint64_t>(),
+           py::arg("family"), py::arg("seed"), py::arg("key"))
+      .def_property_readonly("seed", &BlockSparseMatrix::seed)
+      .def_property_readonly("key", &BlockSparseMatrix::key)
+      .def(
+          "apply",
+          [](const BlockSparseMatrix& R, const py::array& x, bool transpose, bool half,
+             int num_threads) {
+            return apply_checked(R.family().d(), x, transpose, half,
+                                 [&](auto* src, std::int64_t n, std::int64_t cols, auto* dst) {
+                                   if (transpose)
+                                     recsketch::block_sparse_transpose(R, src, n, dst, half,
+                                                                       num_threads);
+                                   else
+                                     recsketch::block_sparse_forward(R, src, n, cols, dst, half,
+                                                                     num_threads);
+                                 });
+          },
+          py::arg("x"), py::arg("transpose") = false, py::arg("half") = false,
+          py::arg("num_threads") = 0)
+      .def(
+          "column_counts",
+          [](const BlockSparseMatrix& R, int num_threads) {
+            py::array_t<std::int64_t> counts(R.family().d());
+            std::int64_t* p = counts.mutable_data();
+            py::gil_scoped_release release;
+            recsketch::block_sparse_column_counts(R, p, num_threads);
+            return counts;
+          },
+          py::arg("num_threads") = 0, "Number of nonzero blocks of every column.")
+      .def(
+          "csc",
+          [](const BlockSparseMatrix& R, bool f64, int num_threads) {
+            std::vector<std::int64_t> counts(static_cast<std::size_t>(R.family().d()));
+            {
+              py::gil_scoped_release release;
+              recsketch::block_sparse_column_counts(R, counts.data(), num_threads);
+            }
+            std::int64_t nnz = 0;
+            for (std::int64_t c : counts) nnz += c * R.family().block_size();
+            // 32-bit indices when they fit, as SciPy would choose them.
+            return nnz < 2147483647 ? csc_arrays<std::int32_t>(R, counts, f64, num_threads)
+                                    : csc_arrays<std::int64_t>(R, counts, f64, num_threads);
+          },
+          py::arg("float64") = true, py::arg("num_threads") = 0,
+          "(data, indices, indptr) of the matrix in CSC form.")
+      .def("signature",
+           [](const BlockSparseMatrix& R) {
+             return sign_array<std::int8_t>(R.signature_bits(), R.family().third());
+           })
+      .def(
+          "random_string",
+          [](const BlockSparseMatrix& R, std::int64_t j) {
+            if (j < 0 || j >= R.family().d())
+              throw std::invalid_argument("column index out of range");
+            std::vector<std::uint64_t> bits(static_cast<std::size_t>((R.family().third() + 63) / 64));
+            R.random_string_bits(j, bits.data());
+            return sign_array<std::int8_t>(bits.data(), R.family().third());
+          },
+          py::arg("column"));
+
+  py::class_<OrthogonalMatrix>(m, "OrthogonalMatrix")
+      .def(py::init<std::int64_t, std::uint64_t, std::uint64_t>(), py::arg("d_sketch"),
+           py::arg("seed"), py::arg("key"))
+      .def_property_readonly("seed", &OrthogonalMatrix::seed)
+      .def_property_readonly("key", &OrthogonalMatrix::key)
+      .def(
+          "apply",
+          [](const OrthogonalMatrix& R, const py::array& x, bool transpose, bool half,
+             int num_threads) {
+            return apply_checked(R.d(), x, transpose, half,
+                                 [&](auto* src, std::int64_t n, std::int64_t cols, auto* dst) {
+                                   recsketch::orthogonal_apply(R, src, n, cols, dst, transpose,
+                                                               half, num_threads);
+                                 });
+          },
+          py::arg("x"), py::arg("transpose") = false, py::arg("half") = false,
+          py::arg("num_threads") = 0)
+      .def(
+          "signs",
+          [](const OrthogonalMatrix& R, int round) {
+            if (round < 1 || round > 3) throw std::invalid_argument("round must be 1, 2 or 3");
+            std::vector<std::uint64_t> bits(static_cast<std::size_t>((R.d() + 63) / 64));
+            R.sign_bits(round, bits.data());
+            return sign_array<std::int8_t>(bits.data(), R.d());
+          },
+          py::arg("round"));
+}

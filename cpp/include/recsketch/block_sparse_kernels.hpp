@@ -1,0 +1,426 @@
+// Products with block-sparse matrices: R x, R^T y, (x + R x)/2, (y + R^T y)/2, on one vector or
+// a batch, without ever holding R.
+//
+// Design notes
+// - Structure (DESIGN.md section 2): a nonzero block of column j is [f_s s_j ; f_c Enc_j ; f_m s_m]
+//   times 1/sqrt(dq). The matrix-signature sub-block of block-row i is s_m times one scalar
+//   sum_j f_m x_j, and Enc's sub-block only has a constant part, L = ceil(log2 d) bit positions
+//   and two parity positions, so R x keeps per block-row: b/3 random-string sums, one signature
+//   sum, one constant sum, two parity sums and L bit sums ("structured accumulators"), expanded
+//   to the d outputs once at the end. R^T y reads y through the same structure.
+// - Batches are processed in panels of 16, 4 or 1 vectors stored transposed (the vectors of a
+//   panel side by side), so each column is generated once per panel and its updates vectorise.
+// - Reproducibility: R x sums column contributions in kColumnChunks fixed chunks of columns,
+//   each into its own accumulator, and adds the chunk sums in chunk order. Threads take whole
+//   panels or whole chunks, never split a sum, so every output bit is independent of the thread
+//   count and of whether a vector came alone or in a batch. R^T y computes every output from
+//   one column, in block order. All sums are in double; only the final value is rounded to T.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "recsketch/block_sparse.hpp"
+#include "recsketch/enc.hpp"
+#include "recsketch/parallel.hpp"
+
+namespace recsketch {
+
+inline constexpr std::int64_t kColumnChunks = 8;
+
+namespace detail {
+
+// Panel widths, widest first: a batch is cut greedily into panels of these many vectors, so no
+// work is padded and the single-vector case has scalar code.
+inline constexpr int kPanelWidths[] = {8, 4, 1};
+
+struct Panel {
+  std::int64_t first;  // index of the panel's first vector
+  int width;
+};
+
+inline std::vector<Panel> cut_panels(std::int64_t n) {
+  std::vector<Panel> panels;
+  std::int64_t p0 = 0;
+  for (int w : kPanelWidths)
+    for (; n - p0 >= w; p0 += w) panels.push_back(Panel{p0, w});
+  return panels;
+}
+
+// Runs f(std::integral_constant<int, W>) for the runtime width w.
+template <class F>
+void with_width(int w, F&& f) {
+  switch (w) {
+    case 8: f(std::integral_constant<int, 8>{}); break;
+    case 4: f(std::integral_constant<int, 4>{}); break;
+    default: f(std::integral_constant<int, 1>{}); break;
+  }
+}
+
+// Signs of one column shared by all its blocks.
+struct ColumnCode {
+  std::vector<double> s_plus, s_minus;  // sigma_{s,j} as +-1, and negated
+  int set_bits[64];                     // Enc positions t (0..L-1) whose index bit is 1
+  int n_set = 0;
+  bool s0_negative = false;             // sign(sigma_{s,j}[0]) < 0
+  // For each flip combination (neg_s, neg_c, neg_m) as 4 neg_s + 2 neg_c + neg_m: the signs
+  // {f_m, f_c, f_c f'_m, f_c f'_s} of the signature, Enc-constant and parity slots.
+  double four[8][4];
+  std::vector<std::uint64_t> words;
+
+  explicit ColumnCode(std::int64_t third)
+      : s_plus(static_cast<std::size_t>(third)),
+        s_minus(static_cast<std::size_t>(third)),
+        words(static_cast<std::size_t>((third + 63) / 64)) {}
+
+  void load(const BlockSparseMatrix& R, std::int64_t j) {
+    const BlockSparseFamily& f = R.family();
+    R.random_string_bits(j, words.data());
+    for (std::int64_t r = 0; r < f.third(); ++r) {
+      const double s = bit_at(words.data(), static_cast<std::size_t>(r)) ? -1.0 : 1.0;
+      s_plus[static_cast<std::size_t>(r)] = s;
+      s_minus[static_cast<std::size_t>(r)] = -s;
+    }
+    s0_negative = bit_at(words.data(), 0);
+    const bool m0_negative = bit_at(R.signature_bits(), 0);
+    for (int k = 0; k < 8; ++k) {
+      const bool ns = (k & 4) != 0, nc = (k & 2) != 0, nm = (k & 1) != 0;
+      four[k][0] = nm ? -1.0 : 1.0;
+      four[k][1] = nc ? -1.0 : 1.0;
+      four[k][2] = (nc != (nm != m0_negative)) ? -1.0 : 1.0;
+      four[k][3] = (nc != (ns != s0_negative)) ? -1.0 : 1.0;
+    }
+    n_set = 0;
+    const int L = f.index_bits();
+    for (int t = 0; t < L; ++t)
+      if ((j >> (L - 1 - t)) & 1) set_bits[n_set++] = t;
+  }
+};
+
+// sigma_m as +-1 doubles.
+inline std::vector<double> signature_signs(const BlockSparseMatrix& R) {
+  std::vector<double> s(static_cast<std::size_t>(R.family().third()));
+  for (std::size_t r = 0; r < s.size(); ++r) s[r] = bit_at(R.signature_bits(), r) ? -1.0 : 1.0;
+  return s;
+}
+
+// Slots of the structured accumulator of one block-row, each holding W values (one per vector).
+template <int W>
+struct ForwardLayout {
+  std::int64_t third, L;
+  std::int64_t slots() const noexcept { return third + 4 + L; }
+  std::int64_t size(std::int64_t n_blocks) const noexcept { return n_blocks * slots() * W; }
+  std::int64_t s(std::int64_t r) const noexcept { return r * W; }    // random string
+  std::int64_t m() const noexcept { return third * W; }              // signature sum
+  std::int64_t a() const noexcept { return (third + 1) * W; }        // Enc constant sum
+  std::int64_t pm() const noexcept { return (third + 2) * W; }       // Enc parity b_m
+  std::int64_t ps() const noexcept { return (third + 3) * W; }       // Enc parity b_s
+  std::int64_t bit(std::int64_t t) const noexcept { return (third + 4 + t) * W; }
+};
+
+template <int W>
+inline void add_signed(double* acc, const double* x, bool negative) noexcept {
+  if (negative)
+    for (int v = 0; v < W; ++v) acc[v] -= x[v];
+  else
+    for (int v = 0; v < W; ++v) acc[v] += x[v];
+}
+
+// acc += contributions of columns [j0, j1) of R; xp holds column j's W inputs at xp + j*W.
+template <int W>
+void forward_chunk(const BlockSparseMatrix& R, const double* xp, std::int64_t j0,
+                   std::int64_t j1, double* acc) {
+  const BlockSparseFamily& f = R.family();
+  const ForwardLayout<W> lay{f.third(), f.index_bits()};
+  const std::int64_t block_stride = lay.slots() * W, third = f.third();
+  ColumnCode code(third);
+  for (std::int64_t j = j0; j < j1; ++j) {
+    const double* x = xp + j * W;
+    bool any = false;
+    for (int v = 0; v < W; ++v) any |= (x[v] != 0.0);
+    if (!any) continue;
+    code.load(R, j);
+    R.walk_column(j, [&](const BlockFlips& fl) {
+      double* a = acc + fl.block * block_stride;
+      const double* sgn = fl.neg_s ? code.s_minus.data() : code.s_plus.data();
+      if constexpr (W == 1) {
+        const double x0 = x[0];
+        for (std::int64_t r = 0; r < third; ++r) a[r] += sgn[r] * x0;
+      } else {
+        for (std::int64_t r = 0; r < third; ++r) {
+          double* ar = a + r * W;
+          const double sr = sgn[r];
+          for (int v = 0; v < W; ++v) ar[v] += sr * x[v];
+        }
+      }
+      // Signature sum f_m, Enc constant f_c, and Enc's parity entries f_c f'_m, f_c f'_s with
+      // f'_m = f_m sign(s_m[0]) and f'_s = f_s sign(s_j[0]): four adjacent slots.
+      const double* sv = code.four[fl.neg_s * 4 + fl.neg_c * 2 + fl.neg_m];
+      double* a4 = a + lay.m();
+      for (int k = 0; k < 4; ++k)
+        for (int v = 0; v < W; ++v) a4[k * W + v] += sv[k] * x[v];
+      for (int k = 0; k < code.n_set; ++k) add_signed<W>(a + lay.bit(code.set_bits[k]), x, fl.neg_c);
+    });
+  }
+}
+
+// Writes output vector v of a panel from its structured accumulator. If x_half is not null the
+// result is (x + R x)/2 with x_half the vector's input.
+template <int W, class T>
+void forward_expand(const BlockSparseMatrix& R, const std::vector<double>& sig, const double* acc,
+                    int v, const T* x_half, T* y) {
+  const BlockSparseFamily& f = R.family();
+  const ForwardLayout<W> lay{f.third(), f.index_bits()};
+  const std::int64_t b = f.block_size(), third = f.third();
+  const int L = f.index_bits();
+  const double scale = f.scale();
+  auto put = [&](std::int64_t row, double value) {
+    const double rx = scale * value;
+    y[row] = static_cast<T>(x_half ? 0.5 * (static_cast<double>(x_half[row]) + rx) : rx);
+  };
+  for (std::int64_t i = 0; i < f.n_blocks(); ++i) {
+    const double* a = acc + i * lay.slots() * W + v;
+    const std::int64_t base = i * b;
+    for (std::int64_t r = 0; r < third; ++r) put(base + r, a[lay.s(r)]);
+    const double constant = a[lay.a()];
+    const std::int64_t c = base + third;
+    put(c, constant);
+    for (int t = 0; t < L; ++t) put(c + 1 + t, 2.0 * a[lay.bit(t)] - constant);
+    put(c + L + 1, a[lay.pm()]);
+    put(c + L + 2, a[lay.ps()]);
+    for (std::int64_t p = L + 3; p < third; ++p) put(c + p, constant);
+    const double msum = a[lay.m()];
+    for (std::int64_t r = 0; r < third; ++r)
+      put(base + 2 * third + r, sig[static_cast<std::size_t>(r)] * msum);
+  }
+}
+
+// Copies rows [p0, p0 + W) of a row-major (n x m) array into a transposed double panel (m x W).
+template <int W, class T>
+void load_panel(const T* x, std::int64_t m, std::int64_t p0, double* panel) {
+  for (int v = 0; v < W; ++v) {
+    const T* row = x + (p0 + v) * m;
+    for (std::int64_t j = 0; j < m; ++j) panel[j * W + v] = static_cast<double>(row[j]);
+  }
+}
+
+inline void add_into(std::vector<double>& total, const std::vector<double>& part) noexcept {
+  for (std::size_t k = 0; k < total.size(); ++k) total[k] += part[k];
+}
+
+// R x for one panel of W vectors, threads over chunks when `threads` > 1.
+template <int W, class T>
+void forward_panel(const BlockSparseMatrix& R, const std::vector<double>& sig, const T* x,
+                   std::int64_t m, std::int64_t p0,
+                   const std::vector<std::pair<std::int64_t, std::int64_t>>& chunks, T* y,
+                   bool half, int threads) {
+  const BlockSparseFamily& f = R.family();
+  const ForwardLayout<W> lay{f.third(), f.index_bits()};
+  const std::size_t size = static_cast<std::size_t>(lay.size(f.n_blocks()));
+  std::vector<double> xp(static_cast<std::size_t>(m * W));
+  load_panel<W>(x, m, p0, xp.data());
+  std::vector<double> total(size, 0.0);
+  if (threads <= 1) {
+    std::vector<double> part(size);
+    for (const auto& [j0, j1] : chunks) {
+      std::fill(part.begin(), part.end(), 0.0);
+      forward_chunk<W>(R, xp.data(), j0, j1, part.data());
+      add_into(total, part);
+    }
+  } else {
+    std::vector<std::vector<double>> parts(chunks.size());
+    parallel_for(static_cast<std::int64_t>(chunks.size()), threads, [&](std::int64_t c) {
+      auto& part = parts[static_cast<std::size_t>(c)];
+      part.assign(size, 0.0);
+      const auto& [j0, j1] = chunks[static_cast<std::size_t>(c)];
+      forward_chunk<W>(R, xp.data(), j0, j1, part.data());
+    });
+    for (const auto& part : parts) add_into(total, part);
+  }
+  const std::int64_t d = f.d();
+  for (int v = 0; v < W; ++v)
+    forward_expand<W, T>(R, sig, total.data(), v, half ? x + (p0 + v) * m : nullptr,
+                         y + (p0 + v) * d);
+}
+
+// R^T y for one panel of W vectors, threads over groups of columns.
+template <int W, class T>
+void transpose_panel(const BlockSparseMatrix& R, const std::vector<double>& sig, const T* y,
+                     std::int64_t p0, T* out, bool half, int threads) {
+  const BlockSparseFamily& f = R.family();
+  const std::int64_t d = f.d(), b = f.block_size(), third = f.third(), nb = f.n_blocks();
+  const int L = f.index_bits();
+  const double scale = f.scale();
+  const bool m0_negative = bit_at(R.signature_bits(), 0);
+  std::vector<double> yp(static_cast<std::size_t>(d * W));
+  load_panel<W>(y, d, p0, yp.data());
+  // Per block-row: <s_m, y_m> and Enc's constant part with every index bit at -1.
+  std::vector<double> ym(static_cast<std::size_t>(nb * W)), yc(static_cast<std::size_t>(nb * W));
+  for (std::int64_t i = 0; i < nb; ++i)
+    for (int v = 0; v < W; ++v) {
+      const double* blk = yp.data() + i * b * W + v;
+      double sm = 0.0;
+      for (std::int64_t r = 0; r < third; ++r)
+        sm += sig[static_cast<std::size_t>(r)] * blk[(2 * third + r) * W];
+      const double* enc = blk + third * W;
+      double c = enc[0];
+      for (std::int64_t q = L + 3; q < third; ++q) c += enc[q * W];
+      for (int t = 0; t < L; ++t) c -= enc[(1 + t) * W];
+      ym[static_cast<std::size_t>(i * W + v)] = sm;
+      yc[static_cast<std::size_t>(i * W + v)] = c;
+    }
+
+  constexpr std::int64_t kColumnsPerTask = 256;
+  parallel_for((d + kColumnsPerTask - 1) / kColumnsPerTask, threads, [&](std::int64_t task) {
+    ColumnCode code(third);
+    double total[W], acc[4][W], bits[W];
+    const std::int64_t j1 = std::min(d, (task + 1) * kColumnsPerTask);
+    for (std::int64_t j = task * kColumnsPerTask; j < j1; ++j) {
+      code.load(R, j);
+      std::fill(total, total + W, 0.0);
+      R.walk_column(j, [&](const BlockFlips& fl) {
+        const double* blk = yp.data() + fl.block * b * W;
+        // <s_j, y_s> in four interleaved partial sums: a fixed order, so exactly repeatable.
+        for (auto& row : acc) std::fill(row, row + W, 0.0);
+        for (std::int64_t r = 0; r < third; ++r) {
+          const double s = code.s_plus[static_cast<std::size_t>(r)];
+          const double* yr = blk + r * W;
+          double* ar = acc[r & 3];
+          for (int v = 0; v < W; ++v) ar[v] += s * yr[v];
+        }
+        const double* enc = blk + third * W;
+        std::fill(bits, bits + W, 0.0);
+        for (int k = 0; k < code.n_set; ++k) {
+          const double* e = enc + (1 + code.set_bits[k]) * W;
+          for (int v = 0; v < W; ++v) bits[v] += e[v];
+        }
+        const double bm = (fl.neg_m != m0_negative) ? -1.0 : 1.0;
+        const double bs = (fl.neg_s != code.s0_negative) ? -1.0 : 1.0;
+        const double fs = fl.neg_s ? -1.0 : 1.0, fc = fl.neg_c ? -1.0 : 1.0,
+                     fm = fl.neg_m ? -1.0 : 1.0;
+        const double* ymi = ym.data() + fl.block * W;
+        const double* yci = yc.data() + fl.block * W;
+        for (int v = 0; v < W; ++v) {
+          const double ds = (acc[0][v] + acc[1][v]) + (acc[2][v] + acc[3][v]);
+          const double de = yci[v] + 2.0 * bits[v] + bm * enc[(L + 1) * W + v] +
+                            bs * enc[(L + 2) * W + v];
+          total[v] += fs * ds + fc * de + fm * ymi[v];
+        }
+      });
+      for (int v = 0; v < W; ++v) {
+        const double rt = scale * total[v];
+        T* o = out + (p0 + v) * d + j;
+        *o = static_cast<T>(half ? 0.5 * (static_cast<double>(y[(p0 + v) * d + j]) + rt) : rt);
+      }
+    }
+  });
+}
+
+}  // namespace detail
+
+// y = R x (or (x + R x)/2 if half) for the n rows of x (n x m, row-major, m <= d: columns m..d-1
+// of x are taken as zero, so a short attribute vector costs m columns). y is n x d, row-major.
+// half requires m == d.
+template <class T>
+void block_sparse_forward(const BlockSparseMatrix& R, const T* x, std::int64_t n, std::int64_t m,
+                          T* y, bool half, int num_threads) {
+  using namespace detail;
+  const std::int64_t d = R.family().d();
+  const std::int64_t chunk = (d + kColumnChunks - 1) / kColumnChunks;
+  std::vector<std::pair<std::int64_t, std::int64_t>> chunks;
+  for (std::int64_t c = 0; c < kColumnChunks; ++c) {
+    const std::int64_t j0 = c * chunk, j1 = std::min(m, (c + 1) * chunk);
+    if (j0 < j1) chunks.emplace_back(j0, j1);
+  }
+  const std::vector<double> sig = signature_signs(R);
+  const std::vector<Panel> panels = cut_panels(n);
+  const int threads = resolve_threads(num_threads);
+  const std::int64_t n_panels = static_cast<std::int64_t>(panels.size());
+  // Threads over panels when there are enough of them, else over the chunks of each panel;
+  // both add the same chunk sums in the same order.
+  const bool by_panel = n_panels >= threads || chunks.size() <= 1;
+  auto run = [&](const Panel& p, int inner_threads) {
+    with_width(p.width, [&](auto w) {
+      forward_panel<decltype(w)::value, T>(R, sig, x, m, p.first, chunks, y, half, inner_threads);
+    });
+  };
+  if (by_panel)
+    parallel_for(n_panels, threads,
+                 [&](std::int64_t k) { run(panels[static_cast<std::size_t>(k)], 1); });
+  else
+    for (const Panel& p : panels) run(p, threads);
+}
+
+// out = R^T y (or (y + R^T y)/2 if half) for the n rows of y (n x d, row-major); out is n x d.
+template <class T>
+void block_sparse_transpose(const BlockSparseMatrix& R, const T* y, std::int64_t n, T* out,
+                            bool half, int num_threads) {
+  using namespace detail;
+  const std::vector<double> sig = signature_signs(R);
+  const int threads = resolve_threads(num_threads);
+  for (const Panel& p : cut_panels(n))
+    with_width(p.width, [&](auto w) {
+      transpose_panel<decltype(w)::value, T>(R, sig, y, p.first, out, half, threads);
+    });
+}
+
+// Nonzero blocks per column (the exact squared norm of column j is count_j * b / (d q)).
+inline void block_sparse_column_counts(const BlockSparseMatrix& R, std::int64_t* counts,
+                                       int num_threads) {
+  const std::int64_t d = R.family().d();
+  parallel_for((d + 1023) / 1024, num_threads, [&](std::int64_t task) {
+    const std::int64_t j1 = std::min(d, (task + 1) * 1024);
+    for (std::int64_t j = task * 1024; j < j1; ++j) {
+      std::int64_t c = 0;
+      R.walk_column(j, [&](const BlockFlips&) { ++c; });
+      counts[j] = c;
+    }
+  });
+}
+
+// Fills CSC arrays; indptr (d + 1 entries) must already hold the prefix sums of b * counts.
+template <class I, class V>
+void block_sparse_fill_csc(const BlockSparseMatrix& R, const I* indptr, I* indices, V* data,
+                           int num_threads) {
+  using namespace detail;
+  const BlockSparseFamily& f = R.family();
+  const std::int64_t d = f.d(), b = f.block_size(), third = f.third();
+  const int L = f.index_bits();
+  const double scale = f.scale();
+  const std::vector<double> sig = signature_signs(R);
+  const bool m0_negative = bit_at(R.signature_bits(), 0);
+  parallel_for((d + 255) / 256, num_threads, [&](std::int64_t task) {
+    ColumnCode code(third);
+    std::vector<std::int8_t> enc(static_cast<std::size_t>(third));
+    const std::int64_t j1 = std::min(d, (task + 1) * 256);
+    for (std::int64_t j = task * 256; j < j1; ++j) {
+      code.load(R, j);
+      std::int64_t k = static_cast<std::int64_t>(indptr[j]);
+      R.walk_column(j, [&](const BlockFlips& fl) {
+        const int bm = (fl.neg_m != m0_negative) ? -1 : 1;
+        const int bs = (fl.neg_s != code.s0_negative) ? -1 : 1;
+        enc_pattern(j, bm, bs, L, third, enc.data());
+        const double fs = fl.neg_s ? -scale : scale, fc = fl.neg_c ? -scale : scale,
+                     fm = fl.neg_m ? -scale : scale;
+        const std::int64_t base = fl.block * b;
+        for (std::int64_t r = 0; r < b; ++r) {
+          double value;
+          if (r < third)
+            value = fs * code.s_plus[static_cast<std::size_t>(r)];
+          else if (r < 2 * third)
+            value = fc * enc[static_cast<std::size_t>(r - third)];
+          else
+            value = fm * sig[static_cast<std::size_t>(r - 2 * third)];
+          indices[k] = static_cast<I>(base + r);
+          data[k] = static_cast<V>(value);
+          ++k;
+        }
+      });
+    }
+  });
+}
+
+}  // namespace recsketch

@@ -1,0 +1,51 @@
+// Parameters of the paper's block-sparse family D(b, q, d) (Section 4.3) and their validation.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+namespace recsketch {
+
+// Smallest L with 2^L >= n (n >= 1): the number of bits Enc spends on a column index.
+inline int ceil_log2(std::int64_t n) noexcept {
+  int bits = 0;
+  while ((std::int64_t{1} << bits) < n) ++bits;
+  return bits;
+}
+
+// Largest d accepted: block indices and row indices stay within 32 bits.
+inline constexpr std::int64_t kMaxDSketch = (std::int64_t{1} << 31) - 1;
+
+// Algorithm 1 needs b/3 >= ceil(log2 d) + 3 entries (a leading +1, the index, two parity bits).
+inline std::int64_t min_block_size(std::int64_t d) noexcept { return 3 * (ceil_log2(d) + 3); }
+
+// Default block probability q = log2(d) / sqrt(d), capped at 1: Theorem 4 asks for
+// q >= polylog / sqrt(d), and this keeps ~sqrt(d)/3 nonzero blocks per column, so column norms
+// concentrate as d grows (their relative spread is about 1/sqrt(q d / b)).
+inline double default_density(std::int64_t d) noexcept {
+  const double q = std::log2(static_cast<double>(d)) / std::sqrt(static_cast<double>(d));
+  return q < 1.0 ? q : 1.0;
+}
+
+// Throws std::invalid_argument naming the first violated condition of Section 4.3.
+inline void validate_block_sparse(std::int64_t d, std::int64_t b, double q) {
+  using std::to_string;
+  if (d < 1 || d > kMaxDSketch)
+    throw std::invalid_argument("d_sketch must be in [1, 2^31 - 1], got " + to_string(d));
+  if (b < 3 || b % 3 != 0)
+    throw std::invalid_argument("block_size must be a positive multiple of 3, got " + to_string(b));
+  if (b < min_block_size(d))
+    throw std::invalid_argument("block_size " + to_string(b) + " is too small for d_sketch " +
+                                to_string(d) + ": Enc needs block_size >= 3*(ceil(log2 d)+3) = " +
+                                to_string(min_block_size(d)));
+  if (d % b != 0)
+    throw std::invalid_argument("d_sketch " + to_string(d) + " is not a multiple of block_size " +
+                                to_string(b) +
+                                " (recsketch.suggest_block_sparse(d) proposes valid sizes)");
+  if (!(q > 0.0 && q <= 1.0))
+    throw std::invalid_argument("density q must be in (0, 1], got " + std::to_string(q));
+}
+
+}  // namespace recsketch

@@ -1,0 +1,54 @@
+"""Argument checks shared by the public API: each error names the offending argument."""
+
+from __future__ import annotations
+
+import numbers
+from typing import Optional, Tuple
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def check_int(value: object, name: str, *, minimum: Optional[int] = None,
+              maximum: Optional[int] = None) -> int:
+    """Return ``value`` as an ``int``; TypeError if it is not an integer, ValueError if out of range."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+    out = int(value)
+    if minimum is not None and out < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {out}")
+    if maximum is not None and out > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {out}")
+    return out
+
+
+def check_num_threads(num_threads: Optional[int]) -> int:
+    """None means every available thread (passed to the core as 0)."""
+    if num_threads is None:
+        return 0
+    return check_int(num_threads, "num_threads", minimum=1)
+
+
+def as_float_batch(x: object, name: str, d: int, *, allow_short: bool = False
+                   ) -> Tuple[np.ndarray, bool]:
+    """Check a vector (m,) or a batch of row vectors (n, m) for a d x d matrix.
+
+    Returns the array as 2-D and whether the input was 1-D. Arrays must be float32 or float64 and
+    C-contiguous (no silent copies); other sequences are converted with ``numpy.asarray``. m must
+    equal d unless ``allow_short`` (then 1 <= m <= d). NaN and infinity are rejected by the core.
+    """
+    arr = x if isinstance(x, np.ndarray) else np.asarray(x, dtype=np.float64)
+    if arr.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must have dtype float32 or float64, got {arr.dtype}")
+    if arr.ndim not in (1, 2):
+        raise ValueError(f"{name} must be a vector (m,) or a batch (n, m), got shape {arr.shape}")
+    if not arr.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous; pass numpy.ascontiguousarray({name})")
+    m = arr.shape[-1]
+    if allow_short:
+        if not 1 <= m <= d:
+            raise ValueError(f"{name} has length {m}; a short vector needs 1 <= length <= d_sketch={d}")
+    elif m != d:
+        raise ValueError(f"{name} has length {m}, expected d_sketch={d}")
+    return (arr.reshape(1, m) if arr.ndim == 1 else arr), arr.ndim == 1

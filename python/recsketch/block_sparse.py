@@ -1,0 +1,127 @@
+"""Helpers for the paper's block-sparse family D(b, q, d): valid sizes, Enc and its decoder."""
+
+from __future__ import annotations
+
+import enum
+from typing import NamedTuple, Optional
+
+import numpy as np
+
+from ._checks import check_int
+from ._native import _core
+
+__all__ = [
+    "BlockSparseParams",
+    "BlockStatus",
+    "DecodedBlocks",
+    "decode_blocks",
+    "default_block_size",
+    "default_density",
+    "enc_pattern",
+    "min_block_size",
+    "suggest_block_sparse",
+]
+
+
+class BlockSparseParams(NamedTuple):
+    d_sketch: int
+    block_size: int
+    density: float
+
+
+def min_block_size(d_sketch: int) -> int:
+    """Smallest block size Enc allows for ``d_sketch``: ``3 * (ceil(log2 d) + 3)``."""
+    return int(_core.min_block_size(check_int(d_sketch, "d_sketch", minimum=1)))
+
+
+def default_density(d_sketch: int) -> float:
+    """Default block probability ``q = min(1, log2(d) / sqrt(d))`` (Theorem 4: q >= polylog/sqrt d)."""
+    return float(_core.default_density(check_int(d_sketch, "d_sketch", minimum=1)))
+
+
+def default_block_size(d_sketch: int) -> Optional[int]:
+    """The smallest valid block size that divides ``d_sketch``, or None if there is none up to
+    twice the minimum (then pick another ``d_sketch`` with :func:`suggest_block_sparse`)."""
+    d = check_int(d_sketch, "d_sketch", minimum=1)
+    b_min = min_block_size(d)
+    for b in range(b_min, min(d, 2 * b_min) + 1, 3):
+        if d % b == 0:
+            return b
+    return None
+
+
+def _valid(d: int, b: int) -> bool:
+    return d >= b and d % b == 0 and b % 3 == 0 and b >= min_block_size(d)
+
+
+def suggest_block_sparse(d_sketch: int, density: Optional[float] = None) -> BlockSparseParams:
+    """Valid ``(d_sketch, block_size, density)`` with ``d_sketch`` as close as possible to the
+    requested one and the smallest block size Enc allows; ``density`` defaults to
+    :func:`default_density` of the chosen ``d_sketch``.
+
+    >>> suggest_block_sparse(16384)
+    BlockSparseParams(d_sketch=16371, block_size=51, density=0.10942...)
+    """
+    target = check_int(d_sketch, "d_sketch", minimum=24)
+    best = None
+    for b in (min_block_size(target), min_block_size(target) + 3):
+        for k in (target // b, -(-target // b)):
+            d = k * b
+            if d >= 1 and _valid(d, b):
+                cand = (abs(d - target), b, -d)
+                if best is None or cand < best[0]:
+                    best = (cand, d, b)
+    if best is None:  # pragma: no cover - the +3 candidate always covers power-of-two crossings
+        raise ValueError(f"no valid block-sparse size found near {target}")
+    _, d, b = best
+    q = default_density(d) if density is None else float(density)
+    _core.BlockSparseFamily(d, b, q)  # validates q
+    return BlockSparseParams(d, b, q)
+
+
+def enc_pattern(column: int, b_m: int, b_s: int, d_sketch: int, block_size: int) -> np.ndarray:
+    """Algorithm 1, ``Enc(j, b_m, b_s)`` as a +-1 int8 vector of length ``block_size // 3``.
+
+    ``column`` is 0-based (the paper's ``j - 1``). Layout: +1, the ``ceil(log2 d)`` bits of the
+    column most significant first (0 -> -1), ``b_m``, ``b_s``, then +1 padding.
+    """
+    return _core.enc_pattern(check_int(column, "column"), check_int(b_m, "b_m"),
+                             check_int(b_s, "b_s"), check_int(d_sketch, "d_sketch"),
+                             check_int(block_size, "block_size"))
+
+
+class BlockStatus(enum.IntEnum):
+    """Outcome of decoding one rounded block."""
+
+    OK = 0
+    NOT_A_SIGN_PATTERN = 1
+    BAD_PADDING = 2
+    INDEX_OUT_OF_RANGE = 3
+    PARITY_MISMATCH = 4
+
+
+class DecodedBlocks(NamedTuple):
+    status: np.ndarray  # int8, a BlockStatus per block
+    column: np.ndarray  # int64, decoded 0-based column (-1 if not decodable)
+    b_m: np.ndarray     # int8, parity bit f'_m
+    b_s: np.ndarray     # int8, parity bit f'_s
+    sign: np.ndarray    # int8, sign of the coefficient that produced the block (0 unless OK)
+
+
+def decode_blocks(blocks: np.ndarray, d_sketch: int) -> DecodedBlocks:
+    """Invert Enc on rounded blocks (Section 4.2): ``blocks`` is ``(n, block_size)`` or
+    ``(block_size,)`` of +-1 (any integer or float dtype holding exactly +-1).
+
+    For a block ``g * [f_s s_j ; f_c Enc(j, f'_m, f'_s) ; f_m s_m]`` this returns ``j``, the
+    parity bits and ``g``; a block whose two parity bits disagree on ``g`` is PARITY_MISMATCH.
+    """
+    arr = np.asarray(blocks)
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    if arr.ndim != 2:
+        raise ValueError(f"blocks must be (n, block_size) or (block_size,), got shape {arr.shape}")
+    if not np.all((arr == 1) | (arr == -1)):
+        raise ValueError("blocks must contain only +1 and -1 (round them with numpy.sign first)")
+    out = _core.decode_blocks(np.ascontiguousarray(arr, dtype=np.int8),
+                              check_int(d_sketch, "d_sketch"))
+    return DecodedBlocks(*out)

@@ -1,0 +1,27 @@
+"""What this installation of recsketch is: version, native build, threads, families."""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+from ._native import _core
+from ._version import __version__
+
+
+def build_info() -> Dict[str, Any]:
+    """Version, OpenMP availability, default thread count, compiler and matrix families."""
+    info = dict(_core.build_info())
+    info["version"] = __version__
+    info["families"] = ["block_sparse", "orthogonal"]
+    return info
+
+
+def format_info() -> str:
+    info = build_info()
+    lines = [f"recsketch {info['version']}"]
+    lines.append(f"  native core : {info['compiler']}"
+                 f"{' (-march=native)' if info['native'] else ' (portable build)'}")
+    lines.append(f"  OpenMP      : {'on' if info['openmp'] else 'off (serial fallback)'}")
+    lines.append(f"  threads     : {info['max_threads']}")
+    lines.append(f"  families    : {', '.join(info['families'])}")
+    return "\n".join(lines)

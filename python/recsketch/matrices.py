@@ -1,0 +1,203 @@
+"""Seeded random matrices of a Sketcher, applied by the native core and never held densely."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Optional, Tuple, Union
+
+import numpy as np
+
+from ._checks import as_float_batch, check_num_threads
+from ._native import _core
+
+if TYPE_CHECKING:  # pragma: no cover
+    import scipy.sparse
+
+__all__ = ["RandomMatrix"]
+
+# Dense materialisation above this many bytes is refused: use to_scipy() or the products.
+_DENSE_LIMIT_BYTES = 4 << 30
+
+_Native = Union["_core.BlockSparseMatrix", "_core.OrthogonalMatrix"]
+
+
+class RandomMatrix:
+    """A ``d_sketch x d_sketch`` random matrix, a pure function of (family, seed, role).
+
+    Obtain one from :meth:`recsketch.Sketcher.module_matrix` or
+    :meth:`recsketch.Sketcher.position_matrix`. Products accept a vector ``(d,)`` or a batch of
+    row vectors ``(n, d)``, float32 or float64, C-contiguous, and return the same dtype. Sums run
+    in float64 whatever the dtype, and the result is bit-identical for any ``num_threads``.
+
+    ``R @ x`` follows NumPy: ``x`` of shape ``(d,)`` or ``(d, k)`` (columns are vectors).
+    For a batch of row vectors ``X`` of shape ``(n, d)`` use ``R.matvec(X)`` (same as
+    ``X @ R.T``) and ``R.rmatvec(X)`` (same as ``X @ R``).
+    """
+
+    __slots__ = ("_native", "_d", "_family", "_role", "__weakref__")
+    # Makes ``ndarray @ R`` defer to __rmatmul__ instead of NumPy treating R as an object.
+    __array_ufunc__ = None
+
+    def __init__(self, native: _Native, d_sketch: int, family: str, role: Tuple[Any, ...]):
+        self._native = native
+        self._d = d_sketch
+        self._family = family
+        self._role = role
+
+    # -- description -----------------------------------------------------------------------
+    @property
+    def shape(self) -> Tuple[int, int]:
+        return (self._d, self._d)
+
+    @property
+    def family(self) -> str:
+        return self._family
+
+    @property
+    def role(self) -> Tuple[Any, ...]:
+        """``("module", name, k)`` or ``("position", i)``."""
+        return self._role
+
+    @property
+    def key(self) -> int:
+        """The 64-bit key derived from the role (stable across processes and machines)."""
+        return int(self._native.key)
+
+    @property
+    def seed(self) -> int:
+        return int(self._native.seed)
+
+    @property
+    def T(self) -> "_Transposed":
+        """The transpose, as an operator: ``R.T @ y`` is ``R.rmatvec(y)``."""
+        return _Transposed(self)
+
+    def __repr__(self) -> str:
+        return f"RandomMatrix(role={self._role!r}, family={self._family!r}, shape={self.shape})"
+
+    # -- products --------------------------------------------------------------------------
+    def _apply(self, x: Any, *, transpose: bool, half: bool, short: bool,
+               num_threads: Optional[int]) -> np.ndarray:
+        name = "y" if transpose else "x"
+        batch, was_1d = as_float_batch(x, name, self._d, allow_short=short)
+        out = self._native.apply(batch, transpose, half, check_num_threads(num_threads))
+        return out[0] if was_1d else out
+
+    def matvec(self, x: Any, *, num_threads: Optional[int] = None) -> np.ndarray:
+        """``R x`` for a vector ``(d,)`` or each row of a batch ``(n, d)``.
+
+        Raises TypeError for a non-float dtype, ValueError for a wrong shape, a non-contiguous
+        array, NaN or infinity.
+        """
+        return self._apply(x, transpose=False, half=False, short=False, num_threads=num_threads)
+
+    def rmatvec(self, y: Any, *, num_threads: Optional[int] = None) -> np.ndarray:
+        """``R^T y`` for a vector ``(d,)`` or each row of a batch ``(n, d)``."""
+        return self._apply(y, transpose=True, half=False, short=False, num_threads=num_threads)
+
+    def half(self, x: Any, *, num_threads: Optional[int] = None) -> np.ndarray:
+        """``P(R) x = (x + R x) / 2``, the map applied to every input of a tuple sketch."""
+        return self._apply(x, transpose=False, half=True, short=False, num_threads=num_threads)
+
+    def half_T(self, y: Any, *, num_threads: Optional[int] = None) -> np.ndarray:
+        """``P(R)^T y = (y + R^T y) / 2``."""
+        return self._apply(y, transpose=True, half=True, short=False, num_threads=num_threads)
+
+    def apply_short(self, x: Any, *, num_threads: Optional[int] = None) -> np.ndarray:
+        """``R [x; 0]`` for a short vector ``(m,)`` or batch ``(n, m)`` with ``m <= d``.
+
+        Equal to ``R.matvec`` of the zero-padded input, at a cost proportional to ``m``: this
+        is how attribute vectors, shorter than the sketch, enter it. Returns shape ``(d,)`` or
+        ``(n, d)``.
+        """
+        return self._apply(x, transpose=False, half=False, short=True, num_threads=num_threads)
+
+    def __matmul__(self, x: Any) -> np.ndarray:
+        arr = np.asarray(x)
+        if arr.ndim == 1:
+            return self.matvec(np.ascontiguousarray(arr))
+        if arr.ndim == 2:
+            if arr.shape[0] != self._d:
+                raise ValueError(
+                    f"R @ X multiplies the columns of X (NumPy semantics) and needs "
+                    f"X.shape[0] == {self._d}, got {arr.shape}; for a batch of row vectors "
+                    f"use R.matvec(X) or X @ R.T")
+            return self.matvec(np.ascontiguousarray(arr.T)).T
+        raise ValueError(f"R @ x needs a 1-D or 2-D array, got shape {arr.shape}")
+
+    def __rmatmul__(self, x: Any) -> np.ndarray:
+        arr = np.asarray(x)
+        if arr.ndim not in (1, 2):
+            raise ValueError(f"x @ R needs a 1-D or 2-D array, got shape {arr.shape}")
+        return self.rmatvec(np.ascontiguousarray(arr))
+
+    # -- materialisation, for tests and interoperability ---------------------------------------
+    def to_scipy(self, dtype: Any = np.float64) -> "scipy.sparse.csr_matrix":
+        """The matrix as a SciPy CSR matrix (``dtype`` float64 or float32). Needs SciPy."""
+        import scipy.sparse as sp
+
+        dt = np.dtype(dtype)
+        if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+            raise TypeError(f"dtype must be float32 or float64, got {dt}")
+        if self._family == "orthogonal":
+            return sp.csr_matrix(self.to_dense().astype(dt, copy=False))
+        data, indices, indptr = self._native.csc(dt == np.float64)
+        return sp.csc_matrix((data, indices, indptr), shape=self.shape).tocsr()
+
+    def to_dense(self) -> np.ndarray:
+        """The matrix as a dense float64 array (refused above 4 GiB)."""
+        nbytes = self._d * self._d * 8
+        if nbytes > _DENSE_LIMIT_BYTES:
+            raise ValueError(
+                f"a dense {self._d} x {self._d} float64 matrix needs {nbytes / 2**30:.1f} GiB; "
+                f"use to_scipy() or the products instead")
+        if self._family == "orthogonal":
+            return np.ascontiguousarray(self.matvec(np.eye(self._d)).T)
+        data, indices, indptr = self._native.csc(True)
+        dense = np.zeros(self.shape)
+        cols = np.repeat(np.arange(self._d), np.diff(indptr))
+        dense[indices, cols] = data
+        return dense
+
+    def column_block_counts(self) -> np.ndarray:
+        """Nonzero blocks of each column (block-sparse family only).
+
+        Column ``j`` has squared norm ``counts[j] * block_size / (d_sketch * density)`` exactly.
+        """
+        if self._family != "block_sparse":
+            raise ValueError("column_block_counts is defined for the block_sparse family only")
+        return self._native.column_counts()
+
+
+class _Transposed:
+    """``R.T``: an operator view, so that ``R.T @ y`` reads like the mathematics."""
+
+    __slots__ = ("_base",)
+    __array_ufunc__ = None
+
+    def __init__(self, base: RandomMatrix):
+        self._base = base
+
+    @property
+    def shape(self) -> Tuple[int, int]:
+        return self._base.shape
+
+    @property
+    def T(self) -> RandomMatrix:
+        return self._base
+
+    def __matmul__(self, y: Any) -> np.ndarray:
+        arr = np.asarray(y)
+        if arr.ndim == 1:
+            return self._base.rmatvec(np.ascontiguousarray(arr))
+        if arr.ndim == 2 and arr.shape[0] == self._base.shape[0]:
+            return self._base.rmatvec(np.ascontiguousarray(arr.T)).T
+        raise ValueError(f"R.T @ Y needs Y of shape (d,) or (d, k), got {arr.shape}")
+
+    def __rmatmul__(self, x: Any) -> np.ndarray:
+        arr = np.asarray(x)
+        if arr.ndim not in (1, 2):
+            raise ValueError(f"x @ R.T needs a 1-D or 2-D array, got shape {arr.shape}")
+        return self._base.matvec(np.ascontiguousarray(arr))
+
+    def __repr__(self) -> str:
+        return f"{self._base!r}.T"

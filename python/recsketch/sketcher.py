@@ -1,0 +1,201 @@
+"""The Sketcher: the seed, the matrix family and the matrices of the recursive sketch."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+
+from ._checks import check_int
+from ._native import _core
+from .block_sparse import default_block_size, default_density, suggest_block_sparse
+from .matrices import RandomMatrix
+
+__all__ = ["Sketcher", "FAMILIES"]
+
+FAMILIES = ("block_sparse", "orthogonal")
+_FORMAT = "recsketch.Sketcher"
+_FORMAT_VERSION = 1
+
+
+class Sketcher:
+    """Owns the seed and the random-matrix family of a recursive sketch (paper Section 3).
+
+    Parameters
+    ----------
+    d_sketch : int
+        Dimension of every sketch and matrix. For ``block_sparse`` it must be a multiple of a
+        valid block size (see :func:`recsketch.suggest_block_sparse`); for ``orthogonal`` a power
+        of two.
+    family : {"block_sparse", "orthogonal"}
+        ``block_sparse`` is the paper's D(b, q, d) (Section 4.3), needed to learn matrices back
+        (Section 4); ``orthogonal`` is an exactly orthonormal O(d log d) construction.
+    block_size, density : int, float, optional
+        ``b`` and ``q`` of D(b, q, d). Defaults: the smallest valid ``b`` dividing ``d_sketch``
+        and ``q = min(1, log2 d / sqrt d)``. Not allowed with ``orthogonal``.
+    seed : int
+        In ``[0, 2**64)``. Every matrix is a pure function of ``(family parameters, seed, role)``:
+        the same seed gives bit-identical matrices on every machine and thread count.
+    dtype : "float32" or "float64"
+        dtype of the sketches this Sketcher produces.
+
+    Raises
+    ------
+    TypeError, ValueError
+        On a parameter of the wrong type or out of range, naming it.
+    """
+
+    def __init__(self, d_sketch: int, *, family: str = "block_sparse",
+                 block_size: Optional[int] = None, density: Optional[float] = None,
+                 seed: int = 0, dtype: Any = "float32"):
+        d = check_int(d_sketch, "d_sketch", minimum=2)
+        if family not in FAMILIES:
+            raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
+        seed = check_int(seed, "seed", minimum=0, maximum=2**64 - 1)
+        try:
+            dt = np.dtype(dtype)
+        except TypeError as exc:
+            raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from exc
+        if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+            raise ValueError(f"dtype must be float32 or float64, got {dt}")
+
+        if family == "orthogonal":
+            if block_size is not None or density is not None:
+                raise ValueError("block_size and density apply to the block_sparse family only")
+            _core.OrthogonalMatrix(d, 0, 0)  # validates d
+            self._native_family = None
+        else:
+            if block_size is None:
+                block_size = default_block_size(d)
+                if block_size is None:
+                    hint = suggest_block_sparse(d) if d >= 24 else None
+                    raise ValueError(
+                        f"d_sketch={d} is not a multiple of any valid block size"
+                        + (f"; the nearest valid size is d_sketch={hint.d_sketch} "
+                           f"(block_size={hint.block_size})" if hint else ""))
+            block_size = check_int(block_size, "block_size", minimum=3)
+            if density is None:
+                density = default_density(d)
+            if isinstance(density, (bool, np.bool_)) or not isinstance(density, (int, float, np.floating, np.integer)):
+                raise TypeError(f"density must be a float, got {type(density).__name__}")
+            density = float(density)
+            self._native_family = _core.BlockSparseFamily(d, block_size, density)
+
+        self._d = d
+        self._family = family
+        self._block_size = block_size
+        self._density = density
+        self._seed = seed
+        self._dtype = dt
+        self._matrices: Dict[Tuple[Any, ...], RandomMatrix] = {}
+
+    # -- configuration -------------------------------------------------------------------------
+    @property
+    def d_sketch(self) -> int:
+        return self._d
+
+    @property
+    def family(self) -> str:
+        return self._family
+
+    @property
+    def block_size(self) -> Optional[int]:
+        """``b`` of D(b, q, d); None for the orthogonal family."""
+        return self._block_size
+
+    @property
+    def density(self) -> Optional[float]:
+        """``q`` of D(b, q, d) (probability that a block is nonzero); None for orthogonal."""
+        return self._density
+
+    @property
+    def seed(self) -> int:
+        return self._seed
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._dtype
+
+    def __repr__(self) -> str:
+        extra = (f", block_size={self._block_size}, density={self._density!r}"
+                 if self._family == "block_sparse" else "")
+        return (f"Sketcher(d_sketch={self._d}, family={self._family!r}{extra}, "
+                f"seed={self._seed}, dtype={self._dtype.name!r})")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sketcher):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    def __hash__(self) -> int:
+        return hash(self.to_json())
+
+    # -- matrices ------------------------------------------------------------------------------
+    def _matrix(self, role: Tuple[Any, ...], key: int) -> RandomMatrix:
+        mat = self._matrices.get(role)
+        if mat is None:
+            if self._family == "orthogonal":
+                native = _core.OrthogonalMatrix(self._d, self._seed, key)
+            else:
+                native = _core.BlockSparseMatrix(self._native_family, self._seed, key)
+            mat = RandomMatrix(native, self._d, self._family, role)
+            self._matrices[role] = mat
+        return mat
+
+    def module_matrix(self, name: str, k: int) -> RandomMatrix:
+        """``R[name, k]``: k = 0 wraps the module's object sketches, 1 carries attributes, 2
+        carries ``e_1`` (for counting). The key hashes the UTF-8 name (stable across processes)."""
+        if not isinstance(name, str):
+            raise TypeError(f"module name must be a str, got {type(name).__name__}")
+        if not name:
+            raise ValueError("module name must not be empty")
+        k = check_int(k, "k", minimum=0, maximum=2)
+        return self._matrix(("module", name, k), _core.module_key(name, k))
+
+    def position_matrix(self, i: int) -> RandomMatrix:
+        """``R[i]``, the matrix of tuple position ``i >= 1``, shared by every tuple sketch."""
+        i = check_int(i, "i", minimum=1, maximum=2**63 - 1)
+        return self._matrix(("position", i), _core.position_key(i))
+
+    # -- serialisation -------------------------------------------------------------------------
+    def to_dict(self) -> Dict[str, Any]:
+        """The configuration as plain JSON-compatible values."""
+        return {
+            "format": _FORMAT,
+            "format_version": _FORMAT_VERSION,
+            "d_sketch": self._d,
+            "family": self._family,
+            "block_size": self._block_size,
+            "density": self._density,
+            "seed": self._seed,
+            "dtype": self._dtype.name,
+        }
+
+    def to_json(self) -> str:
+        """The configuration as JSON; ``Sketcher.from_json`` rebuilds an identical Sketcher."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, config: Dict[str, Any]) -> "Sketcher":
+        if not isinstance(config, dict):
+            raise TypeError(f"config must be a dict, got {type(config).__name__}")
+        if config.get("format") != _FORMAT:
+            raise ValueError(f"not a Sketcher configuration (format={config.get('format')!r})")
+        version = config.get("format_version")
+        if version != _FORMAT_VERSION:
+            raise ValueError(f"unsupported Sketcher format_version {version!r}")
+        missing = {"d_sketch", "family", "block_size", "density", "seed", "dtype"} - config.keys()
+        if missing:
+            raise ValueError(f"Sketcher configuration lacks {sorted(missing)}")
+        return cls(config["d_sketch"], family=config["family"], block_size=config["block_size"],
+                   density=config["density"], seed=config["seed"], dtype=config["dtype"])
+
+    @classmethod
+    def from_json(cls, text: str) -> "Sketcher":
+        """Inverse of :meth:`to_json`. Raises ValueError on malformed or foreign JSON."""
+        try:
+            config = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"invalid Sketcher JSON: {exc}") from exc
+        return cls.from_dict(config)
