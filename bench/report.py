@@ -1,0 +1,46 @@
+"""Turn a pytest-benchmark JSON file into the ratio tables of the README.
+
+Usage: python bench/report.py bench.json
+"""
+
+import json
+import sys
+from collections import defaultdict
+
+
+def main(path):
+    data = json.load(open(path))
+    groups = defaultdict(dict)
+    for b in data["benchmarks"]:
+        impl = b["params"].get("impl") or b["params"].get("family") or b["name"]
+        groups[b["group"]][impl] = b
+    gemm = [b for b in data["benchmarks"] if b["group"] == "gemm float32 2048"]
+    gemm_rate = gemm[0]["extra_info"]["flops"] / gemm[0]["stats"]["min"] / 1e9 if gemm else None
+    if gemm_rate:
+        print(f"float32 GEMM: {gemm_rate:.1f} GFLOP/s\n")
+    print("| group | SciPy CSR (ms) | recsketch 1 thread (ms) | recsketch all threads (ms) | "
+          "speed-up 1 thread | speed-up all | effective GFLOP/s | % of GEMM |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, impls in sorted(groups.items()):
+        if "scipy_csr" not in impls:
+            continue
+        t = {k: v["stats"]["min"] for k, v in impls.items()}
+        fast = impls["recsketch"]
+        eff = 2 * fast["extra_info"]["nnz"] * fast["extra_info"]["batch"] / t["recsketch"] / 1e9
+        pct = f"{100 * eff / gemm_rate:.0f}%" if gemm_rate else "-"
+        print(f"| {name} | {t['scipy_csr']*1e3:.2f} | {t['recsketch_1thread']*1e3:.2f} | "
+              f"{t['recsketch']*1e3:.2f} | {t['scipy_csr']/t['recsketch_1thread']:.1f}x | "
+              f"{t['scipy_csr']/t['recsketch']:.1f}x | {eff:.1f} | {pct} |")
+    for name, impls in sorted(groups.items()):
+        if name.startswith("family"):
+            t = {k: v["stats"]["min"] for k, v in impls.items()}
+            print(f"\n{name}: orthogonal {t['orthogonal']*1e3:.2f} ms, block_sparse "
+                  f"{t['block_sparse']*1e3:.2f} ms (orthogonal {t['block_sparse']/t['orthogonal']:.1f}x faster)")
+    for b in data["benchmarks"]:
+        if "rss_growth_mib" in b["extra_info"]:
+            e = b["extra_info"]
+            print(f"\nresident growth for {e['matrices']} matrices at d={e['d']}: {e['rss_growth_mib']:.1f} MiB")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

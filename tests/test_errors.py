@@ -1,0 +1,106 @@
+"""Bad input gets a clear TypeError or ValueError naming the problem."""
+
+import numpy as np
+import pytest
+
+import recsketch as rs
+
+SK = rs.Sketcher(360, block_size=36, density=0.3, seed=1)
+R = SK.module_matrix("cat", 0)
+
+
+@pytest.mark.parametrize("method", ["matvec", "rmatvec", "half", "half_T", "apply_short"])
+def test_bad_arrays(method):
+    f = getattr(R, method)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        f(np.ones(360, dtype=np.int64))
+    with pytest.raises(TypeError, match="float32 or float64"):
+        f(np.ones(360, dtype=np.float16))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        f(np.ones((360, 4)).T)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        f(np.ones(720)[::2])
+    with pytest.raises(ValueError, match="shape"):
+        f(np.ones((2, 2, 360)))
+    with pytest.raises(ValueError, match="length"):
+        f(np.ones(361))
+    for bad in (np.nan, np.inf, -np.inf):
+        x = np.ones(360)
+        x[17] = bad
+        with pytest.raises(ValueError, match="NaN or infinity"):
+            f(x)
+    with pytest.raises(ValueError, match="num_threads"):
+        f(np.ones(360), num_threads=0)
+    with pytest.raises(TypeError, match="num_threads"):
+        f(np.ones(360), num_threads=1.5)
+
+
+def test_short_vector_limits():
+    with pytest.raises(ValueError, match="short vector"):
+        R.apply_short(np.ones(0))
+    R.apply_short(np.ones(360))  # m == d is fine
+    with pytest.raises(ValueError, match="short vector"):
+        R.apply_short(np.ones(361))
+
+
+def test_operator_shape_errors():
+    with pytest.raises(ValueError, match="NumPy semantics"):
+        R @ np.ones((4, 360))
+    with pytest.raises(ValueError):
+        R @ np.ones((2, 2, 2))
+
+
+@pytest.mark.parametrize("kwargs,exc,match", [
+    (dict(d_sketch=360, block_size=35), ValueError, "multiple of 3"),
+    (dict(d_sketch=360, block_size=33), ValueError, "too small"),
+    (dict(d_sketch=361, block_size=36), ValueError, "not a multiple of block_size"),
+    (dict(d_sketch=360, block_size=36, density=0.0), ValueError, "density"),
+    (dict(d_sketch=360, block_size=36, density=1.5), ValueError, "density"),
+    (dict(d_sketch=360, block_size=36, density=float("nan")), ValueError, "density"),
+    (dict(d_sketch=360, block_size=36, density="0.3"), TypeError, "density"),
+    (dict(d_sketch=4096), ValueError, "nearest valid size is d_sketch=4095"),
+    (dict(d_sketch=360.0), TypeError, "d_sketch"),
+    (dict(d_sketch=True), TypeError, "d_sketch"),
+    (dict(d_sketch=1), ValueError, "d_sketch"),
+    (dict(d_sketch=360, family="dense"), ValueError, "family"),
+    (dict(d_sketch=360, seed=-1), ValueError, "seed"),
+    (dict(d_sketch=360, seed=2**64), ValueError, "seed"),
+    (dict(d_sketch=360, dtype="int32"), ValueError, "dtype"),
+    (dict(d_sketch=360, dtype="nonsense"), TypeError, "dtype"),
+    (dict(d_sketch=1000, family="orthogonal"), ValueError, "power of two"),
+    (dict(d_sketch=1024, family="orthogonal", density=0.1), ValueError, "block_sparse family only"),
+])
+def test_bad_sketcher_parameters(kwargs, exc, match):
+    d = kwargs.pop("d_sketch")
+    with pytest.raises(exc, match=match):
+        rs.Sketcher(d, **kwargs)
+
+
+def test_bad_matrix_roles():
+    with pytest.raises(ValueError, match="k must be <= 2"):
+        SK.module_matrix("cat", 3)
+    with pytest.raises(TypeError, match="module name"):
+        SK.module_matrix(5, 0)
+    with pytest.raises(ValueError, match="empty"):
+        SK.module_matrix("", 0)
+    with pytest.raises(ValueError, match="i must be >= 1"):
+        SK.position_matrix(0)
+    with pytest.raises(TypeError, match="i must be an integer"):
+        SK.position_matrix(1.0)
+
+
+def test_dense_materialisation_refuses_huge_matrices():
+    big = rs.Sketcher(2**20, family="orthogonal").position_matrix(1)
+    with pytest.raises(ValueError, match="GiB"):
+        big.to_dense()
+
+
+def test_enc_and_decoder_arguments():
+    with pytest.raises(ValueError, match="outside"):
+        rs.enc_pattern(360, 1, 1, 360, 36)
+    with pytest.raises(ValueError, match="parity"):
+        rs.enc_pattern(3, 0, 1, 360, 36)
+    with pytest.raises(ValueError, match="too small"):
+        rs.decode_blocks(np.ones((2, 33)), 360)
+    with pytest.raises(ValueError, match="shape"):
+        rs.decode_blocks(np.ones((2, 2, 36)), 360)
