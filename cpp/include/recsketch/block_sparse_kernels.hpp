@@ -31,6 +31,17 @@ namespace recsketch {
 
 inline constexpr std::int64_t kColumnChunks = 8;
 
+// The hot loops are compiled twice on x86-64 Linux with GCC, for the baseline ISA and for AVX2,
+// and chosen at load time (ifunc): portable wheels that still use AVX2 where it exists. The loops
+// are element-wise adds and products (no FMA: -ffp-contract=off, and AVX2 alone does not enable
+// FMA), so both versions produce the same bits.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
+    !defined(RECSKETCH_NO_MULTIVERSION)
+#define RECSKETCH_MULTIVERSION __attribute__((target_clones("avx2", "default")))
+#else
+#define RECSKETCH_MULTIVERSION
+#endif
+
 namespace detail {
 
 // Panel widths, widest first: a batch is cut greedily into panels of these many vectors, so no
@@ -131,7 +142,7 @@ inline void add_signed(double* acc, const double* x, bool negative) noexcept {
 
 // acc += contributions of columns [j0, j1) of R; xp holds column j's W inputs at xp + j*W.
 template <int W>
-void forward_chunk(const BlockSparseMatrix& R, const double* xp, std::int64_t j0,
+RECSKETCH_MULTIVERSION void forward_chunk(const BlockSparseMatrix& R, const double* xp, std::int64_t j0,
                    std::int64_t j1, double* acc) {
   const BlockSparseFamily& f = R.family();
   const ForwardLayout<W> lay{f.third(), f.index_bits()};
@@ -246,6 +257,60 @@ void forward_panel(const BlockSparseMatrix& R, const std::vector<double>& sig, c
                          y + (p0 + v) * d);
 }
 
+// out[v][j] for the columns j in [j0, j1) of one panel (yp: the panel, transposed; ym, yc: the
+// per-block-row signature dot products and Enc constants).
+template <int W, class T>
+RECSKETCH_MULTIVERSION void transpose_columns(const BlockSparseMatrix& R, const double* yp,
+                                              const double* ym, const double* yc, const T* y,
+                                              std::int64_t p0, std::int64_t j0, std::int64_t j1,
+                                              T* out, bool half) {
+  const BlockSparseFamily& f = R.family();
+  const std::int64_t d = f.d(), b = f.block_size(), third = f.third();
+  const int L = f.index_bits();
+  const double scale = f.scale();
+  const bool m0_negative = bit_at(R.signature_bits(), 0);
+  ColumnCode code(third);
+  double total[W], acc[4][W], bits[W];
+  for (std::int64_t j = j0; j < j1; ++j) {
+    code.load(R, j);
+    std::fill(total, total + W, 0.0);
+    R.walk_column(j, [&](const BlockFlips& fl) {
+      const double* blk = yp + fl.block * b * W;
+      // <s_j, y_s> in four interleaved partial sums: a fixed order, so exactly repeatable.
+      for (auto& row : acc) std::fill(row, row + W, 0.0);
+      for (std::int64_t r = 0; r < third; ++r) {
+        const double s = code.s_plus[static_cast<std::size_t>(r)];
+        const double* yr = blk + r * W;
+        double* ar = acc[r & 3];
+        for (int v = 0; v < W; ++v) ar[v] += s * yr[v];
+      }
+      const double* enc = blk + third * W;
+      std::fill(bits, bits + W, 0.0);
+      for (int k = 0; k < code.n_set; ++k) {
+        const double* e = enc + (1 + code.set_bits[k]) * W;
+        for (int v = 0; v < W; ++v) bits[v] += e[v];
+      }
+      const double bm = (fl.neg_m != m0_negative) ? -1.0 : 1.0;
+      const double bs = (fl.neg_s != code.s0_negative) ? -1.0 : 1.0;
+      const double fs = fl.neg_s ? -1.0 : 1.0, fc = fl.neg_c ? -1.0 : 1.0,
+                   fm = fl.neg_m ? -1.0 : 1.0;
+      const double* ymi = ym + fl.block * W;
+      const double* yci = yc + fl.block * W;
+      for (int v = 0; v < W; ++v) {
+        const double ds = (acc[0][v] + acc[1][v]) + (acc[2][v] + acc[3][v]);
+        const double de = yci[v] + 2.0 * bits[v] + bm * enc[(L + 1) * W + v] +
+                          bs * enc[(L + 2) * W + v];
+        total[v] += fs * ds + fc * de + fm * ymi[v];
+      }
+    });
+    for (int v = 0; v < W; ++v) {
+      const double rt = scale * total[v];
+      T* o = out + (p0 + v) * d + j;
+      *o = static_cast<T>(half ? 0.5 * (static_cast<double>(y[(p0 + v) * d + j]) + rt) : rt);
+    }
+  }
+}
+
 // R^T y for one panel of W vectors, threads over groups of columns.
 template <int W, class T>
 void transpose_panel(const BlockSparseMatrix& R, const std::vector<double>& sig, const T* y,
@@ -253,8 +318,6 @@ void transpose_panel(const BlockSparseMatrix& R, const std::vector<double>& sig,
   const BlockSparseFamily& f = R.family();
   const std::int64_t d = f.d(), b = f.block_size(), third = f.third(), nb = f.n_blocks();
   const int L = f.index_bits();
-  const double scale = f.scale();
-  const bool m0_negative = bit_at(R.signature_bits(), 0);
   std::vector<double> yp(static_cast<std::size_t>(d * W));
   load_panel<W>(y, d, p0, yp.data());
   // Per block-row: <s_m, y_m> and Enc's constant part with every index bit at -1.
@@ -275,47 +338,8 @@ void transpose_panel(const BlockSparseMatrix& R, const std::vector<double>& sig,
 
   constexpr std::int64_t kColumnsPerTask = 256;
   parallel_for((d + kColumnsPerTask - 1) / kColumnsPerTask, threads, [&](std::int64_t task) {
-    ColumnCode code(third);
-    double total[W], acc[4][W], bits[W];
-    const std::int64_t j1 = std::min(d, (task + 1) * kColumnsPerTask);
-    for (std::int64_t j = task * kColumnsPerTask; j < j1; ++j) {
-      code.load(R, j);
-      std::fill(total, total + W, 0.0);
-      R.walk_column(j, [&](const BlockFlips& fl) {
-        const double* blk = yp.data() + fl.block * b * W;
-        // <s_j, y_s> in four interleaved partial sums: a fixed order, so exactly repeatable.
-        for (auto& row : acc) std::fill(row, row + W, 0.0);
-        for (std::int64_t r = 0; r < third; ++r) {
-          const double s = code.s_plus[static_cast<std::size_t>(r)];
-          const double* yr = blk + r * W;
-          double* ar = acc[r & 3];
-          for (int v = 0; v < W; ++v) ar[v] += s * yr[v];
-        }
-        const double* enc = blk + third * W;
-        std::fill(bits, bits + W, 0.0);
-        for (int k = 0; k < code.n_set; ++k) {
-          const double* e = enc + (1 + code.set_bits[k]) * W;
-          for (int v = 0; v < W; ++v) bits[v] += e[v];
-        }
-        const double bm = (fl.neg_m != m0_negative) ? -1.0 : 1.0;
-        const double bs = (fl.neg_s != code.s0_negative) ? -1.0 : 1.0;
-        const double fs = fl.neg_s ? -1.0 : 1.0, fc = fl.neg_c ? -1.0 : 1.0,
-                     fm = fl.neg_m ? -1.0 : 1.0;
-        const double* ymi = ym.data() + fl.block * W;
-        const double* yci = yc.data() + fl.block * W;
-        for (int v = 0; v < W; ++v) {
-          const double ds = (acc[0][v] + acc[1][v]) + (acc[2][v] + acc[3][v]);
-          const double de = yci[v] + 2.0 * bits[v] + bm * enc[(L + 1) * W + v] +
-                            bs * enc[(L + 2) * W + v];
-          total[v] += fs * ds + fc * de + fm * ymi[v];
-        }
-      });
-      for (int v = 0; v < W; ++v) {
-        const double rt = scale * total[v];
-        T* o = out + (p0 + v) * d + j;
-        *o = static_cast<T>(half ? 0.5 * (static_cast<double>(y[(p0 + v) * d + j]) + rt) : rt);
-      }
-    }
+    const std::int64_t j0 = task * kColumnsPerTask, j1 = std::min(d, j0 + kColumnsPerTask);
+    transpose_columns<W, T>(R, yp.data(), ym.data(), yc.data(), y, p0, j0, j1, out, half);
   });
 }
 
