@@ -35,7 +35,8 @@ def rounds_for(d, n):
 
 @pytest.fixture
 def timed(benchmark):
-    def run(fn, d, n, **info):
+    def run(fn, size, count, **info):
         benchmark.extra_info.update(info)
-        return benchmark.pedantic(fn, rounds=rounds_for(d, n), iterations=1, warmup_rounds=1)
+        return benchmark.pedantic(fn, rounds=rounds_for(size, count), iterations=1,
+                                  warmup_rounds=1)
     return run

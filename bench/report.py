@@ -12,7 +12,8 @@ def main(path):
     data = json.load(open(path))
     groups = defaultdict(dict)
     for b in data["benchmarks"]:
-        impl = b["params"].get("impl") or b["params"].get("family") or b["name"]
+        params = b["params"] or {}
+        impl = params.get("impl") or params.get("family") or b["name"]
         groups[b["group"]][impl] = b
     gemm = [b for b in data["benchmarks"] if b["group"] == "gemm float32 2048"]
     gemm_rate = gemm[0]["extra_info"]["flops"] / gemm[0]["stats"]["min"] / 1e9 if gemm else None
