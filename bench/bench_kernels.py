@@ -8,7 +8,7 @@ shared machine are noisy.
 import numpy as np
 import pytest
 
-from conftest import SIZES, batch, block_sparse, csr
+from conftest import SIZES, batch, block_sparse, csr, nnz
 
 import recsketch as rs
 
@@ -26,17 +26,13 @@ def test_block_sparse_product(timed, benchmark, impl, target, op, n):
         A = csr(target)
         xt = x if n == 1 else np.ascontiguousarray(x.T)
         fn = (lambda: A @ xt) if op == "Rx" else (lambda: (xt + A @ xt) * 0.5)
-        nnz = A.nnz
+        count = A.nnz
     else:
         threads = 1 if impl == "recsketch_1thread" else None
         fn = (lambda: R.matvec(x, num_threads=threads)) if op == "Rx" else \
              (lambda: R.half(x, num_threads=threads))
-        nnz = int(R.column_block_counts().sum()) * R_block(target)
-    timed(fn, d, n, nnz=nnz, batch=n, d=d)
-
-
-def R_block(target):
-    return rs.suggest_block_sparse(target).block_size
+        count = nnz(target)
+    timed(fn, d, n, nnz=count, batch=n, d=d)
 
 
 @pytest.mark.parametrize("n", [1, 64])

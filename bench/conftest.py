@@ -17,6 +17,12 @@ def block_sparse(target):
     return sk.module_matrix("cat", 0)
 
 
+@functools.lru_cache(maxsize=None)
+def nnz(target):
+    """Nonzero entries of block_sparse(target): b per nonzero block."""
+    return int(block_sparse(target).column_block_counts().sum()) * rs.suggest_block_sparse(target).block_size
+
+
 @functools.lru_cache(maxsize=1)
 def csr(target):
     """SciPy CSR of the same matrix, float32 (built once, not timed). One at a time: at

@@ -71,12 +71,19 @@ void with_width(int w, F&& f) {
   }
 }
 
+// Algorithm 2, line 9: Enc's parity bit f' = f * sign(sigma[0]) is negative exactly when one of
+// the flip f and the signature's first entry is negative.
+inline bool parity_negative(bool flip_negative, bool signature0_negative) noexcept {
+  return flip_negative != signature0_negative;
+}
+
 // Signs of one column shared by all its blocks.
 struct ColumnCode {
   std::vector<double> s_plus, s_minus;  // sigma_{s,j} as +-1, and negated
   int set_bits[64];                     // Enc positions t (0..L-1) whose index bit is 1
   int n_set = 0;
   bool s0_negative = false;             // sign(sigma_{s,j}[0]) < 0
+  bool m0_negative = false;             // sign(sigma_m[0]) < 0
   // For each flip combination (neg_s, neg_c, neg_m) as 4 neg_s + 2 neg_c + neg_m: the signs
   // {f_m, f_c, f_c f'_m, f_c f'_s} of the signature, Enc-constant and parity slots.
   double four[8][4];
@@ -96,13 +103,13 @@ struct ColumnCode {
       s_minus[static_cast<std::size_t>(r)] = -s;
     }
     s0_negative = bit_at(words.data(), 0);
-    const bool m0_negative = bit_at(R.signature_bits(), 0);
+    m0_negative = bit_at(R.signature_bits(), 0);
     for (int k = 0; k < 8; ++k) {
       const bool ns = (k & 4) != 0, nc = (k & 2) != 0, nm = (k & 1) != 0;
       four[k][0] = nm ? -1.0 : 1.0;
       four[k][1] = nc ? -1.0 : 1.0;
-      four[k][2] = (nc != (nm != m0_negative)) ? -1.0 : 1.0;
-      four[k][3] = (nc != (ns != s0_negative)) ? -1.0 : 1.0;
+      four[k][2] = (nc != parity_negative(nm, m0_negative)) ? -1.0 : 1.0;
+      four[k][3] = (nc != parity_negative(ns, s0_negative)) ? -1.0 : 1.0;
     }
     n_set = 0;
     const int L = f.index_bits();
@@ -142,8 +149,8 @@ inline void add_signed(double* acc, const double* x, bool negative) noexcept {
 
 // acc += contributions of columns [j0, j1) of R; xp holds column j's W inputs at xp + j*W.
 template <int W>
-RECSKETCH_MULTIVERSION void forward_chunk(const BlockSparseMatrix& R, const double* xp, std::int64_t j0,
-                   std::int64_t j1, double* acc) {
+RECSKETCH_MULTIVERSION void forward_chunk(const BlockSparseMatrix& R, const double* xp,
+                                          std::int64_t j0, std::int64_t j1, double* acc) {
   const BlockSparseFamily& f = R.family();
   const ForwardLayout<W> lay{f.third(), f.index_bits()};
   const std::int64_t block_stride = lay.slots() * W, third = f.third();
@@ -268,7 +275,6 @@ RECSKETCH_MULTIVERSION void transpose_columns(const BlockSparseMatrix& R, const 
   const std::int64_t d = f.d(), b = f.block_size(), third = f.third();
   const int L = f.index_bits();
   const double scale = f.scale();
-  const bool m0_negative = bit_at(R.signature_bits(), 0);
   ColumnCode code(third);
   double total[W], acc[4][W], bits[W];
   for (std::int64_t j = j0; j < j1; ++j) {
@@ -290,8 +296,8 @@ RECSKETCH_MULTIVERSION void transpose_columns(const BlockSparseMatrix& R, const 
         const double* e = enc + (1 + code.set_bits[k]) * W;
         for (int v = 0; v < W; ++v) bits[v] += e[v];
       }
-      const double bm = (fl.neg_m != m0_negative) ? -1.0 : 1.0;
-      const double bs = (fl.neg_s != code.s0_negative) ? -1.0 : 1.0;
+      const double bm = parity_negative(fl.neg_m, code.m0_negative) ? -1.0 : 1.0;
+      const double bs = parity_negative(fl.neg_s, code.s0_negative) ? -1.0 : 1.0;
       const double fs = fl.neg_s ? -1.0 : 1.0, fc = fl.neg_c ? -1.0 : 1.0,
                    fm = fl.neg_m ? -1.0 : 1.0;
       const double* ymi = ym + fl.block * W;
@@ -415,7 +421,6 @@ void block_sparse_fill_csc(const BlockSparseMatrix& R, const I* indptr, I* indic
   const int L = f.index_bits();
   const double scale = f.scale();
   const std::vector<double> sig = signature_signs(R);
-  const bool m0_negative = bit_at(R.signature_bits(), 0);
   parallel_for((d + 255) / 256, num_threads, [&](std::int64_t task) {
     ColumnCode code(third);
     std::vector<std::int8_t> enc(static_cast<std::size_t>(third));
@@ -424,8 +429,8 @@ void block_sparse_fill_csc(const BlockSparseMatrix& R, const I* indptr, I* indic
       code.load(R, j);
       std::int64_t k = static_cast<std::int64_t>(indptr[j]);
       R.walk_column(j, [&](const BlockFlips& fl) {
-        const int bm = (fl.neg_m != m0_negative) ? -1 : 1;
-        const int bs = (fl.neg_s != code.s0_negative) ? -1 : 1;
+        const int bm = parity_negative(fl.neg_m, code.m0_negative) ? -1 : 1;
+        const int bs = parity_negative(fl.neg_s, code.s0_negative) ? -1 : 1;
         enc_pattern(j, bm, bs, L, third, enc.data());
         const double fs = fl.neg_s ? -scale : scale, fc = fl.neg_c ? -scale : scale,
                      fm = fl.neg_m ? -scale : scale;
