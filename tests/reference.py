@@ -131,3 +131,51 @@ def orthogonal_dense(seed: int, key: int, d: int) -> np.ndarray:
     D = [np.diag(sign_bits(stream_state(seed, key, STREAM_ORTHO, r), d).astype(float))
          for r in (1, 2, 3)]
     return H @ D[2] @ H @ D[1] @ H @ D[0]
+
+
+class DenseMatrices:
+    """The matrices of a Sketcher, materialised by this file's generator (not the core's)."""
+
+    def __init__(self, family: str, d: int, seed: int, b: int = 0, q: float = 0.0):
+        self.family, self.d, self.seed, self.b, self.q = family, d, seed, b, q
+        self._cache: dict = {}
+
+    def _make(self, key: int) -> np.ndarray:
+        if key not in self._cache:
+            self._cache[key] = (orthogonal_dense(self.seed, key, self.d)
+                                if self.family == "orthogonal"
+                                else block_sparse_dense(self.seed, key, self.d, self.b, self.q))
+        return self._cache[key]
+
+    def module(self, name: str, k: int) -> np.ndarray:
+        return self._make(module_key(name, k))
+
+    def position(self, i: int) -> np.ndarray:
+        return self._make(position_key(i))
+
+
+def reference_sketch(objects, output, mats: DenseMatrices):
+    """Section 3.3 by plain recursion. ``objects``: list of (module, attributes, [(index, w)]),
+    children before parents; ``output``: [(index, w)]. Returns (overall, object sketches)."""
+    d = mats.d
+
+    def half(R, v):
+        return 0.5 * (v + R @ v)
+
+    def tuple_sketch(items):
+        out = np.zeros(d)
+        for i, (v, w) in enumerate(items, start=1):
+            out += w * half(mats.position(i), v)
+        return out
+
+    sketches = []
+    for module, x, inputs in objects:
+        padded = np.zeros(d)
+        padded[:len(x)] = x
+        e1 = np.zeros(d)
+        e1[0] = 1.0
+        s_attr = 0.5 * mats.module(module, 1) @ padded + 0.5 * mats.module(module, 2) @ e1
+        s_input = tuple_sketch([(sketches[c], w) for c, w in inputs])
+        s_obj = half(mats.module(module, 0), tuple_sketch([(s_attr, 0.5), (s_input, 0.5)]))
+        sketches.append(s_obj)
+    return tuple_sketch([(sketches[c], w) for c, w in output]), sketches

@@ -19,23 +19,37 @@ from .block_sparse import (
     min_block_size,
     suggest_block_sparse,
 )
+from .erasure import ErasedSketch, erase
+from .graph import Graph, Handle
 from .info import build_info
 from .matrices import RandomMatrix
-from .sketcher import FAMILIES, Sketcher
+from .queries import METHODS, AttributeEstimate, SubSketch
+from .similarity import Similarity, similarity
+from .sketcher import FAMILIES, ModuleInfo, Sketcher
 
 __all__ = [
     "FAMILIES",
+    "METHODS",
+    "AttributeEstimate",
     "BlockSparseParams",
     "BlockStatus",
     "DecodedBlocks",
+    "ErasedSketch",
+    "Graph",
+    "Handle",
+    "ModuleInfo",
     "RandomMatrix",
+    "Similarity",
     "Sketcher",
+    "SubSketch",
     "__version__",
     "build_info",
     "decode_blocks",
     "default_block_size",
     "default_density",
     "enc_pattern",
+    "erase",
     "min_block_size",
+    "similarity",
     "suggest_block_sparse",
 ]

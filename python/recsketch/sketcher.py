@@ -3,23 +3,34 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, Optional, Tuple
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ._checks import check_int
+from ._checks import check_int, check_num_threads
 from ._native import _core
 from .block_sparse import default_block_size, default_density, suggest_block_sparse
+from .graph import Graph, flatten
 from .matrices import RandomMatrix
+from .queries import Queries
 
-__all__ = ["Sketcher", "FAMILIES"]
+__all__ = ["Sketcher", "FAMILIES", "ModuleInfo"]
 
 FAMILIES = ("block_sparse", "orthogonal")
 _FORMAT = "recsketch.Sketcher"
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2
 
 
-class Sketcher:
+@dataclass(frozen=True)
+class ModuleInfo:
+    """What a Sketcher knows of a module: its depth (Section 2.2) and attribute length."""
+
+    depth: int
+    attribute_dim: int
+
+
+class Sketcher(Queries):
     """Owns the seed and the random-matrix family of a recursive sketch (paper Section 3).
 
     Parameters
@@ -89,6 +100,8 @@ class Sketcher:
         self._seed = seed
         self._dtype = dt
         self._matrices: Dict[Tuple[Any, ...], RandomMatrix] = {}
+        self._modules: Dict[str, ModuleInfo] = {}
+        self._probe_cache: Dict[Tuple[Any, ...], Any] = {}
 
     # -- configuration -------------------------------------------------------------------------
     @property
@@ -124,12 +137,107 @@ class Sketcher:
                 f"seed={self._seed}, dtype={self._dtype.name!r})")
 
     def __eq__(self, other: object) -> bool:
+        """Same matrices, dtype and module registry."""
         if not isinstance(other, Sketcher):
             return NotImplemented
         return self.to_dict() == other.to_dict()
 
-    def __hash__(self) -> int:
-        return hash(self.to_json())
+    # The registry grows as graphs are sketched, so a Sketcher is not hashable.
+    __hash__ = None  # type: ignore[assignment]
+
+    def same_matrices(self, other: "Sketcher") -> bool:
+        """True if ``other`` generates the same matrices and sketches (registry aside)."""
+        a, b = self.to_dict(), other.to_dict()
+        a.pop("modules")
+        b.pop("modules")
+        return a == b
+
+    # -- module registry -----------------------------------------------------------------------
+    @property
+    def modules(self) -> Dict[str, ModuleInfo]:
+        """The module registry: name -> ModuleInfo(depth, attribute_dim) (a copy)."""
+        return dict(self._modules)
+
+    def register_module(self, name: str, depth: int, attribute_dim: int) -> None:
+        """Declare a module's depth (2 = top level) and attribute length before sketching it.
+
+        Raises ValueError if the module is already known with other values.
+        """
+        if not isinstance(name, str) or not name:
+            raise TypeError("module name must be a non-empty str")
+        info = ModuleInfo(check_int(depth, "depth", minimum=2),
+                          check_int(attribute_dim, "attribute_dim", minimum=1, maximum=self._d))
+        self._check_registry({name: info.depth}, {name: info.attribute_dim})
+        self._modules.setdefault(name, info)
+
+    def _check_registry(self, depth: Dict[str, int], dim: Dict[str, int]) -> None:
+        for name, h in depth.items():
+            known = self._modules.get(name)
+            if known is None:
+                continue
+            if known.depth != h:
+                raise ValueError(f"module {name!r} is registered at depth {known.depth}, "
+                                 f"but this graph puts it at depth {h}")
+            if known.attribute_dim != dim[name]:
+                raise ValueError(f"module {name!r} is registered with {known.attribute_dim} "
+                                 f"attributes, but this graph gives it {dim[name]}")
+
+    def _module_info(self, name: str) -> ModuleInfo:
+        if not isinstance(name, str):
+            raise TypeError(f"module must be a str, got {type(name).__name__}")
+        info = self._modules.get(name)
+        if info is None:
+            raise ValueError(f"module {name!r} is not registered with this Sketcher; sketch a "
+                             "graph containing it or call register_module")
+        return info
+
+    # -- sketching -----------------------------------------------------------------------------
+    def sketch(self, graph: Graph, *, return_objects: bool = False,
+               num_threads: Optional[int] = None
+               ) -> Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
+        """The overall sketch of a graph (paper Section 3.3), shape ``(d_sketch,)``.
+
+        With ``return_objects=True`` returns ``(sketch, objects)`` where ``objects[k]`` is the
+        object sketch of the graph's object ``k`` (its ``Handle.index``). Validates the graph
+        and the module registry first (ValueError naming the object or module); on success
+        records new modules in the registry.
+        """
+        if not isinstance(graph, Graph):
+            raise TypeError(f"sketch takes a recsketch.Graph, got {type(graph).__name__}")
+        overall, objects = self._sketch([graph], return_objects, num_threads)
+        if not return_objects:
+            return overall[0]
+        return overall[0], objects[:-1]
+
+    def sketch_many(self, graphs: Sequence[Graph], *, num_threads: Optional[int] = None
+                    ) -> np.ndarray:
+        """Sketches of many graphs, shape ``(n, d_sketch)``, in parallel across graphs.
+
+        Bit-identical to calling :meth:`sketch` on each graph. Every graph is validated before
+        any is sketched or registered.
+        """
+        if isinstance(graphs, Graph) or not isinstance(graphs, Sequence):
+            raise TypeError("sketch_many takes a sequence of recsketch.Graph")
+        if len(graphs) == 0:
+            return np.zeros((0, self._d), dtype=self._dtype)
+        return self._sketch(list(graphs), False, num_threads)[0]
+
+    def _sketch(self, graphs: List[Graph], return_objects: bool,
+                num_threads: Optional[int]) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        threads = check_num_threads(num_threads)
+        flat = flatten(graphs, self._d)
+        self._check_registry(flat.module_depth, flat.module_dim)
+        modules = [tuple(self.module_matrix(name, k)._native for k in range(3))
+                   for name in flat.modules]
+        positions = [self.position_matrix(i)._native for i in range(1, flat.max_fan_in + 1)]
+        overall, objects = _core.sketch_graphs(
+            modules, positions, self._d, flat.graph_ptr, flat.module, flat.attr_ptr, flat.attr,
+            flat.input_ptr, flat.input_row, flat.input_weight,
+            self._dtype == np.float64, return_objects, threads)
+        for name in flat.modules:
+            self._modules.setdefault(name, ModuleInfo(flat.module_depth[name],
+                                                      flat.module_dim[name]))
+        return overall, objects
 
     # -- matrices ------------------------------------------------------------------------------
     def _matrix(self, role: Tuple[Any, ...], key: int) -> RandomMatrix:
@@ -170,6 +278,8 @@ class Sketcher:
             "density": self._density,
             "seed": self._seed,
             "dtype": self._dtype.name,
+            "modules": {name: {"depth": info.depth, "attribute_dim": info.attribute_dim}
+                        for name, info in sorted(self._modules.items())},
         }
 
     def to_json(self) -> str:
@@ -183,13 +293,22 @@ class Sketcher:
         if config.get("format") != _FORMAT:
             raise ValueError(f"not a Sketcher configuration (format={config.get('format')!r})")
         version = config.get("format_version")
-        if version != _FORMAT_VERSION:
+        if version not in (1, _FORMAT_VERSION):  # version 1 had no module registry
             raise ValueError(f"unsupported Sketcher format_version {version!r}")
         missing = {"d_sketch", "family", "block_size", "density", "seed", "dtype"} - config.keys()
         if missing:
             raise ValueError(f"Sketcher configuration lacks {sorted(missing)}")
-        return cls(config["d_sketch"], family=config["family"], block_size=config["block_size"],
-                   density=config["density"], seed=config["seed"], dtype=config["dtype"])
+        sk = cls(config["d_sketch"], family=config["family"], block_size=config["block_size"],
+                 density=config["density"], seed=config["seed"], dtype=config["dtype"])
+        modules = config.get("modules", {})
+        if not isinstance(modules, dict):
+            raise ValueError("Sketcher configuration: 'modules' must be an object")
+        for name, info in modules.items():
+            if not isinstance(info, dict) or {"depth", "attribute_dim"} - info.keys():
+                raise ValueError(f"Sketcher configuration: module {name!r} needs depth and "
+                                 "attribute_dim")
+            sk.register_module(name, info["depth"], info["attribute_dim"])
+        return sk
 
     @classmethod
     def from_json(cls, text: str) -> "Sketcher":

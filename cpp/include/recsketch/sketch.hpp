@@ -1,0 +1,161 @@
+// The recursive sketch of a communication DAG (paper Section 3.3), computed in one call:
+//
+//   P(R) v      = (v + R v) / 2
+//   s_attr      = R[M,1] x / 2 + R[M,2] e_1 / 2
+//   s_input     = sum_i w_i P(R[i]) s_object(child_i)            (i = 1-based input position)
+//   s_object    = P(R[M,0]) ( P(R[1]) s_attr / 2 + P(R[2]) s_input / 2 )
+//   s_overall   = s_input(output pseudo-object)
+//
+// Graphs arrive flattened: "rows" are objects in topological order (children before parents),
+// each graph closed by its output row. Every sum runs in float64 in a fixed order, and the matrix
+// kernels do not depend on the thread count, so a graph gets the same bits alone or in a batch.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "matrix_ref.hpp"
+#include "parallel.hpp"
+
+namespace recsketch {
+
+// Matrices of one sketching call: the three matrices of every module in use and the position
+// matrices R[1..max_fan_in] (R[1], R[2] are always present: they are the object-tuple slots).
+struct MatrixBank {
+  std::vector<std::array<MatrixRef, 3>> modules;
+  std::vector<MatrixRef> positions;  // positions[i - 1] is R[i]
+};
+
+// A batch of flattened graphs. Graph g owns rows [graph_ptr[g], graph_ptr[g + 1]); its last row
+// is the output pseudo-object (module -1, no attributes). Row r has attributes
+// attr[attr_ptr[r] .. attr_ptr[r + 1]) and inputs input_ptr[r] .. input_ptr[r + 1], each a row
+// index input_row[k] < r of the same graph with weight input_weight[k]; the input's position is
+// its rank in that list, from 1.
+struct GraphBatch {
+  std::int64_t n_graphs = 0;
+  const std::int64_t* graph_ptr = nullptr;
+  const std::int32_t* module = nullptr;
+  const std::int64_t* attr_ptr = nullptr;
+  const double* attr = nullptr;
+  const std::int64_t* input_ptr = nullptr;
+  const std::int64_t* input_row = nullptr;
+  const double* input_weight = nullptr;
+};
+
+namespace detail {
+
+// Checks the indices of a batch against the bank (the Python layer validates the mathematics;
+// this guards memory safety against a malformed call).
+inline void check_batch(const GraphBatch& g, const MatrixBank& bank, std::int64_t d) {
+  const auto n_modules = static_cast<std::int64_t>(bank.modules.size());
+  const auto n_positions = static_cast<std::int64_t>(bank.positions.size());
+  if (n_positions < 2 || !bank.positions[0].valid() || !bank.positions[1].valid())
+    throw std::invalid_argument("the bank needs position matrices R[1] and R[2]");
+  for (const auto& p : bank.positions)
+    if (!p.valid() || p.d() != d) throw std::invalid_argument("position matrix missing or wrong size");
+  for (const auto& m : bank.modules)
+    for (const auto& r : m)
+      if (!r.valid() || r.d() != d) throw std::invalid_argument("module matrix missing or wrong size");
+  if (g.graph_ptr[0] != 0) throw std::invalid_argument("graph_ptr must start at 0");
+  for (std::int64_t k = 0; k < g.n_graphs; ++k) {
+    const std::int64_t r0 = g.graph_ptr[k], r1 = g.graph_ptr[k + 1];
+    if (r1 <= r0) throw std::invalid_argument("every graph needs an output row");
+    for (std::int64_t r = r0; r < r1; ++r) {
+      const bool is_output = r == r1 - 1;
+      const std::int32_t mod = g.module[r];
+      if (is_output ? mod != -1 : (mod < 0 || mod >= n_modules))
+        throw std::invalid_argument("row " + std::to_string(r) + " has a bad module index");
+      const std::int64_t len = g.attr_ptr[r + 1] - g.attr_ptr[r];
+      if (len < 0 || len > d || (is_output && len != 0) || (!is_output && len == 0))
+        throw std::invalid_argument("row " + std::to_string(r) + " has a bad attribute length");
+      const std::int64_t fan_in = g.input_ptr[r + 1] - g.input_ptr[r];
+      if (fan_in < 0 || fan_in > n_positions)
+        throw std::invalid_argument("row " + std::to_string(r) + " has more inputs than positions");
+      for (std::int64_t e = g.input_ptr[r]; e < g.input_ptr[r + 1]; ++e)
+        if (g.input_row[e] < r0 || g.input_row[e] >= r)
+          throw std::invalid_argument("row " + std::to_string(r) + " has an input that is not an earlier row");
+    }
+  }
+}
+
+// out += w * P(R) x  (tmp is scratch of length d)
+inline void add_half(const MatrixRef& R, double w, const double* x, double* out, double* tmp,
+                     std::int64_t d, int threads) {
+  R.forward(x, 1, d, tmp, true, threads);
+  for (std::int64_t k = 0; k < d; ++k) out[k] += w * tmp[k];
+}
+
+// Sketches graph k; obj receives one d-vector per row (the output row gets s_overall).
+inline void sketch_one(const GraphBatch& g, const MatrixBank& bank,
+                       const std::vector<std::vector<double>>& e1_columns, std::int64_t k,
+                       std::int64_t d, int threads, std::vector<double>& obj) {
+  const std::int64_t r0 = g.graph_ptr[k], r1 = g.graph_ptr[k + 1];
+  obj.assign(static_cast<std::size_t>((r1 - r0) * d), 0.0);
+  std::vector<double> attr(static_cast<std::size_t>(d)), input(static_cast<std::size_t>(d)),
+      tuple(static_cast<std::size_t>(d)), tmp(static_cast<std::size_t>(d));
+  for (std::int64_t r = r0; r < r1; ++r) {
+    double* self = obj.data() + (r - r0) * d;
+    const bool is_output = r == r1 - 1;
+    // s_input: the weighted tuple of the inputs' object sketches.
+    double* in = is_output ? self : input.data();
+    std::fill(in, in + d, 0.0);
+    const std::int64_t in0 = g.input_ptr[r], in1 = g.input_ptr[r + 1];
+    for (std::int64_t e = in0; e < in1; ++e)
+      add_half(bank.positions[static_cast<std::size_t>(e - in0)], g.input_weight[e],
+               obj.data() + (g.input_row[e] - r0) * d, in, tmp.data(), d, threads);
+    if (is_output) break;
+
+    const auto& mats = bank.modules[static_cast<std::size_t>(g.module[r])];
+    const std::int64_t a0 = g.attr_ptr[r], len = g.attr_ptr[r + 1] - a0;
+    mats[1].forward(g.attr + a0, 1, len, attr.data(), false, threads);
+    const double* col0 = e1_columns[static_cast<std::size_t>(g.module[r])].data();
+    for (std::int64_t c = 0; c < d; ++c) attr[c] = 0.5 * attr[c] + 0.5 * col0[c];
+
+    std::fill(tuple.begin(), tuple.end(), 0.0);
+    add_half(bank.positions[0], 0.5, attr.data(), tuple.data(), tmp.data(), d, threads);
+    if (in1 > in0) add_half(bank.positions[1], 0.5, input.data(), tuple.data(), tmp.data(), d, threads);
+    mats[0].forward(tuple.data(), 1, d, self, true, threads);
+  }
+}
+
+}  // namespace detail
+
+// Sketches every graph of the batch: overall (n_graphs x d) receives s_overall, and objects
+// (total rows x d, or null) every row's object sketch (output rows: s_overall again).
+template <class T>
+void sketch_graphs(const GraphBatch& g, const MatrixBank& bank, std::int64_t d, T* overall,
+                   T* objects, int num_threads) {
+  detail::check_batch(g, bank, d);
+  // R[M,2] e_1 is the same vector for every object of M: compute it once per call.
+  std::vector<std::vector<double>> e1_columns(bank.modules.size());
+  const double one = 1.0;
+  for (std::size_t m = 0; m < bank.modules.size(); ++m) {
+    e1_columns[m].resize(static_cast<std::size_t>(d));
+    bank.modules[m][2].forward(&one, 1, 1, e1_columns[m].data(), false, 1);
+  }
+  // Threads across graphs when there are enough of them, else inside each product; the kernels
+  // give the same bits either way.
+  const int threads = resolve_threads(num_threads);
+  const bool across = g.n_graphs >= threads;
+  auto run = [&](std::int64_t k) {
+    std::vector<double> obj;
+    detail::sketch_one(g, bank, e1_columns, k, d, across ? 1 : threads, obj);
+    const std::int64_t r0 = g.graph_ptr[k], r1 = g.graph_ptr[k + 1];
+    const double* last = obj.data() + (r1 - 1 - r0) * d;
+    for (std::int64_t c = 0; c < d; ++c) overall[k * d + c] = static_cast<T>(last[c]);
+    if (objects)
+      for (std::int64_t r = r0; r < r1; ++r)
+        for (std::int64_t c = 0; c < d; ++c)
+          objects[r * d + c] = static_cast<T>(obj[static_cast<std::size_t>((r - r0) * d + c)]);
+  };
+  if (across)
+    parallel_for(g.n_graphs, threads, run);
+  else
+    for (std::int64_t k = 0; k < g.n_graphs; ++k) run(k);
+}
+
+}  // namespace recsketch

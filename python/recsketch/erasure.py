@@ -1,0 +1,124 @@
+"""Graceful erasure (paper Section 3.1): keep part of a sketch and still answer every query."""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, Tuple, Union
+
+import numpy as np
+
+from ._checks import FLOAT_DTYPES, check_int
+
+__all__ = ["ErasedSketch", "erase", "random_mask"]
+
+_MODES = ("prefix", "random")
+
+
+class ErasedSketch:
+    """A sketch (or a batch of sketches) of which only the coordinates ``indices`` are kept.
+
+    Every query of :class:`recsketch.Sketcher` and :func:`recsketch.similarity` accepts it and
+    reads it as ``(d / d_kept) * mask * s`` (MATH.md §3.8), which is unbiased; errors grow about
+    as ``sqrt(d / d_kept)``. ``values`` holds only the kept coordinates, so an erased sketch
+    takes ``d_kept / d`` of the space.
+    """
+
+    __slots__ = ("values", "indices", "d_sketch", "mode", "seed")
+
+    def __init__(self, values: np.ndarray, indices: np.ndarray, d_sketch: int, mode: str,
+                 seed: int):
+        self.values = values
+        self.indices = indices
+        self.d_sketch = d_sketch
+        self.mode = mode
+        self.seed = seed
+
+    @property
+    def d_kept(self) -> int:
+        return int(self.indices.size)
+
+    @property
+    def kept_fraction(self) -> float:
+        return self.d_kept / self.d_sketch
+
+    @property
+    def shape(self) -> Tuple[int, ...]:
+        """Shape of the full sketch(es) this stands for: ``(d,)`` or ``(n, d)``."""
+        return self.values.shape[:-1] + (self.d_sketch,)
+
+    def to_dense(self) -> np.ndarray:
+        """The kept coordinates in place and zeros elsewhere (not rescaled)."""
+        out = np.zeros(self.shape, dtype=self.values.dtype)
+        out[..., self.indices] = self.values
+        return out
+
+    def rescaled(self) -> np.ndarray:
+        """``(d / d_kept) * mask * s``: the unbiased stand-in for the full sketch."""
+        return self.to_dense() * (self.d_sketch / self.d_kept)
+
+    def __repr__(self) -> str:
+        return (f"ErasedSketch(shape={self.shape}, d_kept={self.d_kept}, mode={self.mode!r}"
+                + (f", seed={self.seed}" if self.mode == "random" else "") + ")")
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser on uint64 arrays (same function as the core's ``mix64``)."""
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+def random_mask(d: int, d_kept: int, seed: int) -> np.ndarray:
+    """The ``d_kept`` coordinates a random erasure keeps: a pure function of (d, d_kept, seed),
+    the same on every platform and NumPy version (ranks of a SplitMix64 hash)."""
+    golden = np.uint64(0x9E3779B97F4A7C15)
+    with np.errstate(over="ignore"):
+        keys = _mix64(np.arange(d, dtype=np.uint64) * golden + _mix64(np.array(seed, np.uint64)))
+    keep = np.argsort(keys, kind="stable")[:d_kept]
+    return np.sort(keep).astype(np.int64)
+
+
+def erase(s: Any, keep: Union[int, float], mode: str = "prefix", seed: int = 0) -> ErasedSketch:
+    """Erase all but part of a sketch ``(d,)`` or of each row of a batch ``(n, d)``.
+
+    Parameters
+    ----------
+    keep : int or float
+        Number of coordinates to keep (int, 1 <= keep <= d) or the fraction to keep
+        (float in (0, 1], rounded to the nearest count, at least 1).
+    mode : {"prefix", "random"}
+        ``prefix`` keeps the first coordinates (the paper's Section 3.1); ``random`` keeps a
+        seeded random subset (the abstract), the same subset for every row.
+    seed : int
+        Seed of the random subset (ignored for ``prefix``).
+    """
+    if isinstance(s, ErasedSketch):
+        raise TypeError("the sketch is already erased; erase the original sketch")
+    arr = s if isinstance(s, np.ndarray) else np.asarray(s, dtype=np.float64)
+    if arr.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"s must have dtype float32 or float64, got {arr.dtype}")
+    if arr.ndim not in (1, 2):
+        raise ValueError(f"s must be a sketch (d,) or a batch (n, d), got shape {arr.shape}")
+    if mode not in _MODES:
+        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+    d = arr.shape[-1]
+    if isinstance(keep, (bool, np.bool_)):
+        raise TypeError("keep must be an int count or a float fraction")
+    if isinstance(keep, numbers.Integral):
+        d_kept = check_int(keep, "keep", minimum=1, maximum=d)
+    elif isinstance(keep, numbers.Real):
+        frac = float(keep)
+        if not 0.0 < frac <= 1.0:
+            raise ValueError(f"a fractional keep must be in (0, 1], got {frac!r}")
+        d_kept = max(1, int(round(frac * d)))
+    else:
+        raise TypeError(f"keep must be an int count or a float fraction, got {type(keep).__name__}")
+    seed = check_int(seed, "seed", minimum=0, maximum=2**64 - 1)
+    if mode == "prefix":
+        indices = np.arange(d_kept, dtype=np.int64)
+        values = np.ascontiguousarray(arr[..., :d_kept])
+    else:
+        indices = random_mask(d, d_kept, seed)
+        values = np.ascontiguousarray(arr[..., indices])
+    return ErasedSketch(values, indices, d, mode, seed)

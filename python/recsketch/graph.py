@@ -1,0 +1,435 @@
+"""The communication graph of one input through a modular network (paper Section 2.1)."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+__all__ = ["Graph", "Handle", "FlatGraphs"]
+
+# Tolerances: attributes are unit-norm and weights sum to at most one "up to rounding" of the
+# caller's float32 or float64 arithmetic, no further.
+_NORM_TOL = 1e-5
+_WEIGHT_TOL = 1e-9
+
+
+class Handle:
+    """An object of a :class:`Graph`, returned by :meth:`Graph.add`; pass it as an input."""
+
+    __slots__ = ("_graph", "_index")
+
+    def __init__(self, graph: "Graph", index: int):
+        self._graph = graph
+        self._index = index
+
+    @property
+    def index(self) -> int:
+        """Position of the object in its graph (0, 1, ... in the order of ``add``)."""
+        return self._index
+
+    @property
+    def module(self) -> str:
+        return self._graph._modules[self._index]
+
+    @property
+    def graph(self) -> "Graph":
+        return self._graph
+
+    def __repr__(self) -> str:
+        return f"<object {self._index} of module {self.module!r}>"
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, Handle) and other._graph is self._graph
+                and other._index == self._index)
+
+    def __hash__(self) -> int:
+        return hash((id(self._graph), self._index))
+
+
+def _describe(graph: "Graph", index: int) -> str:
+    return f"object {index} (module {graph._modules[index]!r})"
+
+
+def _check_weight(w: Any, what: str) -> float:
+    if isinstance(w, (bool, np.bool_)) or not isinstance(w, numbers.Real):
+        raise TypeError(f"{what}: weight must be a real number, got {type(w).__name__}")
+    value = float(w)
+    if not math.isfinite(value) or value < 0.0 or value > 1.0:
+        raise ValueError(f"{what}: weight must be finite and in [0, 1], got {value!r}")
+    return value
+
+
+class Graph:
+    """A weighted communication DAG of objects, built bottom-up.
+
+    ``h = g.add(module, attributes, inputs=[(h1, w1), ...])`` adds an object produced by
+    ``module`` with a nonnegative, unit-norm attribute vector and weighted inputs (handles
+    returned by earlier ``add`` calls, so the graph is acyclic by construction; an input may
+    feed several parents). The list order is the input position 1, 2, ... of the paper's tuple
+    sketch. ``g.set_output([(h, w), ...])`` names the top-level objects and their weights.
+
+    Every check runs before the graph changes, and errors name the offending object:
+    attributes non-finite, negative, empty or not unit-norm (pass ``normalize=True`` to scale
+    them), weights outside [0, 1] or an object's input weights summing above 1, a handle from
+    another graph. Depth rules (every module at one depth, Section 2.2) are checked by
+    :meth:`set_output` and again when the graph is sketched.
+    """
+
+    def __init__(self) -> None:
+        self._modules: List[str] = []
+        self._attributes: List[np.ndarray] = []
+        self._inputs: List[List[Tuple[int, float]]] = []
+        self._output: Optional[List[Tuple[int, float]]] = None
+
+    # -- building --------------------------------------------------------------------------
+    def add(self, module: str, attributes: Any,
+            inputs: Sequence[Tuple[Handle, float]] = (), *, normalize: bool = False) -> Handle:
+        """Add an object; returns its handle.
+
+        Parameters
+        ----------
+        module : str
+            Name of the module that produced the object.
+        attributes : array_like, 1-D
+            Nonnegative, finite, unit ℓ2 norm (to within 1e-5) unless ``normalize``; length at
+            most the Sketcher's ``d_sketch`` (checked when sketched).
+        inputs : sequence of (Handle, weight)
+            The objects this one was built from, in position order, with importance weights in
+            [0, 1] summing to at most 1.
+        normalize : bool
+            Scale the attributes to unit norm instead of requiring it.
+        """
+        index = len(self._modules)
+        what = f"object {index} (module {module!r})"
+        if not isinstance(module, str):
+            raise TypeError(f"object {index}: module must be a str, got {type(module).__name__}")
+        if not module:
+            raise ValueError(f"object {index}: module name must not be empty")
+        x = self._check_attributes(attributes, what, normalize)
+        edges = self._check_inputs(inputs, what)
+        self._modules.append(module)
+        self._attributes.append(x)
+        self._inputs.append(edges)
+        return Handle(self, index)
+
+    def set_output(self, inputs: Sequence[Tuple[Handle, float]]) -> None:
+        """Set the inputs of the output pseudo-object (the top-level objects and their weights).
+
+        Raises ValueError if the resulting graph puts an object or a module at two depths.
+        """
+        edges = self._check_inputs(inputs, "the output")
+        if not edges:
+            raise ValueError("the output needs at least one input")
+        self._depths(edges)  # validates before the graph changes
+        self._output = edges
+
+    @staticmethod
+    def _check_attributes(attributes: Any, what: str, normalize: bool) -> np.ndarray:
+        try:
+            x = np.array(attributes, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{what}: attributes must be a 1-D array of numbers ({exc})") from exc
+        if x.ndim != 1:
+            raise ValueError(f"{what}: attributes must be 1-D, got shape {x.shape}")
+        if x.size == 0:
+            raise ValueError(f"{what}: attributes must not be empty")
+        if not np.all(np.isfinite(x)):
+            raise ValueError(f"{what}: attributes contain NaN or infinity")
+        if np.any(x < 0):
+            raise ValueError(f"{what}: attributes must be nonnegative (min {x.min()!r})")
+        norm = float(np.linalg.norm(x))
+        if normalize:
+            if norm == 0.0:
+                raise ValueError(f"{what}: cannot normalize all-zero attributes")
+            x = x / norm
+        elif abs(norm - 1.0) > _NORM_TOL:
+            raise ValueError(f"{what}: attributes must have unit l2 norm, got {norm!r} "
+                             "(pass normalize=True to scale them)")
+        x.setflags(write=False)
+        return x
+
+    def _check_inputs(self, inputs: Any, what: str) -> List[Tuple[int, float]]:
+        if isinstance(inputs, (str, bytes)) or not isinstance(inputs, Sequence):
+            raise TypeError(f"{what}: inputs must be a sequence of (handle, weight) pairs")
+        edges: List[Tuple[int, float]] = []
+        for k, item in enumerate(inputs):
+            if not isinstance(item, (tuple, list)) or len(item) != 2:
+                raise TypeError(f"{what}: input {k + 1} must be a (handle, weight) pair")
+            handle, w = item
+            if not isinstance(handle, Handle):
+                raise TypeError(f"{what}: input {k + 1} is not a Handle "
+                                f"(got {type(handle).__name__})")
+            if handle._graph is not self:
+                raise ValueError(f"{what}: input {k + 1} is a handle from another graph")
+            edges.append((handle._index, _check_weight(w, f"{what}, input {k + 1}")))
+        total = math.fsum(w for _, w in edges)
+        if total > 1.0 + _WEIGHT_TOL:
+            raise ValueError(f"{what}: input weights sum to {total!r}, more than 1")
+        return edges
+
+    # -- structure -------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self) -> Iterator[Handle]:
+        return (Handle(self, k) for k in range(len(self._modules)))
+
+    def __repr__(self) -> str:
+        out = "unset" if self._output is None else f"{len(self._output)} inputs"
+        return f"Graph({len(self)} objects, {len(set(self._modules))} modules, output {out})"
+
+    @property
+    def modules(self) -> List[str]:
+        """Module of every object, in the order of ``add``."""
+        return list(self._modules)
+
+    def attributes(self, handle: Handle) -> np.ndarray:
+        """The (read-only) attribute vector of an object."""
+        return self._attributes[self._own(handle)]
+
+    def inputs(self, handle: Handle) -> List[Tuple[Handle, float]]:
+        return [(Handle(self, k), w) for k, w in self._inputs[self._own(handle)]]
+
+    @property
+    def output(self) -> Optional[List[Tuple[Handle, float]]]:
+        if self._output is None:
+            return None
+        return [(Handle(self, k), w) for k, w in self._output]
+
+    def _own(self, handle: Handle) -> int:
+        if not isinstance(handle, Handle) or handle._graph is not self:
+            raise ValueError("not a handle of this graph")
+        return handle._index
+
+    def _depths(self, output: List[Tuple[int, float]]) -> Dict[int, int]:
+        """Depth of every object reachable from the output (the output has depth 1).
+
+        Raises ValueError for an object reachable at two depths or a module at two depths.
+        """
+        depth: Dict[int, int] = {}
+        frontier = sorted({k for k, _ in output})
+        level = 2
+        while frontier:
+            nxt = set()
+            for k in frontier:
+                if k in depth:
+                    if depth[k] != level:
+                        raise ValueError(f"{_describe(self, k)} is reachable at depths "
+                                         f"{depth[k]} and {level}; every object (and every "
+                                         "module) must sit at one depth")
+                    continue
+                depth[k] = level
+                nxt.update(c for c, _ in self._inputs[k])
+            frontier = sorted(nxt)
+            level += 1
+        module_depth: Dict[str, Tuple[int, int]] = {}
+        for k in sorted(depth):
+            name = self._modules[k]
+            seen = module_depth.get(name)
+            if seen is not None and seen[0] != depth[k]:
+                raise ValueError(f"module {name!r} appears at depths {seen[0]} "
+                                 f"({_describe(self, seen[1])}) and {depth[k]} "
+                                 f"({_describe(self, k)}); a module must sit at one depth")
+            module_depth.setdefault(name, (depth[k], k))
+        return depth
+
+    def depths(self) -> Dict[Handle, int]:
+        """Depth of every object (top-level objects have depth 2, paper Section 2.2)."""
+        if self._output is None:
+            raise ValueError("the graph has no output; call set_output first")
+        return {Handle(self, k): h for k, h in sorted(self._depths(self._output).items())}
+
+    def _validated(self) -> Dict[int, int]:
+        if self._output is None:
+            raise ValueError("the graph has no output; call set_output first")
+        depth = self._depths(self._output)
+        if len(depth) != len(self._modules):
+            k = next(k for k in range(len(self._modules)) if k not in depth)
+            raise ValueError(f"{_describe(self, k)} does not feed the output")
+        return depth
+
+    # -- plain-data form (JSON) --------------------------------------------------------------
+    def to_dict(self) -> Dict[str, Any]:
+        """``{"objects": [{"module", "attributes", "inputs": [[index, weight], ...]}, ...],
+        "output": [[index, weight], ...]}``: the graph as JSON-compatible values."""
+        return {
+            "objects": [{"module": m, "attributes": x.tolist(),
+                         "inputs": [[k, w] for k, w in e]}
+                        for m, x, e in zip(self._modules, self._attributes, self._inputs)],
+            "output": None if self._output is None else [[k, w] for k, w in self._output],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any], *, normalize: bool = False) -> "Graph":
+        """Inverse of :meth:`to_dict`. Inputs may refer to any object index; objects are added
+        children first, and a cycle or a reference to a missing object is a ValueError."""
+        if not isinstance(data, dict) or not isinstance(data.get("objects"), list):
+            raise ValueError("a graph dict needs an 'objects' list")
+        objects = data["objects"]
+        n = len(objects)
+        children: List[List[int]] = []
+        for k, obj in enumerate(objects):
+            if not isinstance(obj, dict) or "module" not in obj or "attributes" not in obj:
+                raise ValueError(f"object {k}: needs 'module' and 'attributes'")
+            refs = obj.get("inputs", [])
+            if not isinstance(refs, list):
+                raise ValueError(f"object {k}: 'inputs' must be a list of [index, weight]")
+            kids = []
+            for r in refs:
+                if not isinstance(r, (list, tuple)) or len(r) != 2:
+                    raise ValueError(f"object {k}: inputs must be [index, weight] pairs")
+                if isinstance(r[0], bool) or not isinstance(r[0], int) or not 0 <= r[0] < n:
+                    raise ValueError(f"object {k}: input refers to a missing object {r[0]!r}")
+                kids.append(r[0])
+            children.append(kids)
+        order = _topological_order(children)
+        g = cls()
+        handle: Dict[int, Handle] = {}
+        for k in order:
+            obj = objects[k]
+            inputs = [(handle[r[0]], r[1]) for r in obj.get("inputs", [])]
+            handle[k] = g.add(obj["module"], obj["attributes"], inputs, normalize=normalize)
+        out = data.get("output")
+        if out is not None:
+            if not isinstance(out, list):
+                raise ValueError("'output' must be a list of [index, weight] pairs")
+            for r in out:
+                if (not isinstance(r, (list, tuple)) or len(r) != 2 or isinstance(r[0], bool)
+                        or not isinstance(r[0], int) or not 0 <= r[0] < n):
+                    raise ValueError(f"output: bad input {r!r}")
+            g.set_output([(handle[r[0]], r[1]) for r in out])
+        # Restore the caller's numbering so that handles and indices agree with the dict.
+        g._renumber([order.index(k) for k in range(n)])
+        return g
+
+    def _renumber(self, position_of: List[int]) -> None:
+        """Reorder objects so that the object now at ``position_of[k]`` gets index k."""
+        n = len(self._modules)
+        if position_of == list(range(n)):
+            return
+        new_index = {p: k for k, p in enumerate(position_of)}
+        self._modules = [self._modules[p] for p in position_of]
+        self._attributes = [self._attributes[p] for p in position_of]
+        self._inputs = [[(new_index[c], w) for c, w in self._inputs[p]] for p in position_of]
+        if self._output is not None:
+            self._output = [(new_index[c], w) for c, w in self._output]
+
+
+def _topological_order(children: List[List[int]]) -> List[int]:
+    """Children before parents; ValueError naming an object on a cycle."""
+    state = [0] * len(children)  # 0 new, 1 on the stack, 2 done
+    order: List[int] = []
+    for root in range(len(children)):
+        if state[root]:
+            continue
+        stack = [(root, iter(children[root]))]
+        state[root] = 1
+        while stack:
+            node, it = stack[-1]
+            nxt = next(it, None)
+            if nxt is None:
+                stack.pop()
+                state[node] = 2
+                order.append(node)
+            elif state[nxt] == 1:
+                raise ValueError(f"the graph has a cycle through object {nxt}")
+            elif state[nxt] == 0:
+                state[nxt] = 1
+                stack.append((nxt, iter(children[nxt])))
+    return order
+
+
+@dataclass(frozen=True)
+class FlatGraphs:
+    """A batch of graphs as the arrays the native recursion reads (see ``sketch.hpp``)."""
+
+    modules: List[str]            # module table; row module ids index it
+    graph_ptr: np.ndarray
+    module: np.ndarray
+    attr_ptr: np.ndarray
+    attr: np.ndarray
+    input_ptr: np.ndarray
+    input_row: np.ndarray
+    input_weight: np.ndarray
+    max_fan_in: int
+    module_depth: Dict[str, int]
+    module_dim: Dict[str, int]
+
+
+def flatten(graphs: Sequence[Graph], d: int) -> FlatGraphs:
+    """Validate and flatten graphs (rows in ``add`` order, each graph closed by its output row).
+
+    Raises ValueError naming the graph and object on any violation; nothing is modified.
+    """
+    names: Dict[str, int] = {}
+    module_depth: Dict[str, Tuple[int, str]] = {}
+    module_dim: Dict[str, Tuple[int, str]] = {}
+    graph_ptr = [0]
+    module: List[int] = []
+    attr_len: List[int] = []
+    attrs: List[np.ndarray] = []
+    fan_in: List[int] = []
+    input_row: List[int] = []
+    input_weight: List[float] = []
+    max_fan_in = 2
+    for gi, g in enumerate(graphs):
+        if not isinstance(g, Graph):
+            raise TypeError(f"graph {gi} is a {type(g).__name__}, not a recsketch.Graph")
+        where = f"graph {gi}: " if len(graphs) > 1 else ""
+        try:
+            depth = g._validated()
+        except ValueError as exc:
+            raise ValueError(where + str(exc)) from None
+        base = graph_ptr[-1]
+        for k, name in enumerate(g._modules):
+            x = g._attributes[k]
+            if x.size > d:
+                raise ValueError(f"{where}{_describe(g, k)} has {x.size} attributes, more than "
+                                 f"d_sketch={d}")
+            loc = f"{where}{_describe(g, k)}"
+            seen = module_depth.setdefault(name, (depth[k], loc))
+            if seen[0] != depth[k]:
+                raise ValueError(f"module {name!r} appears at depths {seen[0]} ({seen[1]}) and "
+                                 f"{depth[k]} ({loc})")
+            seen = module_dim.setdefault(name, (x.size, loc))
+            if seen[0] != x.size:
+                raise ValueError(f"module {name!r} has attributes of length {seen[0]} "
+                                 f"({seen[1]}) and {x.size} ({loc})")
+            module.append(names.setdefault(name, len(names)))
+            attr_len.append(x.size)
+            attrs.append(x)
+            fan_in.append(len(g._inputs[k]))
+            input_row.extend(base + c for c, _ in g._inputs[k])
+            input_weight.extend(w for _, w in g._inputs[k])
+            max_fan_in = max(max_fan_in, len(g._inputs[k]))
+        assert g._output is not None
+        module.append(-1)
+        attr_len.append(0)
+        fan_in.append(len(g._output))
+        input_row.extend(base + c for c, _ in g._output)
+        input_weight.extend(w for _, w in g._output)
+        max_fan_in = max(max_fan_in, len(g._output))
+        graph_ptr.append(base + len(g._modules) + 1)
+
+    def ptr(lengths: List[int]) -> np.ndarray:
+        out = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=out[1:])
+        return out
+
+    return FlatGraphs(
+        modules=list(names),
+        graph_ptr=np.asarray(graph_ptr, dtype=np.int64),
+        module=np.asarray(module, dtype=np.int32),
+        attr_ptr=ptr(attr_len),
+        attr=np.concatenate(attrs) if attrs else np.zeros(0),
+        input_ptr=ptr(fan_in),
+        input_row=np.asarray(input_row, dtype=np.int64),
+        input_weight=np.asarray(input_weight, dtype=np.float64),
+        max_fan_in=max_fan_in,
+        module_depth={m: v[0] for m, v in module_depth.items()},
+        module_dim={m: v[0] for m, v in module_dim.items()},
+    )
