@@ -345,14 +345,18 @@ class Queries:
         return self._shape(out, inp.was_1d)
 
     def subsketch(self, s: Any, path: Sequence[int], module: Optional[str] = None,
-                  method: str = "matched", *, num_threads: Optional[int] = None) -> SubSketch:
+                  method: str = "matched", *, weight: Optional[float] = None,
+                  num_threads: Optional[int] = None) -> SubSketch:
         """Unroll the sketch to the tuple sketch of the object at ``path`` (MATH.md §3.3).
 
         ``module`` is the object's module; it may be omitted when the registry has a single
         module at that depth. The result is a :class:`SubSketch`, on which every query works
-        with paths relative to the object. Both methods peel the positions and slots on the
-        path plainly (so other objects of the module stay out); ``matched`` peels the object's
-        own wrapper by its adjoint, ``paper`` plainly.
+        with paths relative to the object. Without ``weight`` it estimates ``w * t`` (``t``
+        the object's tuple sketch, ``w`` its effective weight), so weights passed to later
+        queries stay those of the original sketch; with the object's ``weight`` it estimates
+        ``t`` itself and later weights are relative to the object. Both methods peel the
+        positions and slots on the path plainly (so other objects of the module stay out);
+        ``matched`` peels the object's own wrapper by its adjoint, ``paper`` plainly.
         """
         method = self._method(method)
         threads = _threads(num_threads)
@@ -372,7 +376,8 @@ class Queries:
         probe = self._cache(key, lambda: build_probe(inp.root_depth, h, module, steps, method,
                                                      "tuple"))
         full = self._dense(inp)
-        t = self._peel(probe.words, full, threads) / probe.gain
+        gain = probe.gain * (1.0 if weight is None else self._weight(weight))
+        t = self._peel(probe.words, full, threads) / gain
         values = t.astype(full.dtype if full.dtype in FLOAT_DTYPES else np.float64)
         return SubSketch(values[0] if inp.was_1d else values, h, module,
                          inp.root_path + steps, method)
