@@ -9,6 +9,14 @@
 // Graphs arrive flattened: "rows" are objects in topological order (children before parents),
 // each graph closed by its output row. Every sum runs in float64 in a fixed order, and the matrix
 // kernels do not depend on the thread count, so a graph gets the same bits alone or in a batch.
+//
+// Attribute embeddings. The part of s_object that comes from the object's own attributes is
+// linear in [x; 1] (k + 1 numbers): A_M [x; 1] with A_M = P(R[M,0]) P(R[1]) [R[M,1] e_1 ..
+// R[M,1] e_k, R[M,2] e_1] / 4. When the caller supplies A_M (a dense (k + 1) x d matrix, worth
+// it for short attributes), a leaf object costs one small dense product instead of three sparse
+// ones; with D_{M,i} = P(R[i]) A_M, so does a leaf's edge into position i of its parent. Which
+// path a row takes depends only on the module, its attribute length and the graph, never on
+// caches, so the bits stay a function of (seed, graph).
 #pragma once
 
 #include <algorithm>
@@ -28,6 +36,11 @@ namespace recsketch {
 struct MatrixBank {
   std::vector<std::array<MatrixRef, 3>> modules;
   std::vector<MatrixRef> positions;  // positions[i - 1] is R[i]
+  // Optional, per module: A_M, row-major (k_M + 1) x d; null to take the sparse path.
+  std::vector<const double*> attr_embed;
+  std::vector<std::int64_t> embed_k;  // k_M of each embedded module (rows of A_M minus one)
+  // Optional, per module and position: D_{M,i} at edge_embed[M * positions.size() + i - 1].
+  std::vector<const double*> edge_embed;
 };
 
 // A batch of flattened graphs. Graph g owns rows [graph_ptr[g], graph_ptr[g + 1]); its last row
@@ -60,6 +73,11 @@ inline void check_batch(const GraphBatch& g, const MatrixBank& bank, std::int64_
   for (const auto& m : bank.modules)
     for (const auto& r : m)
       if (!r.valid() || r.d() != d) throw std::invalid_argument("module matrix missing or wrong size");
+  if (!bank.attr_embed.empty() && (bank.attr_embed.size() != bank.modules.size() ||
+                                   bank.embed_k.size() != bank.modules.size()))
+    throw std::invalid_argument("attr_embed and embed_k need one entry per module");
+  if (!bank.edge_embed.empty() && bank.edge_embed.size() != bank.modules.size() * bank.positions.size())
+    throw std::invalid_argument("edge_embed needs one entry per module and position");
   if (g.graph_ptr[0] != 0) throw std::invalid_argument("graph_ptr must start at 0");
   for (std::int64_t k = 0; k < g.n_graphs; ++k) {
     const std::int64_t r0 = g.graph_ptr[k], r1 = g.graph_ptr[k + 1];
@@ -72,6 +90,10 @@ inline void check_batch(const GraphBatch& g, const MatrixBank& bank, std::int64_
       const std::int64_t len = g.attr_ptr[r + 1] - g.attr_ptr[r];
       if (len < 0 || len > d || (is_output && len != 0) || (!is_output && len == 0))
         throw std::invalid_argument("row " + std::to_string(r) + " has a bad attribute length");
+      if (!is_output && !bank.attr_embed.empty() &&
+          bank.embed_k[static_cast<std::size_t>(mod)] >= 0 &&
+          bank.embed_k[static_cast<std::size_t>(mod)] != len)
+        throw std::invalid_argument("row " + std::to_string(r) + " does not match its module's embedding");
       const std::int64_t fan_in = g.input_ptr[r + 1] - g.input_ptr[r];
       if (fan_in < 0 || fan_in > n_positions)
         throw std::invalid_argument("row " + std::to_string(r) + " has more inputs than positions");
@@ -89,6 +111,16 @@ inline void add_half(const MatrixRef& R, double w, const double* x, double* out,
   for (std::int64_t k = 0; k < d; ++k) out[k] += w * tmp[k];
 }
 
+// out += w * E [x; 1] for an embedding E ((k + 1) x d, row-major), rows added in order.
+inline void add_embedded(const double* E, const double* x, std::int64_t k, double w, double* out,
+                         std::int64_t d) {
+  for (std::int64_t c = 0; c <= k; ++c) {
+    const double coef = w * (c < k ? x[c] : 1.0);
+    const double* row = E + c * d;
+    for (std::int64_t t = 0; t < d; ++t) out[t] += coef * row[t];
+  }
+}
+
 // Sketches graph k; obj receives one d-vector per row (the output row gets s_overall).
 inline void sketch_one(const GraphBatch& g, const MatrixBank& bank,
                        const std::vector<std::vector<double>>& e1_columns, std::int64_t k,
@@ -97,6 +129,8 @@ inline void sketch_one(const GraphBatch& g, const MatrixBank& bank,
   obj.assign(static_cast<std::size_t>((r1 - r0) * d), 0.0);
   std::vector<double> attr(static_cast<std::size_t>(d)), input(static_cast<std::size_t>(d)),
       tuple(static_cast<std::size_t>(d)), tmp(static_cast<std::size_t>(d));
+  const std::size_t n_pos = bank.positions.size();
+  auto is_leaf = [&](std::int64_t row) { return g.input_ptr[row + 1] == g.input_ptr[row]; };
   for (std::int64_t r = r0; r < r1; ++r) {
     double* self = obj.data() + (r - r0) * d;
     const bool is_output = r == r1 - 1;
@@ -104,15 +138,36 @@ inline void sketch_one(const GraphBatch& g, const MatrixBank& bank,
     double* in = is_output ? self : input.data();
     std::fill(in, in + d, 0.0);
     const std::int64_t in0 = g.input_ptr[r], in1 = g.input_ptr[r + 1];
-    for (std::int64_t e = in0; e < in1; ++e)
-      add_half(bank.positions[static_cast<std::size_t>(e - in0)], g.input_weight[e],
-               obj.data() + (g.input_row[e] - r0) * d, in, tmp.data(), d, threads);
+    for (std::int64_t e = in0; e < in1; ++e) {
+      const std::int64_t child = g.input_row[e];
+      const auto m = static_cast<std::size_t>(g.module[child]);
+      const double* D = bank.edge_embed.empty() ? nullptr
+                                                : bank.edge_embed[m * n_pos + static_cast<std::size_t>(e - in0)];
+      if (D && is_leaf(child))
+        add_embedded(D, g.attr + g.attr_ptr[child], g.attr_ptr[child + 1] - g.attr_ptr[child],
+                     g.input_weight[e], in, d);
+      else
+        add_half(bank.positions[static_cast<std::size_t>(e - in0)], g.input_weight[e],
+                 obj.data() + (child - r0) * d, in, tmp.data(), d, threads);
+    }
     if (is_output) break;
 
-    const auto& mats = bank.modules[static_cast<std::size_t>(g.module[r])];
+    const auto m = static_cast<std::size_t>(g.module[r]);
+    const auto& mats = bank.modules[m];
     const std::int64_t a0 = g.attr_ptr[r], len = g.attr_ptr[r + 1] - a0;
+    const double* A = bank.attr_embed.empty() ? nullptr : bank.attr_embed[m];
+    if (A) {
+      // s_object = A_M [x; 1] + P(R[M,0]) P(R[2]) s_input / 2
+      std::fill(self, self + d, 0.0);
+      add_embedded(A, g.attr + a0, len, 1.0, self, d);
+      if (in1 > in0) {
+        bank.positions[1].forward(input.data(), 1, d, tuple.data(), true, threads);
+        add_half(mats[0], 0.5, tuple.data(), self, tmp.data(), d, threads);
+      }
+      continue;
+    }
     mats[1].forward(g.attr + a0, 1, len, attr.data(), false, threads);
-    const double* col0 = e1_columns[static_cast<std::size_t>(g.module[r])].data();
+    const double* col0 = e1_columns[m].data();
     for (std::int64_t c = 0; c < d; ++c) attr[c] = 0.5 * attr[c] + 0.5 * col0[c];
 
     std::fill(tuple.begin(), tuple.end(), 0.0);
