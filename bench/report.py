@@ -23,7 +23,7 @@ def main(path):
           "speed-up 1 thread | speed-up all | effective GFLOP/s | % of GEMM |")
     print("|---|---|---|---|---|---|---|---|")
     for name, impls in sorted(groups.items()):
-        if "scipy_csr" not in impls:
+        if "scipy_csr" not in impls or "recsketch_1thread" not in impls or name.startswith("sketch"):
             continue
         t = {k: v["stats"]["min"] for k, v in impls.items()}
         fast = impls["recsketch"]
@@ -37,6 +37,14 @@ def main(path):
             t = {k: v["stats"]["min"] for k, v in impls.items()}
             print(f"\n{name}: orthogonal {t['orthogonal']*1e3:.2f} ms, block_sparse "
                   f"{t['block_sparse']*1e3:.2f} ms (orthogonal {t['block_sparse']/t['orthogonal']:.1f}x faster)")
+    for name, impls in sorted(groups.items()):
+        if not (name.startswith("sketch") or name.startswith("query")):
+            continue
+        base_key = "scipy_csr" if "scipy_csr" in impls else "numpy_paper"
+        per = {k: v["stats"]["min"] / v["extra_info"]["sketches"] for k, v in impls.items()}
+        print(f"\n{name}:")
+        for k, t in sorted(per.items(), key=lambda kv: -kv[1]):
+            print(f"  {k:20s} {1 / t:12.1f} sketches/s   {per[base_key] / t:7.1f}x {base_key}")
     for b in data["benchmarks"]:
         if "rss_growth_mib" in b["extra_info"]:
             e = b["extra_info"]
