@@ -38,13 +38,18 @@ def main(path):
             print(f"\n{name}: orthogonal {t['orthogonal']*1e3:.2f} ms, block_sparse "
                   f"{t['block_sparse']*1e3:.2f} ms (orthogonal {t['block_sparse']/t['orthogonal']:.1f}x faster)")
     for name, impls in sorted(groups.items()):
-        if not (name.startswith("sketch") or name.startswith("query")):
+        if not (name.startswith("sketch") or name.startswith("query")
+                or name.startswith("search")):
             continue
-        base_key = "scipy_csr" if "scipy_csr" in impls else "numpy_paper"
+        base_key = next(k for k in ("scipy_csr", "numpy_paper", "numpy_brute_force")
+                        if k in impls)
         per = {k: v["stats"]["min"] / v["extra_info"]["sketches"] for k, v in impls.items()}
         print(f"\n{name}:")
         for k, t in sorted(per.items(), key=lambda kv: -kv[1]):
-            print(f"  {k:20s} {1 / t:12.1f} sketches/s   {per[base_key] / t:7.1f}x {base_key}")
+            unit = "queries/s" if name.startswith("search") else "sketches/s"
+            extra = impls[k]["extra_info"].get("recall_at_10")
+            print(f"  {k:20s} {1 / t:12.1f} {unit}   {per[base_key] / t:7.1f}x {base_key}"
+                  + (f"   recall@10 {extra:.3f}" if extra is not None else ""))
     for b in data["benchmarks"]:
         if "rss_growth_mib" in b["extra_info"]:
             e = b["extra_info"]

@@ -174,7 +174,7 @@ def run_demo(path: str = "recsketch-demo", days: int = 365, d_sketch: int = 1637
     print("     truth       " + "".join(f"{v:11.3f}" for v in true_lamp))
 
     # 5. A concept that emerged.
-    clusters = repo.clusters(8, seed=seed)
+    clusters = repo.clusters(min(8, len(ids)), seed=seed)
     arrival = _seconds(START + dt.timedelta(days=DOG_ARRIVES))
     new = clusters.new_since(arrival, fraction=0.95)
     print(f"5. Clusters that emerged after {START + dt.timedelta(days=DOG_ARRIVES)} "

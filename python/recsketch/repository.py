@@ -487,37 +487,56 @@ class Repository:
             out[k, :m] = data[o:o + m]
         return out
 
+    def _lookup(self, ids: Any) -> Tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+        """(ids, offsets, lengths, generation, data_end) of the given ids, in their order, in
+        one snapshot; ValueError naming unknown ids."""
+        self._check_open()
+        want = np.atleast_1d(np.asarray(ids))
+        if want.dtype.kind not in "iu":
+            raise TypeError(f"ids must be integers, got dtype {want.dtype}")
+        want = want.astype(np.int64)
+        found: Dict[int, Tuple[int, int]] = {}
+        cur = self._db.cursor()
+        cur.execute("BEGIN")
+        try:
+            meta = dict(cur.execute("SELECT key, value FROM meta WHERE key IN "
+                                    "('generation', 'data_end')").fetchall())
+            uniq = np.unique(want).tolist()
+            for start in range(0, len(uniq), 900):
+                part = uniq[start:start + 900]
+                q = ("SELECT id, offset, length FROM sketches WHERE id IN "
+                     f"({','.join('?' * len(part))})")
+                found.update((r[0], (r[1], r[2])) for r in cur.execute(q, part))
+        finally:
+            cur.execute("COMMIT")
+        missing = [i for i in want.tolist() if i not in found]
+        if missing:
+            raise ValueError(f"no sketch with ids {missing[:10]}")
+        off = np.array([found[i][0] for i in want.tolist()], dtype=np.int64)
+        ln = np.array([found[i][1] for i in want.tolist()], dtype=np.int64)
+        return want, off, ln, int(meta["generation"]), int(meta["data_end"])
+
     def get(self, ids: Any) -> np.ndarray:
         """Stored sketches ``(n, d)`` float32 in the order of ``ids`` (a truncated sketch has
         zeros past its kept prefix: see :meth:`lengths`). Unknown ids raise ValueError."""
-        want = np.atleast_1d(np.asarray(ids)).astype(np.int64)
-        all_ids, _, off, ln, gen, end = self._rows()
-        pos = np.searchsorted(all_ids, want)
-        ok = (pos < all_ids.size) & (all_ids[np.minimum(pos, all_ids.size - 1)] == want) \
-            if all_ids.size else np.zeros(want.size, bool)
-        if not np.all(ok):
-            raise ValueError(f"no sketch with ids {want[~ok][:10].tolist()}")
-        out = self._load(off[pos], ln[pos], gen, end)
+        _, off, ln, gen, end = self._lookup(ids)
+        out = self._load(off, ln, gen, end)
         return out[0] if np.ndim(ids) == 0 else out
 
     def lengths(self, ids: Any) -> np.ndarray:
         """How many leading coordinates of each sketch are kept (d unless forgotten)."""
-        want = np.atleast_1d(np.asarray(ids)).astype(np.int64)
-        all_ids, _, _, ln, _, _ = self._rows()
-        pos = np.searchsorted(all_ids, want)
-        if want.size and (np.any(pos >= all_ids.size) or np.any(all_ids[pos] != want)):
-            raise ValueError("unknown ids")
-        return ln[pos]
+        return self._lookup(ids)[2]
 
     def ids(self) -> np.ndarray:
         return self._rows()[0]
 
     def timestamps(self, ids: Optional[Any] = None) -> np.ndarray:
+        """Unix-second timestamps of ``ids`` (default: every sketch, in id order)."""
         all_ids, ts, *_ = self._rows()
         if ids is None:
             return ts
-        pos = np.searchsorted(all_ids, np.atleast_1d(np.asarray(ids)).astype(np.int64))
-        return ts[pos]
+        want = self._lookup(ids)[0]
+        return ts[np.searchsorted(all_ids, want)]
 
     def labels(self, ids: Any) -> List[Any]:
         out = []
@@ -665,8 +684,9 @@ class Repository:
         skip = set() if exclude is None else {int(i) for i in exclude}
         if isinstance(query, numbers.Integral) and not isinstance(query, bool):
             skip.add(int(query))
-            q = self.get(int(query))
-            q_len = int(self.lengths(int(query))[0])
+            _, q_off, q_ln, gen, end = self._lookup([int(query)])
+            q = self._load(q_off, q_ln, gen, end)[0]
+            q_len = int(q_ln[0])
         else:
             q = np.asarray(query, dtype=np.float32)
             if q.shape != (self._d,):
@@ -684,14 +704,15 @@ class Repository:
         cand = cand[~np.isin(cand, list(skip))]
         if cand.size == 0:
             return np.zeros(0, np.int64), np.zeros(0)
-        all_ids, _, off, ln, gen, end = self._rows()
-        pos = np.searchsorted(all_ids, cand)
-        keep = (pos < all_ids.size) & (all_ids[np.minimum(pos, all_ids.size - 1)] == cand)
-        cand, pos = cand[keep], pos[keep]
-        rows = self._load(off[pos], ln[pos], gen, end)
+        try:
+            _, off, ln, gen, end = self._lookup(cand)
+        except ValueError:  # deleted by another process since the index caught up
+            cand = cand[np.isin(cand, self.ids())]
+            _, off, ln, gen, end = self._lookup(cand)
+        rows = self._load(off, ln, gen, end)
         sims = np.empty(cand.size)
-        for length in np.unique(np.minimum(ln[pos], q_len)):
-            sel = np.minimum(ln[pos], q_len) == length
+        for length in np.unique(np.minimum(ln, q_len)):
+            sel = np.minimum(ln, q_len) == length
             a = rows[sel, :length].astype(np.float64)
             b = q[:length].astype(np.float64)
             denom = np.linalg.norm(a, axis=1) * np.linalg.norm(b)
@@ -718,23 +739,36 @@ class Repository:
         last = np.array([ts[labels == c].max() if sizes[c] else np.nan for c in range(k)])
         return Clusters(ids, labels, km.cluster_centers_, sizes, first, last, ts)
 
-    def explain(self, id_a: int, id_b: int, *, method: str = "matched"
-                ) -> List[Tuple[str, float, float]]:
-        """Which modules make two stored sketches similar: ``[(module, contribution, share)]``,
-        largest first.
+    def explain(self, id_a: int, id_b: int, *, paths: Optional[Dict[str, Sequence[
+                Sequence[int]]]] = None, method: str = "matched") -> List[Tuple[Any, float, float]]:
+        """Which modules (or, with ``paths``, which objects) make two stored sketches similar:
+        ``[(who, contribution, share)]``, largest first.
 
         The contribution of module M at depth h is the part of the dot product carried by the
         identity words of its objects (Theorem 2(ii)): ``G^2 (<S_a, S_b> + m_a m_b)`` with
         ``G = 2^-(4h-3)``, ``S`` the weighted summed attributes and ``m`` the mass read from each
-        sketch; ``share`` is its fraction of the sum over the registry's modules.
+        sketch. With ``paths={"cat": [[3]], "edge": [[3, 1], [3, 2]]}`` the objects at those
+        paths are scored instead, ``who`` being ``(module, path)``: ``G^2 w_a w_b (<x_a, x_b> +
+        1)`` from their recovered attributes and weights (Theorem 1 (ii)). ``share`` is the
+        fraction of the positive contributions.
         """
         s = self.get([id_a, id_b])
-        out = []
-        for name, info in sorted(self._sketcher.modules.items()):
-            x = self._sketcher.summed_attributes(s, name, 1.0, method)
-            m = self._sketcher.mass(s, name, method)
-            g2 = 2.0 ** (-2 * (4 * info.depth - 3))
-            out.append((name, float(g2 * (x[0] @ x[1] + m[0] * m[1]))))
+        sk = self._sketcher
+        out: List[Tuple[Any, float]] = []
+        if paths is None:
+            for name, info in sorted(sk.modules.items()):
+                x = sk.summed_attributes(s, name, 1.0, method)
+                m = sk.mass(s, name, method)
+                g2 = 2.0 ** (-2 * (4 * info.depth - 3))
+                out.append((name, float(g2 * (x[0] @ x[1] + m[0] * m[1]))))
+        else:
+            for name, plist in paths.items():
+                g2 = 2.0 ** (-2 * (4 * sk._module_info(name).depth - 3))
+                for path in plist:
+                    est = sk.attributes(s, name, path=list(path), method=method)
+                    w = np.clip(est.weight, 0.0, None)
+                    score = g2 * w[0] * w[1] * (est.attributes[0] @ est.attributes[1] + 1.0)
+                    out.append(((name, tuple(path)), float(score)))
         total = sum(max(c, 0.0) for _, c in out)
         ranked = sorted(out, key=lambda t: -t[1])
         return [(n, c, (max(c, 0.0) / total) if total > 0 else 0.0) for n, c in ranked]
