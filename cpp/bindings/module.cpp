@@ -7,6 +7,7 @@ void register_info(py::module_& m);
 void register_block_sparse(py::module_& m);
 void register_matrices(py::module_& m);
 void register_sketch(py::module_& m);
+void register_dictionary(py::module_& m);
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "recsketch native core (use the recsketch package, not this module directly)";
@@ -14,4 +15,5 @@ PYBIND11_MODULE(_core, m) {
   register_block_sparse(m);
   register_matrices(m);
   register_sketch(m);
+  register_dictionary(m);
 }

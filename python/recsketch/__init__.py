@@ -19,6 +19,7 @@ from .block_sparse import (
     min_block_size,
     suggest_block_sparse,
 )
+from .dictionary import DictionaryLearner, RecoveredMatrix
 from .erasure import ErasedSketch, erase
 from .graph import Graph, Handle
 from .info import build_info
@@ -34,11 +35,13 @@ __all__ = [
     "BlockSparseParams",
     "BlockStatus",
     "DecodedBlocks",
+    "DictionaryLearner",
     "ErasedSketch",
     "Graph",
     "Handle",
     "ModuleInfo",
     "RandomMatrix",
+    "RecoveredMatrix",
     "Similarity",
     "Sketcher",
     "SubSketch",

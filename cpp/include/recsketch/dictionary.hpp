@@ -1,0 +1,111 @@
+// The block-scanning step of recursable dictionary learning (paper Section 4.2, MATH.md §4.2):
+// every block of every sample is l1-normalised, tested for closeness to the scaled hypercube
+// (one dominant column), rounded to its sign pattern, decoded (column index, parity bits, sign
+// of the coefficient) and reduced to a canonical key that is the same for every nonzero block of
+// the column whatever the per-block flips. Grouping, voting and assembling run on these records.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <stdexcept>
+#include <vector>
+
+#include "enc.hpp"
+#include "parallel.hpp"
+
+namespace recsketch {
+
+// One accepted block of one sample.
+struct BlockRecord {
+  std::int64_t sample = 0;
+  std::int64_t block = 0;
+  std::int64_t column = 0;          // decoded 0-based column index j
+  std::uint64_t string_key = 0;     // u_s * u_s[0] as bits (bit r set: entry r is -1)
+  std::uint64_t signature_key = 0;  // u_m * u_m[0] as bits: the matrix's canonical signature
+  std::uint64_t pattern[3] = {0, 0, 0};  // the column's signs in this block (coefficient sign
+                                         // removed), one word per sub-block
+  double magnitude = 0.0;           // |x_j| estimated from the block's l1 norm
+  int sign = 0;                     // sign of the coefficient
+  double closeness = 0.0;           // max_k | |u_k| - 1 |, the hypercube distance
+};
+
+struct ScanParams {
+  std::int64_t d = 0, b = 0;
+  int index_bits = 0;
+  double scale = 0.0;  // 1 / sqrt(d q): |entry| of a nonzero block
+  double tau = 0.5;    // accept a block when max_k | |u_k| - 1 | <= tau, u = b v / |v|_1
+};
+
+namespace detail {
+
+inline std::uint64_t bits_of(const std::int8_t* u, std::int64_t n, bool flip) noexcept {
+  std::uint64_t w = 0;
+  for (std::int64_t r = 0; r < n; ++r)
+    if ((u[r] < 0) != flip) w |= std::uint64_t{1} << r;
+  return w;
+}
+
+template <class T>
+void scan_sample(const T* y, std::int64_t sample, const ScanParams& p,
+                 std::vector<BlockRecord>& out) {
+  const std::int64_t b = p.b, third = b / 3, n_blocks = p.d / b;
+  std::vector<std::int8_t> u(static_cast<std::size_t>(b));
+  for (std::int64_t blk = 0; blk < n_blocks; ++blk) {
+    const T* v = y + blk * b;
+    double l1 = 0.0;
+    for (std::int64_t k = 0; k < b; ++k) l1 += std::fabs(static_cast<double>(v[k]));
+    if (!(l1 > 0.0)) continue;
+    const double inv = static_cast<double>(b) / l1;
+    double worst = 0.0;
+    for (std::int64_t k = 0; k < b; ++k) {
+      const double a = std::fabs(static_cast<double>(v[k])) * inv;
+      worst = std::max(worst, std::fabs(a - 1.0));
+      u[static_cast<std::size_t>(k)] = v[k] < 0 ? std::int8_t{-1} : std::int8_t{1};
+    }
+    if (worst > p.tau) continue;
+    const DecodedBlock dec = decode_block(u.data(), b, p.index_bits, p.d);
+    if (dec.status != BlockStatus::ok) continue;
+    BlockRecord r;
+    r.sample = sample;
+    r.block = blk;
+    r.column = dec.column;
+    r.sign = dec.sign;
+    r.closeness = worst;
+    r.magnitude = l1 / static_cast<double>(b) / p.scale;
+    const std::int8_t* us = u.data();
+    const std::int8_t* um = u.data() + 2 * third;
+    r.string_key = bits_of(us, third, us[0] < 0);
+    r.signature_key = bits_of(um, third, um[0] < 0);
+    const bool neg = dec.sign < 0;
+    for (int part = 0; part < 3; ++part) r.pattern[part] = bits_of(u.data() + part * third, third, neg);
+    out.push_back(r);
+  }
+}
+
+}  // namespace detail
+
+// Scans the n rows of Y (n x d, row-major). Records come out in (sample, block) order for any
+// thread count.
+template <class T>
+std::vector<BlockRecord> scan_blocks(const T* Y, std::int64_t n, const ScanParams& p,
+                                     std::int64_t first_sample, int num_threads) {
+  if (p.b % 3 != 0 || p.b / 3 > 64 || p.d % p.b != 0)
+    throw std::invalid_argument("block size must be a multiple of 3, at most 192, dividing d");
+  constexpr std::int64_t kSamplesPerTask = 16;
+  const std::int64_t tasks = (n + kSamplesPerTask - 1) / kSamplesPerTask;
+  std::vector<std::vector<BlockRecord>> parts(static_cast<std::size_t>(tasks));
+  parallel_for(tasks, num_threads, [&](std::int64_t t) {
+    const std::int64_t s1 = std::min(n, (t + 1) * kSamplesPerTask);
+    for (std::int64_t s = t * kSamplesPerTask; s < s1; ++s)
+      detail::scan_sample(Y + s * p.d, first_sample + s, p, parts[static_cast<std::size_t>(t)]);
+  });
+  std::vector<BlockRecord> out;
+  std::size_t total = 0;
+  for (const auto& part : parts) total += part.size();
+  out.reserve(total);
+  for (const auto& part : parts) out.insert(out.end(), part.begin(), part.end());
+  return out;
+}
+
+}  // namespace recsketch
