@@ -2,7 +2,9 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <stdexcept>
 #include <vector>
 
@@ -36,35 +38,32 @@ void register_dictionary(py::module_& m) {
             recs = recsketch::scan_blocks(static_cast<const double*>(Y.data()), n, p,
                                           first_sample, num_threads);
         }
-        const auto k = static_cast<py::ssize_t>(recs.size());
-        py::array_t<std::int64_t> sample(k), block(k), column(k);
-        py::array_t<std::uint64_t> string_key(k), signature_key(k);
-        py::array_t<std::uint64_t> pattern({k, py::ssize_t{3}});
-        py::array_t<double> magnitude(k), closeness(k);
-        py::array_t<std::int8_t> sign(k);
-        auto ps = pattern.mutable_unchecked<2>();
-        for (py::ssize_t i = 0; i < k; ++i) {
-          const auto& r = recs[static_cast<std::size_t>(i)];
-          sample.mutable_at(i) = r.sample;
-          block.mutable_at(i) = r.block;
-          column.mutable_at(i) = r.column;
-          string_key.mutable_at(i) = r.string_key;
-          signature_key.mutable_at(i) = r.signature_key;
-          for (int w = 0; w < 3; ++w) ps(i, w) = r.pattern[w];
-          magnitude.mutable_at(i) = r.magnitude;
-          closeness.mutable_at(i) = r.closeness;
-          sign.mutable_at(i) = static_cast<std::int8_t>(r.sign);
-        }
-        py::dict out;
-        out["sample"] = sample;
-        out["block"] = block;
-        out["column"] = column;
-        out["string_key"] = string_key;
-        out["signature_key"] = signature_key;
-        out["pattern"] = pattern;
-        out["magnitude"] = magnitude;
-        out["closeness"] = closeness;
-        out["sign"] = sign;
+        // The records leave as one structured array (no per-field copies); the field
+        // offsets come from the struct itself.
+        using R = recsketch::BlockRecord;
+        py::list names, formats, offsets;
+        auto field = [&](const char* name, const char* format, std::size_t offset) {
+          names.append(name);
+          formats.append(format);
+          offsets.append(offset);
+        };
+        field("sample", "<i8", offsetof(R, sample));
+        field("block", "<i8", offsetof(R, block));
+        field("column", "<i8", offsetof(R, column));
+        field("string_key", "<u8", offsetof(R, string_key));
+        field("signature_key", "<u8", offsetof(R, signature_key));
+        field("pattern", "(3,)<u8", offsetof(R, pattern));
+        field("magnitude", "<f8", offsetof(R, magnitude));
+        field("sign", "<i4", offsetof(R, sign));
+        field("closeness", "<f8", offsetof(R, closeness));
+        py::dict spec;
+        spec["names"] = names;
+        spec["formats"] = formats;
+        spec["offsets"] = offsets;
+        spec["itemsize"] = sizeof(R);
+        py::dtype dtype = py::dtype::from_args(spec);
+        py::array out(dtype, {static_cast<py::ssize_t>(recs.size())}, {});
+        if (!recs.empty()) std::memcpy(out.mutable_data(), recs.data(), recs.size() * sizeof(R));
         return out;
       },
       py::arg("Y"), py::arg("block_size"), py::arg("density"), py::arg("tau"),

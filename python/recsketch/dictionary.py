@@ -22,8 +22,21 @@ from .block_sparse import BlockSparseParams  # noqa: F401  (documentation cross-
 __all__ = ["DictionaryLearner", "RecoveredMatrix", "RULES"]
 
 RULES = ("aggregate", "paper")
-_FIELDS = ("sample", "block", "column", "string_key", "signature_key", "pattern", "magnitude",
-           "sign")
+
+
+def _groups(*columns: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Group rows by equal values in all ``columns``: (group id of every row, group sizes).
+    Group ids follow the lexicographic order of the values (a sort, not a hash)."""
+    order = np.lexsort(columns[::-1])
+    new = np.zeros(order.size, bool)
+    new[:1] = True
+    for c in columns:
+        s = c[order]
+        new[1:] |= s[1:] != s[:-1]
+    ids = np.cumsum(new) - 1
+    group = np.empty(order.size, np.int64)
+    group[order] = ids
+    return group, np.bincount(ids) if ids.size else np.zeros(0, np.int64)
 
 
 def _bits_to_signs(words: np.ndarray, n: int) -> np.ndarray:
@@ -131,7 +144,7 @@ class DictionaryLearner:
 
     # -- fitting ---------------------------------------------------------------------------------
     def _reset(self) -> None:
-        self._records: Dict[str, List[np.ndarray]] = {f: [] for f in _FIELDS}
+        self._records: List[np.ndarray] = []  # structured arrays from the native scan
         self._n_samples = 0
         self._model: Optional[Tuple[List[RecoveredMatrix], np.ndarray]] = None
 
@@ -170,8 +183,7 @@ class DictionaryLearner:
                                     self._n_samples + start, threads)
             if self.rule == "paper":
                 rec = self._paper_filter(rec)
-            for f in _FIELDS:
-                self._records[f].append(rec[f])
+            self._records.append(rec)
             if bar is not None:
                 bar.update(part.shape[0])
         if bar is not None:
@@ -180,21 +192,13 @@ class DictionaryLearner:
         self._model = None
         return self
 
-    def _paper_filter(self, rec: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    def _paper_filter(self, rec: np.ndarray) -> np.ndarray:
         """Keep the blocks whose key reaches the paper's count within their own sample."""
-        if rec["sample"].size == 0:
+        if rec.size == 0:
             return rec
-        keys = np.stack([rec["sample"].astype(np.uint64), rec["signature_key"],
-                         rec["column"].astype(np.uint64), rec["string_key"]], axis=1)
-        _, inverse, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
-        keep = counts[inverse.ravel()] >= self.paper_threshold
-        return {f: v[keep] for f, v in rec.items()}
-
-    def _all(self, field: str) -> np.ndarray:
-        parts = self._records[field]
-        if not parts:
-            return np.zeros((0, 3) if field == "pattern" else 0, dtype=np.uint64)
-        return np.concatenate(parts)
+        group, counts = _groups(rec["sample"], rec["signature_key"], rec["column"],
+                                rec["string_key"])
+        return rec[counts[group] >= self.paper_threshold]
 
     # -- the model -------------------------------------------------------------------------------
     def _fitted(self) -> Tuple[List[RecoveredMatrix], np.ndarray]:
@@ -205,43 +209,55 @@ class DictionaryLearner:
         return self._model
 
     def _assemble(self) -> Tuple[List[RecoveredMatrix], np.ndarray]:
-        sig, col, key = self._all("signature_key"), self._all("column"), self._all("string_key")
-        block, pattern = self._all("block"), self._all("pattern")
-        third = self.block_size // 3
-        if sig.size == 0:
+        rec = np.concatenate(self._records) if self._records else np.zeros(0)
+        if rec.size == 0:
             return [], np.zeros((0, 2), np.int64)
-        keys = np.stack([sig, col.astype(np.uint64), key], axis=1)
-        uniq, inverse, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
-        inverse = inverse.ravel()
+        b, third = self.block_size, self.block_size // 3
+        sig, col = rec["signature_key"], rec["column"]
+        group, counts = _groups(sig, col, rec["string_key"])
+        n_groups = counts.size
+        first = np.zeros(n_groups, np.int64)
+        first[group[::-1]] = np.arange(rec.size)[::-1]  # a record of each group
         need = 1 if self.rule == "paper" else self.min_votes
-        accepted = np.flatnonzero(counts >= need)
-        # One matrix per canonical signature, most columns first (ties by signature value).
-        signatures, per_sig = np.unique(uniq[accepted, 0], return_counts=True)
-        order = np.lexsort((signatures, -per_sig))
+        ok = np.flatnonzero(counts >= need)
+        # One key per (matrix, column): the one with most votes.
+        pick = ok[np.lexsort((-counts[ok], col[first[ok]], sig[first[ok]]))]
+        g_sig, g_col = sig[first[pick]], col[first[pick]]
+        head = np.ones(pick.size, bool)
+        head[1:] = (g_sig[1:] != g_sig[:-1]) | (g_col[1:] != g_col[:-1])
+        pick = pick[head]
+        # Matrices: one per signature, most columns first (ties by signature value).
+        g_sig, g_col = sig[first[pick]], col[first[pick]]
+        signatures, n_cols = np.unique(g_sig, return_counts=True)
+        rank = np.empty(signatures.size, np.int64)
+        rank[np.lexsort((signatures, -n_cols))] = np.arange(signatures.size)
+        g_mat = rank[np.searchsorted(signatures, g_sig)]
+        order = np.lexsort((g_col, g_mat))
+        pick, g_mat, g_col = pick[order], g_mat[order], g_col[order]
+        atom_of_group = np.full(n_groups, -1, np.int64)
+        atom_of_group[pick] = np.arange(pick.size)
+        # Each atom's blocks and their +-1 patterns (majority over the records that saw them).
+        atom = atom_of_group[group]
+        used = np.flatnonzero(atom >= 0)
+        pair, pair_counts = _groups(atom[used], rec["block"][used])
+        pair_order = np.argsort(pair, kind="stable")
+        starts = np.concatenate([[0], np.cumsum(pair_counts)[:-1]])
+        signs = _bits_to_signs(rec["pattern"][used][pair_order], third).reshape(-1, b)
+        sums = np.add.reduceat(signs.astype(np.int32), starts, axis=0)
+        patterns = np.where(sums < 0, -1, 1).astype(np.int8)
+        pair_atom = atom[used][pair_order][starts]
+        pair_block = rec["block"][used][pair_order][starts]
+        bounds = np.searchsorted(pair_atom, np.arange(pick.size + 1))
         matrices: List[RecoveredMatrix] = []
-        atoms: List[Tuple[int, int]] = []
-        for m, s in enumerate(signatures[order]):
-            mine = accepted[uniq[accepted, 0] == s]
-            mine = mine[np.lexsort((-counts[mine], uniq[mine, 1]))]  # by column, most votes first
-            columns, blocks, patterns = [], [], []
-            for k in mine:
-                rows = np.flatnonzero(inverse == k)
-                blks, where = np.unique(block[rows], return_inverse=True)
-                signs = np.zeros((blks.size, self.block_size))
-                words = _bits_to_signs(pattern[rows], third).reshape(rows.size, -1)
-                np.add.at(signs, where.ravel(), words)
-                pats = np.where(signs < 0, -1, 1).astype(np.int8)  # majority per entry
-                if columns and columns[-1] == int(uniq[k, 1]):
-                    continue  # same column, another random string: keep the one with most votes
-                columns.append(int(uniq[k, 1]))
-                blocks.append(blks.astype(np.int64))
-                patterns.append(pats)
-                atoms.append((m, int(uniq[k, 1])))
-            signature = _bits_to_signs(np.array([s], dtype=np.uint64), third)[0]
-            matrices.append(RecoveredMatrix(self.d_sketch, self.block_size, self.density,
-                                            signature, np.asarray(columns, np.int64), blocks,
-                                            patterns))
-        return matrices, np.asarray(atoms, dtype=np.int64).reshape(-1, 2)
+        for m in range(signatures.size):
+            lo, hi = np.searchsorted(g_mat, [m, m + 1])
+            s = signatures[np.argsort(rank)[m]]
+            matrices.append(RecoveredMatrix(
+                self.d_sketch, b, self.density, _bits_to_signs(np.array([s], np.uint64), third)[0],
+                g_col[lo:hi].astype(np.int64),
+                [pair_block[bounds[a]:bounds[a + 1]] for a in range(lo, hi)],
+                [patterns[bounds[a]:bounds[a + 1]] for a in range(lo, hi)]))
+        return matrices, np.stack([g_mat, g_col], axis=1).astype(np.int64)
 
     @property
     def matrices_(self) -> List[RecoveredMatrix]:
@@ -298,22 +314,21 @@ class DictionaryLearner:
         rec = _core.scan_blocks(arr, self.block_size, self.density, self.tau, 0,
                                 check_num_threads(self.num_threads))
         dominant = np.full((arr.shape[0], self.d_sketch // self.block_size), -1, np.int64)
-        if rec["sample"].size == 0:
+        if rec.size == 0:
             return dominant
         matrices, atoms = self._fitted()
-        sig_of = {}
-        for m, mat in enumerate(matrices):
-            bits = np.uint64(0)
-            for r, v in enumerate(mat.signature):
-                if v < 0:
-                    bits |= np.uint64(1) << np.uint64(r)
-            sig_of[int(bits)] = m
-        index = {(int(m), int(j)): a for a, (m, j) in enumerate(atoms)}
-        for s_, blk, sig, col in zip(rec["sample"], rec["block"], rec["signature_key"],
-                                     rec["column"]):
-            m = sig_of.get(int(sig))
-            if m is not None:
-                dominant[s_, blk] = index.get((m, int(col)), -1)
+        powers = np.uint64(1) << np.arange(self.block_size // 3, dtype=np.uint64)
+        sig_bits = np.array([int(np.sum(powers[m.signature < 0])) for m in matrices],
+                            dtype=np.uint64)
+        mat = np.full(rec.size, -1, np.int64)
+        for m, bits in enumerate(sig_bits):
+            mat[rec["signature_key"] == bits] = m
+        # atoms are sorted by (matrix, column): find each record's atom by binary search
+        code = atoms[:, 0] * self.d_sketch + atoms[:, 1]
+        want = mat * self.d_sketch + rec["column"]
+        pos = np.minimum(np.searchsorted(code, want), max(code.size - 1, 0))
+        hit = (mat >= 0) & (code.size > 0) & (code[pos] == want)
+        dominant[rec["sample"][hit], rec["block"][hit]] = pos[hit]
         return dominant
 
     def fit_transform(self, Y: Any) -> np.ndarray:

@@ -8,10 +8,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <stdexcept>
 #include <vector>
 
 #include "enc.hpp"
+#include "multiversion.hpp"
 #include "parallel.hpp"
 
 namespace recsketch {
@@ -46,6 +48,32 @@ inline std::uint64_t bits_of(const std::int8_t* u, std::int64_t n, bool flip) no
   return w;
 }
 
+// l1 norm, smallest and largest |v_k| of a block in one pass. Eight partial sums added in a fixed
+// order break the dependency chain of the sum without changing its bits between builds.
+template <class T>
+RECSKETCH_MULTIVERSION void block_stats(const T* v, std::int64_t b, double& l1, double& lo,
+                                        double& hi) noexcept {
+  double s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  T mn = std::numeric_limits<T>::max(), mx = T(0);
+  std::int64_t k = 0;
+  for (; k + 8 <= b; k += 8)
+    for (int t = 0; t < 8; ++t) {
+      const T a = v[k + t] < T(0) ? -v[k + t] : v[k + t];
+      s[t] += static_cast<double>(a);
+      mn = a < mn ? a : mn;
+      mx = a > mx ? a : mx;
+    }
+  for (; k < b; ++k) {
+    const T a = v[k] < T(0) ? -v[k] : v[k];
+    s[0] += static_cast<double>(a);
+    mn = a < mn ? a : mn;
+    mx = a > mx ? a : mx;
+  }
+  l1 = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+  lo = static_cast<double>(mn);
+  hi = static_cast<double>(mx);
+}
+
 template <class T>
 void scan_sample(const T* y, std::int64_t sample, const ScanParams& p,
                  std::vector<BlockRecord>& out) {
@@ -53,17 +81,15 @@ void scan_sample(const T* y, std::int64_t sample, const ScanParams& p,
   std::vector<std::int8_t> u(static_cast<std::size_t>(b));
   for (std::int64_t blk = 0; blk < n_blocks; ++blk) {
     const T* v = y + blk * b;
-    double l1 = 0.0;
-    for (std::int64_t k = 0; k < b; ++k) l1 += std::fabs(static_cast<double>(v[k]));
-    if (!(l1 > 0.0)) continue;
+    double l1, lo, hi;
+    block_stats(v, b, l1, lo, hi);
+    if (!(l1 > 0.0) || !std::isfinite(l1)) continue;
+    // max_k | |u_k| - 1 | with u = b v / |v|_1, from the extreme magnitudes alone
     const double inv = static_cast<double>(b) / l1;
-    double worst = 0.0;
-    for (std::int64_t k = 0; k < b; ++k) {
-      const double a = std::fabs(static_cast<double>(v[k])) * inv;
-      worst = std::max(worst, std::fabs(a - 1.0));
-      u[static_cast<std::size_t>(k)] = v[k] < 0 ? std::int8_t{-1} : std::int8_t{1};
-    }
+    const double worst = std::max(hi * inv - 1.0, 1.0 - lo * inv);
     if (worst > p.tau) continue;
+    for (std::int64_t k = 0; k < b; ++k)
+      u[static_cast<std::size_t>(k)] = v[k] < 0 ? std::int8_t{-1} : std::int8_t{1};
     const DecodedBlock dec = decode_block(u.data(), b, p.index_bits, p.d);
     if (dec.status != BlockStatus::ok) continue;
     BlockRecord r;
