@@ -239,6 +239,8 @@ class DictionaryLearner:
         # Each atom's blocks and their +-1 patterns (majority over the records that saw them).
         atom = atom_of_group[group]
         used = np.flatnonzero(atom >= 0)
+        if used.size == 0:
+            return [], np.zeros((0, 2), np.int64)
         pair, pair_counts = _groups(atom[used], rec["block"][used])
         pair_order = np.argsort(pair, kind="stable")
         starts = np.concatenate([[0], np.cumsum(pair_counts)[:-1]])
