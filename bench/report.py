@@ -50,6 +50,19 @@ def main(path):
             extra = impls[k]["extra_info"].get("recall_at_10")
             print(f"  {k:20s} {1 / t:12.1f} {unit}   {per[base_key] / t:7.1f}x {base_key}"
                   + (f"   recall@10 {extra:.3f}" if extra is not None else ""))
+    for name, impls in sorted(groups.items()):
+        if not name.startswith("dictionary"):
+            continue
+        t = {k: v["stats"]["min"] for k, v in impls.items()}
+        print(f"\n{name}:")
+        for k, v in sorted(t.items(), key=lambda kv: kv[1]):
+            e = impls[k]["extra_info"]
+            extra = ""
+            if "recovery" in e:
+                extra = f"   recovery {e['recovery']:.1%}"
+            if "bytes" in e:
+                extra = f"   {e['bytes'] / v / 1e9:.2f} GB/s"
+            print(f"  {k:20s} {v * 1e3:10.1f} ms{extra}")
     for b in data["benchmarks"]:
         if "rss_growth_mib" in b["extra_info"]:
             e = b["extra_info"]

@@ -244,9 +244,15 @@ class DictionaryLearner:
         pair, pair_counts = _groups(atom[used], rec["block"][used])
         pair_order = np.argsort(pair, kind="stable")
         starts = np.concatenate([[0], np.cumsum(pair_counts)[:-1]])
-        signs = _bits_to_signs(rec["pattern"][used][pair_order], third).reshape(-1, b)
-        sums = np.add.reduceat(signs.astype(np.int32), starts, axis=0)
-        patterns = np.where(sums < 0, -1, 1).astype(np.int8)
+        words = rec["pattern"][used][pair_order]
+        patterns = _bits_to_signs(words[starts], third).reshape(-1, b)
+        multi = np.flatnonzero(pair_counts > 1)  # blocks seen more than once: majority vote
+        if multi.size:
+            sizes = pair_counts[multi]
+            seg = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+            rows = np.repeat(starts[multi] - seg, sizes) + np.arange(int(sizes.sum()))
+            signs = _bits_to_signs(words[rows], third).reshape(-1, b).astype(np.int32)
+            patterns[multi] = np.where(np.add.reduceat(signs, seg, axis=0) < 0, -1, 1)
         pair_atom = atom[used][pair_order][starts]
         pair_block = rec["block"][used][pair_order][starts]
         bounds = np.searchsorted(pair_atom, np.arange(pick.size + 1))
