@@ -137,3 +137,28 @@ def test_bad_input():
         learner.fit(np.full((2, D), np.nan))
     with pytest.raises(TypeError, match="dtype"):
         learner.fit(np.zeros((2, D), dtype=np.int32))
+
+
+def test_block_scan_decodes_every_block_of_a_single_column(planted):
+    # One column times a coefficient: every nonzero block must come back with that column,
+    # the coefficient's sign and magnitude, the column's own signs, and one shared key.
+    from recsketch._native import _core
+
+    sk, R, sigs, big = planted
+    dense = R[1][:, [7, 4094, 2048]].toarray().T
+    x = np.array([0.7, -0.4, 1.0])
+    rec = _core.scan_blocks(np.ascontiguousarray(dense * x[:, None]), B, Q, 0.7, 0, 1)
+    for i, j in enumerate([7, 4094, 2048]):
+        mine = rec[rec["sample"] == i]
+        nonzero = np.flatnonzero(np.any(dense[i].reshape(-1, B) != 0, axis=1))
+        assert np.array_equal(mine["block"], nonzero)
+        assert np.all(mine["column"] == j) and np.all(mine["sign"] == np.sign(x[i]))
+        np.testing.assert_allclose(mine["magnitude"], abs(x[i]), rtol=1e-12)
+        assert np.unique(mine["string_key"]).size == 1
+        assert np.unique(mine["signature_key"]).size == 1
+        shifts = np.arange(B // 3, dtype=np.uint64)
+        for r in mine:
+            signs = np.concatenate([np.where((w >> shifts) & np.uint64(1), -1, 1)
+                                    for w in r["pattern"]])
+            assert np.array_equal(signs, np.sign(dense[i, r["block"] * B:(r["block"] + 1) * B]))
+    assert np.unique(rec["signature_key"]).size == 1  # one matrix

@@ -41,13 +41,6 @@ struct ScanParams {
 
 namespace detail {
 
-inline std::uint64_t bits_of(const std::int8_t* u, std::int64_t n, bool flip) noexcept {
-  std::uint64_t w = 0;
-  for (std::int64_t r = 0; r < n; ++r)
-    if ((u[r] < 0) != flip) w |= std::uint64_t{1} << r;
-  return w;
-}
-
 // l1 norm, smallest and largest |v_k| of a block in one pass. Eight partial sums added in a fixed
 // order break the dependency chain of the sum without changing its bits between builds.
 template <class T>
@@ -74,11 +67,44 @@ RECSKETCH_MULTIVERSION void block_stats(const T* v, std::int64_t b, double& l1, 
   hi = static_cast<double>(mx);
 }
 
+// Sign bits of v[0 .. n) (bit k set: v[k] < 0), n <= 64.
+template <class T>
+inline std::uint64_t sign_mask(const T* v, std::int64_t n) noexcept {
+  std::uint64_t w = 0;
+  for (std::int64_t k = 0; k < n; ++k) w |= static_cast<std::uint64_t>(v[k] < T(0)) << k;
+  return w;
+}
+
+// Enc decoding (the same rules as decode_block in enc.hpp) on the three sub-blocks' sign bits.
+// Returns false for a block that is not a valid codeword.
+inline bool decode_bits(std::uint64_t ms, std::uint64_t mc, std::uint64_t mm, std::int64_t third,
+                        int L, std::int64_t d, BlockRecord& r) noexcept {
+  const std::uint64_t ones = third == 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << third) - 1;
+  const std::uint64_t c = (mc & 1) ? (mc ^ ones) : mc;  // Enc's pattern, bit set: entry -1
+  // positions L + 3 .. third - 1 are Enc's +1 padding
+  const std::uint64_t padding = ones & ~((std::uint64_t{1} << (L + 3)) - 1);
+  if (c & padding) return false;
+  std::int64_t j = 0;
+  for (int t = 0; t < L; ++t) j = (j << 1) | static_cast<std::int64_t>(((c >> (1 + t)) & 1) == 0);
+  if (j >= d) return false;
+  const int b_m = ((c >> (L + 1)) & 1) ? -1 : 1, b_s = ((c >> (L + 2)) & 1) ? -1 : 1;
+  const int g_m = ((mm & 1) ? -1 : 1) * b_m, g_s = ((ms & 1) ? -1 : 1) * b_s;
+  if (g_m != g_s) return false;
+  r.column = j;
+  r.sign = g_m;
+  r.string_key = (ms & 1) ? (ms ^ ones) : ms;
+  r.signature_key = (mm & 1) ? (mm ^ ones) : mm;
+  const std::uint64_t flip = g_m < 0 ? ones : 0;
+  r.pattern[0] = ms ^ flip;
+  r.pattern[1] = mc ^ flip;
+  r.pattern[2] = mm ^ flip;
+  return true;
+}
+
 template <class T>
 void scan_sample(const T* y, std::int64_t sample, const ScanParams& p,
                  std::vector<BlockRecord>& out) {
   const std::int64_t b = p.b, third = b / 3, n_blocks = p.d / b;
-  std::vector<std::int8_t> u(static_cast<std::size_t>(b));
   for (std::int64_t blk = 0; blk < n_blocks; ++blk) {
     const T* v = y + blk * b;
     double l1, lo, hi;
@@ -88,23 +114,14 @@ void scan_sample(const T* y, std::int64_t sample, const ScanParams& p,
     const double inv = static_cast<double>(b) / l1;
     const double worst = std::max(hi * inv - 1.0, 1.0 - lo * inv);
     if (worst > p.tau) continue;
-    for (std::int64_t k = 0; k < b; ++k)
-      u[static_cast<std::size_t>(k)] = v[k] < 0 ? std::int8_t{-1} : std::int8_t{1};
-    const DecodedBlock dec = decode_block(u.data(), b, p.index_bits, p.d);
-    if (dec.status != BlockStatus::ok) continue;
     BlockRecord r;
+    if (!decode_bits(sign_mask(v, third), sign_mask(v + third, third),
+                     sign_mask(v + 2 * third, third), third, p.index_bits, p.d, r))
+      continue;
     r.sample = sample;
     r.block = blk;
-    r.column = dec.column;
-    r.sign = dec.sign;
     r.closeness = worst;
     r.magnitude = l1 / static_cast<double>(b) / p.scale;
-    const std::int8_t* us = u.data();
-    const std::int8_t* um = u.data() + 2 * third;
-    r.string_key = bits_of(us, third, us[0] < 0);
-    r.signature_key = bits_of(um, third, um[0] < 0);
-    const bool neg = dec.sign < 0;
-    for (int part = 0; part < 3; ++part) r.pattern[part] = bits_of(u.data() + part * third, third, neg);
     out.push_back(r);
   }
 }
