@@ -64,7 +64,8 @@ def test_fit_against_sklearn(benchmark, impl):
     benchmark.extra_info.update(sketches=1, recovery=recovery(atoms, big, cols))
 
 
-@pytest.mark.parametrize("impl", ["numpy_sum", "recsketch_fit", "recsketch_scan"])
+@pytest.mark.parametrize("impl", ["numpy_sum", "recsketch_fit", "recsketch_partial_fit",
+                                  "recsketch_scan"])
 def test_streaming_throughput(benchmark, impl):
     _, _, Y = planted(20000, seed=1, dtype=np.float32)
     benchmark.group = "dictionary throughput 20000 x 4095 float32"
@@ -72,6 +73,8 @@ def test_streaming_throughput(benchmark, impl):
         fn = lambda: Y.sum()
     elif impl == "recsketch_fit":
         fn = lambda: DictionaryLearner(D, B, Q).fit(Y).matrices_
+    elif impl == "recsketch_partial_fit":  # streaming: samples scanned, model not assembled
+        fn = lambda: DictionaryLearner(D, B, Q).partial_fit(Y)
     else:
         from recsketch._native import _core
         fn = lambda: _core.scan_blocks(Y, B, Q, 0.7, 0, 0)
