@@ -19,7 +19,11 @@ void register_dictionary(py::module_& m) {
       "scan_blocks",
       [](const py::array& Y, std::int64_t b, double density, double tau,
          std::int64_t first_sample, int num_threads) {
-        const auto dt = recsketch_bind::check_matrix_arg(Y, "Y");
+        // dtype and layout here; finiteness inside the scan (one pass over Y, not two)
+        const auto dt = recsketch_bind::float_dtype(Y, "Y");
+        if (Y.ndim() != 2) throw std::invalid_argument("Y must be 2-D");
+        if (!(Y.flags() & py::array::c_style))
+          throw std::invalid_argument("Y must be C-contiguous (use numpy.ascontiguousarray)");
         recsketch::ScanParams p;
         p.d = Y.shape(1);
         p.b = b;
@@ -28,14 +32,14 @@ void register_dictionary(py::module_& m) {
         p.scale = 1.0 / std::sqrt(static_cast<double>(p.d) * density);
         p.tau = tau;
         const std::int64_t n = Y.shape(0);
-        std::vector<recsketch::BlockRecord> recs;
+        std::vector<std::vector<recsketch::BlockRecord>> parts;
         {
           py::gil_scoped_release release;
           if (dt == recsketch_bind::Dtype::f32)
-            recs = recsketch::scan_blocks(static_cast<const float*>(Y.data()), n, p, first_sample,
+            parts = recsketch::scan_blocks(static_cast<const float*>(Y.data()), n, p, first_sample,
                                           num_threads);
           else
-            recs = recsketch::scan_blocks(static_cast<const double*>(Y.data()), n, p,
+            parts = recsketch::scan_blocks(static_cast<const double*>(Y.data()), n, p,
                                           first_sample, num_threads);
         }
         // The records leave as one structured array (no per-field copies); the field
@@ -62,8 +66,15 @@ void register_dictionary(py::module_& m) {
         spec["offsets"] = offsets;
         spec["itemsize"] = sizeof(R);
         py::dtype dtype = py::dtype::from_args(spec);
-        py::array out(dtype, {static_cast<py::ssize_t>(recs.size())}, {});
-        if (!recs.empty()) std::memcpy(out.mutable_data(), recs.data(), recs.size() * sizeof(R));
+        std::size_t total = 0;
+        for (const auto& part : parts) total += part.size();
+        py::array out(dtype, {static_cast<py::ssize_t>(total)}, {});
+        auto* dst = static_cast<char*>(out.mutable_data());
+        for (const auto& part : parts) {
+          if (part.empty()) continue;
+          std::memcpy(dst, part.data(), part.size() * sizeof(R));
+          dst += part.size() * sizeof(R);
+        }
         return out;
       },
       py::arg("Y"), py::arg("block_size"), py::arg("density"), py::arg("tau"),
