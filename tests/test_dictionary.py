@@ -124,6 +124,11 @@ def test_partial_fit_streams_and_threads_do_not_matter(planted):
 def test_bad_input():
     with pytest.raises(ValueError, match="multiple of 3"):
         DictionaryLearner(4096, 45, 0.25)
+    with pytest.raises(ValueError, match="at least"):
+        DictionaryLearner(1536, 12, 0.5)
+    from recsketch._native import _core
+    with pytest.raises(ValueError, match="block_size"):
+        _core.scan_blocks(np.zeros((1, 1536)), 0, 0.5, 0.7, 0, 1)
     with pytest.raises(ValueError, match="density"):
         DictionaryLearner(D, B, 0.0)
     with pytest.raises(ValueError, match="rule"):

@@ -281,3 +281,79 @@ def test_a_torn_tail_left_by_a_killed_writer_is_cut_by_the_next_one(tmp_path):
         repo.add(S[2:])
         assert data.stat().st_size == 4 * D * 4
         assert np.array_equal(repo.get(np.arange(4)), S)
+
+
+def test_threads_sharing_a_repository(tmp_path):
+    import threading
+
+    sk, S = rooms(8)
+    repo = Repository.create(tmp_path / "th", sk)
+    errors = []
+
+    def writer():
+        try:
+            for _ in range(40):
+                repo.add(S[:3])
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    def reader():
+        try:
+            for _ in range(80):
+                ids = repo.ids()
+                if ids.size:
+                    repo.get(ids[-3:])
+        except Exception as exc:  # pragma: no cover
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer)] + [threading.Thread(target=reader) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(repo) == 120
+    assert np.array_equal(repo.get(repo.ids()), np.tile(S[:3], (40, 1)))
+    repo.close()
+
+
+def test_ids_are_exact_and_never_reused(tmp_path):
+    sk, S = rooms(3)
+    with Repository.create(tmp_path / "ids", sk) as repo:
+        big = [2**60 + 1, 2**60 + 3]
+        repo.add(S[:2], ids=big)
+        assert repo.ids().tolist() == big
+        assert repo.search(big[0], 1)[0].tolist() == [big[1]]
+        repo.delete([big[0]])
+        with pytest.raises(ValueError, match="cannot be reused"):
+            repo.add(S[2], ids=[big[0]])
+
+
+def test_registry_merges_across_instances_and_label_filters(tmp_path):
+    sk = sketcher()
+    path = tmp_path / "m"
+    Repository.create(path, sk).close()
+    a, b = Repository.open(path), Repository.open(path)
+    rng = np.random.default_rng(0)
+    for repo, animal in ((a, "cat"), (b, "dog")):
+        g = rs.Graph()
+        g.set_output([(g.add(animal, unit(rng, 4)), 1.0)])
+        repo.add_graphs([g], labels={"animal": animal, "pos": {"y": 1, "x": 2}, "flag": True})
+    a.close()
+    b.close()
+    with Repository.open(path) as repo:
+        assert {"cat", "dog"} <= set(repo.sketcher.modules)
+        assert repo.select(where={"pos": {"x": 2, "y": 1}}).size == 2
+        assert repo.select(where={"flag": True}).size == 2
+        assert repo.select(where={"flag": 1}).size == 0
+        assert repo.select(where={"animal": "dog"}).size == 1
+
+
+def test_explain_reads_forgotten_sketches_as_erased(tmp_path):
+    sk, S = rooms(2)
+    with Repository.create(tmp_path / "e", sk) as repo:
+        repo.add(S, timestamps=[0.0, 0.0])
+        full = dict((n, c) for n, c, _ in repo.explain(0, 1))
+        repo.forget([(1.0, 0.5)], now=100.0)
+        half = dict((n, c) for n, c, _ in repo.explain(0, 1))
+    # rescaled prefixes estimate the same contributions (noisier), not a quarter of them
+    assert 0.5 < half["cat"] / full["cat"] < 2.0

@@ -27,6 +27,10 @@ void register_dictionary(py::module_& m) {
         recsketch::ScanParams p;
         p.d = Y.shape(1);
         p.b = b;
+        if (b < 3 || b % 3 != 0 || b > 192 || p.d % b != 0 || b < recsketch::min_block_size(p.d))
+          throw std::invalid_argument(
+              "block_size must be a multiple of 3 in [3 (ceil(log2 d) + 3), 192] dividing d");
+        if (!(tau > 0.0 && tau < 1.0)) throw std::invalid_argument("tau must be in (0, 1)");
         p.index_bits = recsketch::ceil_log2(p.d);
         if (!(density > 0.0 && density <= 1.0)) throw std::invalid_argument("density must be in (0, 1]");
         p.scale = 1.0 / std::sqrt(static_cast<double>(p.d) * density);

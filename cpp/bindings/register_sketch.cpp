@@ -56,7 +56,9 @@ void register_sketch(py::module_& m) {
         // (module, position, array) triples. The arrays stay alive in the caller's lists.
         const std::size_t n_mod = bank.modules.size(), n_pos = bank.positions.size();
         auto embedding = [&](const py::handle& h) -> std::pair<const double*, std::int64_t> {
-          auto a = h.cast<py::array>();
+          // a real ndarray only: a cast would make a temporary that dies with this lambda
+          if (!py::isinstance<py::array>(h)) throw py::type_error("embeddings must be ndarrays");
+          auto a = py::reinterpret_borrow<py::array>(h);
           if (!a.dtype().is(py::dtype::of<double>()) || a.ndim() != 2 || a.shape(1) != d ||
               a.shape(0) < 2 || !(a.flags() & py::array::c_style))
             throw std::invalid_argument("embeddings must be C-contiguous float64 (k + 1, d)");

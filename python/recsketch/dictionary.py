@@ -119,6 +119,11 @@ class DictionaryLearner:
                              f"(d_sketch={self.d_sketch}, block_size={self.block_size})")
         if self.block_size > 192:
             raise ValueError("block_size above 192 is not supported by the block scan")
+        need = int(_core.min_block_size(self.d_sketch))
+        if self.block_size < need:
+            raise ValueError(f"block_size must be at least 3 (ceil(log2 d) + 3) = {need} for "
+                             f"d_sketch={self.d_sketch}: Enc needs room for the column index "
+                             "and the parity bits")
         if isinstance(density, bool) or not isinstance(density, (int, float)) \
                 or not 0.0 < float(density) <= 1.0:
             raise ValueError(f"density must be in (0, 1], got {density!r}")

@@ -24,6 +24,7 @@ import math
 import numbers
 import os
 import sqlite3
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -125,6 +126,9 @@ class Repository:
     def __init__(self, path: Path, sketcher: Sketcher, *, _token: object = None):
         if _token is not _PRIVATE:
             raise TypeError("use Repository.create(path, sketcher) or Repository.open(path)")
+        # One SQLite connection per instance: a lock keeps its transactions from interleaving
+        # when threads share the Repository.
+        self._lock = threading.RLock()
         self._path = path
         self._sketcher = sketcher
         self._db = sqlite3.connect(str(path / "repo.sqlite"), timeout=60.0,
@@ -175,14 +179,17 @@ class Repository:
                 id INTEGER PRIMARY KEY, ts REAL NOT NULL, labels TEXT,
                 offset INTEGER NOT NULL, length INTEGER NOT NULL);
             CREATE INDEX sketches_ts ON sketches(ts);
+            CREATE TABLE retired(id INTEGER PRIMARY KEY);
         """)
         meta = {"format": _FORMAT, "format_version": str(_FORMAT_VERSION),
                 "sketcher": sketcher.to_json(), "dtype": dt.name, "index_dim": str(index_dim),
                 "generation": "0", "data_end": "0", "next_id": "0", "change": "0"}
         db.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
         db.close()
-        (p / "data.0.bin").touch()
+        with open(p / "data.0.bin", "wb") as f:
+            os.fsync(f.fileno())
         os.replace(tmp, p / "repo.sqlite")  # the repository exists once this file does
+        _fsync_dir(p)
         return cls(p, Sketcher.from_json(sketcher.to_json()), _token=_PRIVATE)
 
     @classmethod
@@ -214,16 +221,17 @@ class Repository:
 
     def close(self) -> None:
         """Save the retrieval index and close the database."""
-        if self._closed:
-            return
-        try:
-            if self._index is not None and self._index_dirty:
-                with self._writer():
-                    self._save_index()
-        finally:
-            self._map = None
-            self._db.close()
-            self._closed = True
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                if self._index is not None and self._index_dirty:
+                    with self._writer():
+                        self._save_index()
+            finally:
+                self._map = None
+                self._db.close()
+                self._closed = True
 
     def __enter__(self) -> "Repository":
         return self
@@ -254,11 +262,14 @@ class Repository:
         return self._index_dim
 
     def __len__(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM sketches").fetchone()[0])
+        with self._lock:
+            self._check_open()
+            return int(self._db.execute("SELECT COUNT(*) FROM sketches").fetchone()[0])
 
     # -- internals: metadata, locking, data file ------------------------------------------------
     def _meta(self) -> Dict[str, str]:
-        return dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+        with self._lock:
+            return dict(self._db.execute("SELECT key, value FROM meta").fetchall())
 
     def _check_open(self) -> None:
         if self._closed:
@@ -267,13 +278,26 @@ class Repository:
     @contextmanager
     def _writer(self) -> Iterator[None]:
         """Exclusive write access across processes (blocking flock on write.lock)."""
-        self._check_open()
-        with open(self._path / "write.lock", "a+") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        with self._lock:
+            self._check_open()
+            with open(self._path / "write.lock", "a+") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(lock, fcntl.LOCK_UN)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """BEGIN IMMEDIATE ... COMMIT, rolled back on any error (caller holds _writer)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def _data_path(self, generation: int) -> Path:
         return self._path / f"data.{generation}.bin"
@@ -293,7 +317,7 @@ class Repository:
                 g = int(other.name.split(".")[1])
             except ValueError:
                 continue
-            if g < gen - 1 or g > gen:  # keep the previous one for readers still on it
+            if g < gen - 2 or g > gen:  # keep two older ones for readers still on them
                 other.unlink(missing_ok=True)
 
     def _view(self, generation: int, end: int) -> np.ndarray:
@@ -307,14 +331,23 @@ class Repository:
         return self._map
 
     def _merge_registry(self, sketcher: Sketcher) -> None:
-        merged = Sketcher.from_json(self._sketcher.to_json())
-        for name, info in sketcher.modules.items():
-            merged.register_module(name, info.depth, info.attribute_dim)
-        if merged.modules != self._sketcher.modules:
-            with self._writer():
-                self._db.execute("UPDATE meta SET value = ? WHERE key = 'sketcher'",
-                                 (merged.to_json(),))
-            self._sketcher = merged
+        with self._writer(), self._transaction():
+            self._store_registry(sketcher)
+
+    def _store_registry(self, sketcher: Sketcher) -> None:
+        """Inside a write transaction: merge ``sketcher``'s modules into the stored registry
+        (re-read now, so registrations of other processes are kept) and into ours."""
+        stored = self._db.execute("SELECT value FROM meta WHERE key = 'sketcher'").fetchone()[0]
+        merged = Sketcher.from_json(stored)
+        for source in (self._sketcher, sketcher):
+            for name, info in source.modules.items():
+                merged.register_module(name, info.depth, info.attribute_dim)
+        text = merged.to_json()
+        if text != stored:
+            self._db.execute("UPDATE meta SET value = ? WHERE key = 'sketcher'", (text,))
+        for name, info in merged.modules.items():
+            if name not in self._sketcher.modules:
+                self._sketcher.register_module(name, info.depth, info.attribute_dim)
 
     # -- writing -------------------------------------------------------------------------------
     def add(self, sketches: Any, *, ids: Optional[Sequence[int]] = None,
@@ -327,6 +360,10 @@ class Repository:
         default now). ``labels``: one JSON-serialisable value for all, or a list with one per
         sketch. Either the whole batch is stored or, on any error or a killed process, none.
         """
+        return self._add(sketches, ids, timestamps, labels, registry=False)
+
+    def _add(self, sketches: Any, ids: Any, timestamps: Any, labels: Any, *,
+             registry: bool) -> np.ndarray:
         self._check_open()
         arr = sketches if isinstance(sketches, np.ndarray) else np.asarray(sketches, np.float64)
         if arr.dtype.kind != "f":
@@ -357,29 +394,24 @@ class Repository:
                 os.fsync(f.fileno())
             rows = [(int(i), float(t), l, end + k * self._d, self._d)
                     for k, (i, t, l) in enumerate(zip(new_ids, ts, lab))]
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
+            with self._transaction():
                 self._db.executemany("INSERT INTO sketches VALUES (?, ?, ?, ?, ?)", rows)
                 self._set_meta(data_end=end + n * self._d,
                                next_id=max(next_id, int(new_ids.max()) + 1),
                                change=int(meta["change"]) + 1)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+                if registry:  # the modules of these sketches, in the same transaction
+                    self._store_registry(self._sketcher)
         return new_ids
 
     def add_graphs(self, graphs: Sequence[Any], *, num_threads: Optional[int] = None,
                    **kwargs: Any) -> np.ndarray:
         """Sketch graphs with the repository's Sketcher, record new modules, and :meth:`add`."""
-        before = self._sketcher.modules
+        unknown = set(kwargs) - {"ids", "timestamps", "labels"}
+        if unknown:
+            raise TypeError(f"add_graphs got unexpected keywords {sorted(unknown)}")
         s = self._sketcher.sketch_many(graphs, num_threads=num_threads)
-        ids = self.add(s, **kwargs)
-        if self._sketcher.modules != before:
-            with self._writer():
-                self._db.execute("UPDATE meta SET value = ? WHERE key = 'sketcher'",
-                                 (self._sketcher.to_json(),))
-        return ids
+        return self._add(s, kwargs.get("ids"), kwargs.get("timestamps"), kwargs.get("labels"),
+                         registry=True)
 
     def _set_meta(self, **values: Any) -> None:
         self._db.executemany("UPDATE meta SET value = ? WHERE key = ?",
@@ -397,14 +429,18 @@ class Repository:
         taken = self._existing(out)
         if taken.size:
             raise ValueError(f"ids already stored: {taken[:10].tolist()}")
+        retired = self._existing(out, "retired")
+        if retired.size:  # an id names one sketch for ever (indexes and caches rely on it)
+            raise ValueError(f"ids of deleted sketches cannot be reused: {retired[:10].tolist()}")
         return out
 
-    def _existing(self, ids: np.ndarray) -> np.ndarray:
+    def _existing(self, ids: np.ndarray, table: str = "sketches") -> np.ndarray:
         found: List[int] = []
-        for chunk in range(0, ids.size, 900):
-            part = ids[chunk:chunk + 900].tolist()
-            q = f"SELECT id FROM sketches WHERE id IN ({','.join('?' * len(part))})"
-            found += [r[0] for r in self._db.execute(q, part)]
+        with self._lock:
+            for chunk in range(0, ids.size, 900):
+                part = ids[chunk:chunk + 900].tolist()
+                q = f"SELECT id FROM {table} WHERE id IN ({','.join('?' * len(part))})"
+                found += [r[0] for r in self._db.execute(q, part)]
         return np.asarray(sorted(found), dtype=np.int64)
 
     @staticmethod
@@ -439,40 +475,40 @@ class Repository:
     def delete(self, ids: Any) -> int:
         """Delete sketches by id (unknown ids are a ValueError, nothing deleted); returns the
         number deleted. Their space is reclaimed by the next :meth:`forget` or :meth:`compact`."""
-        want = np.atleast_1d(np.asarray(ids)).astype(np.int64)
+        want = np.unique(np.atleast_1d(np.asarray(ids)).astype(np.int64))
         with self._writer():
             found = self._existing(want)
             missing = np.setdiff1d(want, found)
             if missing.size:
                 raise ValueError(f"no sketch with ids {missing[:10].tolist()}")
             meta = self._meta()
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
+            with self._transaction():
                 self._db.executemany("DELETE FROM sketches WHERE id = ?",
                                      [(int(i),) for i in want])
+                self._db.executemany("INSERT INTO retired VALUES (?)", [(int(i),) for i in want])
                 self._set_meta(change=int(meta["change"]) + 1)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
         return int(want.size)
 
     # -- reading -------------------------------------------------------------------------------
     def _rows(self, where_sql: str = "", params: Sequence[Any] = ()
               ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, int]:
         """(ids, ts, offsets, lengths, generation, data_end) in one consistent snapshot."""
-        self._check_open()
-        cur = self._db.cursor()
-        cur.execute("BEGIN")
-        try:
-            meta = dict(cur.execute("SELECT key, value FROM meta").fetchall())
-            rows = cur.execute("SELECT id, ts, offset, length FROM sketches " + where_sql +
-                               " ORDER BY id", params).fetchall()
-        finally:
-            cur.execute("COMMIT")
-        a = np.asarray(rows, dtype=np.float64).reshape(-1, 4)
-        return (a[:, 0].astype(np.int64), a[:, 1], a[:, 2].astype(np.int64),
-                a[:, 3].astype(np.int64), int(meta["generation"]), int(meta["data_end"]))
+        with self._lock:
+            self._check_open()
+            cur = self._db.cursor()
+            cur.execute("BEGIN")
+            try:
+                meta = dict(cur.execute("SELECT key, value FROM meta").fetchall())
+                rows = cur.execute("SELECT id, ts, offset, length FROM sketches " + where_sql +
+                                   " ORDER BY id", params).fetchall()
+            finally:
+                cur.execute("COMMIT")
+        n = len(rows)
+        ids = np.fromiter((r[0] for r in rows), np.int64, n)  # exact: ids may exceed 2**53
+        ts = np.fromiter((r[1] for r in rows), np.float64, n)
+        off = np.fromiter((r[2] for r in rows), np.int64, n)
+        ln = np.fromiter((r[3] for r in rows), np.int64, n)
+        return ids, ts, off, ln, int(meta["generation"]), int(meta["data_end"])
 
     def _load(self, offsets: np.ndarray, lengths: np.ndarray, gen: int, end: int,
               width: Optional[int] = None) -> np.ndarray:
@@ -496,19 +532,21 @@ class Repository:
             raise TypeError(f"ids must be integers, got dtype {want.dtype}")
         want = want.astype(np.int64)
         found: Dict[int, Tuple[int, int]] = {}
-        cur = self._db.cursor()
-        cur.execute("BEGIN")
-        try:
-            meta = dict(cur.execute("SELECT key, value FROM meta WHERE key IN "
-                                    "('generation', 'data_end')").fetchall())
-            uniq = np.unique(want).tolist()
-            for start in range(0, len(uniq), 900):
-                part = uniq[start:start + 900]
-                q = ("SELECT id, offset, length FROM sketches WHERE id IN "
-                     f"({','.join('?' * len(part))})")
-                found.update((r[0], (r[1], r[2])) for r in cur.execute(q, part))
-        finally:
-            cur.execute("COMMIT")
+        with self._lock:
+            self._check_open()
+            cur = self._db.cursor()
+            cur.execute("BEGIN")
+            try:
+                meta = dict(cur.execute("SELECT key, value FROM meta WHERE key IN "
+                                        "('generation', 'data_end')").fetchall())
+                uniq = np.unique(want).tolist()
+                for start in range(0, len(uniq), 900):
+                    part = uniq[start:start + 900]
+                    q = ("SELECT id, offset, length FROM sketches WHERE id IN "
+                         f"({','.join('?' * len(part))})")
+                    found.update((r[0], (r[1], r[2])) for r in cur.execute(q, part))
+            finally:
+                cur.execute("COMMIT")
         missing = [i for i in want.tolist() if i not in found]
         if missing:
             raise ValueError(f"no sketch with ids {missing[:10]}")
@@ -541,7 +579,10 @@ class Repository:
     def labels(self, ids: Any) -> List[Any]:
         out = []
         for i in np.atleast_1d(np.asarray(ids)).astype(np.int64).tolist():
-            row = self._db.execute("SELECT labels FROM sketches WHERE id = ?", (i,)).fetchone()
+            with self._lock:
+                self._check_open()
+                row = self._db.execute("SELECT labels FROM sketches WHERE id = ?",
+                                       (i,)).fetchone()
             if row is None:
                 raise ValueError(f"no sketch with id {i}")
             out.append(None if row[0] is None else json.loads(row[0]))
@@ -571,8 +612,11 @@ class Repository:
             for key, value in where.items():
                 if not isinstance(key, str) or not key.replace("_", "").isalnum():
                     raise ValueError(f"where: label names must be identifiers, got {key!r}")
-                clauses.append(f"json_extract(labels, '$.{key}') = json_extract(?, '$')")
-                params.append(json.dumps(value))
+                # the JSON type too (so True does not match 1), and values dumped as stored
+                clauses.append(f"json_type(labels, '$.{key}') = json_type(?) AND "
+                               f"json_extract(labels, '$.{key}') = json_extract(?, '$')")
+                text = json.dumps(value, sort_keys=True)
+                params += [text, text]
         return ("WHERE " + " AND ".join(clauses) if clauses else ""), params
 
     # -- queries on stored sketches --------------------------------------------------------------
@@ -634,6 +678,11 @@ class Repository:
     # -- retrieval --------------------------------------------------------------------------------
     def _sync_index(self) -> Any:
         """The in-memory index, loaded or rebuilt and caught up with the metadata."""
+        with self._lock:
+            return self._sync_index_locked()
+
+    def _sync_index_locked(self) -> Any:
+        self._check_open()
         change = int(self._db.execute("SELECT value FROM meta WHERE key = 'change'").fetchone()[0])
         if self._index is not None and change == self._index_change:
             return self._index
@@ -752,22 +801,27 @@ class Repository:
         1)`` from their recovered attributes and weights (Theorem 1 (ii)). ``share`` is the
         fraction of the positive contributions.
         """
-        s = self.get([id_a, id_b])
+        _, off, ln, gen, end = self._lookup([id_a, id_b])
+        rows = self._load(off, ln, gen, end)
+        # a forgotten sketch is read as the prefix it kept, rescaled (graceful erasure)
+        pair = [rows[k] if ln[k] == self._d else
+                ErasedSketch(rows[k, :ln[k]].copy(), np.arange(ln[k]), self._d, "prefix", 0)
+                for k in range(2)]
         sk = self._sketcher
         out: List[Tuple[Any, float]] = []
         if paths is None:
             for name, info in sorted(sk.modules.items()):
-                x = sk.summed_attributes(s, name, 1.0, method)
-                m = sk.mass(s, name, method)
+                x = [sk.summed_attributes(s, name, 1.0, method) for s in pair]
+                m = [sk.mass(s, name, method) for s in pair]
                 g2 = 2.0 ** (-2 * (4 * info.depth - 3))
                 out.append((name, float(g2 * (x[0] @ x[1] + m[0] * m[1]))))
         else:
             for name, plist in paths.items():
                 g2 = 2.0 ** (-2 * (4 * sk._module_info(name).depth - 3))
                 for path in plist:
-                    est = sk.attributes(s, name, path=list(path), method=method)
-                    w = np.clip(est.weight, 0.0, None)
-                    score = g2 * w[0] * w[1] * (est.attributes[0] @ est.attributes[1] + 1.0)
+                    est = [sk.attributes(s, name, path=list(path), method=method) for s in pair]
+                    w = [max(e.weight, 0.0) for e in est]
+                    score = g2 * w[0] * w[1] * (est[0].attributes @ est[1].attributes + 1.0)
                     out.append(((name, tuple(path)), float(score)))
         total = sum(max(c, 0.0) for _, c in out)
         ranked = sorted(out, key=lambda t: -t[1])
@@ -826,15 +880,15 @@ class Repository:
                     pos += int(new_len[k])
                 f.flush()
                 os.fsync(f.fileno())
+            _fsync_dir(self._path)  # the new file's entry is durable before anything points to it
             try:
-                self._db.execute("BEGIN IMMEDIATE")
-                self._db.executemany("UPDATE sketches SET offset = ?, length = ? WHERE id = ?",
-                                     [(int(o), int(n), int(i))
-                                      for o, n, i in zip(new_off, new_len, ids)])
-                self._set_meta(generation=new_gen, data_end=pos, change=int(meta["change"]) + 1)
-                self._db.execute("COMMIT")
+                with self._transaction():
+                    self._db.executemany(
+                        "UPDATE sketches SET offset = ?, length = ? WHERE id = ?",
+                        [(int(o), int(n), int(i)) for o, n, i in zip(new_off, new_len, ids)])
+                    self._set_meta(generation=new_gen, data_end=pos,
+                                   change=int(meta["change"]) + 1)
             except BaseException:
-                self._db.execute("ROLLBACK")
                 path.unlink(missing_ok=True)
                 raise
             self._map = None
@@ -847,7 +901,12 @@ class Repository:
     def stats(self) -> Dict[str, Any]:
         """Counts, time range, kept lengths and disk use."""
         ids, ts, _, ln, gen, end = self._rows()
-        size = sum(f.stat().st_size for f in self._path.iterdir() if f.is_file())
+        size = 0
+        for f in self._path.iterdir():
+            try:
+                size += f.stat().st_size if f.is_file() else 0
+            except FileNotFoundError:  # removed by a writer meanwhile
+                pass
         lengths, counts = np.unique(ln, return_counts=True)
         return {
             "sketches": int(ids.size),
@@ -863,3 +922,12 @@ class Repository:
 
 
 _PRIVATE = object()
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a folder's entries (a new or renamed file) durable."""
+    fd = os.open(str(path), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -79,6 +79,8 @@ inline void check_batch(const GraphBatch& g, const MatrixBank& bank, std::int64_
   if (!bank.edge_embed.empty() && bank.edge_embed.size() != bank.modules.size() * bank.positions.size())
     throw std::invalid_argument("edge_embed needs one entry per module and position");
   if (g.graph_ptr[0] != 0) throw std::invalid_argument("graph_ptr must start at 0");
+  if (g.n_graphs > 0 && (g.attr_ptr[0] != 0 || g.input_ptr[0] != 0))
+    throw std::invalid_argument("attr_ptr and input_ptr must start at 0");
   for (std::int64_t k = 0; k < g.n_graphs; ++k) {
     const std::int64_t r0 = g.graph_ptr[k], r1 = g.graph_ptr[k + 1];
     if (r1 <= r0) throw std::invalid_argument("every graph needs an output row");
