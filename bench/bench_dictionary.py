@@ -7,7 +7,6 @@ Recovery: the fraction of planted (essential) columns matched by a learned atom 
 """
 
 import functools
-import time
 
 import numpy as np
 import pytest

@@ -1,7 +1,6 @@
 """The sketch repository: storage contract, retrieval quality, aggregates, forgetting, and
 crash safety (a writer killed by SIGKILL, readers running beside a writer)."""
 
-import json
 import os
 import signal
 import subprocess

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import numpy as np
 
 from ._checks import check_int, check_num_threads
 from ._native import _core
-from .block_sparse import BlockSparseParams  # noqa: F401  (documentation cross-reference)
 
 __all__ = ["DictionaryLearner", "RecoveredMatrix", "RULES"]
 

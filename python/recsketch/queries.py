@@ -140,7 +140,7 @@ class Queries:
         steps = tuple(check_int(p, "path entry", minimum=1) for p in path)
         need = h - max(inp.root_depth, 1)
         if len(steps) != need:
-            where = "the output" if inp.root_depth == 1 else f"this sub-sketch's object"
+            where = "the output" if inp.root_depth == 1 else "this sub-sketch's object"
             raise ValueError(f"module {module!r} sits at depth {h}, so its path from {where} "
                              f"needs {need} positions, got {len(steps)}")
         return h, steps
