@@ -187,10 +187,10 @@ class Sketcher(Queries):
                 continue
             if known.depth != h:
                 raise ValueError(f"module {name!r} is registered at depth {known.depth}, "
-                                 f"but this graph puts it at depth {h}")
+                                 f"not {h}")
             if known.attribute_dim != dim[name]:
                 raise ValueError(f"module {name!r} is registered with {known.attribute_dim} "
-                                 f"attributes, but this graph gives it {dim[name]}")
+                                 f"attributes, not {dim[name]}")
 
     def _module_info(self, name: str) -> ModuleInfo:
         if not isinstance(name, str):
