@@ -518,9 +518,22 @@ class Repository:
         if offsets.size == 0:
             return out
         data = self._view(gen, end)
-        for k, (o, ln) in enumerate(zip(offsets, lengths)):
-            m = min(int(ln), w)
-            out[k, :m] = data[o:o + m]
+        # Vectorised gather, rows of one kept length at a time, in slabs of bounded index size.
+        take = np.minimum(lengths, w)
+        for m in np.unique(take):
+            rows = np.flatnonzero(take == m)
+            step = max(1, (1 << 22) // max(int(m), 1))
+            cols = np.arange(int(m))
+            for start in range(0, rows.size, step):
+                part = rows[start:start + step]
+                off = offsets[part]
+                if off.size > 1 and np.all(np.diff(off) == lengths[part][0]):
+                    # stored back to back (the usual case): one strided view, no index array
+                    stride = int(lengths[part][0])
+                    block = data[off[0]:off[0] + stride * off.size].reshape(off.size, stride)
+                    out[part, :m] = block[:, :m]
+                else:
+                    out[part, :m] = data[off[:, None] + cols]
         return out
 
     def _lookup(self, ids: Any) -> Tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
