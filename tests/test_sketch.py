@@ -84,3 +84,24 @@ def test_output_object_sketches_are_consistent():
     expect = sum(w * sk.position_matrix(i).half(objs[c.index])
                  for i, (c, w) in enumerate(g.output, start=1))
     np.testing.assert_allclose(s, expect, atol=1e-12)
+
+
+def test_wide_graph_sketches_with_frontier_memory():
+    # 1,000 leaves under 125 mid objects: object sketches are freed after their last parent,
+    # and the result still matches the dense recursion.
+    from reference import DenseMatrices, reference_sketch
+    from scenes import describe
+
+    rng = np.random.default_rng(3)
+    g = rs.Graph()
+    mids = []
+    for k in range(125):
+        kids = [g.add("leaf", rng.random(3) + 0.1, normalize=True) for _ in range(8)]
+        mids.append(g.add("mid", [1.0], [(c, 1 / 8) for c in kids]))
+    tops = [g.add("top", [1.0], [(m, 1 / 25) for m in mids[i:i + 25]]) for i in range(0, 125, 25)]
+    g.set_output([(t, 0.2) for t in tops])
+    sk = rs.Sketcher(256, family="orthogonal", seed=2, dtype="float64")
+    s, objs = sk.sketch(g, return_objects=True)
+    ref, ref_objs = reference_sketch(*describe(g), DenseMatrices("orthogonal", 256, 2))
+    np.testing.assert_allclose(s, ref, atol=1e-12)
+    np.testing.assert_allclose(objs, np.array(ref_objs), atol=1e-12)

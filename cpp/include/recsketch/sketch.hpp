@@ -123,18 +123,27 @@ inline void add_embedded(const double* E, const double* x, std::int64_t k, doubl
   }
 }
 
-// Sketches graph k; obj receives one d-vector per row (the output row gets s_overall).
-inline void sketch_one(const GraphBatch& g, const MatrixBank& bank,
-                       const std::vector<std::vector<double>>& e1_columns, std::int64_t k,
-                       std::int64_t d, int threads, std::vector<double>& obj) {
+// Sketches graph k. Each row's object sketch lives only until its last parent has used it
+// (a graph of many objects needs memory for its frontier, not for all of them); a row is
+// handed to emit(row, sketch) as soon as it is computed, the output row last (s_overall).
+template <class Emit>
+void sketch_one(const GraphBatch& g, const MatrixBank& bank,
+                const std::vector<std::vector<double>>& e1_columns, std::int64_t k,
+                std::int64_t d, int threads, Emit&& emit) {
   const std::int64_t r0 = g.graph_ptr[k], r1 = g.graph_ptr[k + 1];
-  obj.assign(static_cast<std::size_t>((r1 - r0) * d), 0.0);
+  std::vector<std::int64_t> last_use(static_cast<std::size_t>(r1 - r0), -1);
+  for (std::int64_t r = r0; r < r1; ++r)
+    for (std::int64_t e = g.input_ptr[r]; e < g.input_ptr[r + 1]; ++e)
+      last_use[static_cast<std::size_t>(g.input_row[e] - r0)] = r;
+  std::vector<std::vector<double>> obj(static_cast<std::size_t>(r1 - r0));
   std::vector<double> attr(static_cast<std::size_t>(d)), input(static_cast<std::size_t>(d)),
       tuple(static_cast<std::size_t>(d)), tmp(static_cast<std::size_t>(d));
   const std::size_t n_pos = bank.positions.size();
   auto is_leaf = [&](std::int64_t row) { return g.input_ptr[row + 1] == g.input_ptr[row]; };
   for (std::int64_t r = r0; r < r1; ++r) {
-    double* self = obj.data() + (r - r0) * d;
+    auto& mine = obj[static_cast<std::size_t>(r - r0)];
+    mine.assign(static_cast<std::size_t>(d), 0.0);
+    double* self = mine.data();
     const bool is_output = r == r1 - 1;
     // s_input: the weighted tuple of the inputs' object sketches.
     double* in = is_output ? self : input.data();
@@ -150,9 +159,16 @@ inline void sketch_one(const GraphBatch& g, const MatrixBank& bank,
                      g.input_weight[e], in, d);
       else
         add_half(bank.positions[static_cast<std::size_t>(e - in0)], g.input_weight[e],
-                 obj.data() + (child - r0) * d, in, tmp.data(), d, threads);
+                 obj[static_cast<std::size_t>(child - r0)].data(), in, tmp.data(), d, threads);
     }
-    if (is_output) break;
+    for (std::int64_t e = in0; e < in1; ++e) {  // children this row was the last to need
+      const auto c = static_cast<std::size_t>(g.input_row[e] - r0);
+      if (last_use[c] == r) std::vector<double>().swap(obj[c]);
+    }
+    if (is_output) {
+      emit(r, self);
+      break;
+    }
 
     const auto m = static_cast<std::size_t>(g.module[r]);
     const auto& mats = bank.modules[m];
@@ -166,16 +182,18 @@ inline void sketch_one(const GraphBatch& g, const MatrixBank& bank,
         bank.positions[1].forward(input.data(), 1, d, tuple.data(), true, threads);
         add_half(mats[0], 0.5, tuple.data(), self, tmp.data(), d, threads);
       }
-      continue;
+    } else {
+      mats[1].forward(g.attr + a0, 1, len, attr.data(), false, threads);
+      const double* col0 = e1_columns[m].data();
+      for (std::int64_t c = 0; c < d; ++c) attr[c] = 0.5 * attr[c] + 0.5 * col0[c];
+      std::fill(tuple.begin(), tuple.end(), 0.0);
+      add_half(bank.positions[0], 0.5, attr.data(), tuple.data(), tmp.data(), d, threads);
+      if (in1 > in0)
+        add_half(bank.positions[1], 0.5, input.data(), tuple.data(), tmp.data(), d, threads);
+      mats[0].forward(tuple.data(), 1, d, self, true, threads);
     }
-    mats[1].forward(g.attr + a0, 1, len, attr.data(), false, threads);
-    const double* col0 = e1_columns[m].data();
-    for (std::int64_t c = 0; c < d; ++c) attr[c] = 0.5 * attr[c] + 0.5 * col0[c];
-
-    std::fill(tuple.begin(), tuple.end(), 0.0);
-    add_half(bank.positions[0], 0.5, attr.data(), tuple.data(), tmp.data(), d, threads);
-    if (in1 > in0) add_half(bank.positions[1], 0.5, input.data(), tuple.data(), tmp.data(), d, threads);
-    mats[0].forward(tuple.data(), 1, d, self, true, threads);
+    emit(r, self);
+    if (last_use[static_cast<std::size_t>(r - r0)] < 0) std::vector<double>().swap(mine);
   }
 }
 
@@ -199,15 +217,16 @@ void sketch_graphs(const GraphBatch& g, const MatrixBank& bank, std::int64_t d, 
   const int threads = resolve_threads(num_threads);
   const bool across = g.n_graphs >= threads;
   auto run = [&](std::int64_t k) {
-    std::vector<double> obj;
-    detail::sketch_one(g, bank, e1_columns, k, d, across ? 1 : threads, obj);
-    const std::int64_t r0 = g.graph_ptr[k], r1 = g.graph_ptr[k + 1];
-    const double* last = obj.data() + (r1 - 1 - r0) * d;
-    for (std::int64_t c = 0; c < d; ++c) overall[k * d + c] = static_cast<T>(last[c]);
-    if (objects)
-      for (std::int64_t r = r0; r < r1; ++r)
-        for (std::int64_t c = 0; c < d; ++c)
-          objects[r * d + c] = static_cast<T>(obj[static_cast<std::size_t>((r - r0) * d + c)]);
+    const std::int64_t output_row = g.graph_ptr[k + 1] - 1;
+    detail::sketch_one(g, bank, e1_columns, k, d, across ? 1 : threads,
+                       [&](std::int64_t r, const double* v) {
+                         if (objects)
+                           for (std::int64_t c = 0; c < d; ++c)
+                             objects[r * d + c] = static_cast<T>(v[c]);
+                         if (r == output_row)
+                           for (std::int64_t c = 0; c < d; ++c)
+                             overall[k * d + c] = static_cast<T>(v[c]);
+                       });
   };
   if (across)
     parallel_for(g.n_graphs, threads, run);
