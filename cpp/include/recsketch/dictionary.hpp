@@ -168,33 +168,24 @@ inline std::uint64_t sign_mask(const T* v, std::int64_t n) noexcept {
   return w;
 }
 
-// Enc decoding (the same rules as decode_block in enc.hpp) on the three sub-blocks' sign bits.
-// Returns false for a block that is not a valid codeword.
+// Decodes a block from its three sub-blocks' sign bits (the rules are decode_enc_bits') and
+// fills the record's column, sign and canonical keys. False for a block that is not a codeword.
 inline bool decode_bits(std::uint64_t ms, std::uint64_t mc, std::uint64_t mm, std::int64_t third,
                         int L, std::int64_t d, BlockRecord& r) noexcept {
+  const DecodedBlock dec = decode_enc_bits(mc, ms & 1, mm & 1, third, L, d);
+  if (dec.status != BlockStatus::ok) return false;
   const std::uint64_t ones = third == 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << third) - 1;
-  const std::uint64_t c = (mc & 1) ? (mc ^ ones) : mc;  // Enc's pattern, bit set: entry -1
-  // positions L + 3 .. third - 1 are Enc's +1 padding
-  const std::uint64_t padding = ones & ~((std::uint64_t{1} << (L + 3)) - 1);
-  if (c & padding) return false;
-  std::int64_t j = 0;
-  for (int t = 0; t < L; ++t) j = (j << 1) | static_cast<std::int64_t>(((c >> (1 + t)) & 1) == 0);
-  if (j >= d) return false;
-  const int b_m = ((c >> (L + 1)) & 1) ? -1 : 1, b_s = ((c >> (L + 2)) & 1) ? -1 : 1;
-  const int g_m = ((mm & 1) ? -1 : 1) * b_m, g_s = ((ms & 1) ? -1 : 1) * b_s;
-  if (g_m != g_s) return false;
-  r.column = j;
-  r.sign = g_m;
+  r.column = dec.column;
+  r.sign = dec.sign;
   r.string_key = (ms & 1) ? (ms ^ ones) : ms;
   r.signature_key = (mm & 1) ? (mm ^ ones) : mm;
-  const std::uint64_t flip = g_m < 0 ? ones : 0;
+  const std::uint64_t flip = dec.sign < 0 ? ones : 0;
   r.pattern[0] = ms ^ flip;
   r.pattern[1] = mc ^ flip;
   r.pattern[2] = mm ^ flip;
   return true;
 }
 
-// Returns false if the sample holds NaN or infinity (its l1 norm is then not finite).
 template <class T>
 bool scan_sample(const T* y, std::int64_t sample, const ScanParams& p,
                  std::vector<BlockRecord>& out) {

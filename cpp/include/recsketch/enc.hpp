@@ -39,35 +39,34 @@ struct DecodedBlock {
   int sign = 0;              // sign g of the coefficient that produced the block
 };
 
-// Decode one rounded block u = [u_s ; u_c ; u_m] (b entries of +-1) of a d x d matrix.
-// If u = g * [f_s s_s ; f_c Enc(j, f'_m, f'_s) ; f_m s_m] then u_c[0] = g f_c, so
-// c = u_c * u_c[0] is Enc's pattern; and u_m[0] = g b_m, u_s[0] = g b_s give g twice.
-inline DecodedBlock decode_block(const std::int8_t* u, std::int64_t b, int index_bits,
-                                 std::int64_t d) noexcept {
+// Decode Enc from sign bits: c_bits holds the Enc sub-block's first min(b/3, 64) entries (bit p
+// set: entry p is -1), s0_negative / m0_negative the signs of the first entries of the random
+// string and signature sub-blocks. If the block is g * [f_s s_s ; f_c Enc(j, f'_m, f'_s) ;
+// f_m s_m] then entry 0 of the Enc sub-block is g f_c, so flipping by it gives Enc's pattern;
+// and u_m[0] = g b_m, u_s[0] = g b_s give g twice. The one home of the decoding rules.
+inline DecodedBlock decode_enc_bits(std::uint64_t c_bits, bool s0_negative, bool m0_negative,
+                                    std::int64_t third, int index_bits, std::int64_t d) noexcept {
   DecodedBlock out;
-  for (std::int64_t p = 0; p < b; ++p)
-    if (u[p] != 1 && u[p] != -1) return out;
-  const std::int64_t third = b / 3;
-  const std::int8_t* u_s = u;
-  const std::int8_t* u_c = u + third;
-  const std::int8_t* u_m = u + 2 * third;
-  const int lead = u_c[0];
-  for (std::int64_t p = index_bits + 3; p < third; ++p)
-    if (u_c[p] * lead != 1) {
-      out.status = BlockStatus::bad_padding;
-      return out;
-    }
+  const std::int64_t width = third < 64 ? third : 64;
+  const std::uint64_t ones = width == 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << width) - 1;
+  const std::uint64_t c = (c_bits & 1) ? (c_bits ^ ones) : c_bits;  // bit set: Enc entry -1
+  const std::uint64_t padding = ones & ~((std::uint64_t{1} << (index_bits + 3)) - 1);
+  if (c & padding) {
+    out.status = BlockStatus::bad_padding;
+    return out;
+  }
   std::int64_t j = 0;
-  for (int t = 0; t < index_bits; ++t) j = (j << 1) | (u_c[1 + t] * lead > 0 ? 1 : 0);
+  for (int t = 0; t < index_bits; ++t)
+    j = (j << 1) | static_cast<std::int64_t>(((c >> (1 + t)) & 1) == 0);
   out.column = j;
-  out.b_m = u_c[index_bits + 1] * lead;
-  out.b_s = u_c[index_bits + 2] * lead;
+  out.b_m = ((c >> (index_bits + 1)) & 1) ? -1 : 1;
+  out.b_s = ((c >> (index_bits + 2)) & 1) ? -1 : 1;
   if (j >= d) {
     out.status = BlockStatus::index_out_of_range;
     return out;
   }
-  const int g_m = u_m[0] * out.b_m;
-  const int g_s = u_s[0] * out.b_s;
+  const int g_m = (m0_negative ? -1 : 1) * out.b_m;
+  const int g_s = (s0_negative ? -1 : 1) * out.b_s;
   if (g_m != g_s) {
     out.status = BlockStatus::parity_mismatch;
     return out;
@@ -75,6 +74,25 @@ inline DecodedBlock decode_block(const std::int8_t* u, std::int64_t b, int index
   out.sign = g_m;
   out.status = BlockStatus::ok;
   return out;
+}
+
+// Decode one rounded block u = [u_s ; u_c ; u_m] (b entries of +-1) of a d x d matrix.
+inline DecodedBlock decode_block(const std::int8_t* u, std::int64_t b, int index_bits,
+                                 std::int64_t d) noexcept {
+  for (std::int64_t p = 0; p < b; ++p)
+    if (u[p] != 1 && u[p] != -1) return DecodedBlock{};
+  const std::int64_t third = b / 3;
+  const std::int8_t* u_c = u + third;
+  for (std::int64_t p = 64; p < third; ++p)  // padding past the 64 entries the bits hold
+    if (u_c[p] != u_c[0]) {
+      DecodedBlock out;
+      out.status = BlockStatus::bad_padding;
+      return out;
+    }
+  std::uint64_t c_bits = 0;
+  for (std::int64_t p = 0; p < third && p < 64; ++p)
+    c_bits |= static_cast<std::uint64_t>(u_c[p] < 0) << p;
+  return decode_enc_bits(c_bits, u[0] < 0, u[2 * third] < 0, third, index_bits, d);
 }
 
 }  // namespace recsketch
