@@ -205,10 +205,12 @@ template <class T>
 void sketch_graphs(const GraphBatch& g, const MatrixBank& bank, std::int64_t d, T* overall,
                    T* objects, int num_threads) {
   detail::check_batch(g, bank, d);
-  // R[M,2] e_1 is the same vector for every object of M: compute it once per call.
+  // R[M,2] e_1 is the same vector for every object of M: compute it once per call (embedded
+  // modules carry it inside A_M already).
   std::vector<std::vector<double>> e1_columns(bank.modules.size());
   const double one = 1.0;
   for (std::size_t m = 0; m < bank.modules.size(); ++m) {
+    if (!bank.attr_embed.empty() && bank.attr_embed[m]) continue;
     e1_columns[m].resize(static_cast<std::size_t>(d));
     bank.modules[m][2].forward(&one, 1, 1, e1_columns[m].data(), false, 1);
   }
