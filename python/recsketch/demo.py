@@ -218,15 +218,9 @@ def _objects(day: Day) -> str:
 
 
 def _progress(total: int, enabled: bool, desc: str):
-    try:
-        from tqdm import tqdm
+    from tqdm import tqdm
 
-        return tqdm(total=total, desc=desc, disable=not enabled, leave=False)
-    except ImportError:  # tqdm is a dependency; this keeps the demo usable without it
-        class _Null:
-            def update(self, n: int) -> None: ...
-            def close(self) -> None: ...
-        return _Null()
+    return tqdm(total=total, desc=desc, disable=not enabled, leave=False)
 
 
 def _plot(world: List[Day], seen: np.ndarray, truth: np.ndarray, png: Path) -> None:
