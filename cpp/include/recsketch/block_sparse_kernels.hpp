@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -70,42 +71,33 @@ inline bool parity_negative(bool flip_negative, bool signature0_negative) noexce
 
 // Signs of one column shared by all its blocks.
 struct ColumnCode {
-  std::vector<double> s_plus, s_minus;  // sigma_{s,j} as +-1, and negated
-  int set_bits[64];                     // Enc positions t (0..L-1) whose index bit is 1
+  std::vector<double> s_plus;  // sigma_{s,j} as +-1
+  int set_bits[64];            // Enc positions t (0..L-1) whose index bit is 1
   int n_set = 0;
-  bool s0_negative = false;             // sign(sigma_{s,j}[0]) < 0
-  bool m0_negative = false;             // sign(sigma_m[0]) < 0
-  // For each flip combination (neg_s, neg_c, neg_m) as 4 neg_s + 2 neg_c + neg_m: the signs
-  // {f_m, f_c, f_c f'_m, f_c f'_s} of the signature, Enc-constant and parity slots.
-  double four[8][4];
+  bool s0_negative = false;    // sign(sigma_{s,j}[0]) < 0
+  bool m0_negative = false;    // sign(sigma_m[0]) < 0
   std::vector<std::uint64_t> words;
 
   explicit ColumnCode(std::int64_t third)
       : s_plus(static_cast<std::size_t>(third)),
-        s_minus(static_cast<std::size_t>(third)),
         words(static_cast<std::size_t>((third + 63) / 64)) {}
 
   void load(const BlockSparseMatrix& R, std::int64_t j) {
     const BlockSparseFamily& f = R.family();
     R.random_string_bits(j, words.data());
+    // Branch-free: the bits are random, so branches on them would mispredict half the time.
     for (std::int64_t r = 0; r < f.third(); ++r) {
-      const double s = bit_at(words.data(), static_cast<std::size_t>(r)) ? -1.0 : 1.0;
-      s_plus[static_cast<std::size_t>(r)] = s;
-      s_minus[static_cast<std::size_t>(r)] = -s;
+      const auto bit = (words[static_cast<std::size_t>(r >> 6)] >> (r & 63)) & 1U;
+      s_plus[static_cast<std::size_t>(r)] = 1.0 - 2.0 * static_cast<double>(bit);
     }
     s0_negative = bit_at(words.data(), 0);
     m0_negative = bit_at(R.signature_bits(), 0);
-    for (int k = 0; k < 8; ++k) {
-      const bool ns = (k & 4) != 0, nc = (k & 2) != 0, nm = (k & 1) != 0;
-      four[k][0] = nm ? -1.0 : 1.0;
-      four[k][1] = nc ? -1.0 : 1.0;
-      four[k][2] = (nc != parity_negative(nm, m0_negative)) ? -1.0 : 1.0;
-      four[k][3] = (nc != parity_negative(ns, s0_negative)) ? -1.0 : 1.0;
-    }
     n_set = 0;
     const int L = f.index_bits();
-    for (int t = 0; t < L; ++t)
-      if ((j >> (L - 1 - t)) & 1) set_bits[n_set++] = t;
+    for (int t = 0; t < L; ++t) {
+      set_bits[n_set] = t;
+      n_set += static_cast<int>((j >> (L - 1 - t)) & 1);
+    }
   }
 };
 
@@ -116,11 +108,12 @@ inline std::vector<double> signature_signs(const BlockSparseMatrix& R) {
   return s;
 }
 
-// Slots of the structured accumulator of one block-row, each holding W values (one per vector).
+// The structured accumulator of one block-row: slots, each holding W values (one per vector),
+// padded to a multiple of 4 so that a block's update is whole SIMD registers.
 template <int W>
 struct ForwardLayout {
   std::int64_t third, L;
-  std::int64_t slots() const noexcept { return third + 4 + L; }
+  std::int64_t slots() const noexcept { return (third + 4 + L + 3) / 4 * 4; }
   std::int64_t size(std::int64_t n_blocks) const noexcept { return n_blocks * slots() * W; }
   std::int64_t s(std::int64_t r) const noexcept { return r * W; }    // random string
   std::int64_t m() const noexcept { return third * W; }              // signature sum
@@ -130,12 +123,74 @@ struct ForwardLayout {
   std::int64_t bit(std::int64_t t) const noexcept { return (third + 4 + t) * W; }
 };
 
+// A nonzero block of column j adds to every slot of its block-row x_j times a sign, and the sign
+// is (a per-column base) times (a sign chosen by the block's flips alone):
+//   slot        base (per column)            flip sign (per block)
+//   s[r]        sigma_{s,j}[r]               f_s
+//   m           1                            f_m
+//   a           1                            f_c
+//   pm          sign(sigma_m[0])             f_c f_m       (f_c f'_m, Algorithm 2 line 9)
+//   ps          sign(sigma_{s,j}[0])         f_c f_s       (f_c f'_s)
+//   bit t       1 if bit t of j is set, 0    f_c
+// So a block's update is one elementwise product-and-add over the padded slots: the column's
+// scaled base times one of 8 sign rows. Multiplying by +-1 and adding +-0 are exact, so these
+// are the same sums, in the same order, as adding +-x_j slot by slot.
+struct FlipSigns {
+  std::int64_t slots;
+  std::vector<double> rows;  // 8 x slots, row 4 neg_s + 2 neg_c + neg_m
+
+  explicit FlipSigns(const ForwardLayout<1>& lay)
+      : slots(lay.slots()), rows(static_cast<std::size_t>(8 * lay.slots()), 1.0) {
+    for (int k = 0; k < 8; ++k) {
+      const bool ns = (k & 4) != 0, nc = (k & 2) != 0, nm = (k & 1) != 0;
+      double* row = rows.data() + k * slots;
+      auto sgn = [](bool negative) { return negative ? -1.0 : 1.0; };
+      for (std::int64_t r = 0; r < lay.third; ++r) row[lay.s(r)] = sgn(ns);
+      row[lay.m()] = sgn(nm);
+      row[lay.a()] = sgn(nc);
+      row[lay.pm()] = sgn(nc != nm);
+      row[lay.ps()] = sgn(nc != ns);
+      for (std::int64_t t = 0; t < lay.L; ++t) row[lay.bit(t)] = sgn(nc);
+    }
+  }
+  const double* row(const BlockFlips& fl) const noexcept {
+    return rows.data() + (fl.neg_s * 4 + fl.neg_c * 2 + fl.neg_m) * slots;
+  }
+};
+
+// Four doubles as one SIMD register (GCC/Clang vector extension: AVX2 in the AVX2 clone, two
+// SSE2 halves otherwise; elementwise, so the same bits either way). Used only inside
+// always-inlined helpers, so no function passes one by value (that ABI differs with AVX).
+using Double4 = double __attribute__((vector_size(32)));
+
+// p[0..4) += q[0..4) * r, r a Double4 of signs.
+#define RECSKETCH_ADD4(p, q, r)                 \
+  do {                                          \
+    Double4 acc4_, val4_;                       \
+    std::memcpy(&acc4_, (p), sizeof acc4_);     \
+    std::memcpy(&val4_, (q), sizeof val4_);     \
+    acc4_ += val4_ * (r);                       \
+    std::memcpy((p), &acc4_, sizeof acc4_);     \
+  } while (0)
+
+// a[s][w] += v[s][w] * sign[s] over the padded slots of one block-row (slots % 4 == 0). Written
+// with explicit 4-wide registers: left to itself the vectoriser runs across s and transposes.
 template <int W>
-inline void add_signed(double* acc, const double* x, bool negative) noexcept {
-  if (negative)
-    for (int v = 0; v < W; ++v) acc[v] -= x[v];
-  else
-    for (int v = 0; v < W; ++v) acc[v] += x[v];
+[[gnu::always_inline]] inline void block_update(double* a, const double* v, const double* sign,
+                                                std::int64_t slots) noexcept {
+  if constexpr (W == 1) {
+    for (std::int64_t s = 0; s < slots; s += 4) {
+      Double4 sg;
+      std::memcpy(&sg, sign + s, sizeof sg);
+      RECSKETCH_ADD4(a + s, v + s, sg);
+    }
+  } else {
+    static_assert(W % 4 == 0, "panel widths are 1 or multiples of 4");
+    for (std::int64_t s = 0; s < slots; ++s) {
+      const Double4 sg = {sign[s], sign[s], sign[s], sign[s]};
+      for (int w = 0; w < W; w += 4) RECSKETCH_ADD4(a + s * W + w, v + s * W + w, sg);
+    }
+  }
 }
 
 // acc += contributions of columns [j0, j1) of R; xp holds column j's W inputs at xp + j*W.
@@ -144,35 +199,46 @@ RECSKETCH_MULTIVERSION void forward_chunk(const BlockSparseMatrix& R, const doub
                                           std::int64_t j0, std::int64_t j1, double* acc) {
   const BlockSparseFamily& f = R.family();
   const ForwardLayout<W> lay{f.third(), f.index_bits()};
-  const std::int64_t block_stride = lay.slots() * W, third = f.third();
+  const ForwardLayout<1> lay1{f.third(), f.index_bits()};
+  const FlipSigns signs(lay1);
+  const std::int64_t slots = lay.slots(), third = f.third(), L = f.index_bits();
+  std::vector<double> base(static_cast<std::size_t>(slots), 0.0);
+  std::vector<double> scaled(static_cast<std::size_t>(slots * W), 0.0);
   ColumnCode code(third);
+  std::vector<std::int64_t> rows(static_cast<std::size_t>(f.n_blocks()));
+  std::vector<const double*> signs_of(static_cast<std::size_t>(f.n_blocks()));
   for (std::int64_t j = j0; j < j1; ++j) {
     const double* x = xp + j * W;
     bool any = false;
     for (int v = 0; v < W; ++v) any |= (x[v] != 0.0);
     if (!any) continue;
     code.load(R, j);
+    for (std::int64_t r = 0; r < third; ++r) base[static_cast<std::size_t>(lay1.s(r))] = code.s_plus[static_cast<std::size_t>(r)];
+    base[static_cast<std::size_t>(lay1.m())] = 1.0;
+    base[static_cast<std::size_t>(lay1.a())] = 1.0;
+    base[static_cast<std::size_t>(lay1.pm())] = code.m0_negative ? -1.0 : 1.0;
+    base[static_cast<std::size_t>(lay1.ps())] = code.s0_negative ? -1.0 : 1.0;
+    for (std::int64_t t = 0; t < L; ++t)
+      base[static_cast<std::size_t>(lay1.bit(t))] = ((j >> (L - 1 - t)) & 1) ? 1.0 : 0.0;
+    double* __restrict v = scaled.data();
+    for (std::int64_t s = 0; s < slots; ++s)
+      for (int w = 0; w < W; ++w) v[s * W + w] = base[static_cast<std::size_t>(s)] * x[w];
+    // Walk first, then update: the updates of consecutive blocks no longer wait on the walk's
+    // hashes, and the accumulator row of a block two steps ahead can be prefetched.
+    std::int64_t n = 0;
     R.walk_column(j, [&](const BlockFlips& fl) {
-      double* a = acc + fl.block * block_stride;
-      const double* sgn = fl.neg_s ? code.s_minus.data() : code.s_plus.data();
-      if constexpr (W == 1) {
-        const double x0 = x[0];
-        for (std::int64_t r = 0; r < third; ++r) a[r] += sgn[r] * x0;
-      } else {
-        for (std::int64_t r = 0; r < third; ++r) {
-          double* ar = a + r * W;
-          const double sr = sgn[r];
-          for (int v = 0; v < W; ++v) ar[v] += sr * x[v];
-        }
-      }
-      // Signature sum f_m, Enc constant f_c, and Enc's parity entries f_c f'_m, f_c f'_s with
-      // f'_m = f_m sign(s_m[0]) and f'_s = f_s sign(s_j[0]): four adjacent slots.
-      const double* sv = code.four[fl.neg_s * 4 + fl.neg_c * 2 + fl.neg_m];
-      double* a4 = a + lay.m();
-      for (int k = 0; k < 4; ++k)
-        for (int v = 0; v < W; ++v) a4[k * W + v] += sv[k] * x[v];
-      for (int k = 0; k < code.n_set; ++k) add_signed<W>(a + lay.bit(code.set_bits[k]), x, fl.neg_c);
+      rows[static_cast<std::size_t>(n)] = fl.block * slots * W;
+      signs_of[static_cast<std::size_t>(n)] = signs.row(fl);
+      ++n;
     });
+    for (std::int64_t k = 0; k < n; ++k) {
+      if (k + 2 < n) {
+        const double* ahead = acc + rows[static_cast<std::size_t>(k + 2)];
+        for (std::int64_t c = 0; c < slots * W; c += 8) __builtin_prefetch(ahead + c, 1);
+      }
+      block_update<W>(acc + rows[static_cast<std::size_t>(k)], v,
+                      signs_of[static_cast<std::size_t>(k)], slots);
+    }
   }
 }
 
