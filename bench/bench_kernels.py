@@ -16,8 +16,8 @@ import recsketch as rs
 @pytest.mark.parametrize("n", [1, 64])
 @pytest.mark.parametrize("op", ["Rx", "P(R)x"])
 @pytest.mark.parametrize("target", SIZES)
-@pytest.mark.parametrize("impl", ["scipy_csr", "recsketch_1thread", "recsketch"])
-def test_block_sparse_product(timed, benchmark, impl, target, op, n):
+@pytest.mark.parametrize("impl", ["scipy_csr", "recsketch_1thread", "recsketch", "recsketch_cold"])
+def test_block_sparse_product(timed, benchmark, impl, target, op, n, walk_cache_off):
     R = block_sparse(target)
     d = R.shape[0]
     x = batch(n, d)
@@ -29,6 +29,8 @@ def test_block_sparse_product(timed, benchmark, impl, target, op, n):
         count = A.nnz
     else:
         threads = 1 if impl == "recsketch_1thread" else None
+        if impl == "recsketch_cold":  # no walk cache: every product hashes its walks again
+            walk_cache_off()
         fn = (lambda: R.matvec(x, num_threads=threads)) if op == "Rx" else \
              (lambda: R.half(x, num_threads=threads))
         count = nnz(target)

@@ -46,3 +46,11 @@ def timed(benchmark):
         return benchmark.pedantic(fn, rounds=rounds_for(size, count), iterations=1,
                                   warmup_rounds=1)
     return run
+
+
+@pytest.fixture
+def walk_cache_off():
+    """Call to turn the block-walk cache off for the rest of one benchmark."""
+    before = rs.walk_cache_info()["limit"]
+    yield lambda: rs.set_walk_cache_limit(0)
+    rs.set_walk_cache_limit(before)

@@ -20,8 +20,9 @@ def main(path):
     if gemm_rate:
         print(f"float32 GEMM: {gemm_rate:.1f} GFLOP/s\n")
     print("| group | SciPy CSR (ms) | recsketch 1 thread (ms) | recsketch all threads (ms) | "
-          "speed-up 1 thread | speed-up all | effective GFLOP/s | % of GEMM |")
-    print("|---|---|---|---|---|---|---|---|")
+          "speed-up 1 thread | speed-up all | effective GFLOP/s | % of GEMM | "
+          "speed-up all, no walk cache |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, impls in sorted(groups.items()):
         if "scipy_csr" not in impls or "recsketch_1thread" not in impls or name.startswith("sketch"):
             continue
@@ -31,7 +32,8 @@ def main(path):
         pct = f"{100 * eff / gemm_rate:.0f}%" if gemm_rate else "-"
         print(f"| {name} | {t['scipy_csr']*1e3:.2f} | {t['recsketch_1thread']*1e3:.2f} | "
               f"{t['recsketch']*1e3:.2f} | {t['scipy_csr']/t['recsketch_1thread']:.1f}x | "
-              f"{t['scipy_csr']/t['recsketch']:.1f}x | {eff:.1f} | {pct} |")
+              f"{t['scipy_csr']/t['recsketch']:.1f}x | {eff:.1f} | {pct} | "
+              + (f"{t['scipy_csr']/t['recsketch_cold']:.1f}x |" if "recsketch_cold" in t else "- |"))
     for name, impls in sorted(groups.items()):
         if name.startswith("family"):
             t = {k: v["stats"]["min"] for k, v in impls.items()}

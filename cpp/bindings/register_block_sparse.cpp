@@ -9,6 +9,7 @@
 
 #include "recsketch/block_sparse.hpp"
 #include "recsketch/enc.hpp"
+#include "recsketch/walk_cache.hpp"
 
 namespace py = pybind11;
 using recsketch::BlockSparseFamily;
@@ -73,4 +74,25 @@ void register_block_sparse(py::module_& m) {
         return py::make_tuple(status, column, b_m, b_s, sign);
       },
       py::arg("blocks"), py::arg("d_sketch"));
+
+  m.def(
+      "walk_cache_info",
+      [] {
+        const auto info = recsketch::WalkCache::global().info();
+        py::dict out;
+        out["bytes"] = info.bytes;
+        out["limit"] = info.limit;
+        out["matrices"] = info.matrices;
+        out["hits"] = info.hits;
+        out["misses"] = info.misses;
+        return out;
+      },
+      "Resident bytes, limit, cached matrices, hits and misses of the block-walk cache.");
+  m.def(
+      "set_walk_cache_limit",
+      [](std::uint64_t bytes) {
+        recsketch::WalkCache::global().set_limit(static_cast<std::size_t>(bytes));
+      },
+      py::arg("bytes"));
+  m.def("clear_walk_cache", [] { recsketch::WalkCache::global().clear(); });
 }

@@ -24,4 +24,6 @@ def format_info() -> str:
     lines.append(f"  OpenMP      : {'on' if info['openmp'] else 'off (serial fallback)'}")
     lines.append(f"  threads     : {info['max_threads']}")
     lines.append(f"  families    : {', '.join(info['families'])}")
+    cache = _core.walk_cache_info()
+    lines.append(f"  walk cache  : {cache['bytes'] / 2**20:.1f} of {cache['limit'] / 2**20:.0f} MiB")
     return "\n".join(lines)

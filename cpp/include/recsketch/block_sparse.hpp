@@ -103,7 +103,11 @@ class BlockSparseMatrix {
  public:
   BlockSparseMatrix(std::shared_ptr<const BlockSparseFamily> family, std::uint64_t seed,
                     std::uint64_t key)
-      : family_(std::move(family)), seed_(seed), key_(key) {
+      : family_(std::move(family)),
+        seed_(seed),
+        key_(key),
+        string_prefix_(stream_prefix(seed, key, Stream::random_string)),
+        walk_prefix_(stream_prefix(seed, key, Stream::block_walk)) {
     signature_.resize(static_cast<std::size_t>((family_->third() + 63) / 64));
     stream_bits(stream_state(seed_, key_, Stream::matrix_signature, 0),
                 static_cast<std::size_t>(family_->third()), signature_.data());
@@ -118,15 +122,14 @@ class BlockSparseMatrix {
 
   // sigma_{s,j}'s sign bits into words[0 .. ceil(third/64)).
   void random_string_bits(std::int64_t j, std::uint64_t* words) const noexcept {
-    stream_bits(stream_state(seed_, key_, Stream::random_string, static_cast<std::uint64_t>(j)),
+    stream_bits(stream_state(string_prefix_, static_cast<std::uint64_t>(j)),
                 static_cast<std::size_t>(family_->third()), words);
   }
 
   // Calls body(BlockFlips) for the nonzero blocks of column j, in increasing block order.
   template <class Body>
   void walk_column(std::int64_t j, Body&& body) const {
-    const std::uint64_t state =
-        stream_state(seed_, key_, Stream::block_walk, static_cast<std::uint64_t>(j));
+    const std::uint64_t state = stream_state(walk_prefix_, static_cast<std::uint64_t>(j));
     const std::int64_t n_blocks = family_->n_blocks();
     std::int64_t block = 0;
     for (std::uint64_t k = 0;; ++k) {
@@ -142,6 +145,7 @@ class BlockSparseMatrix {
  private:
   std::shared_ptr<const BlockSparseFamily> family_;
   std::uint64_t seed_, key_;
+  std::uint64_t string_prefix_, walk_prefix_;  // stream_prefix of the per-column streams
   std::vector<std::uint64_t> signature_;
 };
 

@@ -8,13 +8,20 @@
 //   and two parity positions, so R x keeps per block-row: b/3 random-string sums, one signature
 //   sum, one constant sum, two parity sums and L bit sums ("structured accumulators"), expanded
 //   to the d outputs once at the end. R^T y reads y through the same structure.
-// - Batches are processed in panels of 16, 4 or 1 vectors stored transposed (the vectors of a
-//   panel side by side), so each column is generated once per panel and its updates vectorise.
+// - R x walks each column once (or reads its walk from walk_cache.hpp) and adds, per nonzero
+//   block, one row of SIMD registers to that block-row's accumulator: the column's scaled
+//   "base" times the block's flip signs (see FlipSigns). Batches are processed in panels of 8,
+//   4 or 1 vectors stored transposed, so each column's walk serves the whole panel and a
+//   slot's update is one register across the panel's vectors.
 // - Reproducibility: R x sums column contributions in kColumnChunks fixed chunks of columns,
 //   each into its own accumulator, and adds the chunk sums in chunk order. Threads take whole
 //   panels or whole chunks, never split a sum, so every output bit is independent of the thread
 //   count and of whether a vector came alone or in a batch. R^T y computes every output from
-//   one column, in block order. All sums are in double; only the final value is rounded to T.
+//   one column, in block order.
+// - Precision: a chunk sums in the input's type (about 2k columns; a float32 CSR product sums
+//   all d in float32), chunk sums are added in double, R^T y sums in double, and only the
+//   final value is rounded to T. Adds and products by +-1 only (no FMA), so the scalar and
+//   AVX2 builds give the same bits.
 #pragma once
 
 #include <algorithm>
@@ -28,6 +35,7 @@
 #include "recsketch/enc.hpp"
 #include "recsketch/multiversion.hpp"
 #include "recsketch/parallel.hpp"
+#include "recsketch/walk_cache.hpp"
 
 namespace recsketch {
 
@@ -67,6 +75,22 @@ void with_width(int w, F&& f) {
 // the flip f and the signature's first entry is negative.
 inline bool parity_negative(bool flip_negative, bool signature0_negative) noexcept {
   return flip_negative != signature0_negative;
+}
+
+// Column j's walk as encoded entries (ColumnWalks::encode): from the cache when there is one,
+// else walked now into `buffer` (n_blocks entries). Returns (first entry, count).
+inline std::pair<const std::uint32_t*, std::int64_t> column_walk(const BlockSparseMatrix& R,
+                                                                 const ColumnWalks* walks,
+                                                                 std::int64_t j,
+                                                                 std::uint32_t* buffer) {
+  if (walks) {
+    const std::uint64_t k0 = walks->offsets[static_cast<std::size_t>(j)];
+    const std::uint64_t k1 = walks->offsets[static_cast<std::size_t>(j + 1)];
+    return {walks->entries.data() + k0, static_cast<std::int64_t>(k1 - k0)};
+  }
+  std::int64_t n = 0;
+  R.walk_column(j, [&](const BlockFlips& fl) { buffer[n++] = ColumnWalks::encode(fl); });
+  return {buffer, n};
 }
 
 // Signs of one column shared by all its blocks.
@@ -109,11 +133,11 @@ inline std::vector<double> signature_signs(const BlockSparseMatrix& R) {
 }
 
 // The structured accumulator of one block-row: slots, each holding W values (one per vector),
-// padded to a multiple of 4 so that a block's update is whole SIMD registers.
+// padded to a multiple of `align` so that a block's update is whole SIMD registers.
 template <int W>
 struct ForwardLayout {
-  std::int64_t third, L;
-  std::int64_t slots() const noexcept { return (third + 4 + L + 3) / 4 * 4; }
+  std::int64_t third, L, align;
+  std::int64_t slots() const noexcept { return (third + 4 + L + align - 1) / align * align; }
   std::int64_t size(std::int64_t n_blocks) const noexcept { return n_blocks * slots() * W; }
   std::int64_t s(std::int64_t r) const noexcept { return r * W; }    // random string
   std::int64_t m() const noexcept { return third * W; }              // signature sum
@@ -122,6 +146,25 @@ struct ForwardLayout {
   std::int64_t ps() const noexcept { return (third + 3) * W; }       // Enc parity b_s
   std::int64_t bit(std::int64_t t) const noexcept { return (third + 4 + t) * W; }
 };
+
+// N values of type A as one SIMD register (GCC/Clang vector extension: AVX2 registers in the
+// AVX2 clone, SSE2 halves otherwise; elementwise, so the same bits either way). Only used
+// inside always-inlined code, so no function passes one by value (that ABI differs with AVX).
+template <class A, int N>
+struct Vec {
+  typedef A type __attribute__((vector_size(N * sizeof(A))));
+};
+
+// Values of type A in one 32-byte register.
+template <class A>
+inline constexpr int kLanes = static_cast<int>(32 / sizeof(A));
+
+// One vector's slots are padded to whole registers (its update runs along the slots); a panel's
+// are not (its update runs along the W vectors of each slot).
+template <class A, int W>
+ForwardLayout<W> forward_layout(const BlockSparseFamily& f) {
+  return ForwardLayout<W>{f.third(), f.index_bits(), W == 1 ? kLanes<A> : 1};
+}
 
 // A nonzero block of column j adds to every slot of its block-row x_j times a sign, and the sign
 // is (a per-column base) times (a sign chosen by the block's flips alone):
@@ -135,16 +178,17 @@ struct ForwardLayout {
 // So a block's update is one elementwise product-and-add over the padded slots: the column's
 // scaled base times one of 8 sign rows. Multiplying by +-1 and adding +-0 are exact, so these
 // are the same sums, in the same order, as adding +-x_j slot by slot.
+template <class A>
 struct FlipSigns {
   std::int64_t slots;
-  std::vector<double> rows;  // 8 x slots, row 4 neg_s + 2 neg_c + neg_m
+  std::vector<A> rows;  // 8 x slots, row 4 neg_s + 2 neg_c + neg_m
 
   explicit FlipSigns(const ForwardLayout<1>& lay)
-      : slots(lay.slots()), rows(static_cast<std::size_t>(8 * lay.slots()), 1.0) {
+      : slots(lay.slots()), rows(static_cast<std::size_t>(8 * lay.slots()), A(1)) {
     for (int k = 0; k < 8; ++k) {
       const bool ns = (k & 4) != 0, nc = (k & 2) != 0, nm = (k & 1) != 0;
-      double* row = rows.data() + k * slots;
-      auto sgn = [](bool negative) { return negative ? -1.0 : 1.0; };
+      A* row = rows.data() + k * slots;
+      auto sgn = [](bool negative) { return negative ? A(-1) : A(1); };
       for (std::int64_t r = 0; r < lay.third; ++r) row[lay.s(r)] = sgn(ns);
       row[lay.m()] = sgn(nm);
       row[lay.a()] = sgn(nc);
@@ -153,91 +197,101 @@ struct FlipSigns {
       for (std::int64_t t = 0; t < lay.L; ++t) row[lay.bit(t)] = sgn(nc);
     }
   }
-  const double* row(const BlockFlips& fl) const noexcept {
-    return rows.data() + (fl.neg_s * 4 + fl.neg_c * 2 + fl.neg_m) * slots;
+  // Row of the flips of an encoded walk entry (its low 3 bits, ColumnWalks::encode).
+  const A* row(std::uint32_t entry) const noexcept {
+    return rows.data() + static_cast<std::int64_t>(entry & 7U) * slots;
   }
 };
 
-// Four doubles as one SIMD register (GCC/Clang vector extension: AVX2 in the AVX2 clone, two
-// SSE2 halves otherwise; elementwise, so the same bits either way). Used only inside
-// always-inlined helpers, so no function passes one by value (that ABI differs with AVX).
-using Double4 = double __attribute__((vector_size(32)));
-
-// p[0..4) += q[0..4) * r, r a Double4 of signs.
-#define RECSKETCH_ADD4(p, q, r)                 \
-  do {                                          \
-    Double4 acc4_, val4_;                       \
-    std::memcpy(&acc4_, (p), sizeof acc4_);     \
-    std::memcpy(&val4_, (q), sizeof val4_);     \
-    acc4_ += val4_ * (r);                       \
-    std::memcpy((p), &acc4_, sizeof acc4_);     \
-  } while (0)
-
-// a[s][w] += v[s][w] * sign[s] over the padded slots of one block-row (slots % 4 == 0). Written
-// with explicit 4-wide registers: left to itself the vectoriser runs across s and transposes.
-template <int W>
-[[gnu::always_inline]] inline void block_update(double* a, const double* v, const double* sign,
+// One vector: a[s] += v[s] * sign[s] over the padded slots of one block-row, in whole registers
+// (left to itself the vectoriser runs across s and transposes).
+template <class A>
+[[gnu::always_inline]] inline void block_update(A* a, const A* v, const A* sign,
                                                 std::int64_t slots) noexcept {
-  if constexpr (W == 1) {
-    for (std::int64_t s = 0; s < slots; s += 4) {
-      Double4 sg;
-      std::memcpy(&sg, sign + s, sizeof sg);
-      RECSKETCH_ADD4(a + s, v + s, sg);
-    }
-  } else {
-    static_assert(W % 4 == 0, "panel widths are 1 or multiples of 4");
-    for (std::int64_t s = 0; s < slots; ++s) {
-      const Double4 sg = {sign[s], sign[s], sign[s], sign[s]};
-      for (int w = 0; w < W; w += 4) RECSKETCH_ADD4(a + s * W + w, v + s * W + w, sg);
-    }
+  constexpr int N = kLanes<A>;
+  using V = typename Vec<A, N>::type;
+  for (std::int64_t s = 0; s < slots; s += N) {
+    V acc, val, sg;
+    std::memcpy(&acc, a + s, sizeof acc);
+    std::memcpy(&val, v + s, sizeof val);
+    std::memcpy(&sg, sign + s, sizeof sg);
+    acc += val * sg;
+    std::memcpy(a + s, &acc, sizeof acc);
   }
 }
 
+// A panel of W vectors: a[s][0..W) += (+-v)[s][0..W), the sign of each group of slots picked
+// by the block's flips (the table above), so there is no product: pos and neg hold the
+// column's scaled base and its negation.
+template <int W, class A>
+[[gnu::always_inline]] inline void block_update_panel(A* a, const A* pos, const A* neg,
+                                                      std::uint32_t entry, std::int64_t third,
+                                                      std::int64_t L) noexcept {
+  using V = typename Vec<A, W>::type;
+  auto add = [&](std::int64_t s, bool negative) {
+    const A* src = (negative ? neg : pos) + s * W;
+    V acc, val;
+    std::memcpy(&acc, a + s * W, sizeof acc);
+    std::memcpy(&val, src, sizeof val);
+    acc += val;
+    std::memcpy(a + s * W, &acc, sizeof acc);
+  };
+  const bool ns = (entry & 4U) != 0, nc = (entry & 2U) != 0, nm = (entry & 1U) != 0;
+  for (std::int64_t r = 0; r < third; ++r) add(r, ns);
+  add(third, nm);
+  add(third + 1, nc);
+  add(third + 2, nc != nm);
+  add(third + 3, nc != ns);
+  for (std::int64_t t = 0; t < L; ++t) add(third + 4 + t, nc);
+}
+
 // acc += contributions of columns [j0, j1) of R; xp holds column j's W inputs at xp + j*W.
-template <int W>
-RECSKETCH_MULTIVERSION void forward_chunk(const BlockSparseMatrix& R, const double* xp,
-                                          std::int64_t j0, std::int64_t j1, double* acc) {
+template <int W, class A>
+RECSKETCH_MULTIVERSION void forward_chunk(const BlockSparseMatrix& R, const ColumnWalks* walks,
+                                          const A* xp, std::int64_t j0, std::int64_t j1, A* acc) {
   const BlockSparseFamily& f = R.family();
-  const ForwardLayout<W> lay{f.third(), f.index_bits()};
-  const ForwardLayout<1> lay1{f.third(), f.index_bits()};
-  const FlipSigns signs(lay1);
+  const ForwardLayout<W> lay = forward_layout<A, W>(f);
+  const ForwardLayout<1> lay1{lay.third, lay.L, lay.align};  // one vector's view of the slots
+  const FlipSigns<A> signs(lay1);
   const std::int64_t slots = lay.slots(), third = f.third(), L = f.index_bits();
-  std::vector<double> base(static_cast<std::size_t>(slots), 0.0);
-  std::vector<double> scaled(static_cast<std::size_t>(slots * W), 0.0);
+  const std::int64_t row_size = slots * W;
+  std::vector<A> base(static_cast<std::size_t>(slots), A(0));
+  std::vector<A> scaled(static_cast<std::size_t>(row_size), A(0));
+  std::vector<A> negated(static_cast<std::size_t>(row_size), A(0));
   ColumnCode code(third);
-  std::vector<std::int64_t> rows(static_cast<std::size_t>(f.n_blocks()));
-  std::vector<const double*> signs_of(static_cast<std::size_t>(f.n_blocks()));
+  std::vector<std::uint32_t> buffer(static_cast<std::size_t>(f.n_blocks()));
   for (std::int64_t j = j0; j < j1; ++j) {
-    const double* x = xp + j * W;
+    const A* x = xp + j * W;
     bool any = false;
-    for (int v = 0; v < W; ++v) any |= (x[v] != 0.0);
+    for (int v = 0; v < W; ++v) any |= (x[v] != A(0));
     if (!any) continue;
     code.load(R, j);
-    for (std::int64_t r = 0; r < third; ++r) base[static_cast<std::size_t>(lay1.s(r))] = code.s_plus[static_cast<std::size_t>(r)];
-    base[static_cast<std::size_t>(lay1.m())] = 1.0;
-    base[static_cast<std::size_t>(lay1.a())] = 1.0;
-    base[static_cast<std::size_t>(lay1.pm())] = code.m0_negative ? -1.0 : 1.0;
-    base[static_cast<std::size_t>(lay1.ps())] = code.s0_negative ? -1.0 : 1.0;
-    for (std::int64_t t = 0; t < L; ++t)
-      base[static_cast<std::size_t>(lay1.bit(t))] = ((j >> (L - 1 - t)) & 1) ? 1.0 : 0.0;
-    double* __restrict v = scaled.data();
+    A* b = base.data();
+    for (std::int64_t r = 0; r < third; ++r) b[lay1.s(r)] = static_cast<A>(code.s_plus[static_cast<std::size_t>(r)]);
+    b[lay1.m()] = A(1);
+    b[lay1.a()] = A(1);
+    b[lay1.pm()] = code.m0_negative ? A(-1) : A(1);
+    b[lay1.ps()] = code.s0_negative ? A(-1) : A(1);
+    for (std::int64_t t = 0; t < L; ++t) b[lay1.bit(t)] = static_cast<A>((j >> (L - 1 - t)) & 1);
+    A* __restrict v = scaled.data();
     for (std::int64_t s = 0; s < slots; ++s)
-      for (int w = 0; w < W; ++w) v[s * W + w] = base[static_cast<std::size_t>(s)] * x[w];
-    // Walk first, then update: the updates of consecutive blocks no longer wait on the walk's
-    // hashes, and the accumulator row of a block two steps ahead can be prefetched.
-    std::int64_t n = 0;
-    R.walk_column(j, [&](const BlockFlips& fl) {
-      rows[static_cast<std::size_t>(n)] = fl.block * slots * W;
-      signs_of[static_cast<std::size_t>(n)] = signs.row(fl);
-      ++n;
-    });
+      for (int w = 0; w < W; ++w) v[s * W + w] = b[s] * x[w];
+    if constexpr (W > 1)
+      for (std::int64_t s = 0; s < row_size; ++s) negated[static_cast<std::size_t>(s)] = -v[s];
+    // The whole walk first, then the updates: they no longer wait on the walk's hashes, and the
+    // accumulator row of the block two steps ahead can be prefetched.
+    const auto [entries, n] = column_walk(R, walks, j, buffer.data());
+    constexpr std::int64_t kLine = 64 / static_cast<std::int64_t>(sizeof(A));
     for (std::int64_t k = 0; k < n; ++k) {
       if (k + 2 < n) {
-        const double* ahead = acc + rows[static_cast<std::size_t>(k + 2)];
-        for (std::int64_t c = 0; c < slots * W; c += 8) __builtin_prefetch(ahead + c, 1);
+        const A* ahead = acc + static_cast<std::int64_t>(entries[k + 2] >> 3) * row_size;
+        for (std::int64_t c = 0; c < row_size; c += kLine) __builtin_prefetch(ahead + c, 1);
       }
-      block_update<W>(acc + rows[static_cast<std::size_t>(k)], v,
-                      signs_of[static_cast<std::size_t>(k)], slots);
+      A* a = acc + static_cast<std::int64_t>(entries[k] >> 3) * row_size;
+      if constexpr (W == 1)
+        block_update(a, v, signs.row(entries[k]), slots);
+      else
+        block_update_panel<W>(a, v, negated.data(), entries[k], third, L);
     }
   }
 }
@@ -248,7 +302,7 @@ template <int W, class T>
 void forward_expand(const BlockSparseMatrix& R, const std::vector<double>& sig, const double* acc,
                     int v, const T* x_half, T* y) {
   const BlockSparseFamily& f = R.family();
-  const ForwardLayout<W> lay{f.third(), f.index_bits()};
+  const ForwardLayout<W> lay = forward_layout<T, W>(f);
   const std::int64_t b = f.block_size(), third = f.third();
   const int L = f.index_bits();
   const double scale = f.scale();
@@ -273,45 +327,48 @@ void forward_expand(const BlockSparseMatrix& R, const std::vector<double>& sig, 
   }
 }
 
-// Copies rows [p0, p0 + W) of a row-major (n x m) array into a transposed double panel (m x W).
-template <int W, class T>
-void load_panel(const T* x, std::int64_t m, std::int64_t p0, double* panel) {
+// Copies rows [p0, p0 + W) of a row-major (n x m) array into a transposed panel (m x W).
+template <int W, class T, class P>
+void load_panel(const T* x, std::int64_t m, std::int64_t p0, P* panel) {
   for (int v = 0; v < W; ++v) {
     const T* row = x + (p0 + v) * m;
-    for (std::int64_t j = 0; j < m; ++j) panel[j * W + v] = static_cast<double>(row[j]);
+    for (std::int64_t j = 0; j < m; ++j) panel[j * W + v] = static_cast<P>(row[j]);
   }
 }
 
-inline void add_into(std::vector<double>& total, const std::vector<double>& part) noexcept {
-  for (std::size_t k = 0; k < total.size(); ++k) total[k] += part[k];
+template <class A>
+void add_into(std::vector<double>& total, const std::vector<A>& part) noexcept {
+  for (std::size_t k = 0; k < total.size(); ++k) total[k] += static_cast<double>(part[k]);
 }
 
-// R x for one panel of W vectors, threads over chunks when `threads` > 1.
+// R x for one panel of W vectors, threads over chunks when `threads` > 1. Each chunk sums in
+// the input's type (as a CSR product would), the chunk sums are added in double.
 template <int W, class T>
-void forward_panel(const BlockSparseMatrix& R, const std::vector<double>& sig, const T* x,
+void forward_panel(const BlockSparseMatrix& R, const ColumnWalks* walks,
+                   const std::vector<double>& sig, const T* x,
                    std::int64_t m, std::int64_t p0,
                    const std::vector<std::pair<std::int64_t, std::int64_t>>& chunks, T* y,
                    bool half, int threads) {
   const BlockSparseFamily& f = R.family();
-  const ForwardLayout<W> lay{f.third(), f.index_bits()};
+  const ForwardLayout<W> lay = forward_layout<T, W>(f);
   const std::size_t size = static_cast<std::size_t>(lay.size(f.n_blocks()));
-  std::vector<double> xp(static_cast<std::size_t>(m * W));
+  std::vector<T> xp(static_cast<std::size_t>(m * W));
   load_panel<W>(x, m, p0, xp.data());
   std::vector<double> total(size, 0.0);
   if (threads <= 1) {
-    std::vector<double> part(size);
+    std::vector<T> part(size);
     for (const auto& [j0, j1] : chunks) {
-      std::fill(part.begin(), part.end(), 0.0);
-      forward_chunk<W>(R, xp.data(), j0, j1, part.data());
+      std::fill(part.begin(), part.end(), T(0));
+      forward_chunk<W, T>(R, walks, xp.data(), j0, j1, part.data());
       add_into(total, part);
     }
   } else {
-    std::vector<std::vector<double>> parts(chunks.size());
+    std::vector<std::vector<T>> parts(chunks.size());
     parallel_for(static_cast<std::int64_t>(chunks.size()), threads, [&](std::int64_t c) {
       auto& part = parts[static_cast<std::size_t>(c)];
-      part.assign(size, 0.0);
+      part.assign(size, T(0));
       const auto& [j0, j1] = chunks[static_cast<std::size_t>(c)];
-      forward_chunk<W>(R, xp.data(), j0, j1, part.data());
+      forward_chunk<W, T>(R, walks, xp.data(), j0, j1, part.data());
     });
     for (const auto& part : parts) add_into(total, part);
   }
@@ -324,7 +381,8 @@ void forward_panel(const BlockSparseMatrix& R, const std::vector<double>& sig, c
 // out[v][j] for the columns j in [j0, j1) of one panel (yp: the panel, transposed; ym, yc: the
 // per-block-row signature dot products and Enc constants).
 template <int W, class T>
-RECSKETCH_MULTIVERSION void transpose_columns(const BlockSparseMatrix& R, const double* yp,
+RECSKETCH_MULTIVERSION void transpose_columns(const BlockSparseMatrix& R, const ColumnWalks* walks,
+                                              const double* yp,
                                               const double* ym, const double* yc, const T* y,
                                               std::int64_t p0, std::int64_t j0, std::int64_t j1,
                                               T* out, bool half) {
@@ -333,11 +391,14 @@ RECSKETCH_MULTIVERSION void transpose_columns(const BlockSparseMatrix& R, const 
   const int L = f.index_bits();
   const double scale = f.scale();
   ColumnCode code(third);
+  std::vector<std::uint32_t> buffer(static_cast<std::size_t>(f.n_blocks()));
   double total[W], acc[4][W], bits[W];
   for (std::int64_t j = j0; j < j1; ++j) {
     code.load(R, j);
     std::fill(total, total + W, 0.0);
-    R.walk_column(j, [&](const BlockFlips& fl) {
+    const auto [entries, n] = column_walk(R, walks, j, buffer.data());
+    for (std::int64_t k = 0; k < n; ++k) {
+      const BlockFlips fl = ColumnWalks::decode(entries[k]);
       const double* blk = yp + fl.block * b * W;
       // <s_j, y_s> in four interleaved partial sums: a fixed order, so exactly repeatable.
       for (auto& row : acc) std::fill(row, row + W, 0.0);
@@ -349,8 +410,8 @@ RECSKETCH_MULTIVERSION void transpose_columns(const BlockSparseMatrix& R, const 
       }
       const double* enc = blk + third * W;
       std::fill(bits, bits + W, 0.0);
-      for (int k = 0; k < code.n_set; ++k) {
-        const double* e = enc + (1 + code.set_bits[k]) * W;
+      for (int t = 0; t < code.n_set; ++t) {
+        const double* e = enc + (1 + code.set_bits[t]) * W;
         for (int v = 0; v < W; ++v) bits[v] += e[v];
       }
       const double bm = parity_negative(fl.neg_m, code.m0_negative) ? -1.0 : 1.0;
@@ -365,7 +426,7 @@ RECSKETCH_MULTIVERSION void transpose_columns(const BlockSparseMatrix& R, const 
                           bs * enc[(L + 2) * W + v];
         total[v] += fs * ds + fc * de + fm * ymi[v];
       }
-    });
+    }
     for (int v = 0; v < W; ++v) {
       const double rt = scale * total[v];
       T* o = out + (p0 + v) * d + j;
@@ -376,7 +437,8 @@ RECSKETCH_MULTIVERSION void transpose_columns(const BlockSparseMatrix& R, const 
 
 // R^T y for one panel of W vectors, threads over groups of columns.
 template <int W, class T>
-void transpose_panel(const BlockSparseMatrix& R, const std::vector<double>& sig, const T* y,
+void transpose_panel(const BlockSparseMatrix& R, const ColumnWalks* walks,
+                     const std::vector<double>& sig, const T* y,
                      std::int64_t p0, T* out, bool half, int threads) {
   const BlockSparseFamily& f = R.family();
   const std::int64_t d = f.d(), b = f.block_size(), third = f.third(), nb = f.n_blocks();
@@ -402,7 +464,8 @@ void transpose_panel(const BlockSparseMatrix& R, const std::vector<double>& sig,
   constexpr std::int64_t kColumnsPerTask = 256;
   parallel_for((d + kColumnsPerTask - 1) / kColumnsPerTask, threads, [&](std::int64_t task) {
     const std::int64_t j0 = task * kColumnsPerTask, j1 = std::min(d, j0 + kColumnsPerTask);
-    transpose_columns<W, T>(R, yp.data(), ym.data(), yc.data(), y, p0, j0, j1, out, half);
+    transpose_columns<W, T>(R, walks, yp.data(), ym.data(), yc.data(), y, p0, j0, j1, out,
+                            half);
   });
 }
 
@@ -425,13 +488,17 @@ void block_sparse_forward(const BlockSparseMatrix& R, const T* x, std::int64_t n
   const std::vector<double> sig = signature_signs(R);
   const std::vector<Panel> panels = cut_panels(n);
   const int threads = resolve_threads(num_threads);
+  // Only full products fill the walk cache (see walk_cache.hpp).
+  const std::shared_ptr<const ColumnWalks> walks =
+      m == d ? WalkCache::global().get(R, threads) : nullptr;
   const std::int64_t n_panels = static_cast<std::int64_t>(panels.size());
   // Threads over panels when there are enough of them, else over the chunks of each panel;
   // both add the same chunk sums in the same order.
   const bool by_panel = n_panels >= threads || chunks.size() <= 1;
   auto run = [&](const Panel& p, int inner_threads) {
     with_width(p.width, [&](auto w) {
-      forward_panel<decltype(w)::value, T>(R, sig, x, m, p.first, chunks, y, half, inner_threads);
+      forward_panel<decltype(w)::value, T>(R, walks.get(), sig, x, m, p.first, chunks, y, half,
+                                           inner_threads);
     });
   };
   if (by_panel)
@@ -448,9 +515,10 @@ void block_sparse_transpose(const BlockSparseMatrix& R, const T* y, std::int64_t
   using namespace detail;
   const std::vector<double> sig = signature_signs(R);
   const int threads = resolve_threads(num_threads);
+  const std::shared_ptr<const ColumnWalks> walks = WalkCache::global().get(R, threads);
   for (const Panel& p : cut_panels(n))
     with_width(p.width, [&](auto w) {
-      transpose_panel<decltype(w)::value, T>(R, sig, y, p.first, out, half, threads);
+      transpose_panel<decltype(w)::value, T>(R, walks.get(), sig, y, p.first, out, half, threads);
     });
 }
 

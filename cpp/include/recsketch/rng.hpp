@@ -37,10 +37,21 @@ enum class Stream : std::uint64_t {
   orthogonal_signs = 4,  // the three diagonal sign vectors of the orthogonal family
 };
 
+// The part of a stream's state shared by all columns of one (matrix, tag): hoisted out of
+// per-column loops.
+inline constexpr std::uint64_t stream_prefix(std::uint64_t seed, std::uint64_t key,
+                                             Stream tag) noexcept {
+  return combine(combine(seed, key), static_cast<std::uint64_t>(tag));
+}
+
+inline constexpr std::uint64_t stream_state(std::uint64_t prefix, std::uint64_t column) noexcept {
+  return combine(prefix, column);
+}
+
 // State of the stream (tag, column) of the matrix (seed, key).
 inline constexpr std::uint64_t stream_state(std::uint64_t seed, std::uint64_t key, Stream tag,
                                             std::uint64_t column) noexcept {
-  return combine(combine(combine(seed, key), static_cast<std::uint64_t>(tag)), column);
+  return stream_state(stream_prefix(seed, key, tag), column);
 }
 
 // Word k (k = 0, 1, ...) of a stream.

@@ -1,0 +1,106 @@
+"""The block-walk cache: a bounded, invisible speed-up.
+
+Full products with a block-sparse matrix remember its walk (nonzero blocks and flips per
+column). The cache must never change a bit, must stay within its limit, and must be safe to
+use from several threads at once.
+"""
+
+import threading
+
+import numpy as np
+import pytest
+
+import recsketch as rs
+
+
+@pytest.fixture
+def cache_limit():
+    """Restore the process-wide limit (and an empty cache) after each test."""
+    before = rs.walk_cache_info()["limit"]
+    rs._core.clear_walk_cache()
+    yield
+    rs.set_walk_cache_limit(before)
+    rs._core.clear_walk_cache()
+
+
+def products(R, x, y):
+    return [R @ x, R.half(x), R.T @ y, R.half_T(y), R.matvec(np.stack([x, y, x]))]
+
+
+def test_cached_and_uncached_products_are_bit_identical(cache_limit):
+    sk = rs.Sketcher(4095, block_size=45, density=0.2, seed=5)
+    R = sk.position_matrix(1)
+    rng = np.random.default_rng(0)
+    for dtype in (np.float32, np.float64):
+        x = rng.standard_normal(4095).astype(dtype)
+        y = rng.standard_normal(4095).astype(dtype)
+        rs.set_walk_cache_limit(0)
+        uncached = products(R, x, y)
+        assert rs.walk_cache_info()["matrices"] == 0
+        rs.set_walk_cache_limit(64 << 20)
+        cold = products(R, x, y)          # fills the cache
+        warm = products(R, x, y)          # reads it
+        info = rs.walk_cache_info()
+        assert info["matrices"] == 1 and info["hits"] > 0
+        for a, b, c in zip(uncached, cold, warm):
+            assert a.tobytes() == b.tobytes() == c.tobytes()
+
+
+def test_resident_bytes_never_exceed_the_limit(cache_limit):
+    sk = rs.Sketcher(4095, block_size=45, density=0.2, seed=5)
+    x = np.ones(4095, np.float32)
+    sk.module_matrix("probe", 0) @ x
+    one = rs.walk_cache_info()["bytes"]  # one matrix's walks
+    assert 0 < one < 4095 * 4095 * 4 // 50  # a few % of a dense float32 matrix
+    rs._core.clear_walk_cache()
+    rs.set_walk_cache_limit(int(2.5 * one))
+    for i in range(6):
+        sk.module_matrix(f"m{i}", 0) @ x
+        info = rs.walk_cache_info()
+        assert info["bytes"] <= info["limit"]
+    assert rs.walk_cache_info()["matrices"] == 2  # least recently used ones were evicted
+    rs.set_walk_cache_limit(one // 2)  # lowering the limit evicts at once
+    assert rs.walk_cache_info()["matrices"] == 0
+
+
+def test_short_products_do_not_fill_the_cache(cache_limit):
+    sk = rs.Sketcher(4095, block_size=45, density=0.2, seed=5)
+    R = sk.module_matrix("attr", 1)
+    R.apply_short(np.full(8, 0.25, np.float32))
+    assert rs.walk_cache_info()["matrices"] == 0
+
+
+def test_threads_share_the_cache_safely(cache_limit):
+    sk = rs.Sketcher(4095, block_size=45, density=0.2, seed=5)
+    mats = [sk.position_matrix(i) for i in range(1, 5)]
+    x = np.random.default_rng(1).standard_normal(4095).astype(np.float32)
+    rs.set_walk_cache_limit(0)
+    want = [R.half(x).tobytes() for R in mats]
+    rs.set_walk_cache_limit(64 << 20)
+    mats[0].half(x)
+    one = rs.walk_cache_info()["bytes"]
+    rs.set_walk_cache_limit(2 * one)  # room for two of four: constant eviction under load
+    errors = []
+
+    def work(seed):
+        order = np.random.default_rng(seed).permutation(40) % 4
+        for k in order:
+            if mats[k].half(x, num_threads=1).tobytes() != want[k]:
+                errors.append(k)
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert rs.walk_cache_info()["bytes"] <= 2 * one
+
+
+@pytest.mark.parametrize("bad, exc", [(-1, ValueError), (1.5, TypeError), (True, TypeError),
+                                      ("64M", TypeError)])
+def test_bad_limits_are_refused(cache_limit, bad, exc):
+    before = rs.walk_cache_info()["limit"]
+    with pytest.raises(exc, match="nbytes"):
+        rs.set_walk_cache_limit(bad)
+    assert rs.walk_cache_info()["limit"] == before
