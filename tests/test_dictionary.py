@@ -131,6 +131,10 @@ def test_bad_input():
         _core.scan_blocks(np.zeros((1, 1536)), 0, 0.5, 0.7, 0, 1)
     with pytest.raises(ValueError, match="density"):
         DictionaryLearner(D, B, 0.0)
+    with pytest.raises(TypeError, match="density"):
+        DictionaryLearner(D, B, "0.25")
+    # NumPy scalars are real numbers too (e.g. a density read off an array)
+    assert DictionaryLearner(D, B, np.float32(Q)).density == float(np.float32(Q))
     with pytest.raises(ValueError, match="rule"):
         DictionaryLearner(D, B, Q, rule="magic")
     learner = DictionaryLearner(D, B, Q)

@@ -17,13 +17,16 @@ from .block_sparse import (
     default_density,
     enc_pattern,
     min_block_size,
+    set_walk_cache_limit,
     suggest_block_sparse,
+    walk_cache_info,
 )
 from .dictionary import DictionaryLearner, RecoveredMatrix
 from .erasure import ErasedSketch, erase
 from .graph import Graph, Handle
 from .info import build_info
 from .matrices import RandomMatrix
+from .network import learn_network
 from .queries import METHODS, AttributeEstimate, SubSketch
 from .similarity import Similarity, similarity
 from .sketcher import FAMILIES, ModuleInfo, Sketcher
@@ -52,7 +55,10 @@ __all__ = [
     "default_density",
     "enc_pattern",
     "erase",
+    "learn_network",
     "min_block_size",
+    "set_walk_cache_limit",
     "similarity",
     "suggest_block_sparse",
+    "walk_cache_info",
 ]

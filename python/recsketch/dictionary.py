@@ -10,6 +10,7 @@ clusters the keys by matrix signature and assembles the columns.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any, List, Optional, Tuple
 
@@ -123,8 +124,9 @@ class DictionaryLearner:
             raise ValueError(f"block_size must be at least 3 (ceil(log2 d) + 3) = {need} for "
                              f"d_sketch={self.d_sketch}: Enc needs room for the column index "
                              "and the parity bits")
-        if isinstance(density, bool) or not isinstance(density, (int, float)) \
-                or not 0.0 < float(density) <= 1.0:
+        if isinstance(density, (bool, np.bool_)) or not isinstance(density, numbers.Real):
+            raise TypeError(f"density must be a real number, got {type(density).__name__}")
+        if not 0.0 < float(density) <= 1.0:
             raise ValueError(f"density must be in (0, 1], got {density!r}")
         self.density = float(density)
         if not 0.0 < float(tau) < 1.0:
