@@ -58,7 +58,7 @@ def test_fit_against_sklearn(benchmark, impl):
             learner = DictionaryLearner(D, B, Q).fit(Y)
             learner.matrices_  # assembled lazily: part of the fit
             return learner
-        model = benchmark.pedantic(fit, rounds=3, iterations=1)
+        model = benchmark.pedantic(fit, rounds=7, iterations=1, warmup_rounds=1)
         atoms = np.vstack([m.to_dense()[:, m.columns].T for m in model.matrices_])
     benchmark.extra_info.update(sketches=1, recovery=recovery(atoms, big, cols))
 

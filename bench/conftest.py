@@ -36,7 +36,7 @@ def batch(n, d, seed=0):
 
 
 def rounds_for(d, n):
-    return 1 if d * n > 65536 * 8 else (3 if d * n > 16384 * 16 else 10)
+    return 1 if d * n > 65536 * 16 else (3 if d * n > 16384 * 16 else 10)
 
 
 @pytest.fixture
