@@ -278,12 +278,13 @@ RECSKETCH_MULTIVERSION void forward_chunk(const BlockSparseMatrix& R, const Colu
       for (int w = 0; w < W; ++w) v[s * W + w] = b[s] * x[w];
     if constexpr (W > 1)
       for (std::int64_t s = 0; s < row_size; ++s) negated[static_cast<std::size_t>(s)] = -v[s];
-    // The whole walk first, then the updates: they no longer wait on the walk's hashes, and the
-    // accumulator row of the block two steps ahead can be prefetched.
+    // The whole walk first, then the updates: they no longer wait on the walk's hashes, and for
+    // one vector the accumulator row of the block two steps ahead can be prefetched (a panel's
+    // rows are 18 lines or more: prefetching them only stalled on full fill buffers).
     const auto [entries, n] = column_walk(R, walks, j, buffer.data());
     constexpr std::int64_t kLine = 64 / static_cast<std::int64_t>(sizeof(A));
     for (std::int64_t k = 0; k < n; ++k) {
-      if (k + 2 < n) {
+      if (W == 1 && k + 2 < n) {
         const A* ahead = acc + static_cast<std::int64_t>(entries[k + 2] >> 3) * row_size;
         for (std::int64_t c = 0; c < row_size; c += kLine) __builtin_prefetch(ahead + c, 1);
       }
