@@ -267,7 +267,8 @@ RECSKETCH_MULTIVERSION void forward_chunk(const BlockSparseMatrix& R, const Colu
     if (!any) continue;
     code.load(R, j);
     A* b = base.data();
-    for (std::int64_t r = 0; r < third; ++r) b[lay1.s(r)] = static_cast<A>(code.s_plus[static_cast<std::size_t>(r)]);
+    for (std::int64_t r = 0; r < third; ++r)
+      b[lay1.s(r)] = static_cast<A>(code.s_plus[static_cast<std::size_t>(r)]);
     b[lay1.m()] = A(1);
     b[lay1.a()] = A(1);
     b[lay1.pm()] = code.m0_negative ? A(-1) : A(1);

@@ -4,7 +4,7 @@
 // Design notes
 // - A walk costs one hash per nonzero block; a product then adds one SIMD row per block. For a
 //   matrix used in many full products (the position matrices R_1, R_2 of every sketch, a
-//   benchmark's matrix) the walk is a quarter of the work, and caching it costs 4 bytes per
+//   benchmark's matrix) the walk is a third of the work, and caching it costs 4 bytes per
 //   nonzero block: ~2.3 MB at d = 16k, about 1% of the same matrix in CSR.
 // - Only full products fill the cache (short attribute products walk a few columns, and a
 //   repository of thousands of matrices used once must not grow it). Entries are evicted least
