@@ -35,6 +35,11 @@ def main(path):
               f"{t['scipy_csr']/t['recsketch']:.1f}x | {eff:.1f} | {pct} | "
               + (f"{t['scipy_csr']/t['recsketch_cold']:.1f}x |" if "recsketch_cold" in t else "- |"))
     for name, impls in sorted(groups.items()):
+        if name.startswith("R^T y") and "scipy_csr" in impls:
+            t = {k: v["stats"]["min"] for k, v in impls.items()}
+            print(f"\n{name}: SciPy CSR {t['scipy_csr']*1e3:.2f} ms, recsketch "
+                  f"{t['recsketch']*1e3:.2f} ms ({t['scipy_csr']/t['recsketch']:.1f}x)")
+    for name, impls in sorted(groups.items()):
         if name.startswith("family"):
             t = {k: v["stats"]["min"] for k, v in impls.items()}
             print(f"\n{name}: orthogonal {t['orthogonal']*1e3:.2f} ms, block_sparse "

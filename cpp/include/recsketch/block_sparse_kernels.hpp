@@ -245,6 +245,19 @@ template <int W, class A>
   for (std::int64_t t = 0; t < L; ++t) add(third + 4 + t, nc);
 }
 
+// Column j's base (the table above) into b[0 .. lay.slots()) of one vector's layout; the
+// padding is left as it is (zero).
+template <class A>
+void column_base(const ColumnCode& code, const ForwardLayout<1>& lay, std::int64_t j, A* b) {
+  for (std::int64_t r = 0; r < lay.third; ++r)
+    b[lay.s(r)] = static_cast<A>(code.s_plus[static_cast<std::size_t>(r)]);
+  b[lay.m()] = A(1);
+  b[lay.a()] = A(1);
+  b[lay.pm()] = code.m0_negative ? A(-1) : A(1);
+  b[lay.ps()] = code.s0_negative ? A(-1) : A(1);
+  for (std::int64_t t = 0; t < lay.L; ++t) b[lay.bit(t)] = static_cast<A>((j >> (lay.L - 1 - t)) & 1);
+}
+
 // acc += contributions of columns [j0, j1) of R; xp holds column j's W inputs at xp + j*W.
 template <int W, class A>
 RECSKETCH_MULTIVERSION void forward_chunk(const BlockSparseMatrix& R, const ColumnWalks* walks,
@@ -267,13 +280,7 @@ RECSKETCH_MULTIVERSION void forward_chunk(const BlockSparseMatrix& R, const Colu
     if (!any) continue;
     code.load(R, j);
     A* b = base.data();
-    for (std::int64_t r = 0; r < third; ++r)
-      b[lay1.s(r)] = static_cast<A>(code.s_plus[static_cast<std::size_t>(r)]);
-    b[lay1.m()] = A(1);
-    b[lay1.a()] = A(1);
-    b[lay1.pm()] = code.m0_negative ? A(-1) : A(1);
-    b[lay1.ps()] = code.s0_negative ? A(-1) : A(1);
-    for (std::int64_t t = 0; t < L; ++t) b[lay1.bit(t)] = static_cast<A>((j >> (L - 1 - t)) & 1);
+    column_base(code, lay1, j, b);
     A* __restrict v = scaled.data();
     for (std::int64_t s = 0; s < slots; ++s)
       for (int w = 0; w < W; ++w) v[s * W + w] = b[s] * x[w];
@@ -380,53 +387,96 @@ void forward_panel(const BlockSparseMatrix& R, const ColumnWalks* walks,
                          y + (p0 + v) * d);
 }
 
-// out[v][j] for the columns j in [j0, j1) of one panel (yp: the panel, transposed; ym, yc: the
-// per-block-row signature dot products and Enc constants).
+// R^T y reads y through the same slots: a nonzero block (j, B) contributes
+// sum_s c[s] u_B[s], with c = base_j times the block's flip signs (+-1 or 0) and u_B the
+// block-row's slot values of y (its random-string entries, <s_m, y_m>, Enc's constant part, the
+// two parity entries, twice each index-bit entry). The sum over s runs as four partial sums,
+// slot s into partial s % 4 in increasing s, added as (p0 + p1) + (p2 + p3): one SIMD register
+// across the slots for one vector, four registers across the vectors of a panel, and the same
+// bits either way.
+template <int W>
+void transpose_slots(const BlockSparseFamily& f, const std::vector<double>& sig, const double* yp,
+                     double* u) {
+  const ForwardLayout<W> lay = forward_layout<double, W>(f);
+  const std::int64_t b = f.block_size(), third = f.third(), L = f.index_bits();
+  for (std::int64_t i = 0; i < f.n_blocks(); ++i)
+    for (int v = 0; v < W; ++v) {
+      const double* blk = yp + i * b * W + v;
+      double* ui = u + i * lay.slots() * W + v;
+      for (std::int64_t r = 0; r < third; ++r) ui[lay.s(r)] = blk[r * W];
+      double sm = 0.0;
+      for (std::int64_t r = 0; r < third; ++r)
+        sm += sig[static_cast<std::size_t>(r)] * blk[(2 * third + r) * W];
+      const double* enc = blk + third * W;
+      double c = enc[0];  // Enc's constant part, with every index bit at -1
+      for (std::int64_t p = L + 3; p < third; ++p) c += enc[p * W];
+      for (std::int64_t t = 0; t < L; ++t) c -= enc[(1 + t) * W];
+      ui[lay.m()] = sm;
+      ui[lay.a()] = c;
+      ui[lay.pm()] = enc[(L + 1) * W];
+      ui[lay.ps()] = enc[(L + 2) * W];
+      for (std::int64_t t = 0; t < L; ++t) ui[lay.bit(t)] = 2.0 * enc[(1 + t) * W];
+    }
+}
+
+// out[v][j] for the columns j in [j0, j1) of one panel; u holds the panel's slot values.
 template <int W, class T>
 RECSKETCH_MULTIVERSION void transpose_columns(const BlockSparseMatrix& R, const ColumnWalks* walks,
-                                              const double* yp,
-                                              const double* ym, const double* yc, const T* y,
-                                              std::int64_t p0, std::int64_t j0, std::int64_t j1,
-                                              T* out, bool half) {
+                                              const double* u, const T* y, std::int64_t p0,
+                                              std::int64_t j0, std::int64_t j1, T* out,
+                                              bool half) {
   const BlockSparseFamily& f = R.family();
-  const std::int64_t d = f.d(), b = f.block_size(), third = f.third();
-  const int L = f.index_bits();
+  const ForwardLayout<W> lay = forward_layout<double, W>(f);
+  const ForwardLayout<1> lay1{lay.third, lay.L, lay.align};
+  const FlipSigns<double> signs(lay1);
+  const std::int64_t d = f.d(), slots = lay.slots(), row_size = slots * W;
   const double scale = f.scale();
-  ColumnCode code(third);
+  ColumnCode code(f.third());
+  std::vector<double> base(static_cast<std::size_t>(slots), 0.0);
   std::vector<std::uint32_t> buffer(static_cast<std::size_t>(f.n_blocks()));
-  double total[W], acc[4][W], bits[W];
+  using V = typename Vec<double, 4>::type;
+  static_assert(W == 1 || W % 4 == 0, "panel widths are 1 or multiples of 4");
   for (std::int64_t j = j0; j < j1; ++j) {
     code.load(R, j);
-    std::fill(total, total + W, 0.0);
+    column_base(code, lay1, j, base.data());
+    const double* bj = base.data();
+    double total[W] = {};
     const auto [entries, n] = column_walk(R, walks, j, buffer.data());
     for (std::int64_t k = 0; k < n; ++k) {
-      const BlockFlips fl = ColumnWalks::decode(entries[k]);
-      const double* blk = yp + fl.block * b * W;
-      // <s_j, y_s> in four interleaved partial sums: a fixed order, so exactly repeatable.
-      for (auto& row : acc) std::fill(row, row + W, 0.0);
-      for (std::int64_t r = 0; r < third; ++r) {
-        const double s = code.s_plus[static_cast<std::size_t>(r)];
-        const double* yr = blk + r * W;
-        double* ar = acc[r & 3];
-        for (int v = 0; v < W; ++v) ar[v] += s * yr[v];
-      }
-      const double* enc = blk + third * W;
-      std::fill(bits, bits + W, 0.0);
-      for (int t = 0; t < code.n_set; ++t) {
-        const double* e = enc + (1 + code.set_bits[t]) * W;
-        for (int v = 0; v < W; ++v) bits[v] += e[v];
-      }
-      const double bm = parity_negative(fl.neg_m, code.m0_negative) ? -1.0 : 1.0;
-      const double bs = parity_negative(fl.neg_s, code.s0_negative) ? -1.0 : 1.0;
-      const double fs = fl.neg_s ? -1.0 : 1.0, fc = fl.neg_c ? -1.0 : 1.0,
-                   fm = fl.neg_m ? -1.0 : 1.0;
-      const double* ymi = ym + fl.block * W;
-      const double* yci = yc + fl.block * W;
-      for (int v = 0; v < W; ++v) {
-        const double ds = (acc[0][v] + acc[1][v]) + (acc[2][v] + acc[3][v]);
-        const double de = yci[v] + 2.0 * bits[v] + bm * enc[(L + 1) * W + v] +
-                          bs * enc[(L + 2) * W + v];
-        total[v] += fs * ds + fc * de + fm * ymi[v];
+      const double* uk = u + static_cast<std::int64_t>(entries[k] >> 3) * row_size;
+      const double* sign = signs.row(entries[k]);
+      if constexpr (W == 1) {
+        V p = {0.0, 0.0, 0.0, 0.0};
+        for (std::int64_t s = 0; s < slots; s += 4) {
+          V bv, sv, uv;
+          std::memcpy(&bv, bj + s, sizeof bv);
+          std::memcpy(&sv, sign + s, sizeof sv);
+          std::memcpy(&uv, uk + s, sizeof uv);
+          p += (bv * sv) * uv;
+        }
+        total[0] += (p[0] + p[1]) + (p[2] + p[3]);
+      } else {
+        // Partial sums by slot % 4, each W/4 registers of 4 doubles (wider GCC vectors are
+        // lowered through memory without AVX-512).
+        constexpr int H = W / 4;
+        using V4 = typename Vec<double, 4>::type;
+        V4 q[4][H] = {};
+        auto add = [&](int i, std::int64_t si) {
+          const double c = bj[si] * sign[si];
+          for (int h = 0; h < H; ++h) {
+            V4 uv;
+            std::memcpy(&uv, uk + si * W + 4 * h, sizeof uv);
+            q[i][h] += uv * c;
+          }
+        };
+        std::int64_t s = 0;
+        for (; s + 4 <= slots; s += 4)
+          for (int i = 0; i < 4; ++i) add(i, s + i);
+        for (int i = 0; s + i < slots; ++i) add(i, s + i);
+        for (int h = 0; h < H; ++h) {
+          const V4 contrib = (q[0][h] + q[1][h]) + (q[2][h] + q[3][h]);
+          for (int v = 0; v < 4; ++v) total[4 * h + v] += contrib[v];
+        }
       }
     }
     for (int v = 0; v < W; ++v) {
@@ -443,31 +493,15 @@ void transpose_panel(const BlockSparseMatrix& R, const ColumnWalks* walks,
                      const std::vector<double>& sig, const T* y,
                      std::int64_t p0, T* out, bool half, int threads) {
   const BlockSparseFamily& f = R.family();
-  const std::int64_t d = f.d(), b = f.block_size(), third = f.third(), nb = f.n_blocks();
-  const int L = f.index_bits();
+  const std::int64_t d = f.d();
   std::vector<double> yp(static_cast<std::size_t>(d * W));
   load_panel<W>(y, d, p0, yp.data());
-  // Per block-row: <s_m, y_m> and Enc's constant part with every index bit at -1.
-  std::vector<double> ym(static_cast<std::size_t>(nb * W)), yc(static_cast<std::size_t>(nb * W));
-  for (std::int64_t i = 0; i < nb; ++i)
-    for (int v = 0; v < W; ++v) {
-      const double* blk = yp.data() + i * b * W + v;
-      double sm = 0.0;
-      for (std::int64_t r = 0; r < third; ++r)
-        sm += sig[static_cast<std::size_t>(r)] * blk[(2 * third + r) * W];
-      const double* enc = blk + third * W;
-      double c = enc[0];
-      for (std::int64_t q = L + 3; q < third; ++q) c += enc[q * W];
-      for (int t = 0; t < L; ++t) c -= enc[(1 + t) * W];
-      ym[static_cast<std::size_t>(i * W + v)] = sm;
-      yc[static_cast<std::size_t>(i * W + v)] = c;
-    }
-
+  std::vector<double> u(static_cast<std::size_t>(forward_layout<double, W>(f).size(f.n_blocks())), 0.0);
+  transpose_slots<W>(f, sig, yp.data(), u.data());
   constexpr std::int64_t kColumnsPerTask = 256;
   parallel_for((d + kColumnsPerTask - 1) / kColumnsPerTask, threads, [&](std::int64_t task) {
     const std::int64_t j0 = task * kColumnsPerTask, j1 = std::min(d, j0 + kColumnsPerTask);
-    transpose_columns<W, T>(R, walks, yp.data(), ym.data(), yc.data(), y, p0, j0, j1, out,
-                            half);
+    transpose_columns<W, T>(R, walks, u.data(), y, p0, j0, j1, out, half);
   });
 }
 
