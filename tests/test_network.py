@@ -270,3 +270,23 @@ def test_bad_sketcher_combinations():
         learn_network(None, np.zeros((2, 4050)), sketcher=sk)
     with pytest.raises(ValueError, match="block_sparse"):
         learn_network(None, np.zeros((2, 4096)), sketcher=rs.Sketcher(4096, family="orthogonal"))
+
+
+def test_report_skips_samples_where_a_module_has_zero_weight():
+    """A module with path weight 0 in a sample is absent from that sketch: the report scores
+    the other samples (and does not divide by the zero gain)."""
+    sk = rs.Sketcher(D, block_size=rs.default_block_size(D), density=Q, seed=7)
+    rng = np.random.default_rng(0)
+    graphs = []
+    for s in range(S):
+        g = rs.Graph()
+        a = g.add("A", _unit(rng.random(3) + 0.05))
+        b = g.add("B", _unit(rng.random(3) + 0.05))
+        w = 0.0 if s == 0 else float(rng.uniform(0.3, 0.7))
+        g.set_output([(a, w), (b, 1 - w)])
+        graphs.append(g)
+    model = learn_network(None, sk.sketch_many(graphs), sketcher=sk)
+    score = model.report(NetworkTruth.from_graphs(sk, graphs))
+    level = score.levels[2]
+    assert level.modules_identified == 2
+    assert np.isfinite(level.gain_relative_error) and level.gain_relative_error < 0.5

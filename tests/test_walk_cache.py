@@ -24,7 +24,8 @@ def cache_limit():
 
 
 def products(R, x, y):
-    return [R @ x, R.half(x), R.T @ y, R.half_T(y), R.matvec(np.stack([x, y, x]))]
+    nine = np.stack([x, y, x, y, x, y, x, y, x])  # panels of 8 and 1
+    return [R @ x, R.half(x), R.T @ y, R.half_T(y), R.matvec(nine), R.rmatvec(nine)]
 
 
 def test_cached_and_uncached_products_are_bit_identical(cache_limit):
@@ -38,10 +39,12 @@ def test_cached_and_uncached_products_are_bit_identical(cache_limit):
         uncached = products(R, x, y)
         assert rs.walk_cache_info()["matrices"] == 0
         rs.set_walk_cache_limit(64 << 20)
+        rs._core.clear_walk_cache()       # also resets the hit and miss counters
+        assert rs.walk_cache_info()["hits"] == 0
         cold = products(R, x, y)          # fills the cache
         warm = products(R, x, y)          # reads it
         info = rs.walk_cache_info()
-        assert info["matrices"] == 1 and info["hits"] > 0
+        assert info["matrices"] == 1 and info["hits"] >= len(warm)  # every warm product hit
         for a, b, c in zip(uncached, cold, warm):
             assert a.tobytes() == b.tobytes() == c.tobytes()
 
@@ -68,6 +71,24 @@ def test_short_products_do_not_fill_the_cache(cache_limit):
     R = sk.module_matrix("attr", 1)
     R.apply_short(np.full(8, 0.25, np.float32))
     assert rs.walk_cache_info()["matrices"] == 0
+
+
+def test_sparse_inputs_do_not_fill_the_cache(cache_limit):
+    """A product walks only the columns where its input is nonzero: a whole walk is built (and
+    kept) only for inputs with at least a quarter of their columns nonzero."""
+    sk = rs.Sketcher(4095, block_size=45, density=0.2, seed=5)
+    R = sk.module_matrix("probe", 0)
+    E = np.zeros((16, 4095), np.float32)
+    E[np.arange(16), np.arange(16) * 7] = 1.0
+    walked = R.matvec(E)
+    assert rs.walk_cache_info()["matrices"] == 0
+    x = np.zeros(4095, np.float32)
+    x[::3] = 1.0  # a third of the columns
+    R @ x
+    assert rs.walk_cache_info()["matrices"] == 1
+    hits = rs.walk_cache_info()["hits"]
+    assert R.matvec(E).tobytes() == walked.tobytes()  # now read from the cache: same bits
+    assert rs.walk_cache_info()["hits"] == hits + 1
 
 
 def test_threads_share_the_cache_safely(cache_limit):

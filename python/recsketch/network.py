@@ -603,12 +603,18 @@ def _score(model: NetworkModel, truth: NetworkTruth) -> NetworkScore:
         s = levels[h]
         s.modules_identified += 1
         s.depth_correct += int(m.depth == h)
-        x_true = truth.attributes[name]
+        # Samples where the object's path weight is 0 do not show it in the sketch: not scored.
+        g_true = truth.path_weights[name] * 2.0 ** -(4 * h - 3)
+        seen_in = g_true > 0
+        if not seen_in.any():
+            continue
+        x_true = truth.attributes[name][seen_in]
         cols = m.columns < x_true.shape[1]
         if cols.any():
-            attr_err[h].append(np.abs(m.attributes[:, cols] - x_true[:, m.columns[cols]]).ravel())
-        g_true = truth.path_weights[name] * 2.0 ** -(4 * h - 3)
-        gain_err[h].append(float(np.median(np.abs(m.gains - g_true) / g_true)))
+            attr_err[h].append(np.abs(m.attributes[seen_in][:, cols]
+                                      - x_true[:, m.columns[cols]]).ravel())
+        gain_err[h].append(float(np.median(np.abs(m.gains[seen_in] - g_true[seen_in])
+                                           / g_true[seen_in])))
     for h, s in levels.items():
         if attr_err[h]:
             err = np.concatenate(attr_err[h])

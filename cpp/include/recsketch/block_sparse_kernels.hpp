@@ -18,7 +18,7 @@
 //   panels or whole chunks, never split a sum, so every output bit is independent of the thread
 //   count and of whether a vector came alone or in a batch. R^T y computes every output from
 //   one column, in block order.
-// - Precision: a chunk sums in the input's type (about 2k columns; a float32 CSR product sums
+// - Precision: a chunk sums in the input's type (d/8 columns; a float32 CSR product sums
 //   all d in float32), chunk sums are added in double, R^T y sums in double, and only the
 //   final value is rounded to T. Adds and products by +-1 only (no FMA), so the scalar and
 //   AVX2 builds give the same bits.
@@ -35,6 +35,7 @@
 #include "recsketch/enc.hpp"
 #include "recsketch/multiversion.hpp"
 #include "recsketch/parallel.hpp"
+#include "recsketch/simd.hpp"
 #include "recsketch/walk_cache.hpp"
 
 namespace recsketch {
@@ -147,18 +148,6 @@ struct ForwardLayout {
   std::int64_t bit(std::int64_t t) const noexcept { return (third + 4 + t) * W; }
 };
 
-// N values of type A as one SIMD register (GCC/Clang vector extension: AVX2 registers in the
-// AVX2 clone, SSE2 halves otherwise; elementwise, so the same bits either way). Only used
-// inside always-inlined code, so no function passes one by value (that ABI differs with AVX).
-template <class A, int N>
-struct Vec {
-  typedef A type __attribute__((vector_size(N * sizeof(A))));
-};
-
-// Values of type A in one 32-byte register.
-template <class A>
-inline constexpr int kLanes = static_cast<int>(32 / sizeof(A));
-
 // One vector's slots are padded to whole registers (its update runs along the slots); a panel's
 // are not (its update runs along the W vectors of each slot).
 template <class A, int W>
@@ -206,7 +195,7 @@ struct FlipSigns {
 // One vector: a[s] += v[s] * sign[s] over the padded slots of one block-row, in whole registers
 // (left to itself the vectoriser runs across s and transposes).
 template <class A>
-[[gnu::always_inline]] inline void block_update(A* a, const A* v, const A* sign,
+RECSKETCH_ALWAYS_INLINE void block_update(A* a, const A* v, const A* sign,
                                                 std::int64_t slots) noexcept {
   constexpr int N = kLanes<A>;
   using V = typename Vec<A, N>::type;
@@ -224,7 +213,7 @@ template <class A>
 // by the block's flips (the table above), so there is no product: pos and neg hold the
 // column's scaled base and its negation.
 template <int W, class A>
-[[gnu::always_inline]] inline void block_update_panel(A* a, const A* pos, const A* neg,
+RECSKETCH_ALWAYS_INLINE void block_update_panel(A* a, const A* pos, const A* neg,
                                                       std::uint32_t entry, std::int64_t third,
                                                       std::int64_t L) noexcept {
   using V = typename Vec<A, W>::type;
@@ -294,7 +283,7 @@ RECSKETCH_MULTIVERSION void forward_chunk(const BlockSparseMatrix& R, const Colu
     for (std::int64_t k = 0; k < n; ++k) {
       if (W == 1 && k + 2 < n) {
         const A* ahead = acc + static_cast<std::int64_t>(entries[k + 2] >> 3) * row_size;
-        for (std::int64_t c = 0; c < row_size; c += kLine) __builtin_prefetch(ahead + c, 1);
+        for (std::int64_t c = 0; c < row_size; c += kLine) RECSKETCH_PREFETCH_WRITE(ahead + c);
       }
       A* a = acc + static_cast<std::int64_t>(entries[k] >> 3) * row_size;
       if constexpr (W == 1)
@@ -505,6 +494,21 @@ void transpose_panel(const BlockSparseMatrix& R, const ColumnWalks* walks,
   });
 }
 
+// Whether at least a quarter of the m columns of x (n x m, row-major) hold a nonzero. Stops as
+// soon as it knows, so a dense input costs about m/4 reads.
+template <class T>
+bool mostly_nonzero(const T* x, std::int64_t n, std::int64_t m) {
+  const std::int64_t need = (m + 3) / 4;
+  std::int64_t have = 0;
+  for (std::int64_t j = 0; j < m && have < need; ++j)
+    for (std::int64_t v = 0; v < n; ++v)
+      if (x[v * m + j] != T(0)) {
+        ++have;
+        break;
+      }
+  return have >= need;
+}
+
 }  // namespace detail
 
 // y = R x (or (x + R x)/2 if half) for the n rows of x (n x m, row-major, m <= d: columns m..d-1
@@ -524,9 +528,10 @@ void block_sparse_forward(const BlockSparseMatrix& R, const T* x, std::int64_t n
   const std::vector<double> sig = signature_signs(R);
   const std::vector<Panel> panels = cut_panels(n);
   const int threads = resolve_threads(num_threads);
-  // Only full products fill the walk cache (see walk_cache.hpp).
+  if (n == 0) return;
+  // Only full products of mostly nonzero inputs fill the walk cache (see walk_cache.hpp).
   const std::shared_ptr<const ColumnWalks> walks =
-      m == d ? WalkCache::global().get(R, threads) : nullptr;
+      WalkCache::global().get(R, threads, m == d && mostly_nonzero(x, n, m));
   const std::int64_t n_panels = static_cast<std::int64_t>(panels.size());
   // Threads over panels when there are enough of them, else over the chunks of each panel;
   // both add the same chunk sums in the same order.
@@ -551,6 +556,7 @@ void block_sparse_transpose(const BlockSparseMatrix& R, const T* y, std::int64_t
   using namespace detail;
   const std::vector<double> sig = signature_signs(R);
   const int threads = resolve_threads(num_threads);
+  if (n == 0) return;
   const std::shared_ptr<const ColumnWalks> walks = WalkCache::global().get(R, threads);
   for (const Panel& p : cut_panels(n))
     with_width(p.width, [&](auto w) {

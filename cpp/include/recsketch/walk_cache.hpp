@@ -4,12 +4,14 @@
 // Design notes
 // - A walk costs one hash per nonzero block; a product then adds one SIMD row per block. For a
 //   matrix used in many full products (the position matrices R_1, R_2 of every sketch, a
-//   benchmark's matrix) the walk is a third of the work, and caching it costs 4 bytes per
-//   nonzero block: ~2.3 MB at d = 16k, about 1% of the same matrix in CSR.
-// - Only full products fill the cache (short attribute products walk a few columns, and a
-//   repository of thousands of matrices used once must not grow it). Entries are evicted least
-//   recently used first, so resident state never exceeds the limit (default 64 MiB; 0 turns
-//   the cache off).
+//   benchmark's matrix) the walk is a third of the work, and caching it costs about 1% of the
+//   same matrix in CSR.
+// - Only full products of mostly nonzero vectors fill the cache: a product walks only the
+//   columns where its input is nonzero, so short attribute products and sparse inputs would pay
+//   a whole walk for a few columns (and a repository of thousands of matrices used once must
+//   not grow it). Entries are evicted least recently used first, so resident state never
+//   exceeds the limit (default 64 MiB; 0 turns the cache off). The state is 4 bytes per
+//   nonzero block plus 8 per column: 2.4 MB at d = 16,371 with the default density.
 // - The cached walk is the walk, so cached and uncached products are the same sums in the same
 //   order: bits do not depend on the cache.
 #pragma once
@@ -89,9 +91,11 @@ class WalkCache {
     return cache;
   }
 
-  // The matrix's walks, from the cache or built now (and cached if they fit the limit);
-  // nullptr if the cache is off or the walks alone exceed the limit.
-  std::shared_ptr<const ColumnWalks> get(const BlockSparseMatrix& R, int num_threads) {
+  // The matrix's walks, from the cache or, if `build`, built now (and cached if they fit the
+  // limit); nullptr if the cache is off, if not cached and not `build`, or if the walks alone
+  // exceed the limit. Two threads missing at once both build (same walks; one is kept).
+  std::shared_ptr<const ColumnWalks> get(const BlockSparseMatrix& R, int num_threads,
+                                         bool build = true) {
     const Key key = key_of(R);
     {
       std::lock_guard<std::mutex> lock(mutex_);
@@ -103,7 +107,7 @@ class WalkCache {
         return it->second->second;
       }
       ++misses_;
-      if (estimate_bytes(R) > limit_) return nullptr;
+      if (!build || estimate_bytes(R) > limit_) return nullptr;
     }
     auto walks = std::make_shared<const ColumnWalks>(ColumnWalks::build(R, num_threads));
     std::lock_guard<std::mutex> lock(mutex_);
@@ -130,11 +134,13 @@ class WalkCache {
     return Info{bytes_, limit_, lru_.size(), hits_, misses_};
   }
 
+  // Empties the cache and resets its counters.
   void clear() {
     std::lock_guard<std::mutex> lock(mutex_);
     lru_.clear();
     index_.clear();
     bytes_ = 0;
+    hits_ = misses_ = 0;
   }
 
   static constexpr std::size_t kDefaultLimit = std::size_t{64} << 20;
