@@ -26,7 +26,7 @@ from .erasure import ErasedSketch, erase
 from .graph import Graph, Handle
 from .info import build_info
 from .matrices import RandomMatrix
-from .network import learn_network
+from .network import NetworkModel, NetworkTruth, RecoveredModule, TreeEdge, learn_network
 from .queries import METHODS, AttributeEstimate, SubSketch
 from .similarity import Similarity, similarity
 from .sketcher import FAMILIES, ModuleInfo, Sketcher
@@ -43,11 +43,15 @@ __all__ = [
     "Graph",
     "Handle",
     "ModuleInfo",
+    "NetworkModel",
+    "NetworkTruth",
     "RandomMatrix",
     "RecoveredMatrix",
+    "RecoveredModule",
     "Similarity",
     "Sketcher",
     "SubSketch",
+    "TreeEdge",
     "__version__",
     "build_info",
     "decode_blocks",
