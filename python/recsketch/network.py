@@ -29,7 +29,9 @@ spiky coordinates make ~``(k+1) q^2 d`` columns collide in every block, and whos
 5. The tree: top-level modules hang from the output with weight ``w``; between recovered modules at
    depths ``h`` and ``h + 1`` an edge is kept where the child's attributes are needed to explain
    the parent's by least squares (Robust Module Learnability) and the weights are consistent.
-   Tuple positions appear only in multi-matrix words and are not recovered (``position=None``).
+   Tuple positions appear only in multi-matrix words and are not recovered (``position=None``):
+   in a fixed tree a top-level object's position matrix and its module's wrapper ``R[M,0]``
+   act on the same vectors with the same gain, so sketches cannot tell them apart.
 """
 
 from __future__ import annotations
@@ -199,6 +201,13 @@ def learn_network(inputs: Any, sketches: Any, *, sketcher: Optional[Sketcher] = 
     Returns
     -------
     NetworkModel
+
+    Notes
+    -----
+    What sketches cannot tell apart is not guessed: with 1-dimensional attributes (always
+    ``x = 1``) a module's ``R[M,1]`` and ``R[M,2]`` carry identical coefficients, so which of
+    the two recovered clusters is the attribute matrix is arbitrary; and tuple positions are
+    left None (see the module docstring).
 
     Raises
     ------
