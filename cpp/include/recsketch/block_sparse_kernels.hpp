@@ -94,35 +94,27 @@ inline std::pair<const std::uint32_t*, std::int64_t> column_walk(const BlockSpar
   return {buffer, n};
 }
 
-// Signs of one column shared by all its blocks.
+// Signs of one column shared by all its blocks: sigma_{s,j}'s sign bits and the two signs the
+// parity bits depend on.
 struct ColumnCode {
-  std::vector<double> s_plus;  // sigma_{s,j} as +-1
-  int set_bits[64];            // Enc positions t (0..L-1) whose index bit is 1
-  int n_set = 0;
-  bool s0_negative = false;    // sign(sigma_{s,j}[0]) < 0
-  bool m0_negative = false;    // sign(sigma_m[0]) < 0
-  std::vector<std::uint64_t> words;
+  std::vector<std::uint64_t> words;  // bit r set: sigma_{s,j}[r] < 0
+  bool s0_negative = false;          // sign(sigma_{s,j}[0]) < 0
+  bool m0_negative = false;          // sign(sigma_m[0]) < 0
 
-  explicit ColumnCode(std::int64_t third)
-      : s_plus(static_cast<std::size_t>(third)),
-        words(static_cast<std::size_t>((third + 63) / 64)) {}
+  explicit ColumnCode(std::int64_t third) : words(static_cast<std::size_t>((third + 63) / 64)) {}
 
   void load(const BlockSparseMatrix& R, std::int64_t j) {
-    const BlockSparseFamily& f = R.family();
     R.random_string_bits(j, words.data());
-    // Branch-free: the bits are random, so branches on them would mispredict half the time.
-    for (std::int64_t r = 0; r < f.third(); ++r) {
-      const auto bit = (words[static_cast<std::size_t>(r >> 6)] >> (r & 63)) & 1U;
-      s_plus[static_cast<std::size_t>(r)] = 1.0 - 2.0 * static_cast<double>(bit);
-    }
     s0_negative = bit_at(words.data(), 0);
     m0_negative = bit_at(R.signature_bits(), 0);
-    n_set = 0;
-    const int L = f.index_bits();
-    for (int t = 0; t < L; ++t) {
-      set_bits[n_set] = t;
-      n_set += static_cast<int>((j >> (L - 1 - t)) & 1);
-    }
+  }
+
+  // sigma_{s,j}[r] as +-1, branch-free (the bits are random: a branch would mispredict half
+  // the time).
+  template <class A>
+  A sign(std::int64_t r) const noexcept {
+    const auto bit = (words[static_cast<std::size_t>(r >> 6)] >> (r & 63)) & 1U;
+    return A(1) - A(2) * static_cast<A>(bit);
   }
 };
 
@@ -239,7 +231,7 @@ RECSKETCH_ALWAYS_INLINE void block_update_panel(A* a, const A* pos, const A* neg
 template <class A>
 void column_base(const ColumnCode& code, const ForwardLayout<1>& lay, std::int64_t j, A* b) {
   for (std::int64_t r = 0; r < lay.third; ++r)
-    b[lay.s(r)] = static_cast<A>(code.s_plus[static_cast<std::size_t>(r)]);
+    b[lay.s(r)] = code.sign<A>(r);
   b[lay.m()] = A(1);
   b[lay.a()] = A(1);
   b[lay.pm()] = code.m0_negative ? A(-1) : A(1);
@@ -605,7 +597,7 @@ void block_sparse_fill_csc(const BlockSparseMatrix& R, const I* indptr, I* indic
         for (std::int64_t r = 0; r < b; ++r) {
           double value;
           if (r < third)
-            value = fs * code.s_plus[static_cast<std::size_t>(r)];
+            value = fs * code.sign<double>(r);
           else if (r < 2 * third)
             value = fc * enc[static_cast<std::size_t>(r - third)];
           else
