@@ -127,8 +127,15 @@ def peeled_ratio(sk: rs.Sketcher, graphs: List[rs.Graph], Y: np.ndarray, truth: 
     return out
 
 
-def diagnostics(sk: rs.Sketcher, Y: np.ndarray, truth: NetworkTruth) -> Dict[int, Tuple[float, float]]:
-    """Per depth: median noise ratio r and collision rate of the identity words (from truth)."""
+def diagnostics(sk: rs.Sketcher, Y: np.ndarray, truth: NetworkTruth
+                ) -> Dict[int, Tuple[float, float, float]]:
+    """Per depth: median noise ratio r and collision rate of the identity words (from truth),
+    and the noise ratio r_A the first outer-first round (MATH.md §4.5, round A) would face.
+
+    Round A reads the word ``g R_i (R[M,1] x + R[M,2] e_1)`` as position matrix ``R_i`` times a
+    coefficient vector whose entries are at most ``1/sqrt(dq)`` (the count coordinate): its
+    block entries are ``g / (d q)``, ``sqrt(d q)`` times smaller than the identity word's, in
+    the same noise."""
     d, q, b = sk.d_sketch, sk.density, sk.block_size
     n = Y.shape[0]
     spikes = {}
@@ -139,12 +146,13 @@ def diagnostics(sk: rs.Sketcher, Y: np.ndarray, truth: NetworkTruth) -> Dict[int
         spikes[name] = (att, cnt, g)
     support = {name: (np.abs(a) + np.abs(c)).reshape(n, -1, b).max(axis=2) > 0
                for name, (a, c, _) in spikes.items()}
-    out: Dict[int, Tuple[List[float], List[float]]] = {}
+    out: Dict[int, Tuple[List[float], List[float], List[float]]] = {}
     for name, h in truth.depths.items():
         att, cnt, g = spikes[name]
         rms = np.sqrt(np.mean((Y - att - cnt) ** 2, axis=1))
         x_max = truth.attributes[name].max(axis=1)
         r = float(np.median(rms * np.sqrt(d * q) / (g * x_max)))
+        r_a = float(np.median(rms * d * q / g))
         others = np.zeros_like(support[name])
         for o in spikes:
             if o != name:
@@ -157,10 +165,12 @@ def diagnostics(sk: rs.Sketcher, Y: np.ndarray, truth: NetworkTruth) -> Dict[int
         mine = support[name]
         coll = others | (own[None, :] > 1)
         rate = float(np.sum(mine & coll) / max(np.sum(mine), 1))
-        lists = out.setdefault(h, ([], []))
+        lists = out.setdefault(h, ([], [], []))
         lists[0].append(r)
         lists[1].append(rate)
-    return {h: (float(np.median(a)), float(np.median(c))) for h, (a, c) in out.items()}
+        lists[2].append(r_a)
+    return {h: (float(np.median(a)), float(np.median(c)), float(np.median(ra)))
+            for h, (a, c, ra) in out.items()}
 
 
 def oracle_edges(truth: NetworkTruth) -> Tuple[int, int, int]:
@@ -201,11 +211,11 @@ def _frac(a: int, b: int) -> str:
 def table(rows: List[dict]) -> str:
     out = ["| shape | d | q | S | depth | modules | matrices | columns ok+part/ess/all (wrong) "
            "| attr err med/max | gain err | depth ok | edges (wrong) | oracle edges | r | "
-           "r peeled | collide | garbage |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "r peeled | r round A | collide | garbage |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         for h, s in sorted(row["score"].levels.items()):
-            r, coll = row["diag"][h]
+            r, coll, r_a = row["diag"][h]
             ok, wrong, n_true = row["oracle"]
             orc = _frac(ok, n_true) + f" ({wrong})" if h == 2 and n_true else "-"
             out.append(
@@ -216,7 +226,7 @@ def table(rows: List[dict]) -> str:
                 f"{_f(s.attribute_error_median)}/{_f(s.attribute_error_max)} | "
                 f"{_f(s.gain_relative_error)} | {_frac(s.depth_correct, s.modules)} | "
                 f"{_frac(s.edges_recovered, s.edges)} ({s.edges_wrong}) | {orc} | {r:.2f} | "
-                f"{_f(row['peeled'].get(h, np.nan))} | "
+                f"{_f(row['peeled'].get(h, np.nan))} | {_f(r_a) if h == 2 else '-'} | "
                 f"{coll:.2f} | {row['garbage'] if h == 2 else ''} |")
     return "\n".join(out)
 
@@ -250,6 +260,7 @@ def plot(rows: List[dict], path: Path) -> None:
         if peeled:
             right.semilogy(peeled, [last["peeled"][h] for h in peeled], marker="x", ls="--",
                            color=line.get_color())
+        right.semilogy([2], [last["diag"][2][2]], marker="^", ls="none", color=line.get_color())
     left.set_title("depth 2: essential columns of R[M,1], R[M,2] recovered")
     left.set_xlabel("samples S")
     left.set_ylabel("recovered / essential")
@@ -257,7 +268,7 @@ def plot(rows: List[dict], path: Path) -> None:
     left.grid(alpha=0.3)
     left.legend(fontsize=7)
     right.axhline(0.3, color="k", lw=0.8)
-    right.set_title("noise ratio r per depth (x, dashed: after oracle peel)")
+    right.set_title("noise ratio r per depth (x: after oracle peel; ^: outer round A)")
     right.set_xlabel("depth h")
     right.set_ylabel("r (decodes below ~0.3)")
     right.grid(alpha=0.3, which="both")
