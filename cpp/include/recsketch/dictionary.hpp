@@ -54,6 +54,21 @@ namespace detail {
 // l1 norm, smallest and largest |v_k| of a block in one pass. Eight partial sums (entry k goes
 // to lane k mod 8, the tail to lane 0) added in a fixed order: the AVX2 path below computes the
 // very same float64 lanes, so both give the same bits.
+// The part both paths share: entries [k, b) into lane 0, then the fixed-order reduction.
+template <class T>
+inline void block_stats_finish(const T* v, std::int64_t k, std::int64_t b, double* s, T mn, T mx,
+                               double& l1, double& lo, double& hi) noexcept {
+  for (; k < b; ++k) {
+    const T a = v[k] < T(0) ? -v[k] : v[k];
+    s[0] += static_cast<double>(a);
+    mn = a < mn ? a : mn;
+    mx = a > mx ? a : mx;
+  }
+  l1 = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+  lo = static_cast<double>(mn);
+  hi = static_cast<double>(mx);
+}
+
 template <class T>
 void block_stats_scalar(const T* v, std::int64_t b, double& l1, double& lo, double& hi) noexcept {
   double s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
@@ -66,15 +81,7 @@ void block_stats_scalar(const T* v, std::int64_t b, double& l1, double& lo, doub
       mn = a < mn ? a : mn;
       mx = a > mx ? a : mx;
     }
-  for (; k < b; ++k) {
-    const T a = v[k] < T(0) ? -v[k] : v[k];
-    s[0] += static_cast<double>(a);
-    mn = a < mn ? a : mn;
-    mx = a > mx ? a : mx;
-  }
-  l1 = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
-  lo = static_cast<double>(mn);
-  hi = static_cast<double>(mx);
+  block_stats_finish(v, k, b, s, mn, mx, l1, lo, hi);
 }
 
 #if RECSKETCH_HAVE_AVX2_PATH
@@ -103,15 +110,7 @@ __attribute__((target("avx2"))) inline void block_stats_avx2(const float* v, std
     mnv = lo8[t] < mnv ? lo8[t] : mnv;
     mxv = hi8[t] > mxv ? hi8[t] : mxv;
   }
-  for (; k < b; ++k) {
-    const float a = v[k] < 0.0f ? -v[k] : v[k];
-    s[0] += static_cast<double>(a);
-    mnv = a < mnv ? a : mnv;
-    mxv = a > mxv ? a : mxv;
-  }
-  l1 = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
-  lo = static_cast<double>(mnv);
-  hi = static_cast<double>(mxv);
+  block_stats_finish(v, k, b, s, mnv, mxv, l1, lo, hi);
 }
 
 // Bits k of words[] set where v[k] < 0, for a whole block (b <= 192), eight entries at a time.
