@@ -220,12 +220,7 @@ def table(rows: List[dict]) -> str:
             orc = _frac(ok, n_true) + f" ({wrong})" if h == 2 and n_true else "-"
             out.append(
                 f"| {row['shape']} | {row['d']} | {row['q']:g} | {row['S']} | {h} | "
-                f"{_frac(s.modules_identified, s.modules)} | {_frac(s.matrices_matched, s.matrices)} | "
-                f"{s.columns_recovered}+{s.columns_partial}/{s.columns_essential}/{s.columns} "
-                f"({s.columns_wrong}) | "
-                f"{_f(s.attribute_error_median)}/{_f(s.attribute_error_max)} | "
-                f"{_f(s.gain_relative_error)} | {_frac(s.depth_correct, s.modules)} | "
-                f"{_frac(s.edges_recovered, s.edges)} ({s.edges_wrong}) | {orc} | {r:.2f} | "
+                + " | ".join(s.cells()) + f" | {orc} | {r:.2f} | "
                 f"{_f(row['peeled'].get(h, np.nan))} | {_f(r_a) if h == 2 else '-'} | "
                 f"{coll:.2f} | {row['garbage'] if h == 2 else ''} |")
     return "\n".join(out)

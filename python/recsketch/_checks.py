@@ -23,6 +23,17 @@ def check_int(value: object, name: str, *, minimum: Optional[int] = None,
     return out
 
 
+def check_fraction(value: object, name: str, *, upper: float = 1.0) -> float:
+    """Return ``value`` as a float in (0, upper]; TypeError if it is not a real number,
+    ValueError if out of range (NaN included)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    out = float(value)
+    if not 0.0 < out <= upper:
+        raise ValueError(f"{name} must be in (0, {upper}], got {value!r}")
+    return out
+
+
 def check_num_threads(num_threads: Optional[int]) -> int:
     """None means every available thread (passed to the core as 0)."""
     if num_threads is None:

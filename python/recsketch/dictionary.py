@@ -10,13 +10,12 @@ clusters the keys by matrix signature and assembles the columns.
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 from typing import Any, List, Optional, Tuple
 
 import numpy as np
 
-from ._checks import check_int, check_num_threads
+from ._checks import check_fraction, check_int, check_num_threads
 from ._native import _core
 
 __all__ = ["DictionaryLearner", "RecoveredMatrix", "RULES"]
@@ -124,11 +123,7 @@ class DictionaryLearner:
             raise ValueError(f"block_size must be at least 3 (ceil(log2 d) + 3) = {need} for "
                              f"d_sketch={self.d_sketch}: Enc needs room for the column index "
                              "and the parity bits")
-        if isinstance(density, (bool, np.bool_)) or not isinstance(density, numbers.Real):
-            raise TypeError(f"density must be a real number, got {type(density).__name__}")
-        if not 0.0 < float(density) <= 1.0:
-            raise ValueError(f"density must be in (0, 1], got {density!r}")
-        self.density = float(density)
+        self.density = check_fraction(density, "density")
         if not 0.0 < float(tau) < 1.0:
             raise ValueError(f"tau must be in (0, 1), got {tau!r}")
         self.tau = float(tau)

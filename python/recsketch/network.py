@@ -37,13 +37,12 @@ spiky coordinates make ~``(k+1) q^2 d`` columns collide in every block, and whos
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass, field
 from typing import Any, Dict, Hashable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ._checks import check_int, check_num_threads
+from ._checks import check_fraction, check_int, check_num_threads
 from .dictionary import DictionaryLearner, RecoveredMatrix
 from .graph import Graph
 from .sketcher import Sketcher
@@ -130,15 +129,6 @@ def _as_matrix(x: Any, name: str) -> np.ndarray:
     return arr
 
 
-def _check_fraction(value: Any, name: str, *, upper: float = 1.0) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    out = float(value)
-    if not 0.0 < out <= upper:
-        raise ValueError(f"{name} must be in (0, {upper}], got {value!r}")
-    return out
-
-
 def _block_params(d: int, sketcher: Optional[Sketcher], block_size: Optional[int],
                   density: Optional[float]) -> Tuple[int, float]:
     if sketcher is not None:
@@ -158,7 +148,7 @@ def _block_params(d: int, sketcher: Optional[Sketcher], block_size: Optional[int
     if b % 3 or d % b:
         raise ValueError(f"block_size must be a multiple of 3 dividing d_sketch "
                          f"(d_sketch={d}, block_size={b})")
-    return b, _check_fraction(density, "density")
+    return b, check_fraction(density, "density")
 
 
 # -- the learner -------------------------------------------------------------------------------
@@ -223,10 +213,10 @@ def learn_network(inputs: Any, sketches: Any, *, sketcher: Optional[Sketcher] = 
     if X_in is not None and X_in.shape[0] != n:
         raise ValueError(f"inputs has {X_in.shape[0]} rows but sketches has {n}")
     b, q = _block_params(d, sketcher, block_size, density)
-    w0 = _check_fraction(min_path_weight, "min_path_weight")
-    purity = _check_fraction(sign_purity, "sign_purity")
+    w0 = check_fraction(min_path_weight, "min_path_weight")
+    purity = check_fraction(sign_purity, "sign_purity")
     max_dim = check_int(max_attribute_dim, "max_attribute_dim", minimum=1)
-    r2_gain = _check_fraction(min_r2_gain, "min_r2_gain")
+    r2_gain = check_fraction(min_r2_gain, "min_r2_gain")
     check_num_threads(num_threads)
     learner = DictionaryLearner(d, b, q, tau=tau, min_votes=min_votes, num_threads=num_threads,
                                 progress=progress)  # validates b against d, tau, min_votes
@@ -485,6 +475,18 @@ class LevelScore:
     edges_recovered: int = 0
     edges_wrong: int = 0
 
+    def cells(self) -> List[str]:
+        """The table cells: modules, matrices, columns ok+partial/essential/all (wrong),
+        attribute error median/max, gain relative error, depth ok, edges (wrong)."""
+        return [f"{self.modules_identified}/{self.modules}",
+                f"{self.matrices_matched}/{self.matrices}",
+                f"{self.columns_recovered}+{self.columns_partial}/{self.columns_essential}/"
+                f"{self.columns} ({self.columns_wrong})",
+                f"{_fmt(self.attribute_error_median)}/{_fmt(self.attribute_error_max)}",
+                _fmt(self.gain_relative_error),
+                f"{self.depth_correct}/{self.modules}",
+                f"{self.edges_recovered}/{self.edges} ({self.edges_wrong})"]
+
 
 @dataclass
 class NetworkScore:
@@ -503,12 +505,7 @@ class NetworkScore:
                 "attr err med/max | gain rel err | depth ok | edges (wrong) |",
                 "|---|---|---|---|---|---|---|---|"]
         for h, s in sorted(self.levels.items()):
-            rows.append(
-                f"| {h} | {s.modules_identified}/{s.modules} | {s.matrices_matched}/{s.matrices}"
-                f" | {s.columns_recovered}+{s.columns_partial}/{s.columns_essential}/{s.columns}"
-                f" ({s.columns_wrong}) | {_fmt(s.attribute_error_median)}/"
-                f"{_fmt(s.attribute_error_max)} | {_fmt(s.gain_relative_error)} | "
-                f"{s.depth_correct}/{s.modules} | {s.edges_recovered}/{s.edges} ({s.edges_wrong}) |")
+            rows.append(f"| {h} | " + " | ".join(s.cells()) + " |")
         return "\n".join(rows)
 
 
