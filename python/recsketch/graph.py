@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import graphlib
 import math
 import numbers
 from dataclasses import dataclass
@@ -265,8 +266,10 @@ class Graph:
 
     @classmethod
     def from_dict(cls, data: Dict[str, Any], *, normalize: bool = False) -> "Graph":
-        """Inverse of :meth:`to_dict`. Inputs may refer to any object index; objects are added
-        children first, and a cycle or a reference to a missing object is a ValueError."""
+        """Inverse of :meth:`to_dict`. Inputs may refer to any object index, earlier or later in
+        the list: the objects keep the dict's numbering (``Handle.index`` and the rows of
+        ``sketch(..., return_objects=True)`` follow it) and are sketched children first. A cycle
+        or a reference to a missing object is a ValueError."""
         if not isinstance(data, dict) or not isinstance(data.get("objects"), list):
             raise ValueError("a graph dict needs an 'objects' list")
         objects = data["objects"]
@@ -303,7 +306,10 @@ class Graph:
                     raise ValueError(f"output: bad input {r!r}")
             g.set_output([(handle[r[0]], r[1]) for r in out])
         # Restore the caller's numbering so that handles and indices agree with the dict.
-        g._renumber([order.index(k) for k in range(n)])
+        position_of = [0] * n
+        for added, k in enumerate(order):
+            position_of[k] = added
+        g._renumber(position_of)
         return g
 
     def _renumber(self, position_of: List[int]) -> None:
@@ -320,27 +326,15 @@ class Graph:
 
 
 def _topological_order(children: List[List[int]]) -> List[int]:
-    """Children before parents; ValueError naming an object on a cycle."""
-    state = [0] * len(children)  # 0 new, 1 on the stack, 2 done
-    order: List[int] = []
-    for root in range(len(children)):
-        if state[root]:
-            continue
-        stack = [(root, iter(children[root]))]
-        state[root] = 1
-        while stack:
-            node, it = stack[-1]
-            nxt = next(it, None)
-            if nxt is None:
-                stack.pop()
-                state[node] = 2
-                order.append(node)
-            elif state[nxt] == 1:
-                raise ValueError(f"the graph has a cycle through object {nxt}")
-            elif state[nxt] == 0:
-                state[nxt] = 1
-                stack.append((nxt, iter(children[nxt])))
-    return order
+    """Children before parents (the identity when the numbering already is such an order);
+    ValueError naming an object on a cycle. O(objects + edges)."""
+    if all(c < k for k, kids in enumerate(children) for c in kids):
+        return list(range(len(children)))
+    sorter = graphlib.TopologicalSorter({k: kids for k, kids in enumerate(children)})
+    try:
+        return list(sorter.static_order())
+    except graphlib.CycleError as exc:
+        raise ValueError(f"the graph has a cycle through object {exc.args[1][0]}") from None
 
 
 @dataclass(frozen=True)
@@ -358,10 +352,12 @@ class FlatGraphs:
     max_fan_in: int
     module_depth: Dict[str, int]
     module_dim: Dict[str, int]
+    object_rows: np.ndarray       # row of every object of every graph, in Handle.index order
 
 
 def flatten(graphs: Sequence[Graph], d: int) -> FlatGraphs:
-    """Validate and flatten graphs (rows in ``add`` order, each graph closed by its output row).
+    """Validate and flatten graphs (rows children first, in ``add`` order when that is one; each
+    graph closed by its output row).
 
     Raises ValueError naming the graph and object on any violation; nothing is modified.
     """
@@ -376,6 +372,7 @@ def flatten(graphs: Sequence[Graph], d: int) -> FlatGraphs:
     input_row: List[int] = []
     input_weight: List[float] = []
     max_fan_in = 2
+    object_rows: List[int] = []
     for gi, g in enumerate(graphs):
         if not isinstance(g, Graph):
             raise TypeError(f"graph {gi} is a {type(g).__name__}, not a recsketch.Graph")
@@ -385,7 +382,15 @@ def flatten(graphs: Sequence[Graph], d: int) -> FlatGraphs:
         except ValueError as exc:
             raise ValueError(where + str(exc)) from None
         base = graph_ptr[-1]
-        for k, name in enumerate(g._modules):
+        # Rows go children first (the native recursion reads earlier rows only); a graph from
+        # from_dict may number a parent before its children.
+        order = _topological_order([[c for c, _ in e] for e in g._inputs])
+        row = [0] * len(order)
+        for r, k in enumerate(order):
+            row[k] = base + r
+        object_rows.extend(row)
+        for k in order:
+            name = g._modules[k]
             x = g._attributes[k]
             if x.size > d:
                 raise ValueError(f"{where}{_describe(g, k)} has {x.size} attributes, more than "
@@ -403,14 +408,14 @@ def flatten(graphs: Sequence[Graph], d: int) -> FlatGraphs:
             attr_len.append(x.size)
             attrs.append(x)
             fan_in.append(len(g._inputs[k]))
-            input_row.extend(base + c for c, _ in g._inputs[k])
+            input_row.extend(row[c] for c, _ in g._inputs[k])
             input_weight.extend(w for _, w in g._inputs[k])
             max_fan_in = max(max_fan_in, len(g._inputs[k]))
         assert g._output is not None
         module.append(-1)
         attr_len.append(0)
         fan_in.append(len(g._output))
-        input_row.extend(base + c for c, _ in g._output)
+        input_row.extend(row[c] for c, _ in g._output)
         input_weight.extend(w for _, w in g._output)
         max_fan_in = max(max_fan_in, len(g._output))
         graph_ptr.append(base + len(g._modules) + 1)
@@ -432,4 +437,5 @@ def flatten(graphs: Sequence[Graph], d: int) -> FlatGraphs:
         max_fan_in=max_fan_in,
         module_depth={m: v[0] for m, v in module_depth.items()},
         module_dim={m: v[0] for m, v in module_dim.items()},
+        object_rows=np.asarray(object_rows, dtype=np.int64),
     )

@@ -217,7 +217,7 @@ class Sketcher(Queries):
         overall, objects = self._sketch([graph], return_objects, num_threads)
         if not return_objects:
             return overall[0]
-        return overall[0], objects[:-1]
+        return overall[0], objects
 
     def sketch_many(self, graphs: Sequence[Graph], *, num_threads: Optional[int] = None
                     ) -> np.ndarray:
@@ -246,6 +246,8 @@ class Sketcher(Queries):
             flat.attr_ptr, flat.attr,
             flat.input_ptr, flat.input_row, flat.input_weight,
             self._dtype == np.float64, return_objects, threads)
+        if objects is not None:  # one row per object, in Handle.index order (no output rows)
+            objects = objects[flat.object_rows]
         for name in flat.modules:
             self._modules.setdefault(name, ModuleInfo(flat.module_depth[name],
                                                       flat.module_dim[name]))
