@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import recsketch as rs
+from scenes import unit
 
 SK = rs.Sketcher(360, block_size=36, density=0.3, seed=1)
 R = SK.module_matrix("cat", 0)
@@ -104,3 +105,43 @@ def test_enc_and_decoder_arguments():
         rs.decode_blocks(np.ones((2, 33)), 360)
     with pytest.raises(ValueError, match="shape"):
         rs.decode_blocks(np.ones((2, 2, 36)), 360)
+
+
+def _empty_columns(sk, name, channel, k):
+    """Columns among the first k of R[name, channel] with no nonzero entry (dense check)."""
+    dense = sk.module_matrix(name, channel).to_dense()
+    return [j for j in range(k) if not np.any(dense[:, j])]
+
+
+def test_matched_read_out_of_an_empty_column_blames_the_matrix():
+    # At a small density some columns have no nonzero block (Section 4.3): the attribute or
+    # count they would carry is in no sketch. The matched read-out must say so, not divide by 0.
+    sk = rs.Sketcher(1020, density=0.1, dtype="float64")
+    names = [f"m{k}" for k in range(40)]
+    dim = 6
+    lost_attr = next(n for n in names if _empty_columns(sk, n, 1, dim)
+                     and not _empty_columns(sk, n, 2, 1))
+    lost_count = next(n for n in names if _empty_columns(sk, n, 2, 1))
+    fine = next(n for n in names if not _empty_columns(sk, n, 1, dim)
+                and not _empty_columns(sk, n, 2, 1))
+    rng = np.random.default_rng(0)
+    g = rs.Graph()
+    objs = [g.add(n, unit(rng, dim)) for n in (lost_attr, lost_count, fine)]
+    g.set_output([(h, 1 / 3) for h in objs])
+    s = sk.sketch(g)
+    j = _empty_columns(sk, lost_attr, 1, dim)[0]
+    with pytest.raises(ValueError, match=rf"column {j} of R\[{lost_attr!r}, 1\] has no nonzero"):
+        sk.attributes(s, lost_attr, weight=1 / 3)
+    with pytest.raises(ValueError, match=rf"column {j} of R\[{lost_attr!r}, 1\]"):
+        sk.summed_attributes(s, lost_attr, 1 / 3)
+    with pytest.raises(ValueError, match=rf"column 0 of R\[{lost_count!r}, 2\] has no nonzero"):
+        sk.count(s, lost_count, 1 / 3)
+    with pytest.raises(ValueError, match=rf"column 0 of R\[{lost_count!r}, 2\]"):
+        sk.mass(s, lost_count)
+    # the batch route (one row per sketch) and the long-output route say the same
+    with pytest.raises(ValueError, match="has no nonzero block"):
+        sk.count(np.stack([s, s]), lost_count, 1 / 3)
+    # other modules of the same sketch and the paper's read-out are unaffected
+    assert np.isfinite(sk.count(s, fine, 1 / 3))
+    assert np.all(np.isfinite(sk.attributes(s, fine, weight=1 / 3)))
+    assert np.isfinite(sk.count(s, lost_count, 1 / 3, method="paper"))

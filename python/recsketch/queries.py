@@ -162,6 +162,15 @@ class Queries:
             else:
                 norms = np.ones(self._d)
             self._probe_cache[key] = norms
+        empty = np.flatnonzero(norms[:k] == 0)
+        if empty.size:
+            # A column without a nonzero block (probability (1 - q)^(d / b)) records nothing:
+            # what it would carry is in no sketch, and no read-out can recover it.
+            raise ValueError(
+                f"column {int(empty[0])} of R[{module!r}, {channel}] has no nonzero block "
+                f"(block_size={self.block_size}, density={self.density}), so the "  # type: ignore[attr-defined]
+                f"{'attribute' if channel == 1 else 'count'} it would carry is recorded in no "
+                "sketch; use a larger density (or d_sketch) for this module")
         return norms[:k]
 
     def _cache(self, key: Tuple[Any, ...], make: Any) -> Any:
