@@ -15,6 +15,25 @@ namespace py = pybind11;
 
 namespace recsketch_bind {
 
+// Largest num_threads any entry point accepts (0 means every available thread). The OpenMP
+// runtime aborts or crashes when asked for thousands of threads, and no kernel of recsketch
+// scales past a few hundred, so larger requests are refused rather than clamped.
+inline constexpr int kMaxNumThreads = 256;
+
+inline int check_num_threads(int num_threads) {
+  if (num_threads < 0 || num_threads > kMaxNumThreads)
+    throw std::invalid_argument("num_threads must be in [0, " + std::to_string(kMaxNumThreads) +
+                                "] (0: every thread), got " + std::to_string(num_threads));
+  return num_threads;
+}
+
+// A vector of reals that must all be finite.
+inline void check_finite(const double* p, std::int64_t n, const char* name) {
+  bool finite = true;
+  for (std::int64_t k = 0; k < n; ++k) finite &= std::isfinite(p[k]);
+  if (!finite) throw std::invalid_argument(std::string(name) + " contains NaN or infinity");
+}
+
 enum class Dtype { f32, f64 };
 
 inline Dtype float_dtype(const py::array& a, const char* name) {

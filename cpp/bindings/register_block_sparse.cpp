@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "arrays.hpp"
 #include "recsketch/block_sparse.hpp"
 #include "recsketch/enc.hpp"
 #include "recsketch/walk_cache.hpp"
@@ -15,9 +16,19 @@ namespace py = pybind11;
 using recsketch::BlockSparseFamily;
 
 void register_block_sparse(py::module_& m) {
-  m.def("min_block_size", &recsketch::min_block_size, py::arg("d_sketch"));
-  m.def("default_density", &recsketch::default_density, py::arg("d_sketch"));
-  m.def("ceil_log2", &recsketch::ceil_log2, py::arg("n"));
+  auto check_d = [](std::int64_t d) {
+    if (d < 1 || d > recsketch::kMaxDSketch)
+      throw std::invalid_argument("d_sketch must be in [1, 2^31 - 1], got " + std::to_string(d));
+    return d;
+  };
+  m.def("min_block_size", [=](std::int64_t d) { return recsketch::min_block_size(check_d(d)); },
+        py::arg("d_sketch"));
+  m.def("default_density", [=](std::int64_t d) { return recsketch::default_density(check_d(d)); },
+        py::arg("d_sketch"));
+  m.def("ceil_log2", [](std::int64_t n) {
+    if (n < 1) throw std::invalid_argument("ceil_log2 needs n >= 1, got " + std::to_string(n));
+    return recsketch::ceil_log2(n);
+  }, py::arg("n"));
 
   py::class_<BlockSparseFamily, std::shared_ptr<BlockSparseFamily>>(m, "BlockSparseFamily")
       .def(py::init<std::int64_t, std::int64_t, double>(), py::arg("d_sketch"),

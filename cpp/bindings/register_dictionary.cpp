@@ -19,6 +19,7 @@ void register_dictionary(py::module_& m) {
       "scan_blocks",
       [](const py::array& Y, std::int64_t b, double density, double tau,
          std::int64_t first_sample, int num_threads) {
+        recsketch_bind::check_num_threads(num_threads);
         // dtype and layout here; finiteness inside the scan (one pass over Y, not two)
         const auto dt = recsketch_bind::float_dtype(Y, "Y");
         if (Y.ndim() != 2) throw std::invalid_argument("Y must be 2-D");
@@ -26,6 +27,8 @@ void register_dictionary(py::module_& m) {
           throw std::invalid_argument("Y must be C-contiguous (use numpy.ascontiguousarray)");
         recsketch::ScanParams p;
         p.d = Y.shape(1);
+        if (p.d < 1 || p.d > recsketch::kMaxDSketch)
+          throw std::invalid_argument("Y must have between 1 and 2^31 - 1 columns");
         p.b = b;
         if (b < 3 || b % 3 != 0 || b > 192 || p.d % b != 0 || b < recsketch::min_block_size(p.d))
           throw std::invalid_argument(

@@ -3,6 +3,7 @@
 
 #include <string>
 
+#include "arrays.hpp"
 #include "recsketch/parallel.hpp"
 #include "recsketch/rng.hpp"
 
@@ -25,6 +26,8 @@ void register_info(py::module_& m) {
 #endif
     return info;
   }, "Facts about this build of the native core.");
+
+  m.attr("MAX_NUM_THREADS") = recsketch_bind::kMaxNumThreads;
 
   m.def("module_key",
         [](const std::string& name, std::uint64_t slot) { return recsketch::module_key(name, slot); },

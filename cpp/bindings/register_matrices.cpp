@@ -78,7 +78,11 @@ py::tuple csc_arrays(const BlockSparseMatrix& R, const std::vector<std::int64_t>
 
 void register_matrices(py::module_& m) {
   py::class_<BlockSparseMatrix>(m, "BlockSparseMatrix")
-      .def(py::init<std::shared_ptr<const BlockSparseFamily>, std::uint64_t, std::uint64_t>(),
+      .def(py::init([](std::shared_ptr<const BlockSparseFamily> family, std::uint64_t seed,
+                       std::uint64_t key) {
+             if (!family) throw py::type_error("family must be a BlockSparseFamily, got None");
+             return std::make_unique<BlockSparseMatrix>(std::move(family), seed, key);
+           }),
            py::arg("family"), py::arg("seed"), py::arg("key"))
       .def_property_readonly("seed", &BlockSparseMatrix::seed)
       .def_property_readonly("key", &BlockSparseMatrix::key)
@@ -86,6 +90,7 @@ void register_matrices(py::module_& m) {
           "apply",
           [](const BlockSparseMatrix& R, const py::array& x, bool transpose, bool half,
              int num_threads) {
+            recsketch_bind::check_num_threads(num_threads);
             return apply_checked(R.family().d(), x, transpose, half,
                                  [&](auto* src, std::int64_t n, std::int64_t cols, auto* dst) {
                                    if (transpose)
@@ -101,6 +106,7 @@ void register_matrices(py::module_& m) {
       .def(
           "column_counts",
           [](const BlockSparseMatrix& R, int num_threads) {
+            recsketch_bind::check_num_threads(num_threads);
             py::array_t<std::int64_t> counts(R.family().d());
             std::int64_t* p = counts.mutable_data();
             py::gil_scoped_release release;
@@ -111,6 +117,7 @@ void register_matrices(py::module_& m) {
       .def(
           "csc",
           [](const BlockSparseMatrix& R, bool f64, int num_threads) {
+            recsketch_bind::check_num_threads(num_threads);
             std::vector<std::int64_t> counts(static_cast<std::size_t>(R.family().d()));
             {
               py::gil_scoped_release release;
@@ -148,6 +155,7 @@ void register_matrices(py::module_& m) {
           "apply",
           [](const OrthogonalMatrix& R, const py::array& x, bool transpose, bool half,
              int num_threads) {
+            recsketch_bind::check_num_threads(num_threads);
             return apply_checked(R.d(), x, transpose, half,
                                  [&](auto* src, std::int64_t n, std::int64_t cols, auto* dst) {
                                    recsketch::orthogonal_apply(R, src, n, cols, dst, transpose,

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "arrays.hpp"
 #include "recsketch/sketch.hpp"
 
 namespace py = pybind11;
@@ -33,6 +34,28 @@ const T* data_of(const CArray<T>& a, std::int64_t expected, const char* name) {
   return a.data();
 }
 
+// An offsets array (graph_ptr, attr_ptr, input_ptr): starts at 0 and never decreases.
+void check_offsets(const std::int64_t* p, std::int64_t n, const char* name) {
+  if (n > 0 && p[0] != 0) throw std::invalid_argument(std::string(name) + " must start at 0");
+  for (std::int64_t k = 1; k < n; ++k)
+    if (p[k] < p[k - 1]) throw std::invalid_argument(std::string(name) + " must not decrease");
+}
+
+py::tuple as_tuple(const py::handle& h, std::size_t size, const char* what) {
+  if (!py::isinstance<py::tuple>(h) || py::len(h) != size)
+    throw py::type_error(std::string(what) + " must be tuples of " + std::to_string(size) +
+                         " items");
+  return py::reinterpret_borrow<py::tuple>(h);
+}
+
+// A Python int in [lo, hi] (TypeError if not an int, ValueError if out of range).
+std::int64_t as_index(const py::handle& h, std::int64_t lo, std::int64_t hi, const char* what) {
+  if (!py::isinstance<py::int_>(h)) throw py::type_error(std::string(what) + " must be an int");
+  const auto v = h.cast<long long>();  // overflow raises through pybind11's int caster
+  if (v < lo || v > hi) throw std::invalid_argument(std::string(what) + " is out of range");
+  return static_cast<std::int64_t>(v);
+}
+
 }  // namespace
 
 void register_sketch(py::module_& m) {
@@ -45,13 +68,20 @@ void register_sketch(py::module_& m) {
          const CArray<std::int64_t>& input_ptr, const CArray<std::int64_t>& input_row,
          const CArray<double>& input_weight, bool float64, bool return_objects,
          int num_threads) {
+        recsketch_bind::check_num_threads(num_threads);
+        if (d < 1 || d > recsketch::kMaxDSketch)
+          throw std::invalid_argument("d must be in [1, 2^31 - 1], got " + std::to_string(d));
         recsketch::MatrixBank bank;
         for (const auto& triple : modules) {
-          const auto t = triple.cast<py::tuple>();
-          if (t.size() != 3) throw std::invalid_argument("module entries must be 3 matrices");
+          const auto t = as_tuple(triple, 3, "module entries");
           bank.modules.push_back({as_matrix(t[0]), as_matrix(t[1]), as_matrix(t[2])});
         }
         for (const auto& p : positions) bank.positions.push_back(as_matrix(p));
+        for (const auto& p : bank.positions)
+          if (p.d() != d) throw std::invalid_argument("position matrix of the wrong size");
+        for (const auto& mats : bank.modules)
+          for (const auto& r : mats)
+            if (r.d() != d) throw std::invalid_argument("module matrix of the wrong size");
         // Embeddings: attr_embed[m] is None or a float64 (k + 1, d) array; edge_embed lists
         // (module, position, array) triples. The arrays stay alive in the caller's lists.
         const std::size_t n_mod = bank.modules.size(), n_pos = bank.positions.size();
@@ -79,10 +109,11 @@ void register_sketch(py::module_& m) {
           if (bank.attr_embed.empty()) throw std::invalid_argument("edge_embed needs attr_embed");
           bank.edge_embed.assign(n_mod * n_pos, nullptr);
           for (const auto& item : edge_embed) {
-            const auto t = item.cast<py::tuple>();
-            const auto mi = t[0].cast<std::size_t>();
-            const auto i = t[1].cast<std::size_t>();
-            if (mi >= n_mod || i < 1 || i > n_pos) throw std::invalid_argument("edge_embed index");
+            const auto t = as_tuple(item, 3, "edge_embed entries");
+            const auto mi = static_cast<std::size_t>(
+                as_index(t[0], 0, static_cast<std::int64_t>(n_mod) - 1, "edge_embed module"));
+            const auto i = static_cast<std::size_t>(
+                as_index(t[1], 1, static_cast<std::int64_t>(n_pos), "edge_embed position"));
             auto [ptr, k] = embedding(t[2]);
             if (k != bank.embed_k[mi]) throw std::invalid_argument("edge_embed size");
             bank.edge_embed[mi * n_pos + i - 1] = ptr;
@@ -90,16 +121,27 @@ void register_sketch(py::module_& m) {
         }
 
         recsketch::GraphBatch g;
+        if (graph_ptr.ndim() != 1) throw std::invalid_argument("graph_ptr must be 1-D");
         g.n_graphs = static_cast<std::int64_t>(graph_ptr.size()) - 1;
         if (g.n_graphs < 0) throw std::invalid_argument("graph_ptr is empty");
         g.graph_ptr = graph_ptr.data();
+        // Offsets first: every later length and index check relies on them.
+        check_offsets(g.graph_ptr, g.n_graphs + 1, "graph_ptr");
         const std::int64_t rows = g.graph_ptr[g.n_graphs];
         g.module = data_of(module, rows, "module");
         g.attr_ptr = data_of(attr_ptr, rows + 1, "attr_ptr");
+        check_offsets(g.attr_ptr, rows + 1, "attr_ptr");
         g.attr = data_of(attr, g.attr_ptr[rows], "attr");
         g.input_ptr = data_of(input_ptr, rows + 1, "input_ptr");
+        check_offsets(g.input_ptr, rows + 1, "input_ptr");
         g.input_row = data_of(input_row, g.input_ptr[rows], "input_row");
         g.input_weight = data_of(input_weight, g.input_ptr[rows], "input_weight");
+        recsketch_bind::check_finite(g.attr, g.attr_ptr[rows], "attr");
+        for (std::int64_t e = 0; e < g.input_ptr[rows]; ++e)
+          if (!(g.input_weight[e] >= 0.0 && g.input_weight[e] <= 1.0))
+            throw std::invalid_argument("input_weight must be in [0, 1] (and not NaN)");
+        // Every row and index against the bank, before any output is allocated.
+        recsketch::detail::check_batch(g, bank, d);
 
         auto run = [&](auto tag) -> py::tuple {
           using T = decltype(tag);

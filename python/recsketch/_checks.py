@@ -7,6 +7,8 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from ._native import _core
+
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -34,11 +36,20 @@ def check_fraction(value: object, name: str, *, upper: float = 1.0) -> float:
     return out
 
 
+# Largest d_sketch of any family (block and row indices stay within 32 bits in the core).
+MAX_D_SKETCH = 2**31 - 1
+
+# Largest num_threads accepted anywhere (the native core refuses more, see cpp/bindings/arrays.hpp):
+# OpenMP runtimes abort or crash when asked for thousands of threads.
+MAX_NUM_THREADS: int = int(_core.MAX_NUM_THREADS)
+
+
 def check_num_threads(num_threads: Optional[int]) -> int:
-    """None means every available thread (passed to the core as 0)."""
+    """None means every available thread (passed to the core as 0); otherwise an integer in
+    ``[1, MAX_NUM_THREADS]`` (256)."""
     if num_threads is None:
         return 0
-    return check_int(num_threads, "num_threads", minimum=1)
+    return check_int(num_threads, "num_threads", minimum=1, maximum=MAX_NUM_THREADS)
 
 
 def as_float_batch(x: object, name: str, d: int, *, allow_short: bool = False

@@ -7,7 +7,7 @@ from typing import Dict, NamedTuple, Optional
 
 import numpy as np
 
-from ._checks import check_int
+from ._checks import MAX_D_SKETCH, check_int
 from ._native import _core
 
 __all__ = [
@@ -33,18 +33,18 @@ class BlockSparseParams(NamedTuple):
 
 def min_block_size(d_sketch: int) -> int:
     """Smallest block size Enc allows for ``d_sketch``: ``3 * (ceil(log2 d) + 3)``."""
-    return int(_core.min_block_size(check_int(d_sketch, "d_sketch", minimum=1)))
+    return int(_core.min_block_size(check_int(d_sketch, "d_sketch", minimum=1, maximum=MAX_D_SKETCH)))
 
 
 def default_density(d_sketch: int) -> float:
     """Default block probability ``q = min(1, log2(d) / sqrt(d))`` (Theorem 4: q >= polylog/sqrt d)."""
-    return float(_core.default_density(check_int(d_sketch, "d_sketch", minimum=1)))
+    return float(_core.default_density(check_int(d_sketch, "d_sketch", minimum=1, maximum=MAX_D_SKETCH)))
 
 
 def default_block_size(d_sketch: int) -> Optional[int]:
     """The smallest valid block size that divides ``d_sketch``, or None if there is none up to
     twice the minimum (then pick another ``d_sketch`` with :func:`suggest_block_sparse`)."""
-    d = check_int(d_sketch, "d_sketch", minimum=1)
+    d = check_int(d_sketch, "d_sketch", minimum=1, maximum=MAX_D_SKETCH)
     b_min = min_block_size(d)
     for b in range(b_min, min(d, 2 * b_min) + 1, 3):
         if d % b == 0:
@@ -64,7 +64,7 @@ def suggest_block_sparse(d_sketch: int, density: Optional[float] = None) -> Bloc
     >>> suggest_block_sparse(16384)
     BlockSparseParams(d_sketch=16371, block_size=51, density=0.10942...)
     """
-    target = check_int(d_sketch, "d_sketch", minimum=24)
+    target = check_int(d_sketch, "d_sketch", minimum=24, maximum=MAX_D_SKETCH)
     best = None
     for b in (min_block_size(target), min_block_size(target) + 3):
         for k in (target // b, -(-target // b)):

@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ._checks import check_int, check_num_threads
+from ._checks import MAX_D_SKETCH, check_int, check_num_threads
 from ._native import _core
 from .block_sparse import default_block_size, default_density, suggest_block_sparse
 from .graph import Graph, flatten
@@ -45,7 +45,7 @@ class Sketcher(Queries):
     Parameters
     ----------
     d_sketch : int
-        Dimension of every sketch and matrix. For ``block_sparse`` it must be a multiple of a
+        Dimension of every sketch and matrix, at most ``2**31 - 1``. For ``block_sparse`` it must be a multiple of a
         valid block size (see :func:`recsketch.suggest_block_sparse`); for ``orthogonal`` a power
         of two.
     family : {"block_sparse", "orthogonal"}
@@ -69,7 +69,7 @@ class Sketcher(Queries):
     def __init__(self, d_sketch: int, *, family: str = "block_sparse",
                  block_size: Optional[int] = None, density: Optional[float] = None,
                  seed: int = 0, dtype: Any = "float32"):
-        d = check_int(d_sketch, "d_sketch", minimum=2)
+        d = check_int(d_sketch, "d_sketch", minimum=2, maximum=MAX_D_SKETCH)
         if family not in FAMILIES:
             raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
         seed = check_int(seed, "seed", minimum=0, maximum=2**64 - 1)
@@ -210,7 +210,8 @@ class Sketcher(Queries):
         With ``return_objects=True`` returns ``(sketch, objects)`` where ``objects[k]`` is the
         object sketch of the graph's object ``k`` (its ``Handle.index``). Validates the graph
         and the module registry first (ValueError naming the object or module); on success
-        records new modules in the registry.
+        records new modules in the registry. ``num_threads``: None for every thread, else
+        1 to ``recsketch._checks.MAX_NUM_THREADS`` (256), the same for every entry point.
         """
         if not isinstance(graph, Graph):
             raise TypeError(f"sketch takes a recsketch.Graph, got {type(graph).__name__}")

@@ -11,8 +11,9 @@ namespace recsketch {
 // Smallest L with 2^L >= n (n >= 1): the number of bits Enc spends on a column index.
 inline int ceil_log2(std::int64_t n) noexcept {
   int bits = 0;
-  while ((std::int64_t{1} << bits) < n) ++bits;
-  return bits;
+  // bits < 62 keeps the shift defined for every n (n > 2^62 needs 63 bits)
+  while (bits < 62 && (std::int64_t{1} << bits) < n) ++bits;
+  return (std::int64_t{1} << bits) < n ? bits + 1 : bits;
 }
 
 // Largest d accepted: block indices and row indices stay within 32 bits.

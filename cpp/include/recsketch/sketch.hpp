@@ -81,9 +81,11 @@ inline void check_batch(const GraphBatch& g, const MatrixBank& bank, std::int64_
   if (g.graph_ptr[0] != 0) throw std::invalid_argument("graph_ptr must start at 0");
   if (g.n_graphs > 0 && (g.attr_ptr[0] != 0 || g.input_ptr[0] != 0))
     throw std::invalid_argument("attr_ptr and input_ptr must start at 0");
+  const std::int64_t rows = g.graph_ptr[g.n_graphs];
   for (std::int64_t k = 0; k < g.n_graphs; ++k) {
     const std::int64_t r0 = g.graph_ptr[k], r1 = g.graph_ptr[k + 1];
     if (r1 <= r0) throw std::invalid_argument("every graph needs an output row");
+    if (r1 > rows) throw std::invalid_argument("graph_ptr points past the last row");
     for (std::int64_t r = r0; r < r1; ++r) {
       const bool is_output = r == r1 - 1;
       const std::int32_t mod = g.module[r];

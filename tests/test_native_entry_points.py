@@ -1,0 +1,218 @@
+"""Every native entry point validates what it is given: bad arguments raise ValueError or
+TypeError naming the problem, never a hang, an abort or a segfault (issue 12, defects 5 and 6).
+
+Calls that used to crash the process run in a subprocess, so a regression fails one test
+instead of killing the run.
+"""
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import recsketch as rs
+from recsketch import _core
+from recsketch._checks import MAX_NUM_THREADS
+from recsketch.graph import flatten
+
+FAMILY = _core.BlockSparseFamily(360, 36, 0.3)
+BS = _core.BlockSparseMatrix(FAMILY, 1, 2)
+ORTH = _core.OrthogonalMatrix(256, 1, 2)
+
+
+def run_isolated(code, timeout=120):
+    """Run code in a fresh interpreter; returns (returncode, stdout + stderr)."""
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, timeout=timeout)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def sketch_args(sk, graphs, num_threads=1):
+    """The arguments Sketcher._sketch hands to _core.sketch_graphs, as a mutable dict."""
+    flat = flatten(graphs, sk.d_sketch)
+    return dict(
+        modules=[tuple(sk.module_matrix(n, k)._native for k in range(3)) for n in flat.modules],
+        positions=[sk.position_matrix(i)._native for i in range(1, flat.max_fan_in + 1)],
+        attr_embed=[], edge_embed=[], d=sk.d_sketch, graph_ptr=flat.graph_ptr.copy(),
+        module=flat.module.copy(), attr_ptr=flat.attr_ptr.copy(), attr=flat.attr.copy(),
+        input_ptr=flat.input_ptr.copy(), input_row=flat.input_row.copy(),
+        input_weight=flat.input_weight.copy(), float64=True, return_objects=False,
+        num_threads=num_threads)
+
+
+def small_graph():
+    g = rs.Graph()
+    a = g.add("leaf", [0.6, 0.8])
+    b = g.add("leaf", [1.0, 0.0])
+    top = g.add("top", [1.0], [(a, 0.5), (b, 0.5)])
+    g.set_output([(top, 1.0)])
+    return g
+
+
+SK = rs.Sketcher(360, block_size=36, density=0.3, seed=1, dtype="float64")
+X = np.random.default_rng(0).random((3, 360))
+Y_SCAN = np.random.default_rng(1).standard_normal((4, 360))
+
+# Every native entry point that takes num_threads, as a callable of num_threads.
+NATIVE_THREADED = {
+    "BlockSparseMatrix.apply": lambda t: BS.apply(X, False, False, t),
+    "BlockSparseMatrix.apply(transpose)": lambda t: BS.apply(X, True, False, t),
+    "BlockSparseMatrix.column_counts": lambda t: BS.column_counts(t),
+    "BlockSparseMatrix.csc": lambda t: BS.csc(True, t),
+    "OrthogonalMatrix.apply": lambda t: ORTH.apply(X[:, :256].copy(), False, False, t),
+    "sketch_graphs": lambda t: _core.sketch_graphs(**sketch_args(SK, [small_graph()], t)),
+    "scan_blocks": lambda t: _core.scan_blocks(Y_SCAN, 36, 0.3, 0.3, 0, t),
+}
+
+PYTHON_THREADED = {
+    "RandomMatrix.matvec": lambda t: SK.module_matrix("a", 0).matvec(X[0], num_threads=t),
+    "Sketcher.sketch": lambda t: SK.sketch(small_graph(), num_threads=t),
+    "Sketcher.sketch_many": lambda t: SK.sketch_many([small_graph()], num_threads=t),
+    "DictionaryLearner": lambda t: rs.DictionaryLearner(360, block_size=36, density=0.3,
+                                                        num_threads=t),
+}
+
+
+def test_max_num_threads_is_documented_and_shared():
+    assert MAX_NUM_THREADS == _core.MAX_NUM_THREADS >= 64
+    assert str(MAX_NUM_THREADS) in rs.Sketcher.sketch.__doc__ or \
+        "MAX_NUM_THREADS" in rs.Sketcher.sketch.__doc__
+
+
+@pytest.mark.parametrize("name", sorted(NATIVE_THREADED))
+def test_native_num_threads_bounds(name):
+    call = NATIVE_THREADED[name]
+    reference = call(1)
+    for bad in (MAX_NUM_THREADS + 1, 100_000, -1):
+        with pytest.raises(ValueError, match="num_threads"):
+            call(bad)
+    # 0 (every thread) and the maximum itself are accepted and change no bit
+    for ok in (0, 2, MAX_NUM_THREADS):
+        out = call(ok)
+        for a, b in zip(out if isinstance(out, tuple) else (out,),
+                        reference if isinstance(reference, tuple) else (reference,)):
+            if isinstance(a, np.ndarray):
+                np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("name", sorted(PYTHON_THREADED))
+def test_python_num_threads_bounds(name):
+    call = PYTHON_THREADED[name]
+    for bad in (MAX_NUM_THREADS + 1, 2000, 100_000):
+        with pytest.raises(ValueError, match=rf"num_threads must be <= {MAX_NUM_THREADS}"):
+            call(bad)
+    with pytest.raises(ValueError, match="num_threads must be >= 1"):
+        call(0)
+
+
+def test_huge_thread_counts_do_not_crash_the_process():
+    # 2,000 aborted the process and 100,000 segfaulted it (issue 12, defect 5)
+    code, out = run_isolated("""
+        import numpy as np
+        from recsketch import _core
+        m = _core.BlockSparseMatrix(_core.BlockSparseFamily(360, 36, 0.3), 1, 2)
+        x = np.ones((64, 360))
+        for t in (2000, 100000):
+            try:
+                m.apply(x, False, False, t)
+            except ValueError as exc:
+                print("ValueError", exc)
+    """)
+    assert code == 0, out
+    assert out.count("ValueError") == 2, out
+
+
+def test_huge_d_sketch_is_refused_not_a_hang():
+    # ceil_log2 shifted past 64 bits and looped forever with the GIL held (defect 6)
+    code, out = run_isolated("""
+        import recsketch as rs
+        from recsketch import _core
+        for call in (lambda: rs.Sketcher(2**62 + 1), lambda: rs.Sketcher(2**40),
+                     lambda: rs.min_block_size(2**62 + 1), lambda: rs.default_block_size(2**63 - 1),
+                     lambda: _core.min_block_size(2**62 + 1), lambda: _core.ceil_log2(0),
+                     lambda: _core.default_density(2**62), lambda: _core.min_block_size(0)):
+            try:
+                print("returned", call())
+            except ValueError as exc:
+                print("ValueError", exc)
+    """, timeout=60)
+    assert code == 0, out
+    assert out.count("ValueError") == 8, out
+    assert "d_sketch" in out
+
+
+def test_ceil_log2_is_exact_over_its_range():
+    for n in [1, 2, 3, 4, 5, 1023, 1024, 1025, 2**31 - 1, 2**31, 2**62, 2**62 + 1, 2**63 - 1]:
+        assert _core.ceil_log2(n) == (n - 1).bit_length()
+
+
+def test_block_sparse_matrix_needs_a_family():
+    # segfaulted on a null family (defect 6)
+    code, out = run_isolated("""
+        from recsketch import _core
+        try:
+            _core.BlockSparseMatrix(None, 0, 0)
+        except (TypeError, ValueError) as exc:
+            print(type(exc).__name__, exc)
+    """)
+    assert code == 0, out
+    assert "family" in out and ("TypeError" in out or "ValueError" in out), out
+
+
+def bad_batches():
+    """(description, changes to the arguments of sketch_graphs) that must be refused."""
+    n_rows = 4  # leaf, leaf, top, output
+    yield "graph_ptr past the rows", dict(graph_ptr=np.array([0, 1000, n_rows]))
+    yield "graph_ptr not monotone", dict(graph_ptr=np.array([0, 3, 2, n_rows]))
+    yield "graph_ptr negative", dict(graph_ptr=np.array([0, -5]))
+    yield "graph_ptr empty", dict(graph_ptr=np.zeros(0, dtype=np.int64))
+    yield "module index", dict(module=np.array([0, 0, 7, -1], dtype=np.int32))
+    yield "attr_ptr decreasing", dict(attr_ptr=np.array([0, 2, 1, 5, 5]))
+    yield "input_ptr decreasing", dict(input_ptr=np.array([0, 0, 0, 3, 2]))
+    yield "input_row out of range", dict(input_row=np.array([0, 99, 2]))
+    yield "input_row negative", dict(input_row=np.array([0, -1, 2]))
+    yield "weights NaN", dict(input_weight=np.array([0.5, np.nan, 1.0]))
+    yield "weights negative", dict(input_weight=np.array([0.5, -0.5, 1.0]))
+    yield "attributes infinite", dict(attr=np.array([0.6, np.inf, 1.0, 0.0, 1.0]))
+    yield "d mismatch", dict(d=512)
+    yield "d huge", dict(d=2**40)
+    yield "d negative", dict(d=-360)
+    yield "module entry not a tuple", dict(modules=[[BS, BS, BS], [BS, BS, BS]])
+    yield "module entry too short", dict(modules=[(BS, BS), (BS, BS, BS)])
+    yield "module entry not matrices", dict(modules=[(1, 2, 3), (BS, BS, BS)])
+    yield "no positions", dict(positions=[])
+    yield "edge_embed junk", dict(attr_embed=[None, None], edge_embed=[(-1, 1, None)])
+    yield "edge_embed not a tuple", dict(attr_embed=[None, None], edge_embed=[5])
+    yield "attr_embed wrong shape", dict(attr_embed=[np.zeros((3, 5)), None])
+
+
+@pytest.mark.parametrize("desc,change", list(bad_batches()), ids=[d for d, _ in bad_batches()])
+def test_sketch_graphs_validates_the_batch(desc, change):
+    # flatten() orders modules as first seen: "leaf" (0), "top" (1)
+    args = sketch_args(SK, [small_graph()])
+    args.update(change)
+    with pytest.raises((ValueError, TypeError)):
+        _core.sketch_graphs(**args)
+
+
+def test_sketch_graphs_refuses_an_out_of_range_graph_in_a_subprocess():
+    # graph_ptr[k + 1] beyond the rows read past the arrays before any check (defect 6)
+    code, out = run_isolated("""
+        import numpy as np
+        import recsketch as rs
+        from recsketch import _core
+        sk = rs.Sketcher(360, block_size=36, density=0.3, seed=1, dtype="float64")
+        m = tuple(sk.module_matrix("a", k)._native for k in range(3))
+        pos = [sk.position_matrix(i)._native for i in (1, 2)]
+        try:
+            _core.sketch_graphs([m], pos, [], [], 360, np.array([0, 10**9, 1]),
+                                np.array([0], dtype=np.int32), np.array([0, 1]), np.ones(1),
+                                np.array([0, 0]), np.zeros(0, dtype=np.int64), np.zeros(0),
+                                True, False, 1)
+        except ValueError as exc:
+            print("ValueError", exc)
+    """)
+    assert code == 0, out
+    assert "ValueError" in out and "graph_ptr" in out, out
