@@ -18,17 +18,60 @@ same module can also spell (a leak) is dropped from the ``matched`` read-out.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
-from typing import Dict, Hashable, List, Optional, Sequence, Tuple
+from enum import IntEnum
+from typing import Dict, Hashable, List, NamedTuple, Optional, Sequence, Set, Tuple
 
-__all__ = ["Probe", "paper_gain", "build_probe"]
+__all__ = ["Letter", "Word", "WeightedWord", "Probe", "paper_gain", "build_probe", "position",
+           "own_module"]
 
-Letter = Tuple[Hashable, ...]
+# Kinds of letters (which matrix R a factor P(R) of a chain carries).
+POSITION = "position"          # R[i], a tuple position or an object slot (R[1], R[2])
+OWN_MODULE = "module"          # R[M, 0], the wrapper of the object's own module M
+ANCESTOR = "ancestor"          # R[A, 0] of the (unknown) module of an ancestor at a level
+UNKNOWN_POSITION = "unknown"   # the position of an ancestor at a level, when no path is given
+FREE = "free"                  # an unknown position that coincides with no other matrix
+
+
+class Letter(NamedTuple):
+    """One factor ``P(R)`` of a chain, named by the matrix ``R`` it carries."""
+
+    kind: str       # one of POSITION, OWN_MODULE, ANCESTOR, UNKNOWN_POSITION, FREE
+    key: Hashable   # the position i, the module name, or the level
+
+
 Word = Tuple[Letter, ...]
 
-# Roles of the factors of a chain.
-_POS, _WRAP_ANCESTOR, _WRAP_OWN, _SLOT_INPUT, _SLOT_ATTR = range(5)
+
+class WeightedWord(NamedTuple):
+    """A term ``coef * word^T`` of a read-out."""
+
+    word: Word
+    coef: float
+
+
+class Role(IntEnum):
+    """Why a factor sits on the chain (MATH.md §2.3)."""
+
+    POSITION = 0          # the object's (or an ancestor's) input position in its parent
+    WRAP_ANCESTOR = 1     # an ancestor's module wrapper
+    WRAP_OWN = 2          # the object's own module wrapper
+    SLOT_INPUT = 3        # R[2]: the input slot of a tuple sketch
+    SLOT_ATTR = 4         # R[1]: the attribute slot of a tuple sketch
+
+
+class Factor(NamedTuple):
+    """A factor of the chain from the sketch's root down to the object."""
+
+    letter: Letter
+    role: Role
+
+
+class Peel(NamedTuple):
+    """A factor a read-out removes: plainly (``R^T``) or by its adjoint (``P(R)^T``)."""
+
+    letter: Letter
+    adjoint: bool
 
 
 @dataclass(frozen=True)
@@ -36,41 +79,49 @@ class Probe:
     """A linear read-out: ``sum_u coef_u * u^T s``, then ``R[module, channel]^T`` (unless the
     probe stops in tuple-sketch space), divided by ``gain`` (the gain at unit weight)."""
 
-    words: Tuple[Tuple[Word, float], ...]
+    words: Tuple[WeightedWord, ...]
     gain: float
 
 
-def pos(i: int) -> Letter:
-    return ("P", i)
+def position(i: int) -> Letter:
+    """The letter of ``R[i]``."""
+    return Letter(POSITION, i)
+
+
+def own_module(name: str) -> Letter:
+    """The letter of ``R[name, 0]``."""
+    return Letter(OWN_MODULE, name)
 
 
 def _chain(root_depth: int, depth: int, module: str, path: Optional[Sequence[int]],
-           stop: str) -> Tuple[List[Tuple[Letter, int]], float]:
-    """Letters (with roles) from the sketch's root down to the object, and the scalar ``c``.
+           stop: str) -> Tuple[List[Factor], float]:
+    """Factors from the sketch's root down to the object, and the scalar ``c``.
 
     ``root_depth`` 1 is an overall sketch (the output's input tuple); ``root_depth >= 2`` is
     the tuple sketch of an object at that depth. ``stop`` is ``"channel"`` (down to the
     object's s_attr) or ``"tuple"`` (down to the object's tuple sketch).
     """
     levels = list(range(root_depth + 1, depth + 1))
-    positions: List[Letter] = ([pos(i) for i in path] if path is not None
-                               else [("U", level) for level in levels])
-    chain: List[Tuple[Letter, int]] = []
+    positions: List[Letter] = ([position(i) for i in path] if path is not None
+                               else [Letter(UNKNOWN_POSITION, level) for level in levels])
+    chain: List[Factor] = []
     c = 1.0
     if root_depth > 1:
         if depth == root_depth:
-            return ([], 1.0) if stop == "tuple" else ([(pos(1), _SLOT_ATTR)], 0.25)
-        chain.append((pos(2), _SLOT_INPUT))
+            return ([], 1.0) if stop == "tuple" else ([Factor(position(1), Role.SLOT_ATTR)], 0.25)
+        chain.append(Factor(position(2), Role.SLOT_INPUT))
         c *= 0.5
     for level, p in zip(levels, positions):
         own = level == depth
-        chain.append((p, _POS))
-        chain.append((("M", module) if own else ("A", level), _WRAP_OWN if own else _WRAP_ANCESTOR))
-        if not own:
-            chain.append((pos(2), _SLOT_INPUT))
+        chain.append(Factor(p, Role.POSITION))
+        if own:
+            chain.append(Factor(own_module(module), Role.WRAP_OWN))
+        else:
+            chain.append(Factor(Letter(ANCESTOR, level), Role.WRAP_ANCESTOR))
+            chain.append(Factor(position(2), Role.SLOT_INPUT))
             c *= 0.5
     if stop == "channel":
-        chain.append((pos(1), _SLOT_ATTR))
+        chain.append(Factor(position(1), Role.SLOT_ATTR))
         c *= 0.25  # the object's tuple weight 1/2 and the 1/2 of s_attr
     return chain, c
 
@@ -91,7 +142,7 @@ def count_spellings(chain: Sequence[Letter], word: Word) -> int:
     return ways[len(word)]
 
 
-def _expand(readout: Sequence[Tuple[Letter, bool]]) -> Dict[Word, float]:
+def _expand(readout: Sequence[Peel]) -> Dict[Word, float]:
     """Words of a read-out: a plain factor keeps its letter, an adjoint keeps it or not (1/2)."""
     words: Dict[Word, float] = {(): 1.0}
     for letter, adjoint in readout:
@@ -106,33 +157,29 @@ def _expand(readout: Sequence[Tuple[Letter, bool]]) -> Dict[Word, float]:
     return words
 
 
-def _readout(chain: List[Tuple[Letter, int]], method: str, stop: str,
-             path_known: bool) -> List[Tuple[Letter, bool]]:
-    """Which factors a read-out peels, and how: (letter, adjoint?) from the outside in."""
-    out: List[Tuple[Letter, bool]] = []
+def _readout(chain: List[Factor], method: str, stop: str, path_known: bool) -> List[Peel]:
+    """Which factors a read-out peels, and how, from the outside in."""
+    out: List[Peel] = []
     for letter, role in chain:
-        if role == _WRAP_ANCESTOR:
+        if role == Role.WRAP_ANCESTOR:
             continue  # the ancestors' modules are not known
-        if role == _POS:
+        if role in (Role.POSITION, Role.SLOT_INPUT):
             if path_known:
-                out.append((letter, False))
-        elif role == _SLOT_INPUT:
-            if path_known:
-                out.append((letter, False))
-        elif role == _WRAP_OWN:
+                out.append(Peel(letter, False))
+        elif role == Role.WRAP_OWN:
             # Unrolling to tuple space peels the wrapper plainly under both methods: the
             # adjoint's identity branch would let the object's own slots and its children's
             # positions (letters *below* the wrapper) spell the peeled word, a bias that no
             # gain computed on the peel alone can see (measured: +0.04 on the cat's attributes).
             if stop == "tuple":
-                out.append((letter, False))
+                out.append(Peel(letter, False))
             elif method == "matched":
-                out.append((letter, True))
-        elif role == _SLOT_ATTR:
+                out.append(Peel(letter, True))
+        elif role == Role.SLOT_ATTR:
             if method == "matched":
-                out.append((letter, True))
+                out.append(Peel(letter, True))
             elif path_known:
-                out.append((letter, False))
+                out.append(Peel(letter, False))
     return out
 
 
@@ -144,56 +191,92 @@ def build_probe(root_depth: int, depth: int, module: str, path: Optional[Sequenc
     Theorem 1. ``method`` is ``"paper"`` (MATH.md §3: identity words for case (i), plain
     transposes of positions and slots for case (ii), literal gain) or ``"matched"``
     (adjoints on the object's own wrapper and attribute slot, exact gain, ambiguous words
-    dropped).
+    dropped). Polynomial in the depth: every test over the alternative paths or unknown
+    positions is a dynamic programme along the chain, never an enumeration of them.
     """
     chain, c = _chain(root_depth, depth, module, path, stop)
-    letters = [letter for letter, _ in chain]
+    letters = [f.letter for f in chain]
     scale = c * 0.5 ** len(chain)
     path_known = path is not None
-    if method == "paper":
-        words = _expand(_readout(chain, method, stop, path_known))
-        return Probe(tuple(words.items()), scale)
-
     words = _expand(_readout(chain, method, stop, path_known))
+    if method == "paper":
+        return Probe(tuple(WeightedWord(u, a) for u, a in words.items()), scale)
+
     if path_known:
-        alternatives = _alternative_chains(root_depth, depth, module, path, stop)
+        assert path is not None
         kept = {u: a for u, a in words.items()
                 if count_spellings(letters, u) > 0
-                and all(count_spellings(alt, u) == 0 for alt in alternatives)}
+                and not _spelled_on_another_path(chain, path, u)}
     else:
-        assignments = _assignments(letters)
         kept = {}
         for u, a in words.items():
-            counts = {count_spellings(chain_k, u) for chain_k in assignments}
+            counts = _spellings_over_unknowns(letters, u)
             if len(counts) == 1 and counts.pop() > 0:
                 kept[u] = a
     if not kept:  # cannot happen for the chains above; guards future edits
         raise AssertionError("matched read-out kept no word")
     gain = scale * sum(a * count_spellings(letters, u) for u, a in kept.items())
-    return Probe(tuple(kept.items()), gain)
+    return Probe(tuple(WeightedWord(u, a) for u, a in kept.items()), gain)
 
 
-def _assignments(letters: List[Letter]) -> List[List[Letter]]:
-    """The chain under every way the unknown positions can coincide with the slot matrices
-    R[1], R[2] or with nothing in the read-out."""
-    unknown = [k for k, letter in enumerate(letters) if letter[0] == "U"]
-    out = []
-    for values in itertools.product((pos(1), pos(2), None), repeat=len(unknown)):
-        chain = list(letters)
-        for k, v in zip(unknown, values):
-            chain[k] = v if v is not None else ("F", k)
-        out.append(chain)
-    return out
+def _spelled_on_another_path(chain: List[Factor], path: Sequence[int], word: Word) -> bool:
+    """Whether some other object the module could have at the same depth (another path: each
+    position drawn from the path's own positions, R[1], R[2] or a position used nowhere else)
+    has a chain in which ``word`` is a subsequence (a leak into the read-out).
+
+    A dynamic programme over the chain whose state is (letters of ``word`` matched so far,
+    whether the path differs from ``path`` yet): O(len(chain) * len(word) * len(path)).
+    """
+    alphabet = sorted(set(path) | {1, 2})
+    choices = [position(v) for v in alphabet] + [Letter(FREE, -1)]  # FREE: matches nothing
+    values = alphabet + [None]
+    n = len(word)
+    states: Set[Tuple[int, bool]] = {(0, False)}
+    slot = 0
+    for letter, role in chain:
+        nxt: Set[Tuple[int, bool]] = set()
+        if role == Role.POSITION:
+            true_value = path[slot]
+            slot += 1
+            for option, value in zip(choices, values):
+                for j, differs in states:
+                    d = differs or value != true_value
+                    nxt.add((j, d))
+                    if j < n and word[j] == option:
+                        nxt.add((j + 1, d))
+        else:
+            for j, differs in states:
+                nxt.add((j, differs))
+                if j < n and word[j] == letter:
+                    nxt.add((j + 1, differs))
+        states = nxt
+    return (n, True) in states
 
 
-def _alternative_chains(root_depth: int, depth: int, module: str, path: Sequence[int],
-                        stop: str) -> List[List[Letter]]:
-    """Chains of the other objects the module could have at the same depth (other paths)."""
-    alphabet = sorted(set(path) | {1, 2}) + [0]  # 0 stands for a position used nowhere else
-    out = []
-    for alt in itertools.product(alphabet, repeat=len(path)):
-        if tuple(alt) == tuple(path):
-            continue
-        chain, _ = _chain(root_depth, depth, module, [a if a else -1 for a in alt], stop)
-        out.append([letter for letter, _ in chain])
-    return out
+def _spellings_over_unknowns(letters: List[Letter], word: Word) -> Set[int]:
+    """The set of ``count_spellings(chain, word)`` over every way the unknown positions of the
+    chain can coincide with the slot matrices R[1], R[2] or with nothing in the read-out.
+
+    A dynamic programme whose state is the vector of spelling counts of the word's prefixes
+    (the vector ``count_spellings`` keeps): each unknown position branches three ways and
+    equal vectors merge, so the work is bounded by the distinct vectors (at most
+    prod_k (C(len(chain), k) + 1) over the word's prefixes), polynomial in the depth for the
+    read-outs' words of length <= 2.
+    """
+    n = len(word)
+    options = (position(1), position(2), Letter(FREE, -1))
+    vectors: Set[Tuple[int, ...]] = {(1,) + (0,) * n}
+
+    def step(ways: Tuple[int, ...], letter: Letter) -> Tuple[int, ...]:
+        out = list(ways)
+        for k in range(n, 0, -1):
+            if word[k - 1] == letter:
+                out[k] += out[k - 1]
+        return tuple(out)
+
+    for letter in letters:
+        if letter.kind == UNKNOWN_POSITION:
+            vectors = {step(v, option) for v in vectors for option in options}
+        else:
+            vectors = {step(v, letter) for v in vectors}
+    return {v[n] for v in vectors}

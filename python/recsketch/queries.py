@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Dict, NamedTuple, Optional, Sequence, Tup
 import numpy as np
 
 from ._checks import FLOAT_DTYPES, check_int, check_num_threads
-from ._probes import Probe, Word, build_probe
+from ._probes import POSITION, Letter, Probe, Word, build_probe
 from .erasure import ErasedSketch
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -146,10 +146,10 @@ class Queries:
         return h, steps
 
     # -- matrices of a probe -------------------------------------------------------------------
-    def _letter_matrix(self, letter: Tuple[Any, ...]) -> "RandomMatrix":
-        if letter[0] == "P":
-            return self.position_matrix(letter[1])  # type: ignore[attr-defined]
-        return self.module_matrix(letter[1], 0)  # type: ignore[attr-defined]
+    def _letter_matrix(self, letter: Letter) -> "RandomMatrix":
+        if letter.kind == POSITION:
+            return self.position_matrix(letter.key)  # type: ignore[attr-defined]
+        return self.module_matrix(letter.key, 0)  # type: ignore[attr-defined]
 
     def _column_norms2(self, module: str, channel: int, k: int) -> np.ndarray:
         """Exact squared norms of the first k columns of R[module, channel]."""
