@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ._native import _core
 from ._version import __version__
+from .decoder import Decoder
 from .block_sparse import (
     BlockSparseParams,
     BlockStatus,
@@ -38,6 +39,7 @@ __all__ = [
     "BlockSparseParams",
     "BlockStatus",
     "DecodedBlocks",
+    "Decoder",
     "DictionaryLearner",
     "ErasedSketch",
     "Graph",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
+import threading
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -13,8 +13,10 @@ from ._checks import MAX_D_SKETCH, check_int, check_num_threads
 from ._native import _core
 from .block_sparse import default_block_size, default_density, suggest_block_sparse
 from .graph import Graph, flatten
+from ._cache import ByteLRU
+from .decoder import QUERY_CACHE_BYTES, Decoder
 from .matrices import RandomMatrix
-from .queries import Queries
+from .queries import AttributeEstimate, SubSketch
 
 __all__ = ["Sketcher", "FAMILIES", "ModuleInfo"]
 
@@ -39,7 +41,7 @@ class ModuleInfo:
     attribute_dim: int
 
 
-class Sketcher(Queries):
+class Sketcher:
     """Owns the seed and the random-matrix family of a recursive sketch (paper Section 3).
 
     Parameters
@@ -59,6 +61,13 @@ class Sketcher(Queries):
         the same seed gives bit-identical matrices on every machine and thread count.
     dtype : "float32" or "float64"
         dtype of the sketches this Sketcher produces.
+    query_cache_bytes : int
+        Budget of the query cache (probes, probe matrices, column norms; see
+        :class:`recsketch.Decoder`), default 256 MiB; also settable later through
+        ``sk.decoder.cache_bytes``. Not part of the configuration (``to_dict``).
+
+    Sketching, the registry and every query are thread-safe: one Sketcher may be shared by
+    threads (each cache changes only under its lock), with the results of a single thread.
 
     Raises
     ------
@@ -68,7 +77,8 @@ class Sketcher(Queries):
 
     def __init__(self, d_sketch: int, *, family: str = "block_sparse",
                  block_size: Optional[int] = None, density: Optional[float] = None,
-                 seed: int = 0, dtype: Any = "float32"):
+                 seed: int = 0, dtype: Any = "float32",
+                 query_cache_bytes: int = QUERY_CACHE_BYTES):
         d = check_int(d_sketch, "d_sketch", minimum=2, maximum=MAX_D_SKETCH)
         if family not in FAMILIES:
             raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
@@ -110,8 +120,10 @@ class Sketcher(Queries):
         self._dtype = dt
         self._matrices: Dict[Tuple[Any, ...], RandomMatrix] = {}
         self._modules: Dict[str, ModuleInfo] = {}
-        self._probe_cache: Dict[Tuple[Any, ...], Any] = {}
-        self._embeddings: "OrderedDict[Tuple[Any, ...], np.ndarray]" = OrderedDict()
+        # Guards the matrix map and the registry (check-then-record must not interleave).
+        self._lock = threading.RLock()
+        self._embeddings = ByteLRU(EMBEDDING_CACHE_BYTES)
+        self._decoder = Decoder(self, query_cache_bytes)
 
     # -- configuration -------------------------------------------------------------------------
     @property
@@ -177,8 +189,9 @@ class Sketcher(Queries):
             raise TypeError("module name must be a non-empty str")
         info = ModuleInfo(check_int(depth, "depth", minimum=2),
                           check_int(attribute_dim, "attribute_dim", minimum=1, maximum=self._d))
-        self._check_registry({name: info.depth}, {name: info.attribute_dim})
-        self._modules.setdefault(name, info)
+        with self._lock:
+            self._check_registry({name: info.depth}, {name: info.attribute_dim})
+            self._modules.setdefault(name, info)
 
     def _check_registry(self, depth: Dict[str, int], dim: Dict[str, int]) -> None:
         for name, h in depth.items():
@@ -192,7 +205,8 @@ class Sketcher(Queries):
                 raise ValueError(f"module {name!r} is registered with {known.attribute_dim} "
                                  f"attributes, not {dim[name]}")
 
-    def _module_info(self, name: str) -> ModuleInfo:
+    def module_info(self, name: str) -> ModuleInfo:
+        """The registry's entry of a module; ValueError if it is not registered."""
         if not isinstance(name, str):
             raise TypeError(f"module must be a str, got {type(name).__name__}")
         info = self._modules.get(name)
@@ -200,6 +214,8 @@ class Sketcher(Queries):
             raise ValueError(f"module {name!r} is not registered with this Sketcher; sketch a "
                              "graph containing it or call register_module")
         return info
+
+    _module_info = module_info  # the name Repository uses
 
     # -- sketching -----------------------------------------------------------------------------
     def sketch(self, graph: Graph, *, return_objects: bool = False,
@@ -249,21 +265,27 @@ class Sketcher(Queries):
             self._dtype == np.float64, return_objects, threads)
         if objects is not None:  # one row per object, in Handle.index order (no output rows)
             objects = objects[flat.object_rows]
-        for name in flat.modules:
-            self._modules.setdefault(name, ModuleInfo(flat.module_depth[name],
-                                                      flat.module_dim[name]))
+        with self._lock:
+            # another thread may have registered a module meanwhile: check again, then record
+            self._check_registry(flat.module_depth, flat.module_dim)
+            for name in flat.modules:
+                self._modules.setdefault(name, ModuleInfo(flat.module_depth[name],
+                                                          flat.module_dim[name]))
         return overall, objects
 
     # -- matrices ------------------------------------------------------------------------------
     def _matrix(self, role: Tuple[Any, ...], key: int) -> RandomMatrix:
         mat = self._matrices.get(role)
         if mat is None:
-            if self._family == "orthogonal":
-                native = _core.OrthogonalMatrix(self._d, self._seed, key)
-            else:
-                native = _core.BlockSparseMatrix(self._native_family, self._seed, key)
-            mat = RandomMatrix(native, self._d, self._family, role)
-            self._matrices[role] = mat
+            with self._lock:
+                mat = self._matrices.get(role)
+                if mat is None:
+                    if self._family == "orthogonal":
+                        native = _core.OrthogonalMatrix(self._d, self._seed, key)
+                    else:
+                        native = _core.BlockSparseMatrix(self._native_family, self._seed, key)
+                    mat = RandomMatrix(native, self._d, self._family, role)
+                    self._matrices[role] = mat
         return mat
 
     def module_matrix(self, name: str, k: int) -> RandomMatrix:
@@ -300,25 +322,62 @@ class Sketcher(Queries):
     def _embedding(self, name: str, k: int, position: int) -> np.ndarray:
         """A_M = P(R[M,0]) P(R[1]) [R[M,1] e_1..e_k, R[M,2] e_1] / 4 as (k + 1, d) rows
         (position 0), or D_{M,i} = P(R[i]) A_M."""
-        key = (name, k, position)
-        cached = self._embeddings.get(key)
-        if cached is not None:
-            self._embeddings.move_to_end(key)
-            return cached
-        if position == 0:
-            rows = np.empty((k + 1, self._d))
-            rows[:k] = self.module_matrix(name, 1).apply_short(np.eye(k))
-            rows[k] = self.module_matrix(name, 2).apply_short(np.ones((1, 1)))[0]
-            emb = 0.25 * self.module_matrix(name, 0).half(self.position_matrix(1).half(rows))
-        else:
-            emb = self.position_matrix(position).half(self._embedding(name, k, 0))
-        emb.setflags(write=False)
-        self._embeddings[key] = emb
-        used = sum(e.nbytes for e in self._embeddings.values())
-        while used > EMBEDDING_CACHE_BYTES and len(self._embeddings) > 1:
-            _, old = self._embeddings.popitem(last=False)
-            used -= old.nbytes
-        return emb
+        def build() -> np.ndarray:
+            if position == 0:
+                rows = np.empty((k + 1, self._d))
+                rows[:k] = self.module_matrix(name, 1).apply_short(np.eye(k))
+                rows[k] = self.module_matrix(name, 2).apply_short(np.ones((1, 1)))[0]
+                return 0.25 * self.module_matrix(name, 0).half(self.position_matrix(1).half(rows))
+            return self.position_matrix(position).half(self._embedding(name, k, 0))
+
+        return self._embeddings.get((name, k, position), build)
+
+    # -- queries (answered by the Decoder, decoder.py) -----------------------------------------
+    @property
+    def decoder(self) -> Decoder:
+        """The :class:`recsketch.Decoder` answering this Sketcher's queries (its cache budget:
+        ``sk.decoder.cache_bytes``)."""
+        return self._decoder
+
+    def attributes(self, s: Any, module: str, path: Optional[Sequence[int]] = None,
+                   weight: Optional[float] = None, method: str = "matched", *,
+                   num_threads: Optional[int] = None
+                   ) -> Union[np.ndarray, AttributeEstimate]:
+        return self._decoder.attributes(s, module, path, weight, method,
+                                        num_threads=num_threads)
+
+    def mass(self, s: Any, module: str, method: str = "matched", *,
+             num_threads: Optional[int] = None) -> Union[float, np.ndarray]:
+        return self._decoder.mass(s, module, method, num_threads=num_threads)
+
+    def count(self, s: Any, module: str, weight: float, method: str = "matched", *,
+              num_threads: Optional[int] = None) -> Union[float, np.ndarray]:
+        return self._decoder.count(s, module, weight, method, num_threads=num_threads)
+
+    def summed_attributes(self, s: Any, module: str, weight: float, method: str = "matched",
+                          *, num_threads: Optional[int] = None) -> np.ndarray:
+        return self._decoder.summed_attributes(s, module, weight, method,
+                                               num_threads=num_threads)
+
+    def mean_attributes(self, s: Any, module: str, weight: Optional[float] = None,
+                        method: str = "matched", *, num_threads: Optional[int] = None
+                        ) -> np.ndarray:
+        return self._decoder.mean_attributes(s, module, weight, method,
+                                             num_threads=num_threads)
+
+    def subsketch(self, s: Any, path: Sequence[int], module: Optional[str] = None,
+                  method: str = "matched", *, weight: Optional[float] = None,
+                  num_threads: Optional[int] = None) -> SubSketch:
+        return self._decoder.subsketch(s, path, module, method, weight=weight,
+                                       num_threads=num_threads)
+
+    # The Decoder's docstrings are the queries' documentation.
+    attributes.__doc__ = Decoder.attributes.__doc__
+    mass.__doc__ = Decoder.mass.__doc__
+    count.__doc__ = Decoder.count.__doc__
+    summed_attributes.__doc__ = Decoder.summed_attributes.__doc__
+    mean_attributes.__doc__ = Decoder.mean_attributes.__doc__
+    subsketch.__doc__ = Decoder.subsketch.__doc__
 
     # -- serialisation -------------------------------------------------------------------------
     def to_dict(self) -> Dict[str, Any]:
