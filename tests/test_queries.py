@@ -222,8 +222,8 @@ def test_batched_queries_equal_single_queries_and_both_routes_agree(monkeypatch)
     counts = sk.count(S, "wall", 0.25)
     assert counts.shape == (4,)
     # the cached (k, d) probe matrix and the transposes are the same linear map
-    import recsketch.queries as q
-    monkeypatch.setattr(q, "_PROBE_MATRIX_MAX_K", 0)
+    import recsketch.decoder as decoder
+    monkeypatch.setattr(decoder, "_PROBE_MATRIX_MAX_K", 0)
     sk2 = rs.Sketcher.from_json(sk.to_json())
     for method in ("matched", "paper"):
         for path in (None, [2]):
