@@ -138,7 +138,7 @@ def test_matched_read_out_of_an_empty_column_blames_the_matrix():
         sk.count(s, lost_count, 1 / 3)
     with pytest.raises(ValueError, match=rf"column 0 of R\[{lost_count!r}, 2\]"):
         sk.mass(s, lost_count)
-    # the batch route (one row per sketch) and the long-output route say the same
+    # a batch of sketches says the same
     with pytest.raises(ValueError, match="has no nonzero block"):
         sk.count(np.stack([s, s]), lost_count, 1 / 3)
     # other modules of the same sketch and the paper's read-out are unaffected

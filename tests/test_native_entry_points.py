@@ -185,6 +185,8 @@ def bad_batches():
     yield "no positions", dict(positions=[])
     yield "edge_embed junk", dict(attr_embed=[None, None], edge_embed=[(-1, 1, None)])
     yield "edge_embed not a tuple", dict(attr_embed=[None, None], edge_embed=[5])
+    yield "edge_embed index beyond 64 bits", dict(attr_embed=[None, None],
+                                                  edge_embed=[(2**70, 1, None)])
     yield "attr_embed wrong shape", dict(attr_embed=[np.zeros((3, 5)), None])
 
 

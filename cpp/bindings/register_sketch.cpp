@@ -51,7 +51,13 @@ py::tuple as_tuple(const py::handle& h, std::size_t size, const char* what) {
 // A Python int in [lo, hi] (TypeError if not an int, ValueError if out of range).
 std::int64_t as_index(const py::handle& h, std::int64_t lo, std::int64_t hi, const char* what) {
   if (!py::isinstance<py::int_>(h)) throw py::type_error(std::string(what) + " must be an int");
-  const auto v = h.cast<long long>();  // overflow raises through pybind11's int caster
+  long long v = 0;
+  try {
+    v = h.cast<long long>();
+  } catch (const py::cast_error&) {  // beyond 64 bits: out of range, not a RuntimeError
+    PyErr_Clear();
+    throw std::invalid_argument(std::string(what) + " is out of range");
+  }
   if (v < lo || v > hi) throw std::invalid_argument(std::string(what) + " is out of range");
   return static_cast<std::int64_t>(v);
 }

@@ -90,6 +90,7 @@ class Decoder:
         return self._cache.info()
 
     def clear_cache(self) -> None:
+        """Drop every cached entry (and reset the counters); results do not change."""
         self._cache.clear()
 
     # -- input handling ------------------------------------------------------------------------

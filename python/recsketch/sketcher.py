@@ -9,12 +9,12 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from ._cache import ByteLRU
 from ._checks import MAX_D_SKETCH, check_int, check_num_threads
 from ._native import _core
 from .block_sparse import default_block_size, default_density, suggest_block_sparse
-from .graph import Graph, flatten
-from ._cache import ByteLRU
 from .decoder import QUERY_CACHE_BYTES, Decoder
+from .graph import Graph, flatten
 from .matrices import RandomMatrix
 from .queries import AttributeEstimate, SubSketch
 
@@ -47,9 +47,9 @@ class Sketcher:
     Parameters
     ----------
     d_sketch : int
-        Dimension of every sketch and matrix, at most ``2**31 - 1``. For ``block_sparse`` it must be a multiple of a
-        valid block size (see :func:`recsketch.suggest_block_sparse`); for ``orthogonal`` a power
-        of two.
+        Dimension of every sketch and matrix, at most ``2**31 - 1``. For ``block_sparse`` it
+        must be a multiple of a valid block size (see :func:`recsketch.suggest_block_sparse`);
+        for ``orthogonal`` a power of two (at most ``2**30``).
     family : {"block_sparse", "orthogonal"}
         ``block_sparse`` is the paper's D(b, q, d) (Section 4.3), needed to learn matrices back
         (Section 4); ``orthogonal`` is an exactly orthonormal O(d log d) construction.
