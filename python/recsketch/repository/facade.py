@@ -44,7 +44,8 @@ class Repository:
 
     Aggregates (:meth:`count`, :meth:`mass`, :meth:`mean_attributes`) stream the selected
     sketches in chunks of at most :attr:`chunk_bytes` bytes of float32 values (default
-    ``DEFAULT_CHUNK_BYTES`` = 64 MiB), so a repository larger than memory can be aggregated.
+    ``DEFAULT_CHUNK_BYTES`` = 64 MiB; they use about 2.5 times that), so a repository larger
+    than memory can be aggregated.
     """
 
     # -- lifecycle ------------------------------------------------------------------------------

@@ -431,10 +431,15 @@ class Store:
             stops = np.concatenate((breaks, [offsets.size]))
             for a, b in zip(starts.tolist(), stops.tolist()):
                 nbytes = (b - a) * length * item
-                buf = os.pread(fd, nbytes, int(offsets[a]) * item)
-                if len(buf) != nbytes:
+                if self._dtype == out.dtype:  # straight into the result: no second buffer
+                    got = os.preadv(fd, [memoryview(out[a:b]).cast("B")], int(offsets[a]) * item)
+                else:
+                    buf = os.pread(fd, nbytes, int(offsets[a]) * item)
+                    got = len(buf)
+                    if got == nbytes:
+                        out[a:b] = np.frombuffer(buf, dtype=self._dtype).reshape(b - a, length)
+                if got != nbytes:
                     raise ValueError(f"{self.data_path(gen)} is shorter than its metadata says")
-                out[a:b] = np.frombuffer(buf, dtype=self._dtype).reshape(b - a, length)
         finally:
             os.close(fd)
         return out
