@@ -11,6 +11,7 @@ MiB, not within 96 MiB) plus about 32 bytes per selected sketch for its metadata
 from __future__ import annotations
 
 import numbers
+import os
 import threading
 from typing import Any, Callable, Iterator, Tuple, Union
 
@@ -45,16 +46,23 @@ class Aggregates:
     def chunks(self, rows: Rows, chunk_bytes: int) -> Iterator[Tuple[np.ndarray, Batch]]:
         """``(ids, sketches)`` of the selected rows, a chunk of one kept length at a time."""
         d = self._store.d
-        for length in np.unique(rows.lengths).tolist():
-            sel = np.flatnonzero(rows.lengths == length)
-            step = max(1, chunk_bytes // (4 * length))
-            for start in range(0, sel.size, step):
-                part = sel[start:start + step]
-                vals = self._store.read(rows.offsets[part], length, rows.generation)
-                if length == d:
-                    yield rows.ids[part], vals
-                else:
-                    yield rows.ids[part], ErasedSketch(vals, np.arange(length), d, "prefix", 0)
+        if rows.ids.size == 0:
+            return
+        fd = self._store.open_data(rows.generation)
+        try:
+            for length in np.unique(rows.lengths).tolist():
+                sel = np.flatnonzero(rows.lengths == length)
+                step = max(1, chunk_bytes // (4 * length))
+                for start in range(0, sel.size, step):
+                    part = sel[start:start + step]
+                    vals = self._store.read(fd, rows.offsets[part], length)
+                    if length == d:
+                        yield rows.ids[part], vals
+                    else:
+                        yield rows.ids[part], ErasedSketch(vals, np.arange(length), d, "prefix",
+                                                           0)
+        finally:
+            os.close(fd)
 
     def per_sketch(self, query: Callable[[Sketcher, Batch], Any], rows: Rows,
                    chunk_bytes: int) -> Tuple[np.ndarray, np.ndarray]:

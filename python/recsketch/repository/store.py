@@ -415,33 +415,34 @@ class Store:
                     out[part, :m] = data[off[:, None] + cols]
         return out
 
-    def read(self, offsets: np.ndarray, length: int, gen: int) -> np.ndarray:
-        """Rows of one kept ``length`` as float32 ``(n, length)``, read with ``pread`` (no memory
-        map: streaming a repository larger than the address space must not map all of it).
-        Rows stored back to back are read in one call."""
+    def open_data(self, gen: int) -> int:
+        """A read-only descriptor of a generation's data file. Held open, it keeps the file
+        readable while a rewrite by another writer retires the generation."""
+        return os.open(self.data_path(gen), os.O_RDONLY)
+
+    def read(self, fd: int, offsets: np.ndarray, length: int) -> np.ndarray:
+        """Rows of one kept ``length`` as float32 ``(n, length)``, read with ``pread`` from a
+        descriptor of :meth:`open_data` (no memory map: streaming a repository larger than the
+        address space must not map all of it). Rows stored back to back are read in one call."""
         out = np.empty((offsets.size, length), dtype=np.float32)
         if offsets.size == 0:
             return out
         item = self._dtype.itemsize
-        fd = os.open(self.data_path(gen), os.O_RDONLY)
-        try:
-            # runs of consecutive rows: row k+1 starts where row k ends
-            breaks = np.flatnonzero(np.diff(offsets) != length) + 1
-            starts = np.concatenate(([0], breaks))
-            stops = np.concatenate((breaks, [offsets.size]))
-            for a, b in zip(starts.tolist(), stops.tolist()):
-                nbytes = (b - a) * length * item
-                if self._dtype == out.dtype:  # straight into the result: no second buffer
-                    got = os.preadv(fd, [memoryview(out[a:b]).cast("B")], int(offsets[a]) * item)
-                else:
-                    buf = os.pread(fd, nbytes, int(offsets[a]) * item)
-                    got = len(buf)
-                    if got == nbytes:
-                        out[a:b] = np.frombuffer(buf, dtype=self._dtype).reshape(b - a, length)
-                if got != nbytes:
-                    raise ValueError(f"{self.data_path(gen)} is shorter than its metadata says")
-        finally:
-            os.close(fd)
+        # runs of consecutive rows: row k+1 starts where row k ends
+        breaks = np.flatnonzero(np.diff(offsets) != length) + 1
+        starts = np.concatenate(([0], breaks))
+        stops = np.concatenate((breaks, [offsets.size]))
+        for a, b in zip(starts.tolist(), stops.tolist()):
+            nbytes = (b - a) * length * item
+            if self._dtype == out.dtype:  # straight into the result: no second buffer
+                got = os.preadv(fd, [memoryview(out[a:b]).cast("B")], int(offsets[a]) * item)
+            else:
+                buf = os.pread(fd, nbytes, int(offsets[a]) * item)
+                got = len(buf)
+                if got == nbytes:
+                    out[a:b] = np.frombuffer(buf, dtype=self._dtype).reshape(b - a, length)
+            if got != nbytes:
+                raise ValueError("the data file is shorter than its metadata says")
         return out
 
     def disk_bytes(self) -> int:
