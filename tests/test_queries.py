@@ -2,7 +2,8 @@
 
 Unbiasedness is checked over independent matrix draws (MATH.md §3.5: with fixed matrices the
 error is a fixed bias), scaling over d, and `matched` against `paper` on the same sketches.
-Constants are generous: these are statistical assertions with fixed seeds.
+Unbiasedness windows are 4 standard errors over the draws and must be narrow enough to
+resolve a 5-7% bias; the other bounds are statistical assertions with fixed seeds.
 """
 
 import numpy as np
@@ -10,8 +11,6 @@ import pytest
 
 import recsketch as rs
 from scenes import room, unit
-
-SEEDS = range(40)
 
 
 def scene(rng, order=("wall", "wall", "cat")):

@@ -108,13 +108,11 @@ class RetrievalIndex:
             matches = index.search(q[:store.index_dim], want)
             cand = np.asarray(matches.keys, dtype=np.int64)
         cand = cand[~np.isin(cand, list(skip))]
+        # candidates deleted (by another thread or process) since the index caught up are
+        # left out, in the same snapshot that locates the others
+        cand, off, ln, gen, end = store.lookup(cand, missing_ok=True)
         if cand.size == 0:
             return np.zeros(0, np.int64), np.zeros(0)
-        try:
-            _, off, ln, gen, end = store.lookup(cand)
-        except ValueError:  # deleted by another process since the index caught up
-            cand = cand[np.isin(cand, store.rows().ids)]
-            _, off, ln, gen, end = store.lookup(cand)
         rows = store.load(off, ln, gen, end)
         sims = np.empty(cand.size)
         for length in np.unique(np.minimum(ln, q_len)):

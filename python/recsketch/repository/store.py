@@ -334,9 +334,10 @@ class Store:
         ln = np.fromiter((r[3] for r in rows), np.int64, n)
         return Rows(ids, ts, off, ln, int(meta["generation"]), int(meta["data_end"]))
 
-    def lookup(self, ids: Any) -> Tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+    def lookup(self, ids: Any, *, missing_ok: bool = False
+               ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
         """(ids, offsets, lengths, generation, data_end) of the given ids, in their order, in
-        one snapshot; ValueError naming unknown ids."""
+        one snapshot; ValueError naming unknown ids (with ``missing_ok``, they are left out)."""
         self.check_open()
         want = np.atleast_1d(np.asarray(ids))
         if want.dtype.kind not in "iu":
@@ -358,6 +359,8 @@ class Store:
                     found.update((r[0], (r[1], r[2])) for r in cur.execute(q, part))
             finally:
                 cur.execute("COMMIT")
+        if missing_ok:
+            want = np.asarray([i for i in want.tolist() if i in found], dtype=np.int64)
         missing = [i for i in want.tolist() if i not in found]
         if missing:
             raise ValueError(f"no sketch with ids {missing[:10]}")
