@@ -48,19 +48,25 @@ def test_fit_against_sklearn(benchmark, impl):
     if impl == "sklearn_minibatch":
         from sklearn.decomposition import MiniBatchDictionaryLearning
 
+        # One pass over the samples, as recsketch makes. Settings tuned on these samples
+        # (fit_algorithm cd/lars x batch_size 64/256 x alpha 1/0.1, one pass each): batch 256
+        # recovers 34-36% of the planted columns against 4% at batch 64, at the same time;
+        # cd with alpha 0.1 is the best of them. It is told the number of planted columns.
         def fit():
-            return MiniBatchDictionaryLearning(n_components=n_atoms, batch_size=64,
-                                               max_iter=1, random_state=0).fit(Y)
-        model = benchmark.pedantic(fit, rounds=1, iterations=1)
-        atoms = model.components_
+            return MiniBatchDictionaryLearning(n_components=n_atoms, batch_size=256, alpha=0.1,
+                                               fit_algorithm="cd", max_iter=1,
+                                               random_state=0).fit(Y)
+        atoms_of = lambda model: model.components_
     else:
         def fit():
             learner = DictionaryLearner(D, B, Q).fit(Y)
             learner.matrices_  # assembled lazily: part of the fit
             return learner
-        model = benchmark.pedantic(fit, rounds=7, iterations=1, warmup_rounds=1)
-        atoms = np.vstack([m.to_dense()[:, m.columns].T for m in model.matrices_])
-    benchmark.extra_info.update(sketches=1, recovery=recovery(atoms, big, cols))
+        atoms_of = lambda model: np.vstack([m.to_dense()[:, m.columns].T
+                                            for m in model.matrices_])
+    # the same warm rounds for both
+    model = benchmark.pedantic(fit, rounds=3, iterations=1, warmup_rounds=1)
+    benchmark.extra_info.update(sketches=1, recovery=recovery(atoms_of(model), big, cols))
 
 
 @pytest.mark.parametrize("impl", ["numpy_sum", "recsketch_fit", "recsketch_partial_fit",

@@ -1,6 +1,7 @@
 """Retrieval from a repository of 100,000 sketches: the usearch prefix index with exact
-re-ranking against a brute-force NumPy scan of all full sketches, in the same group; the
-recall@10 of the index against that scan is recorded with the timings.
+re-ranking against a brute-force NumPy scan of all full sketches (the 100 queries as one
+batched GEMM), in the same group; the recall@10 of the index against that scan is recorded with
+the timings. The repository answers the queries one at a time (its API has no batch search).
 """
 
 import functools
@@ -58,10 +59,13 @@ def test_search_100k(benchmark, impl):
         sims[q] = -np.inf
         truth[q] = np.argpartition(-sims, 10)[:10]
     if impl == "numpy_brute_force":
+        queries = np.asarray(QUERIES)
+
         def fn():
-            for q in QUERIES:
-                sims = unit @ unit[q]
-                np.argpartition(-sims, 11)[:11]
+            # all queries in one GEMM (BLAS-3), then the top 11 of each row (the query itself
+            # is among them): what a competent NumPy user writes for a batch of queries
+            sims = unit[queries] @ unit.T
+            np.argpartition(-sims, 11, axis=1)[:, :11]
     else:
         def fn():
             for q in QUERIES:

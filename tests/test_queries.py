@@ -2,7 +2,8 @@
 
 Unbiasedness is checked over independent matrix draws (MATH.md §3.5: with fixed matrices the
 error is a fixed bias), scaling over d, and `matched` against `paper` on the same sketches.
-Constants are generous: these are statistical assertions with fixed seeds.
+Unbiasedness windows are 4 standard errors over the draws and must be narrow enough to
+resolve a 5-7% bias; the other bounds are statistical assertions with fixed seeds.
 """
 
 import numpy as np
@@ -10,8 +11,6 @@ import pytest
 
 import recsketch as rs
 from scenes import room, unit
-
-SEEDS = range(40)
 
 
 def scene(rng, order=("wall", "wall", "cat")):
@@ -37,19 +36,30 @@ def ratio(est, x):
     return float(np.dot(est, x) / np.dot(x, x))
 
 
-def assert_mean_near(values, target, n_se=4.0):
+def assert_mean_near(values, target, n_se=4.0, resolve=0.05):
+    """The mean is within ``n_se`` standard errors of ``target`` (a false alarm about once in
+    16,000 per assertion), and that window is narrower than ``resolve * target``: a bias of
+    that relative size would be seen (else the test could not back "unbiased")."""
     v = np.asarray(values)
     se = v.std(ddof=1) / np.sqrt(v.size)
-    assert abs(v.mean() - target) < n_se * se + 1e-12, (v.mean(), se)
+    assert n_se * se < resolve * abs(target), ("too noisy to resolve the bias", se)
+    assert abs(v.mean() - target) < n_se * se, (v.mean(), se)
 
 
+UNBIASED_DRAWS = range(48)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["matched", "paper"])
 @pytest.mark.parametrize("order", [("wall", "wall", "cat"), ("cat", "wall", "wall")])
 def test_estimators_are_unbiased_over_matrix_draws(method, order):
     # Position 1 makes R[1] both position and slot; the gain must account for it.
+    # At d = 16384 one draw's relative spread is 2-11% (the paper's estimator the widest), so 48
+    # draws put 4 standard errors under 5% (matched) or 7% (paper) of the target: a bias of
+    # that size would fail. (At d = 1024 and 40 draws the window was 6-22%.)
     cat_i, wall_ii, count, sub = [], [], [], []
-    for seed in SEEDS:
-        sk = rs.Sketcher(1024, family="orthogonal", seed=seed, dtype="float64")
+    for seed in UNBIASED_DRAWS:
+        sk = rs.Sketcher(16384, family="orthogonal", seed=seed, dtype="float64")
         g, h = scene(np.random.default_rng(1000 + seed), order)
         s = sk.sketch(g)
         cat = g.attributes(h["cat"])
@@ -61,10 +71,12 @@ def test_estimators_are_unbiased_over_matrix_draws(method, order):
         count.append(sk.count(s, "wall", 0.25, method=method))
         t = sk.subsketch(s, [1 + list(order).index("cat")], "cat", method=method, weight=0.5)
         sub.append(ratio(sk.attributes(t, "cat", weight=1.0, method=method), cat))
-    assert_mean_near(cat_i, 1.0)
-    assert_mean_near(wall_ii, 1.0)
-    assert_mean_near(count, 2.0)
-    assert_mean_near(sub, 1.0)
+    # the paper's literal estimator spreads wider (up to 11% per draw): it is resolved to 7%
+    resolve = 0.05 if method == "matched" else 0.07
+    assert_mean_near(cat_i, 1.0, resolve=resolve)
+    assert_mean_near(wall_ii, 1.0, resolve=resolve)
+    assert_mean_near(count, 2.0, resolve=resolve)
+    assert_mean_near(sub, 1.0, resolve=resolve)
 
 
 def linf(a, b):
@@ -259,7 +271,25 @@ def test_subsketch_unrolls_recursively():
     assert round(sk.count(t, "edge", 0.5)) == 2
     u = sk.subsketch(t, [2], weight=0.5)  # the registry has one module at depth 3: edge
     assert u.module == "edge" and u.path == (1, 2)
-    direct = sk.attributes(s, "edge", path=[1, 2], weight=0.25)
-    via = sk.attributes(u, "edge", weight=1.0)
-    assert linf(via, direct) < 1.5  # both are depth-3 estimates: noisy, but the same signal
-    assert ratio(via, g.attributes(h["edges"][1])) > 0.3
+
+
+@pytest.mark.slow
+def test_subsketch_and_path_estimate_the_same_object_without_bias():
+    # A depth-3 estimate at d = 65536 carries about 40% relative noise from one matrix draw
+    # (regression slope on the truth 0.14-1.8 over 11 draws), so no l-inf bound on one draw
+    # separates it from a zero estimate. Over draws, the estimate through two subsketches and
+    # the one by path are both unbiased for the same edge: their mean slopes are within 4
+    # standard errors of 1 (a zero estimate has slope 0), and so is their mean difference of 0.
+    via, direct = [], []
+    for seed in range(12):
+        sk = rs.Sketcher(65536, family="orthogonal", seed=seed)
+        g, h = room(np.random.default_rng(8))
+        s = sk.sketch(g)
+        u = sk.subsketch(sk.subsketch(s, [1], weight=0.5, module="cat"), [2], weight=0.5)
+        x = g.attributes(h["edges"][1])
+        via.append(ratio(sk.attributes(u, "edge", weight=1.0), x))
+        direct.append(ratio(sk.attributes(s, "edge", path=[1, 2], weight=0.25), x))
+    assert_mean_near(via, 1.0, resolve=0.6)
+    assert_mean_near(direct, 1.0, resolve=0.6)
+    diff = np.subtract(via, direct)
+    assert abs(diff.mean()) < 4 * diff.std(ddof=1) / np.sqrt(diff.size)

@@ -1,0 +1,13 @@
+"""Learning a modular network back from its overall sketches (paper Section 4.1, Theorem 5).
+
+``learn.py`` holds the algorithm (:func:`learn_network`, :func:`infer_tree` and the recovered
+model types); ``evaluate.py`` scores a recovered model against the ground truth of a teacher
+(:class:`NetworkTruth`, :class:`NetworkScore`, :class:`LevelScore`).
+"""
+
+from .evaluate import LevelScore, NetworkScore, NetworkTruth
+from .learn import (OUTPUT, NetworkModel, RecoveredModule, TreeEdge, depth_from_gain,
+                    infer_tree, learn_network)
+
+__all__ = ["learn_network", "infer_tree", "depth_from_gain", "NetworkModel", "RecoveredModule",
+           "TreeEdge", "OUTPUT", "NetworkTruth", "NetworkScore", "LevelScore"]

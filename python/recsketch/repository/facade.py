@@ -1,0 +1,412 @@
+"""The :class:`Repository`: a thin facade joining the store, the retrieval index, the aggregates,
+clustering, explanation and forgetting (each in its own module of this package).
+
+Threads: a Repository may be shared by threads. The store's lock guards its connection and
+memory map (and the retrieval index); ``_sketcher_lock`` guards the repository's Sketcher (its
+module registry and query caches), which every query and registration goes through. Lock order:
+the store's lock may be held when the Sketcher's is taken, never the reverse.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import numbers
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from ..erasure import ErasedSketch
+from ..sketcher import Sketcher
+from .aggregates import DEFAULT_CHUNK_BYTES, Aggregates, check_chunk_bytes
+from .clusters import Clusters, kmeans
+from .explain import explain_pair
+from .forgetting import ForgetPolicy, parse_policy, target_lengths
+from .index import RetrievalIndex
+from .store import Store, selection
+from .times import TimeLike, to_seconds
+
+__all__ = ["Repository"]
+
+_PRIVATE = object()
+
+
+class Repository:
+    """Many sketches on disk, with metadata, retrieval, aggregates, clustering and forgetting.
+
+    Create with :meth:`create`, reopen with :meth:`open`; use as a context manager (or call
+    :meth:`close`) so the nearest-neighbour index is saved (it is rebuilt if it is not).
+    A Repository may be shared by threads.
+
+    Aggregates (:meth:`count`, :meth:`mass`, :meth:`mean_attributes`) stream the selected
+    sketches in chunks of at most :attr:`chunk_bytes` bytes of float32 values (default
+    ``DEFAULT_CHUNK_BYTES`` = 64 MiB; they use about 2.5 times that), so a repository larger
+    than memory can be aggregated.
+    """
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def __init__(self, store: Store, sketcher: Sketcher, *, _token: object = None):
+        if _token is not _PRIVATE:
+            raise TypeError("use Repository.create(path, sketcher) or Repository.open(path)")
+        self._store = store
+        self._sketcher = sketcher
+        self._sketcher_lock = threading.RLock()
+        self._index = RetrievalIndex(store)
+        self._aggregates = Aggregates(store, sketcher, self._sketcher_lock)
+        self._chunk_bytes = DEFAULT_CHUNK_BYTES
+
+    @classmethod
+    def create(cls, path: Union[str, os.PathLike], sketcher: Sketcher, *,
+               dtype: Any = "float32", index_dim: Optional[int] = None) -> "Repository":
+        """Create an empty repository folder (it must not exist, or be empty).
+
+        ``dtype`` is the storage type, ``float32`` or ``float16`` (half the space; about 3
+        significant digits, far below the sketches' own noise). ``index_dim`` is the prefix
+        length indexed for retrieval (default ``min(d, 256)``); forgetting never cuts a
+        sketch below it.
+        """
+        if not isinstance(sketcher, Sketcher):
+            raise TypeError("sketcher must be a recsketch.Sketcher")
+        p = Path(path)
+        if p.exists() and (not p.is_dir() or any(p.iterdir())):
+            raise ValueError(f"{p} exists and is not an empty folder")
+        dt = np.dtype(dtype)
+        if dt not in (np.dtype(np.float32), np.dtype(np.float16)):
+            raise ValueError(f"dtype must be float32 or float16, got {dt}")
+        d = sketcher.d_sketch
+        if index_dim is None:
+            index_dim = min(d, 256)
+        if isinstance(index_dim, bool) or not isinstance(index_dim, numbers.Integral) \
+                or not 1 <= index_dim <= d:
+            raise ValueError(f"index_dim must be an integer in [1, {d}], got {index_dim!r}")
+        text = sketcher.to_json()
+        Store.create(p, text, dt, int(index_dim))
+        own = Sketcher.from_json(text)
+        return cls(Store(p, own.d_sketch), own, _token=_PRIVATE)
+
+    @classmethod
+    def open(cls, path: Union[str, os.PathLike], sketcher: Optional[Sketcher] = None
+             ) -> "Repository":
+        """Open an existing repository. If ``sketcher`` is given it must generate the same
+        matrices as the stored one (ValueError otherwise); its module registry is merged."""
+        p = Path(path)
+        stored = Sketcher.from_json(Store.read_meta(p)["sketcher"])
+        if sketcher is not None:
+            if not isinstance(sketcher, Sketcher):
+                raise TypeError("sketcher must be a recsketch.Sketcher")
+            if not stored.same_matrices(sketcher):
+                raise ValueError("the repository was created with a different Sketcher "
+                                 f"configuration: {stored!r} vs {sketcher!r}")
+        repo = cls(Store(p, stored.d_sketch), stored, _token=_PRIVATE)
+        if sketcher is not None:
+            with repo._store.writer(), repo._store.transaction():
+                repo._store_registry(sketcher)
+        return repo
+
+    def close(self) -> None:
+        """Save the retrieval index and close the database."""
+        store = self._store
+        with store.lock:
+            if store.closed:
+                return
+            try:
+                if self._index.needs_saving:
+                    with store.writer():
+                        self._index.save_if_changed()
+            finally:
+                store.close()
+
+    def __enter__(self) -> "Repository":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        s = self._store
+        return (f"Repository({str(s.path)!r}, {len(self)} sketches, d={s.d}, "
+                f"dtype={s.dtype.name})")
+
+    # -- properties -----------------------------------------------------------------------------
+    @property
+    def path(self) -> Path:
+        return self._store.path
+
+    @property
+    def sketcher(self) -> Sketcher:
+        """The repository's Sketcher (sketch new graphs with it; see :meth:`add_graphs`).
+        Calls made on it directly are not serialised with the repository's own."""
+        return self._sketcher
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._store.dtype
+
+    @property
+    def index_dim(self) -> int:
+        return self._store.index_dim
+
+    @property
+    def chunk_bytes(self) -> int:
+        """Bytes of float32 values the aggregates read at a time (default 64 MiB)."""
+        return self._chunk_bytes
+
+    @chunk_bytes.setter
+    def chunk_bytes(self, value: int) -> None:
+        self._chunk_bytes = check_chunk_bytes(value)
+
+    def __len__(self) -> int:
+        return self._store.count()
+
+    # -- the module registry --------------------------------------------------------------------
+    def _store_registry(self, sketcher: Sketcher) -> None:
+        """Inside a write transaction: merge ``sketcher``'s modules into the stored registry
+        (re-read now, so registrations of other processes are kept) and into ours."""
+        store = self._store
+        stored = store.meta()["sketcher"]
+        merged = Sketcher.from_json(stored)
+        with self._sketcher_lock:
+            for source in (self._sketcher, sketcher):
+                for name, info in source.modules.items():
+                    merged.register_module(name, info.depth, info.attribute_dim)
+            text = merged.to_json()
+            if text != stored:
+                store.set_meta(sketcher=text)
+            known = self._sketcher.modules
+            for name, info in merged.modules.items():
+                if name not in known:
+                    self._sketcher.register_module(name, info.depth, info.attribute_dim)
+
+    # -- writing -------------------------------------------------------------------------------
+    def add(self, sketches: Any, *, ids: Optional[Sequence[int]] = None,
+            timestamps: Any = None, labels: Any = None) -> np.ndarray:
+        """Store a batch of sketches ``(n, d)`` (or one ``(d,)``) atomically; returns their ids.
+
+        ``ids`` default to consecutive integers after the largest id ever stored; given ids must
+        be new non-negative integers. ``timestamps``: one time for all or one per sketch
+        (numbers are Unix seconds; datetimes, dates, datetime64 and ISO strings are accepted;
+        default now). ``labels``: one JSON-serialisable value for all, or a list with one per
+        sketch. Either the whole batch is stored or, on any error or a killed process, none.
+        """
+        return self._add(sketches, ids, timestamps, labels, registry=False)
+
+    def _add(self, sketches: Any, ids: Any, timestamps: Any, labels: Any, *,
+             registry: bool) -> np.ndarray:
+        store = self._store
+        store.check_open()
+        d = store.d
+        arr = sketches if isinstance(sketches, np.ndarray) else np.asarray(sketches, np.float64)
+        if arr.dtype.kind != "f":
+            raise TypeError(f"sketches must be a float array, got dtype {arr.dtype}")
+        if arr.ndim == 1:
+            arr = arr[None, :]
+        if arr.ndim != 2 or arr.shape[1] != d:
+            raise ValueError(f"sketches must have shape (n, {d}), got {arr.shape}")
+        n = arr.shape[0]
+        if n == 0:
+            return np.zeros(0, np.int64)
+        if not np.all(np.isfinite(arr)):
+            raise ValueError("sketches contain NaN or infinity")
+        stored = arr.astype(store.dtype)
+        if not np.all(np.isfinite(stored)):
+            raise ValueError(f"sketches overflow the storage dtype {store.dtype}")
+        ts = _timestamps(timestamps, n)
+        lab = _labels(labels, n)
+        # the modules of these sketches, in the same transaction
+        hook = (lambda: self._store_registry(self._sketcher)) if registry else None
+        return store.append(stored, ids, ts, lab, in_transaction=hook)
+
+    def add_graphs(self, graphs: Sequence[Any], *, num_threads: Optional[int] = None,
+                   **kwargs: Any) -> np.ndarray:
+        """Sketch graphs with the repository's Sketcher, record new modules, and :meth:`add`."""
+        unknown = set(kwargs) - {"ids", "timestamps", "labels"}
+        if unknown:
+            raise TypeError(f"add_graphs got unexpected keywords {sorted(unknown)}")
+        self._store.check_open()
+        with self._sketcher_lock:  # sketching registers the graphs' new modules
+            s = self._sketcher.sketch_many(graphs, num_threads=num_threads)
+        return self._add(s, kwargs.get("ids"), kwargs.get("timestamps"), kwargs.get("labels"),
+                         registry=True)
+
+    def delete(self, ids: Any) -> int:
+        """Delete sketches by id (unknown ids are a ValueError, nothing deleted); returns the
+        number deleted. Their space is reclaimed by the next :meth:`forget` or :meth:`compact`."""
+        return self._store.delete(ids)
+
+    # -- reading -------------------------------------------------------------------------------
+    def get(self, ids: Any) -> np.ndarray:
+        """Stored sketches ``(n, d)`` float32 in the order of ``ids`` (a truncated sketch has
+        zeros past its kept prefix: see :meth:`lengths`). Unknown ids raise ValueError."""
+        _, off, ln, gen, end = self._store.lookup(ids)
+        out = self._store.load(off, ln, gen, end)
+        return out[0] if np.ndim(ids) == 0 else out
+
+    def lengths(self, ids: Any) -> np.ndarray:
+        """How many leading coordinates of each sketch are kept (d unless forgotten)."""
+        return self._store.lookup(ids)[2]
+
+    def ids(self) -> np.ndarray:
+        return self._store.rows().ids
+
+    def timestamps(self, ids: Optional[Any] = None) -> np.ndarray:
+        """Unix-second timestamps of ``ids`` (default: every sketch, in id order)."""
+        rows = self._store.rows()
+        if ids is None:
+            return rows.timestamps
+        want = self._store.lookup(ids)[0]
+        return rows.timestamps[np.searchsorted(rows.ids, want)]
+
+    def labels(self, ids: Any) -> List[Any]:
+        return self._store.labels(ids)
+
+    def select(self, *, since: Optional[TimeLike] = None, until: Optional[TimeLike] = None,
+               where: Optional[Dict[str, Any]] = None) -> np.ndarray:
+        """Ids of the sketches with ``since <= timestamp < until`` whose labels (a JSON object)
+        have every ``key: value`` of ``where``."""
+        return self._store.rows(*selection(since, until, where)).ids
+
+    # -- queries on stored sketches --------------------------------------------------------------
+    def count(self, module: str, weight: float, *, since: Any = None, until: Any = None,
+              where: Optional[Dict[str, Any]] = None, method: str = "matched"
+              ) -> Tuple[np.ndarray, np.ndarray]:
+        """Per-sketch counts of ``module`` (Theorem 3) over the selected sketches:
+        ``(ids, counts)``, computed chunk by chunk (one matrix product per chunk)."""
+        rows = self._store.rows(*selection(since, until, where))
+        return self._aggregates.per_sketch(lambda sk, s: sk.count(s, module, weight, method),
+                                           rows, self._chunk_bytes)
+
+    def mass(self, module: str, *, since: Any = None, until: Any = None,
+             where: Optional[Dict[str, Any]] = None, method: str = "matched"
+             ) -> Tuple[np.ndarray, np.ndarray]:
+        """Per-sketch summed effective weight of ``module``: ``(ids, masses)``."""
+        rows = self._store.rows(*selection(since, until, where))
+        return self._aggregates.per_sketch(lambda sk, s: sk.mass(s, module, method),
+                                           rows, self._chunk_bytes)
+
+    def mean_attributes(self, module: str, *, since: Any = None, until: Any = None,
+                        where: Optional[Dict[str, Any]] = None, method: str = "matched"
+                        ) -> np.ndarray:
+        """The weight-averaged attribute vector of ``module`` pooled over the selected sketches
+        (sum over sketches of the summed attributes / sum of the masses)."""
+        rows = self._store.rows(*selection(since, until, where))
+        return self._aggregates.mean_attributes(module, method, rows, self._chunk_bytes)
+
+    # -- retrieval --------------------------------------------------------------------------------
+    def search(self, query: Any, k: int = 10, *, candidates: Optional[int] = None,
+               exclude: Optional[Sequence[int]] = None) -> Tuple[np.ndarray, np.ndarray]:
+        """The ``k`` stored sketches most similar (cosine) to ``query``: ``(ids, cosines)``.
+
+        ``query`` is a sketch ``(d,)`` or a stored id (that id is then excluded). Candidates
+        come from the approximate index over the prefixes (``candidates``, default
+        ``max(10 k, 100)``) and are re-ranked exactly on the coordinates both sketches keep.
+        """
+        return self._index.search(query, k, candidates, exclude)
+
+    # -- clusters, explanation ----------------------------------------------------------------------
+    def clusters(self, k: int, *, since: Any = None, until: Any = None,
+                 where: Optional[Dict[str, Any]] = None, seed: int = 0) -> Clusters:
+        """k-means (scikit-learn) on the unit-normalised index prefixes of the selected sketches
+        (they are held in memory: ``index_dim`` float32 values per sketch)."""
+        store = self._store
+        ids, ts, off, ln, gen, end = store.rows(*selection(since, until, where))
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= ids.size:
+            raise ValueError(f"k must be an integer in [1, {ids.size}] (the selected sketches)")
+        prefixes = store.load(off, ln, gen, end, width=store.index_dim)
+        return kmeans(ids, ts, prefixes, int(k), seed)
+
+    def explain(self, id_a: int, id_b: int, *, paths: Optional[Dict[str, Sequence[
+                Sequence[int]]]] = None, method: str = "matched") -> List[Tuple[Any, float, float]]:
+        """Which modules (or, with ``paths``, which objects) make two stored sketches similar:
+        ``[(who, contribution, share)]``, largest first.
+
+        The contribution of module M at depth h is the part of the dot product carried by the
+        identity words of its objects (Theorem 2(ii)): ``G^2 (<S_a, S_b> + m_a m_b)`` with
+        ``G = 2^-(4h-3)``, ``S`` the weighted summed attributes and ``m`` the mass read from each
+        sketch. With ``paths={"cat": [[3]], "edge": [[3, 1], [3, 2]]}`` the objects at those
+        paths are scored instead, ``who`` being ``(module, path)``: ``G^2 w_a w_b (<x_a, x_b> +
+        1)`` from their recovered attributes and weights (Theorem 1 (ii)). ``share`` is the
+        fraction of the positive contributions.
+        """
+        store = self._store
+        _, off, ln, gen, end = store.lookup([id_a, id_b])
+        rows = store.load(off, ln, gen, end)
+        d = store.d
+        # a forgotten sketch is read as the prefix it kept, rescaled (graceful erasure)
+        pair = [rows[k] if ln[k] == d else
+                ErasedSketch(rows[k, :ln[k]].copy(), np.arange(ln[k]), d, "prefix", 0)
+                for k in range(2)]
+        with self._sketcher_lock:
+            return explain_pair(self._sketcher, pair, paths, method)
+
+    # -- forgetting -----------------------------------------------------------------------------------
+    def forget(self, policy: Optional[ForgetPolicy] = None, *, now: Any = None
+               ) -> Dict[str, int]:
+        """Truncate older sketches to shorter prefixes in tiers and reclaim the space.
+
+        ``policy`` is a list of ``(age, fraction)`` tiers, ages increasing: a sketch at most
+        ``age`` old keeps ``fraction`` of its coordinates (of the first tier that covers it;
+        beyond the last tier it keeps the last fraction). Default: full for 30 days, 1/4 up to a
+        year, 1/16 after. A sketch is never cut below ``index_dim`` nor lengthened. Queries keep
+        working on truncated sketches (graceful erasure). Returns counts and bytes reclaimed.
+        """
+        tiers = parse_policy(policy)
+        t_now = time.time() if now is None else to_seconds(now, "now")
+        store = self._store
+        return store.rewrite(lambda ts: target_lengths(ts, t_now, tiers, store.d,
+                                                       store.index_dim))
+
+    def compact(self) -> Dict[str, int]:
+        """Reclaim the space of deleted sketches (no truncation)."""
+        return self._store.rewrite(None)
+
+    def stats(self) -> Dict[str, Any]:
+        """Counts, time range, kept lengths and disk use."""
+        store = self._store
+        ids, ts, _, ln, gen, end = store.rows()
+        lengths, counts = np.unique(ln, return_counts=True)
+        with self._sketcher_lock:
+            modules = sorted(self._sketcher.modules)
+        return {
+            "sketches": int(ids.size),
+            "d_sketch": store.d,
+            "dtype": store.dtype.name,
+            "first": float(ts.min()) if ts.size else None,
+            "last": float(ts.max()) if ts.size else None,
+            "kept_lengths": {int(a): int(b) for a, b in zip(lengths, counts)},
+            "data_bytes": end * store.dtype.itemsize,
+            "disk_bytes": store.disk_bytes(),
+            "modules": modules,
+        }
+
+
+def _timestamps(timestamps: Any, n: int) -> List[float]:
+    if timestamps is None:
+        return [time.time()] * n
+    if isinstance(timestamps, (str, _dt.date, np.datetime64, numbers.Real)):
+        return [to_seconds(timestamps)] * n
+    seq = list(np.asarray(timestamps).tolist()) if isinstance(timestamps, np.ndarray) \
+        and timestamps.dtype.kind != "M" else list(timestamps)
+    if len(seq) != n:
+        raise ValueError(f"timestamps: expected {n}, got {len(seq)}")
+    return [to_seconds(t) for t in seq]
+
+
+def _labels(labels: Any, n: int) -> List[Optional[str]]:
+    def dump(v: Any) -> Optional[str]:
+        if v is None:
+            return None
+        try:
+            return json.dumps(v, sort_keys=True)
+        except TypeError as exc:
+            raise TypeError(f"labels must be JSON-serialisable: {exc}") from exc
+    if labels is None:
+        return [None] * n
+    if isinstance(labels, (list, tuple)):
+        if len(labels) != n:
+            raise ValueError(f"labels: expected {n}, got {len(labels)}")
+        return [dump(v) for v in labels]
+    return [dump(labels)] * n
