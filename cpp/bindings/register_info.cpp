@@ -1,10 +1,12 @@
 // Build information and the stable key derivation for matrix roles.
 #include <pybind11/pybind11.h>
 
+#include <stdexcept>
 #include <string>
 
 #include "recsketch/parallel.hpp"
 #include "recsketch/rng.hpp"
+#include "recsketch/wht.hpp"
 
 namespace py = pybind11;
 
@@ -14,6 +16,7 @@ void register_info(py::module_& m) {
     info["openmp"] = recsketch::has_openmp();
     info["max_threads"] = recsketch::default_num_threads();
     info["native"] = static_cast<bool>(RECSKETCH_NATIVE_BUILD);
+    info["wht_path"] = recsketch::wht_path() == recsketch::WhtPath::avx2 ? "avx2" : "portable";
 #if defined(__clang__)
     info["compiler"] = std::string("clang ") + __clang_version__;
 #elif defined(__GNUC__)
@@ -25,6 +28,22 @@ void register_info(py::module_& m) {
 #endif
     return info;
   }, "Facts about this build of the native core.");
+
+  m.def(
+      "set_wht_path",
+      [](const std::string& path) {
+        if (path == "auto")
+          recsketch::set_wht_path(recsketch::WhtPath::automatic);
+        else if (path == "portable")
+          recsketch::set_wht_path(recsketch::WhtPath::portable);
+        else if (path == "avx2")
+          recsketch::set_wht_path(recsketch::WhtPath::avx2);
+        else
+          throw std::invalid_argument("wht path must be 'auto', 'portable' or 'avx2', got '" + path + "'");
+      },
+      py::arg("path"),
+      "Force the Walsh-Hadamard kernel of the orthogonal family for the whole process (tests and "
+      "benchmarks: every path gives the same bits). 'auto' restores the CPU's best.");
 
   m.def("module_key",
         [](const std::string& name, std::uint64_t slot) { return recsketch::module_key(name, slot); },
