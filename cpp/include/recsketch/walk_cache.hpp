@@ -10,8 +10,11 @@
 //   columns where its input is nonzero, so short attribute products and sparse inputs would pay
 //   a whole walk for a few columns (and a repository of thousands of matrices used once must
 //   not grow it). Entries are evicted least recently used first, so resident state never
-//   exceeds the limit (default 64 MiB; 0 turns the cache off). The state is 4 bytes per
-//   nonzero block plus 8 per column: 2.4 MB at d = 16,371 with the default density.
+//   exceeds the limit (default 64 MiB, set_walk_cache_limit; 0 turns the cache off). The state
+//   is 4 bytes per nonzero block plus 8 per column: 2.4 MB at d = 16,371 with the default
+//   density, so the default holds about 27 such matrices (or 215 at d = 4,095).
+// - A matrix's first full product does not walk it twice: the product records the walks it
+//   generates column by column and offers them to the cache afterwards (block_sparse_forward).
 // - The cached walk is the walk, so cached and uncached products are the same sums in the same
 //   order: bits do not depend on the cache.
 #pragma once
@@ -32,14 +35,31 @@
 
 namespace recsketch {
 
-// Column j's walk is entries[offsets[j] .. offsets[j+1]); an entry is block << 3 | flips with
-// flips = 4 neg_s + 2 neg_c + neg_m.
+// The walks of all columns, in parts of `part_columns` consecutive columns (the last part may be
+// shorter): column j's walk is parts[p][begin .. ends[j]) with p = j / part_columns and begin =
+// ends[j-1], or 0 for a part's first column. Parts let a product's column chunks (or the
+// build's tasks) hand over the walks they recorded without concatenating them: a copy of
+// megabytes into fresh pages cost more than the walk itself. An entry is block << 3 | flips
+// with flips = 4 neg_s + 2 neg_c + neg_m.
 struct ColumnWalks {
-  std::vector<std::uint64_t> offsets;
-  std::vector<std::uint32_t> entries;
+  std::int64_t part_columns = 1;
+  std::vector<std::uint64_t> ends;
+  std::vector<std::vector<std::uint32_t>> parts;
 
+  // Resident bytes (allocated capacity, not just the entries in use).
   std::size_t bytes() const noexcept {
-    return offsets.size() * sizeof(std::uint64_t) + entries.size() * sizeof(std::uint32_t);
+    std::size_t total = ends.capacity() * sizeof(std::uint64_t) +
+                        parts.capacity() * sizeof(std::vector<std::uint32_t>);
+    for (const auto& p : parts) total += p.capacity() * sizeof(std::uint32_t);
+    return total;
+  }
+
+  // (first entry, count) of column j's walk.
+  std::pair<const std::uint32_t*, std::int64_t> column(std::int64_t j) const noexcept {
+    const auto ju = static_cast<std::size_t>(j);
+    const std::uint64_t begin = j % part_columns == 0 ? 0 : ends[ju - 1];
+    return {parts[static_cast<std::size_t>(j / part_columns)].data() + begin,
+            static_cast<std::int64_t>(ends[ju] - begin)};
   }
 
   static std::uint32_t encode(const BlockFlips& fl) noexcept {
@@ -52,33 +72,34 @@ struct ColumnWalks {
                       (entry & 1U) != 0};
   }
 
+  // Entries to reserve for the walks of `columns` columns: the mean plus a margin (a part's
+  // total is a sum of thousands of walk lengths: 5% is many standard deviations), so a part
+  // fills its storage without regrowing, and the capacity the cache counts is near the size.
+  static std::size_t reserve_for(const BlockSparseFamily& f, std::int64_t columns) noexcept {
+    const double mean = static_cast<double>(f.n_blocks()) * f.density();
+    return static_cast<std::size_t>(static_cast<double>(columns) * mean * 1.05) + 64;
+  }
+
+  // Walks columns [j0, j1) of R, appending to part and recording each column's end in ends.
+  static void walk_part(const BlockSparseMatrix& R, std::int64_t j0, std::int64_t j1,
+                        std::vector<std::uint32_t>& part, std::uint64_t* ends) {
+    part.reserve(reserve_for(R.family(), j1 - j0));
+    for (std::int64_t j = j0; j < j1; ++j) {
+      R.walk_column(j, [&](const BlockFlips& fl) { part.push_back(encode(fl)); });
+      ends[j] = part.size();
+    }
+  }
+
   static ColumnWalks build(const BlockSparseMatrix& R, int num_threads) {
     const std::int64_t d = R.family().d();
     constexpr std::int64_t kColumnsPerTask = 512;
-    const std::int64_t tasks = (d + kColumnsPerTask - 1) / kColumnsPerTask;
-    std::vector<std::vector<std::uint32_t>> parts(static_cast<std::size_t>(tasks));
     ColumnWalks w;
-    w.offsets.assign(static_cast<std::size_t>(d + 1), 0);
-    parallel_for(tasks, num_threads, [&](std::int64_t t) {
-      auto& part = parts[static_cast<std::size_t>(t)];
-      const std::int64_t j1 = std::min(d, (t + 1) * kColumnsPerTask);
-      for (std::int64_t j = t * kColumnsPerTask; j < j1; ++j) {
-        R.walk_column(j, [&](const BlockFlips& fl) { part.push_back(encode(fl)); });
-        w.offsets[static_cast<std::size_t>(j + 1)] = part.size();  // within the task, for now
-      }
-    });
-    std::uint64_t base = 0;
-    for (std::int64_t t = 0; t < tasks; ++t) {
-      const std::int64_t j1 = std::min(d, (t + 1) * kColumnsPerTask);
-      for (std::int64_t j = t * kColumnsPerTask; j < j1; ++j) w.offsets[static_cast<std::size_t>(j + 1)] += base;
-      base += parts[static_cast<std::size_t>(t)].size();
-    }
-    w.entries.resize(static_cast<std::size_t>(base));
-    parallel_for(tasks, num_threads, [&](std::int64_t t) {
-      const auto& part = parts[static_cast<std::size_t>(t)];
-      if (!part.empty())
-        std::memcpy(w.entries.data() + w.offsets[static_cast<std::size_t>(t * kColumnsPerTask)],
-                    part.data(), part.size() * sizeof(std::uint32_t));
+    w.part_columns = kColumnsPerTask;
+    w.ends.assign(static_cast<std::size_t>(d), 0);
+    w.parts.resize(static_cast<std::size_t>((d + kColumnsPerTask - 1) / kColumnsPerTask));
+    parallel_for(static_cast<std::int64_t>(w.parts.size()), num_threads, [&](std::int64_t t) {
+      walk_part(R, t * kColumnsPerTask, std::min(d, (t + 1) * kColumnsPerTask),
+                w.parts[static_cast<std::size_t>(t)], w.ends.data());
     });
     return w;
   }
@@ -117,6 +138,38 @@ class WalkCache {
     bytes_ += walks->bytes();
     evict_locked();
     return walks;
+  }
+
+  // The matrix's walks if cached (counted as a hit), else nullptr (counted as a miss).
+  std::shared_ptr<const ColumnWalks> find(const BlockSparseMatrix& R) {
+    const Key key = key_of(R);
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (limit_ == 0) return nullptr;
+    auto it = index_.find(key);
+    if (it == index_.end()) {
+      ++misses_;
+      return nullptr;
+    }
+    lru_.splice(lru_.begin(), lru_, it->second);
+    ++hits_;
+    return it->second->second;
+  }
+
+  // Whether walks of R would be kept if offered (the cache is on and they fit its limit).
+  bool would_keep(const BlockSparseMatrix& R) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return limit_ != 0 && estimate_bytes(R) <= limit_;
+  }
+
+  // Offers R's walks (built elsewhere, e.g. recorded by a product): kept if they fit.
+  void put(const BlockSparseMatrix& R, std::shared_ptr<const ColumnWalks> walks) {
+    const Key key = key_of(R);
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (limit_ == 0 || index_.count(key) != 0 || walks->bytes() > limit_) return;
+    lru_.emplace_front(key, std::move(walks));
+    index_[key] = lru_.begin();
+    bytes_ += lru_.front().second->bytes();
+    evict_locked();
   }
 
   void set_limit(std::size_t bytes) {
