@@ -45,6 +45,17 @@ void register_info(py::module_& m) {
       "Force the Walsh-Hadamard kernel of the orthogonal family for the whole process (tests and "
       "benchmarks: every path gives the same bits). 'auto' restores the CPU's best.");
 
+  m.def(
+      "add_rate_probe",
+      [](std::int64_t rounds) {
+        if (rounds < 0) throw std::invalid_argument("rounds must be >= 0");
+        py::gil_scoped_release release;
+        return recsketch::add_rate_probe(rounds);
+      },
+      py::arg("rounds"),
+      "48 * rounds independent double adds at the WHT kernel's SIMD width (benchmarks time it "
+      "for the machine's add rate, the bound of the orthogonal family's transforms).");
+
   m.def("module_key",
         [](const std::string& name, std::uint64_t slot) { return recsketch::module_key(name, slot); },
         py::arg("name"), py::arg("slot"),

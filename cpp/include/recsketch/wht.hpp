@@ -209,6 +209,22 @@ RECSKETCH_AVX2 inline void wht_avx2(double* v, std::int64_t d, SignedScale pre,
   if (global) wht_levels(v, d, block, d, 0, post_p);
 }
 
+// The yardstick for the benchmarks: 12 independent chains of 4-lane double adds (enough to
+// cover the add latency on two ports), `rounds` adds per chain. Returns the sum so that the
+// work is kept; the caller times it: 48 * rounds double adds.
+RECSKETCH_AVX2 inline double add_rate_probe_avx2(std::int64_t rounds) noexcept {
+  __m256d acc[12];
+  for (int i = 0; i < 12; ++i) acc[i] = _mm256_set1_pd(static_cast<double>(i));
+  const __m256d step = _mm256_set1_pd(1e-9);
+  for (std::int64_t r = 0; r < rounds; ++r)
+    for (int i = 0; i < 12; ++i) acc[i] = _mm256_add_pd(acc[i], step);
+  __m256d total = acc[0];
+  for (int i = 1; i < 12; ++i) total = _mm256_add_pd(total, acc[i]);
+  alignas(32) double lanes[4];
+  _mm256_store_pd(lanes, total);
+  return lanes[0] + lanes[1] + lanes[2] + lanes[3];
+}
+
 #undef RECSKETCH_AVX2
 #endif  // RECSKETCH_WHT_AVX2
 
@@ -238,6 +254,22 @@ inline void wht(double* v, std::int64_t d, SignedScale pre, SignedScale post) no
   }
 #endif
   detail::wht_portable(v, d, pre, post);
+}
+
+// Runs 48 * rounds double adds at the widest rate the WHT kernel could use (AVX2 if present,
+// else scalar in 12 chains): time it to get the machine's SIMD add rate, the bound the
+// benchmarks compare the transform with. Returns a value that depends on every add.
+inline double add_rate_probe(std::int64_t rounds) noexcept {
+#if RECSKETCH_WHT_AVX2
+  if (detail::cpu_has_avx2()) return detail::add_rate_probe_avx2(rounds);
+#endif
+  double acc[48];
+  for (int i = 0; i < 48; ++i) acc[i] = static_cast<double>(i);
+  for (std::int64_t r = 0; r < rounds; ++r)
+    for (int i = 0; i < 48; ++i) acc[i] += 1e-9;
+  double total = 0.0;
+  for (int i = 0; i < 48; ++i) total += acc[i];
+  return total;
 }
 
 }  // namespace recsketch
