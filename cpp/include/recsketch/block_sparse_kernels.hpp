@@ -240,7 +240,7 @@ void column_base(const ColumnCode& code, const ForwardLayout<1>& lay, std::int64
 // acc += contributions of columns [j0, j1) of R; xp holds column j's W inputs at xp + j*W.
 // If `record` is not null (and walks is), every column's walk, zero inputs included, is appended
 // to *record as it is generated and its end stored in ends[j] (walk_cache.hpp: a first product
-// fills the cache without walking the matrix a second time).
+// fills the cache in the same pass, without a separate build).
 template <int W, class A>
 RECSKETCH_MULTIVERSION void forward_chunk(const BlockSparseMatrix& R, const ColumnWalks* walks,
                                           const A* xp, std::int64_t j0, std::int64_t j1, A* acc,

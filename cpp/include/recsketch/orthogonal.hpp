@@ -87,8 +87,12 @@ void orthogonal_apply(const OrthogonalMatrix& R, const T* x, std::int64_t n, std
   const std::int64_t d = R.d();
   if (n <= 0) return;
   const OrthogonalMatrix::Signs signs = R.signs();
-  // Vectors in tasks of a few, so that a thread reuses one work vector for all of them.
-  const std::int64_t per_task = std::max<std::int64_t>(1, std::min<std::int64_t>(16, (1 << 16) / d));
+  // Vectors in tasks of up to 16 (a thread reuses one work vector for a task), at least four
+  // tasks per thread when there are enough vectors. Each vector is transformed alone: the
+  // grouping changes no bit.
+  const std::int64_t threads = resolve_threads(num_threads);
+  const std::int64_t per_task = std::max<std::int64_t>(
+      1, std::min<std::int64_t>(16, n / (4 * threads)));
   parallel_for((n + per_task - 1) / per_task, num_threads, [&](std::int64_t task) {
     std::vector<double> v(static_cast<std::size_t>(d));
     const std::int64_t i1 = std::min(n, (task + 1) * per_task);

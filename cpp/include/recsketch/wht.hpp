@@ -12,10 +12,10 @@
 //   No FMA anywhere (-ffp-contract=off; the AVX2 kernel uses no FMA intrinsic).
 // - The diagonals are applied as v[k] * (+-scale), as the scalar code always did, fused into the
 //   first pass (pre) and the last pass (post) instead of two extra sweeps over v.
-// - Working precision is double for every input type: three chained transforms at d = 2^16 sum
-//   48 levels, and float32 work would add ~sqrt(48) float32 roundings per entry to a result that
-//   the float64 Sketcher returns in full precision. The kernel is add-bound, not memory-bound, up
-//   to d = 2^16 (512 KiB, in L2), so float32 would at most double the rate; see docs/performance.md.
+// - Working precision is double for every input type, as before this kernel: the bits of every
+//   existing orthogonal sketch stay the same, and the float64 Sketcher keeps full precision
+//   through 3 log2(d) levels. Float32 work would give twice the lanes per register, load and
+//   store, so at most twice the rate, at the price of changing every sketch (docs/kernels.md).
 // - Schedule (AVX2): a first pass does levels 1..8 on 16 consecutive entries held in four
 //   registers, multiplying by `pre` as it loads. Blocks of kWhtBlock entries (32 KiB, in L1)
 //   then run the levels below the block size three at a time (radix 8: eight registers, three
@@ -29,9 +29,7 @@
 
 #include <atomic>
 #include <cstdint>
-#include <cstring>
 #include <stdexcept>
-#include <string>
 
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__) && !defined(RECSKETCH_NO_AVX2_WHT)
 #define RECSKETCH_WHT_AVX2 1
@@ -184,7 +182,7 @@ RECSKETCH_AVX2 inline void wht_radix8(double* v, std::int64_t n, std::int64_t h,
     }
 }
 
-// Level h alone (radix 2), for an odd count of remaining levels.
+// Level h alone (radix 2), when one level is all that remains.
 RECSKETCH_AVX2 inline void wht_radix2(double* v, std::int64_t n, std::int64_t h,
                                       std::int64_t offset, const SignTable* post) noexcept {
   for (std::int64_t i = 0; i < n; i += 2 * h)
