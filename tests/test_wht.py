@@ -111,3 +111,10 @@ def test_batches_do_not_depend_on_threads_or_batch_composition(dtype):
     assert np.array_equal(R.matvec(x, num_threads=3), one)
     alone = np.stack([R.matvec(x[i], num_threads=1) for i in (0, 17, 36)])
     assert np.array_equal(alone, one[[0, 17, 36]])
+
+
+def test_add_rate_probe_counts_its_adds():
+    # 48 chains start at 0..47 and add 1e-9 per round: the sum is independent of the SIMD width.
+    assert _core.add_rate_probe(1000) == pytest.approx(sum(range(48)) + 48 * 1000 * 1e-9, rel=1e-12)
+    with pytest.raises(ValueError, match="rounds"):
+        _core.add_rate_probe(-1)

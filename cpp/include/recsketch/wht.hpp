@@ -245,7 +245,8 @@ RECSKETCH_AVX2 inline void wht_avx2(double* v, std::int64_t d, SignedScale pre,
 // work is kept; the caller times it: 48 * rounds double adds.
 RECSKETCH_AVX2 inline double add_rate_probe_avx2(std::int64_t rounds) noexcept {
   __m256d acc[12];
-  for (int i = 0; i < 12; ++i) acc[i] = _mm256_set1_pd(static_cast<double>(i));
+  for (int i = 0; i < 12; ++i)  // lanes start at 0 .. 47, as in the scalar probe
+    acc[i] = _mm256_setr_pd(4.0 * i, 4.0 * i + 1, 4.0 * i + 2, 4.0 * i + 3);
   const __m256d step = _mm256_set1_pd(1e-9);
   for (std::int64_t r = 0; r < rounds; ++r)
     for (int i = 0; i < 12; ++i) acc[i] = _mm256_add_pd(acc[i], step);
