@@ -83,6 +83,8 @@ def main(path):
         print("|---|---|---|---|---|---|---|---|")
         for name in ortho:
             impls = groups[name]
+            if not {"numpy_fwht", "recsketch_portable", "recsketch_1thread", "recsketch"} <= set(impls):
+                continue
             t = {k: v["stats"]["min"] for k, v in impls.items()}
             adds = impls["recsketch_1thread"]["extra_info"]["adds"]
             bound = f"{100 * adds / add_rate / t['recsketch_1thread']:.0f}%" if add_rate else "-"
@@ -97,6 +99,8 @@ def main(path):
         print("|---|---|---|---|---|---|---|")
         for name in first:
             t = {k: v["stats"]["min"] for k, v in groups[name].items()}
+            if not {"scipy_csr", "scipy_csr_build", "recsketch_warm", "recsketch_first"} <= set(t):
+                continue
             print(f"| {name} | {t['scipy_csr']*1e3:.2f} | {t['scipy_csr_build']*1e3:.1f} | "
                   f"{t['recsketch_warm']*1e3:.2f} | {t['recsketch_first']*1e3:.2f} | "
                   f"{t['recsketch_first']/t['recsketch_warm']:.2f} | "
