@@ -9,10 +9,10 @@ from recsketch._native import _core
 
 import reference as ref
 
-# Powers of two on both sides of the kernel's special cases: below 16 (portable only), exactly
-# 16 (one in-register pass), odd and even counts of remaining levels, and above the 4096-entry
-# cache block (levels that run over the whole vector).
-SIZES = [2, 4, 8, 16, 32, 64, 128, 1024, 4096, 8192, 16384, 32768]
+# Every power of two up to 2^16: below 16 (portable only), exactly 16 (one in-register pass),
+# each split of the remaining levels into radix-8, radix-4 and radix-2 passes, and above the
+# 4096-entry cache block (1 to 4 levels that run over the whole vector).
+SIZES = [2 ** k for k in range(1, 17)]
 
 
 @pytest.fixture
@@ -35,7 +35,8 @@ def has_avx2():
 
 
 def products(R, x):
-    return [R.matvec(x), R.rmatvec(x), R.half(x), R.half_T(x), R.apply_short(np.ascontiguousarray(x[..., : R.shape[0] // 2 + 1]))]
+    short = np.ascontiguousarray(x[:, : R.shape[0] // 2 + 1])
+    return [R.matvec(x), R.rmatvec(x), R.half(x), R.half_T(x), R.apply_short(short)]
 
 
 @pytest.mark.parametrize("d", SIZES)
