@@ -2,7 +2,10 @@
 
 Run: pytest bench --benchmark-only --benchmark-json=bench.json && python bench/report.py bench.json
 Ratios (time of the baseline / time of recsketch) are what to read; absolute times on this
-shared machine are noisy.
+shared machine are noisy. Also here: the orthogonal family's transforms against a NumPy FWHT and
+the measured SIMD add rate, and a fresh block-sparse matrix's first product against a warm one
+and SciPy's CSR build. On a loaded machine add --benchmark-timer time.process_time (CPU time:
+for the multi-threaded rows it sums the threads, spin-waiting included).
 """
 
 import numpy as np
@@ -135,6 +138,7 @@ def test_orthogonal_transform(timed, benchmark, impl, d, n):
     benchmark.group = f"orthogonal R x d={d} n={n}"
     adds = 3 * d * int(np.log2(d)) * n
     if impl == "numpy_fwht":
+        # The matrix's sign diagonals from the native object (the public API has no accessor).
         fn = numpy_orthogonal([R._native.signs(r) for r in (1, 2, 3)], d)
         np.testing.assert_allclose(fn(x), R.matvec(x), atol=1e-10)  # the same algebra
         timed(lambda: fn(x), d, n, adds=adds, batch=n, d=d)
