@@ -16,7 +16,7 @@
 //   existing orthogonal sketch stay the same, and the float64 Sketcher keeps full precision
 //   through 3 log2(d) levels. Float32 work would give twice the lanes per register, load and
 //   store, so at most twice the rate, at the price of changing every sketch (docs/kernels.md).
-// - Schedule (AVX2): a first pass does levels 1..8 on 16 consecutive entries held in four
+// - Schedule (AVX2): a first pass does the levels h = 1, 2, 4, 8 on 16 consecutive entries in four
 //   registers, multiplying by `pre` as it loads. Blocks of kWhtBlock entries (32 KiB, in L1)
 //   then run the levels below the block size three at a time (radix 8: eight registers, three
 //   levels, one load and one store per entry), or two; the levels at and above the block size
@@ -114,7 +114,8 @@ struct SignTable {
 
 #define RECSKETCH_AVX2 __attribute__((target("avx2")))
 
-// Levels 1..8 on the 16 entries at p, times `pre` on load and (if post) times `post` on store.
+// Levels h = 1, 2, 4, 8 on the 16 entries at p (entries k .. k+15 of the vector), times `pre`
+// on load and (if post) times `post` on store.
 RECSKETCH_AVX2 inline void wht_pass16(double* p, std::int64_t k, const SignTable& pre,
                                       const SignTable* post) noexcept {
   const __m256d neg_odd = _mm256_setr_pd(0.0, -0.0, 0.0, -0.0);
