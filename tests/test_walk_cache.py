@@ -78,6 +78,37 @@ def test_a_first_product_records_the_walks_it_generates(cache_limit, threads, d,
     assert rs.walk_cache_info()["hits"] == 1
 
 
+def test_an_entry_costs_two_bytes_per_nonzero_block_plus_eight_per_column(cache_limit):
+    sk = rs.Sketcher(4095, block_size=45, density=0.2, seed=5)
+    R = sk.module_matrix("size", 0)
+    R @ np.ones(4095, np.float32)
+    blocks = int(R.column_block_counts().sum())
+    got = rs.walk_cache_info()["bytes"]
+    assert 2 * blocks + 8 * 4095 <= got <= 1.06 * 2 * blocks + 8 * 4095 + 4096
+
+
+def test_more_than_8192_block_rows_store_wide_entries(cache_limit):
+    """Block indices past 2^13 do not fit the 16-bit entries: such matrices keep 32-bit ones,
+    with the same bits as uncached products."""
+    b = 69
+    d = 8193 * b  # 8193 block-rows
+    sk = rs.Sketcher(d, block_size=b, density=0.001, seed=2)
+    R = sk.module_matrix("wide", 0)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal(d).astype(np.float32)
+    y = rng.standard_normal(d).astype(np.float32)
+    rs.set_walk_cache_limit(0)
+    want = [R @ x, R.T @ y]
+    rs.set_walk_cache_limit(64 << 20)
+    got = [R @ x, R.T @ y, R @ x]  # records, then reads twice
+    info = rs.walk_cache_info()
+    assert (info["matrices"], info["hits"]) == (1, 2)
+    blocks = int(R.column_block_counts().sum())
+    assert info["bytes"] >= 4 * blocks  # 32-bit entries
+    for a, w in zip(got, want + [want[0]]):
+        assert a.tobytes() == w.tobytes()
+
+
 def test_resident_bytes_never_exceed_the_limit(cache_limit):
     sk = rs.Sketcher(4095, block_size=45, density=0.2, seed=5)
     x = np.ones(4095, np.float32)

@@ -78,16 +78,23 @@ inline bool parity_negative(bool flip_negative, bool signature0_negative) noexce
   return flip_negative != signature0_negative;
 }
 
-// Column j's walk as encoded entries (ColumnWalks::encode): from the cache when there is one,
-// else walked now into `buffer` (n_blocks entries). Returns (first entry, count).
-inline std::pair<const std::uint32_t*, std::int64_t> column_walk(const BlockSparseMatrix& R,
-                                                                 const ColumnWalks* walks,
-                                                                 std::int64_t j,
-                                                                 std::uint32_t* buffer) {
+// Column j's walk as encoded entries (ColumnWalks::encode): from the cache when there is one
+// (16- or 32-bit entries, as stored), else walked now into `buffer` (n_blocks entries).
+inline ColumnWalks::View column_walk(const BlockSparseMatrix& R, const ColumnWalks* walks,
+                                     std::int64_t j, std::uint32_t* buffer) {
   if (walks) return walks->column(j);
   std::int64_t n = 0;
   R.walk_column(j, [&](const BlockFlips& fl) { buffer[n++] = ColumnWalks::encode(fl); });
-  return {buffer, n};
+  return ColumnWalks::View{nullptr, buffer, n};
+}
+
+// Calls f(entries, n) with the walk's entries as a pointer to their stored type.
+template <class F>
+RECSKETCH_ALWAYS_INLINE void with_entries(const ColumnWalks::View& w, F&& f) {
+  if (w.e16)
+    f(w.e16, w.n);
+  else
+    f(w.e32, w.n);
 }
 
 // Signs of one column shared by all its blocks: sigma_{s,j}'s sign bits and the two signs the
@@ -239,12 +246,12 @@ void column_base(const ColumnCode& code, const ForwardLayout<1>& lay, std::int64
 
 // acc += contributions of columns [j0, j1) of R; xp holds column j's W inputs at xp + j*W.
 // If `record` is not null (and walks is), every column's walk, zero inputs included, is appended
-// to *record as it is generated and its end stored in ends[j] (walk_cache.hpp: a first product
-// fills the cache in the same pass, without a separate build).
+// to its part `part` as it is generated (walk_cache.hpp: a first product fills the cache in the
+// same pass, without a separate build).
 template <int W, class A>
 RECSKETCH_MULTIVERSION void forward_chunk(const BlockSparseMatrix& R, const ColumnWalks* walks,
                                           const A* xp, std::int64_t j0, std::int64_t j1, A* acc,
-                                          std::vector<std::uint32_t>* record, std::uint64_t* ends) {
+                                          ColumnWalks* record, std::size_t part) {
   const BlockSparseFamily& f = R.family();
   const ForwardLayout<W> lay = forward_layout<A, W>(f);
   const ForwardLayout<1> lay1{lay.third, lay.L, lay.align};  // one vector's view of the slots
@@ -256,7 +263,7 @@ RECSKETCH_MULTIVERSION void forward_chunk(const BlockSparseMatrix& R, const Colu
   std::vector<A> negated(static_cast<std::size_t>(row_size), A(0));
   ColumnCode code(third);
   std::vector<std::uint32_t> buffer(static_cast<std::size_t>(f.n_blocks()));
-  if (record) record->reserve(ColumnWalks::reserve_for(f, j1 - j0));
+  if (record) record->reserve(part, ColumnWalks::reserve_for(f, j1 - j0));
   for (std::int64_t j = j0; j < j1; ++j) {
     const A* x = xp + j * W;
     bool any = false;
@@ -265,10 +272,10 @@ RECSKETCH_MULTIVERSION void forward_chunk(const BlockSparseMatrix& R, const Colu
     // The whole walk first, then the updates: they no longer wait on the walk's hashes, and for
     // one vector the accumulator row of the block two steps ahead can be prefetched (a panel's
     // rows are 18 lines or more: prefetching them only stalled on full fill buffers).
-    const auto [entries, n] = column_walk(R, walks, j, buffer.data());
-    if (record) {
-      record->insert(record->end(), entries, entries + n);
-      ends[j] = record->size();
+    const ColumnWalks::View walk = column_walk(R, walks, j, buffer.data());
+    if (record) {  // walks is null: the entries are the 32-bit buffer
+      record->append(part, walk.e32, walk.n);
+      record->ends[static_cast<std::size_t>(j)] = record->part_size(part);
       if (!any) continue;
     }
     code.load(R, j);
@@ -280,17 +287,20 @@ RECSKETCH_MULTIVERSION void forward_chunk(const BlockSparseMatrix& R, const Colu
     if constexpr (W > 1)
       for (std::int64_t s = 0; s < row_size; ++s) negated[static_cast<std::size_t>(s)] = -v[s];
     constexpr std::int64_t kLine = 64 / static_cast<std::int64_t>(sizeof(A));
-    for (std::int64_t k = 0; k < n; ++k) {
-      if (W == 1 && k + 2 < n) {
-        const A* ahead = acc + static_cast<std::int64_t>(entries[k + 2] >> 3) * row_size;
-        for (std::int64_t c = 0; c < row_size; c += kLine) RECSKETCH_PREFETCH_WRITE(ahead + c);
+    with_entries(walk, [&](const auto* entries, std::int64_t n) {
+      for (std::int64_t k = 0; k < n; ++k) {
+        if (W == 1 && k + 2 < n) {
+          const A* ahead = acc + static_cast<std::int64_t>(entries[k + 2] >> 3) * row_size;
+          for (std::int64_t c = 0; c < row_size; c += kLine) RECSKETCH_PREFETCH_WRITE(ahead + c);
+        }
+        const std::uint32_t e = entries[k];
+        A* a = acc + static_cast<std::int64_t>(e >> 3) * row_size;
+        if constexpr (W == 1)
+          block_update(a, v, signs.row(e), slots);
+        else
+          block_update_panel<W>(a, v, negated.data(), e, third, L);
       }
-      A* a = acc + static_cast<std::int64_t>(entries[k] >> 3) * row_size;
-      if constexpr (W == 1)
-        block_update(a, v, signs.row(entries[k]), slots);
-      else
-        block_update_panel<W>(a, v, negated.data(), entries[k], third, L);
-    }
+    });
   }
 }
 
@@ -355,19 +365,13 @@ void forward_panel(const BlockSparseMatrix& R, const ColumnWalks* walks,
   std::vector<T> xp(static_cast<std::size_t>(m * W));
   load_panel<W>(x, m, p0, xp.data());
   std::vector<double> total(size, 0.0);
-  if (record) {
-    record->part_columns = chunks[0].second - chunks[0].first;
-    record->ends.assign(static_cast<std::size_t>(m), 0);
-    record->parts.assign(chunks.size(), {});
-  }
-  auto chunk_record = [&](std::size_t c) { return record ? &record->parts[c] : nullptr; };
-  std::uint64_t* ends = record ? record->ends.data() : nullptr;
+  if (record) record->init(f, chunks[0].second - chunks[0].first, chunks.size());
   if (threads <= 1) {
     std::vector<T> part(size);
     for (std::size_t c = 0; c < chunks.size(); ++c) {
       std::fill(part.begin(), part.end(), T(0));
       forward_chunk<W, T>(R, walks, xp.data(), chunks[c].first, chunks[c].second, part.data(),
-                          chunk_record(c), ends);
+                          record, c);
       add_into(total, part);
     }
   } else {
@@ -377,7 +381,7 @@ void forward_panel(const BlockSparseMatrix& R, const ColumnWalks* walks,
       auto& part = parts[cu];
       part.assign(size, T(0));
       forward_chunk<W, T>(R, walks, xp.data(), chunks[cu].first, chunks[cu].second, part.data(),
-                          chunk_record(cu), ends);
+                          record, cu);
     });
     for (const auto& part : parts) add_into(total, part);
   }
@@ -441,10 +445,12 @@ RECSKETCH_MULTIVERSION void transpose_columns(const BlockSparseMatrix& R, const 
     column_base(code, lay1, j, base.data());
     const double* bj = base.data();
     double total[W] = {};
-    const auto [entries, n] = column_walk(R, walks, j, buffer.data());
+    with_entries(column_walk(R, walks, j, buffer.data()),
+                 [&](const auto* entries, std::int64_t n) {
     for (std::int64_t k = 0; k < n; ++k) {
-      const double* uk = u + static_cast<std::int64_t>(entries[k] >> 3) * row_size;
-      const double* sign = signs.row(entries[k]);
+      const std::uint32_t e = entries[k];
+      const double* uk = u + static_cast<std::int64_t>(e >> 3) * row_size;
+      const double* sign = signs.row(e);
       if constexpr (W == 1) {
         V p = {0.0, 0.0, 0.0, 0.0};
         for (std::int64_t s = 0; s < slots; s += 4) {
@@ -479,6 +485,7 @@ RECSKETCH_MULTIVERSION void transpose_columns(const BlockSparseMatrix& R, const 
         }
       }
     }
+                 });
     for (int v = 0; v < W; ++v) {
       const double rt = scale * total[v];
       T* o = out + (p0 + v) * d + j;
