@@ -4,7 +4,7 @@
 // Design notes
 // - A walk costs one hash per nonzero block; a product then adds one SIMD row per block. For a
 //   matrix used in many full products (the position matrices R_1, R_2 of every sketch, a
-//   benchmark's matrix) the walk is a third of the work, and caching it costs about 1% of the
+//   benchmark's matrix) the walk is a third of the work, and caching it costs under 1% of the
 //   same matrix in CSR.
 // - Only full products of mostly nonzero vectors fill the cache: a product walks only the
 //   columns where its input is nonzero, so short attribute products and sparse inputs would pay
@@ -14,8 +14,9 @@
 //   is 2 bytes per nonzero block (4 above 8192 block-rows) plus 8 per column: 1.3 MB at
 //   d = 16,371 with the default density, so the default holds about 50 such matrices (or 370
 //   at d = 4,095).
-// - A matrix's first full product does not walk it twice: the product records the walks it
-//   generates column by column and offers them to the cache afterwards (block_sparse_forward).
+// - A matrix's first full product fills the cache as it runs: it records the walks it generates
+//   column by column and offers them to the cache afterwards (block_sparse_forward), with no
+//   separate build and no copy.
 // - The cached walk is the walk, so cached and uncached products are the same sums in the same
 //   order: bits do not depend on the cache.
 #pragma once
