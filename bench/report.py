@@ -70,6 +70,41 @@ def main(path):
             if "bytes" in e:
                 extra = f"   {e['bytes'] / v / 1e9:.2f} GB/s"
             print(f"  {k:20s} {v * 1e3:10.1f} ms{extra}")
+    add_rate = [b for b in data["benchmarks"] if b["group"] == "simd add rate"]
+    add_rate = (add_rate[0]["extra_info"]["adds"] / add_rate[0]["stats"]["min"]
+                if add_rate else None)
+    ortho = sorted((n for n in groups if n.startswith("orthogonal R x")),
+                   key=lambda n: [int(t.split("=")[1]) for t in n.split()[3:]])
+    if ortho:
+        if add_rate:
+            print(f"\nSIMD double add rate (one core): {add_rate / 1e9:.1f} G adds/s")
+        print("\n| group | NumPy FWHT (ms) | portable 1 thread (ms) | AVX2 1 thread (ms) | "
+              "all threads (ms) | speed-up 1 thread | speed-up all | % of add bound, 1 thread |")
+        print("|---|---|---|---|---|---|---|---|")
+        for name in ortho:
+            impls = groups[name]
+            if not {"numpy_fwht", "recsketch_portable", "recsketch_1thread", "recsketch"} <= set(impls):
+                continue
+            t = {k: v["stats"]["min"] for k, v in impls.items()}
+            adds = impls["recsketch_1thread"]["extra_info"]["adds"]
+            bound = f"{100 * adds / add_rate / t['recsketch_1thread']:.0f}%" if add_rate else "-"
+            print(f"| {name} | {t['numpy_fwht']*1e3:.3f} | {t['recsketch_portable']*1e3:.3f} | "
+                  f"{t['recsketch_1thread']*1e3:.3f} | {t['recsketch']*1e3:.3f} | "
+                  f"{t['numpy_fwht']/t['recsketch_1thread']:.1f}x | "
+                  f"{t['numpy_fwht']/t['recsketch']:.1f}x | {bound} |")
+    first = sorted(n for n in groups if n.startswith("first product"))
+    if first:
+        print("\n| group | SciPy CSR product (ms) | SciPy CSR build (ms) | recsketch warm (ms) | "
+              "recsketch first (ms) | first / warm | (CSR build + product) / first |")
+        print("|---|---|---|---|---|---|---|")
+        for name in first:
+            t = {k: v["stats"]["min"] for k, v in groups[name].items()}
+            if not {"scipy_csr", "scipy_csr_build", "recsketch_warm", "recsketch_first"} <= set(t):
+                continue
+            print(f"| {name} | {t['scipy_csr']*1e3:.2f} | {t['scipy_csr_build']*1e3:.1f} | "
+                  f"{t['recsketch_warm']*1e3:.2f} | {t['recsketch_first']*1e3:.2f} | "
+                  f"{t['recsketch_first']/t['recsketch_warm']:.2f} | "
+                  f"{(t['scipy_csr_build'] + t['scipy_csr'])/t['recsketch_first']:.1f}x |")
     for b in data["benchmarks"]:
         if "rss_growth_mib" in b["extra_info"]:
             e = b["extra_info"]

@@ -49,6 +49,66 @@ def test_cached_and_uncached_products_are_bit_identical(cache_limit):
             assert a.tobytes() == b.tobytes() == c.tobytes()
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("d, b", [(4095, 45), (360, 36)])
+def test_a_first_product_records_the_walks_it_generates(cache_limit, threads, d, b):
+    """A full product of a fresh matrix fills the cache with the walks it generated (its first
+    panel records them, zero columns included, the other panels read them): every later
+    product, forward or transposed, gives the bits of an uncached product."""
+    sk = rs.Sketcher(d, block_size=b, density=0.3, seed=9)
+    R = sk.module_matrix("fresh", 1)
+    rng = np.random.default_rng(threads)
+    X = rng.standard_normal((13, d)).astype(np.float32)  # panels of 8, 4 and 1
+    X[:, 1::2] = 0.0  # half of the columns are zero: their walks must be recorded too
+    Y = rng.standard_normal((5, d))
+    rs.set_walk_cache_limit(0)
+    want = [R.matvec(X, num_threads=threads), R.rmatvec(Y), R.half(Y), R @ X[3]]
+    rs.set_walk_cache_limit(64 << 20)
+    first = R.matvec(X, num_threads=threads)
+    info = rs.walk_cache_info()
+    assert (info["matrices"], info["misses"], info["hits"]) == (1, 1, 0)
+    got = [first, R.rmatvec(Y), R.half(Y), R @ X[3]]
+    assert rs.walk_cache_info()["hits"] == 3  # the later products read the recorded walks
+    for a, w in zip(got, want):
+        assert a.tobytes() == w.tobytes()
+    # The walks a transposed product builds (another code path) serve forward products alike.
+    rs._core.clear_walk_cache()
+    R.rmatvec(Y)
+    assert R.matvec(X, num_threads=threads).tobytes() == want[0].tobytes()
+    assert rs.walk_cache_info()["hits"] == 1
+
+
+def test_an_entry_costs_two_bytes_per_nonzero_block_plus_eight_per_column(cache_limit):
+    sk = rs.Sketcher(4095, block_size=45, density=0.2, seed=5)
+    R = sk.module_matrix("size", 0)
+    R @ np.ones(4095, np.float32)
+    blocks = int(R.column_block_counts().sum())
+    got = rs.walk_cache_info()["bytes"]
+    assert 2 * blocks + 8 * 4095 <= got <= 1.06 * 2 * blocks + 8 * 4095 + 4096
+
+
+def test_more_than_8192_block_rows_store_wide_entries(cache_limit):
+    """Block indices past 2^13 do not fit the 16-bit entries: such matrices keep 32-bit ones,
+    with the same bits as uncached products."""
+    b = 69
+    d = 8193 * b  # 8193 block-rows
+    sk = rs.Sketcher(d, block_size=b, density=0.001, seed=2)
+    R = sk.module_matrix("wide", 0)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal(d).astype(np.float32)
+    y = rng.standard_normal(d).astype(np.float32)
+    rs.set_walk_cache_limit(0)
+    want = [R @ x, R.T @ y]
+    rs.set_walk_cache_limit(64 << 20)
+    got = [R @ x, R.T @ y, R @ x]  # records, then reads twice
+    info = rs.walk_cache_info()
+    assert (info["matrices"], info["hits"]) == (1, 2)
+    blocks = int(R.column_block_counts().sum())
+    assert info["bytes"] >= 4 * blocks  # 32-bit entries
+    for a, w in zip(got, want + [want[0]]):
+        assert a.tobytes() == w.tobytes()
+
+
 def test_resident_bytes_never_exceed_the_limit(cache_limit):
     sk = rs.Sketcher(4095, block_size=45, density=0.2, seed=5)
     x = np.ones(4095, np.float32)

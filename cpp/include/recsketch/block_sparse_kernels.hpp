@@ -78,20 +78,23 @@ inline bool parity_negative(bool flip_negative, bool signature0_negative) noexce
   return flip_negative != signature0_negative;
 }
 
-// Column j's walk as encoded entries (ColumnWalks::encode): from the cache when there is one,
-// else walked now into `buffer` (n_blocks entries). Returns (first entry, count).
-inline std::pair<const std::uint32_t*, std::int64_t> column_walk(const BlockSparseMatrix& R,
-                                                                 const ColumnWalks* walks,
-                                                                 std::int64_t j,
-                                                                 std::uint32_t* buffer) {
-  if (walks) {
-    const std::uint64_t k0 = walks->offsets[static_cast<std::size_t>(j)];
-    const std::uint64_t k1 = walks->offsets[static_cast<std::size_t>(j + 1)];
-    return {walks->entries.data() + k0, static_cast<std::int64_t>(k1 - k0)};
-  }
+// Column j's walk as encoded entries (ColumnWalks::encode): from the cache when there is one
+// (16- or 32-bit entries, as stored), else walked now into `buffer` (n_blocks entries).
+inline ColumnWalks::View column_walk(const BlockSparseMatrix& R, const ColumnWalks* walks,
+                                     std::int64_t j, std::uint32_t* buffer) {
+  if (walks) return walks->column(j);
   std::int64_t n = 0;
   R.walk_column(j, [&](const BlockFlips& fl) { buffer[n++] = ColumnWalks::encode(fl); });
-  return {buffer, n};
+  return ColumnWalks::View{nullptr, buffer, n};
+}
+
+// Calls f(entries, n) with the walk's entries as a pointer to their stored type.
+template <class F>
+RECSKETCH_ALWAYS_INLINE void with_entries(const ColumnWalks::View& w, F&& f) {
+  if (w.e16)
+    f(w.e16, w.n);
+  else
+    f(w.e32, w.n);
 }
 
 // Signs of one column shared by all its blocks: sigma_{s,j}'s sign bits and the two signs the
@@ -242,9 +245,13 @@ void column_base(const ColumnCode& code, const ForwardLayout<1>& lay, std::int64
 }
 
 // acc += contributions of columns [j0, j1) of R; xp holds column j's W inputs at xp + j*W.
+// If `record` is not null (and walks is), every column's walk, zero inputs included, is appended
+// to its part `part` as it is generated (walk_cache.hpp: a first product fills the cache in the
+// same pass, without a separate build).
 template <int W, class A>
 RECSKETCH_MULTIVERSION void forward_chunk(const BlockSparseMatrix& R, const ColumnWalks* walks,
-                                          const A* xp, std::int64_t j0, std::int64_t j1, A* acc) {
+                                          const A* xp, std::int64_t j0, std::int64_t j1, A* acc,
+                                          ColumnWalks* record, std::size_t part) {
   const BlockSparseFamily& f = R.family();
   const ForwardLayout<W> lay = forward_layout<A, W>(f);
   const ForwardLayout<1> lay1{lay.third, lay.L, lay.align};  // one vector's view of the slots
@@ -256,11 +263,21 @@ RECSKETCH_MULTIVERSION void forward_chunk(const BlockSparseMatrix& R, const Colu
   std::vector<A> negated(static_cast<std::size_t>(row_size), A(0));
   ColumnCode code(third);
   std::vector<std::uint32_t> buffer(static_cast<std::size_t>(f.n_blocks()));
+  if (record) record->reserve(part, ColumnWalks::reserve_for(f, j1 - j0));
   for (std::int64_t j = j0; j < j1; ++j) {
     const A* x = xp + j * W;
     bool any = false;
     for (int v = 0; v < W; ++v) any |= (x[v] != A(0));
-    if (!any) continue;
+    if (!any && !record) continue;
+    // The whole walk first, then the updates: they no longer wait on the walk's hashes, and for
+    // one vector the accumulator row of the block two steps ahead can be prefetched (a panel's
+    // rows are 18 lines or more: prefetching them only stalled on full fill buffers).
+    const ColumnWalks::View walk = column_walk(R, walks, j, buffer.data());
+    if (record) {  // walks is null: the entries are the 32-bit buffer
+      record->append(part, walk.e32, walk.n);
+      record->ends[static_cast<std::size_t>(j)] = record->part_size(part);
+      if (!any) continue;
+    }
     code.load(R, j);
     A* b = base.data();
     column_base(code, lay1, j, b);
@@ -269,22 +286,21 @@ RECSKETCH_MULTIVERSION void forward_chunk(const BlockSparseMatrix& R, const Colu
       for (int w = 0; w < W; ++w) v[s * W + w] = b[s] * x[w];
     if constexpr (W > 1)
       for (std::int64_t s = 0; s < row_size; ++s) negated[static_cast<std::size_t>(s)] = -v[s];
-    // The whole walk first, then the updates: they no longer wait on the walk's hashes, and for
-    // one vector the accumulator row of the block two steps ahead can be prefetched (a panel's
-    // rows are 18 lines or more: prefetching them only stalled on full fill buffers).
-    const auto [entries, n] = column_walk(R, walks, j, buffer.data());
     constexpr std::int64_t kLine = 64 / static_cast<std::int64_t>(sizeof(A));
-    for (std::int64_t k = 0; k < n; ++k) {
-      if (W == 1 && k + 2 < n) {
-        const A* ahead = acc + static_cast<std::int64_t>(entries[k + 2] >> 3) * row_size;
-        for (std::int64_t c = 0; c < row_size; c += kLine) RECSKETCH_PREFETCH_WRITE(ahead + c);
+    with_entries(walk, [&](const auto* entries, std::int64_t n) {
+      for (std::int64_t k = 0; k < n; ++k) {
+        if (W == 1 && k + 2 < n) {
+          const A* ahead = acc + static_cast<std::int64_t>(entries[k + 2] >> 3) * row_size;
+          for (std::int64_t c = 0; c < row_size; c += kLine) RECSKETCH_PREFETCH_WRITE(ahead + c);
+        }
+        const std::uint32_t e = entries[k];
+        A* a = acc + static_cast<std::int64_t>(e >> 3) * row_size;
+        if constexpr (W == 1)
+          block_update(a, v, signs.row(e), slots);
+        else
+          block_update_panel<W>(a, v, negated.data(), e, third, L);
       }
-      A* a = acc + static_cast<std::int64_t>(entries[k] >> 3) * row_size;
-      if constexpr (W == 1)
-        block_update(a, v, signs.row(entries[k]), slots);
-      else
-        block_update_panel<W>(a, v, negated.data(), entries[k], third, L);
-    }
+    });
   }
 }
 
@@ -335,32 +351,37 @@ void add_into(std::vector<double>& total, const std::vector<A>& part) noexcept {
 
 // R x for one panel of W vectors, threads over chunks when `threads` > 1. Each chunk sums in
 // the input's type (as a CSR product would), the chunk sums are added in double.
+// If `record` is not null it receives the walks of all columns, one part per chunk
+// (forward_chunk); the chunks must then be equal but for the last one.
 template <int W, class T>
 void forward_panel(const BlockSparseMatrix& R, const ColumnWalks* walks,
                    const std::vector<double>& sig, const T* x,
                    std::int64_t m, std::int64_t p0,
                    const std::vector<std::pair<std::int64_t, std::int64_t>>& chunks, T* y,
-                   bool half, int threads) {
+                   bool half, int threads, ColumnWalks* record = nullptr) {
   const BlockSparseFamily& f = R.family();
   const ForwardLayout<W> lay = forward_layout<T, W>(f);
   const std::size_t size = static_cast<std::size_t>(lay.size(f.n_blocks()));
   std::vector<T> xp(static_cast<std::size_t>(m * W));
   load_panel<W>(x, m, p0, xp.data());
   std::vector<double> total(size, 0.0);
+  if (record) record->init(f, chunks[0].second - chunks[0].first, chunks.size());
   if (threads <= 1) {
     std::vector<T> part(size);
-    for (const auto& [j0, j1] : chunks) {
+    for (std::size_t c = 0; c < chunks.size(); ++c) {
       std::fill(part.begin(), part.end(), T(0));
-      forward_chunk<W, T>(R, walks, xp.data(), j0, j1, part.data());
+      forward_chunk<W, T>(R, walks, xp.data(), chunks[c].first, chunks[c].second, part.data(),
+                          record, c);
       add_into(total, part);
     }
   } else {
     std::vector<std::vector<T>> parts(chunks.size());
     parallel_for(static_cast<std::int64_t>(chunks.size()), threads, [&](std::int64_t c) {
-      auto& part = parts[static_cast<std::size_t>(c)];
+      const auto cu = static_cast<std::size_t>(c);
+      auto& part = parts[cu];
       part.assign(size, T(0));
-      const auto& [j0, j1] = chunks[static_cast<std::size_t>(c)];
-      forward_chunk<W, T>(R, walks, xp.data(), j0, j1, part.data());
+      forward_chunk<W, T>(R, walks, xp.data(), chunks[cu].first, chunks[cu].second, part.data(),
+                          record, cu);
     });
     for (const auto& part : parts) add_into(total, part);
   }
@@ -424,10 +445,12 @@ RECSKETCH_MULTIVERSION void transpose_columns(const BlockSparseMatrix& R, const 
     column_base(code, lay1, j, base.data());
     const double* bj = base.data();
     double total[W] = {};
-    const auto [entries, n] = column_walk(R, walks, j, buffer.data());
+    with_entries(column_walk(R, walks, j, buffer.data()),
+                 [&](const auto* entries, std::int64_t n) {
     for (std::int64_t k = 0; k < n; ++k) {
-      const double* uk = u + static_cast<std::int64_t>(entries[k] >> 3) * row_size;
-      const double* sign = signs.row(entries[k]);
+      const std::uint32_t e = entries[k];
+      const double* uk = u + static_cast<std::int64_t>(e >> 3) * row_size;
+      const double* sign = signs.row(e);
       if constexpr (W == 1) {
         V p = {0.0, 0.0, 0.0, 0.0};
         for (std::int64_t s = 0; s < slots; s += 4) {
@@ -462,6 +485,7 @@ RECSKETCH_MULTIVERSION void transpose_columns(const BlockSparseMatrix& R, const 
         }
       }
     }
+                 });
     for (int v = 0; v < W; ++v) {
       const double rt = scale * total[v];
       T* o = out + (p0 + v) * d + j;
@@ -523,24 +547,35 @@ void block_sparse_forward(const BlockSparseMatrix& R, const T* x, std::int64_t n
   const std::vector<Panel> panels = cut_panels(n);
   const int threads = resolve_threads(num_threads);
   if (n == 0) return;
-  // Only full products of mostly nonzero inputs fill the walk cache (see walk_cache.hpp).
-  const std::shared_ptr<const ColumnWalks> walks =
-      WalkCache::global().get(R, threads, m == d && mostly_nonzero(x, n, m));
-  const std::int64_t n_panels = static_cast<std::int64_t>(panels.size());
+  WalkCache& cache = WalkCache::global();
+  std::shared_ptr<const ColumnWalks> walks = cache.find(R);
+  auto run = [&](const Panel& p, int inner_threads, ColumnWalks* record) {
+    with_width(p.width, [&](auto w) {
+      forward_panel<decltype(w)::value, T>(R, walks.get(), sig, x, m, p.first, chunks, y, half,
+                                           inner_threads, record);
+    });
+  };
+  std::size_t first = 0;
+  // Only full products of mostly nonzero inputs fill the walk cache (see walk_cache.hpp). The
+  // first panel records the walks it generates (threads over its chunks), the others read them:
+  // the matrix is walked once, inside its first product.
+  if (!walks && m == d && cache.would_keep(R) && mostly_nonzero(x, n, m)) {
+    auto record = std::make_shared<ColumnWalks>();
+    run(panels[0], threads, record.get());
+    cache.put(R, record);
+    walks = std::move(record);
+    first = 1;
+  }
+  const std::int64_t n_panels = static_cast<std::int64_t>(panels.size() - first);
   // Threads over panels when there are enough of them, else over the chunks of each panel;
   // both add the same chunk sums in the same order.
   const bool by_panel = n_panels >= threads || chunks.size() <= 1;
-  auto run = [&](const Panel& p, int inner_threads) {
-    with_width(p.width, [&](auto w) {
-      forward_panel<decltype(w)::value, T>(R, walks.get(), sig, x, m, p.first, chunks, y, half,
-                                           inner_threads);
-    });
-  };
   if (by_panel)
-    parallel_for(n_panels, threads,
-                 [&](std::int64_t k) { run(panels[static_cast<std::size_t>(k)], 1); });
+    parallel_for(n_panels, threads, [&](std::int64_t k) {
+      run(panels[first + static_cast<std::size_t>(k)], 1, nullptr);
+    });
   else
-    for (const Panel& p : panels) run(p, threads);
+    for (std::size_t k = first; k < panels.size(); ++k) run(panels[k], threads, nullptr);
 }
 
 // out = R^T y (or (y + R^T y)/2 if half) for the n rows of y (n x d, row-major); out is n x d.

@@ -14,6 +14,7 @@
 
 #include "recsketch/parallel.hpp"
 #include "recsketch/rng.hpp"
+#include "recsketch/wht.hpp"
 
 namespace recsketch {
 
@@ -21,17 +22,6 @@ inline void validate_orthogonal(std::int64_t d) {
   if (d < 2 || d > (std::int64_t{1} << 30) || (d & (d - 1)) != 0)
     throw std::invalid_argument("the orthogonal family needs d_sketch a power of two in [2, 2^30], got " +
                                 std::to_string(d));
-}
-
-// In-place unnormalised fast Walsh-Hadamard transform, fixed order of operations.
-inline void fwht(double* v, std::int64_t d) noexcept {
-  for (std::int64_t h = 1; h < d; h <<= 1)
-    for (std::int64_t i = 0; i < d; i += 2 * h)
-      for (std::int64_t k = i; k < i + h; ++k) {
-        const double a = v[k], c = v[k + h];
-        v[k] = a + c;
-        v[k + h] = a - c;
-      }
 }
 
 class OrthogonalMatrix {
@@ -51,40 +41,38 @@ class OrthogonalMatrix {
                 static_cast<std::size_t>(d_), words);
   }
 
-  // v <- R v (transpose = false) or R^T v, in place; v has d entries.
-  void apply_inplace(double* v, bool transpose) const {
-    std::vector<std::uint64_t> s1(words()), s2(words()), s3(words());
-    sign_bits(1, s1.data());
-    sign_bits(2, s2.data());
-    sign_bits(3, s3.data());
-    // Each step scales by 1/sqrt(d) together with the sign it applies, so H is normalised.
-    auto signs = [&](const std::vector<std::uint64_t>& s, double scale) {
-      for (std::int64_t k = 0; k < d_; ++k)
-        v[k] *= bit_at(s.data(), static_cast<std::size_t>(k)) ? -scale : scale;
-    };
+  // The three sign diagonals, for apply_inplace: generate them once for a batch.
+  struct Signs {
+    std::vector<std::uint64_t> s1, s2, s3;
+  };
+  Signs signs() const {
+    Signs s{std::vector<std::uint64_t>(words()), std::vector<std::uint64_t>(words()),
+            std::vector<std::uint64_t>(words())};
+    sign_bits(1, s.s1.data());
+    sign_bits(2, s.s2.data());
+    sign_bits(3, s.s3.data());
+    return s;
+  }
+
+  // v <- R v (transpose = false) or R^T v, in place; v has d entries. Each sign diagonal after
+  // the first scales by 1/sqrt(d) as it applies its signs, so H is normalised; the diagonals
+  // run inside the transforms' first and last passes (wht.hpp).
+  void apply_inplace(double* v, bool transpose, const Signs& s) const noexcept {
+    const double c = inv_sqrt_d_;
     if (!transpose) {
-      signs(s1, 1.0);
-      fwht(v, d_);
-      signs(s2, inv_sqrt_d_);
-      fwht(v, d_);
-      signs(s3, inv_sqrt_d_);
-      fwht(v, d_);
-      signs_none(v, inv_sqrt_d_);
+      wht(v, d_, SignedScale{s.s1.data(), 1.0}, SignedScale{});
+      wht(v, d_, SignedScale{s.s2.data(), c}, SignedScale{});
+      wht(v, d_, SignedScale{s.s3.data(), c}, SignedScale{nullptr, c});
     } else {
-      fwht(v, d_);
-      signs(s3, inv_sqrt_d_);
-      fwht(v, d_);
-      signs(s2, inv_sqrt_d_);
-      fwht(v, d_);
-      signs(s1, inv_sqrt_d_);
+      wht(v, d_, SignedScale{}, SignedScale{});
+      wht(v, d_, SignedScale{s.s3.data(), c}, SignedScale{});
+      wht(v, d_, SignedScale{s.s2.data(), c}, SignedScale{s.s1.data(), c});
     }
   }
+  void apply_inplace(double* v, bool transpose) const { apply_inplace(v, transpose, signs()); }
 
  private:
   std::size_t words() const noexcept { return static_cast<std::size_t>((d_ + 63) / 64); }
-  void signs_none(double* v, double scale) const noexcept {
-    for (std::int64_t k = 0; k < d_; ++k) v[k] *= scale;
-  }
   std::int64_t d_;
   std::uint64_t seed_, key_;
   double inv_sqrt_d_ = 0.0;
@@ -97,15 +85,28 @@ template <class T>
 void orthogonal_apply(const OrthogonalMatrix& R, const T* x, std::int64_t n, std::int64_t m, T* out,
                       bool transpose, bool half, int num_threads) {
   const std::int64_t d = R.d();
-  parallel_for(n, num_threads, [&](std::int64_t i) {
-    std::vector<double> v(static_cast<std::size_t>(d), 0.0);
-    const T* row = x + i * m;
-    for (std::int64_t k = 0; k < m; ++k) v[static_cast<std::size_t>(k)] = static_cast<double>(row[k]);
-    R.apply_inplace(v.data(), transpose);
-    T* o = out + i * d;
-    for (std::int64_t k = 0; k < d; ++k) {
-      const double rv = v[static_cast<std::size_t>(k)];
-      o[k] = static_cast<T>(half ? 0.5 * (static_cast<double>(row[k]) + rv) : rv);
+  if (n <= 0) return;
+  const OrthogonalMatrix::Signs signs = R.signs();
+  // Vectors in tasks of up to 16 (a thread reuses one work vector for a task), at least four
+  // tasks per thread when there are enough vectors. Each vector is transformed alone: the
+  // grouping changes no bit.
+  const std::int64_t threads = resolve_threads(num_threads);
+  const std::int64_t per_task = std::max<std::int64_t>(
+      1, std::min<std::int64_t>(16, n / (4 * threads)));
+  parallel_for((n + per_task - 1) / per_task, num_threads, [&](std::int64_t task) {
+    std::vector<double> v(static_cast<std::size_t>(d));
+    const std::int64_t i1 = std::min(n, (task + 1) * per_task);
+    for (std::int64_t i = task * per_task; i < i1; ++i) {
+      const T* row = x + i * m;
+      for (std::int64_t k = 0; k < m; ++k) v[static_cast<std::size_t>(k)] = static_cast<double>(row[k]);
+      std::fill(v.begin() + m, v.end(), 0.0);
+      R.apply_inplace(v.data(), transpose, signs);
+      T* o = out + i * d;
+      if (half)
+        for (std::int64_t k = 0; k < d; ++k)
+          o[k] = static_cast<T>(0.5 * (static_cast<double>(row[k]) + v[static_cast<std::size_t>(k)]));
+      else
+        for (std::int64_t k = 0; k < d; ++k) o[k] = static_cast<T>(v[static_cast<std::size_t>(k)]);
     }
   });
 }
