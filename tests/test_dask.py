@@ -179,6 +179,7 @@ def test_sync_to_repository_resumes_without_writing_twice(tmp_path, graphs, expe
                                                          for _ in range(n)]
     assert [lab.get("source") for lab in labels] == [None] * first + ["test"] * (N - first)
     assert modules == expected[1]  # the registry reached the repository, from both runs
+    assert sk.modules == expected[1]  # and the driver's Sketcher, as compute() does
     lazy = rsd.sketch_bag(sk, _bag(graphs))
     again = rsd.to_repository(lazy, path, key="day1", scheduler="sync")
     assert again["written"] == 0 and again["skipped"] == 4

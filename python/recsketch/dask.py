@@ -300,6 +300,7 @@ def to_repository(sketches: Union[SketchedBag, "da.Array"], repository: Any, *, 
             values = [s for s, _ in values]
             known = {n: (i.depth, i.attribute_dim) for n, i in repo.sketcher.modules.items()}
             merge_registries([registry], known)  # a conflict stops here, before writing
+            _register(sketches.sketcher, registry)  # as compute() does
             if any(name not in known for name in registry):
                 _register(repo.sketcher, registry)
                 # persist it: Repository.open merges a Sketcher's registry in one transaction
