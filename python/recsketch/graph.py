@@ -253,23 +253,12 @@ class Graph:
         return depth
 
     # -- pickling ----------------------------------------------------------------------------
-    def __getstate__(self) -> Dict[str, Any]:
-        """The attribute vectors travel as one concatenated array (a per-object array would
-        pickle a header per object, several times the values of a small module)."""
-        state = dict(self.__dict__)
-        lengths = [x.size for x in self._attributes]
-        state["_attributes"] = (
-            np.concatenate(self._attributes) if lengths else np.zeros(0),
-            np.asarray(lengths, dtype=np.int64))
-        return state
-
     def __setstate__(self, state: Dict[str, Any]) -> None:
-        values, lengths = state["_attributes"]
-        parts = np.split(np.asarray(values, dtype=np.float64), np.cumsum(lengths)[:-1])
-        for x in parts:
-            x.setflags(write=False)  # as built by add(): attributes are read-only
+        """Default pickling, except that unpickled arrays come back writeable: make the
+        attributes read-only again, as :meth:`add` leaves them."""
         self.__dict__.update(state)
-        self._attributes = parts if len(lengths) else []
+        for x in self._attributes:
+            x.setflags(write=False)
 
     # -- plain-data form (JSON) --------------------------------------------------------------
     def to_dict(self) -> Dict[str, Any]:
