@@ -11,10 +11,41 @@
 
 namespace py = pybind11;
 
+namespace {
+
+// The instruction set the hot loops run with. Where multiversion.hpp compiles them twice
+// (target_clones, resolved at load time by the same CPU test), report the clone the loader
+// picked; elsewhere the ISA is fixed at compile time. Keep the condition in step with
+// multiversion.hpp.
+std::string simd_path() {
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
+    !defined(RECSKETCH_NO_MULTIVERSION)
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") ? "avx2 (chosen at run time; baseline x86-64 clone also built)"
+                                        : "x86-64 baseline (chosen at run time: no AVX2 on this CPU)";
+#elif defined(__AVX2__)
+  return "avx2 (compile time)";
+#elif defined(__x86_64__) || defined(_M_X64)
+  return "x86-64 baseline, SSE2 (compile time)";
+#elif defined(__ARM_NEON) || defined(__aarch64__) || defined(_M_ARM64)
+  return "neon (compile time)";
+#else
+  return "scalar (compile time)";
+#endif
+}
+
+}  // namespace
+
 void register_info(py::module_& m) {
   m.def("build_info", [] {
     py::dict info;
     info["openmp"] = recsketch::has_openmp();
+#ifdef _OPENMP
+    info["openmp_version"] = static_cast<long>(_OPENMP);  // yyyymm of the spec implemented
+#else
+    info["openmp_version"] = py::none();
+#endif
+    info["simd"] = simd_path();
     info["max_threads"] = recsketch::default_num_threads();
     info["native"] = static_cast<bool>(RECSKETCH_NATIVE_BUILD);
     info["wht_path"] = recsketch::wht_path() == recsketch::WhtPath::avx2 ? "avx2" : "portable";

@@ -86,6 +86,11 @@ void register_matrices(py::module_& m) {
            py::arg("family"), py::arg("seed"), py::arg("key"))
       .def_property_readonly("seed", &BlockSparseMatrix::seed)
       .def_property_readonly("key", &BlockSparseMatrix::key)
+      // (b, q) of the family, so that a matrix can be pickled as its generating parameters.
+      .def_property_readonly("block_size",
+                             [](const BlockSparseMatrix& R) { return R.family().block_size(); })
+      .def_property_readonly("density",
+                             [](const BlockSparseMatrix& R) { return R.family().density(); })
       .def(
           "apply",
           [](const BlockSparseMatrix& R, const py::array& x, bool transpose, bool half,

@@ -253,6 +253,14 @@ class Graph:
             raise ValueError(f"{_describe(self, k)} does not feed the output")
         return depth
 
+    # -- pickling ----------------------------------------------------------------------------
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        """Default pickling, except that unpickled arrays come back writeable: make the
+        attributes read-only again, as :meth:`add` leaves them."""
+        self.__dict__.update(state)
+        for x in self._attributes:
+            x.setflags(write=False)
+
     # -- plain-data form (JSON) --------------------------------------------------------------
     def to_dict(self) -> Dict[str, Any]:
         """``{"objects": [{"module", "attributes", "inputs": [[index, weight], ...]}, ...],

@@ -9,7 +9,8 @@ from ._version import __version__
 
 
 def build_info() -> Dict[str, Any]:
-    """Version, OpenMP availability, default thread count, compiler and matrix families."""
+    """Version, OpenMP availability and version, default thread count, the SIMD path the
+    kernels run with on this CPU, compiler and matrix families."""
     info = dict(_core.build_info())
     info["version"] = __version__
     info["families"] = ["block_sparse", "orthogonal"]
@@ -21,8 +22,14 @@ def format_info() -> str:
     lines = [f"recsketch {info['version']}"]
     lines.append(f"  native core : {info['compiler']}"
                  f"{' (-march=native)' if info['native'] else ' (portable build)'}")
-    lines.append(f"  OpenMP      : {'on' if info['openmp'] else 'off (serial fallback)'}")
+    if info["openmp"]:
+        openmp = (f"on (OpenMP {info['openmp_version']}, {info['max_threads']} threads by "
+                  "default; set with num_threads= or OMP_NUM_THREADS)")
+    else:
+        openmp = "off (serial fallback: every num_threads runs on 1 thread)"
+    lines.append(f"  OpenMP      : {openmp}")
     lines.append(f"  threads     : {info['max_threads']}")
+    lines.append(f"  SIMD path   : {info['simd']}")
     lines.append(f"  families    : {', '.join(info['families'])}")
     cache = _core.walk_cache_info()
     lines.append(f"  walk cache  : {cache['bytes'] / 2**20:.1f} of {cache['limit'] / 2**20:.0f} MiB")

@@ -74,6 +74,14 @@ class RandomMatrix:
     def __repr__(self) -> str:
         return f"RandomMatrix(role={self._role!r}, family={self._family!r}, shape={self.shape})"
 
+    def __reduce__(self) -> Tuple[Any, Tuple[Any, ...]]:
+        """Pickle as the generating parameters (a few numbers), never the matrix itself."""
+        native = self._native
+        params = ((int(native.block_size), float(native.density))
+                  if self._family == "block_sparse" else None)
+        return (_rebuild, (self._d, self._family, params, int(native.seed), int(native.key),
+                           self._role))
+
     # -- products --------------------------------------------------------------------------
     def _apply(self, x: Any, *, transpose: bool, half: bool, short: bool,
                num_threads: Optional[int]) -> np.ndarray:
@@ -166,6 +174,17 @@ class RandomMatrix:
         if self._family != "block_sparse":
             raise ValueError("column_block_counts is defined for the block_sparse family only")
         return self._native.column_counts()
+
+
+def _rebuild(d_sketch: int, family: str, params: Optional[Tuple[int, float]], seed: int,
+             key: int, role: Tuple[Any, ...]) -> RandomMatrix:
+    """Inverse of :meth:`RandomMatrix.__reduce__`: regenerate the matrix from its seed."""
+    if family == "orthogonal":
+        native: Any = _core.OrthogonalMatrix(d_sketch, seed, key)
+    else:
+        assert params is not None
+        native = _core.BlockSparseMatrix(_core.BlockSparseFamily(d_sketch, *params), seed, key)
+    return RandomMatrix(native, d_sketch, family, role)
 
 
 class _Transposed:

@@ -423,6 +423,11 @@ class Sketcher:
             sk.register_module(name, info["depth"], info["attribute_dim"])
         return sk
 
+    def __reduce__(self) -> Tuple[Any, Tuple[str]]:
+        """Pickle as the JSON configuration only (registry included): every matrix is a pure
+        function of it, so a pickled Sketcher is a few hundred bytes whatever it has cached."""
+        return (type(self).from_json, (self.to_json(),))
+
     @classmethod
     def from_json(cls, text: str) -> "Sketcher":
         """Inverse of :meth:`to_json`. Raises ValueError on malformed or foreign JSON."""

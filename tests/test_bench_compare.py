@@ -1,0 +1,102 @@
+"""The benchmark regression gate (bench/compare.py): ratio extraction and comparison on
+synthetic pytest-benchmark documents, then the whole gate on a real benchmark whose measured
+function is deliberately slowed."""
+
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+import compare  # noqa: E402
+
+
+def _doc(times):
+    """A pytest-benchmark document: {(group, impl): min seconds}."""
+    return {"benchmarks": [{"name": f"test[{impl}]", "group": group, "params": {"impl": impl},
+                            "stats": {"min": t}} for (group, impl), t in times.items()]}
+
+
+def test_ratios_are_baseline_over_implementation_per_group():
+    doc = _doc({("k d=4", "scipy_csr"): 2.0, ("k d=4", "recsketch"): 0.5,
+                ("q", "numpy_paper"): 1.0, ("q", "recsketch_matched"): 4.0,
+                ("no baseline here", "recsketch"): 1.0})
+    assert compare.ratios_of(doc) == {"k d=4 :: recsketch": 4.0, "q :: recsketch_matched": 0.25}
+
+
+def test_tolerance_comes_from_the_spread_with_a_floor():
+    runs = [{"a": 10.0, "b": 1.0}, {"a": 10.5, "b": 1.5}, {"a": 9.9, "b": 1.2}]
+    s = compare.summarise(runs)
+    assert s["a"]["ratio"] == 10.0 and s["b"]["ratio"] == 1.2
+    assert s["a"]["tolerance"] == compare.FLOOR  # spread 6%: the floor wins
+    assert s["b"]["spread"] == pytest.approx(0.5)
+    assert s["b"]["tolerance"] == compare.CEILING  # 2 x 50% spread: capped...
+    assert s["a"]["gated"] and not s["b"]["gated"]  # ... and too noisy to fail a build on
+    assert s["b"]["runs"] == [1.0, 1.5, 1.2]
+
+
+def test_compare_fails_on_a_drop_beyond_tolerance_and_on_missing_ratios():
+    base = {"a": {"ratio": 10.0, "tolerance": 0.3, "gated": True},
+            "b": {"ratio": 2.0, "tolerance": 0.3, "gated": True},
+            "n": {"ratio": 2.0, "tolerance": 0.5, "gated": False}}
+    assert compare.compare(base, {"a": 7.1, "b": 2.5, "n": 2.0})[:2] == ([], [])  # -29%, rise
+    regressions, missing, lines = compare.compare(base, {"a": 6.9, "c": 1.0, "n": 0.1})
+    assert regressions == ["a"] and missing == ["b"]  # the noisy "n" drop is only reported
+    assert any(ln.startswith("low, noisy") and " n:" in ln for ln in lines)
+    assert any(ln.startswith("new") and "c" in ln for ln in lines)
+
+
+BENCH = textwrap.dedent('''
+    import os
+
+    import numpy as np
+    import pytest
+
+    X = np.random.default_rng(0).random(300_000)  # a sort: one thread, some milliseconds
+
+
+    @pytest.mark.parametrize("impl", ["numpy_sum", "candidate"])
+    def test_op(benchmark, impl):
+        benchmark.group = "gate demo"
+        # the candidate does the baseline's work SLOW times: a deliberately slowed kernel
+        repeat = int(os.environ.get("SLOW", "1")) if impl == "candidate" else 1
+
+        def fn():
+            for _ in range(repeat):
+                np.sort(X)
+        benchmark.pedantic(fn, rounds=5, iterations=1, warmup_rounds=1)
+''')
+
+
+def test_gate_passes_on_the_baseline_and_fails_on_a_slowed_function(tmp_path, monkeypatch,
+                                                                     capsys):
+    bench = tmp_path / "bench_gate.py"
+    bench.write_text(BENCH)
+    baseline = tmp_path / "baseline.json"
+    # the tolerance rule is tested above on fixed numbers; here a fixed 50% tolerance, gated,
+    # whatever the spread of two runs on a busy machine (the slowed run falls about 90%)
+    monkeypatch.setattr(compare, "SAFETY", 0.0)
+    monkeypatch.setattr(compare, "FLOOR", 0.5)
+    monkeypatch.setenv("SLOW", "1")
+    doc = compare.update(baseline, 2, [str(bench)])
+    assert list(doc["ratios"]) == ["gate demo :: candidate"]
+    assert json.loads(baseline.read_text())["ratios"] == doc["ratios"]
+
+    def gate():
+        result = tmp_path / "run.json"
+        result.write_text(json.dumps(compare.run_subset([str(bench)])))
+        return compare.main(["check", "--json", str(result), "--baseline", str(baseline)])
+
+    assert gate() == 0
+    monkeypatch.setenv("SLOW", "10")  # ten times the work: the ratio falls about 90%, beyond
+    # any tolerance (at most CEILING = 50%)
+    assert gate() == 1
+    assert "REGRESSION  gate demo :: candidate" in capsys.readouterr().out
+
+
+def test_check_without_a_baseline_says_how_to_make_one(tmp_path):
+    with pytest.raises(SystemExit, match="python bench/compare.py update"):
+        compare.main(["check", "--json", str(tmp_path / "x.json"),
+                      "--baseline", str(tmp_path / "none.json")])
