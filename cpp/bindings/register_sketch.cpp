@@ -38,13 +38,13 @@ const T* data_of(const CArray<T>& a, std::int64_t expected, const char* name) {
 void register_sketch(py::module_& m) {
   m.def(
       "sketch_graphs",
-      [](const py::list& modules, const py::list& positions, const py::list& attr_embed,
-         const py::list& edge_embed, std::int64_t d,
+      [](const py::list& modules, const py::list& positions, std::int64_t d,
          const CArray<std::int64_t>& graph_ptr, const CArray<std::int32_t>& module,
          const CArray<std::int64_t>& attr_ptr, const CArray<double>& attr,
          const CArray<std::int64_t>& input_ptr, const CArray<std::int64_t>& input_row,
          const CArray<double>& input_weight, bool float64, bool return_objects,
          int num_threads) {
+        recsketch::check_threads(num_threads);
         recsketch::MatrixBank bank;
         for (const auto& triple : modules) {
           const auto t = triple.cast<py::tuple>();
@@ -52,48 +52,15 @@ void register_sketch(py::module_& m) {
           bank.modules.push_back({as_matrix(t[0]), as_matrix(t[1]), as_matrix(t[2])});
         }
         for (const auto& p : positions) bank.positions.push_back(as_matrix(p));
-        // Embeddings: attr_embed[m] is None or a float64 (k + 1, d) array; edge_embed lists
-        // (module, position, array) triples. The arrays stay alive in the caller's lists.
-        const std::size_t n_mod = bank.modules.size(), n_pos = bank.positions.size();
-        auto embedding = [&](const py::handle& h) -> std::pair<const double*, std::int64_t> {
-          // a real ndarray only: a cast would make a temporary that dies with this lambda
-          if (!py::isinstance<py::array>(h)) throw py::type_error("embeddings must be ndarrays");
-          auto a = py::reinterpret_borrow<py::array>(h);
-          if (!a.dtype().is(py::dtype::of<double>()) || a.ndim() != 2 || a.shape(1) != d ||
-              a.shape(0) < 2 || !(a.flags() & py::array::c_style))
-            throw std::invalid_argument("embeddings must be C-contiguous float64 (k + 1, d)");
-          return {static_cast<const double*>(a.data()), static_cast<std::int64_t>(a.shape(0)) - 1};
-        };
-        if (attr_embed.size() > 0) {
-          if (attr_embed.size() != n_mod) throw std::invalid_argument("attr_embed: one per module");
-          bank.attr_embed.assign(n_mod, nullptr);
-          bank.embed_k.assign(n_mod, -1);
-          for (std::size_t mi = 0; mi < n_mod; ++mi)
-            if (!attr_embed[mi].is_none()) {
-              auto [ptr, k] = embedding(attr_embed[mi]);
-              bank.attr_embed[mi] = ptr;
-              bank.embed_k[mi] = k;
-            }
-        }
-        if (edge_embed.size() > 0) {
-          if (bank.attr_embed.empty()) throw std::invalid_argument("edge_embed needs attr_embed");
-          bank.edge_embed.assign(n_mod * n_pos, nullptr);
-          for (const auto& item : edge_embed) {
-            const auto t = item.cast<py::tuple>();
-            const auto mi = t[0].cast<std::size_t>();
-            const auto i = t[1].cast<std::size_t>();
-            if (mi >= n_mod || i < 1 || i > n_pos) throw std::invalid_argument("edge_embed index");
-            auto [ptr, k] = embedding(t[2]);
-            if (k != bank.embed_k[mi]) throw std::invalid_argument("edge_embed size");
-            bank.edge_embed[mi * n_pos + i - 1] = ptr;
-          }
-        }
 
         recsketch::GraphBatch g;
         g.n_graphs = static_cast<std::int64_t>(graph_ptr.size()) - 1;
         if (g.n_graphs < 0) throw std::invalid_argument("graph_ptr is empty");
+        if (graph_ptr.ndim() != 1) throw std::invalid_argument("graph_ptr must be 1-d");
         g.graph_ptr = graph_ptr.data();
         const std::int64_t rows = g.graph_ptr[g.n_graphs];
+        if (rows < 0) throw std::invalid_argument("graph_ptr must end at the number of rows");
+        g.rows = rows;
         g.module = data_of(module, rows, "module");
         g.attr_ptr = data_of(attr_ptr, rows + 1, "attr_ptr");
         g.attr = data_of(attr, g.attr_ptr[rows], "attr");
@@ -120,10 +87,10 @@ void register_sketch(py::module_& m) {
         };
         return float64 ? run(double{}) : run(float{});
       },
-      py::arg("modules"), py::arg("positions"), py::arg("attr_embed"), py::arg("edge_embed"),
-      py::arg("d"), py::arg("graph_ptr"),
+      py::arg("modules"), py::arg("positions"), py::arg("d"), py::arg("graph_ptr"),
       py::arg("module"), py::arg("attr_ptr"), py::arg("attr"), py::arg("input_ptr"),
       py::arg("input_row"), py::arg("input_weight"), py::arg("float64"),
       py::arg("return_objects"), py::arg("num_threads") = 0,
-      "Sketches a batch of flattened graphs; returns (overall, objects or None).");
+      "Sketches a batch of flattened graphs, level by level (recsketch/sketch.hpp); returns "
+      "(overall, objects or None).");
 }

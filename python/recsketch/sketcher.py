@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -21,14 +20,6 @@ __all__ = ["Sketcher", "FAMILIES", "ModuleInfo"]
 FAMILIES = ("block_sparse", "orthogonal")
 _FORMAT = "recsketch.Sketcher"
 _FORMAT_VERSION = 2
-
-# Modules with at most this many attributes are sketched through dense attribute embeddings
-# (see cpp/include/recsketch/sketch.hpp); the rule depends only on the module, so the bits of a
-# sketch do not depend on what happens to be cached.
-_EMBED_MAX_DIM = 128
-# Embeddings are cached up to this many bytes per Sketcher (least recently used evicted first;
-# an evicted embedding is recomputed with the same bits).
-EMBEDDING_CACHE_BYTES = 512 << 20
 
 
 @dataclass(frozen=True)
@@ -111,7 +102,6 @@ class Sketcher(Queries):
         self._matrices: Dict[Tuple[Any, ...], RandomMatrix] = {}
         self._modules: Dict[str, ModuleInfo] = {}
         self._probe_cache: Dict[Tuple[Any, ...], Any] = {}
-        self._embeddings: "OrderedDict[Tuple[Any, ...], np.ndarray]" = OrderedDict()
 
     # -- configuration -------------------------------------------------------------------------
     @property
@@ -240,9 +230,8 @@ class Sketcher(Queries):
         modules = [tuple(self.module_matrix(name, k)._native for k in range(3))
                    for name in flat.modules]
         positions = [self.position_matrix(i)._native for i in range(1, flat.max_fan_in + 1)]
-        attr_embed, edge_embed = self._embeddings_for(flat)
         overall, objects = _core.sketch_graphs(
-            modules, positions, attr_embed, edge_embed, self._d, flat.graph_ptr, flat.module,
+            modules, positions, self._d, flat.graph_ptr, flat.module,
             flat.attr_ptr, flat.attr,
             flat.input_ptr, flat.input_row, flat.input_weight,
             self._dtype == np.float64, return_objects, threads)
@@ -277,45 +266,6 @@ class Sketcher(Queries):
         """``R[i]``, the matrix of tuple position ``i >= 1``, shared by every tuple sketch."""
         i = check_int(i, "i", minimum=1, maximum=2**63 - 1)
         return self._matrix(("position", i), _core.position_key(i))
-
-    # -- attribute embeddings (a speed-up of the recursion, same mathematics) ------------------
-    def _embeddings_for(self, flat: Any) -> Tuple[List[Any], List[Any]]:
-        """A_M for every short-attribute module, D_{M,i} for every leaf edge of such a module."""
-        attr_embed = [self._embedding(name, flat.module_dim[name], 0)
-                      if flat.module_dim[name] <= _EMBED_MAX_DIM else None
-                      for name in flat.modules]
-        fan_in = np.diff(flat.input_ptr)
-        position = (np.arange(flat.input_row.size)
-                    - np.repeat(flat.input_ptr[:-1], fan_in) + 1)
-        child = flat.input_row
-        leaf = fan_in[child] == 0
-        pairs = sorted(set(zip(flat.module[child[leaf]].tolist(), position[leaf].tolist())))
-        edge_embed = [(m, i, self._embedding(flat.modules[m], flat.module_dim[flat.modules[m]], i))
-                      for m, i in pairs if attr_embed[m] is not None]
-        return attr_embed, edge_embed
-
-    def _embedding(self, name: str, k: int, position: int) -> np.ndarray:
-        """A_M = P(R[M,0]) P(R[1]) [R[M,1] e_1..e_k, R[M,2] e_1] / 4 as (k + 1, d) rows
-        (position 0), or D_{M,i} = P(R[i]) A_M."""
-        key = (name, k, position)
-        cached = self._embeddings.get(key)
-        if cached is not None:
-            self._embeddings.move_to_end(key)
-            return cached
-        if position == 0:
-            rows = np.empty((k + 1, self._d))
-            rows[:k] = self.module_matrix(name, 1).apply_short(np.eye(k))
-            rows[k] = self.module_matrix(name, 2).apply_short(np.ones((1, 1)))[0]
-            emb = 0.25 * self.module_matrix(name, 0).half(self.position_matrix(1).half(rows))
-        else:
-            emb = self.position_matrix(position).half(self._embedding(name, k, 0))
-        emb.setflags(write=False)
-        self._embeddings[key] = emb
-        used = sum(e.nbytes for e in self._embeddings.values())
-        while used > EMBEDDING_CACHE_BYTES and len(self._embeddings) > 1:
-            _, old = self._embeddings.popitem(last=False)
-            used -= old.nbytes
-        return emb
 
     # -- serialisation -------------------------------------------------------------------------
     def to_dict(self) -> Dict[str, Any]:
