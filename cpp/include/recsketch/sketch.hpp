@@ -126,18 +126,23 @@ inline void check_batch(const GraphBatch& g, const MatrixBank& bank, std::int64_
 // Work of one stage of a level: independent tasks, each told how many threads it may use.
 using Tasks = std::vector<std::function<void(int)>>;
 
-// Vectors per product task: enough panels for a warm matrix to stream, few enough that a
-// level's big products spread over the threads.
+// Vectors per product task at most: enough panels for a warm matrix to stream, few enough
+// that a level's big products spread over the threads.
 inline constexpr std::int64_t kVectorsPerTask = 64;
 
-// Queues y = R x (or P(R) x if half) for the n rows of x (n x m), in tasks of at most
-// kVectorsPerTask vectors (the kernels give every vector the same bits whatever the split).
+// Queues y = R x (or P(R) x if half) for the n rows of x (n x m) as tasks of whole panels
+// (multiples of 8 vectors), at most kVectorsPerTask each and, when there are vectors enough,
+// at least one per thread. The kernels give every vector the same bits whatever the split.
 inline void queue_product(Tasks& tasks, const MatrixRef& R, const double* x, std::int64_t n,
-                          std::int64_t m, double* y, bool half, std::int64_t d) {
-  for (std::int64_t p = 0; p < n; p += kVectorsPerTask) {
-    const std::int64_t w = std::min(kVectorsPerTask, n - p);
-    tasks.emplace_back([&R, x = x + p * m, w, m, y = y + p * d, half](int threads) {
-      R.forward(x, w, m, y, half, threads);
+                          std::int64_t m, double* y, bool half, std::int64_t d, int threads) {
+  if (n <= 0) return;
+  const std::int64_t pieces =
+      std::max((n + kVectorsPerTask - 1) / kVectorsPerTask, std::min<std::int64_t>(threads, (n + 7) / 8));
+  const std::int64_t per = ((n + pieces - 1) / pieces + 7) / 8 * 8;
+  for (std::int64_t p = 0; p < n; p += per) {
+    const std::int64_t w = std::min(per, n - p);
+    tasks.emplace_back([&R, x = x + p * m, w, m, y = y + p * d, half](int t) {
+      R.forward(x, w, m, y, half, t);
     });
   }
 }
@@ -234,7 +239,7 @@ void sketch_levels(const GraphBatch& g, const MatrixBank& bank, std::int64_t d, 
                     gathered.begin() + static_cast<std::ptrdiff_t>(c * d));
         Tasks tasks;
         queue_product(tasks, bank.positions[static_cast<std::size_t>(i - 1)], gathered.data(), u,
-                      d, gathered_prod.data(), true, d);
+                      d, gathered_prod.data(), true, d, threads);
         run_tasks(tasks, threads);
         for (std::int64_t p = 0; p < n_s; ++p) {
           const std::int64_t r = ord[static_cast<std::size_t>(p)];
@@ -302,7 +307,7 @@ void sketch_levels(const GraphBatch& g, const MatrixBank& bank, std::int64_t d, 
       prod.resize(static_cast<std::size_t>(n_obj) * ud);
       {
         Tasks tasks;
-        queue_product(tasks, bank.positions[0], tuple.data(), n_obj, d, prod.data(), true, d);
+        queue_product(tasks, bank.positions[0], tuple.data(), n_obj, d, prod.data(), true, d, threads);
         run_tasks(tasks, threads);
         for (std::size_t c = 0; c < tuple.size(); ++c) {
           tuple[c] = 0.0;
@@ -321,7 +326,8 @@ void sketch_levels(const GraphBatch& g, const MatrixBank& bank, std::int64_t d, 
                     in.begin() + static_cast<std::ptrdiff_t>((with_inputs[static_cast<std::size_t>(j)] + 1) * d),
                     gathered.begin() + static_cast<std::ptrdiff_t>(j * d));
         Tasks tasks;
-        queue_product(tasks, bank.positions[1], gathered.data(), u, d, gathered_prod.data(), true, d);
+        queue_product(tasks, bank.positions[1], gathered.data(), u, d, gathered_prod.data(), true, d,
+                      threads);
         run_tasks(tasks, threads);
         for (std::int64_t j = 0; j < u; ++j) {
           double* t = tuple.data() + with_inputs[static_cast<std::size_t>(j)] * d;
@@ -332,10 +338,14 @@ void sketch_levels(const GraphBatch& g, const MatrixBank& bank, std::int64_t d, 
 
       // s_object = P(R[M,0]) tuple, module by module.
       {
+        // Enough modules to keep the threads busy: a module's objects stay in one task (a
+        // fresh matrix is walked once).
+        const int split = static_cast<std::int64_t>(groups.size()) >= threads ? 1 : threads;
         Tasks tasks;
         for (const auto& [p0, p1] : groups) {
           const auto& R0 = bank.modules[static_cast<std::size_t>(g.module[ord[static_cast<std::size_t>(p0)]])][0];
-          queue_product(tasks, R0, tuple.data() + p0 * d, p1 - p0, d, prod.data() + p0 * d, true, d);
+          queue_product(tasks, R0, tuple.data() + p0 * d, p1 - p0, d, prod.data() + p0 * d, true, d,
+                        split);
         }
         run_tasks(tasks, threads);
       }
