@@ -5,8 +5,9 @@ Every group holds recsketch and its baselines (bench/real_shapes.py): "fair", th
 level-batched algebra in NumPy (CSR matmat where the matrices fit in memory, else recsketch's
 batched products), and "naive", the object-by-object recursion (only where it finishes in
 reasonable time). extra_info records objects per second and `bound_fraction`: the time the
-unavoidable adds take at the machine's measured add rate (real_shapes.bound_seconds) divided
-by the measured time (1 = at the bound).
+unavoidable adds take at one core's peak AVX2 add rate (real_shapes.bound_seconds and
+peak_add_rate) divided by the measured time (1 = at the bound; a multi-threaded run can pass
+it). `streaming_add_rate` records what NumPy's add loop reaches on this machine.
 
 Run: pytest bench/bench_many_modules.py --benchmark-only --benchmark-json=many.json
 """
@@ -19,6 +20,7 @@ import pytest
 import recsketch as rs
 from real_shapes import (LevelBaseline, bound_seconds, chain_scene, csr_products,
                          eighty_module_scene, many_module_scene, measured_add_rate, naive_sketch,
+                         peak_add_rate,
                          native_products, roles_of)
 from scene import scene as fifty_object_scene
 
@@ -41,6 +43,11 @@ def sketcher(family, size):
 
 @functools.lru_cache(maxsize=1)
 def add_rate():
+    return peak_add_rate()
+
+
+@functools.lru_cache(maxsize=1)
+def streaming_rate():
     return measured_add_rate()
 
 
@@ -94,7 +101,8 @@ def test_sketch(benchmark, scene, family, size, impl):
     bound = bound_seconds(sk, graphs0, add_rate())
     benchmark.extra_info.update(objects=objects, objects_per_s=objects / t,
                                 ms_per_object=1e3 * t / objects, bound_s=bound,
-                                bound_fraction=bound / t, d=d)
+                                bound_fraction=bound / t, d=d,
+                                streaming_add_rate=streaming_rate())
 
 
 _BUSY = "import time\nt = time.time()\nwhile time.time() - t < 600: pass\n"
@@ -121,3 +129,46 @@ def test_sketch_under_load(benchmark, competing_load, threads):
     benchmark.pedantic(lambda: sk.sketch_many(next(rounds), num_threads=threads), rounds=3,
                        iterations=1, warmup_rounds=0)
     benchmark.extra_info.update(threads=threads)
+
+
+_MEMORY = """
+import resource, sys
+sys.path.insert(0, {bench!r})
+import recsketch as rs
+from real_shapes import many_module_scene
+family, d = {family!r}, {d}
+sk = rs.Sketcher(d, family="orthogonal", seed=1) if family == "orthogonal" else rs.Sketcher(d, seed=1)
+graphs = [many_module_scene(5000 + k) for k in range(54)]
+names = {{h.module for g in graphs for h in g}}
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+out = sk.sketch_many(graphs)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(len(names), (peak - before) * 1024, out.nbytes)
+"""
+
+
+@pytest.mark.parametrize("family,size", [("orthogonal", "4k"), ("block_sparse", "4k")])
+def test_memory_of_10000_distinct_modules(benchmark, family, size):
+    """Peak RSS growth while one sketch_many call sketches 54 graphs with >= 10,000 distinct
+    modules; the documented budget is kSketchWorkingBytes (256 MiB) of working memory plus the
+    walk cache's limit (64 MiB) plus the outputs."""
+    import os
+    import subprocess
+    import sys
+    d = SIZES[(family, size)]
+    code = _MEMORY.format(bench=os.path.dirname(__file__), family=family, d=d)
+    result = {}
+
+    def run():
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             check=True)
+        result["modules"], result["grew"], result["outputs"] = map(int, out.stdout.split())
+
+    benchmark.group = "memory: 10,000 distinct modules in one call"
+    benchmark.pedantic(run, rounds=1, iterations=1, warmup_rounds=0)
+    budget = (256 << 20) + (64 << 20) + result["outputs"]
+    assert result["modules"] >= 10000
+    benchmark.extra_info.update(d=d, modules=result["modules"],
+                                peak_rss_growth_mib=result["grew"] / 2**20,
+                                budget_mib=budget / 2**20,
+                                within_budget=result["grew"] <= budget)

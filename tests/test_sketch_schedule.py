@@ -256,3 +256,67 @@ def test_a_long_chain_keeps_only_its_frontier():
                          timeout=300, check=True)
     grew = int(out.stdout.strip())
     assert grew < 40 << 20, grew
+
+
+def leafy_graph(rng, n_leaves, module="leafy", k=4, dim=None):
+    """A top object over n_leaves leaves of one short-attribute module (plus a few others)."""
+    g = rs.Graph()
+    leaves = [g.add(module, unit(rng, k)) for _ in range(n_leaves)]
+    others = [g.add("other", unit(rng, 3)) for _ in range(2)]
+    kids = leaves + others
+    tops = [g.add("top", unit(rng, 5), [(c, 1.0 / len(kids[i::3])) for c in kids[i::3]])
+            for i in range(3)]
+    g.set_output([(t, 1.0 / 3) for t in tops])
+    return g
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_embedded_leaves_match_the_dense_recursion(family):
+    config, make_ref = FAMILIES[family]
+    sk = rs.Sketcher(**config)
+    g = leafy_graph(np.random.default_rng(1), 40)
+    flags, chosen = sk._leaf_embeddings.plan(sk, __import__("recsketch").graph.flatten([g], sk.d_sketch))
+    assert chosen and flags.sum() == 40   # the 40 leaves of "leafy" are embedded
+    s, objs = sk.sketch(g, return_objects=True)
+    ref, ref_objs = reference_sketch(*describe(g), make_ref())
+    np.testing.assert_allclose(s, ref, rtol=0, atol=1e-10 * np.linalg.norm(ref))
+    np.testing.assert_allclose(objs, np.array(ref_objs), rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("family", ["orthogonal", "block_sparse"])
+def test_embedding_choice_is_per_graph_so_batches_do_not_change_bits(family):
+    # "leafy" has 2 leaves in the small graph (not worth an embedding) and 60 in the big one
+    # (worth it): in one batch, each graph still gets its own path and its own bits.
+    sk = (rs.Sketcher(1024, family="orthogonal", seed=3) if family == "orthogonal"
+          else rs.Sketcher(1008, block_size=42, density=0.25, seed=3))
+    small = leafy_graph(np.random.default_rng(2), 2)
+    big = leafy_graph(np.random.default_rng(3), 60)
+    from recsketch.graph import flatten
+    assert sk._leaf_embeddings.plan(sk, flatten([small], sk.d_sketch))[1] == {}
+    assert sk._leaf_embeddings.plan(sk, flatten([big], sk.d_sketch))[1]
+    alone = np.array([sk.sketch(small, num_threads=1), sk.sketch(big, num_threads=1)])
+    fresh = (rs.Sketcher(1024, family="orthogonal", seed=3) if family == "orthogonal"
+             else rs.Sketcher(1008, block_size=42, density=0.25, seed=3))
+    for threads in (1, 2):
+        assert np.array_equal(fresh.sketch_many([small, big], num_threads=threads), alone)
+        assert np.array_equal(fresh.sketch_many([big, small, big], num_threads=threads),
+                              alone[[1, 0, 1]])
+
+
+def test_embeddings_stay_within_their_budget():
+    from recsketch.embeddings import LeafEmbeddings
+    from recsketch.graph import flatten
+    sk = rs.Sketcher(1024, family="orthogonal", seed=3)
+    graphs = [leafy_graph(np.random.default_rng(k), 60, module=f"leafy{k}") for k in range(4)]
+    expect = sk.sketch_many(graphs)
+    one = (4 + 1) * 1024 * 8                      # one embedding: k = 4
+    for budget, per_call in [(one - 1, 0), (one, 1), (2 * one, 2), (10 * one, 4)]:
+        small = rs.Sketcher(1024, family="orthogonal", seed=3)
+        small._leaf_embeddings = LeafEmbeddings(budget)
+        flags, chosen = small._leaf_embeddings.plan(small, flatten(graphs[:1], 1024))
+        assert len(chosen) == (0 if budget < one else 1)   # never an entry above the budget
+        got = small.sketch_many(graphs)                    # split into calls that fit
+        held = sum(e.nbytes for e in small._leaf_embeddings._cache.values())
+        assert held <= budget
+        if budget >= one:
+            assert np.array_equal(got, expect)

@@ -43,7 +43,7 @@ void register_sketch(py::module_& m) {
          const CArray<std::int64_t>& attr_ptr, const CArray<double>& attr,
          const CArray<std::int64_t>& input_ptr, const CArray<std::int64_t>& input_row,
          const CArray<double>& input_weight, bool float64, bool return_objects,
-         int num_threads) {
+         int num_threads, const py::list& leaf_embed, const py::object& embedded) {
         recsketch::check_threads(num_threads);
         recsketch::MatrixBank bank;
         for (const auto& triple : modules) {
@@ -52,6 +52,26 @@ void register_sketch(py::module_& m) {
           bank.modules.push_back({as_matrix(t[0]), as_matrix(t[1]), as_matrix(t[2])});
         }
         for (const auto& p : positions) bank.positions.push_back(as_matrix(p));
+        // leaf_embed[m]: None or a C-contiguous float64 (k + 1, d) array A_M; the arrays stay
+        // alive in the caller's list for the whole call.
+        if (leaf_embed.size() > 0) {
+          if (leaf_embed.size() != bank.modules.size())
+            throw std::invalid_argument("leaf_embed needs one entry per module");
+          for (const auto& h : leaf_embed) {
+            if (h.is_none()) {
+              bank.leaf_embed.push_back(nullptr);
+              bank.leaf_embed_k.push_back(-1);
+              continue;
+            }
+            if (!py::isinstance<py::array>(h)) throw py::type_error("leaf embeddings must be ndarrays");
+            auto a = py::reinterpret_borrow<py::array>(h);
+            if (!a.dtype().is(py::dtype::of<double>()) || a.ndim() != 2 || a.shape(1) != d ||
+                a.shape(0) < 2 || !(a.flags() & py::array::c_style))
+              throw std::invalid_argument("leaf embeddings must be C-contiguous float64 (k + 1, d)");
+            bank.leaf_embed.push_back(static_cast<const double*>(a.data()));
+            bank.leaf_embed_k.push_back(static_cast<std::int64_t>(a.shape(0)) - 1);
+          }
+        }
 
         recsketch::GraphBatch g;
         g.n_graphs = static_cast<std::int64_t>(graph_ptr.size()) - 1;
@@ -67,6 +87,11 @@ void register_sketch(py::module_& m) {
         g.input_ptr = data_of(input_ptr, rows + 1, "input_ptr");
         g.input_row = data_of(input_row, g.input_ptr[rows], "input_row");
         g.input_weight = data_of(input_weight, g.input_ptr[rows], "input_weight");
+        CArray<std::uint8_t> flags;
+        if (!embedded.is_none()) {
+          flags = embedded.cast<CArray<std::uint8_t>>();
+          g.embedded = data_of(flags, rows, "embedded");
+        }
 
         auto run = [&](auto tag) -> py::tuple {
           using T = decltype(tag);
@@ -91,6 +116,7 @@ void register_sketch(py::module_& m) {
       py::arg("module"), py::arg("attr_ptr"), py::arg("attr"), py::arg("input_ptr"),
       py::arg("input_row"), py::arg("input_weight"), py::arg("float64"),
       py::arg("return_objects"), py::arg("num_threads") = 0,
+      py::arg("leaf_embed") = py::list(), py::arg("embedded") = py::none(),
       "Sketches a batch of flattened graphs, level by level (recsketch/sketch.hpp); returns "
       "(overall, objects or None).");
 }

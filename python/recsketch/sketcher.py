@@ -11,6 +11,7 @@ import numpy as np
 from ._checks import check_int, check_num_threads
 from ._native import _core
 from .block_sparse import default_block_size, default_density, suggest_block_sparse
+from .embeddings import LeafEmbeddings
 from .graph import Graph, flatten
 from .matrices import RandomMatrix
 from .queries import Queries
@@ -102,6 +103,7 @@ class Sketcher(Queries):
         self._matrices: Dict[Tuple[Any, ...], RandomMatrix] = {}
         self._modules: Dict[str, ModuleInfo] = {}
         self._probe_cache: Dict[Tuple[Any, ...], Any] = {}
+        self._leaf_embeddings = LeafEmbeddings()
 
     # -- configuration -------------------------------------------------------------------------
     @property
@@ -227,14 +229,23 @@ class Sketcher(Queries):
         threads = check_num_threads(num_threads)
         flat = flatten(graphs, self._d)
         self._check_registry(flat.module_depth, flat.module_dim)
+        flags, chosen = self._leaf_embeddings.plan(self, flat)
+        if (len(graphs) > 1 and
+                self._leaf_embeddings.bytes_needed(self, chosen) > self._leaf_embeddings.budget_bytes):
+            # The batch's embeddings do not fit the budget together (each graph's do): sketch it
+            # in halves. A graph's rows are chosen from the graph alone, so its bits do not change.
+            half = len(graphs) // 2
+            first = self._sketch(graphs[:half], False, num_threads)[0]
+            return np.concatenate([first, self._sketch(graphs[half:], False, num_threads)[0]]), None
         modules = [tuple(self.module_matrix(name, k)._native for k in range(3))
                    for name in flat.modules]
         positions = [self.position_matrix(i)._native for i in range(1, flat.max_fan_in + 1)]
+        leaf_embed = self._leaf_embeddings.arrays(self, flat, chosen) if chosen else []
         overall, objects = _core.sketch_graphs(
             modules, positions, self._d, flat.graph_ptr, flat.module,
             flat.attr_ptr, flat.attr,
             flat.input_ptr, flat.input_row, flat.input_weight,
-            self._dtype == np.float64, return_objects, threads)
+            self._dtype == np.float64, return_objects, threads, leaf_embed, flags)
         for name in flat.modules:
             self._modules.setdefault(name, ModuleInfo(flat.module_depth[name],
                                                       flat.module_dim[name]))

@@ -22,6 +22,13 @@
 // a level is processed in slices whose scratch stays under a working budget, and a large
 // batch is cut into groups of graphs whose object sketches fit the same budget (cuts change
 // which products are batched together, never a bit).
+//
+// Leaf embeddings. A leaf's object sketch is linear in [x; 1]: A_M [x; 1] with
+// A_M = P(R[M,0]) P(R[1]) [R[M,1] e_1 .. R[M,1] e_k, R[M,2] e_1] / 4, a (k + 1) x d matrix.
+// A row flagged `embedded` is computed as that dense product (rows added in order) instead of
+// its products. Which rows are flagged is the caller's choice and must depend only on the
+// row's own graph (python/recsketch/embeddings.py decides per graph), so bits still do not
+// depend on the batch.
 #pragma once
 
 #include <algorithm>
@@ -31,6 +38,7 @@
 #include <functional>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "matrix_ref.hpp"
@@ -43,6 +51,9 @@ namespace recsketch {
 struct MatrixBank {
   std::vector<std::array<MatrixRef, 3>> modules;
   std::vector<MatrixRef> positions;  // positions[i - 1] is R[i]
+  // Optional, per module: the leaf embedding A_M, row-major (k_M + 1) x d (null if none).
+  std::vector<const double*> leaf_embed;
+  std::vector<std::int64_t> leaf_embed_k;  // k_M of each embedding (its rows minus one)
 };
 
 // A batch of flattened graphs. Graph g owns rows [graph_ptr[g], graph_ptr[g + 1]); its last row
@@ -60,6 +71,8 @@ struct GraphBatch {
   const std::int64_t* input_ptr = nullptr;
   const std::int64_t* input_row = nullptr;
   const double* input_weight = nullptr;
+  // Optional, per row: 1 if the row is a leaf sketched through its module's leaf embedding.
+  const std::uint8_t* embedded = nullptr;
 };
 
 
@@ -110,6 +123,19 @@ inline void check_batch(const GraphBatch& g, const MatrixBank& bank, std::int64_
           throw std::invalid_argument("row " + std::to_string(r) + " has an input that is not an earlier row");
     }
   }
+  if (!bank.leaf_embed.empty() && (bank.leaf_embed.size() != bank.modules.size() ||
+                                   bank.leaf_embed_k.size() != bank.modules.size()))
+    throw std::invalid_argument("leaf_embed needs one entry per module");
+  if (g.embedded)
+    for (std::int64_t r = 0; r < g.rows; ++r) {
+      if (!g.embedded[r]) continue;
+      const std::int32_t mod = g.module[r];
+      if (mod < 0 || g.input_ptr[r + 1] != g.input_ptr[r] || bank.leaf_embed.empty() ||
+          !bank.leaf_embed[static_cast<std::size_t>(mod)] ||
+          bank.leaf_embed_k[static_cast<std::size_t>(mod)] != g.attr_ptr[r + 1] - g.attr_ptr[r])
+        throw std::invalid_argument("row " + std::to_string(r) + " is flagged embedded but is not "
+                                    "a leaf of a module with a matching embedding");
+    }
   // One attribute length per module: a module's objects share R[M,1]'s batched product.
   std::vector<std::int64_t> dim(static_cast<std::size_t>(n_modules), -1);
   for (std::int64_t r = 0; r < g.rows; ++r) {
@@ -120,6 +146,16 @@ inline void check_batch(const GraphBatch& g, const MatrixBank& bank, std::int64_
       throw std::invalid_argument("row " + std::to_string(r) + " has another attribute length "
                                   "than earlier objects of its module");
     k = len;
+  }
+}
+
+// out += A [x; 1] for an embedding A ((k + 1) x d, row-major), rows added in order.
+inline void add_embedded(const double* A, const double* x, std::int64_t k, double* out,
+                         std::int64_t d) {
+  for (std::int64_t c = 0; c <= k; ++c) {
+    const double coef = c < k ? x[c] : 1.0;
+    const double* row = A + c * d;
+    for (std::int64_t t = 0; t < d; ++t) out[t] += coef * row[t];
   }
 }
 
@@ -166,6 +202,7 @@ void sketch_levels(const GraphBatch& g, const MatrixBank& bank, std::int64_t d, 
   const auto ud = static_cast<std::size_t>(d);
   auto at = [r0](std::int64_t r) { return static_cast<std::size_t>(r - r0); };
   auto fan_in = [&](std::int64_t r) { return g.input_ptr[r + 1] - g.input_ptr[r]; };
+  auto is_embedded = [&](std::int64_t r) { return g.embedded != nullptr && g.embedded[r] != 0; };
 
   // Levels, the level of each object's last parent, and each graph's output row.
   std::vector<std::int64_t> level(static_cast<std::size_t>(n), 0), last_level(level.size(), -1),
@@ -199,19 +236,20 @@ void sketch_levels(const GraphBatch& g, const MatrixBank& bank, std::int64_t d, 
   for (std::int64_t lv = 0; lv < n_levels; ++lv) {
     const auto& rows = rows_at[static_cast<std::size_t>(lv)];
     for (std::size_t s0 = 0; s0 < rows.size(); s0 += static_cast<std::size_t>(slice)) {
-      // The slice's objects grouped by module (row order within a module), outputs last.
+      // The slice's objects grouped by module (row order within a module), then the embedded
+      // leaves, outputs last.
       std::vector<std::int64_t> ord(rows.begin() + static_cast<std::ptrdiff_t>(s0),
                                     rows.begin() + static_cast<std::ptrdiff_t>(std::min(
                                                        rows.size(), s0 + static_cast<std::size_t>(slice))));
+      auto kind = [&](std::int64_t r) { return g.module[r] < 0 ? 2 : is_embedded(r) ? 1 : 0; };
       std::stable_sort(ord.begin(), ord.end(), [&](std::int64_t a, std::int64_t b) {
-        const std::int64_t ma = g.module[a] < 0 ? INT64_MAX : g.module[a];
-        const std::int64_t mb = g.module[b] < 0 ? INT64_MAX : g.module[b];
-        return ma < mb;
+        return std::make_pair(kind(a), g.module[a]) < std::make_pair(kind(b), g.module[b]);
       });
       const auto n_s = static_cast<std::int64_t>(ord.size());
-      std::int64_t n_obj = 0, max_fan = 0;
+      std::int64_t n_obj = 0, n_sparse = 0, max_fan = 0;
       for (std::int64_t r : ord) {
-        n_obj += g.module[r] >= 0;
+        n_obj += kind(r) < 2;
+        n_sparse += kind(r) == 0;
         max_fan = std::max(max_fan, fan_in(r));
       }
       const auto rows_d = static_cast<std::size_t>(n_s) * ud;
@@ -263,12 +301,27 @@ void sketch_levels(const GraphBatch& g, const MatrixBank& bank, std::int64_t d, 
           for (std::int64_t c = 0; c < d; ++c) objects[r * d + c] = static_cast<T>(v[c]);
       }
       if (n_obj == 0) continue;
+      prod.resize(static_cast<std::size_t>(n_obj) * ud);
 
-      // Runs of one module in ord[0, n_obj).
+      // Embedded leaves: s_object = A_M [x; 1].
+      {
+        Tasks tasks;
+        for (std::int64_t p = n_sparse; p < n_obj; ++p)
+          tasks.emplace_back([&, p](int) {
+            const std::int64_t r = ord[static_cast<std::size_t>(p)];
+            const auto m = static_cast<std::size_t>(g.module[r]);
+            double* out = prod.data() + p * d;
+            std::fill(out, out + d, 0.0);
+            add_embedded(bank.leaf_embed[m], g.attr + g.attr_ptr[r], bank.leaf_embed_k[m], out, d);
+          });
+        run_tasks(tasks, threads);
+      }
+
+      // Runs of one module in ord[0, n_sparse).
       std::vector<std::pair<std::int64_t, std::int64_t>> groups;
-      for (std::int64_t p = 0; p < n_obj;) {
+      for (std::int64_t p = 0; p < n_sparse;) {
         std::int64_t q = p + 1;
-        while (q < n_obj && g.module[ord[static_cast<std::size_t>(q)]] ==
+        while (q < n_sparse && g.module[ord[static_cast<std::size_t>(q)]] ==
                                 g.module[ord[static_cast<std::size_t>(p)]])
           ++q;
         groups.emplace_back(p, q);
@@ -276,7 +329,7 @@ void sketch_levels(const GraphBatch& g, const MatrixBank& bank, std::int64_t d, 
       }
 
       // s_attr = R[M,1] x / 2 + R[M,2] e_1 / 2, module by module.
-      tuple.resize(static_cast<std::size_t>(n_obj) * ud);
+      tuple.resize(static_cast<std::size_t>(n_sparse) * ud);
       {
         Tasks tasks;
         for (const auto& [p0, p1] : groups)
@@ -304,10 +357,10 @@ void sketch_levels(const GraphBatch& g, const MatrixBank& bank, std::int64_t d, 
       }
 
       // tuple = P(R[1]) s_attr / 2 + P(R[2]) s_input / 2, each a product over the slice.
-      prod.resize(static_cast<std::size_t>(n_obj) * ud);
       {
         Tasks tasks;
-        queue_product(tasks, bank.positions[0], tuple.data(), n_obj, d, prod.data(), true, d, threads);
+        queue_product(tasks, bank.positions[0], tuple.data(), n_sparse, d, prod.data(), true, d,
+                      threads);
         run_tasks(tasks, threads);
         for (std::size_t c = 0; c < tuple.size(); ++c) {
           tuple[c] = 0.0;
@@ -315,7 +368,7 @@ void sketch_levels(const GraphBatch& g, const MatrixBank& bank, std::int64_t d, 
         }
       }
       std::vector<std::int64_t> with_inputs;
-      for (std::int64_t p = 0; p < n_obj; ++p)
+      for (std::int64_t p = 0; p < n_sparse; ++p)
         if (fan_in(ord[static_cast<std::size_t>(p)]) > 0) with_inputs.push_back(p);
       if (!with_inputs.empty()) {
         const auto u = static_cast<std::int64_t>(with_inputs.size());
