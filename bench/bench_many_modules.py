@@ -86,7 +86,8 @@ def test_sketch(benchmark, scene, family, size, impl):
     else:
         matrix = (csr_products(sk, roles_of(graphs0)) if _uses_csr(scene, family, size)
                   else native_products(sk))
-        base = LevelBaseline(d, matrix)
+        base = LevelBaseline(d, matrix,
+                             embeddings=LevelBaseline.embeddings_like(sk, graphs0, matrix))
         # the baseline computes the library's sketches
         ref = sk.sketch_many(graphs0)
         np.testing.assert_allclose(base.sketch_many(graphs0), ref, rtol=0,

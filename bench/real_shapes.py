@@ -109,8 +109,27 @@ class LevelBaseline:
     ``matrix(role)`` returns a function X (n, m) -> R X^T as (n, d) rows, for m <= d."""
 
     def __init__(self, d: int, matrix: Callable[[Tuple], Callable[[np.ndarray], np.ndarray]],
-                 dtype=np.float32):
+                 dtype=np.float32, embeddings: Dict[str, np.ndarray] = None):
         self.d, self.matrix, self.dtype = d, matrix, dtype
+        # module -> A_M ((k + 1) x d): that module's leaves are A_M^T [x; 1] (the library's
+        # leaf embeddings, same algebra)
+        self.embeddings = {m: A.astype(dtype) for m, A in (embeddings or {}).items()}
+
+    @staticmethod
+    def embeddings_like(sk: rs.Sketcher, graphs: Sequence[rs.Graph], matrix) -> Dict[str, np.ndarray]:
+        """A_M for the modules whose leaves the library embeds in these graphs, built with
+        `matrix` (outside any timing: a user would keep them too)."""
+        from recsketch.graph import flatten
+        flat = flatten(list(graphs), sk.d_sketch)
+        _, chosen = sk._leaf_embeddings.plan(sk, flat)
+        out = {}
+        for m, k in chosen.items():
+            name = flat.modules[m]
+            cols = np.vstack([matrix(("module", name, 1))(np.eye(k)),
+                              matrix(("module", name, 2))(np.ones((1, 1)))])
+            half = lambda role, X: 0.5 * (X + matrix(role)(X))
+            out[name] = 0.25 * half(("module", name, 0), half(("position", 1), cols))
+        return out
 
     def _half(self, role, X):
         return 0.5 * (X + self.matrix(role)(X))
@@ -137,8 +156,18 @@ class LevelBaseline:
                 w = np.array([w for _, (_, w) in edges], self.dtype)[:, None]
                 s_in[p_idx] += w * H[[slot[c] for _, (c, _) in edges]]
             groups = defaultdict(list)
+            embedded = defaultdict(list)
             for p, r in enumerate(level_rows):
-                groups[rows[r][0]].append(p)
+                module, _, inputs = rows[r]
+                (embedded if not inputs and module in self.embeddings else groups)[module].append(p)
+            for module, ps in embedded.items():
+                X = np.stack([np.append(rows[level_rows[p]][1], 1.0) for p in ps]).astype(self.dtype)
+                S = X @ self.embeddings[module]
+                for k, p in enumerate(ps):
+                    obj[level_rows[p]] = S[k]
+            rest = [p for ps in groups.values() for p in ps]
+            if not rest:
+                continue
             s_attr = np.empty_like(s_in)
             for module, ps in groups.items():
                 X = np.stack([rows[level_rows[p]][1] for p in ps]).astype(self.dtype)
@@ -146,9 +175,12 @@ class LevelBaseline:
                     e1[module] = self.matrix(("module", module, 2))(np.ones((1, 1), self.dtype))[0]
                 s_attr[ps] = 0.5 * self.matrix(("module", module, 1))(X) + 0.5 * e1[module]
             has_in = np.array([len(rows[r][2]) > 0 for r in level_rows])
-            tup = 0.5 * self._half(("position", 1), s_attr)
-            if has_in.any():
-                tup[has_in] += 0.5 * self._half(("position", 2), s_in[has_in])
+            rest = np.array(sorted(rest))
+            tup = np.zeros_like(s_in)
+            tup[rest] = 0.5 * self._half(("position", 1), s_attr[rest])
+            with_in = rest[has_in[rest]]
+            if with_in.size:
+                tup[with_in] += 0.5 * self._half(("position", 2), s_in[with_in])
             for module, ps in groups.items():
                 S = self._half(("module", module, 0), tup[ps])
                 for k, p in enumerate(ps):

@@ -7,8 +7,11 @@
 //   s_overall   = s_input(output pseudo-object)
 //
 // Graphs arrive flattened: "rows" are objects in topological order (children before parents),
-// each graph closed by its output row. Every sum runs in float64 in a fixed order, and the matrix
-// kernels do not depend on the thread count, so a graph gets the same bits alone or in a batch.
+// each graph closed by its output row. Every sum runs in a fixed order, in the output's dtype
+// (object sketches of a float32 call are float32: the block-sparse kernels run twice as fast on
+// them and float32 keeps ~1e-7 relative error per step of a recursion a few levels deep), and the
+// matrix kernels do not depend on the thread count, so a graph gets the same bits alone or in a
+// batch.
 //
 // Level-synchronous schedule. Objects are processed level by level from the leaves (level 0: no
 // inputs; level l: one more than its deepest input), all graphs of a call together. Within a
@@ -169,8 +172,9 @@ inline constexpr std::int64_t kVectorsPerTask = 64;
 // Queues y = R x (or P(R) x if half) for the n rows of x (n x m) as tasks of whole panels
 // (multiples of 8 vectors), at most kVectorsPerTask each and, when there are vectors enough,
 // at least one per thread. The kernels give every vector the same bits whatever the split.
-inline void queue_product(Tasks& tasks, const MatrixRef& R, const double* x, std::int64_t n,
-                          std::int64_t m, double* y, bool half, std::int64_t d, int threads) {
+template <class T>
+void queue_product(Tasks& tasks, const MatrixRef& R, const T* x, std::int64_t n, std::int64_t m,
+                   T* y, bool half, std::int64_t d, int threads) {
   if (n <= 0) return;
   const std::int64_t pieces =
       std::max((n + kVectorsPerTask - 1) / kVectorsPerTask, std::min<std::int64_t>(threads, (n + 7) / 8));
@@ -225,13 +229,13 @@ void sketch_levels(const GraphBatch& g, const MatrixBank& bank, std::int64_t d, 
     if (last_level[at(r)] >= 0) free_after[static_cast<std::size_t>(last_level[at(r)])].push_back(r);
   }
 
-  std::vector<std::vector<double>> obj(static_cast<std::size_t>(n));  // sketches in flight
+  std::vector<std::vector<T>> obj(static_cast<std::size_t>(n));  // sketches in flight
   // Five slice-sized buffers (inputs, tuples, products, gathered vectors, their products).
   const auto slice = static_cast<std::int64_t>(
-      std::max<std::size_t>(8, scratch_bytes / (5 * ud * sizeof(double))));
-  std::vector<double> in, tuple, prod, gathered, gathered_prod;
+      std::max<std::size_t>(8, scratch_bytes / (5 * ud * sizeof(T))));
+  std::vector<T> in, tuple, prod, gathered, gathered_prod;
   std::vector<std::int64_t> slot_of(static_cast<std::size_t>(n), -1);
-  const double one = 1.0;
+  const T one(1), half(0.5);
 
   for (std::int64_t lv = 0; lv < n_levels; ++lv) {
     const auto& rows = rows_at[static_cast<std::size_t>(lv)];
@@ -283,9 +287,9 @@ void sketch_levels(const GraphBatch& g, const MatrixBank& bank, std::int64_t d, 
           const std::int64_t r = ord[static_cast<std::size_t>(p)];
           if (fan_in(r) < i) continue;
           const std::int64_t e = g.input_ptr[r] + i - 1;
-          const double w = g.input_weight[e];
-          const double* h = gathered_prod.data() + slot_of[at(g.input_row[e])] * d;
-          double* out = in.data() + p * d;
+          const T w = static_cast<T>(g.input_weight[e]);
+          const T* h = gathered_prod.data() + slot_of[at(g.input_row[e])] * d;
+          T* out = in.data() + p * d;
           for (std::int64_t c = 0; c < d; ++c) out[c] += w * h[c];
         }
         for (std::int64_t c : children) slot_of[at(c)] = -1;
@@ -294,11 +298,10 @@ void sketch_levels(const GraphBatch& g, const MatrixBank& bank, std::int64_t d, 
       // Output rows: s_overall = s_input.
       for (std::int64_t p = n_obj; p < n_s; ++p) {
         const std::int64_t r = ord[static_cast<std::size_t>(p)];
-        const double* v = in.data() + p * d;
+        const T* v = in.data() + p * d;
         const std::int64_t k = output_of[at(r)];
-        for (std::int64_t c = 0; c < d; ++c) overall[k * d + c] = static_cast<T>(v[c]);
-        if (objects)
-          for (std::int64_t c = 0; c < d; ++c) objects[r * d + c] = static_cast<T>(v[c]);
+        std::copy(v, v + d, overall + k * d);
+        if (objects) std::copy(v, v + d, objects + r * d);
       }
       if (n_obj == 0) continue;
       prod.resize(static_cast<std::size_t>(n_obj) * ud);
@@ -310,9 +313,11 @@ void sketch_levels(const GraphBatch& g, const MatrixBank& bank, std::int64_t d, 
           tasks.emplace_back([&, p](int) {
             const std::int64_t r = ord[static_cast<std::size_t>(p)];
             const auto m = static_cast<std::size_t>(g.module[r]);
-            double* out = prod.data() + p * d;
-            std::fill(out, out + d, 0.0);
-            add_embedded(bank.leaf_embed[m], g.attr + g.attr_ptr[r], bank.leaf_embed_k[m], out, d);
+            std::vector<double> sum(ud, 0.0);
+            add_embedded(bank.leaf_embed[m], g.attr + g.attr_ptr[r], bank.leaf_embed_k[m],
+                         sum.data(), d);
+            std::transform(sum.begin(), sum.end(), prod.begin() + static_cast<std::ptrdiff_t>(p * d),
+                           [](double v) { return static_cast<T>(v); });
           });
         run_tasks(tasks, threads);
       }
@@ -339,18 +344,19 @@ void sketch_levels(const GraphBatch& g, const MatrixBank& bank, std::int64_t d, 
               const auto& mats = bank.modules[static_cast<std::size_t>(g.module[ord[static_cast<std::size_t>(q0)]])];
               const std::int64_t len = g.attr_ptr[ord[static_cast<std::size_t>(q0)] + 1] -
                                        g.attr_ptr[ord[static_cast<std::size_t>(q0)]];
-              std::vector<double> x(static_cast<std::size_t>((q1 - q0) * len));
+              std::vector<T> x(static_cast<std::size_t>((q1 - q0) * len));
               for (std::int64_t p = q0; p < q1; ++p) {
                 const double* a = g.attr + g.attr_ptr[ord[static_cast<std::size_t>(p)]];
-                std::copy(a, a + len, x.begin() + static_cast<std::ptrdiff_t>((p - q0) * len));
+                std::transform(a, a + len, x.begin() + static_cast<std::ptrdiff_t>((p - q0) * len),
+                               [](double v) { return static_cast<T>(v); });
               }
-              double* attr = tuple.data() + q0 * d;
+              T* attr = tuple.data() + q0 * d;
               mats[1].forward(x.data(), q1 - q0, len, attr, false, t);
-              std::vector<double> col0(ud);
+              std::vector<T> col0(ud);
               mats[2].forward(&one, 1, 1, col0.data(), false, t);
               for (std::int64_t p = 0; p < q1 - q0; ++p)
                 for (std::int64_t c = 0; c < d; ++c)
-                  attr[p * d + c] = 0.5 * attr[p * d + c] + 0.5 * col0[static_cast<std::size_t>(c)];
+                  attr[p * d + c] = half * attr[p * d + c] + half * col0[static_cast<std::size_t>(c)];
             });
           }
         run_tasks(tasks, threads);
@@ -363,8 +369,8 @@ void sketch_levels(const GraphBatch& g, const MatrixBank& bank, std::int64_t d, 
                       threads);
         run_tasks(tasks, threads);
         for (std::size_t c = 0; c < tuple.size(); ++c) {
-          tuple[c] = 0.0;
-          tuple[c] += 0.5 * prod[c];
+          tuple[c] = T(0);
+          tuple[c] += half * prod[c];
         }
       }
       std::vector<std::int64_t> with_inputs;
@@ -383,9 +389,9 @@ void sketch_levels(const GraphBatch& g, const MatrixBank& bank, std::int64_t d, 
                       threads);
         run_tasks(tasks, threads);
         for (std::int64_t j = 0; j < u; ++j) {
-          double* t = tuple.data() + with_inputs[static_cast<std::size_t>(j)] * d;
-          const double* h = gathered_prod.data() + j * d;
-          for (std::int64_t c = 0; c < d; ++c) t[c] += 0.5 * h[c];
+          T* t = tuple.data() + with_inputs[static_cast<std::size_t>(j)] * d;
+          const T* h = gathered_prod.data() + j * d;
+          for (std::int64_t c = 0; c < d; ++c) t[c] += half * h[c];
         }
       }
 
@@ -404,13 +410,12 @@ void sketch_levels(const GraphBatch& g, const MatrixBank& bank, std::int64_t d, 
       }
       for (std::int64_t p = 0; p < n_obj; ++p) {
         const std::int64_t r = ord[static_cast<std::size_t>(p)];
-        const double* v = prod.data() + p * d;
-        if (objects)
-          for (std::int64_t c = 0; c < d; ++c) objects[r * d + c] = static_cast<T>(v[c]);
+        const T* v = prod.data() + p * d;
+        if (objects) std::copy(v, v + d, objects + r * d);
         if (last_level[at(r)] >= 0) obj[at(r)].assign(v, v + d);
       }
     }
-    for (std::int64_t r : free_after[static_cast<std::size_t>(lv)]) std::vector<double>().swap(obj[at(r)]);
+    for (std::int64_t r : free_after[static_cast<std::size_t>(lv)]) std::vector<T>().swap(obj[at(r)]);
   }
 }
 
@@ -426,7 +431,7 @@ void sketch_graphs(const GraphBatch& g, const MatrixBank& bank, std::int64_t d, 
                    std::size_t working_bytes = kSketchWorkingBytes) {
   detail::check_batch(g, bank, d);
   const int threads = check_threads(num_threads);
-  const std::size_t row_bytes = static_cast<std::size_t>(d) * sizeof(double);
+  const std::size_t row_bytes = static_cast<std::size_t>(d) * sizeof(T);
   const std::size_t group_rows = std::max<std::size_t>(1, working_bytes / 4 * 3 / row_bytes);
   for (std::int64_t k0 = 0; k0 < g.n_graphs;) {
     std::int64_t k1 = k0 + 1;
