@@ -213,9 +213,11 @@ class Sketcher(Queries):
 
     def sketch_many(self, graphs: Sequence[Graph], *, num_threads: Optional[int] = None
                     ) -> np.ndarray:
-        """Sketches of many graphs, shape ``(n, d_sketch)``, in parallel across graphs.
+        """Sketches of many graphs, shape ``(n, d_sketch)``, computed together: level by level,
+        every product that shares a matrix across the batch is one batched product.
 
-        Bit-identical to calling :meth:`sketch` on each graph. Every graph is validated before
+        Bit-identical to calling :meth:`sketch` on each graph, in any order and with any
+        ``num_threads`` (at most 1024). Every graph is validated before
         any is sketched or registered.
         """
         if isinstance(graphs, Graph) or not isinstance(graphs, Sequence):
