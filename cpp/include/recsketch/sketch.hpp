@@ -257,7 +257,7 @@ void sketch_levels(const GraphBatch& g, const MatrixBank& bank, std::int64_t d, 
         max_fan = std::max(max_fan, fan_in(r));
       }
       const auto rows_d = static_cast<std::size_t>(n_s) * ud;
-      in.assign(rows_d, 0.0);
+      in.assign(rows_d, T(0));
 
       // s_input = sum_i w_i P(R[i]) s_object(child_i), position by position: position i's
       // edges of the whole slice are one product (a child feeding several rows at the same
