@@ -147,7 +147,8 @@ class ThreadPool {
     while (static_cast<std::int64_t>(workers_.size()) < want) {
       try {
         const int id = static_cast<int>(workers_.size());
-        workers_.emplace_back([this, id] { work(id); });
+        // a new thread waits for the next loop, not one already finished
+        workers_.emplace_back([this, id, seen = generation_] { work(id, seen); });
         workers_.back().detach();
       } catch (const std::system_error&) {
         break;
@@ -156,9 +157,8 @@ class ThreadPool {
     return static_cast<int>(std::min<std::int64_t>(want, static_cast<std::int64_t>(workers_.size())));
   }
 
-  void work(int id) {
+  void work(int id, std::uint64_t seen) {
     in_worker() = true;
-    std::uint64_t seen = 0;
     for (;;) {
       {
         std::unique_lock<std::mutex> lock(mutex_);
