@@ -19,7 +19,7 @@ BATCH = 256
 @functools.lru_cache(maxsize=1)
 def sketcher():
     sk = rs.Sketcher(D, seed=1)
-    sk.sketch(scene(0))  # registers the modules and builds the attribute embeddings
+    sk.sketch(scene(0))  # registers the modules and builds the leaf embeddings
     return sk
 
 

@@ -35,7 +35,7 @@ def sketch_args(sk, graphs, num_threads=1):
     return dict(
         modules=[tuple(sk.module_matrix(n, k)._native for k in range(3)) for n in flat.modules],
         positions=[sk.position_matrix(i)._native for i in range(1, flat.max_fan_in + 1)],
-        attr_embed=[], edge_embed=[], d=sk.d_sketch, graph_ptr=flat.graph_ptr.copy(),
+        d=sk.d_sketch, graph_ptr=flat.graph_ptr.copy(),
         module=flat.module.copy(), attr_ptr=flat.attr_ptr.copy(), attr=flat.attr.copy(),
         input_ptr=flat.input_ptr.copy(), input_row=flat.input_row.copy(),
         input_weight=flat.input_weight.copy(), float64=True, return_objects=False,
@@ -183,11 +183,16 @@ def bad_batches():
     yield "module entry too short", dict(modules=[(BS, BS), (BS, BS, BS)])
     yield "module entry not matrices", dict(modules=[(1, 2, 3), (BS, BS, BS)])
     yield "no positions", dict(positions=[])
-    yield "edge_embed junk", dict(attr_embed=[None, None], edge_embed=[(-1, 1, None)])
-    yield "edge_embed not a tuple", dict(attr_embed=[None, None], edge_embed=[5])
-    yield "edge_embed index beyond 64 bits", dict(attr_embed=[None, None],
-                                                  edge_embed=[(2**70, 1, None)])
-    yield "attr_embed wrong shape", dict(attr_embed=[np.zeros((3, 5)), None])
+    yield "leaf_embed not an array", dict(leaf_embed=[5, None])
+    yield "leaf_embed too few entries", dict(leaf_embed=[None])
+    yield "leaf_embed wrong shape", dict(leaf_embed=[np.zeros((3, 5)), None])
+    yield "leaf_embed wrong dtype", dict(leaf_embed=[np.zeros((3, 360), np.float32), None])
+    yield "leaf_embed not contiguous", dict(leaf_embed=[np.zeros((3, 720))[:, ::2], None])
+    yield "embedded flags wrong length", dict(embedded=np.zeros(2, np.uint8))
+    yield "embedded flags wrong dtype", dict(embedded=np.zeros(4, np.float64))
+    yield "graph_ptr of floats", dict(graph_ptr=np.array([0.0, 2.9]))
+    yield "module of int64 beyond int32", dict(module=np.array([0, 0, 2**32 + 1, -1]))
+    yield "input_row of floats", dict(input_row=np.array([0.0, 0.7, 2.0]))
 
 
 @pytest.mark.parametrize("desc,change", list(bad_batches()), ids=[d for d, _ in bad_batches()])
@@ -209,7 +214,7 @@ def test_sketch_graphs_refuses_an_out_of_range_graph_in_a_subprocess():
         m = tuple(sk.module_matrix("a", k)._native for k in range(3))
         pos = [sk.position_matrix(i)._native for i in (1, 2)]
         try:
-            _core.sketch_graphs([m], pos, [], [], 360, np.array([0, 10**9, 1]),
+            _core.sketch_graphs([m], pos, 360, np.array([0, 10**9, 1]),
                                 np.array([0], dtype=np.int32), np.array([0, 1]), np.ones(1),
                                 np.array([0, 0]), np.zeros(0, dtype=np.int64), np.zeros(0),
                                 True, False, 1)

@@ -11,6 +11,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "recsketch/parallel.hpp"
+
 namespace py = pybind11;
 
 namespace recsketch_bind {
@@ -18,7 +20,7 @@ namespace recsketch_bind {
 // Largest num_threads any entry point accepts (0 means every available thread). The OpenMP
 // runtime aborts or crashes when asked for thousands of threads, and no kernel of recsketch
 // scales past a few hundred, so larger requests are refused rather than clamped.
-inline constexpr int kMaxNumThreads = 256;
+inline constexpr int kMaxNumThreads = recsketch::kMaxThreads;
 
 inline int check_num_threads(int num_threads) {
   if (num_threads < 0 || num_threads > kMaxNumThreads)

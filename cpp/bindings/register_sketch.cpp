@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "arrays.hpp"
@@ -24,13 +25,20 @@ MatrixRef as_matrix(const py::handle& h) {
   throw py::type_error("expected a native matrix object");
 }
 
+// Real-valued inputs convert from any real dtype; index arrays only by NumPy's safe casting
+// (a float or a wider integer would be truncated or wrapped silently: TypeError instead).
 template <class T>
 using CArray = py::array_t<T, py::array::c_style | py::array::forcecast>;
-
 template <class T>
-const T* data_of(const CArray<T>& a, std::int64_t expected, const char* name) {
+using IndexArray = py::array_t<T, py::array::c_style>;
+
+template <class A>
+auto data_of(const A& a, std::int64_t expected, const char* name) {
   if (a.ndim() != 1 || static_cast<std::int64_t>(a.size()) != expected)
     throw std::invalid_argument(std::string(name) + " has the wrong length");
+  using T = std::remove_cv_t<std::remove_pointer_t<decltype(a.data())>>;
+  if (reinterpret_cast<std::uintptr_t>(a.data()) % alignof(T) != 0)
+    throw std::invalid_argument(std::string(name) + " is not aligned");
   return a.data();
 }
 
@@ -48,32 +56,17 @@ py::tuple as_tuple(const py::handle& h, std::size_t size, const char* what) {
   return py::reinterpret_borrow<py::tuple>(h);
 }
 
-// A Python int in [lo, hi] (TypeError if not an int, ValueError if out of range).
-std::int64_t as_index(const py::handle& h, std::int64_t lo, std::int64_t hi, const char* what) {
-  if (!py::isinstance<py::int_>(h)) throw py::type_error(std::string(what) + " must be an int");
-  long long v = 0;
-  try {
-    v = h.cast<long long>();
-  } catch (const py::cast_error&) {  // beyond 64 bits: out of range, not a RuntimeError
-    PyErr_Clear();
-    throw std::invalid_argument(std::string(what) + " is out of range");
-  }
-  if (v < lo || v > hi) throw std::invalid_argument(std::string(what) + " is out of range");
-  return static_cast<std::int64_t>(v);
-}
-
 }  // namespace
 
 void register_sketch(py::module_& m) {
   m.def(
       "sketch_graphs",
-      [](const py::list& modules, const py::list& positions, const py::list& attr_embed,
-         const py::list& edge_embed, std::int64_t d,
-         const CArray<std::int64_t>& graph_ptr, const CArray<std::int32_t>& module,
-         const CArray<std::int64_t>& attr_ptr, const CArray<double>& attr,
-         const CArray<std::int64_t>& input_ptr, const CArray<std::int64_t>& input_row,
+      [](const py::list& modules, const py::list& positions, std::int64_t d,
+         const IndexArray<std::int64_t>& graph_ptr, const IndexArray<std::int32_t>& module,
+         const IndexArray<std::int64_t>& attr_ptr, const CArray<double>& attr,
+         const IndexArray<std::int64_t>& input_ptr, const IndexArray<std::int64_t>& input_row,
          const CArray<double>& input_weight, bool float64, bool return_objects,
-         int num_threads) {
+         int num_threads, const py::list& leaf_embed, const py::object& embedded) {
         recsketch_bind::check_num_threads(num_threads);
         if (d < 1 || d > recsketch::kMaxDSketch)
           throw std::invalid_argument("d must be in [1, 2^31 - 1], got " + std::to_string(d));
@@ -88,41 +81,25 @@ void register_sketch(py::module_& m) {
         for (const auto& mats : bank.modules)
           for (const auto& r : mats)
             if (r.d() != d) throw std::invalid_argument("module matrix of the wrong size");
-        // Embeddings: attr_embed[m] is None or a float64 (k + 1, d) array; edge_embed lists
-        // (module, position, array) triples. The arrays stay alive in the caller's lists.
-        const std::size_t n_mod = bank.modules.size(), n_pos = bank.positions.size();
-        auto embedding = [&](const py::handle& h) -> std::pair<const double*, std::int64_t> {
-          // a real ndarray only: a cast would make a temporary that dies with this lambda
-          if (!py::isinstance<py::array>(h)) throw py::type_error("embeddings must be ndarrays");
-          auto a = py::reinterpret_borrow<py::array>(h);
-          if (!a.dtype().is(py::dtype::of<double>()) || a.ndim() != 2 || a.shape(1) != d ||
-              a.shape(0) < 2 || !(a.flags() & py::array::c_style))
-            throw std::invalid_argument("embeddings must be C-contiguous float64 (k + 1, d)");
-          return {static_cast<const double*>(a.data()), static_cast<std::int64_t>(a.shape(0)) - 1};
-        };
-        if (attr_embed.size() > 0) {
-          if (attr_embed.size() != n_mod) throw std::invalid_argument("attr_embed: one per module");
-          bank.attr_embed.assign(n_mod, nullptr);
-          bank.embed_k.assign(n_mod, -1);
-          for (std::size_t mi = 0; mi < n_mod; ++mi)
-            if (!attr_embed[mi].is_none()) {
-              auto [ptr, k] = embedding(attr_embed[mi]);
-              bank.attr_embed[mi] = ptr;
-              bank.embed_k[mi] = k;
+        // leaf_embed[m]: None or a C-contiguous float64 (k + 1, d) array A_M; the arrays stay
+        // alive in the caller's list for the whole call.
+        if (leaf_embed.size() > 0) {
+          if (leaf_embed.size() != bank.modules.size())
+            throw std::invalid_argument("leaf_embed needs one entry per module");
+          for (const auto& h : leaf_embed) {
+            if (h.is_none()) {
+              bank.leaf_embed.push_back(nullptr);
+              bank.leaf_embed_k.push_back(-1);
+              continue;
             }
-        }
-        if (edge_embed.size() > 0) {
-          if (bank.attr_embed.empty()) throw std::invalid_argument("edge_embed needs attr_embed");
-          bank.edge_embed.assign(n_mod * n_pos, nullptr);
-          for (const auto& item : edge_embed) {
-            const auto t = as_tuple(item, 3, "edge_embed entries");
-            const auto mi = static_cast<std::size_t>(
-                as_index(t[0], 0, static_cast<std::int64_t>(n_mod) - 1, "edge_embed module"));
-            const auto i = static_cast<std::size_t>(
-                as_index(t[1], 1, static_cast<std::int64_t>(n_pos), "edge_embed position"));
-            auto [ptr, k] = embedding(t[2]);
-            if (k != bank.embed_k[mi]) throw std::invalid_argument("edge_embed size");
-            bank.edge_embed[mi * n_pos + i - 1] = ptr;
+            if (!py::isinstance<py::array>(h)) throw py::type_error("leaf embeddings must be ndarrays");
+            auto a = py::reinterpret_borrow<py::array>(h);
+            if (!a.dtype().is(py::dtype::of<double>()) || a.ndim() != 2 || a.shape(1) != d ||
+                a.shape(0) < 2 || !(a.flags() & py::array::c_style) ||
+                !(a.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_))
+              throw std::invalid_argument("leaf embeddings must be C-contiguous float64 (k + 1, d)");
+            bank.leaf_embed.push_back(static_cast<const double*>(a.data()));
+            bank.leaf_embed_k.push_back(static_cast<std::int64_t>(a.shape(0)) - 1);
           }
         }
 
@@ -130,10 +107,12 @@ void register_sketch(py::module_& m) {
         if (graph_ptr.ndim() != 1) throw std::invalid_argument("graph_ptr must be 1-D");
         g.n_graphs = static_cast<std::int64_t>(graph_ptr.size()) - 1;
         if (g.n_graphs < 0) throw std::invalid_argument("graph_ptr is empty");
-        g.graph_ptr = graph_ptr.data();
+        g.graph_ptr = data_of(graph_ptr, g.n_graphs + 1, "graph_ptr");
         // Offsets first: every later length and index check relies on them.
         check_offsets(g.graph_ptr, g.n_graphs + 1, "graph_ptr");
         const std::int64_t rows = g.graph_ptr[g.n_graphs];
+        if (rows < 0) throw std::invalid_argument("graph_ptr must end at the number of rows");
+        g.rows = rows;
         g.module = data_of(module, rows, "module");
         g.attr_ptr = data_of(attr_ptr, rows + 1, "attr_ptr");
         check_offsets(g.attr_ptr, rows + 1, "attr_ptr");
@@ -142,6 +121,13 @@ void register_sketch(py::module_& m) {
         check_offsets(g.input_ptr, rows + 1, "input_ptr");
         g.input_row = data_of(input_row, g.input_ptr[rows], "input_row");
         g.input_weight = data_of(input_weight, g.input_ptr[rows], "input_weight");
+        IndexArray<std::uint8_t> flags;
+        if (!embedded.is_none()) {
+          if (!IndexArray<std::uint8_t>::check_(embedded))
+            throw py::type_error("embedded must be a C-contiguous uint8 array");
+          flags = py::reinterpret_borrow<IndexArray<std::uint8_t>>(embedded);
+          g.embedded = data_of(flags, rows, "embedded");
+        }
         recsketch_bind::check_finite(g.attr, g.attr_ptr[rows], "attr");
         for (std::int64_t e = 0; e < g.input_ptr[rows]; ++e)
           if (!(g.input_weight[e] >= 0.0 && g.input_weight[e] <= 1.0))
@@ -168,10 +154,11 @@ void register_sketch(py::module_& m) {
         };
         return float64 ? run(double{}) : run(float{});
       },
-      py::arg("modules"), py::arg("positions"), py::arg("attr_embed"), py::arg("edge_embed"),
-      py::arg("d"), py::arg("graph_ptr"),
+      py::arg("modules"), py::arg("positions"), py::arg("d"), py::arg("graph_ptr"),
       py::arg("module"), py::arg("attr_ptr"), py::arg("attr"), py::arg("input_ptr"),
       py::arg("input_row"), py::arg("input_weight"), py::arg("float64"),
       py::arg("return_objects"), py::arg("num_threads") = 0,
-      "Sketches a batch of flattened graphs; returns (overall, objects or None).");
+      py::arg("leaf_embed") = py::list(), py::arg("embedded") = py::none(),
+      "Sketches a batch of flattened graphs, level by level (recsketch/sketch.hpp); returns "
+      "(overall, objects or None).");
 }

@@ -9,11 +9,11 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ._cache import ByteLRU
 from ._checks import MAX_D_SKETCH, check_int, check_num_threads
 from ._native import _core
 from .block_sparse import default_block_size, default_density, suggest_block_sparse
 from .decoder import QUERY_CACHE_BYTES, Decoder
+from .embeddings import LeafEmbeddings
 from .graph import Graph, flatten
 from .matrices import RandomMatrix
 from .queries import AttributeEstimate, SubSketch
@@ -23,14 +23,6 @@ __all__ = ["Sketcher", "FAMILIES", "ModuleInfo"]
 FAMILIES = ("block_sparse", "orthogonal")
 _FORMAT = "recsketch.Sketcher"
 _FORMAT_VERSION = 2
-
-# Modules with at most this many attributes are sketched through dense attribute embeddings
-# (see cpp/include/recsketch/sketch.hpp); the rule depends only on the module, so the bits of a
-# sketch do not depend on what happens to be cached.
-_EMBED_MAX_DIM = 128
-# Embeddings are cached up to this many bytes per Sketcher (least recently used evicted first;
-# an evicted embedding is recomputed with the same bits).
-EMBEDDING_CACHE_BYTES = 512 << 20
 
 
 @dataclass(frozen=True)
@@ -122,7 +114,7 @@ class Sketcher:
         self._modules: Dict[str, ModuleInfo] = {}
         # Guards the matrix map and the registry (check-then-record must not interleave).
         self._lock = threading.RLock()
-        self._embeddings = ByteLRU(EMBEDDING_CACHE_BYTES)
+        self._leaf_embeddings = LeafEmbeddings()
         self._decoder = Decoder(self, query_cache_bytes)
 
     # -- configuration -------------------------------------------------------------------------
@@ -238,9 +230,11 @@ class Sketcher:
 
     def sketch_many(self, graphs: Sequence[Graph], *, num_threads: Optional[int] = None
                     ) -> np.ndarray:
-        """Sketches of many graphs, shape ``(n, d_sketch)``, in parallel across graphs.
+        """Sketches of many graphs, shape ``(n, d_sketch)``, computed together: level by level,
+        every product that shares a matrix across the batch is one batched product.
 
-        Bit-identical to calling :meth:`sketch` on each graph. Every graph is validated before
+        Bit-identical to calling :meth:`sketch` on each graph, in any order and with any
+        ``num_threads`` (at most 256). Every graph is validated before
         any is sketched or registered.
         """
         if isinstance(graphs, Graph) or not isinstance(graphs, Sequence):
@@ -254,15 +248,23 @@ class Sketcher:
         threads = check_num_threads(num_threads)
         flat = flatten(graphs, self._d)
         self._check_registry(flat.module_depth, flat.module_dim)
+        flags, chosen = self._leaf_embeddings.plan(self, flat)
+        if (len(graphs) > 1 and
+                self._leaf_embeddings.bytes_needed(self, chosen) > self._leaf_embeddings.budget_bytes):
+            # The batch's embeddings do not fit the budget together (each graph's do): sketch it
+            # in halves. A graph's rows are chosen from the graph alone, so its bits do not change.
+            half = len(graphs) // 2
+            first = self._sketch(graphs[:half], False, num_threads)[0]
+            return np.concatenate([first, self._sketch(graphs[half:], False, num_threads)[0]]), None
         modules = [tuple(self.module_matrix(name, k)._native for k in range(3))
                    for name in flat.modules]
         positions = [self.position_matrix(i)._native for i in range(1, flat.max_fan_in + 1)]
-        attr_embed, edge_embed = self._embeddings_for(flat)
+        leaf_embed = self._leaf_embeddings.arrays(self, flat, chosen) if chosen else []
         overall, objects = _core.sketch_graphs(
-            modules, positions, attr_embed, edge_embed, self._d, flat.graph_ptr, flat.module,
+            modules, positions, self._d, flat.graph_ptr, flat.module,
             flat.attr_ptr, flat.attr,
             flat.input_ptr, flat.input_row, flat.input_weight,
-            self._dtype == np.float64, return_objects, threads)
+            self._dtype == np.float64, return_objects, threads, leaf_embed, flags)
         if objects is not None:  # one row per object, in Handle.index order (no output rows)
             objects = objects[flat.object_rows]
         with self._lock:
@@ -302,35 +304,6 @@ class Sketcher:
         """``R[i]``, the matrix of tuple position ``i >= 1``, shared by every tuple sketch."""
         i = check_int(i, "i", minimum=1, maximum=2**63 - 1)
         return self._matrix(("position", i), _core.position_key(i))
-
-    # -- attribute embeddings (a speed-up of the recursion, same mathematics) ------------------
-    def _embeddings_for(self, flat: Any) -> Tuple[List[Any], List[Any]]:
-        """A_M for every short-attribute module, D_{M,i} for every leaf edge of such a module."""
-        attr_embed = [self._embedding(name, flat.module_dim[name], 0)
-                      if flat.module_dim[name] <= _EMBED_MAX_DIM else None
-                      for name in flat.modules]
-        fan_in = np.diff(flat.input_ptr)
-        position = (np.arange(flat.input_row.size)
-                    - np.repeat(flat.input_ptr[:-1], fan_in) + 1)
-        child = flat.input_row
-        leaf = fan_in[child] == 0
-        pairs = sorted(set(zip(flat.module[child[leaf]].tolist(), position[leaf].tolist())))
-        edge_embed = [(m, i, self._embedding(flat.modules[m], flat.module_dim[flat.modules[m]], i))
-                      for m, i in pairs if attr_embed[m] is not None]
-        return attr_embed, edge_embed
-
-    def _embedding(self, name: str, k: int, position: int) -> np.ndarray:
-        """A_M = P(R[M,0]) P(R[1]) [R[M,1] e_1..e_k, R[M,2] e_1] / 4 as (k + 1, d) rows
-        (position 0), or D_{M,i} = P(R[i]) A_M."""
-        def build() -> np.ndarray:
-            if position == 0:
-                rows = np.empty((k + 1, self._d))
-                rows[:k] = self.module_matrix(name, 1).apply_short(np.eye(k))
-                rows[k] = self.module_matrix(name, 2).apply_short(np.ones((1, 1)))[0]
-                return 0.25 * self.module_matrix(name, 0).half(self.position_matrix(1).half(rows))
-            return self.position_matrix(position).half(self._embedding(name, k, 0))
-
-        return self._embeddings.get((name, k, position), build)
 
     # -- queries (answered by the Decoder, decoder.py) -----------------------------------------
     @property

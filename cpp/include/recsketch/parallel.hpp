@@ -1,16 +1,51 @@
-// A parallel for-loop over independent work items, with a serial fallback without OpenMP.
+// A parallel for-loop over independent work items, run by a small pool of threads that sleep
+// (on a condition variable) whenever they have no work.
 //
-// Work items must write disjoint outputs: results may then not depend on the thread count,
-// which is the reproducibility contract of recsketch. Bodies must not throw.
+// Design notes
+// - Why not `#pragma omp parallel for`: OpenMP runtimes busy-wait between parallel regions by
+//   default, and the wait policy can only be set through the environment before the runtime
+//   starts. A recursion made of many short products then spends a core spinning; on a machine
+//   where another process (or torch's own thread pool) is busy, the spinning thread competes
+//   with the thread doing the work, and two threads ran 5x slower than one. Pool threads here
+//   block on a condition variable, so an idle thread costs nothing and a loaded machine slows
+//   a call down at most to its one-thread speed plus a wake-up per loop.
+// - Items are handed out one at a time from an atomic counter and the caller works too, so a
+//   thread that the OS preempts delays only the item it holds.
+// - Work items must write disjoint outputs: results then do not depend on the thread count or
+//   on which thread ran what, which is the reproducibility contract of recsketch.
+// - A loop started from inside a pool thread, or while another caller's loop runs, runs
+//   serially in the calling thread (same bits), so nested and concurrent calls never wait on
+//   each other.
+// - OpenMP, when built in, only chooses the default thread count (it honours OMP_NUM_THREADS
+//   and the process's CPU affinity); without it the default is the hardware's thread count.
+// - Bodies must not throw.
 #pragma once
 
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
 #include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <vector>
 
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#endif
 
 namespace recsketch {
+
+// The most threads any call accepts (a larger num_threads is a ValueError in every entry
+// point; it is far beyond any machine this runs on and bounds the pool's size).
+inline constexpr int kMaxThreads = 256;
 
 inline constexpr bool has_openmp() noexcept {
 #ifdef _OPENMP
@@ -23,28 +58,142 @@ inline constexpr bool has_openmp() noexcept {
 // Threads used when the caller passes num_threads <= 0.
 inline int default_num_threads() noexcept {
 #ifdef _OPENMP
-  return omp_get_max_threads();
+  const int n = omp_get_max_threads();
 #else
-  return 1;
+  const int n = static_cast<int>(std::thread::hardware_concurrency());
 #endif
+  return std::clamp(n, 1, kMaxThreads);
 }
 
+// num_threads as given (<= 0: the default), never above kMaxThreads.
 inline int resolve_threads(int num_threads) noexcept {
-  return num_threads > 0 ? num_threads : default_num_threads();
+  return num_threads > 0 ? std::min(num_threads, kMaxThreads) : default_num_threads();
 }
 
+// For entry points: refuses a thread count above kMaxThreads (std::invalid_argument, which the
+// bindings turn into ValueError).
+inline int check_threads(int num_threads) {
+  if (num_threads > kMaxThreads)
+    throw std::invalid_argument("num_threads must be at most " + std::to_string(kMaxThreads) +
+                                ", got " + std::to_string(num_threads));
+  return resolve_threads(num_threads);
+}
+
+
+namespace detail {
+
+class ThreadPool {
+ public:
+  static ThreadPool& global() {
+    // Never destroyed: worker threads must not be joined during static destruction (the
+    // interpreter may be tearing down), and the OS reclaims them at exit.
+    static ThreadPool* once = [] {
+#if defined(__unix__) || defined(__APPLE__)
+      // A forked child has none of the parent's threads: it starts with an empty pool (the
+      // parent's is leaked, its locks may be held by threads that do not exist there).
+      pthread_atfork(nullptr, nullptr, [] { instance() = new ThreadPool(); });
+#endif
+      return instance() = new ThreadPool();
+    }();
+    (void)once;
+    return *instance();
+  }
+
+  // Runs body(0..n-1) on up to `threads` threads, the caller included. Returns false, having
+  // run nothing, if the pool is busy with another caller's loop or the caller is a pool thread.
+  bool try_run(std::int64_t n, int threads, const std::function<void(std::int64_t)>& body) {
+    if (in_worker()) return false;
+    std::unique_lock<std::mutex> caller(busy_, std::try_to_lock);
+    if (!caller.owns_lock()) return false;
+    const int helpers = grow(std::min<std::int64_t>(threads, n) - 1);
+    if (helpers == 0) return false;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      body_ = &body;
+      n_ = n;
+      next_.store(0, std::memory_order_relaxed);
+      wanted_ = helpers;
+      running_ = helpers;
+      ++generation_;
+    }
+    wake_.notify_all();
+    drain();
+    std::unique_lock<std::mutex> lock(mutex_);
+    done_.wait(lock, [&] { return running_ == 0; });
+    body_ = nullptr;
+    return true;
+  }
+
+ private:
+  ThreadPool() = default;
+
+  static ThreadPool*& instance() {
+    static ThreadPool* pool = nullptr;
+    return pool;
+  }
+
+  static bool& in_worker() {
+    thread_local bool flag = false;
+    return flag;
+  }
+
+  void drain() {
+    for (std::int64_t i; (i = next_.fetch_add(1, std::memory_order_relaxed)) < n_;) (*body_)(i);
+  }
+
+  // Makes sure `want` helper threads exist (fewer if the OS refuses threads); returns how many.
+  int grow(std::int64_t want) {
+    want = std::clamp<std::int64_t>(want, 0, kMaxThreads - 1);
+    std::lock_guard<std::mutex> lock(mutex_);
+    while (static_cast<std::int64_t>(workers_.size()) < want) {
+      try {
+        const int id = static_cast<int>(workers_.size());
+        // a new thread waits for the next loop, not one already finished
+        workers_.emplace_back([this, id, seen = generation_] { work(id, seen); });
+        workers_.back().detach();
+      } catch (const std::system_error&) {
+        break;
+      }
+    }
+    return static_cast<int>(std::min<std::int64_t>(want, static_cast<std::int64_t>(workers_.size())));
+  }
+
+  void work(int id, std::uint64_t seen) {
+    in_worker() = true;
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        wake_.wait(lock, [&] { return generation_ != seen; });
+        seen = generation_;
+        if (id >= wanted_) continue;  // this loop wants fewer helpers
+      }
+      drain();
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (--running_ == 0) done_.notify_one();
+    }
+  }
+
+  std::mutex busy_;   // held by the caller whose loop the pool runs
+  std::mutex mutex_;  // guards everything below except next_
+  std::condition_variable wake_, done_;
+  std::vector<std::thread> workers_;
+  const std::function<void(std::int64_t)>* body_ = nullptr;
+  std::int64_t n_ = 0;
+  std::atomic<std::int64_t> next_{0};
+  int wanted_ = 0, running_ = 0;
+  std::uint64_t generation_ = 0;
+};
+
+}  // namespace detail
+
+// Runs body(i) for i in [0, n) on up to num_threads threads (<= 0: the default).
 template <class Body>
 void parallel_for(std::int64_t n, int num_threads, Body&& body) {
   const int threads = resolve_threads(num_threads);
-#ifdef _OPENMP
   if (threads > 1 && n > 1) {
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
-    for (std::int64_t i = 0; i < n; ++i) body(i);
-    return;
+    const std::function<void(std::int64_t)> f = [&body](std::int64_t i) { body(i); };
+    if (detail::ThreadPool::global().try_run(n, threads, f)) return;
   }
-#else
-  (void)threads;
-#endif
   for (std::int64_t i = 0; i < n; ++i) body(i);
 }
 

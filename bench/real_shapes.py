@@ -1,0 +1,324 @@
+"""Real-shaped sketching workloads and the baselines they are measured against.
+
+Scenes
+- many_module_scene: >= 200 modules and >= 500 objects per graph, depth 5, attributes 16-768
+  long; 90% of a graph's modules are its own (distinct across a batch), 10% shared.
+- eighty_module_scene: issue 11's case, 20 mid objects with 3 leaves each, every object its own
+  module, 64-d attributes.
+- chain_scene: a CNN's 4-layer chain (one object per layer).
+
+Baselines (both compute Section 3.3 with the same matrices; tests/ check the library against an
+independent dense recursion, the benchmarks check the baselines against the library):
+- LevelBaseline ("fair"): the level-synchronous schedule written in NumPy, with the same algebra
+  as the library: one batched product per matrix and level (all P(R[i]) of a level's edges at
+  position i, all P(R[1]), all P(R[2]), each module's R[M,1], R[M,0] over its objects) and
+  R[M,2] e_1 computed once per module and call. Products go through `matrix(role)`: SciPy CSR
+  matmat with matrices built beforehand (untimed) where they fit in memory, else recsketch's
+  own batched products (a matrix used once costs more to materialise than to apply).
+- naive_sketch: the object-by-object recursion, one vector per product (what a first
+  implementation looks like).
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+import time
+from collections import defaultdict
+from typing import Callable, Dict, List, Sequence, Tuple
+
+import numpy as np
+
+import recsketch as rs
+
+
+def _unit(rng: np.random.Generator, m: int) -> np.ndarray:
+    x = rng.random(m) + 1e-3
+    return x / np.linalg.norm(x)
+
+
+# objects and modules per depth (5 = leaves ... 2 = top level): 500 objects, 210 modules
+_MANY_LAYOUT = {5: (260, 110), 4: (130, 55), 3: (70, 30), 2: (40, 15)}
+
+
+def many_module_scene(seed: int) -> rs.Graph:
+    rng = np.random.default_rng(seed)
+    g = rs.Graph()
+    below: List[rs.Handle] = []
+    for h in (5, 4, 3, 2):
+        n_obj, n_mod = _MANY_LAYOUT[h]
+        names = []
+        for j in range(n_mod):
+            shared = j % 10 == 0
+            name = f"shared_d{h}_{j}" if shared else f"g{seed}_d{h}_{j}"
+            # a shared module's length is a function of its name (the same in every graph)
+            dim = 16 + (zlib.crc32(name.encode()) if shared else int(rng.integers(0, 2**31))) % 753
+            names.append((name, dim))
+        parent = rng.integers(0, n_obj, size=len(below))
+        row = []
+        for k in range(n_obj):
+            kids = [below[c] for c in np.flatnonzero(parent == k)]
+            name, dim = names[k % n_mod]
+            w = rng.dirichlet(np.ones(len(kids))) if kids else []
+            row.append(g.add(name, _unit(rng, dim), [(c, float(x)) for c, x in zip(kids, w)]))
+        below = row
+    g.set_output([(b, 1.0 / len(below)) for b in below])
+    return g
+
+
+def eighty_module_scene(seed: int) -> rs.Graph:
+    rng = np.random.default_rng(seed)
+    g = rs.Graph()
+    mids = []
+    for i in range(20):
+        kids = [g.add(f"s{seed}_leaf{i}_{j}", _unit(rng, 64)) for j in range(3)]
+        mids.append(g.add(f"s{seed}_mid{i}", _unit(rng, 64), [(c, 1 / 3) for c in kids]))
+    g.set_output([(m, 1 / 20) for m in mids])
+    return g
+
+
+def chain_scene(seed: int, dims: Sequence[int] = (64, 128, 256, 512)) -> rs.Graph:
+    rng = np.random.default_rng(seed)
+    g = rs.Graph()
+    prev = None
+    for i, m in enumerate(dims):
+        prev = g.add(f"conv{i}", _unit(rng, m), [] if prev is None else [(prev, 1.0)])
+    g.set_output([(prev, 1.0)])
+    return g
+
+
+# -- the schedule, shared by the baseline and the bound ---------------------------------------
+
+def _plan(graphs: Sequence[rs.Graph]):
+    """Objects of all graphs as rows: (module, attributes, [(row, w)]), levels, output rows."""
+    rows, outputs = [], []
+    for g in graphs:
+        base = len(rows)
+        for h in g:
+            rows.append((h.module, g.attributes(h), [(base + c.index, w) for c, w in g.inputs(h)]))
+        outputs.append([(base + c.index, w) for c, w in g.output])
+    level = []
+    for _, _, inputs in rows:
+        level.append(1 + max((level[c] for c, _ in inputs), default=-1))
+    return rows, level, outputs
+
+
+class LevelBaseline:
+    """Level-synchronous recursion in NumPy (see the module docstring).
+
+    ``matrix(role)`` returns a function X (n, m) -> R X^T as (n, d) rows, for m <= d."""
+
+    def __init__(self, d: int, matrix: Callable[[Tuple], Callable[[np.ndarray], np.ndarray]],
+                 dtype=np.float32, embeddings: Dict[str, np.ndarray] = None):
+        self.d, self.matrix, self.dtype = d, matrix, dtype
+        # module -> A_M ((k + 1) x d): that module's leaves are A_M^T [x; 1] (the library's
+        # leaf embeddings, same algebra)
+        self.embeddings = {m: A.astype(dtype) for m, A in (embeddings or {}).items()}
+
+    @staticmethod
+    def embeddings_like(sk: rs.Sketcher, graphs: Sequence[rs.Graph], matrix) -> Dict[str, np.ndarray]:
+        """A_M for the modules whose leaves the library embeds in these graphs, built with
+        `matrix` (outside any timing: a user would keep them too)."""
+        from recsketch.graph import flatten
+        flat = flatten(list(graphs), sk.d_sketch)
+        _, chosen = sk._leaf_embeddings.plan(sk, flat)
+        out = {}
+        for m, k in chosen.items():
+            name = flat.modules[m]
+            cols = np.vstack([matrix(("module", name, 1))(np.eye(k)),
+                              matrix(("module", name, 2))(np.ones((1, 1)))])
+            half = lambda role, X: 0.5 * (X + matrix(role)(X))
+            out[name] = 0.25 * half(("module", name, 0), half(("position", 1), cols))
+        return out
+
+    def _half(self, role, X):
+        return 0.5 * (X + self.matrix(role)(X))
+
+    def sketch_many(self, graphs: Sequence[rs.Graph]) -> np.ndarray:
+        rows, level, outputs = _plan(graphs)
+        d = self.d
+        e1 = {}
+        obj: Dict[int, np.ndarray] = {}
+        by_level = defaultdict(list)
+        for r, lv in enumerate(level):
+            by_level[lv].append(r)
+        for lv in sorted(by_level):
+            level_rows = by_level[lv]
+            s_in = np.zeros((len(level_rows), d), self.dtype)
+            fan = max((len(rows[r][2]) for r in level_rows), default=0)
+            for i in range(1, fan + 1):
+                edges = [(p, rows[r][2][i - 1]) for p, r in enumerate(level_rows)
+                         if len(rows[r][2]) >= i]
+                kids = sorted({c for _, (c, _) in edges})
+                slot = {c: k for k, c in enumerate(kids)}
+                H = self._half(("position", i), np.stack([obj[c] for c in kids]))
+                p_idx = np.array([p for p, _ in edges])
+                w = np.array([w for _, (_, w) in edges], self.dtype)[:, None]
+                s_in[p_idx] += w * H[[slot[c] for _, (c, _) in edges]]
+            groups = defaultdict(list)
+            embedded = defaultdict(list)
+            for p, r in enumerate(level_rows):
+                module, _, inputs = rows[r]
+                (embedded if not inputs and module in self.embeddings else groups)[module].append(p)
+            for module, ps in embedded.items():
+                X = np.stack([np.append(rows[level_rows[p]][1], 1.0) for p in ps]).astype(self.dtype)
+                S = X @ self.embeddings[module]
+                for k, p in enumerate(ps):
+                    obj[level_rows[p]] = S[k]
+            rest = [p for ps in groups.values() for p in ps]
+            if not rest:
+                continue
+            s_attr = np.empty_like(s_in)
+            for module, ps in groups.items():
+                X = np.stack([rows[level_rows[p]][1] for p in ps]).astype(self.dtype)
+                if module not in e1:
+                    e1[module] = self.matrix(("module", module, 2))(np.ones((1, 1), self.dtype))[0]
+                s_attr[ps] = 0.5 * self.matrix(("module", module, 1))(X) + 0.5 * e1[module]
+            has_in = np.array([len(rows[r][2]) > 0 for r in level_rows])
+            rest = np.array(sorted(rest))
+            tup = np.zeros_like(s_in)
+            tup[rest] = 0.5 * self._half(("position", 1), s_attr[rest])
+            with_in = rest[has_in[rest]]
+            if with_in.size:
+                tup[with_in] += 0.5 * self._half(("position", 2), s_in[with_in])
+            for module, ps in groups.items():
+                S = self._half(("module", module, 0), tup[ps])
+                for k, p in enumerate(ps):
+                    obj[level_rows[p]] = S[k]
+        out = np.zeros((len(graphs), d), self.dtype)
+        for k, items in enumerate(outputs):
+            for i, (c, w) in enumerate(items, start=1):
+                out[k] += w * self._half(("position", i), obj[c][None])[0]
+        return out
+
+
+def naive_sketch(graph: rs.Graph, d: int, matrix, dtype=np.float32) -> np.ndarray:
+    """Object by object, one vector per product, R[M,2] e_1 recomputed every time."""
+    half = lambda role, v: 0.5 * (v + matrix(role)(v[None])[0])
+    obj = {}
+    for h in graph:
+        a = graph.attributes(h).astype(dtype)[None]
+        s_attr = 0.5 * matrix(("module", h.module, 1))(a)[0] \
+            + 0.5 * matrix(("module", h.module, 2))(np.ones((1, 1), dtype))[0]
+        s_in = np.zeros(d, dtype)
+        for i, (c, w) in enumerate(graph.inputs(h), start=1):
+            s_in += w * half(("position", i), obj[c.index])
+        t = 0.5 * half(("position", 1), s_attr)
+        if graph.inputs(h):
+            t += 0.5 * half(("position", 2), s_in)
+        obj[h.index] = half(("module", h.module, 0), t)
+    out = np.zeros(d, dtype)
+    for i, (c, w) in enumerate(graph.output, start=1):
+        out += w * half(("position", i), obj[c.index])
+    return out
+
+
+def native_products(sk: rs.Sketcher, dtype=np.float32):
+    """matrix(role) through recsketch's batched products (no materialisation)."""
+    def matrix(role):
+        R = sk.position_matrix(role[1]) if role[0] == "position" else sk.module_matrix(role[1], role[2])
+
+        def apply(X):
+            X = np.ascontiguousarray(X, dtype)
+            return R.apply_short(X) if X.shape[1] < sk.d_sketch else R.matvec(X)
+        return apply
+    return matrix
+
+
+def csr_products(sk: rs.Sketcher, roles, dtype=np.float32):
+    """matrix(role) through SciPy CSR matrices built now (call outside the timing)."""
+    mats = {}
+    for role in roles:
+        R = sk.position_matrix(role[1]) if role[0] == "position" else sk.module_matrix(role[1], role[2])
+        mats[role] = R.to_scipy(dtype).tocsr()
+
+    sliced = {}
+
+    def matrix(role):
+        R = mats[role]
+
+        def apply(X):
+            m = X.shape[1]
+            if m == R.shape[1]:
+                M = R
+            else:  # the first m columns, sliced once per matrix and length
+                M = sliced.get((role, m))
+                if M is None:
+                    M = sliced[(role, m)] = R[:, :m].tocsr()
+            return np.asarray((M @ X.T.astype(dtype)).T)
+        return apply
+    return matrix
+
+
+def roles_of(graphs: Sequence[rs.Graph]):
+    roles = set()
+    fan = 2
+    for g in graphs:
+        for h in g:
+            roles.update(("module", h.module, k) for k in range(3))
+            fan = max(fan, len(g.inputs(h)))
+        fan = max(fan, len(g.output))
+    roles.update(("position", i) for i in range(1, fan + 1))
+    return sorted(roles, key=str)
+
+
+# -- the physical bound -----------------------------------------------------------------------
+
+def peak_add_rate() -> float:
+    """float64 adds per second of one core at its AVX2 peak: 2 vector adds of 4 doubles per
+    cycle at the clock /proc/cpuinfo reports (2.6 GHz here: 20.8 G adds/s). A bound no code can
+    beat; measured_add_rate says what a plain streaming loop reaches."""
+    mhz = 0.0
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("cpu MHz"):
+                    mhz = max(mhz, float(line.split(":")[1]))
+    except OSError:
+        pass
+    return 8 * (mhz or 3000.0) * 1e6
+
+
+def measured_add_rate(n: int = 16384, repeats: int = 2000) -> float:
+    """float64 adds per second of NumPy's SIMD add loop on L2-resident vectors, best of 5."""
+    a, b = np.ones(n), np.ones(n)
+    best = math.inf
+    for _ in range(5):
+        t = time.perf_counter()
+        for _ in range(repeats):
+            np.add(a, b, out=a)
+        best = min(best, time.perf_counter() - t)
+    return n * repeats / best
+
+
+def products_of(graphs: Sequence[rs.Graph]):
+    """Products the schedule needs: (full products, [attribute lengths of short products],
+    columns e_1 (one per module and call))."""
+    rows, level, outputs = _plan(graphs)
+    full, short, modules = 0, [], set()
+    for (module, x, inputs), lv in zip(rows, level):
+        full += 2 + (1 if inputs else 0)        # P(R[1]), P(R[M,0]), P(R[2])
+        short.append(x.size)                    # R[M,1] x
+        modules.add(module)
+    edges = {(c, i) for module, x, inputs in rows for i, (c, _) in enumerate(inputs, 1)}
+    full += len(edges) + sum(len(o) for o in outputs)
+    return full, short, len(modules)
+
+
+def bound_seconds(sk: rs.Sketcher, graphs: Sequence[rs.Graph], add_rate: float) -> float:
+    """Seconds the unavoidable adds take at `add_rate` on one core.
+
+    orthogonal: every product is 3 Walsh-Hadamard transforms of d log2 d adds (R[M,2] e_1:
+    one product per module). block_sparse: a product walks the nonzero blocks of the columns it
+    reads and adds b/3 + 4 + ceil(log2 d) structured sums per block and vector
+    (block_sparse_kernels.hpp)."""
+    d = sk.d_sketch
+    full, short, n_modules = products_of(graphs)
+    if sk.family == "orthogonal":
+        transforms = full + len(short) + n_modules
+        return transforms * 3 * d * math.log2(d) / add_rate
+    b = sk.block_size
+    blocks_per_column = sk.density * d / b
+    sums = b / 3 + 4 + math.ceil(math.log2(d))
+    columns = full * d + sum(short) + n_modules
+    return columns * blocks_per_column * sums / add_rate
