@@ -68,13 +68,14 @@ def _check_weight(w: Any, what: str) -> float:
 def _plain_array(values: Any) -> Any:
     """A tensor that requires grad (or lives on a device) as something ``np.array`` reads.
 
-    Duck-typed so that this module never imports torch: ``.detach()`` then ``.cpu()``."""
+    Duck-typed so that this module never imports torch: ``.detach().cpu().numpy()``."""
     detach = getattr(values, "detach", None)
     if callable(detach) and not isinstance(values, np.ndarray):
         values = detach()
-        cpu = getattr(values, "cpu", None)
-        if callable(cpu):
-            values = cpu()
+        for step in ("cpu", "numpy"):
+            method = getattr(values, step, None)
+            if callable(method):
+                values = method()
     return values
 
 
