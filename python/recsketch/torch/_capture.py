@@ -99,11 +99,13 @@ def _first_tensor(out: Any, what: str) -> torch.Tensor:
 def _select(model: nn.Module, layers: Any) -> List[str]:
     named = dict(model.named_modules())
     if layers is None:
+        # modules that own parameters with none below them: a Conv2d subclass holding a
+        # padding child counts, a block of several convolutions does not
         names = [n for n, m in named.items()
-                 if n and not any(True for _ in m.children())
-                 and any(True for _ in m.parameters(recurse=False))]
+                 if n and any(True for _ in m.parameters(recurse=False))
+                 and not any(any(True for _ in c.parameters()) for c in m.children())]
         if not names:
-            raise ValueError("the model has no leaf module with parameters; pass layers=")
+            raise ValueError("the model has no module owning parameters; pass layers=")
         return names
     if callable(layers):
         names = [n for n, m in named.items() if n and layers(n, m)]
@@ -263,7 +265,8 @@ def capture(model: nn.Module, inputs: Any, layers: Any = None, *, objects: str =
         padding from token means.
     layers : None, sequence of str or callable
         Names from ``model.named_modules()`` (exactly; they become the module names), a
-        filter ``(name, module) -> bool``, or None for every leaf module with parameters.
+        filter ``(name, module) -> bool``, or None for every module that owns parameters
+        with no parameters below it (convolutions, linear layers, norms).
         Ignored by ``objects="tokens"``.
     objects : "modules", "units" or "tokens"
         ``"modules"``: one object per selected layer, module = the layer's name; attribute =
