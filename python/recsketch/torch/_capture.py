@@ -639,7 +639,7 @@ def _capture_tokens(model: nn.Module, inputs: Any, n: int, device: torch.device,
         mask = batch.get("attention_mask")
         valid = (np.ones(ids.shape, dtype=bool) if mask is None
                  else mask.to("cpu").numpy().astype(bool))
-        att = [a.detach().to("cpu", torch.float64).mean(dim=1).numpy() for a in attn]
+        att = [_np(a.detach().mean(dim=1)) for a in attn]      # head average, then copy
         enc_rows = []
         for level, name in enumerate(names):
             h = _np(hidden[level])                              # (B, T, D)
