@@ -273,7 +273,8 @@ def test_tokens_exact_against_attention():
             want = [(f"layer.0:{int(ids[b, k])}", row[k] / row[keys].sum()) for k in keys]
             obj = top[list(np.flatnonzero(valid)).index(t)]
             assert [m for m, _ in obj[2]] == [m for m, _ in want]
-            assert [w for _, w in obj[2]] == pytest.approx([w for _, w in want], rel=1e-9)
+            # the capture averages the heads in float32
+            assert [w for _, w in obj[2]] == pytest.approx([w for _, w in want], rel=1e-6)
             hs = out["hidden_states"][2][b, t].double().numpy()
             np.testing.assert_allclose(obj[1], split_unit(hs), atol=1e-6)
     sk = rs.Sketcher(64, family="orthogonal")
