@@ -362,7 +362,16 @@ def _capture_layers(model: nn.Module, inputs: Any, n: int, device: torch.device,
             mask = batch.get("attention_mask") if isinstance(batch, Mapping) else None
             hooks.reset()
             with torch.set_grad_enabled(need_grad):
-                out = _call(model, _needs_grad(batch) if need_grad else batch)
+                try:
+                    out = _call(model, _needs_grad(batch) if need_grad else batch)
+                except Exception as exc:
+                    # the model's own error keeps its type; say where it happened
+                    if hasattr(exc, "add_note"):
+                        last = repr(hooks.fired[-1]) if hooks.fired else "none"
+                        exc.add_note(f"recsketch.torch.capture: the forward pass of batch "
+                                     f"{lo // batch_size} failed; last selected layer that "
+                                     f"ran: {last}")
+                    raise
                 if lay is None:
                     fired = list(hooks.fired)
                     if not fired:
