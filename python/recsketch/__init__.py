@@ -2,6 +2,8 @@
 
 A modular network's communication graph becomes one small vector, the sketch, built with seeded
 random matrices; queries recover attributes, counts and similarities from sketches alone.
+``recsketch.torch`` (extra ``recsketch[torch]``, imported only on request) captures a PyTorch
+forward pass as graphs.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from .info import build_info
 from .matrices import RandomMatrix
 from .network import NetworkModel, NetworkTruth, RecoveredModule, TreeEdge, learn_network
 from .queries import METHODS, AttributeEstimate, SubSketch
+from .repository import Repository
 from .similarity import Similarity, similarity
 from .sketcher import FAMILIES, ModuleInfo, Sketcher
 
@@ -50,6 +53,7 @@ __all__ = [
     "RandomMatrix",
     "RecoveredMatrix",
     "RecoveredModule",
+    "Repository",
     "Similarity",
     "Sketcher",
     "SubSketch",

@@ -13,9 +13,11 @@ import numpy as np
 __all__ = ["Graph", "Handle", "FlatGraphs"]
 
 # Tolerances: attributes are unit-norm and weights sum to at most one "up to rounding" of the
-# caller's float32 or float64 arithmetic, no further.
+# caller's float32 or float64 arithmetic, no further. Weights renormalised in float32 sum to
+# 1 + O(1e-7) (issue 10): a total within _WEIGHT_TOL (relative) above 1 is accepted and the
+# weights are divided by it, so the stored weights always sum to at most 1.
 _NORM_TOL = 1e-5
-_WEIGHT_TOL = 1e-9
+_WEIGHT_TOL = 1e-6
 
 
 class Handle:
@@ -59,9 +61,23 @@ def _check_weight(w: Any, what: str) -> float:
     if isinstance(w, (bool, np.bool_)) or not isinstance(w, numbers.Real):
         raise TypeError(f"{what}: weight must be a real number, got {type(w).__name__}")
     value = float(w)
-    if not math.isfinite(value) or value < 0.0 or value > 1.0:
+    if not math.isfinite(value) or value < 0.0 or value > 1.0 + _WEIGHT_TOL:
         raise ValueError(f"{what}: weight must be finite and in [0, 1], got {value!r}")
     return value
+
+
+def _plain_array(values: Any) -> Any:
+    """A tensor that requires grad (or lives on a device) as something ``np.array`` reads.
+
+    Duck-typed so that this module never imports torch: ``.detach().cpu().numpy()``."""
+    detach = getattr(values, "detach", None)
+    if callable(detach) and not isinstance(values, np.ndarray):
+        values = detach()
+        for step in ("cpu", "numpy"):
+            method = getattr(values, step, None)
+            if callable(method):
+                values = method()
+    return values
 
 
 class Graph:
@@ -97,10 +113,13 @@ class Graph:
             Name of the module that produced the object.
         attributes : array_like, 1-D
             Nonnegative, finite, unit ℓ2 norm (to within 1e-5) unless ``normalize``; length at
-            most the Sketcher's ``d_sketch`` (checked when sketched).
+            most the Sketcher's ``d_sketch`` (checked when sketched). Anything ``np.array``
+            reads, and tensors (detached and copied to the CPU first, so one that requires
+            grad works); the values are copied.
         inputs : sequence of (Handle, weight)
             The objects this one was built from, in position order, with importance weights in
-            [0, 1] summing to at most 1.
+            [0, 1] summing to at most 1. A sum at most 1e-6 (relative) above 1, the rounding of
+            weights renormalised in float32, is accepted and the weights are divided by it.
         normalize : bool
             Scale the attributes to unit norm instead of requiring it.
         """
@@ -128,11 +147,60 @@ class Graph:
         self._depths(edges)  # validates before the graph changes
         self._output = edges
 
+    @classmethod
+    def combine(cls, graphs: Sequence["Graph"], weights: Optional[Sequence[float]] = None
+                ) -> "Graph":
+        """Several inputs' graphs under one output: a scene of several images, a page of
+        several sentences (the paper's scenes are built this way from single inputs).
+
+        The result holds every object of every graph (graph 0's objects first, each graph's
+        in ``add`` order); its output takes each graph's output inputs with their weights
+        multiplied by ``weights[i]`` (default ``1 / len(graphs)``; finite, nonnegative,
+        summing to at most 1 up to the tolerance of :meth:`add`). Depths are unchanged, so a
+        module keeps its depth; a module at different depths in two graphs is a ValueError.
+        The input graphs are not modified (attribute arrays are shared: they are read-only).
+        """
+        if isinstance(graphs, Graph) or not isinstance(graphs, Sequence):
+            raise TypeError("combine takes a sequence of recsketch.Graph")
+        graphs = list(graphs)
+        if not graphs:
+            raise ValueError("combine needs at least one graph")
+        for i, g in enumerate(graphs):
+            if not isinstance(g, Graph):
+                raise TypeError(f"graph {i} is a {type(g).__name__}, not a recsketch.Graph")
+            if g._output is None:
+                raise ValueError(f"graph {i} has no output; call set_output first")
+        if weights is None:
+            scale = [1.0 / len(graphs)] * len(graphs)
+        else:
+            if isinstance(weights, (str, bytes)) or not isinstance(weights, Sequence) and not (
+                    isinstance(weights, np.ndarray) and weights.ndim == 1):
+                raise TypeError("weights must be a sequence of numbers, one per graph")
+            if len(weights) != len(graphs):
+                raise ValueError(f"{len(weights)} weights for {len(graphs)} graphs")
+            scale = [_check_weight(w, f"graph {i}") for i, w in enumerate(weights)]
+            total = math.fsum(scale)
+            if total > 1.0 + _WEIGHT_TOL:
+                raise ValueError(f"the graph weights sum to {total!r}, more than 1")
+        out = cls()
+        output: List[Tuple[Handle, float]] = []
+        for g, w in zip(graphs, scale):
+            base = len(out._modules)
+            out._modules.extend(g._modules)
+            out._attributes.extend(g._attributes)
+            out._inputs.extend([(base + c, v) for c, v in e] for e in g._inputs)
+            output.extend((Handle(out, base + c), v * w) for c, v in g._output)
+        try:
+            out.set_output(output)
+        except ValueError as exc:
+            raise ValueError(f"cannot combine: {exc}") from None
+        return out
+
     @staticmethod
     def _check_attributes(attributes: Any, what: str, normalize: bool) -> np.ndarray:
         try:
-            x = np.array(attributes, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
+            x = np.array(_plain_array(attributes), dtype=np.float64)
+        except (TypeError, ValueError, RuntimeError) as exc:
             raise TypeError(f"{what}: attributes must be a 1-D array of numbers ({exc})") from exc
         if x.ndim != 1:
             raise ValueError(f"{what}: attributes must be 1-D, got shape {x.shape}")
@@ -170,6 +238,10 @@ class Graph:
         total = math.fsum(w for _, w in edges)
         if total > 1.0 + _WEIGHT_TOL:
             raise ValueError(f"{what}: input weights sum to {total!r}, more than 1")
+        if total > 1.0:  # rounding of the caller's renormalisation: renormalise again
+            edges = [(k, w / total) for k, w in edges]
+            if math.fsum(w for _, w in edges) > 1.0:
+                edges = [(k, math.nextafter(w, 0.0)) for k, w in edges]
         return edges
 
     # -- structure -------------------------------------------------------------------------
