@@ -310,27 +310,34 @@ class Repository:
 
     def find_object(self, s: Any, module: str, k: int = 10, *,
                     path: Optional[Sequence[int]] = None, candidates: Optional[int] = None,
-                    method: str = "matched") -> ObjectMatches:
+                    rerank: bool = False, method: str = "matched") -> ObjectMatches:
         """The ``k`` stored objects of ``module`` that best match the object of that module in
         the sketch ``s`` (an overall sketch ``(d,)``, an :class:`ErasedSketch` or a
-        :class:`SubSketch`), best first.
+        :class:`SubSketch`), best first: :class:`ObjectMatches` (object ids, graph ids,
+        indices in the graphs, scores, fingerprint scores). Needs graphs added with
+        ``add_graphs(..., objects=True)``.
 
         1. Fingerprint: the object's attribute is recovered from ``s`` (``sketcher.attributes``
-           with ``path``; without it the module must have one object in ``s``), and compared
-           (cosine, ``fingerprint_scores``) with every stored fingerprint of the module (the
-           attribute read back from each stored object sketch at add time). The
-           ``candidates`` best (default ``max(10 k, 100)``) go on.
-        2. Re-ranking, when ``path`` is given (or ``s`` is the object's own SubSketch): the
-           object's sketch is rebuilt from ``s`` (its sub-sketch wrapped by ``P(R[M,0])``) and
-           compared (cosine, ``scores``) with each candidate's stored object sketch, which
-           carries its whole sub-DAG, not only its attribute. Without a path, ``scores`` are
-           the fingerprint cosines.
+           with ``path``, the input positions from the output down to the object; without it
+           the module must have one object in ``s``) and compared with every stored fingerprint
+           of the module (the attribute read back from each stored object sketch when it was
+           added). ``fingerprint_scores`` are these cosines; without re-ranking they are also
+           ``scores``. Cost: one read-out of ``s`` and a product with the module's stored
+           fingerprints (held in memory for the query: ``attribute_dim`` float32 each).
+        2. With ``rerank=True`` (and a ``path``, or ``s`` the object's own SubSketch), the
+           ``candidates`` best (default ``max(10 k, 100)``) are re-ranked: the object's sketch is
+           rebuilt from ``s`` (its sub-sketch wrapped by ``P(R[M,0])``) and ``scores`` are the
+           cosines between it and each candidate's stored object sketch, both centred on the
+           candidates' mean. Off by default: on the scenes of ``bench/find_object.py`` it
+           identifies the object less often than the fingerprints alone (docs/objects.md).
         """
         from ..queries import SubSketch
         if not isinstance(module, str):
             raise TypeError(f"module must be a str, got {type(module).__name__}")
         if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
+        if not isinstance(rerank, bool):
+            raise TypeError(f"rerank must be True or False, got {rerank!r}")
         if candidates is None:
             candidates = max(10 * int(k), 100)
         if isinstance(candidates, bool) or not isinstance(candidates, numbers.Integral) \
@@ -353,7 +360,7 @@ class Repository:
             if not np.all(np.isfinite(x)):
                 raise ValueError("the sketch contains NaN or infinity")
             target = rebuild_object_sketch(self._sketcher, s, module, path) \
-                if (path or own) else None
+                if rerank and (path or own) else None
         oid, gid, idx, off, blobs = self._objects.of_module(module)
         if oid.size == 0:
             empty = np.zeros(0, np.int64)
@@ -367,6 +374,10 @@ class Repository:
             score = fscore[top]
         else:
             y = self._objects.read(off[top]).astype(np.float64)
+            if top.size > 1:
+                # what the module's object sketches share (its R[M,2] e_1 channel, the common
+                # part of its attributes) dominates raw cosines and tells nothing apart
+                y -= y.mean(axis=0)
             norm = np.linalg.norm(y, axis=1)
             score = np.divide(y @ target, norm, out=np.zeros(top.size), where=norm > 0)
             order = np.lexsort((oid[top], -score))
