@@ -58,10 +58,11 @@ class ObjectBatch(NamedTuple):
 class ObjectMatches(NamedTuple):
     """Result of :meth:`Repository.find_object`, best first.
 
-    ``scores`` rank the result: the cosine between the candidate's stored object sketch and
-    the object sketch rebuilt from the query (when a path is given; else the fingerprint
-    cosine). ``fingerprint_scores`` are the cosines between the recovered attribute and the
-    candidates' fingerprints (the first, approximate stage).
+    ``fingerprint_scores``: cosines between the attribute recovered from the query and the
+    candidates' fingerprints (the attribute read back from their stored object sketches).
+    ``scores`` rank the result: the fingerprint cosines, or with ``rerank=True`` the centred
+    cosines between the candidates' stored object sketches and the object sketch rebuilt from
+    the query.
     """
 
     object_ids: np.ndarray
