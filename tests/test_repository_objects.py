@@ -88,6 +88,20 @@ def test_find_object_top1_on_scenes(tmp_path):
             assert m.object_ids.size == 3 and np.all(np.diff(m.scores) <= 0)
             hits += (int(m.graph_ids[0]), int(m.indices[0])) == (int(ids[k]), cat.index)
         assert hits >= 14
+        # erased (3/4 prefix kept; measured 15 of 20) and the cat's own sub-sketch (measured
+        # 5 of 20: the sub-sketch's read-out is noisier than the overall sketch's; chance 0.5)
+        from recsketch.erasure import erase
+        hits_erased = hits_sub = 0
+        for k in range(20):
+            g = graphs[k]
+            cat = [h for h, _ in g.output if h.module == "cat"][0]
+            s = repo.get(int(ids[k]))
+            m = repo.find_object(erase(s, 0.75, "prefix"), "cat", 1, path=[2])
+            hits_erased += (int(m.graph_ids[0]), int(m.indices[0])) == (int(ids[k]), cat.index)
+            sub = repo.sketcher.subsketch(s, [2], "cat")
+            m = repo.find_object(sub, "cat", 1)
+            hits_sub += (int(m.graph_ids[0]), int(m.indices[0])) == (int(ids[k]), cat.index)
+        assert hits_erased >= 12 and hits_sub >= 3
         # an unknown module has no objects; a module of the registry without objects neither
         with pytest.raises(ValueError):
             repo.find_object(repo.get(int(ids[0])), "dog", 1, path=[2])

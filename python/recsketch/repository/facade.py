@@ -347,14 +347,9 @@ class Repository:
         own = isinstance(s, SubSketch) and s.module == module and not path
         with self._sketcher_lock:
             info = self._sketcher.module_info(module)
-            if own:
-                # the object's own tuple sketch: its attribute sits at depth h from it
-                x = fingerprints(self._sketcher, module,
-                                 self._sketcher.module_matrix(module, 0).half(
-                                     np.asarray(s.values, np.float64))[None, :])[0]
-            else:
-                est = self._sketcher.attributes(s, module, path, method=method)
-                x = np.asarray(est.attributes, np.float64)
+            # on the object's own SubSketch the Sketcher reads the object's attribute (no path)
+            est = self._sketcher.attributes(s, module, None if own else path, method=method)
+            x = np.asarray(est.attributes, np.float64)
             if x.ndim != 1:
                 raise ValueError("find_object takes one sketch, not a batch")
             if not np.all(np.isfinite(x)):
