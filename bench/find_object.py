@@ -28,12 +28,18 @@ import recsketch as rs
 from recsketch.repository import Repository
 
 
-def scene(seed: int, n_top: int, children: int = 4) -> rs.Graph:
-    """bench/scene.py's scene with ``n_top`` top-level objects (modules alternate cat/wall)."""
+def scene(seed: int, n_top: int, children: int = 4, attrs: str = "uniform") -> rs.Graph:
+    """bench/scene.py's scene with ``n_top`` top-level objects (modules alternate cat/wall).
+    ``attrs``: "uniform" (bench/scene.py's: uniform then normalised) or "relu" (normalised
+    ReLU of a Gaussian, half the coordinates zero, like the features of a real network)."""
     rng = np.random.default_rng(seed)
 
     def unit(m):
-        x = rng.random(m)
+        if attrs == "relu":
+            x = np.maximum(rng.standard_normal(m), 0.0)
+            x[rng.integers(m)] += 1e-3  # never all zero
+        else:
+            x = rng.random(m)
         return x / np.linalg.norm(x)
 
     g = rs.Graph()
@@ -46,9 +52,10 @@ def scene(seed: int, n_top: int, children: int = 4) -> rs.Graph:
     return g
 
 
-def run(d: int, n_top: int, n_graphs: int, n_queries: int, seed: int = 0) -> dict:
+def run(d: int, n_top: int, n_graphs: int, n_queries: int, seed: int = 0,
+        attrs: str = "uniform") -> dict:
     sk = rs.Sketcher(d, seed=seed)
-    graphs = [scene(1000 * n_top + i, n_top) for i in range(n_graphs)]
+    graphs = [scene(1000 * n_top + i, n_top, attrs=attrs) for i in range(n_graphs)]
     with tempfile.TemporaryDirectory() as tmp:
         repo = Repository.create(Path(tmp) / "r", sk)
         ids = repo.add_graphs(graphs, objects=True)
@@ -84,6 +91,7 @@ def run(d: int, n_top: int, n_graphs: int, n_queries: int, seed: int = 0) -> dic
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--attrs", choices=("uniform", "relu"), default="uniform")
     a = ap.parse_args()
     if a.quick:
         grid = [(1014, 2, 20), (4095, 2, 20)]
@@ -94,10 +102,11 @@ def main() -> None:
         nq = 20
     cols = ["d", "cats_in_sketch", "stored_cats", "queries", "chance", "exact-attr NN",
             "fingerprint NN", "re-ranked"]
+    print(f"attributes: {a.attrs}")
     print(" | ".join(cols))
     for d, n_top, n_graphs in grid:
         t0 = time.time()
-        r = run(d, n_top, n_graphs, nq)
+        r = run(d, n_top, n_graphs, nq, attrs=a.attrs)
         print(" | ".join(f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in cols),
               f"({time.time() - t0:.0f} s)", flush=True)
 
