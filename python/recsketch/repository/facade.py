@@ -1,5 +1,6 @@
 """The :class:`Repository`: a thin facade joining the store, the retrieval index, the aggregates,
-clustering, explanation and forgetting (each in its own module of this package).
+clustering, explanation, forgetting and the stored object sketches (each in its own module of
+this package).
 
 Threads: a Repository may be shared by threads. The store's lock guards its connection and
 memory map (and the retrieval index); ``_sketcher_lock`` guards the repository's Sketcher (its
