@@ -8,6 +8,7 @@ One concern per module:
 - ``clusters.py``: k-means clusters and the concepts new since a time;
 - ``explain.py``: which modules or objects make two sketches similar;
 - ``forgetting.py``: forgetting policies and the lengths they keep;
+- ``objects.py``: object sketches stored with their graphs, and fingerprint search;
 - ``times.py``: parsing timestamps;
 - ``facade.py``: :class:`Repository`, joining them.
 """
@@ -16,5 +17,7 @@ from .aggregates import DEFAULT_CHUNK_BYTES
 from .clusters import Clusters
 from .facade import Repository
 from .forgetting import DEFAULT_POLICY, ForgetPolicy
+from .objects import ObjectMatches
 
-__all__ = ["Repository", "Clusters", "ForgetPolicy", "DEFAULT_POLICY", "DEFAULT_CHUNK_BYTES"]
+__all__ = ["Repository", "Clusters", "ForgetPolicy", "DEFAULT_POLICY", "DEFAULT_CHUNK_BYTES",
+           "ObjectMatches"]

@@ -1,5 +1,6 @@
 """The :class:`Repository`: a thin facade joining the store, the retrieval index, the aggregates,
-clustering, explanation and forgetting (each in its own module of this package).
+clustering, explanation, forgetting and the stored object sketches (each in its own module of
+this package).
 
 Threads: a Repository may be shared by threads. The store's lock guards its connection and
 memory map (and the retrieval index); ``_sketcher_lock`` guards the repository's Sketcher (its
@@ -27,6 +28,8 @@ from .clusters import Clusters, kmeans
 from .explain import explain_pair
 from .forgetting import ForgetPolicy, parse_policy, target_lengths
 from .index import RetrievalIndex
+from .objects import (ObjectBatch, ObjectMatches, ObjectStore, fingerprints,
+                      rebuild_object_sketch)
 from .store import Store, selection
 from .times import TimeLike, to_seconds
 
@@ -56,6 +59,7 @@ class Repository:
         self._sketcher = sketcher
         self._sketcher_lock = threading.RLock()
         self._index = RetrievalIndex(store)
+        self._objects = ObjectStore(store)
         self._aggregates = Aggregates(store, sketcher, self._sketcher_lock)
         self._chunk_bytes = DEFAULT_CHUNK_BYTES
 
@@ -195,7 +199,7 @@ class Repository:
         return self._add(sketches, ids, timestamps, labels, registry=False)
 
     def _add(self, sketches: Any, ids: Any, timestamps: Any, labels: Any, *,
-             registry: bool) -> np.ndarray:
+             registry: bool, objects: Optional[ObjectBatch] = None) -> np.ndarray:
         store = self._store
         store.check_open()
         d = store.d
@@ -217,25 +221,165 @@ class Repository:
         ts = _timestamps(timestamps, n)
         lab = _labels(labels, n)
         # the modules of these sketches, in the same transaction
-        hook = (lambda: self._store_registry(self._sketcher)) if registry else None
+        def hook(new_ids: np.ndarray) -> None:
+            if registry:
+                self._store_registry(self._sketcher)
+            if objects is not None:
+                self._objects.write(objects, new_ids)
         return store.append(stored, ids, ts, lab, in_transaction=hook)
 
-    def add_graphs(self, graphs: Sequence[Any], *, num_threads: Optional[int] = None,
-                   **kwargs: Any) -> np.ndarray:
-        """Sketch graphs with the repository's Sketcher, record new modules, and :meth:`add`."""
+    def add_graphs(self, graphs: Sequence[Any], *, objects: bool = False,
+                   num_threads: Optional[int] = None, **kwargs: Any) -> np.ndarray:
+        """Sketch graphs with the repository's Sketcher, record new modules, and :meth:`add`.
+
+        With ``objects=True`` every object's sketch is stored too (bit-identical to
+        ``sketcher.sketch(g, return_objects=True)``), with its module, its graph's id, its
+        ``Handle.index`` and its fingerprint, in the same transaction as the graphs' sketches:
+        see :meth:`find_object` and :meth:`object_sketches`. Each object costs ``d`` values
+        of the repository's dtype plus ``attribute_dim`` float32.
+        """
         unknown = set(kwargs) - {"ids", "timestamps", "labels"}
         if unknown:
             raise TypeError(f"add_graphs got unexpected keywords {sorted(unknown)}")
+        if not isinstance(objects, bool):
+            raise TypeError(f"objects must be True or False, got {objects!r}")
         self._store.check_open()
+        batch = None
         with self._sketcher_lock:  # sketching registers the graphs' new modules
+            # sketch_many validates every graph before any is sketched or registered
             s = self._sketcher.sketch_many(graphs, num_threads=num_threads)
+            if objects:
+                batch = self._object_batch(graphs, num_threads)
         return self._add(s, kwargs.get("ids"), kwargs.get("timestamps"), kwargs.get("labels"),
-                         registry=True)
+                         registry=True, objects=batch)
+
+    def _object_batch(self, graphs: Sequence[Any], num_threads: Optional[int]
+                      ) -> ObjectBatch:
+        """Under the Sketcher's lock: the object sketches of every graph and their
+        fingerprints. (The Sketcher returns object sketches one graph at a time, so the
+        graphs are sketched a second time here.)"""
+        sk = self._sketcher
+        dt = self._store.dtype
+        gpos: List[int] = []
+        index: List[int] = []
+        module: List[str] = []
+        rows: List[np.ndarray] = []
+        for k, g in enumerate(graphs):
+            _, objs = sk.sketch(g, return_objects=True, num_threads=num_threads)
+            for h in g:
+                gpos.append(k)
+                index.append(h.index)
+                module.append(h.module)
+            rows.append(np.asarray(objs))
+        d = self._store.d
+        sketches = np.concatenate(rows) if rows else np.zeros((0, d))
+        stored = sketches.astype(dt)
+        if not np.all(np.isfinite(stored)):
+            raise ValueError(f"object sketches overflow the storage dtype {dt}")
+        fps: List[Optional[np.ndarray]] = [None] * len(module)
+        names = np.asarray(module, dtype=object)
+        for name in sorted(set(module)):
+            at = np.flatnonzero(names == name)
+            # read from the stored values, so a fingerprint matches what find_object re-reads
+            fp = fingerprints(sk, name, stored[at].astype(np.float64))
+            for r, a in enumerate(at.tolist()):
+                fps[a] = fp[r]
+        return ObjectBatch(np.asarray(gpos, np.int64), np.asarray(index, np.int64), module,
+                           stored, fps)  # type: ignore[arg-type]
 
     def delete(self, ids: Any) -> int:
         """Delete sketches by id (unknown ids are a ValueError, nothing deleted); returns the
-        number deleted. Their space is reclaimed by the next :meth:`forget` or :meth:`compact`."""
-        return self._store.delete(ids)
+        number deleted, and their stored objects go with them. Their space is reclaimed by the
+        next :meth:`forget` or :meth:`compact` (that of their objects is not yet)."""
+        return self._store.delete(ids, in_transaction=self._objects.delete_graphs)
+
+    # -- stored objects ---------------------------------------------------------------------------
+    def object_sketches(self, graph_id: int) -> Tuple[List[str], np.ndarray]:
+        """``(modules, sketches)`` of the objects stored with a graph's sketch, in
+        ``Handle.index`` order: ``sketches`` is float32 ``(n_objects, d)``. ValueError if the
+        graph was stored without its objects (or is unknown)."""
+        if isinstance(graph_id, bool) or not isinstance(graph_id, numbers.Integral):
+            raise TypeError(f"graph_id must be an integer, got {graph_id!r}")
+        idx, modules, off = self._objects.of_graph(int(graph_id))
+        if idx.size == 0:
+            raise ValueError(f"no objects stored for sketch {graph_id}")
+        return modules, self._objects.read(off)
+
+    def object_count(self) -> int:
+        """How many object sketches are stored."""
+        return self._objects.count()
+
+    def find_object(self, s: Any, module: str, k: int = 10, *,
+                    path: Optional[Sequence[int]] = None, candidates: Optional[int] = None,
+                    rerank: bool = False, method: str = "matched") -> ObjectMatches:
+        """The ``k`` stored objects of ``module`` that best match the object of that module in
+        the sketch ``s`` (an overall sketch ``(d,)``, an :class:`ErasedSketch` or a
+        :class:`SubSketch`), best first: :class:`ObjectMatches` (object ids, graph ids,
+        indices in the graphs, scores, fingerprint scores). Needs graphs added with
+        ``add_graphs(..., objects=True)``.
+
+        1. Fingerprint: the object's attribute is recovered from ``s`` (``sketcher.attributes``
+           with ``path``, the input positions from the output down to the object; without it
+           the module must have one object in ``s``) and compared with every stored fingerprint
+           of the module (the attribute read back from each stored object sketch when it was
+           added). ``fingerprint_scores`` are these cosines; without re-ranking they are also
+           ``scores``. Cost: one read-out of ``s`` and a product with the module's stored
+           fingerprints (held in memory for the query: ``attribute_dim`` float32 each).
+        2. With ``rerank=True`` (and a ``path``, or ``s`` the object's own SubSketch), the
+           ``candidates`` best (default ``max(10 k, 100)``) are re-ranked: the object's sketch is
+           rebuilt from ``s`` (its sub-sketch wrapped by ``P(R[M,0])``) and ``scores`` are the
+           cosines between it and each candidate's stored object sketch, both centred on the
+           candidates' mean. Off by default: on the scenes of ``bench/find_object.py`` it
+           identifies the object less often than the fingerprints alone (docs/objects.md).
+        """
+        from ..queries import SubSketch
+        if not isinstance(module, str):
+            raise TypeError(f"module must be a str, got {type(module).__name__}")
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        if not isinstance(rerank, bool):
+            raise TypeError(f"rerank must be True or False, got {rerank!r}")
+        if candidates is None:
+            candidates = max(10 * int(k), 100)
+        if isinstance(candidates, bool) or not isinstance(candidates, numbers.Integral) \
+                or candidates < k:
+            raise ValueError(f"candidates must be an integer >= k, got {candidates!r}")
+        self._store.check_open()
+        own = isinstance(s, SubSketch) and s.module == module and not path
+        with self._sketcher_lock:
+            info = self._sketcher.module_info(module)
+            # on the object's own SubSketch the Sketcher reads the object's attribute (no path)
+            est = self._sketcher.attributes(s, module, None if own else path, method=method)
+            x = np.asarray(est.attributes, np.float64)
+            if x.ndim != 1:
+                raise ValueError("find_object takes one sketch, not a batch")
+            if not np.all(np.isfinite(x)):
+                raise ValueError("the sketch contains NaN or infinity")
+            target = rebuild_object_sketch(self._sketcher, s, module, path) \
+                if rerank and (path or own) else None
+        oid, gid, idx, off, blobs = self._objects.of_module(module)
+        if oid.size == 0:
+            empty = np.zeros(0, np.int64)
+            return ObjectMatches(empty, empty, empty, np.zeros(0), np.zeros(0))
+        fp = np.frombuffer(b"".join(blobs), np.float32).reshape(oid.size, info.attribute_dim)
+        fscore = fp.astype(np.float64) @ x
+        c = min(int(candidates), oid.size)
+        top = np.argpartition(-fscore, c - 1)[:c] if c < oid.size else np.arange(oid.size)
+        top = top[np.lexsort((oid[top], -fscore[top]))]
+        if target is None:
+            score = fscore[top]
+        else:
+            y = self._objects.read(off[top]).astype(np.float64)
+            if top.size > 1:
+                # what the module's object sketches share (its R[M,2] e_1 channel, the common
+                # part of its attributes) dominates raw cosines and tells nothing apart
+                y -= y.mean(axis=0)
+            norm = np.linalg.norm(y, axis=1)
+            score = np.divide(y @ target, norm, out=np.zeros(top.size), where=norm > 0)
+            order = np.lexsort((oid[top], -score))
+            top, score = top[order], score[order]
+        top, score = top[:k], score[:k]
+        return ObjectMatches(oid[top], gid[top], idx[top], score, fscore[top])
 
     # -- reading -------------------------------------------------------------------------------
     def get(self, ids: Any) -> np.ndarray:

@@ -159,6 +159,12 @@ class Store:
         self._db.executemany("UPDATE meta SET value = ? WHERE key = ?",
                              [(str(v), k) for k, v in values.items()])
 
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The connection, for the other tables of this folder (``objects.py``); use it under
+        :attr:`lock`, and write only inside :meth:`transaction`."""
+        return self._db
+
     @contextmanager
     def writer(self) -> Iterator[None]:
         """Exclusive write access across threads and processes (blocking flock on write.lock)."""
@@ -208,9 +214,10 @@ class Store:
     # -- writing ------------------------------------------------------------------------------------
     def append(self, stored: np.ndarray, ids: Any, timestamps: List[float],
                labels: List[Optional[str]],
-               in_transaction: Optional[Callable[[], None]] = None) -> np.ndarray:
+               in_transaction: Optional[Callable[[np.ndarray], None]] = None) -> np.ndarray:
         """Store rows ``(n, d)`` already in the storage dtype, all or nothing; returns the ids.
-        ``in_transaction`` runs inside the committing transaction (its error rolls back)."""
+        ``in_transaction(new_ids)`` runs inside the committing transaction (its error rolls
+        back)."""
         n = stored.shape[0]
         with self.writer():
             meta = self.meta()
@@ -230,7 +237,7 @@ class Store:
                               next_id=max(next_id, int(new_ids.max()) + 1),
                               change=int(meta["change"]) + 1)
                 if in_transaction is not None:
-                    in_transaction()
+                    in_transaction(new_ids)
         return new_ids
 
     def _new_ids(self, ids: Any, n: int, next_id: int) -> np.ndarray:
@@ -260,7 +267,10 @@ class Store:
                 found += [r[0] for r in self._db.execute(q, part)]
         return np.asarray(sorted(found), dtype=np.int64)
 
-    def delete(self, ids: Any) -> int:
+    def delete(self, ids: Any,
+               in_transaction: Optional[Callable[[np.ndarray], None]] = None) -> int:
+        """Delete sketches by id, all or nothing; ``in_transaction(ids)`` runs inside the
+        committing transaction (the objects of those sketches go with them)."""
         want = np.unique(np.atleast_1d(np.asarray(ids)).astype(np.int64))
         with self.writer():
             found = self.existing(want)
@@ -273,6 +283,8 @@ class Store:
                                      [(int(i),) for i in want])
                 self._db.executemany("INSERT INTO retired VALUES (?)", [(int(i),) for i in want])
                 self.set_meta(change=int(meta["change"]) + 1)
+                if in_transaction is not None:
+                    in_transaction(want)
         return int(want.size)
 
     def rewrite(self, new_lengths: Optional[Callable[[np.ndarray], np.ndarray]]
