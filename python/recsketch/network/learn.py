@@ -45,6 +45,7 @@ import numpy as np
 from .._checks import check_fraction, check_int, check_num_threads
 from ..dictionary import DictionaryLearner, RecoveredMatrix
 from ..sketcher import Sketcher
+from .unmix import unmix
 
 if TYPE_CHECKING:
     from .evaluate import NetworkScore, NetworkTruth
@@ -53,6 +54,7 @@ __all__ = ["learn_network", "infer_tree", "depth_from_gain", "NetworkModel", "Re
            "TreeEdge", "OUTPUT"]
 
 OUTPUT = "output"  # the parent of the top-level modules in edges and truths
+METHODS = ("sample", "unmix")
 
 
 @dataclass(frozen=True)
@@ -161,6 +163,7 @@ def learn_network(inputs: Any, sketches: Any, *, sketcher: Optional[Sketcher] = 
                   tau: float = 0.7, min_votes: int = 2, min_path_weight: float = 2.0 ** -3.5,
                   max_attribute_dim: int = 256,
                   sign_purity: float = 0.9, min_r2_gain: float = 0.05,
+                  method: str = "sample", rank: Optional[int] = None, refine: int = 20,
                   num_threads: Optional[int] = None, progress: bool = False) -> NetworkModel:
     """Learn the modules and the communication tree of a network from its overall sketches.
 
@@ -190,6 +193,19 @@ def learn_network(inputs: Any, sketches: Any, *, sketcher: Optional[Sketcher] = 
     min_r2_gain : float
         An edge ``parent <- child`` needs the child to add at least this much R^2 to the least-
         squares explanation of the parent's attributes.
+    method : {"sample", "unmix"}
+        ``"sample"`` (default): decode every sample's blocks on its own (the module docstring;
+        top level only). ``"unmix"``: for sketches of a *fixed tree*, decode the blocks of the
+        row space of all sketches instead (:mod:`recsketch.network.unmix`): every word is
+        whitened to unit norm whatever its gain, which reaches depth 3 where one sample cannot
+        (``docs/unmix.md``). It needs more samples than words (``K`` = sum of attribute
+        lengths + 1 per object).
+    rank : int, optional
+        ``method="unmix"`` only: the number of words ``K``; default from the largest gap of the
+        singular values (:func:`recsketch.network.unmix.choose_rank`).
+    refine : int
+        ``method="unmix"`` only: rounds of the nonnegative refinement of the coefficients
+        (0: the unmixed estimate alone).
     num_threads : threads of the block scan (None: all). progress : tqdm bar while scanning.
 
     Returns
@@ -222,12 +238,22 @@ def learn_network(inputs: Any, sketches: Any, *, sketcher: Optional[Sketcher] = 
     max_dim = check_int(max_attribute_dim, "max_attribute_dim", minimum=1)
     r2_gain = check_fraction(min_r2_gain, "min_r2_gain")
     check_num_threads(num_threads)
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method == "sample" and (rank is not None or refine != 20):
+        raise ValueError("rank= and refine= apply to method='unmix' only")
     learner = DictionaryLearner(d, b, q, tau=tau, min_votes=min_votes, num_threads=num_threads,
                                 progress=progress)  # validates b against d, tau, min_votes
-
-    learner.fit(Y)
-    coef = learner.transform(Y)
-    clusters = _clusters(learner, coef)
+    if method == "unmix":
+        if rank is not None:
+            check_int(rank, "rank", minimum=1, maximum=n)
+        rounds = check_int(refine, "refine", minimum=0)
+        un = unmix(Y, b, q, rank=rank, min_votes=min_votes, refine=rounds,
+                   num_threads=num_threads)
+        clusters = _split_atoms(un.matrices, un.atoms, un.coefficients)
+    else:
+        learner.fit(Y)
+        clusters = _clusters(learner, learner.transform(Y))
     kept, garbage = _split_garbage(clusters, purity, max_dim)
     pairs, unpaired = _pair(clusters, kept)
     # A lone column-0 cluster is a count column without its attribute matrix (or the reverse);
@@ -255,8 +281,12 @@ _Cluster = Tuple[RecoveredMatrix, np.ndarray]  # the matrix and its (n_samples, 
 
 
 def _clusters(learner: DictionaryLearner, coef: np.ndarray) -> List[_Cluster]:
-    atoms = learner.atoms_
-    return [(mat, coef[:, atoms[:, 0] == k]) for k, mat in enumerate(learner.matrices_)]
+    return _split_atoms(learner.matrices_, learner.atoms_, coef)
+
+
+def _split_atoms(matrices: List[RecoveredMatrix], atoms: np.ndarray, coef: np.ndarray
+                 ) -> List[_Cluster]:
+    return [(mat, coef[:, atoms[:, 0] == k]) for k, mat in enumerate(matrices)]
 
 
 def _split_garbage(clusters: List[_Cluster], purity: float, max_dim: int
