@@ -4,7 +4,8 @@ decoding in the same run.
 The teacher is ``deep`` of ``bench/teacher_network.py`` (output <- root <- 2 mids <- 2 leaves
 each; depths 2, 3, 4; a fixed tree). For each (d, q, S, seed) the sketches are made once and
 ``learn_network`` runs with ``method="sample"`` (the baseline: every sample decoded on its own)
-and ``method="unmix"`` (with and without the coefficient refinement). Scored against the truth
+and ``method="unmix"`` (with and without 20 rounds of the per-sample NNLS refinement of the
+coefficients). Scored against the truth
 (:class:`NetworkTruth`): per depth, modules and matrices identified, essential columns
 recovered (Hamming <= 0.2 q d) / partial / wrong, attribute error after the gain is divided
 out, gain error, depth and tree edges. Beside it, per depth, from the truth:
@@ -83,7 +84,7 @@ def run(d: int, q: float, S: int, seed: int) -> dict:
     truth = NetworkTruth.from_graphs(sk, graphs)
     res = {"d": d, "b": b, "q": q, "S": S, "seed": seed, "t_sketch": t_sketch}
     for label, kw in (("sample", {}), ("unmix", {"method": "unmix"}),
-                      ("unmix, no refine", {"method": "unmix", "refine": 0})):
+                      ("unmix + NNLS", {"method": "unmix", "refine": 20})):
         t0 = time.perf_counter()
         model = learn_network(inputs, Y, sketcher=sk, **kw)
         res[f"t {label}"] = time.perf_counter() - t0
@@ -104,7 +105,7 @@ def table(rows: List[dict]) -> str:
            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         for h in sorted(r["sample"].levels):
-            for label in ("sample", "unmix", "unmix, no refine"):
+            for label in ("sample", "unmix", "unmix + NNLS"):
                 s = r[label].levels[h]
                 out.append(f"| {r['d']}, {r['q']:g} | {r['S']} | {r['seed']} | {h} | {label} | "
                            + " | ".join(s.cells()) + " |")

@@ -163,7 +163,7 @@ def learn_network(inputs: Any, sketches: Any, *, sketcher: Optional[Sketcher] = 
                   tau: float = 0.7, min_votes: int = 2, min_path_weight: float = 2.0 ** -3.5,
                   max_attribute_dim: int = 256,
                   sign_purity: float = 0.9, min_r2_gain: float = 0.05,
-                  method: str = "sample", rank: Optional[int] = None, refine: int = 20,
+                  method: str = "sample", rank: Optional[int] = None, refine: int = 0,
                   num_threads: Optional[int] = None, progress: bool = False) -> NetworkModel:
     """Learn the modules and the communication tree of a network from its overall sketches.
 
@@ -204,8 +204,9 @@ def learn_network(inputs: Any, sketches: Any, *, sketcher: Optional[Sketcher] = 
         ``method="unmix"`` only: the number of words ``K``; default from the largest gap of the
         singular values (:func:`recsketch.network.unmix.choose_rank`).
     refine : int
-        ``method="unmix"`` only: rounds of the nonnegative refinement of the coefficients
-        (0: the unmixed estimate alone).
+        ``method="unmix"`` only: rounds of a nonnegative least-squares refinement of the
+        coefficients on each sample's decoded rows (default 0: the unmixed estimate alone,
+        which measured better below the top level; see ``docs/unmix.md``).
     num_threads : threads of the block scan (None: all). progress : tqdm bar while scanning.
 
     Returns
@@ -240,7 +241,7 @@ def learn_network(inputs: Any, sketches: Any, *, sketcher: Optional[Sketcher] = 
     check_num_threads(num_threads)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if method == "sample" and (rank is not None or refine != 20):
+    if method == "sample" and (rank is not None or refine != 0):
         raise ValueError("rank= and refine= apply to method='unmix' only")
     learner = DictionaryLearner(d, b, q, tau=tau, min_votes=min_votes, num_threads=num_threads,
                                 progress=progress)  # validates b against d, tau, min_votes

@@ -19,11 +19,11 @@ mixed by per-sample coefficients ``C`` (``g x_j`` and ``g``). The row space of `
 3. The signs are decoded with the Enc decoder of the block scan and voted on exactly as
    :class:`~recsketch.DictionaryLearner` does for samples (a key needs ``min_votes`` blocks):
    the "samples" handed to it are one row holding every block's rounded top singular vector.
-4. :func:`unmix_coefficients` -- per-sample coefficients of every recovered column: the word
-   direction in the span is the (sign-aligned) mean of the top right singular vectors of its
-   decoded blocks; ``C = (Y V) W^+`` with ``W`` the recovered directions, rescaled by the spike
-   height of each direction; then an optional nonnegative refinement (``g x >= 0``) by
-   alternating projected least squares on the decoded blocks (see ``refine``).
+4. :func:`unmix_coefficients` -- per-sample coefficients of every recovered column: with
+   ``V = A M``, ``C = (Y V) M^T``, and a word's row ``m_k`` of ``M`` is read off its own decoded
+   blocks (direction: their top right singular vectors; norm: their top singular values
+   against the known spike height ``1/sqrt(dq)``). An optional nonnegative least-squares
+   refinement on the decoded rows of every sample is measured in the bench (``refine``).
 
 The clusters and coefficients this returns have the same form as the per-sample learner's, so
 :func:`~recsketch.network.learn_network` (``method="unmix"``) applies the same garbage rules,
@@ -149,59 +149,55 @@ def block_directions(V: np.ndarray, block_size: int, *, chunk_blocks: int = 2048
     return strength, left, right
 
 
-def _directions(mat: RecoveredMatrix, right: np.ndarray, left: np.ndarray) -> List[np.ndarray]:
-    """For every recovered column: its unit direction in the span, the sign-aligned mean of the
-    top right singular vectors of its decoded blocks (each block's sign fixed by the column's
-    recovered pattern against the block's rounded left vector)."""
+def _directions(mat: RecoveredMatrix, strength: np.ndarray, left: np.ndarray,
+                right: np.ndarray) -> List[Tuple[np.ndarray, float]]:
+    """For every recovered column: (its unit direction ``w`` in the span, the norm ``|m_k|``).
+
+    With ``A`` the words (``d x K``, word ``k`` scaled so that its identity part is the column
+    ``R e_j`` itself) and ``V = A M`` the orthonormal basis, a block owned by word ``k`` gives
+    ``V_l = (A_k)_l m_k^T``: its top right singular vector is ``m_k / |m_k|`` and its top
+    singular value ``|(A_k)_l| |m_k|``, where the spike part of ``(A_k)_l`` has entries
+    ``+-1/sqrt(dq)``. So ``|m_k| = sigma_l (u_l . p) sqrt(dq) / b`` with ``u_l`` the top left
+    singular vector and ``p`` the column's signs on the block (the projection on ``p`` leaves
+    the word's own diffuse part out). Both are averaged over the column's decoded blocks, each
+    block's sign fixed by ``u_l . p > 0``."""
+    b = mat.block_size
+    root = math.sqrt(mat.d_sketch * mat.density)
     out = []
     for blks, pats in zip(mat.blocks, mat.patterns):
         acc = np.zeros(right.shape[1])
+        norms = []
         for blk, pat in zip(blks, pats):
-            sgn = 1.0 if float(np.dot(left[blk], pat)) >= 0 else -1.0
-            acc += sgn * right[blk]
-        out.append(acc / max(np.linalg.norm(acc), 1e-300))
+            dot = float(np.dot(left[blk], pat))
+            acc += (1.0 if dot >= 0 else -1.0) * right[blk]
+            norms.append(strength[blk] * abs(dot) * root / b)
+        out.append((acc / max(np.linalg.norm(acc), 1e-300), float(np.mean(norms))))
     return out
 
 
 def unmix_coefficients(Y: np.ndarray, V: np.ndarray, matrices: List[RecoveredMatrix],
-                       right: np.ndarray, left: np.ndarray, *, refine: int = 20,
-                       chunk: int = 1 << 16) -> np.ndarray:
-    """Per-sample coefficients ``(S, n_atoms)`` of the recovered columns (atoms in the order of
-    ``matrices`` and their ``columns``).
+                       strength: np.ndarray, left: np.ndarray, right: np.ndarray, *,
+                       refine: int = 0, chunk: int = 1 << 16) -> np.ndarray:
+    """Per-sample coefficients ``(S, n_atoms)`` of the recovered columns ``R e_j`` (atoms in
+    the order of ``matrices`` and their ``columns``).
 
-    Start: with ``W`` (``K x m``) the recovered directions, ``C0 = (Y V) (W^T)^+``: exact when
-    every word was recovered, and otherwise the least-squares share of the span the recovered
-    words explain. Each column of ``C0`` is the coefficient of a *unit* direction; multiplying
-    by its spike height ``sqrt(dq) |a_k|_spike`` (mean ``|entry|`` of ``V w_k`` on the decoded
-    rows) gives the coefficient of the column ``R e_j`` itself, i.e. ``g x_j``.
-
-    Refinement (``refine`` rounds, 0 to skip): alternate (a) the coefficients, by nonnegative
-    projected least squares of the samples' decoded rows on the recovered columns
-    ``R e_j`` (each sample sees only the rows of recovered blocks), starting from ``C0``, with
-    (b) nothing else: the column values are fixed by D (``+-1/sqrt(dq)``), so only the
-    coefficients move. Projected gradient with the exact step ``1 / |R_B|^2`` per block
-    system.
+    ``Y = C A^T`` and ``V = A M`` give ``C = (Y V) M^T``: the coefficient of word ``k`` is
+    ``(Y V) m_k``, one column at a time, whether or not the other words were recovered
+    (:func:`_directions` gives ``m_k`` from the word's own blocks). ``refine > 0`` then runs
+    that many rounds of nonnegative least squares of every sample's decoded rows on the
+    recovered columns, started from it (measured in ``bench/teacher_unmix.py``: it helps
+    where one sample resolves the word, i.e. at the top level, and hurts below).
     """
     n = Y.shape[0]
     m = sum(mat.columns.size for mat in matrices)
     if m == 0:
         return np.zeros((n, 0))
-    W = np.stack([w for mat in matrices for w in _directions(mat, right, left)], axis=1)
+    dirs = [wd for mat in matrices for wd in _directions(mat, strength, left, right)]
+    Mt = np.stack([w * norm for w, norm in dirs], axis=1)  # (K, m): the m_k
     YV = np.zeros((n, V.shape[1]))
     for lo in range(0, V.shape[0], chunk):
         YV += np.asarray(Y[:, lo:lo + chunk], dtype=np.float64) @ V[lo:lo + chunk]
-    C = YV @ np.linalg.pinv(W.T)
-    d, q, b = matrices[0].d_sketch, matrices[0].density, matrices[0].block_size
-    heights = []
-    for mat in matrices:
-        for blks, pats in zip(mat.blocks, mat.patterns):
-            rows = (blks[:, None] * b + np.arange(b)[None, :]).ravel()
-            heights.append(rows)
-    a = 0
-    for k, rows in enumerate(heights):
-        spike = V[rows] @ W[:, k]
-        C[:, k] *= float(np.mean(np.abs(spike))) * math.sqrt(d * q)
-        a += 1
+    C = YV @ Mt
     if refine > 0:
         C = _refine(Y, matrices, C, refine)
     return C
@@ -238,7 +234,7 @@ def _refine(Y: np.ndarray, matrices: List[RecoveredMatrix], C: np.ndarray, round
 
 
 def unmix(Y: np.ndarray, block_size: int, density: float, *, rank: Optional[int] = None,
-          min_votes: int = 2, refine: int = 20, num_threads: Optional[int] = None
+          min_votes: int = 2, refine: int = 0, num_threads: Optional[int] = None
           ) -> UnmixResult:
     """Recover the block-sparse columns and their per-sample coefficients from sketches of a
     fixed tree by unmixing across samples (module docstring). ``Y`` is ``(S, d)`` float32 or
@@ -262,5 +258,5 @@ def unmix(Y: np.ndarray, block_size: int, density: float, *, rank: Optional[int]
     row = np.where(left >= 0, 1.0, -1.0).reshape(1, d)
     learner.fit(row)
     matrices, atoms = learner.matrices_, learner.atoms_
-    C = unmix_coefficients(Y, V, matrices, right, left, refine=rounds)
+    C = unmix_coefficients(Y, V, matrices, strength, left, right, refine=rounds)
     return UnmixResult(s, K, V, strength, matrices, atoms, C)
