@@ -201,8 +201,8 @@ def learn_network(inputs: Any, sketches: Any, *, sketcher: Optional[Sketcher] = 
         (``docs/unmix.md``). It needs more samples than words (``K`` = sum of attribute
         lengths + 1 per object).
     rank : int, optional
-        ``method="unmix"`` only: the number of words ``K``; default from the largest gap of the
-        singular values (:func:`recsketch.network.unmix.choose_rank`).
+        ``method="unmix"`` only: the number of words ``K``; default: the singular values above
+        the rounding floor (:func:`recsketch.network.unmix.choose_rank`).
     refine : int
         ``method="unmix"`` only: rounds of a nonnegative least-squares refinement of the
         coefficients on each sample's decoded rows (default 0: the unmixed estimate alone,
