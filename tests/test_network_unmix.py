@@ -257,3 +257,21 @@ def test_bad_arguments(kwargs, exc, match):
 def test_all_zero_sketches_are_rejected():
     with pytest.raises(ValueError, match="zero"):
         learn_network(None, np.zeros((4, 90)), block_size=45, density=0.1, method="unmix")
+
+
+@pytest.mark.parametrize("Y, exc, match", [
+    (np.ones((3, 90), np.int64), TypeError, "float32 or float64"),
+    (np.ones(90), ValueError, "2-D"),
+    (np.full((3, 90), np.nan), ValueError, "NaN"),
+])
+def test_unmix_rejects_bad_sketches(Y, exc, match):
+    with pytest.raises(exc, match=match):
+        unmix(Y, 45, 0.1)
+
+
+def test_full_rank_sketches_warn():
+    """Random sketches (no fixed tree): every singular value is a word, and the user is told."""
+    Y = np.random.default_rng(0).normal(size=(6, 4095))
+    with pytest.warns(RuntimeWarning, match="not low-rank"):
+        res = unmix(Y, 45, 0.1)
+    assert res.rank == 6

@@ -36,6 +36,7 @@ columns are the rows of spikes, beyond ``max_attribute_dim``) and are scored the
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
@@ -54,7 +55,8 @@ class UnmixResult:
 
     ``singular_values`` of the sketches (all of them, descending), ``rank`` the chosen ``K``,
     ``basis`` the ``(d, K)`` orthonormal row-space basis, ``block_strength`` the top singular
-    value of every block of the basis (``(d / b,)``, 1 = the block is one word's),
+    value of every block of the basis (``(d / b,)``; larger where one word's spike owns the
+    block: measured 0.06-0.3 there against 0.03-0.13 elsewhere at d = 131k),
     ``matrices`` the recovered matrices (voted keys clustered by matrix signature, as
     :attr:`DictionaryLearner.matrices_`), ``atoms`` ``(n_atoms, 2)`` (matrix, column) and
     ``coefficients`` ``(n_samples, n_atoms)`` the per-sample coefficients of every atom.
@@ -118,6 +120,10 @@ def sketch_basis(Y: np.ndarray, rank: Optional[int] = None, *, chunk: int = 1 <<
         raise ValueError("the sketches are all zero: nothing to unmix")
     if K > n:
         raise ValueError(f"rank {K} exceeds the number of samples {n}")
+    if rank is None and K == n:
+        warnings.warn(f"all {n} singular values are above the rounding floor: the sketches are "
+                      "not low-rank (not a fixed tree, or no more samples than words), so "
+                      "unmixing has nothing to separate", RuntimeWarning, stacklevel=3)
     U = evecs[:, :K] / s[:K]
     V = np.empty((d, K))
     for lo in range(0, d, chunk):
@@ -245,6 +251,12 @@ def unmix(Y: np.ndarray, block_size: int, density: float, *, rank: Optional[int]
     float64, finite; ``rank`` overrides :func:`choose_rank`; ``min_votes`` decoded blocks make a
     column (as :class:`DictionaryLearner`); ``refine`` rounds of the nonnegative coefficient
     refinement (0: the unmixed start only)."""
+    if not isinstance(Y, np.ndarray) or Y.dtype not in (np.float32, np.float64):
+        raise TypeError("Y must be a float32 or float64 numpy array")
+    if Y.ndim != 2 or 0 in Y.shape:
+        raise ValueError(f"Y must be 2-D (n_samples, d_sketch) and non-empty, got {Y.shape}")
+    if not np.all(np.isfinite(Y)):
+        raise ValueError("Y contains NaN or infinity")
     n, d = Y.shape
     b = check_int(block_size, "block_size", minimum=3)
     votes = check_int(min_votes, "min_votes", minimum=1)
