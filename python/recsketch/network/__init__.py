@@ -10,6 +10,8 @@ decoding the row space of all the sketches (``learn_network(..., method="unmix")
 from .evaluate import LevelScore, NetworkScore, NetworkTruth
 from .learn import (OUTPUT, NetworkModel, RecoveredModule, TreeEdge, depth_from_gain,
                     infer_tree, learn_network)
+from .unmix import UnmixResult, unmix
 
 __all__ = ["learn_network", "infer_tree", "depth_from_gain", "NetworkModel", "RecoveredModule",
-           "TreeEdge", "OUTPUT", "NetworkTruth", "NetworkScore", "LevelScore"]
+           "TreeEdge", "OUTPUT", "NetworkTruth", "NetworkScore", "LevelScore", "unmix",
+           "UnmixResult"]
