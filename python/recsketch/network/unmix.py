@@ -1,0 +1,278 @@
+"""Unmixing across samples: learning below the top level of a fixed tree (Theorem 5, issue 13).
+
+Why decoding one sample at a time stops at depth 2: an object at depth ``h`` contributes
+``2^(3(h-1))`` words of equal gain; only its all-identity word is block-sparse, and in one sketch
+it competes with the diffuse words of every object, including the heavier ones above it. On a
+*fixed* tree the sketches are exactly ``Y = C A^T``: ``K`` fixed vectors ``A_k`` (the whole path
+of ``(I + R) / 2`` factors applied to one column ``R[M,1] e_j`` or ``R[M,2] e_1`` of an object),
+mixed by per-sample coefficients ``C`` (``g x_j`` and ``g``). The row space of ``Y`` contains every
+``A_k`` at unit scale whatever its gain, so:
+
+1. :func:`sketch_basis` -- an orthonormal basis ``V`` (``d x K``) of the row space, from the
+   ``S x S`` Gram matrix accumulated over column chunks (no ``d x d`` object; one pass over ``Y``
+   per chunk). The rank is the number of singular values above the rounding floor of the
+   Gram route and of float32 (:func:`choose_rank`).
+2. :func:`block_directions` -- in every block ``l`` of ``b`` rows, the top singular vector of
+   ``V[l]`` (``b x K``): the unit vector of the span most concentrated on that block. Where one
+   word's spike ``R[M,k] e_j`` owns the block, it is that spike plus the word's own diffuse part
+   (the floor ``~2^(3(h-1)/2) sqrt(q)`` of the issue), so its signs are the column's signs.
+3. The signs are decoded with the Enc decoder of the block scan and voted on exactly as
+   :class:`~recsketch.DictionaryLearner` does for samples (a key needs ``min_votes`` blocks):
+   the "samples" handed to it are one row holding every block's rounded top singular vector.
+4. :func:`unmix_coefficients` -- per-sample coefficients of every recovered column: with
+   ``V = A M``, ``C = (Y V) M^T``, and a word's row ``m_k`` of ``M`` is read off its own decoded
+   blocks (direction: their top right singular vectors; norm: their top singular values
+   against the known spike height ``1/sqrt(dq)``), then refined by nonnegative least squares
+   on the decoded rows of every sample, started from it (``refine`` rounds; measured in
+   :func:`unmix_coefficients`).
+
+The clusters and coefficients this returns have the same form as the per-sample learner's, so
+:func:`~recsketch.network.learn_network` (``method="unmix"``) applies the same garbage rules,
+pairing, depth-from-gain and tree steps to them. Wrappers ``R[M,0]`` and position matrices also
+decode where one of their columns owns a block of some word; they land in ``garbage`` (their
+columns are the rows of spikes, beyond ``max_attribute_dim``) and are scored there.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+from .._checks import check_int, check_num_threads
+from ..dictionary import DictionaryLearner, RecoveredMatrix
+
+__all__ = ["UnmixResult", "sketch_basis", "choose_rank", "block_directions",
+           "unmix_coefficients", "unmix", "RANK_FLOOR"]
+
+
+@dataclass
+class UnmixResult:
+    """What :func:`unmix` recovered.
+
+    ``singular_values`` of the sketches (all of them, descending), ``rank`` the chosen ``K``,
+    ``basis`` the ``(d, K)`` orthonormal row-space basis, ``block_strength`` the top singular
+    value of every block of the basis (``(d / b,)``; larger where one word's spike owns the
+    block: measured 0.06-0.3 there against 0.03-0.13 elsewhere at d = 131k),
+    ``matrices`` the recovered matrices (voted keys clustered by matrix signature, as
+    :attr:`DictionaryLearner.matrices_`), ``atoms`` ``(n_atoms, 2)`` (matrix, column) and
+    ``coefficients`` ``(n_samples, n_atoms)`` the per-sample coefficients of every atom.
+    """
+
+    singular_values: np.ndarray
+    rank: int
+    basis: np.ndarray
+    block_strength: np.ndarray
+    matrices: List[RecoveredMatrix]
+    atoms: np.ndarray
+    coefficients: np.ndarray
+
+
+def _gram(Y: np.ndarray, chunk: int) -> np.ndarray:
+    """``Y Y^T`` in float64, accumulated over column chunks (float32 ``Y`` is never copied
+    whole)."""
+    n, d = Y.shape
+    G = np.zeros((n, n))
+    for lo in range(0, d, chunk):
+        part = np.asarray(Y[:, lo:lo + chunk], dtype=np.float64)
+        G += part @ part.T
+    return G
+
+
+# Relative floor of the singular values: float32 rounding of the sketches leaves noise singular
+# values near eps32 / (3.5 sqrt S) of the largest, and the float64 Gram route resolves singular
+# values down to ~sqrt(eps64) = 1.5e-8 of the largest; 2^-23 is above both.
+RANK_FLOOR = 2.0 ** -23
+
+
+def choose_rank(singular_values: np.ndarray, floor: float = RANK_FLOOR) -> int:
+    """The number ``K`` of words: the singular values above ``floor * s_1``.
+
+    A fixed tree gives an exact rank, so the spectrum drops from the weakest word straight to
+    rounding noise: on the teacher of ``bench/teacher_unmix.py`` the weakest words sit at
+    5e-5-2.5e-4 of ``s_1`` and float32 noise at 3e-9-1e-8, two decades on either side of the
+    floor. (The largest ratio ``s_k / s_{k+1}`` was tried first and rejected: the dominant
+    first value, the mean sketch, gives ratios of 10^2-10^3 that can beat the noise gap
+    once the latter is capped at the floor.) Without a fixed tree every value may be above the
+    floor: then ``K = S`` and nothing is low-rank. 0 for an all-zero input."""
+    s = np.asarray(singular_values, dtype=np.float64)
+    if s.size == 0 or not s[0] > 0:
+        return 0
+    return int(np.sum(s > floor * s[0]))
+
+
+def sketch_basis(Y: np.ndarray, rank: Optional[int] = None, *, chunk: int = 1 << 16
+                 ) -> Tuple[np.ndarray, np.ndarray, int]:
+    """(singular values, ``(d, K)`` orthonormal basis of the row space of ``Y``, ``K``).
+
+    Memory beyond ``Y``: ``S x S`` for the Gram matrix and ``d x K`` float64 for the basis."""
+    n, d = Y.shape
+    G = _gram(Y, chunk)
+    evals, evecs = np.linalg.eigh(G)
+    order = np.argsort(evals)[::-1]
+    evals, evecs = np.maximum(evals[order], 0.0), evecs[:, order]
+    s = np.sqrt(evals)
+    K = choose_rank(s) if rank is None else int(rank)
+    if K < 1:
+        raise ValueError("the sketches are all zero: nothing to unmix")
+    if K > n:
+        raise ValueError(f"rank {K} exceeds the number of samples {n}")
+    if rank is None and K == n:
+        warnings.warn(f"all {n} singular values are above the rounding floor: the sketches are "
+                      "not low-rank (not a fixed tree, or no more samples than words), so "
+                      "unmixing has nothing to separate", RuntimeWarning, stacklevel=3)
+    U = evecs[:, :K] / s[:K]
+    V = np.empty((d, K))
+    for lo in range(0, d, chunk):
+        V[lo:lo + chunk] = np.asarray(Y[:, lo:lo + chunk], dtype=np.float64).T @ U
+    # one re-orthonormalisation removes the loss of orthogonality of the Gram route
+    V, _ = np.linalg.qr(V)
+    return s, V, K
+
+
+def block_directions(V: np.ndarray, block_size: int, *, chunk_blocks: int = 2048
+                     ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per block of the basis: (top singular value ``(L,)``, top left singular vector
+    ``(L, b)`` -- the signs to decode -- and top right singular vector ``(L, K)`` -- the
+    direction in the span). ``L = d / b``."""
+    d, K = V.shape
+    b = block_size
+    L = d // b
+    strength, left, right = np.empty(L), np.empty((L, b)), np.empty((L, K))
+    blocks = V.reshape(L, b, K)
+    for lo in range(0, L, chunk_blocks):
+        part = blocks[lo:lo + chunk_blocks]
+        G = np.einsum("lbk,lbj->lkj", part, part)  # K x K per block: cheaper than b x K SVDs
+        w, vec = np.linalg.eigh(G)
+        top = vec[:, :, -1]
+        sv = np.sqrt(np.maximum(w[:, -1], 0.0))
+        u = np.einsum("lbk,lk->lb", part, top) / np.where(sv > 0, sv, 1.0)[:, None]
+        strength[lo:lo + part.shape[0]] = sv
+        left[lo:lo + part.shape[0]] = u
+        right[lo:lo + part.shape[0]] = top
+    return strength, left, right
+
+
+def _directions(mat: RecoveredMatrix, strength: np.ndarray, left: np.ndarray,
+                right: np.ndarray) -> List[Tuple[np.ndarray, float]]:
+    """For every recovered column: (its unit direction ``w`` in the span, the norm ``|m_k|``).
+
+    With ``A`` the words (``d x K``, word ``k`` scaled so that its identity part is the column
+    ``R e_j`` itself) and ``V = A M`` the orthonormal basis, a block owned by word ``k`` gives
+    ``V_l = (A_k)_l m_k^T``: its top right singular vector is ``m_k / |m_k|`` and its top
+    singular value ``|(A_k)_l| |m_k|``, where the spike part of ``(A_k)_l`` has entries
+    ``+-1/sqrt(dq)``. So ``|m_k| = sigma_l (u_l . p) sqrt(dq) / b`` with ``u_l`` the top left
+    singular vector and ``p`` the column's signs on the block (the projection on ``p`` leaves
+    the word's own diffuse part out). Both are averaged over the column's decoded blocks, each
+    block's sign fixed by ``u_l . p > 0``."""
+    b = mat.block_size
+    root = math.sqrt(mat.d_sketch * mat.density)
+    out = []
+    for blks, pats in zip(mat.blocks, mat.patterns):
+        acc = np.zeros(right.shape[1])
+        norms = []
+        for blk, pat in zip(blks, pats):
+            dot = float(np.dot(left[blk], pat))
+            acc += (1.0 if dot >= 0 else -1.0) * right[blk]
+            norms.append(strength[blk] * abs(dot) * root / b)
+        out.append((acc / max(np.linalg.norm(acc), 1e-300), float(np.mean(norms))))
+    return out
+
+
+def unmix_coefficients(Y: np.ndarray, V: np.ndarray, matrices: List[RecoveredMatrix],
+                       strength: np.ndarray, left: np.ndarray, right: np.ndarray, *,
+                       refine: int = 20, chunk: int = 1 << 16) -> np.ndarray:
+    """Per-sample coefficients ``(S, n_atoms)`` of the recovered columns ``R e_j`` (atoms in
+    the order of ``matrices`` and their ``columns``).
+
+    ``Y = C A^T`` and ``V = A M`` give ``C = (Y V) M^T``: the coefficient of word ``k`` is
+    ``(Y V) m_k``, one column at a time, whether or not the other words were recovered
+    (:func:`_directions` gives ``m_k`` from the word's own blocks). ``refine > 0`` then runs
+    that many rounds of nonnegative least squares of every sample's decoded rows on the
+    recovered columns, started from it. Measured in ``bench/teacher_unmix.py`` (d = 262,143,
+    q = 5e-4, S = 200): at depth 3 the direct estimate leaves a median attribute error of 0.40
+    (the top right singular vector of a block also picks up the other words' diffuse parts,
+    and a heavy word leaks through them); 20 rounds bring it to 0.12 and the gain error from
+    0.56 to 0.19, which fixes the depths and the tree edges; at depth 2 both are at 0.003-0.004.
+    """
+    n = Y.shape[0]
+    m = sum(mat.columns.size for mat in matrices)
+    if m == 0:
+        return np.zeros((n, 0))
+    dirs = [wd for mat in matrices for wd in _directions(mat, strength, left, right)]
+    Mt = np.stack([w * norm for w, norm in dirs], axis=1)  # (K, m): the m_k
+    YV = np.zeros((n, V.shape[1]))
+    for lo in range(0, V.shape[0], chunk):
+        YV += np.asarray(Y[:, lo:lo + chunk], dtype=np.float64) @ V[lo:lo + chunk]
+    C = YV @ Mt
+    if refine > 0:
+        C = _refine(Y, matrices, C, refine)
+    return C
+
+
+def _refine(Y: np.ndarray, matrices: List[RecoveredMatrix], C: np.ndarray, rounds: int
+            ) -> np.ndarray:
+    """Nonnegative least squares of every sample's decoded rows on the recovered columns, by
+    projected gradient from ``C`` (the unmixed start keeps it in the right basin when columns
+    share blocks)."""
+    b = matrices[0].block_size
+    scale = matrices[0].scale
+    rows_all, col_of, vals = [], [], []
+    a = 0
+    for mat in matrices:
+        for blks, pats in zip(mat.blocks, mat.patterns):
+            rows = (blks[:, None] * b + np.arange(b)[None, :]).ravel()
+            rows_all.append(rows)
+            col_of.append(np.full(rows.size, a))
+            vals.append(pats.ravel().astype(np.float64) * scale)
+            a += 1
+    rows = np.concatenate(rows_all)
+    uniq, inv = np.unique(rows, return_inverse=True)
+    R = np.zeros((uniq.size, a))
+    np.add.at(R, (inv, np.concatenate(col_of)), np.concatenate(vals))
+    target = np.asarray(Y[:, uniq], dtype=np.float64)  # (S, rows)
+    gram = R.T @ R
+    lip = float(np.linalg.eigvalsh(gram)[-1]) if a else 1.0
+    rhs = target @ R
+    X = np.maximum(C, 0.0)
+    for _ in range(rounds):
+        X = np.maximum(X - (X @ gram - rhs) / lip, 0.0)
+    return X
+
+
+def unmix(Y: np.ndarray, block_size: int, density: float, *, rank: Optional[int] = None,
+          min_votes: int = 2, refine: int = 20, num_threads: Optional[int] = None
+          ) -> UnmixResult:
+    """Recover the block-sparse columns and their per-sample coefficients from sketches of a
+    fixed tree by unmixing across samples (module docstring). ``Y`` is ``(S, d)`` float32 or
+    float64, finite; ``rank`` overrides :func:`choose_rank`; ``min_votes`` decoded blocks make a
+    column (as :class:`DictionaryLearner`); ``refine`` rounds of the nonnegative coefficient
+    refinement (0: the unmixed start only)."""
+    if not isinstance(Y, np.ndarray) or Y.dtype not in (np.float32, np.float64):
+        raise TypeError("Y must be a float32 or float64 numpy array")
+    if Y.ndim != 2 or 0 in Y.shape:
+        raise ValueError(f"Y must be 2-D (n_samples, d_sketch) and non-empty, got {Y.shape}")
+    if not np.all(np.isfinite(Y)):
+        raise ValueError("Y contains NaN or infinity")
+    n, d = Y.shape
+    b = check_int(block_size, "block_size", minimum=3)
+    votes = check_int(min_votes, "min_votes", minimum=1)
+    rounds = check_int(refine, "refine", minimum=0)
+    check_num_threads(num_threads)
+    if rank is not None:
+        check_int(rank, "rank", minimum=1, maximum=n)
+    learner = DictionaryLearner(d, b, density, tau=0.99, min_votes=votes,
+                                num_threads=num_threads)  # validates b, q against d
+    s, V, K = sketch_basis(Y, rank)
+    strength, left, right = block_directions(V, b)
+    # Rounded to signs: the hypercube test has nothing left to reject, so Enc's padding, the
+    # parity check and the votes are the filters (a false key needs two blocks to agree on
+    # ~b random bits).
+    row = np.where(left >= 0, 1.0, -1.0).reshape(1, d)
+    learner.fit(row)
+    matrices, atoms = learner.matrices_, learner.atoms_
+    C = unmix_coefficients(Y, V, matrices, strength, left, right, refine=rounds)
+    return UnmixResult(s, K, V, strength, matrices, atoms, C)

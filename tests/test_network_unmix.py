@@ -1,0 +1,277 @@
+"""learn_network(method="unmix") below the top level (issue 13), checked against the true
+matrices of the Sketcher and the true coefficients read off the graphs; the per-sample method on
+the same sketches as the baseline; the rank rule and the basis on planted low-rank data.
+
+Regime (measured while writing this test): d = 98,280 (b = 60), q = 1e-3, 40 samples of a
+three-object fixed tree (root <- midA, midB) with 8 attributes per module. There the depth-3
+identity words have a per-sample noise ratio of ~4-8 (no single sketch decodes them) and an
+unmixed one of ~0.3: unmixing recovered three columns of R[midA, 1] exactly (Hamming 0, both
+nonzero blocks each) where the per-sample learner recovered no depth-3 column.
+"""
+
+import numpy as np
+import pytest
+
+import recsketch as rs
+from recsketch.network import NetworkTruth, learn_network
+from recsketch.network.unmix import (RANK_FLOOR, block_directions, choose_rank, sketch_basis,
+                                     unmix)
+
+D, Q, S, DIM = 98280, 1e-3, 40, 8
+B = 60
+
+
+def _unit(z):
+    return z / np.linalg.norm(z)
+
+
+def teacher(n, seed=0):
+    """output <- root (weight 1) <- midA, midB (weights w, 1 - w varying per input); every
+    attribute a fixed nonlinear map of a random 4-dim input (nonnegative, unit-norm)."""
+    rng = np.random.default_rng(seed)
+    W = {m: rng.normal(0, 1.0, (DIM, 4)) for m in ("midA", "midB")}
+    Wr = rng.normal(0, 1.0, (DIM, 2 * DIM))
+    graphs = []
+    for _ in range(n):
+        u = rng.random(4)
+        g = rs.Graph()
+        xa = _unit(np.logaddexp(0, 2 * W["midA"] @ u))
+        xb = _unit(np.logaddexp(0, 2 * W["midB"] @ u))
+        a, b = g.add("midA", xa), g.add("midB", xb)
+        w = float(rng.uniform(0.3, 0.7))
+        root = g.add("root", _unit(np.logaddexp(0, Wr @ np.concatenate([xa, xb]))),
+                     [(a, w), (b, 1 - w)])
+        g.set_output([(root, 1.0)])
+        graphs.append(g)
+    return graphs
+
+
+@pytest.fixture(scope="module")
+def sketches():
+    sk = rs.Sketcher(D, block_size=B, density=Q, seed=5)
+    graphs = teacher(S)
+    return sk, graphs, sk.sketch_many(graphs)
+
+
+@pytest.fixture(scope="module")
+def models(sketches):
+    sk, graphs, Y = sketches
+    return {m: learn_network(None, Y, sketcher=sk, method=m) for m in ("sample", "unmix")}
+
+
+def _true_signs(R, cols):
+    E = np.zeros((len(cols), D))
+    E[np.arange(len(cols)), cols] = 1.0
+    return np.sign(np.round(R.matvec(E), 12))
+
+
+def _dense_signs(mat, idx):
+    out = np.zeros((len(idx), D))
+    for r, c in enumerate(idx):
+        rows = (mat.blocks[c][:, None] * B + np.arange(B)[None, :]).ravel()
+        out[r, rows] = mat.patterns[c].ravel()
+    return out
+
+
+def depth3_columns(sk, model):
+    """Every recovered cluster (modules and garbage) whose columns carry the signs of R[mid, k]
+    on their recovered entries: (name, k, column, Hamming distance over all d entries, wrong
+    entries) per column. Compared against the Sketcher's matrices, not the package's scoring."""
+    mats = [m.attribute_matrix for m in model.modules]
+    mats += [m.count_matrix for m in model.modules if m.count_matrix is not None]
+    mats += [g for g, _ in model.garbage]
+    found = []
+    for mat in mats:
+        for name in ("midA", "midB"):
+            for k, width in ((1, DIM), (2, 1)):
+                idx = [i for i, c in enumerate(mat.columns) if c < width]
+                if not idx:
+                    continue
+                want = _true_signs(sk.module_matrix(name, k), mat.columns[idx])
+                got = _dense_signs(mat, idx)
+                on = got != 0
+                wrong = np.sum(on & (got != want), axis=1)
+                if np.median(wrong / np.maximum(on.sum(axis=1), 1)) < 0.05:
+                    ham = np.sum(got != want, axis=1)
+                    found += [(name, k, int(mat.columns[i]), int(h), int(w))
+                              for i, h, w in zip(idx, ham, wrong)]
+    return found
+
+
+def test_unmixing_recovers_depth3_columns_where_per_sample_decoding_does_not(sketches, models):
+    sk, graphs, Y = sketches
+    unmixed = depth3_columns(sk, models["unmix"])
+    per_sample = depth3_columns(sk, models["sample"])
+    assert per_sample == []  # measured: no depth-3 column from single sketches
+    assert len(unmixed) >= 3  # measured: 3 columns of R[midA, 1]
+    for name, k, col, ham, wrong in unmixed:
+        assert wrong == 0, (name, k, col)
+        assert ham <= 0.2 * Q * D, (name, k, col, ham)  # the paper's radius (~20 entries)
+
+
+def test_report_agrees_and_depth2_is_no_worse(sketches, models):
+    sk, graphs, Y = sketches
+    truth = NetworkTruth.from_graphs(sk, graphs)
+    base, new = models["sample"].report(truth), models["unmix"].report(truth)
+    assert base.levels[3].columns_recovered == 0
+    assert new.levels[3].columns_recovered >= 3 and new.levels[3].columns_wrong == 0
+    assert new.levels[3].matrices_matched >= 1
+    top_b, top_n = base.levels[2], new.levels[2]
+    assert top_n.columns_recovered >= top_b.columns_recovered
+    assert top_n.columns_wrong == 0 and top_n.modules_identified == 1
+    assert top_n.depth_correct == 1 and top_n.edges_recovered == 1
+
+
+def test_depth2_coefficients_match_truth(sketches, models):
+    """C = (Y V) M^T on the root's columns against g x_j read off the graphs (g = 2^-5)."""
+    sk, graphs, Y = sketches
+    truth = NetworkTruth.from_graphs(sk, graphs)
+    score = models["unmix"].report(truth)
+    root = [m for m in models["unmix"].modules if score.names[m.id] == "root"]
+    assert len(root) == 1
+    m = root[0]
+    x = truth.attributes["root"]
+    assert np.median(np.abs(m.attributes - x[:, m.columns])) < 0.05
+    assert np.max(np.abs(m.gains - 2.0 ** -5) / 2.0 ** -5) < 0.1
+
+
+def test_rank_is_the_number_of_independent_words(sketches):
+    """The chosen K equals the rank of the true coefficient matrix restricted to the columns
+    that have a nonzero block (a column with none is the zero word)."""
+    sk, graphs, Y = sketches
+    truth = NetworkTruth.from_graphs(sk, graphs)
+    cols = []
+    for name, h in truth.depths.items():
+        g = truth.path_weights[name] * 2.0 ** -(4 * h - 3)
+        live = sk.module_matrix(name, 1).column_block_counts()[:DIM] > 0
+        cols.append(g[:, None] * truth.attributes[name][:, live])
+        if sk.module_matrix(name, 2).column_block_counts()[0] > 0:
+            cols.append(g[:, None])
+    C = np.hstack(cols)
+    s, V, K = sketch_basis(Y)
+    assert K == np.linalg.matrix_rank(C, tol=1e-9 * np.linalg.norm(C, 2))
+    assert V.shape == (D, K) and np.allclose(V.T @ V, np.eye(K), atol=1e-10)
+    # every sketch lies in the span (to float32 rounding)
+    resid = Y - (Y @ V) @ V.T
+    assert np.linalg.norm(resid) <= 1e-6 * np.linalg.norm(Y)
+
+
+def test_basis_and_blocks_on_planted_low_rank_data():
+    """Y = C A^T with A = 5 planted block-sparse columns (one nonzero block each, distinct
+    blocks) and 3 dense random ones: the basis spans A, and each planted block's top singular
+    vector has the planted signs."""
+    d, b, n = 4095, 45, 60
+    rng = np.random.default_rng(2)
+    A = np.zeros((d, 8))
+    blocks = [3, 17, 40, 66, 90]
+    signs = rng.choice([-1.0, 1.0], (5, b))
+    for k, blk in enumerate(blocks):
+        A[blk * b:(blk + 1) * b, k] = signs[k]
+    A[:, 5:] = rng.normal(0, 0.02, (d, 3))
+    C = rng.random((n, 8)) * np.array([1, 0.1, 0.01, 1e-3, 1e-4, 1, 1, 1])  # any gains
+    Y = C @ A.T
+    s, V, K = sketch_basis(Y)
+    assert K == 8
+    P = V @ V.T
+    assert np.linalg.norm(A - P @ A) <= 1e-8 * np.linalg.norm(A)
+    strength, left, right = block_directions(V, b)
+    for k, blk in enumerate(blocks):
+        assert abs(abs(float(np.sign(left[blk]) @ signs[k])) - b) == 0  # exact, up to sign
+        assert strength[blk] > 0.9  # the gain 1e-4 word is as visible as the gain-1 word
+
+
+@pytest.mark.parametrize("s, k", [
+    ([1.0, 0.5, 0.25, 1e-10, 1e-11], 3),          # clean drop to noise
+    ([1.0, 1e-3, 1e-5, 2e-9, 1.9e-9, 0.0], 3),    # weak words (1e-5) are words; noise is not
+    ([1.0, 0.9, 0.8], 3),                         # nothing below the floor: keep all
+    ([0.0, 0.0], 0),
+])
+def test_choose_rank(s, k):
+    assert choose_rank(np.array(s)) == k
+    assert RANK_FLOOR < 1e-6
+
+
+def test_unmix_finds_planted_block_sparse_columns_of_tiny_gain():
+    """Planted samples from two real D(b, q, d) matrices with coefficients spanning 10^4 in
+    gain: every column with >= 2 nonzero blocks is recovered with its exact signs."""
+    d, b, q, n = 16371, 51, 0.02, 50
+    sk = rs.Sketcher(d, block_size=b, density=q, seed=3)
+    rng = np.random.default_rng(0)
+    R1, R2 = sk.module_matrix("P", 1), sk.module_matrix("Q", 1)
+    X1 = rng.random((n, 3)) * np.array([1.0, 1e-2, 1e-4])
+    X2 = rng.random((n, 2)) * 1e-3
+    Y = R1.apply_short(X1) + R2.apply_short(X2)
+    res = unmix(Y, b, q)
+    assert res.rank == 5
+    got = {}
+    for mat in res.matrices:
+        for c, j in enumerate(mat.columns):
+            got.setdefault(int(j), []).append(_signs_of(mat, c, d, b))
+    for R, width in ((R1, 3), (R2, 2)):
+        counts = R.column_block_counts()
+        for j in range(width):
+            if counts[j] >= 2:
+                want = _true_signs_d(R, j, d)
+                assert any(np.array_equal(g, want) for g in got.get(j, [])), j
+    # coefficients: exact up to rounding here (every word owns its blocks, no diffuse part)
+    for mat_i, mat in enumerate(res.matrices):
+        for c, j in enumerate(mat.columns):
+            a = np.flatnonzero((res.atoms[:, 0] == mat_i) & (res.atoms[:, 1] == j))[0]
+            true = None
+            for R, X in ((R1, X1), (R2, X2)):
+                if j < X.shape[1] and np.array_equal(_signs_of(mat, c, d, b),
+                                                     _true_signs_d(R, j, d)):
+                    true = X[:, j]
+            assert true is not None
+            assert np.allclose(res.coefficients[:, a], true, rtol=1e-3, atol=1e-3 * true.max())
+
+
+def _signs_of(mat, c, d, b):
+    out = np.zeros(d)
+    rows = (mat.blocks[c][:, None] * b + np.arange(b)[None, :]).ravel()
+    out[rows] = mat.patterns[c].ravel()
+    return out
+
+
+def _true_signs_d(R, j, d):
+    e = np.zeros((1, d))
+    e[0, j] = 1.0
+    return np.sign(np.round(R.matvec(e)[0], 12))
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    ({"method": "svd"}, ValueError, "method"),
+    ({"method": "sample", "rank": 3}, ValueError, "unmix"),
+    ({"method": "sample", "refine": 5}, ValueError, "unmix"),
+    ({"method": "unmix", "rank": 0}, ValueError, "rank"),
+    ({"method": "unmix", "rank": 99}, ValueError, "rank"),
+    ({"method": "unmix", "rank": 2.0}, TypeError, "rank"),
+    ({"method": "unmix", "refine": -1}, ValueError, "refine"),
+])
+def test_bad_arguments(kwargs, exc, match):
+    Y = np.abs(np.random.default_rng(0).normal(size=(4, 90)))
+    with pytest.raises(exc, match=match):
+        learn_network(None, Y, block_size=45, density=0.1, **kwargs)
+
+
+def test_all_zero_sketches_are_rejected():
+    with pytest.raises(ValueError, match="zero"):
+        learn_network(None, np.zeros((4, 90)), block_size=45, density=0.1, method="unmix")
+
+
+@pytest.mark.parametrize("Y, exc, match", [
+    (np.ones((3, 90), np.int64), TypeError, "float32 or float64"),
+    (np.ones(90), ValueError, "2-D"),
+    (np.full((3, 90), np.nan), ValueError, "NaN"),
+])
+def test_unmix_rejects_bad_sketches(Y, exc, match):
+    with pytest.raises(exc, match=match):
+        unmix(Y, 45, 0.1)
+
+
+def test_full_rank_sketches_warn():
+    """Random sketches (no fixed tree): every singular value is a word, and the user is told."""
+    Y = np.random.default_rng(0).normal(size=(6, 4095))
+    with pytest.warns(RuntimeWarning, match="not low-rank"):
+        res = unmix(Y, 45, 0.1)
+    assert res.rank == 6
