@@ -131,7 +131,7 @@ def test_integer_helpers(n):
        q=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.floats(1e-3, 1)))
 def test_block_sparse_family(d, b, q):
     valid = (1 <= d <= 2**31 - 1 and b >= 3 and b % 3 == 0
-             and b >= 3 * ((d - 1).bit_length() + 3) and d % b == 0 and 0 < q <= 1)
+             and b >= 3 * ((d - 1).bit_length() + 3) and d % b == 0 and 2.0**-32 <= q <= 1)
     try:
         fam = _core.BlockSparseFamily(d, b, q)
     except BAD:
@@ -140,6 +140,33 @@ def test_block_sparse_family(d, b, q):
     assert valid
     assert (fam.d_sketch, fam.block_size, fam.n_blocks) == (d, b, d // b)
     assert fam.scale == pytest.approx(1 / math.sqrt(d * q))
+
+
+# Densities near and below the 2^-32 resolution of the gap table (review F1), subnormals
+# included: the core must refuse exactly what tests/reference.py refuses and otherwise build
+# the reference's matrix.
+D_TINY, B_TINY = 72, 36
+
+
+@FUZZ
+@given(q=st.one_of(st.sampled_from([5e-324, 1e-320, 2.2e-308, 1e-300, 1e-20, 1e-17, 1.1e-16,
+                                    2.0**-53, 2.0**-33, 2.0**-32, 2.0**-32 * (1 - 2**-52),
+                                    2.0**-32 * (1 + 2**-52), 2.0**-31, 1e-9, 1e-6]),
+                   st.floats(min_value=0.0, max_value=1e-6, allow_subnormal=True),
+                   st.floats(min_value=0.0, max_value=1.0, allow_subnormal=True)))
+def test_tiny_densities_match_the_reference(q):
+    try:
+        want = block_sparse_dense(SEED, KEY, D_TINY, B_TINY, q)
+    except ValueError:
+        with pytest.raises(ValueError, match="density"):
+            _core.BlockSparseFamily(D_TINY, B_TINY, q)
+        assert not q >= 2.0**-32
+        return
+    assert q >= 2.0**-32
+    m = _core.BlockSparseMatrix(_core.BlockSparseFamily(D_TINY, B_TINY, q), SEED, KEY)
+    got = m.apply(np.eye(D_TINY), False, False, 1).T   # columns R e_j
+    np.testing.assert_array_equal(got != 0, want != 0)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=0)
 
 
 @FUZZ

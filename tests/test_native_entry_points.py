@@ -218,3 +218,20 @@ def test_sketch_graphs_refuses_an_out_of_range_graph_in_a_subprocess():
     """)
     assert code == 0, out
     assert "ValueError" in out and "graph_ptr" in out, out
+
+
+# -- review F1: densities below what the 32-bit gap table can represent ---------------------
+
+def test_density_below_the_table_resolution_is_refused():
+    # Gaps are drawn from 32-bit words, so a block's probability of being nonzero is a multiple
+    # of 2^-32; below that q is not representable (and below ~1.1e-16, 1 - q == 1 overflowed
+    # the table: every block came out nonzero).
+    assert rs.MIN_DENSITY == _core.MIN_DENSITY == 2.0**-32
+    for q in (1e-17, 1e-20, 5e-324, 2.0**-33, 2.0**-32 * 0.999):
+        with pytest.raises(ValueError, match="density"):
+            _core.BlockSparseFamily(360, 36, q)
+        with pytest.raises(ValueError, match="density"):
+            rs.Sketcher(360, block_size=36, density=q, seed=1)
+    # the smallest accepted density gives (almost surely) no nonzero block, like the reference
+    sk = rs.Sketcher(360, block_size=36, density=2.0**-32, seed=1)
+    assert sk.module_matrix("a", 0).column_block_counts().max() == 0

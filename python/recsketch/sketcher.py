@@ -12,7 +12,7 @@ import numpy as np
 from ._cache import ByteLRU
 from ._checks import MAX_D_SKETCH, check_int, check_num_threads
 from ._native import _core
-from .block_sparse import default_block_size, default_density, suggest_block_sparse
+from .block_sparse import check_density, default_block_size, default_density, suggest_block_sparse
 from .decoder import QUERY_CACHE_BYTES, Decoder
 from .graph import Graph, flatten
 from .matrices import RandomMatrix
@@ -55,7 +55,9 @@ class Sketcher:
         (Section 4); ``orthogonal`` is an exactly orthonormal O(d log d) construction.
     block_size, density : int, float, optional
         ``b`` and ``q`` of D(b, q, d). Defaults: the smallest valid ``b`` dividing ``d_sketch``
-        and ``q = min(1, log2 d / sqrt d)``. Not allowed with ``orthogonal``.
+        and ``q = min(1, log2 d / sqrt d)``; ``q`` must be in ``[MIN_DENSITY, 1]``
+        (``recsketch.MIN_DENSITY = 2**-32``, the resolution of the 32-bit gap draw). Not allowed
+        with ``orthogonal``.
     seed : int
         In ``[0, 2**64)``. Every matrix is a pure function of ``(family parameters, seed, role)``:
         the same seed gives bit-identical matrices on every machine and thread count.
@@ -107,9 +109,7 @@ class Sketcher:
             block_size = check_int(block_size, "block_size", minimum=3)
             if density is None:
                 density = default_density(d)
-            if isinstance(density, (bool, np.bool_)) or not isinstance(density, (int, float, np.floating, np.integer)):
-                raise TypeError(f"density must be a float, got {type(density).__name__}")
-            density = float(density)
+            density = check_density(density)
             self._native_family = _core.BlockSparseFamily(d, block_size, density)
 
         self._d = d
