@@ -245,6 +245,20 @@ def test_scan_blocks(data):
     assert np.all((records["column"] >= 0) & (records["column"] < y.shape[1]))
 
 
+@FUZZ
+@given(first=st.one_of(st.integers(-2**63, 2**63 - 1),
+                       st.sampled_from([0, -1, 2**63 - 1, 2**63 - 4, 2**63 - 5, 2**62])))
+def test_scan_blocks_first_sample(first):
+    y = np.ascontiguousarray(BS.apply(np.eye(D_BS)[:4], False, False, 1))
+    try:
+        records = _core.scan_blocks(y, B_BS, Q_BS, 0.3, first, 1)
+    except BAD:
+        assert not 0 <= first <= 2**63 - 1 - 4
+        return
+    assert 0 <= first <= 2**63 - 1 - 4
+    assert len(records) and set(records["sample"].tolist()) <= {first + k for k in range(4)}
+
+
 # -- sketch_graphs and Graph/JSON ------------------------------------------------------------
 
 @st.composite

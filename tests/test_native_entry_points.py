@@ -235,3 +235,18 @@ def test_density_below_the_table_resolution_is_refused():
     # the smallest accepted density gives (almost surely) no nonzero block, like the reference
     sk = rs.Sketcher(360, block_size=36, density=2.0**-32, seed=1)
     assert sk.module_matrix("a", 0).column_block_counts().max() == 0
+
+
+# -- review F3: scan_blocks' first_sample ----------------------------------------------------
+
+def test_scan_blocks_validates_first_sample():
+    R = _core.BlockSparseMatrix(_core.BlockSparseFamily(360, 36, 0.3), 1, 2)
+    e = np.zeros((3, 360))
+    e[0, 5] = e[1, 17] = e[2, 200] = 1.0
+    Y = np.ascontiguousarray(R.apply(e, False, False, 1))
+    top = 2**63 - 1 - 3
+    r = _core.scan_blocks(Y, 36, 0.3, 0.3, top, 1)
+    assert len(r) and set(r["sample"].tolist()) <= {top, top + 1, top + 2}
+    for bad in (-1, -5, top + 1, 2**63 - 2, 2**63 - 1):
+        with pytest.raises(ValueError, match="first_sample"):
+            _core.scan_blocks(Y, 36, 0.3, 0.3, bad, 1)
