@@ -51,19 +51,25 @@ def arrays(draw, d):
         flat[draw(st.integers(0, flat.size - 1))] = draw(st.sampled_from(SPECIAL))
     with np.errstate(all="ignore"):
         a = values.astype(dtype)
-    layout = draw(st.sampled_from(["c", "c", "fortran", "strided", "transposed"]))
+    layout = draw(st.sampled_from(["c", "c", "fortran", "strided", "transposed", "unaligned"]))
     if layout == "fortran" and a.ndim == 2:
         a = np.asfortranarray(a)
     elif layout == "strided" and a.ndim >= 1:
         a = np.repeat(a, 2, axis=-1)[..., ::2]
     elif layout == "transposed" and a.ndim == 2:
         a = np.ascontiguousarray(a.T).T
+    elif layout == "unaligned" and a.dtype.itemsize > 1:
+        # C-contiguous but one byte off its dtype's alignment (review F2)
+        buf = np.frombuffer(bytearray(a.nbytes + 1), dtype=a.dtype, count=a.size, offset=1)
+        buf[...] = a.reshape(-1)
+        a = buf.reshape(a.shape)
     return a
 
 
 def valid_operand(a, d, short_ok):
     """Whether the core must accept ``a`` as x (n, m) for a d x d matrix, per its contract."""
     return (a.dtype in (np.float32, np.float64) and a.ndim == 2 and a.flags.c_contiguous
+            and a.flags.aligned
             and bool(np.all(np.isfinite(a)))
             and (0 <= a.shape[1] <= d if short_ok else a.shape[1] == d))
 

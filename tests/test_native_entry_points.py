@@ -250,3 +250,27 @@ def test_scan_blocks_validates_first_sample():
     for bad in (-1, -5, top + 1, 2**63 - 2, 2**63 - 1):
         with pytest.raises(ValueError, match="first_sample"):
             _core.scan_blocks(Y, 36, 0.3, 0.3, bad, 1)
+
+
+# -- review F2 (alignment): matrix operands must be aligned -----------------------------------
+
+def _unaligned(dtype, n, m):
+    item = np.dtype(dtype).itemsize
+    x = np.frombuffer(bytearray(item * n * m + 1), dtype=dtype, count=n * m, offset=1)
+    x = x.reshape(n, m)
+    assert x.flags.c_contiguous and not x.flags.aligned
+    return x
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_unaligned_operands_are_refused(dtype):
+    bs = _core.BlockSparseMatrix(_core.BlockSparseFamily(360, 36, 0.3), 1, 2)
+    orth = _core.OrthogonalMatrix(256, 1, 2)
+    for m, d in ((bs, 360), (orth, 256)):
+        x = _unaligned(dtype, 2, d)
+        for transpose in (False, True):
+            with pytest.raises(ValueError, match="x must be aligned"):
+                m.apply(x, transpose, False, 1)
+    sk = rs.Sketcher(360, block_size=36, density=0.3, dtype=dtype)
+    with pytest.raises(ValueError, match="aligned"):
+        sk.module_matrix("a", 0).matvec(_unaligned(dtype, 2, 360))

@@ -7,6 +7,7 @@
 #include <pybind11/pybind11.h>
 
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -43,7 +44,8 @@ inline Dtype float_dtype(const py::array& a, const char* name) {
                        py::str(a.dtype()).cast<std::string>());
 }
 
-// A C-contiguous 2-D array with finite entries; returns its dtype.
+// An aligned C-contiguous 2-D array with finite entries; returns its dtype. The kernels load
+// whole floats (and SIMD vectors) from it, which misaligned data makes undefined behaviour.
 inline Dtype check_matrix_arg(const py::array& a, const char* name) {
   const Dtype dt = float_dtype(a, name);
   if (a.ndim() != 2)
@@ -52,6 +54,11 @@ inline Dtype check_matrix_arg(const py::array& a, const char* name) {
   if (!(a.flags() & py::array::c_style))
     throw std::invalid_argument(std::string(name) +
                                 " must be C-contiguous (use numpy.ascontiguousarray)");
+  const std::size_t align = dt == Dtype::f32 ? alignof(float) : alignof(double);
+  // (an empty array is never read, and NumPy calls it aligned wherever it points)
+  if (a.size() > 0 && reinterpret_cast<std::uintptr_t>(a.data()) % align != 0)
+    throw std::invalid_argument(std::string(name) +
+                                " must be aligned to its dtype (numpy.array(x) makes an aligned copy)");
   const std::int64_t size = static_cast<std::int64_t>(a.size());
   bool finite = true;
   {
