@@ -274,3 +274,28 @@ def test_unaligned_operands_are_refused(dtype):
     sk = rs.Sketcher(360, block_size=36, density=0.3, dtype=dtype)
     with pytest.raises(ValueError, match="aligned"):
         sk.module_matrix("a", 0).matvec(_unaligned(dtype, 2, 360))
+
+
+# -- review F9: OMP_THREAD_LIMIT ------------------------------------------------------------
+
+def test_num_threads_above_the_openmp_thread_limit_is_refused():
+    if not _core.build_info().get("openmp"):
+        pytest.skip("serial build")
+    code = textwrap.dedent("""
+        import numpy as np
+        from recsketch import _core
+        m = _core.BlockSparseMatrix(_core.BlockSparseFamily(360, 36, 0.3), 1, 2)
+        x = np.ones((4, 360))
+        m.apply(x, False, False, 3)
+        try:
+            m.apply(x, False, False, 4)
+        except ValueError as e:
+            print("refused:", e)
+        else:
+            print("accepted")
+    """)
+    env = dict(__import__("os").environ, OMP_THREAD_LIMIT="3")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                       timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "refused:" in p.stdout and "OMP_THREAD_LIMIT" in p.stdout, p.stdout

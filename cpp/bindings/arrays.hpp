@@ -12,6 +12,10 @@
 #include <stdexcept>
 #include <string>
 
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
 namespace py = pybind11;
 
 namespace recsketch_bind {
@@ -25,6 +29,15 @@ inline int check_num_threads(int num_threads) {
   if (num_threads < 0 || num_threads > kMaxNumThreads)
     throw std::invalid_argument("num_threads must be in [0, " + std::to_string(kMaxNumThreads) +
                                 "] (0: every thread), got " + std::to_string(num_threads));
+#if defined(_OPENMP)
+  // The OpenMP runtime would silently run fewer threads than asked past its thread limit
+  // (OMP_THREAD_LIMIT, which a user sets to stay under a process limit such as ulimit -u).
+  const int limit = omp_get_thread_limit();
+  if (num_threads > limit)
+    throw std::invalid_argument("num_threads " + std::to_string(num_threads) +
+                                " exceeds the OpenMP thread limit " + std::to_string(limit) +
+                                " (OMP_THREAD_LIMIT)");
+#endif
   return num_threads;
 }
 
