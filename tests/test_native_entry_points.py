@@ -299,3 +299,10 @@ def test_num_threads_above_the_openmp_thread_limit_is_refused():
                        timeout=300)
     assert p.returncode == 0, p.stderr
     assert "refused:" in p.stdout and "OMP_THREAD_LIMIT" in p.stdout, p.stdout
+
+
+# -- review F10: one source for the core's limits -------------------------------------------
+
+def test_max_d_sketch_comes_from_the_core():
+    from recsketch import _checks
+    assert _checks.MAX_D_SKETCH == _core.MAX_D_SKETCH == 2**31 - 1

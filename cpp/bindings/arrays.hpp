@@ -41,11 +41,21 @@ inline int check_num_threads(int num_threads) {
   return num_threads;
 }
 
-// A vector of reals that must all be finite.
-inline void check_finite(const double* p, std::int64_t n, const char* name) {
+// Whether p[0..n) are all finite (no early exit: the loop vectorises).
+template <class T>
+bool all_finite(const T* p, std::int64_t n) noexcept {
   bool finite = true;
   for (std::int64_t k = 0; k < n; ++k) finite &= std::isfinite(p[k]);
-  if (!finite) throw std::invalid_argument(std::string(name) + " contains NaN or infinity");
+  return finite;
+}
+
+inline void throw_not_finite(const char* name) {
+  throw std::invalid_argument(std::string(name) + " contains NaN or infinity");
+}
+
+// A vector of reals that must all be finite.
+inline void check_finite(const double* p, std::int64_t n, const char* name) {
+  if (!all_finite(p, n)) throw_not_finite(name);
 }
 
 enum class Dtype { f32, f64 };
@@ -76,15 +86,10 @@ inline Dtype check_matrix_arg(const py::array& a, const char* name) {
   bool finite = true;
   {
     py::gil_scoped_release release;
-    if (dt == Dtype::f32) {
-      const float* p = static_cast<const float*>(a.data());
-      for (std::int64_t k = 0; k < size; ++k) finite &= std::isfinite(p[k]);
-    } else {
-      const double* p = static_cast<const double*>(a.data());
-      for (std::int64_t k = 0; k < size; ++k) finite &= std::isfinite(p[k]);
-    }
+    finite = dt == Dtype::f32 ? all_finite(static_cast<const float*>(a.data()), size)
+                              : all_finite(static_cast<const double*>(a.data()), size);
   }
-  if (!finite) throw std::invalid_argument(std::string(name) + " contains NaN or infinity");
+  if (!finite) throw_not_finite(name);
   return dt;
 }
 

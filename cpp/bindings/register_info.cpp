@@ -64,6 +64,7 @@ void register_info(py::module_& m) {
 
   m.attr("MAX_NUM_THREADS") = recsketch_bind::kMaxNumThreads;
   m.attr("MIN_DENSITY") = recsketch::kMinDensity;
+  m.attr("MAX_D_SKETCH") = recsketch::kMaxDSketch;
 
   m.def(
       "set_wht_path",

@@ -37,7 +37,7 @@ def check_fraction(value: object, name: str, *, upper: float = 1.0) -> float:
 
 
 # Largest d_sketch of any family (block and row indices stay within 32 bits in the core).
-MAX_D_SKETCH = 2**31 - 1
+MAX_D_SKETCH: int = int(_core.MAX_D_SKETCH)
 
 # Largest num_threads accepted anywhere (the native core refuses more, see cpp/bindings/arrays.hpp):
 # OpenMP runtimes abort or crash when asked for thousands of threads.

@@ -215,7 +215,6 @@ class Sketcher:
                              "graph containing it or call register_module")
         return info
 
-    _module_info = module_info  # the name Repository uses
 
     # -- sketching -----------------------------------------------------------------------------
     def sketch(self, graph: Graph, *, return_objects: bool = False,
