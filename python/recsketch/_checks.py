@@ -39,6 +39,9 @@ def check_fraction(value: object, name: str, *, upper: float = 1.0) -> float:
 # Largest d_sketch of any family (block and row indices stay within 32 bits in the core).
 MAX_D_SKETCH: int = int(_core.MAX_D_SKETCH)
 
+# Largest tuple position i of R[i] (position keys are signed 64-bit in the core).
+MAX_POSITION = 2**63 - 1
+
 # Largest num_threads accepted anywhere (the native core refuses more, see cpp/bindings/arrays.hpp):
 # OpenMP runtimes abort or crash when asked for thousands of threads.
 MAX_NUM_THREADS: int = int(_core.MAX_NUM_THREADS)

@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ._cache import ByteLRU
-from ._checks import MAX_D_SKETCH, check_int, check_num_threads
+from ._checks import MAX_D_SKETCH, MAX_POSITION, check_int, check_num_threads
 from ._native import _core
 from .block_sparse import check_density, default_block_size, default_density, suggest_block_sparse
 from .decoder import QUERY_CACHE_BYTES, Decoder
@@ -299,7 +299,7 @@ class Sketcher:
 
     def position_matrix(self, i: int) -> RandomMatrix:
         """``R[i]``, the matrix of tuple position ``i >= 1``, shared by every tuple sketch."""
-        i = check_int(i, "i", minimum=1, maximum=2**63 - 1)
+        i = check_int(i, "i", minimum=1, maximum=MAX_POSITION)
         return self._matrix(("position", i), _core.position_key(i))
 
     # -- attribute embeddings (a speed-up of the recursion, same mathematics) ------------------
