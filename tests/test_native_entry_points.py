@@ -5,6 +5,7 @@ Calls that used to crash the process run in a subprocess, so a regression fails 
 instead of killing the run.
 """
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -294,7 +295,7 @@ def test_num_threads_above_the_openmp_thread_limit_is_refused():
         else:
             print("accepted")
     """)
-    env = dict(__import__("os").environ, OMP_THREAD_LIMIT="3")
+    env = dict(os.environ, OMP_THREAD_LIMIT="3")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                        timeout=300)
     assert p.returncode == 0, p.stderr

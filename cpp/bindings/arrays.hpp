@@ -80,8 +80,8 @@ inline Dtype check_matrix_arg(const py::array& a, const char* name) {
   const std::size_t align = dt == Dtype::f32 ? alignof(float) : alignof(double);
   // (an empty array is never read, and NumPy calls it aligned wherever it points)
   if (a.size() > 0 && reinterpret_cast<std::uintptr_t>(a.data()) % align != 0)
-    throw std::invalid_argument(std::string(name) +
-                                " must be aligned to its dtype (numpy.array(x) makes an aligned copy)");
+    throw std::invalid_argument(std::string(name) + " must be aligned to its dtype " +
+                                "(numpy.array(x) makes an aligned copy)");
   const std::int64_t size = static_cast<std::int64_t>(a.size());
   bool finite = true;
   {

@@ -60,8 +60,9 @@ def as_float_batch(x: object, name: str, d: int, *, allow_short: bool = False
     """Check a vector (m,) or a batch of row vectors (n, m) for a d x d matrix.
 
     Returns the array as 2-D and whether the input was 1-D. Arrays must be float32 or float64,
-    C-contiguous and aligned (no silent copies); other sequences are converted with ``numpy.asarray``. m must
-    equal d unless ``allow_short`` (then 1 <= m <= d). NaN and infinity are rejected by the core.
+    C-contiguous and aligned (no silent copies); other sequences are converted with
+    ``numpy.asarray``. m must equal d unless ``allow_short`` (then 1 <= m <= d). NaN and
+    infinity are rejected by the core.
     """
     arr = x if isinstance(x, np.ndarray) else np.asarray(x, dtype=np.float64)
     if arr.dtype not in FLOAT_DTYPES:
