@@ -62,11 +62,18 @@ def position_key(i: int) -> int:
 
 
 def thresholds(q: float, n_blocks: int) -> List[int]:
-    """floor(2^32 (1-q)^k) for k = 1.. while positive, at most n_blocks entries."""
+    """floor(2^32 (1-q)^k) for k = 1.. while positive, at most n_blocks entries.
+
+    The gaps are drawn from 32-bit words, so a block's probability 1 - t_1 / 2^32 is a multiple
+    of 2^-32: q below 2^-32 cannot be represented (and at q < ~1.1e-16, 1 - q == 1 gives
+    t_1 = 2^32, which does not fit 32 bits). Such q are refused."""
+    if not q >= 2.0**-32:
+        raise ValueError(f"density {q!r} is below 2^-32, the resolution of the gap table")
     out, tail = [], 1.0
     for _ in range(n_blocks):
         tail *= 1.0 - q
         t = math.floor(tail * 4294967296.0)
+        assert t < 2**32
         if t < 1:
             break
         out.append(t)
@@ -104,6 +111,7 @@ def enc(j: int, b_m: int, b_s: int, d: int, b: int) -> np.ndarray:
 
 def block_sparse_dense(seed: int, key: int, d: int, b: int, q: float) -> np.ndarray:
     """Algorithm 2, materialised."""
+    thresholds(q, 0)  # refuses densities the gap table cannot represent
     third = b // 3
     scale = 1.0 / math.sqrt(d * q)
     sigma_m = sign_bits(stream_state(seed, key, STREAM_SIGNATURE, 0), third)

@@ -51,19 +51,25 @@ def arrays(draw, d):
         flat[draw(st.integers(0, flat.size - 1))] = draw(st.sampled_from(SPECIAL))
     with np.errstate(all="ignore"):
         a = values.astype(dtype)
-    layout = draw(st.sampled_from(["c", "c", "fortran", "strided", "transposed"]))
+    layout = draw(st.sampled_from(["c", "c", "fortran", "strided", "transposed", "unaligned"]))
     if layout == "fortran" and a.ndim == 2:
         a = np.asfortranarray(a)
     elif layout == "strided" and a.ndim >= 1:
         a = np.repeat(a, 2, axis=-1)[..., ::2]
     elif layout == "transposed" and a.ndim == 2:
         a = np.ascontiguousarray(a.T).T
+    elif layout == "unaligned" and a.dtype.itemsize > 1:
+        # C-contiguous but one byte off its dtype's alignment (review F2)
+        buf = np.frombuffer(bytearray(a.nbytes + 1), dtype=a.dtype, count=a.size, offset=1)
+        buf[...] = a.reshape(-1)
+        a = buf.reshape(a.shape)
     return a
 
 
 def valid_operand(a, d, short_ok):
     """Whether the core must accept ``a`` as x (n, m) for a d x d matrix, per its contract."""
     return (a.dtype in (np.float32, np.float64) and a.ndim == 2 and a.flags.c_contiguous
+            and a.flags.aligned
             and bool(np.all(np.isfinite(a)))
             and (0 <= a.shape[1] <= d if short_ok else a.shape[1] == d))
 
@@ -131,7 +137,7 @@ def test_integer_helpers(n):
        q=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.floats(1e-3, 1)))
 def test_block_sparse_family(d, b, q):
     valid = (1 <= d <= 2**31 - 1 and b >= 3 and b % 3 == 0
-             and b >= 3 * ((d - 1).bit_length() + 3) and d % b == 0 and 0 < q <= 1)
+             and b >= 3 * ((d - 1).bit_length() + 3) and d % b == 0 and 2.0**-32 <= q <= 1)
     try:
         fam = _core.BlockSparseFamily(d, b, q)
     except BAD:
@@ -140,6 +146,33 @@ def test_block_sparse_family(d, b, q):
     assert valid
     assert (fam.d_sketch, fam.block_size, fam.n_blocks) == (d, b, d // b)
     assert fam.scale == pytest.approx(1 / math.sqrt(d * q))
+
+
+# Densities near and below the 2^-32 resolution of the gap table (review F1), subnormals
+# included: the core must refuse exactly what tests/reference.py refuses and otherwise build
+# the reference's matrix.
+D_TINY, B_TINY = 72, 36
+
+
+@FUZZ
+@given(q=st.one_of(st.sampled_from([5e-324, 1e-320, 2.2e-308, 1e-300, 1e-20, 1e-17, 1.1e-16,
+                                    2.0**-53, 2.0**-33, 2.0**-32, 2.0**-32 * (1 - 2**-52),
+                                    2.0**-32 * (1 + 2**-52), 2.0**-31, 1e-9, 1e-6]),
+                   st.floats(min_value=0.0, max_value=1e-6, allow_subnormal=True),
+                   st.floats(min_value=0.0, max_value=1.0, allow_subnormal=True)))
+def test_tiny_densities_match_the_reference(q):
+    try:
+        want = block_sparse_dense(SEED, KEY, D_TINY, B_TINY, q)
+    except ValueError:
+        with pytest.raises(ValueError, match="density"):
+            _core.BlockSparseFamily(D_TINY, B_TINY, q)
+        assert not q >= 2.0**-32
+        return
+    assert q >= 2.0**-32
+    m = _core.BlockSparseMatrix(_core.BlockSparseFamily(D_TINY, B_TINY, q), SEED, KEY)
+    got = m.apply(np.eye(D_TINY), False, False, 1).T   # columns R e_j
+    np.testing.assert_array_equal(got != 0, want != 0)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=0)
 
 
 @FUZZ
@@ -216,6 +249,20 @@ def test_scan_blocks(data):
     assert 0 <= threads <= MAX_NUM_THREADS and b == B_BS
     assert np.all((records["sample"] >= 0) & (records["sample"] < y.shape[0]))
     assert np.all((records["column"] >= 0) & (records["column"] < y.shape[1]))
+
+
+@FUZZ
+@given(first=st.one_of(st.integers(-2**63, 2**63 - 1),
+                       st.sampled_from([0, -1, 2**63 - 1, 2**63 - 4, 2**63 - 5, 2**62])))
+def test_scan_blocks_first_sample(first):
+    y = np.ascontiguousarray(BS.apply(np.eye(D_BS)[:4], False, False, 1))
+    try:
+        records = _core.scan_blocks(y, B_BS, Q_BS, 0.3, first, 1)
+    except BAD:
+        assert not 0 <= first <= 2**63 - 1 - 4
+        return
+    assert 0 <= first <= 2**63 - 1 - 4
+    assert len(records) and set(records["sample"].tolist()) <= {first + k for k in range(4)}
 
 
 # -- sketch_graphs and Graph/JSON ------------------------------------------------------------

@@ -207,3 +207,77 @@ def test_from_dict_parents_first_long_chain():
     assert g.modules[0] == "m0" and g.inputs(list(g)[0])[0][0].index == 1
     depths = g.depths()
     assert [depths[h] for h in g][:3] == [2, 3, 4]
+
+
+class _CountingIndex(int):
+    """An object index that counts its comparisons, so that work done on indices inside C
+    containers (dict lookups, sorting, searches) is counted too, not only Python lines."""
+
+    compares = 0
+
+    def __eq__(self, other):
+        _CountingIndex.compares += 1
+        return int.__eq__(self, other)
+
+    __hash__ = int.__hash__
+
+
+class _CountingOrder(list):
+    """The topological order, with its linear searches counted by the elements they scan (the
+    historic O(n^2) was ``order.index(k)`` per object, a C loop no line count sees)."""
+
+    scanned = 0
+
+    def index(self, value, *args):
+        out = super().index(value, *args)
+        _CountingOrder.scanned += out + 1
+        return out
+
+    def __contains__(self, value):
+        _CountingOrder.scanned += len(self)
+        return super().__contains__(value)
+
+    def count(self, value):
+        _CountingOrder.scanned += len(self)
+        return super().count(value)
+
+
+def _from_dict_work(n, monkeypatch):
+    """Work done by Graph.from_dict for an n-object chain listed parents first: Python lines run
+    inside graph.py (sys.settrace line events), comparisons of object indices and elements
+    scanned by searches of the topological order. Counts work, not time."""
+    import sys
+    from recsketch import graph as graph_module
+    topo = graph_module._topological_order
+    monkeypatch.setattr(graph_module, "_topological_order",
+                        lambda children: _CountingOrder(topo(children)))
+    objects = [{"module": f"m{k}", "attributes": [1.0],
+                "inputs": [[_CountingIndex(k + 1), 0.5]]}
+               for k in range(n - 1)] + [{"module": "m_leaf", "attributes": [1.0]}]
+    data = {"objects": objects, "output": [[_CountingIndex(0), 1.0]]}
+    lines = [0]
+
+    def tracer(frame, event, arg):
+        if frame.f_code.co_filename != graph_module.__file__:
+            return None
+        if event == "line":
+            lines[0] += 1
+        return tracer
+
+    _CountingIndex.compares = _CountingOrder.scanned = 0
+    sys.settrace(tracer)
+    try:
+        g = rs.Graph.from_dict(data)
+    finally:
+        sys.settrace(None)
+    assert len(g) == n and g.modules[0] == "m0"
+    return lines[0] + _CountingIndex.compares + _CountingOrder.scanned
+
+
+def test_from_dict_parents_first_is_linear(monkeypatch):
+    # issue 12 defect 1: the renumbering searched the order list once per object (O(n^2)).
+    # The work for 4n objects must stay within a constant of 4x the work for n (quadratic
+    # growth would be 16x).
+    small = _from_dict_work(500, monkeypatch)
+    large = _from_dict_work(2000, monkeypatch)
+    assert large <= 5 * small, (small, large)

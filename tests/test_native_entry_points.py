@@ -5,6 +5,7 @@ Calls that used to crash the process run in a subprocess, so a regression fails 
 instead of killing the run.
 """
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -223,3 +224,91 @@ def test_sketch_graphs_refuses_an_out_of_range_graph_in_a_subprocess():
     """)
     assert code == 0, out
     assert "ValueError" in out and "graph_ptr" in out, out
+
+
+# -- review F1: densities below what the 32-bit gap table can represent ---------------------
+
+def test_density_below_the_table_resolution_is_refused():
+    # Gaps are drawn from 32-bit words, so a block's probability of being nonzero is a multiple
+    # of 2^-32; below that q is not representable (and below ~1.1e-16, 1 - q == 1 overflowed
+    # the table: every block came out nonzero).
+    assert rs.MIN_DENSITY == _core.MIN_DENSITY == 2.0**-32
+    for q in (1e-17, 1e-20, 5e-324, 2.0**-33, 2.0**-32 * 0.999):
+        with pytest.raises(ValueError, match="density"):
+            _core.BlockSparseFamily(360, 36, q)
+        with pytest.raises(ValueError, match="density"):
+            rs.Sketcher(360, block_size=36, density=q, seed=1)
+    # the smallest accepted density gives (almost surely) no nonzero block, like the reference
+    sk = rs.Sketcher(360, block_size=36, density=2.0**-32, seed=1)
+    assert sk.module_matrix("a", 0).column_block_counts().max() == 0
+
+
+# -- review F3: scan_blocks' first_sample ----------------------------------------------------
+
+def test_scan_blocks_validates_first_sample():
+    R = _core.BlockSparseMatrix(_core.BlockSparseFamily(360, 36, 0.3), 1, 2)
+    e = np.zeros((3, 360))
+    e[0, 5] = e[1, 17] = e[2, 200] = 1.0
+    Y = np.ascontiguousarray(R.apply(e, False, False, 1))
+    top = 2**63 - 1 - 3
+    r = _core.scan_blocks(Y, 36, 0.3, 0.3, top, 1)
+    assert len(r) and set(r["sample"].tolist()) <= {top, top + 1, top + 2}
+    for bad in (-1, -5, top + 1, 2**63 - 2, 2**63 - 1):
+        with pytest.raises(ValueError, match="first_sample"):
+            _core.scan_blocks(Y, 36, 0.3, 0.3, bad, 1)
+
+
+# -- review F2 (alignment): matrix operands must be aligned -----------------------------------
+
+def _unaligned(dtype, n, m):
+    item = np.dtype(dtype).itemsize
+    x = np.frombuffer(bytearray(item * n * m + 1), dtype=dtype, count=n * m, offset=1)
+    x = x.reshape(n, m)
+    assert x.flags.c_contiguous and not x.flags.aligned
+    return x
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_unaligned_operands_are_refused(dtype):
+    bs = _core.BlockSparseMatrix(_core.BlockSparseFamily(360, 36, 0.3), 1, 2)
+    orth = _core.OrthogonalMatrix(256, 1, 2)
+    for m, d in ((bs, 360), (orth, 256)):
+        x = _unaligned(dtype, 2, d)
+        for transpose in (False, True):
+            with pytest.raises(ValueError, match="x must be aligned"):
+                m.apply(x, transpose, False, 1)
+    sk = rs.Sketcher(360, block_size=36, density=0.3, dtype=dtype)
+    with pytest.raises(ValueError, match="aligned"):
+        sk.module_matrix("a", 0).matvec(_unaligned(dtype, 2, 360))
+
+
+# -- review F9: OMP_THREAD_LIMIT ------------------------------------------------------------
+
+def test_num_threads_above_the_openmp_thread_limit_is_refused():
+    if not _core.build_info().get("openmp"):
+        pytest.skip("serial build")
+    code = textwrap.dedent("""
+        import numpy as np
+        from recsketch import _core
+        m = _core.BlockSparseMatrix(_core.BlockSparseFamily(360, 36, 0.3), 1, 2)
+        x = np.ones((4, 360))
+        m.apply(x, False, False, 3)
+        try:
+            m.apply(x, False, False, 4)
+        except ValueError as e:
+            print("refused:", e)
+        else:
+            print("accepted")
+    """)
+    env = dict(os.environ, OMP_THREAD_LIMIT="3")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                       timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "refused:" in p.stdout and "OMP_THREAD_LIMIT" in p.stdout, p.stdout
+
+
+# -- review F10: one source for the core's limits -------------------------------------------
+
+def test_max_d_sketch_comes_from_the_core():
+    from recsketch import _checks
+    assert _checks.MAX_D_SKETCH == _core.MAX_D_SKETCH == 2**31 - 1

@@ -202,32 +202,51 @@ def test_polynomial_probes_equal_the_enumerating_construction():
     assert n > 500
 
 
-class _CallBudget:
-    """Counts Python calls made inside _probes.py and stops the build past a budget: a
-    machine-independent measure of work (no wall clock)."""
+class _LineBudget:
+    """Counts the Python lines executed inside _probes.py (``line`` events of sys.settrace) and
+    stops the build past a budget: a machine-independent measure of work (no wall clock) that,
+    unlike counting calls, also sees an exponential loop written inline in one function."""
 
-    def __init__(self, budget):
-        self.budget, self.calls = budget, 0
+    def __init__(self, budget, filename=None):
+        self.budget, self.lines = budget, 0
+        self.filename = filename or _probes.__file__
 
     def __call__(self, frame, event, arg):
-        if event == "call" and frame.f_code.co_filename == _probes.__file__:
-            self.calls += 1
-            if self.calls > self.budget:
-                raise RuntimeError(f"probe building made more than {self.budget} calls")
+        if frame.f_code.co_filename != self.filename:
+            return None  # do not trace lines of other files
+        if event == "line":
+            self.lines += 1
+            if self.lines > self.budget:
+                raise RuntimeError(f"probe building ran more than {self.budget} lines")
+        return self
+
+    def run(self, fn, *args):
+        sys.settrace(self)
+        try:
+            return fn(*args)
+        finally:
+            sys.settrace(None)
+
+
+def _lines(build, depth, path_known, budget=2_000_000, filename=None):
+    counter = _LineBudget(budget, filename)
+    counter.run(build, 1, depth, "cat", [3] * (depth - 1) if path_known else None, "matched")
+    return counter.lines
 
 
 @pytest.mark.parametrize("path_known", [True, False])
 def test_probe_building_is_polynomial_in_the_depth(path_known):
     # Depth 8 with a known path took 4.1 s and depth 10 over 50 s (3^9 or 4^9 chains); the
-    # work must now grow polynomially: calls at depth 16 within a small multiple of depth 4's.
-    def calls(depth):
-        budget = _CallBudget(200_000)
-        sys.setprofile(budget)
-        try:
-            build_probe(1, depth, "cat", [3] * (depth - 1) if path_known else None, "matched")
-        finally:
-            sys.setprofile(None)
-        return budget.calls
-
-    small, large = calls(4), calls(16)
+    # work must now grow polynomially: lines at depth 16 within a small multiple of depth 4's.
+    small, large = _lines(build_probe, 4, path_known), _lines(build_probe, 16, path_known)
     assert large <= 64 * small, (small, large)  # at most cubic: (16 / 4)^3
+
+
+@pytest.mark.parametrize("path_known", [True, False])
+def test_the_line_budget_catches_the_exponential_construction(path_known):
+    # The same criterion on the enumerating construction above (the oracle, exponential in the
+    # depth) must break the budget, so the test above would catch a regression to it; the
+    # budget stops the oracle early.
+    small = _lines(old_build_probe, 4, path_known, filename=__file__)
+    with pytest.raises(RuntimeError, match="more than"):
+        _lines(old_build_probe, 16, path_known, budget=64 * small, filename=__file__)

@@ -293,3 +293,17 @@ def test_subsketch_and_path_estimate_the_same_object_without_bias():
     assert_mean_near(direct, 1.0, resolve=0.6)
     diff = np.subtract(via, direct)
     assert abs(diff.mean()) < 4 * diff.std(ddof=1) / np.sqrt(diff.size)
+
+
+def test_decoder_and_path_errors_name_the_argument():
+    # review F8
+    with pytest.raises(TypeError, match="sketcher"):
+        rs.Decoder(None)
+    sk = rs.Sketcher(1020, seed=3, dtype="float64")
+    g = rs.Graph()
+    x = np.array([0.6, 0.8])
+    g.set_output([(g.add("cat", x), 1.0)])
+    s = sk.sketch(g)
+    for path in ([2**70], [2**64 - 1]):
+        with pytest.raises(ValueError, match="path entry 0"):
+            sk.attributes(s, "cat", path)

@@ -7,11 +7,15 @@
 #include <pybind11/pybind11.h>
 
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
 
 #include "recsketch/parallel.hpp"
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
 
 namespace py = pybind11;
 
@@ -26,14 +30,33 @@ inline int check_num_threads(int num_threads) {
   if (num_threads < 0 || num_threads > kMaxNumThreads)
     throw std::invalid_argument("num_threads must be in [0, " + std::to_string(kMaxNumThreads) +
                                 "] (0: every thread), got " + std::to_string(num_threads));
+#if defined(_OPENMP)
+  // The OpenMP runtime would silently run fewer threads than asked past its thread limit
+  // (OMP_THREAD_LIMIT, which a user sets to stay under a process limit such as ulimit -u).
+  const int limit = omp_get_thread_limit();
+  if (num_threads > limit)
+    throw std::invalid_argument("num_threads " + std::to_string(num_threads) +
+                                " exceeds the OpenMP thread limit " + std::to_string(limit) +
+                                " (OMP_THREAD_LIMIT)");
+#endif
   return num_threads;
+}
+
+// Whether p[0..n) are all finite (no early exit: the loop vectorises).
+template <class T>
+bool all_finite(const T* p, std::int64_t n) noexcept {
+  bool finite = true;
+  for (std::int64_t k = 0; k < n; ++k) finite &= std::isfinite(p[k]);
+  return finite;
+}
+
+inline void throw_not_finite(const char* name) {
+  throw std::invalid_argument(std::string(name) + " contains NaN or infinity");
 }
 
 // A vector of reals that must all be finite.
 inline void check_finite(const double* p, std::int64_t n, const char* name) {
-  bool finite = true;
-  for (std::int64_t k = 0; k < n; ++k) finite &= std::isfinite(p[k]);
-  if (!finite) throw std::invalid_argument(std::string(name) + " contains NaN or infinity");
+  if (!all_finite(p, n)) throw_not_finite(name);
 }
 
 enum class Dtype { f32, f64 };
@@ -45,7 +68,8 @@ inline Dtype float_dtype(const py::array& a, const char* name) {
                        py::str(a.dtype()).cast<std::string>());
 }
 
-// A C-contiguous 2-D array with finite entries; returns its dtype.
+// An aligned C-contiguous 2-D array with finite entries; returns its dtype. The kernels load
+// whole floats (and SIMD vectors) from it, which misaligned data makes undefined behaviour.
 inline Dtype check_matrix_arg(const py::array& a, const char* name) {
   const Dtype dt = float_dtype(a, name);
   if (a.ndim() != 2)
@@ -54,19 +78,19 @@ inline Dtype check_matrix_arg(const py::array& a, const char* name) {
   if (!(a.flags() & py::array::c_style))
     throw std::invalid_argument(std::string(name) +
                                 " must be C-contiguous (use numpy.ascontiguousarray)");
+  const std::size_t align = dt == Dtype::f32 ? alignof(float) : alignof(double);
+  // (an empty array is never read, and NumPy calls it aligned wherever it points)
+  if (a.size() > 0 && reinterpret_cast<std::uintptr_t>(a.data()) % align != 0)
+    throw std::invalid_argument(std::string(name) + " must be aligned to its dtype " +
+                                "(numpy.array(x) makes an aligned copy)");
   const std::int64_t size = static_cast<std::int64_t>(a.size());
   bool finite = true;
   {
     py::gil_scoped_release release;
-    if (dt == Dtype::f32) {
-      const float* p = static_cast<const float*>(a.data());
-      for (std::int64_t k = 0; k < size; ++k) finite &= std::isfinite(p[k]);
-    } else {
-      const double* p = static_cast<const double*>(a.data());
-      for (std::int64_t k = 0; k < size; ++k) finite &= std::isfinite(p[k]);
-    }
+    finite = dt == Dtype::f32 ? all_finite(static_cast<const float*>(a.data()), size)
+                              : all_finite(static_cast<const double*>(a.data()), size);
   }
-  if (!finite) throw std::invalid_argument(std::string(name) + " contains NaN or infinity");
+  if (!finite) throw_not_finite(name);
   return dt;
 }
 

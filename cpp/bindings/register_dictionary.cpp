@@ -5,7 +5,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "arrays.hpp"
@@ -39,6 +41,10 @@ void register_dictionary(py::module_& m) {
         p.scale = 1.0 / std::sqrt(static_cast<double>(p.d) * density);
         p.tau = tau;
         const std::int64_t n = Y.shape(0);
+        // sample ids are first_sample + row: they must stay nonnegative and fit int64
+        if (first_sample < 0 || first_sample > std::numeric_limits<std::int64_t>::max() - n)
+          throw std::invalid_argument("first_sample must be in [0, 2^63 - 1 - rows of Y], got " +
+                                      std::to_string(first_sample));
         std::vector<std::vector<recsketch::BlockRecord>> parts;
         {
           py::gil_scoped_release release;

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "arrays.hpp"
+#include "recsketch/block_sparse_params.hpp"
 #include "recsketch/parallel.hpp"
 #include "recsketch/rng.hpp"
 #include "recsketch/wht.hpp"
@@ -62,6 +63,8 @@ void register_info(py::module_& m) {
   }, "Facts about this build of the native core.");
 
   m.attr("MAX_NUM_THREADS") = recsketch_bind::kMaxNumThreads;
+  m.attr("MIN_DENSITY") = recsketch::kMinDensity;
+  m.attr("MAX_D_SKETCH") = recsketch::kMaxDSketch;
 
   m.def(
       "set_wht_path",

@@ -12,6 +12,7 @@ from ._native import _core
 from ._version import __version__
 from .decoder import Decoder
 from .block_sparse import (
+    MIN_DENSITY,
     BlockSparseParams,
     BlockStatus,
     DecodedBlocks,
@@ -38,6 +39,7 @@ from .sketcher import FAMILIES, ModuleInfo, Sketcher
 __all__ = [
     "FAMILIES",
     "METHODS",
+    "MIN_DENSITY",
     "AttributeEstimate",
     "BlockSparseParams",
     "BlockStatus",

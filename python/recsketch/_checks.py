@@ -37,7 +37,10 @@ def check_fraction(value: object, name: str, *, upper: float = 1.0) -> float:
 
 
 # Largest d_sketch of any family (block and row indices stay within 32 bits in the core).
-MAX_D_SKETCH = 2**31 - 1
+MAX_D_SKETCH: int = int(_core.MAX_D_SKETCH)
+
+# Largest tuple position i of R[i] (position keys are signed 64-bit in the core).
+MAX_POSITION = 2**63 - 1
 
 # Largest num_threads accepted anywhere (the native core refuses more, see cpp/bindings/arrays.hpp):
 # OpenMP runtimes abort or crash when asked for thousands of threads.
@@ -56,9 +59,10 @@ def as_float_batch(x: object, name: str, d: int, *, allow_short: bool = False
                    ) -> Tuple[np.ndarray, bool]:
     """Check a vector (m,) or a batch of row vectors (n, m) for a d x d matrix.
 
-    Returns the array as 2-D and whether the input was 1-D. Arrays must be float32 or float64 and
-    C-contiguous (no silent copies); other sequences are converted with ``numpy.asarray``. m must
-    equal d unless ``allow_short`` (then 1 <= m <= d). NaN and infinity are rejected by the core.
+    Returns the array as 2-D and whether the input was 1-D. Arrays must be float32 or float64,
+    C-contiguous and aligned (no silent copies); other sequences are converted with
+    ``numpy.asarray``. m must equal d unless ``allow_short`` (then 1 <= m <= d). NaN and
+    infinity are rejected by the core.
     """
     arr = x if isinstance(x, np.ndarray) else np.asarray(x, dtype=np.float64)
     if arr.dtype not in FLOAT_DTYPES:
@@ -67,6 +71,9 @@ def as_float_batch(x: object, name: str, d: int, *, allow_short: bool = False
         raise ValueError(f"{name} must be a vector (m,) or a batch (n, m), got shape {arr.shape}")
     if not arr.flags.c_contiguous:
         raise ValueError(f"{name} must be C-contiguous; pass numpy.ascontiguousarray({name})")
+    if not arr.flags.aligned:
+        raise ValueError(f"{name} must be aligned to its dtype; numpy.array({name}) makes an "
+                         "aligned copy")
     m = arr.shape[-1]
     if allow_short:
         if not 1 <= m <= d:

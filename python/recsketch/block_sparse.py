@@ -11,6 +11,7 @@ from ._checks import MAX_D_SKETCH, check_int
 from ._native import _core
 
 __all__ = [
+    "MIN_DENSITY",
     "BlockSparseParams",
     "BlockStatus",
     "DecodedBlocks",
@@ -23,6 +24,27 @@ __all__ = [
     "suggest_block_sparse",
     "walk_cache_info",
 ]
+
+
+# Smallest density q of D(b, q, d): 2**-32. The gaps between nonzero blocks are drawn from
+# 32-bit words, so a block's probability of being nonzero is a multiple of 2**-32; a smaller q
+# cannot be represented (see cpp/include/recsketch/block_sparse_params.hpp).
+MIN_DENSITY: float = float(_core.MIN_DENSITY)
+
+
+def check_density(density: object) -> float:
+    """``density`` as a float in ``[MIN_DENSITY, 1]``; TypeError if it is not a real number,
+    ValueError (naming the bound) if out of range."""
+    if isinstance(density, (bool, np.bool_)) or not isinstance(
+            density, (int, float, np.floating, np.integer)):
+        raise TypeError(f"density must be a float, got {type(density).__name__}")
+    q = float(density)
+    if not 0.0 < q <= 1.0:
+        raise ValueError(f"density must be in (0, 1], got {q!r}")
+    if q < MIN_DENSITY:
+        raise ValueError(f"density {q!r} is below MIN_DENSITY = 2**-32, the smallest block "
+                         "probability the 32-bit gap table represents")
+    return q
 
 
 class BlockSparseParams(NamedTuple):
@@ -76,8 +98,8 @@ def suggest_block_sparse(d_sketch: int, density: Optional[float] = None) -> Bloc
     if best is None:  # pragma: no cover - the +3 candidate always covers power-of-two crossings
         raise ValueError(f"no valid block-sparse size found near {target}")
     _, d, b = best
-    q = default_density(d) if density is None else float(density)
-    _core.BlockSparseFamily(d, b, q)  # validates q
+    q = default_density(d) if density is None else check_density(density)
+    _core.BlockSparseFamily(d, b, q)
     return BlockSparseParams(d, b, q)
 
 

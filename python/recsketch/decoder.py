@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Dict, NamedTuple, Optional, Sequence, Tup
 import numpy as np
 
 from ._cache import ByteLRU
-from ._checks import FLOAT_DTYPES, check_int, check_num_threads
+from ._checks import FLOAT_DTYPES, MAX_POSITION, check_int, check_num_threads
 from ._probes import POSITION, Letter, Probe, WeightedWord, Word, build_probe
 from .erasure import ErasedSketch
 from .queries import METHODS, AttributeEstimate, SubSketch
@@ -72,6 +72,9 @@ class Decoder:
     """
 
     def __init__(self, sketcher: "Sketcher", cache_bytes: int = QUERY_CACHE_BYTES):
+        from .sketcher import Sketcher  # the Sketcher module imports this one
+        if not isinstance(sketcher, Sketcher):
+            raise TypeError(f"sketcher must be a recsketch.Sketcher, got {type(sketcher).__name__}")
         self._sk = sketcher
         self._d = sketcher.d_sketch
         self._cache = ByteLRU(cache_bytes)
@@ -136,7 +139,8 @@ class Decoder:
             return h, None
         if isinstance(path, (str, bytes)) or not isinstance(path, Sequence):
             raise TypeError("path must be a sequence of input positions (ints >= 1)")
-        steps = tuple(check_int(p, "path entry", minimum=1) for p in path)
+        steps = tuple(check_int(p, f"path entry {k}", minimum=1, maximum=MAX_POSITION)
+                      for k, p in enumerate(path))
         need = h - max(inp.root_depth, 1)
         if len(steps) != need:
             where = "the output" if inp.root_depth == 1 else "this sub-sketch's object"

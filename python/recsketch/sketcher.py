@@ -9,9 +9,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ._checks import MAX_D_SKETCH, check_int, check_num_threads
+from ._checks import MAX_D_SKETCH, MAX_POSITION, check_int, check_num_threads
 from ._native import _core
-from .block_sparse import default_block_size, default_density, suggest_block_sparse
+from .block_sparse import check_density, default_block_size, default_density, suggest_block_sparse
 from .decoder import QUERY_CACHE_BYTES, Decoder
 from .embeddings import LeafEmbeddings
 from .graph import Graph, flatten
@@ -47,7 +47,9 @@ class Sketcher:
         (Section 4); ``orthogonal`` is an exactly orthonormal O(d log d) construction.
     block_size, density : int, float, optional
         ``b`` and ``q`` of D(b, q, d). Defaults: the smallest valid ``b`` dividing ``d_sketch``
-        and ``q = min(1, log2 d / sqrt d)``. Not allowed with ``orthogonal``.
+        and ``q = min(1, log2 d / sqrt d)``; ``q`` must be in ``[MIN_DENSITY, 1]``
+        (``recsketch.MIN_DENSITY = 2**-32``, the resolution of the 32-bit gap draw). Not allowed
+        with ``orthogonal``.
     seed : int
         In ``[0, 2**64)``. Every matrix is a pure function of ``(family parameters, seed, role)``:
         the same seed gives bit-identical matrices on every machine and thread count.
@@ -99,9 +101,7 @@ class Sketcher:
             block_size = check_int(block_size, "block_size", minimum=3)
             if density is None:
                 density = default_density(d)
-            if isinstance(density, (bool, np.bool_)) or not isinstance(density, (int, float, np.floating, np.integer)):
-                raise TypeError(f"density must be a float, got {type(density).__name__}")
-            density = float(density)
+            density = check_density(density)
             self._native_family = _core.BlockSparseFamily(d, block_size, density)
 
         self._d = d
@@ -207,7 +207,6 @@ class Sketcher:
                              "graph containing it or call register_module")
         return info
 
-    _module_info = module_info  # the name Repository uses
 
     # -- sketching -----------------------------------------------------------------------------
     def sketch(self, graph: Graph, *, return_objects: bool = False,
@@ -302,7 +301,7 @@ class Sketcher:
 
     def position_matrix(self, i: int) -> RandomMatrix:
         """``R[i]``, the matrix of tuple position ``i >= 1``, shared by every tuple sketch."""
-        i = check_int(i, "i", minimum=1, maximum=2**63 - 1)
+        i = check_int(i, "i", minimum=1, maximum=MAX_POSITION)
         return self._matrix(("position", i), _core.position_key(i))
 
     # -- queries (answered by the Decoder, decoder.py) -----------------------------------------

@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <stdexcept>
 #include <string>
 
@@ -18,6 +19,12 @@ inline int ceil_log2(std::int64_t n) noexcept {
 
 // Largest d accepted: block indices and row indices stay within 32 bits.
 inline constexpr std::int64_t kMaxDSketch = (std::int64_t{1} << 31) - 1;
+
+// Smallest density q accepted: 2^-32. Gaps between nonzero blocks are drawn from 32-bit words
+// against the table floor(2^32 (1-q)^k), so a block is nonzero with probability
+// 1 - floor(2^32 (1-q)) / 2^32, a multiple of 2^-32. Any q below 2^-32 would silently become
+// 2^-32 (and once 1 - q rounds to 1, near q = 1.1e-16, the first entry 2^32 overflows 32 bits).
+inline constexpr double kMinDensity = 1.0 / 4294967296.0;
 
 // Algorithm 1 needs b/3 >= ceil(log2 d) + 3 entries (a leading +1, the index, two parity bits).
 inline std::int64_t min_block_size(std::int64_t d) noexcept { return 3 * (ceil_log2(d) + 3); }
@@ -45,8 +52,14 @@ inline void validate_block_sparse(std::int64_t d, std::int64_t b, double q) {
     throw std::invalid_argument("d_sketch " + to_string(d) + " is not a multiple of block_size " +
                                 to_string(b) +
                                 " (recsketch.suggest_block_sparse(d) proposes valid sizes)");
+  char shown[32];
+  std::snprintf(shown, sizeof shown, "%.17g", q);
   if (!(q > 0.0 && q <= 1.0))
-    throw std::invalid_argument("density q must be in (0, 1], got " + std::to_string(q));
+    throw std::invalid_argument(std::string("density q must be in (0, 1], got ") + shown);
+  if (q < kMinDensity)
+    throw std::invalid_argument(std::string("density q = ") + shown +
+                                " is below 2^-32 (recsketch.MIN_DENSITY), the smallest block "
+                                "probability the 32-bit gap table represents");
 }
 
 }  // namespace recsketch
