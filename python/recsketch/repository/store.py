@@ -177,11 +177,13 @@ class Store:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield
+            self._db.execute("COMMIT")
         except BaseException:
+            # a failed COMMIT (disk full, I/O error) leaves the transaction open: roll it back
+            # too, or the connection's next BEGIN fails and its write lock is held meanwhile
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
 
     def data_path(self, generation: int) -> Path:
         return self._path / f"data.{generation}.bin"
@@ -305,7 +307,15 @@ class Store:
                     self.set_meta(generation=new_gen, data_end=pos,
                                   change=int(meta["change"]) + 1)
             except BaseException:
-                path.unlink(missing_ok=True)
+                # An interrupt may land after COMMIT: the metadata then points into the new
+                # file. Remove it only when the metadata says it does not (an orphan kept when
+                # that cannot be read is removed by the next writer's repair).
+                try:
+                    orphan = int(self.meta()["generation"]) != new_gen
+                except BaseException:
+                    orphan = False
+                if orphan:
+                    path.unlink(missing_ok=True)
                 raise
             self._map = None
             before = end * self._dtype.itemsize
