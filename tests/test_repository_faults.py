@@ -85,3 +85,55 @@ def test_a_failed_commit_is_rolled_back_and_the_next_write_works(tmp_path):
     assert ids.tolist() == [5, 6] and len(repo) == 7
     np.testing.assert_array_equal(repo.get([5, 6]), want[:2])
     repo.close()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_short_reads_are_read_on_not_taken_for_corruption(tmp_path, monkeypatch, dtype):
+    sk = rs.Sketcher(256, family="orthogonal")
+    S = sk.sketch_many([room(np.random.default_rng(k))[0] for k in range(6)])
+    repo = Repository.create(tmp_path / "r", sk, dtype=dtype)
+    repo.add(S)
+    stored = S.astype(dtype).astype(np.float32)
+    want = sk.mass(stored, "cat")
+    real = os.preadv
+    asked = []
+
+    def short(fd, buffers, offset):  # legal: a read call may return fewer bytes than asked
+        view = memoryview(buffers[0]).cast("B")
+        asked.append(len(view))
+        return real(fd, [view[:max(1, min(len(view) // 2, 1000))]], offset)
+
+    monkeypatch.setattr(os, "preadv", short)
+    repo.chunk_bytes = 1 << 30
+    ids, got = repo.mass("cat")
+    assert len(asked) > 6  # several calls per run of rows
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    # a run longer than MAX_READ_BYTES is asked for in pieces
+    from recsketch.repository import store as store_module
+    monkeypatch.setattr(store_module, "MAX_READ_BYTES", 100)
+    asked.clear()
+    np.testing.assert_allclose(repo.mass("cat")[1], want, rtol=1e-6)
+    assert 0 < max(asked) <= 100
+    repo.close()
+
+
+def test_a_data_file_shorter_than_its_metadata_is_a_clear_error(tmp_path):
+    repo = _repo(tmp_path)
+    path = repo._store.data_path(0)
+    os.truncate(path, path.stat().st_size - 4)
+    with pytest.raises(ValueError, match="shorter than its metadata"):
+        repo.mass("cat")
+    repo.close()
+
+
+def test_chunk_bytes_has_a_documented_maximum(tmp_path):
+    from recsketch.repository.aggregates import MAX_CHUNK_BYTES
+
+    repo = _repo(tmp_path, n=1)
+    repo.chunk_bytes = MAX_CHUNK_BYTES
+    assert repo.chunk_bytes == MAX_CHUNK_BYTES == 4 << 30
+    for bad in (MAX_CHUNK_BYTES + 1, 1 << 40):
+        with pytest.raises(ValueError, match="chunk_bytes"):
+            repo.chunk_bytes = bad
+    assert repo.chunk_bytes == MAX_CHUNK_BYTES
+    repo.close()

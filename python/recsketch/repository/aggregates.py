@@ -21,16 +21,20 @@ from ..erasure import ErasedSketch
 from ..sketcher import Sketcher
 from .store import Rows, Store
 
-__all__ = ["DEFAULT_CHUNK_BYTES", "check_chunk_bytes", "Aggregates"]
+__all__ = ["DEFAULT_CHUNK_BYTES", "MAX_CHUNK_BYTES", "check_chunk_bytes", "Aggregates"]
 
 DEFAULT_CHUNK_BYTES = 64 << 20  # 64 MiB: 16,384 sketches of d = 1024 per chunk
+# Largest chunk_bytes accepted: 4 GiB of float32 values per chunk, about 10 GiB of memory in
+# all; a chunk this size already keeps the Sketcher's matrix products at full speed.
+MAX_CHUNK_BYTES = 4 << 30
 
 Batch = Union[np.ndarray, ErasedSketch]
 
 
 def check_chunk_bytes(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"chunk_bytes must be a positive integer, got {value!r}")
+    if (isinstance(value, bool) or not isinstance(value, numbers.Integral)
+            or not 1 <= value <= MAX_CHUNK_BYTES):
+        raise ValueError(f"chunk_bytes must be in [1, {MAX_CHUNK_BYTES}] (4 GiB), got {value!r}")
     return int(value)
 
 

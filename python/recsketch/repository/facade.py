@@ -152,7 +152,8 @@ class Repository:
 
     @property
     def chunk_bytes(self) -> int:
-        """Bytes of float32 values the aggregates read at a time (default 64 MiB)."""
+        """Bytes of float32 values the aggregates read at a time (default 64 MiB, at most
+        ``MAX_CHUNK_BYTES``, 4 GiB)."""
         return self._chunk_bytes
 
     @chunk_bytes.setter

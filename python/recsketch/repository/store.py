@@ -38,6 +38,9 @@ __all__ = ["Store", "Rows", "selection", "fsync_dir", "FORMAT", "FORMAT_VERSION"
 FORMAT = "recsketch.Repository"
 FORMAT_VERSION = 1
 
+# Largest read asked of the kernel at once (Linux caps a read call at 0x7ffff000 bytes anyway).
+MAX_READ_BYTES = 1 << 30
+
 
 class Rows(NamedTuple):
     """Where selected sketches live, in one consistent snapshot (rows in id order)."""
@@ -445,17 +448,21 @@ class Store:
         breaks = np.flatnonzero(np.diff(offsets) != length) + 1
         starts = np.concatenate(([0], breaks))
         stops = np.concatenate((breaks, [offsets.size]))
+        raw = out if self._dtype == out.dtype else np.empty(out.shape, self._dtype)
         for a, b in zip(starts.tolist(), stops.tolist()):
-            nbytes = (b - a) * length * item
-            if self._dtype == out.dtype:  # straight into the result: no second buffer
-                got = os.preadv(fd, [memoryview(out[a:b]).cast("B")], int(offsets[a]) * item)
-            else:
-                buf = os.pread(fd, nbytes, int(offsets[a]) * item)
-                got = len(buf)
-                if got == nbytes:
-                    out[a:b] = np.frombuffer(buf, dtype=self._dtype).reshape(b - a, length)
-            if got != nbytes:
-                raise ValueError("the data file is shorter than its metadata says")
+            # straight into the result (float32): no second buffer. A read call may return
+            # fewer bytes than asked (Linux moves at most 0x7ffff000 per call): read on from
+            # where it stopped, at most MAX_READ_BYTES per call; only 0 bytes means the file
+            # ends early.
+            view = memoryview(raw[a:b]).cast("B")
+            pos, at = 0, int(offsets[a]) * item
+            while pos < len(view):
+                got = os.preadv(fd, [view[pos:pos + MAX_READ_BYTES]], at + pos)
+                if got == 0:
+                    raise ValueError("the data file is shorter than its metadata says")
+                pos += got
+        if raw is not out:
+            out[...] = raw
         return out
 
     def disk_bytes(self) -> int:
