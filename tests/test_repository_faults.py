@@ -17,6 +17,28 @@ def _repo(tmp_path, n=5, d=256):
     return repo
 
 
+def test_timestamps_of_ids_added_meanwhile_come_from_one_snapshot(tmp_path, monkeypatch):
+    repo = Repository.create(tmp_path / "r", rs.Sketcher(64, family="orthogonal"))
+    s = np.abs(np.random.default_rng(0).normal(size=(4, 64)))
+    repo.add(s[:2], ids=[1, 9], timestamps=[100.0, 900.0])
+    store = repo._store
+    real_lookup = store.lookup
+    pending = [(5, 555.0), (30, 3000.0)]
+
+    def another_writer_adds_first(*a, **k):  # a writer commits just before the lookup
+        if pending:
+            i, t = pending.pop(0)
+            repo.add(s[2 if i == 5 else 3], ids=[i], timestamps=t)
+        return real_lookup(*a, **k)
+
+    monkeypatch.setattr(store, "lookup", another_writer_adds_first)
+    assert repo.timestamps([5]).tolist() == [555.0]    # was 900.0 (id 9's)
+    assert repo.timestamps([30]).tolist() == [3000.0]  # was IndexError
+    monkeypatch.setattr(store, "lookup", real_lookup)
+    assert repo.timestamps().tolist() == [100.0, 555.0, 900.0, 3000.0]
+    repo.close()
+
+
 class _Connection:
     """Delegates to a sqlite3 connection; ``fault(sql)`` runs before each ``execute`` and may
     raise (before the statement, or after it with ``after=True``)."""

@@ -242,24 +242,22 @@ class Repository:
     def get(self, ids: Any) -> np.ndarray:
         """Stored sketches ``(n, d)`` float32 in the order of ``ids`` (a truncated sketch has
         zeros past its kept prefix: see :meth:`lengths`). Unknown ids raise ValueError."""
-        _, off, ln, gen, end = self._store.lookup(ids)
-        out = self._store.load(off, ln, gen, end)
+        r = self._store.lookup(ids)
+        out = self._store.load(r.offsets, r.lengths, r.generation, r.data_end)
         return out[0] if np.ndim(ids) == 0 else out
 
     def lengths(self, ids: Any) -> np.ndarray:
         """How many leading coordinates of each sketch are kept (d unless forgotten)."""
-        return self._store.lookup(ids)[2]
+        return self._store.lookup(ids).lengths
 
     def ids(self) -> np.ndarray:
         return self._store.rows().ids
 
     def timestamps(self, ids: Optional[Any] = None) -> np.ndarray:
         """Unix-second timestamps of ``ids`` (default: every sketch, in id order)."""
-        rows = self._store.rows()
         if ids is None:
-            return rows.timestamps
-        want = self._store.lookup(ids)[0]
-        return rows.timestamps[np.searchsorted(rows.ids, want)]
+            return self._store.rows().timestamps
+        return self._store.lookup(ids).timestamps  # one snapshot: ids and their timestamps
 
     def labels(self, ids: Any) -> List[Any]:
         return self._store.labels(ids)
@@ -333,8 +331,9 @@ class Repository:
         fraction of the positive contributions.
         """
         store = self._store
-        _, off, ln, gen, end = store.lookup([id_a, id_b])
-        rows = store.load(off, ln, gen, end)
+        r = store.lookup([id_a, id_b])
+        ln = r.lengths
+        rows = store.load(r.offsets, ln, r.generation, r.data_end)
         d = store.d
         # a forgotten sketch is read as the prefix it kept, rescaled (graceful erasure)
         pair = [rows[k] if ln[k] == d else

@@ -89,9 +89,9 @@ class RetrievalIndex:
         skip = set() if exclude is None else {int(i) for i in exclude}
         if isinstance(query, numbers.Integral) and not isinstance(query, bool):
             skip.add(int(query))
-            _, q_off, q_ln, gen, end = store.lookup([int(query)])
-            q = store.load(q_off, q_ln, gen, end)[0]
-            q_len = int(q_ln[0])
+            r = store.lookup([int(query)])
+            q = store.load(r.offsets, r.lengths, r.generation, r.data_end)[0]
+            q_len = int(r.lengths[0])
         else:
             q = np.asarray(query, dtype=np.float32)
             if q.shape != (d,):
@@ -110,7 +110,7 @@ class RetrievalIndex:
         cand = cand[~np.isin(cand, list(skip))]
         # candidates deleted (by another thread or process) since the index caught up are
         # left out, in the same snapshot that locates the others
-        cand, off, ln, gen, end = store.lookup(cand, missing_ok=True)
+        cand, _, off, ln, gen, end = store.lookup(cand, missing_ok=True)
         if cand.size == 0:
             return np.zeros(0, np.int64), np.zeros(0)
         rows = store.load(off, ln, gen, end)

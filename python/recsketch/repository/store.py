@@ -347,16 +347,15 @@ class Store:
         ln = np.fromiter((r[3] for r in rows), np.int64, n)
         return Rows(ids, ts, off, ln, int(meta["generation"]), int(meta["data_end"]))
 
-    def lookup(self, ids: Any, *, missing_ok: bool = False
-               ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
-        """(ids, offsets, lengths, generation, data_end) of the given ids, in their order, in
-        one snapshot; ValueError naming unknown ids (with ``missing_ok``, they are left out)."""
+    def lookup(self, ids: Any, *, missing_ok: bool = False) -> Rows:
+        """Where the given ids live (rows in their order, timestamps included), in one
+        snapshot; ValueError naming unknown ids (with ``missing_ok``, they are left out)."""
         self.check_open()
         want = np.atleast_1d(np.asarray(ids))
         if want.dtype.kind not in "iu":
             raise TypeError(f"ids must be integers, got dtype {want.dtype}")
         want = want.astype(np.int64)
-        found: Dict[int, Tuple[int, int]] = {}
+        found: Dict[int, Tuple[float, int, int]] = {}
         with self._lock:
             self.check_open()
             cur = self._db.cursor()
@@ -367,9 +366,9 @@ class Store:
                 uniq = np.unique(want).tolist()
                 for start in range(0, len(uniq), 900):
                     part = uniq[start:start + 900]
-                    q = ("SELECT id, offset, length FROM sketches WHERE id IN "
+                    q = ("SELECT id, ts, offset, length FROM sketches WHERE id IN "
                          f"({','.join('?' * len(part))})")
-                    found.update((r[0], (r[1], r[2])) for r in cur.execute(q, part))
+                    found.update((r[0], (r[1], r[2], r[3])) for r in cur.execute(q, part))
             finally:
                 cur.execute("COMMIT")
         if missing_ok:
@@ -377,9 +376,10 @@ class Store:
         missing = [i for i in want.tolist() if i not in found]
         if missing:
             raise ValueError(f"no sketch with ids {missing[:10]}")
-        off = np.array([found[i][0] for i in want.tolist()], dtype=np.int64)
-        ln = np.array([found[i][1] for i in want.tolist()], dtype=np.int64)
-        return want, off, ln, int(meta["generation"]), int(meta["data_end"])
+        ts = np.array([found[i][0] for i in want.tolist()], dtype=np.float64)
+        off = np.array([found[i][1] for i in want.tolist()], dtype=np.int64)
+        ln = np.array([found[i][2] for i in want.tolist()], dtype=np.int64)
+        return Rows(want, ts, off, ln, int(meta["generation"]), int(meta["data_end"]))
 
     def labels(self, ids: Any) -> List[Any]:
         out = []
