@@ -39,6 +39,67 @@ def test_timestamps_of_ids_added_meanwhile_come_from_one_snapshot(tmp_path, monk
     repo.close()
 
 
+def _three_rewrites_elsewhere_first(tmp_path, monkeypatch, target, name):
+    """Make the first call of ``target.name`` wait until another process (here: another
+    Repository on the same folder, with its own lock) has rewritten the data three times,
+    which retires the generation the caller's snapshot points into."""
+    real = getattr(target, name)
+    other = Repository.open(tmp_path / "r")
+    state = {"done": False}
+
+    def rewrites_first(*a, **k):
+        if not state["done"]:
+            state["done"] = True
+            for _ in range(3):
+                other.compact()
+        return real(*a, **k)
+
+    monkeypatch.setattr(target, name, rewrites_first)
+    return other, state
+
+
+@pytest.mark.parametrize("query", ["count", "mass", "mean_attributes"])
+def test_streamed_aggregates_survive_three_rewrites_after_their_snapshot(tmp_path, monkeypatch,
+                                                                         query):
+    repo = _repo(tmp_path)
+    expected = {"count": lambda: repo.count("wall", 0.25)[1], "mass": lambda: repo.mass("cat")[1],
+                "mean_attributes": lambda: repo.mean_attributes("edge")}[query]
+    want = expected()
+    gen = int(repo._store.meta()["generation"])
+    # the descriptor is opened right after the snapshot is read
+    other, state = _three_rewrites_elsewhere_first(tmp_path, monkeypatch, os, "open")
+    got = expected()
+    assert state["done"] and int(repo._store.meta()["generation"]) == gen + 3
+    np.testing.assert_array_equal(got, want)
+    other.close()
+    repo.close()
+
+
+@pytest.mark.parametrize("query", ["get", "search", "clusters", "explain"])
+def test_mapped_reads_survive_three_rewrites_after_their_snapshot(tmp_path, monkeypatch, query):
+    repo = _repo(tmp_path, n=8)
+    run = {"get": lambda: repo.get([3, 1]), "search": lambda: repo.search(2, 3),
+           "clusters": lambda: repo.clusters(2, seed=0).labels,
+           "explain": lambda: repo.explain(0, 1)}[query]
+    want = run()
+    repo._store._map = None  # the next read maps the data file afresh
+    repo._index._change = -1  # and the index catches up again
+    other, state = _three_rewrites_elsewhere_first(tmp_path, monkeypatch, np, "memmap")
+    got = run()
+    assert state["done"]
+    assert type(got) is type(want)
+    if isinstance(want, list):
+        assert [w for w, _, _ in got] == [w for w, _, _ in want]
+        np.testing.assert_allclose([c for _, c, _ in got], [c for _, c, _ in want], rtol=1e-6)
+    elif isinstance(want, tuple):
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_allclose(got[1], want[1], rtol=1e-6)
+    else:
+        np.testing.assert_array_equal(got, want)
+    other.close()
+    repo.close()
+
+
 class _Connection:
     """Delegates to a sqlite3 connection; ``fault(sql)`` runs before each ``execute`` and may
     raise (before the statement, or after it with ``after=True``)."""

@@ -141,6 +141,7 @@ def test_every_method_from_threads_matches_single_threaded(tmp_path, monkeypatch
                 repo.add_graphs([g], timestamps=now, labels={"graph": w})
                 repo.forget([(10.0, 1.0), (float("inf"), 0.5)], now=now)
                 repo.delete(ids)
+                repo.compact()
                 repo.stats()
         except Exception as exc:
             errors.append(repr(exc))

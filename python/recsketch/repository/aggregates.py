@@ -13,6 +13,7 @@ from __future__ import annotations
 import numbers
 import os
 import threading
+from contextlib import closing
 from typing import Any, Callable, Iterator, Tuple, Union
 
 import numpy as np
@@ -47,12 +48,13 @@ class Aggregates:
         self._sketcher = sketcher
         self._sketcher_lock = sketcher_lock
 
-    def chunks(self, rows: Rows, chunk_bytes: int) -> Iterator[Tuple[np.ndarray, Batch]]:
-        """``(ids, sketches)`` of the selected rows, a chunk of one kept length at a time."""
+    def chunks(self, rows: Rows, fd: int, chunk_bytes: int
+               ) -> Iterator[Tuple[np.ndarray, Batch]]:
+        """``(ids, sketches)`` of the selected rows, a chunk of one kept length at a time, read
+        from ``fd`` (of :meth:`Store.streamed`, closed here)."""
         d = self._store.d
-        if rows.ids.size == 0:
+        if fd < 0:
             return
-        fd = self._store.open_data(rows.generation)
         try:
             for length in np.unique(rows.lengths).tolist():
                 sel = np.flatnonzero(rows.lengths == length)
@@ -68,31 +70,35 @@ class Aggregates:
         finally:
             os.close(fd)
 
-    def per_sketch(self, query: Callable[[Sketcher, Batch], Any], rows: Rows,
+    def per_sketch(self, query: Callable[[Sketcher, Batch], Any], rows: Rows, fd: int,
                    chunk_bytes: int) -> Tuple[np.ndarray, np.ndarray]:
-        """``(ids, values)`` of a per-sketch query, in id order."""
+        """``(ids, values)`` of a per-sketch query, in id order (rows and ``fd`` from
+        :meth:`Store.streamed`)."""
         ids_out, vals_out = [], []
-        for ids, s in self.chunks(rows, chunk_bytes):
-            with self._sketcher_lock:
-                vals = np.atleast_1d(query(self._sketcher, s))
-            ids_out.append(ids)
-            vals_out.append(vals)
+        # closed on an error too: a traceback kept alive must not keep the descriptor open
+        with closing(self.chunks(rows, fd, chunk_bytes)) as chunks:
+            for ids, s in chunks:
+                with self._sketcher_lock:
+                    vals = np.atleast_1d(query(self._sketcher, s))
+                ids_out.append(ids)
+                vals_out.append(vals)
         if not ids_out:
             return np.zeros(0, np.int64), np.zeros(0)
         ids = np.concatenate(ids_out)
         order = np.argsort(ids)
         return ids[order], np.concatenate(vals_out)[order]
 
-    def mean_attributes(self, module: str, method: str, rows: Rows, chunk_bytes: int
-                        ) -> np.ndarray:
+    def mean_attributes(self, module: str, method: str, rows: Rows, fd: int,
+                        chunk_bytes: int) -> np.ndarray:
         """Sum over sketches of the summed attributes of ``module`` / sum of its masses."""
         total_x, total_m = None, 0.0
-        for _, s in self.chunks(rows, chunk_bytes):
-            with self._sketcher_lock:
-                x = np.atleast_2d(self._sketcher.summed_attributes(s, module, 1.0, method))
-                m = np.atleast_1d(self._sketcher.mass(s, module, method))
-            total_x = x.sum(axis=0) if total_x is None else total_x + x.sum(axis=0)
-            total_m += float(m.sum())
+        with closing(self.chunks(rows, fd, chunk_bytes)) as chunks:
+            for _, s in chunks:
+                with self._sketcher_lock:
+                    x = np.atleast_2d(self._sketcher.summed_attributes(s, module, 1.0, method))
+                    m = np.atleast_1d(self._sketcher.mass(s, module, method))
+                total_x = x.sum(axis=0) if total_x is None else total_x + x.sum(axis=0)
+                total_m += float(m.sum())
         if total_x is None:
             raise ValueError("no sketch matches the selection")
         return total_x / total_m if total_m != 0 else np.full_like(total_x, np.nan)

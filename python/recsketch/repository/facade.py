@@ -242,8 +242,8 @@ class Repository:
     def get(self, ids: Any) -> np.ndarray:
         """Stored sketches ``(n, d)`` float32 in the order of ``ids`` (a truncated sketch has
         zeros past its kept prefix: see :meth:`lengths`). Unknown ids raise ValueError."""
-        r = self._store.lookup(ids)
-        out = self._store.load(r.offsets, r.lengths, r.generation, r.data_end)
+        r, data = self._store.located(ids)
+        out = self._store.load(r.offsets, r.lengths, data)
         return out[0] if np.ndim(ids) == 0 else out
 
     def lengths(self, ids: Any) -> np.ndarray:
@@ -274,25 +274,25 @@ class Repository:
               ) -> Tuple[np.ndarray, np.ndarray]:
         """Per-sketch counts of ``module`` (Theorem 3) over the selected sketches:
         ``(ids, counts)``, computed chunk by chunk (one matrix product per chunk)."""
-        rows = self._store.rows(*selection(since, until, where))
+        rows, fd = self._store.streamed(*selection(since, until, where))
         return self._aggregates.per_sketch(lambda sk, s: sk.count(s, module, weight, method),
-                                           rows, self._chunk_bytes)
+                                           rows, fd, self._chunk_bytes)
 
     def mass(self, module: str, *, since: Any = None, until: Any = None,
              where: Optional[Dict[str, Any]] = None, method: str = "matched"
              ) -> Tuple[np.ndarray, np.ndarray]:
         """Per-sketch summed effective weight of ``module``: ``(ids, masses)``."""
-        rows = self._store.rows(*selection(since, until, where))
+        rows, fd = self._store.streamed(*selection(since, until, where))
         return self._aggregates.per_sketch(lambda sk, s: sk.mass(s, module, method),
-                                           rows, self._chunk_bytes)
+                                           rows, fd, self._chunk_bytes)
 
     def mean_attributes(self, module: str, *, since: Any = None, until: Any = None,
                         where: Optional[Dict[str, Any]] = None, method: str = "matched"
                         ) -> np.ndarray:
         """The weight-averaged attribute vector of ``module`` pooled over the selected sketches
         (sum over sketches of the summed attributes / sum of the masses)."""
-        rows = self._store.rows(*selection(since, until, where))
-        return self._aggregates.mean_attributes(module, method, rows, self._chunk_bytes)
+        rows, fd = self._store.streamed(*selection(since, until, where))
+        return self._aggregates.mean_attributes(module, method, rows, fd, self._chunk_bytes)
 
     # -- retrieval --------------------------------------------------------------------------------
     def search(self, query: Any, k: int = 10, *, candidates: Optional[int] = None,
@@ -311,10 +311,10 @@ class Repository:
         """k-means (scikit-learn) on the unit-normalised index prefixes of the selected sketches
         (they are held in memory: ``index_dim`` float32 values per sketch)."""
         store = self._store
-        ids, ts, off, ln, gen, end = store.rows(*selection(since, until, where))
+        (ids, ts, off, ln, _, _), data = store.selected(*selection(since, until, where))
         if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= ids.size:
             raise ValueError(f"k must be an integer in [1, {ids.size}] (the selected sketches)")
-        prefixes = store.load(off, ln, gen, end, width=store.index_dim)
+        prefixes = store.load(off, ln, data, width=store.index_dim)
         return kmeans(ids, ts, prefixes, int(k), seed)
 
     def explain(self, id_a: int, id_b: int, *, paths: Optional[Dict[str, Sequence[
@@ -331,9 +331,9 @@ class Repository:
         fraction of the positive contributions.
         """
         store = self._store
-        r = store.lookup([id_a, id_b])
+        r, data = store.located([id_a, id_b])
         ln = r.lengths
-        rows = store.load(r.offsets, ln, r.generation, r.data_end)
+        rows = store.load(r.offsets, ln, data)
         d = store.d
         # a forgotten sketch is read as the prefix it kept, rescaled (graceful erasure)
         pair = [rows[k] if ln[k] == d else

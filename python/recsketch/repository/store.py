@@ -393,6 +393,44 @@ class Store:
             out.append(None if row[0] is None else json.loads(row[0]))
         return out
 
+    def _retrying(self, snapshot: Callable[[], Rows], open_: Callable[[Rows], Any]
+                  ) -> Tuple[Rows, Any]:
+        """``snapshot()`` and ``open_(rows)`` (its generation's data file) under one hold of
+        the lock, so no rewrite by this Store retires the generation in between. A rewrite by
+        another process (or another Store) may still retire it: then the data file is gone,
+        and a new snapshot names the generation that replaced it."""
+        failed = -1
+        while True:
+            with self._lock:
+                self.check_open()
+                rows = snapshot()
+                try:
+                    return rows, open_(rows)
+                except FileNotFoundError:
+                    if rows.generation == failed:  # not a retired generation: a missing file
+                        raise ValueError(f"the data file of generation {failed} is missing"
+                                         ) from None
+                    failed = rows.generation
+
+    def located(self, ids: Any, *, missing_ok: bool = False) -> Tuple[Rows, np.ndarray]:
+        """:meth:`lookup` and a memory map of the data file it points into (for :meth:`load`)."""
+        return self._retrying(lambda: self.lookup(ids, missing_ok=missing_ok),
+                              lambda r: self._view(r.generation, r.data_end))
+
+    def selected(self, where_sql: str = "", params: Sequence[Any] = ()
+                 ) -> Tuple[Rows, np.ndarray]:
+        """:meth:`rows` and a memory map of the data file it points into (for :meth:`load`)."""
+        return self._retrying(lambda: self.rows(where_sql, params),
+                              lambda r: self._view(r.generation, r.data_end))
+
+    def streamed(self, where_sql: str = "", params: Sequence[Any] = ()) -> Tuple[Rows, int]:
+        """:meth:`rows` and a read-only descriptor of the data file it points into (for
+        :meth:`read`; -1 when nothing is selected). The caller closes it. Held open, it keeps
+        the file readable while a rewrite retires the generation."""
+        return self._retrying(lambda: self.rows(where_sql, params),
+                              lambda r: os.open(self.data_path(r.generation), os.O_RDONLY)
+                              if r.ids.size else -1)
+
     def _view(self, generation: int, end: int) -> np.ndarray:
         """The data file of a generation as a read-only array of at least ``end`` values."""
         with self._lock:
@@ -404,15 +442,15 @@ class Store:
                 self._map_gen = generation
             return self._map
 
-    def load(self, offsets: np.ndarray, lengths: np.ndarray, gen: int, end: int,
+    def load(self, offsets: np.ndarray, lengths: np.ndarray, data: np.ndarray,
              width: Optional[int] = None) -> np.ndarray:
         """Rows as float32 ``(n, width)`` (default ``d``), zero-filled beyond each stored length,
-        gathered from a memory map of the whole data file (random access: get, search)."""
+        gathered from ``data``, the memory map of :meth:`located` or :meth:`selected` (random
+        access: get, search)."""
         w = self._d if width is None else width
         out = np.zeros((offsets.size, w), dtype=np.float32)
         if offsets.size == 0:
             return out
-        data = self._view(gen, end)
         # Vectorised gather, rows of one kept length at a time, in slabs of bounded index size.
         take = np.minimum(lengths, w)
         for m in np.unique(take):
@@ -431,14 +469,9 @@ class Store:
                     out[part, :m] = data[off[:, None] + cols]
         return out
 
-    def open_data(self, gen: int) -> int:
-        """A read-only descriptor of a generation's data file. Held open, it keeps the file
-        readable while a rewrite by another writer retires the generation."""
-        return os.open(self.data_path(gen), os.O_RDONLY)
-
     def read(self, fd: int, offsets: np.ndarray, length: int) -> np.ndarray:
         """Rows of one kept ``length`` as float32 ``(n, length)``, read with ``pread`` from a
-        descriptor of :meth:`open_data` (no memory map: streaming a repository larger than the
+        descriptor of :meth:`streamed` (no memory map: streaming a repository larger than the
         address space must not map all of it). Rows stored back to back are read in one call."""
         out = np.empty((offsets.size, length), dtype=np.float32)
         if offsets.size == 0:
