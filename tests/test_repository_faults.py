@@ -220,3 +220,31 @@ def test_chunk_bytes_has_a_documented_maximum(tmp_path):
             repo.chunk_bytes = bad
     assert repo.chunk_bytes == MAX_CHUNK_BYTES
     repo.close()
+
+
+@pytest.mark.parametrize("since", [None, 1e12])  # every sketch, then none
+@pytest.mark.parametrize("call, match", [
+    (lambda r, s: r.count("no_such_module", 0.25, since=s), "no_such_module"),
+    (lambda r, s: r.count("wall", float("nan"), since=s), "weight"),
+    (lambda r, s: r.count("wall", 0.0, since=s), "weight"),
+    (lambda r, s: r.count("wall", 1.5, since=s), "weight"),
+    (lambda r, s: r.count("wall", 0.25, since=s, method="bogus"), "method"),
+    (lambda r, s: r.mass("no_such_module", since=s), "no_such_module"),
+    (lambda r, s: r.mass("cat", since=s, method="bogus"), "method"),
+    (lambda r, s: r.mean_attributes("no_such_module", since=s), "no_such_module"),
+    (lambda r, s: r.mean_attributes("edge", since=s, method="bogus"), "method"),
+])
+def test_aggregates_check_their_arguments_even_on_an_empty_selection(tmp_path, monkeypatch,
+                                                                     since, call, match):
+    repo = _repo(tmp_path, n=2)
+    read = []
+    real = repo._store.rows
+    monkeypatch.setattr(repo._store, "rows", lambda *a: read.append(a) or real(*a))
+    with pytest.raises(ValueError, match=match):
+        call(repo, since)
+    assert read == []  # refused before anything was read
+    with pytest.raises(TypeError, match="weight"):
+        repo.count("wall", "0.25", since=since)
+    with pytest.raises(TypeError, match="module"):
+        repo.mass(3, since=since)
+    repo.close()

@@ -20,7 +20,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .._checks import check_fraction
 from ..erasure import ErasedSketch
+from ..queries import METHODS
 from ..sketcher import Sketcher
 from .aggregates import DEFAULT_CHUNK_BYTES, Aggregates, check_chunk_bytes
 from .clusters import Clusters, kmeans
@@ -269,11 +271,21 @@ class Repository:
         return self._store.rows(*selection(since, until, where)).ids
 
     # -- queries on stored sketches --------------------------------------------------------------
+    def _query_args(self, module: Any, method: Any, weight: Any = 1.0) -> float:
+        """Check an aggregate's arguments before anything is read: an empty selection answers
+        nothing, so a mistake would otherwise pass unnoticed. Returns the weight."""
+        if not isinstance(method, str) or method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        with self._sketcher_lock:
+            self._sketcher.module_info(module)  # TypeError / ValueError naming the module
+        return check_fraction(weight, "weight")
+
     def count(self, module: str, weight: float, *, since: Any = None, until: Any = None,
               where: Optional[Dict[str, Any]] = None, method: str = "matched"
               ) -> Tuple[np.ndarray, np.ndarray]:
         """Per-sketch counts of ``module`` (Theorem 3) over the selected sketches:
         ``(ids, counts)``, computed chunk by chunk (one matrix product per chunk)."""
+        weight = self._query_args(module, method, weight)
         rows, fd = self._store.streamed(*selection(since, until, where))
         return self._aggregates.per_sketch(lambda sk, s: sk.count(s, module, weight, method),
                                            rows, fd, self._chunk_bytes)
@@ -282,6 +294,7 @@ class Repository:
              where: Optional[Dict[str, Any]] = None, method: str = "matched"
              ) -> Tuple[np.ndarray, np.ndarray]:
         """Per-sketch summed effective weight of ``module``: ``(ids, masses)``."""
+        self._query_args(module, method)
         rows, fd = self._store.streamed(*selection(since, until, where))
         return self._aggregates.per_sketch(lambda sk, s: sk.mass(s, module, method),
                                            rows, fd, self._chunk_bytes)
@@ -291,6 +304,7 @@ class Repository:
                         ) -> np.ndarray:
         """The weight-averaged attribute vector of ``module`` pooled over the selected sketches
         (sum over sketches of the summed attributes / sum of the masses)."""
+        self._query_args(module, method)
         rows, fd = self._store.streamed(*selection(since, until, where))
         return self._aggregates.mean_attributes(module, method, rows, fd, self._chunk_bytes)
 
