@@ -248,3 +248,28 @@ def test_aggregates_check_their_arguments_even_on_an_empty_selection(tmp_path, m
     with pytest.raises(TypeError, match="module"):
         repo.mass(3, since=since)
     repo.close()
+
+
+def test_aggregates_hold_40_bytes_per_selected_sketch_beyond_their_chunk(tmp_path):
+    import tracemalloc
+
+    sk = rs.Sketcher(64, family="orthogonal")
+    sk.register_module("m", 2, 4)
+    repo = Repository.create(tmp_path / "r", sk, index_dim=16)
+    n = 200_000
+    values = np.abs(np.random.default_rng(0).normal(size=(n, 64))).astype(np.float32)
+    repo.add(values, timestamps=np.arange(n, dtype=float))
+    repo.chunk_bytes = 64 << 10
+    repo.count("m", 0.5, until=10.0)  # lazy allocations (caches, thread pools) before measuring
+    del values
+    tracemalloc.start()
+    try:
+        ids, counts = repo.count("m", 0.5)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert ids.size == counts.size == n
+    # 32 bytes of metadata and 8 of result per sketch; the rest does not grow with n: one block
+    # of SQLite rows as tuples (8192 x ~200 bytes) and one chunk with its float64 intermediates
+    assert peak < 40 * n + 8192 * 250 + 4 * repo.chunk_bytes, peak / n
+    repo.close()

@@ -5,7 +5,8 @@ one kept length per chunk; a forgotten sketch is read as the prefix it kept, res
 erasure), so a repository larger than memory can be aggregated. The aggregates add about
 2.5 x ``chunk_bytes`` to a process (the chunk, read straight into a float32 array, and the
 Sketcher's float64 intermediates on it; measured under RLIMIT_AS: 64 MiB chunks run within 160
-MiB, not within 96 MiB) plus about 32 bytes per selected sketch for its metadata and result.
+MiB, not within 96 MiB) plus 40 bytes per selected sketch: its id, timestamp, offset and length
+(fetched from SQLite in blocks into arrays) and its result (for per-sketch queries).
 """
 
 from __future__ import annotations
@@ -50,8 +51,8 @@ class Aggregates:
 
     def chunks(self, rows: Rows, fd: int, chunk_bytes: int
                ) -> Iterator[Tuple[np.ndarray, Batch]]:
-        """``(ids, sketches)`` of the selected rows, a chunk of one kept length at a time, read
-        from ``fd`` (of :meth:`Store.streamed`, closed here)."""
+        """``(positions in rows, sketches)`` of the selected rows, a chunk of one kept length
+        at a time, read from ``fd`` (of :meth:`Store.streamed`, closed here)."""
         d = self._store.d
         if fd < 0:
             return
@@ -63,10 +64,9 @@ class Aggregates:
                     part = sel[start:start + step]
                     vals = self._store.read(fd, rows.offsets[part], length)
                     if length == d:
-                        yield rows.ids[part], vals
+                        yield part, vals
                     else:
-                        yield rows.ids[part], ErasedSketch(vals, np.arange(length), d, "prefix",
-                                                           0)
+                        yield part, ErasedSketch(vals, np.arange(length), d, "prefix", 0)
         finally:
             os.close(fd)
 
@@ -74,19 +74,13 @@ class Aggregates:
                    chunk_bytes: int) -> Tuple[np.ndarray, np.ndarray]:
         """``(ids, values)`` of a per-sketch query, in id order (rows and ``fd`` from
         :meth:`Store.streamed`)."""
-        ids_out, vals_out = [], []
+        out = np.empty(rows.ids.size)  # filled in place: rows are in id order already
         # closed on an error too: a traceback kept alive must not keep the descriptor open
         with closing(self.chunks(rows, fd, chunk_bytes)) as chunks:
-            for ids, s in chunks:
+            for part, s in chunks:
                 with self._sketcher_lock:
-                    vals = np.atleast_1d(query(self._sketcher, s))
-                ids_out.append(ids)
-                vals_out.append(vals)
-        if not ids_out:
-            return np.zeros(0, np.int64), np.zeros(0)
-        ids = np.concatenate(ids_out)
-        order = np.argsort(ids)
-        return ids[order], np.concatenate(vals_out)[order]
+                    out[part] = np.atleast_1d(query(self._sketcher, s))
+        return rows.ids, out
 
     def mean_attributes(self, module: str, method: str, rows: Rows, fd: int,
                         chunk_bytes: int) -> np.ndarray:
