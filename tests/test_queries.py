@@ -37,8 +37,9 @@ def ratio(est, x):
 
 
 def assert_mean_near(values, target, n_se=4.0, resolve=0.05):
-    """The mean is within ``n_se`` standard errors of ``target`` (a false alarm about once in
-    16,000 per assertion), and that window is narrower than ``resolve * target``: a bias of
+    """The mean is within ``n_se`` standard errors of ``target`` (the standard error being
+    estimated, a false alarm with probability P(|t| > 4) on n - 1 degrees of freedom: 2.2e-4
+    per assertion at 48 draws, 5.6e-4 at 24), and that window is narrower than ``resolve * target``: a bias of
     that relative size would be seen (else the test could not back "unbiased")."""
     v = np.asarray(values)
     se = v.std(ddof=1) / np.sqrt(v.size)

@@ -250,6 +250,23 @@ def test_aggregates_check_their_arguments_even_on_an_empty_selection(tmp_path, m
     repo.close()
 
 
+def test_time_like_is_exported_and_a_closed_store_refuses_to_read(tmp_path):
+    from recsketch.repository import TimeLike
+    from recsketch.repository.times import TimeLike as original
+
+    assert TimeLike is original
+    repo = _repo(tmp_path, n=2)
+    store = repo._store
+    r = store.lookup([0, 1])
+    repo.close()
+    with pytest.raises(ValueError, match="closed"):
+        store.located([0, 1])
+    with pytest.raises(ValueError, match="closed"):
+        store.load(r.offsets, r.lengths, np.zeros(0, np.float32))
+    with pytest.raises(ValueError, match="closed"):
+        repo.get([0])
+
+
 def test_aggregates_hold_40_bytes_per_selected_sketch_beyond_their_chunk(tmp_path):
     import tracemalloc
 

@@ -16,5 +16,7 @@ from .aggregates import DEFAULT_CHUNK_BYTES
 from .clusters import Clusters
 from .facade import Repository
 from .forgetting import DEFAULT_POLICY, ForgetPolicy
+from .times import TimeLike
 
-__all__ = ["Repository", "Clusters", "ForgetPolicy", "DEFAULT_POLICY", "DEFAULT_CHUNK_BYTES"]
+__all__ = ["Repository", "Clusters", "ForgetPolicy", "DEFAULT_POLICY", "DEFAULT_CHUNK_BYTES",
+           "TimeLike"]

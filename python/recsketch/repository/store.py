@@ -461,6 +461,7 @@ class Store:
         """Rows as float32 ``(n, width)`` (default ``d``), zero-filled beyond each stored length,
         gathered from ``data``, the memory map of :meth:`located` or :meth:`selected` (random
         access: get, search)."""
+        self.check_open()
         w = self._d if width is None else width
         out = np.zeros((offsets.size, w), dtype=np.float32)
         if offsets.size == 0:
