@@ -54,6 +54,12 @@ def _reads(repo):
                             if n in ("cat", "edge", "wall")},
         "explain_paths": lambda: repo.explain(0, 1, paths={"cat": [[1]]}),
         "stats_modules": lambda: set(repo.stats()["modules"]) >= {"cat", "edge", "wall"},
+        "timestamps": lambda: repo.timestamps(np.arange(BASE)),
+        "timestamps_all": lambda: repo.timestamps()[:BASE],
+        "labels": lambda: repo.labels(np.arange(BASE)),
+        "lengths": lambda: repo.lengths(np.arange(BASE)),
+        "ids": lambda: repo.ids()[:BASE],
+        "len": lambda: len(repo) >= BASE,
     }
 
 
@@ -135,6 +141,7 @@ def test_every_method_from_threads_matches_single_threaded(tmp_path, monkeypatch
                 repo.add_graphs([g], timestamps=now, labels={"graph": w})
                 repo.forget([(10.0, 1.0), (float("inf"), 0.5)], now=now)
                 repo.delete(ids)
+                repo.compact()
                 repo.stats()
         except Exception as exc:
             errors.append(repr(exc))

@@ -18,6 +18,7 @@ from .clusters import Clusters
 from .facade import Repository
 from .forgetting import DEFAULT_POLICY, ForgetPolicy
 from .objects import ObjectMatches
+from .times import TimeLike
 
 __all__ = ["Repository", "Clusters", "ForgetPolicy", "DEFAULT_POLICY", "DEFAULT_CHUNK_BYTES",
-           "ObjectMatches"]
+           "ObjectMatches", "TimeLike"]

@@ -5,7 +5,8 @@ one kept length per chunk; a forgotten sketch is read as the prefix it kept, res
 erasure), so a repository larger than memory can be aggregated. The aggregates add about
 2.5 x ``chunk_bytes`` to a process (the chunk, read straight into a float32 array, and the
 Sketcher's float64 intermediates on it; measured under RLIMIT_AS: 64 MiB chunks run within 160
-MiB, not within 96 MiB) plus about 32 bytes per selected sketch for its metadata and result.
+MiB, not within 96 MiB) plus 40 bytes per selected sketch: its id, timestamp, offset and length
+(fetched from SQLite in blocks into arrays) and its result (for per-sketch queries).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import numbers
 import os
 import threading
+from contextlib import closing
 from typing import Any, Callable, Iterator, Tuple, Union
 
 import numpy as np
@@ -21,16 +23,20 @@ from ..erasure import ErasedSketch
 from ..sketcher import Sketcher
 from .store import Rows, Store
 
-__all__ = ["DEFAULT_CHUNK_BYTES", "check_chunk_bytes", "Aggregates"]
+__all__ = ["DEFAULT_CHUNK_BYTES", "MAX_CHUNK_BYTES", "check_chunk_bytes", "Aggregates"]
 
 DEFAULT_CHUNK_BYTES = 64 << 20  # 64 MiB: 16,384 sketches of d = 1024 per chunk
+# Largest chunk_bytes accepted: 4 GiB of float32 values per chunk, about 10 GiB of memory in
+# all; a chunk this size already keeps the Sketcher's matrix products at full speed.
+MAX_CHUNK_BYTES = 4 << 30
 
 Batch = Union[np.ndarray, ErasedSketch]
 
 
 def check_chunk_bytes(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"chunk_bytes must be a positive integer, got {value!r}")
+    if (isinstance(value, bool) or not isinstance(value, numbers.Integral)
+            or not 1 <= value <= MAX_CHUNK_BYTES):
+        raise ValueError(f"chunk_bytes must be in [1, {MAX_CHUNK_BYTES}] (4 GiB), got {value!r}")
     return int(value)
 
 
@@ -43,12 +49,13 @@ class Aggregates:
         self._sketcher = sketcher
         self._sketcher_lock = sketcher_lock
 
-    def chunks(self, rows: Rows, chunk_bytes: int) -> Iterator[Tuple[np.ndarray, Batch]]:
-        """``(ids, sketches)`` of the selected rows, a chunk of one kept length at a time."""
+    def chunks(self, rows: Rows, fd: int, chunk_bytes: int
+               ) -> Iterator[Tuple[np.ndarray, Batch]]:
+        """``(positions in rows, sketches)`` of the selected rows, a chunk of one kept length
+        at a time, read from ``fd`` (of :meth:`Store.streamed`, closed here)."""
         d = self._store.d
-        if rows.ids.size == 0:
+        if fd < 0:
             return
-        fd = self._store.open_data(rows.generation)
         try:
             for length in np.unique(rows.lengths).tolist():
                 sel = np.flatnonzero(rows.lengths == length)
@@ -57,38 +64,35 @@ class Aggregates:
                     part = sel[start:start + step]
                     vals = self._store.read(fd, rows.offsets[part], length)
                     if length == d:
-                        yield rows.ids[part], vals
+                        yield part, vals
                     else:
-                        yield rows.ids[part], ErasedSketch(vals, np.arange(length), d, "prefix",
-                                                           0)
+                        yield part, ErasedSketch(vals, np.arange(length), d, "prefix", 0)
         finally:
             os.close(fd)
 
-    def per_sketch(self, query: Callable[[Sketcher, Batch], Any], rows: Rows,
+    def per_sketch(self, query: Callable[[Sketcher, Batch], Any], rows: Rows, fd: int,
                    chunk_bytes: int) -> Tuple[np.ndarray, np.ndarray]:
-        """``(ids, values)`` of a per-sketch query, in id order."""
-        ids_out, vals_out = [], []
-        for ids, s in self.chunks(rows, chunk_bytes):
-            with self._sketcher_lock:
-                vals = np.atleast_1d(query(self._sketcher, s))
-            ids_out.append(ids)
-            vals_out.append(vals)
-        if not ids_out:
-            return np.zeros(0, np.int64), np.zeros(0)
-        ids = np.concatenate(ids_out)
-        order = np.argsort(ids)
-        return ids[order], np.concatenate(vals_out)[order]
+        """``(ids, values)`` of a per-sketch query, in id order (rows and ``fd`` from
+        :meth:`Store.streamed`)."""
+        out = np.empty(rows.ids.size)  # filled in place: rows are in id order already
+        # closed on an error too: a traceback kept alive must not keep the descriptor open
+        with closing(self.chunks(rows, fd, chunk_bytes)) as chunks:
+            for part, s in chunks:
+                with self._sketcher_lock:
+                    out[part] = np.atleast_1d(query(self._sketcher, s))
+        return rows.ids, out
 
-    def mean_attributes(self, module: str, method: str, rows: Rows, chunk_bytes: int
-                        ) -> np.ndarray:
+    def mean_attributes(self, module: str, method: str, rows: Rows, fd: int,
+                        chunk_bytes: int) -> np.ndarray:
         """Sum over sketches of the summed attributes of ``module`` / sum of its masses."""
         total_x, total_m = None, 0.0
-        for _, s in self.chunks(rows, chunk_bytes):
-            with self._sketcher_lock:
-                x = np.atleast_2d(self._sketcher.summed_attributes(s, module, 1.0, method))
-                m = np.atleast_1d(self._sketcher.mass(s, module, method))
-            total_x = x.sum(axis=0) if total_x is None else total_x + x.sum(axis=0)
-            total_m += float(m.sum())
+        with closing(self.chunks(rows, fd, chunk_bytes)) as chunks:
+            for _, s in chunks:
+                with self._sketcher_lock:
+                    x = np.atleast_2d(self._sketcher.summed_attributes(s, module, 1.0, method))
+                    m = np.atleast_1d(self._sketcher.mass(s, module, method))
+                total_x = x.sum(axis=0) if total_x is None else total_x + x.sum(axis=0)
+                total_m += float(m.sum())
         if total_x is None:
             raise ValueError("no sketch matches the selection")
         return total_x / total_m if total_m != 0 else np.full_like(total_x, np.nan)

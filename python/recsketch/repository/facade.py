@@ -21,7 +21,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .._checks import check_fraction
 from ..erasure import ErasedSketch
+from ..queries import METHODS
 from ..sketcher import Sketcher
 from .aggregates import DEFAULT_CHUNK_BYTES, Aggregates, check_chunk_bytes
 from .clusters import Clusters, kmeans
@@ -156,7 +158,8 @@ class Repository:
 
     @property
     def chunk_bytes(self) -> int:
-        """Bytes of float32 values the aggregates read at a time (default 64 MiB)."""
+        """Bytes of float32 values the aggregates read at a time (default 64 MiB, at most
+        ``MAX_CHUNK_BYTES``, 4 GiB)."""
         return self._chunk_bytes
 
     @chunk_bytes.setter
@@ -385,24 +388,22 @@ class Repository:
     def get(self, ids: Any) -> np.ndarray:
         """Stored sketches ``(n, d)`` float32 in the order of ``ids`` (a truncated sketch has
         zeros past its kept prefix: see :meth:`lengths`). Unknown ids raise ValueError."""
-        _, off, ln, gen, end = self._store.lookup(ids)
-        out = self._store.load(off, ln, gen, end)
+        r, data = self._store.located(ids)
+        out = self._store.load(r.offsets, r.lengths, data)
         return out[0] if np.ndim(ids) == 0 else out
 
     def lengths(self, ids: Any) -> np.ndarray:
         """How many leading coordinates of each sketch are kept (d unless forgotten)."""
-        return self._store.lookup(ids)[2]
+        return self._store.lookup(ids).lengths
 
     def ids(self) -> np.ndarray:
         return self._store.rows().ids
 
     def timestamps(self, ids: Optional[Any] = None) -> np.ndarray:
         """Unix-second timestamps of ``ids`` (default: every sketch, in id order)."""
-        rows = self._store.rows()
         if ids is None:
-            return rows.timestamps
-        want = self._store.lookup(ids)[0]
-        return rows.timestamps[np.searchsorted(rows.ids, want)]
+            return self._store.rows().timestamps
+        return self._store.lookup(ids).timestamps  # one snapshot: ids and their timestamps
 
     def labels(self, ids: Any) -> List[Any]:
         return self._store.labels(ids)
@@ -414,30 +415,42 @@ class Repository:
         return self._store.rows(*selection(since, until, where)).ids
 
     # -- queries on stored sketches --------------------------------------------------------------
+    def _query_args(self, module: Any, method: Any, weight: Any = 1.0) -> float:
+        """Check an aggregate's arguments before anything is read: an empty selection answers
+        nothing, so a mistake would otherwise pass unnoticed. Returns the weight."""
+        if not isinstance(method, str) or method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        with self._sketcher_lock:
+            self._sketcher.module_info(module)  # TypeError / ValueError naming the module
+        return check_fraction(weight, "weight")
+
     def count(self, module: str, weight: float, *, since: Any = None, until: Any = None,
               where: Optional[Dict[str, Any]] = None, method: str = "matched"
               ) -> Tuple[np.ndarray, np.ndarray]:
         """Per-sketch counts of ``module`` (Theorem 3) over the selected sketches:
         ``(ids, counts)``, computed chunk by chunk (one matrix product per chunk)."""
-        rows = self._store.rows(*selection(since, until, where))
+        weight = self._query_args(module, method, weight)
+        rows, fd = self._store.streamed(*selection(since, until, where))
         return self._aggregates.per_sketch(lambda sk, s: sk.count(s, module, weight, method),
-                                           rows, self._chunk_bytes)
+                                           rows, fd, self._chunk_bytes)
 
     def mass(self, module: str, *, since: Any = None, until: Any = None,
              where: Optional[Dict[str, Any]] = None, method: str = "matched"
              ) -> Tuple[np.ndarray, np.ndarray]:
         """Per-sketch summed effective weight of ``module``: ``(ids, masses)``."""
-        rows = self._store.rows(*selection(since, until, where))
+        self._query_args(module, method)
+        rows, fd = self._store.streamed(*selection(since, until, where))
         return self._aggregates.per_sketch(lambda sk, s: sk.mass(s, module, method),
-                                           rows, self._chunk_bytes)
+                                           rows, fd, self._chunk_bytes)
 
     def mean_attributes(self, module: str, *, since: Any = None, until: Any = None,
                         where: Optional[Dict[str, Any]] = None, method: str = "matched"
                         ) -> np.ndarray:
         """The weight-averaged attribute vector of ``module`` pooled over the selected sketches
         (sum over sketches of the summed attributes / sum of the masses)."""
-        rows = self._store.rows(*selection(since, until, where))
-        return self._aggregates.mean_attributes(module, method, rows, self._chunk_bytes)
+        self._query_args(module, method)
+        rows, fd = self._store.streamed(*selection(since, until, where))
+        return self._aggregates.mean_attributes(module, method, rows, fd, self._chunk_bytes)
 
     # -- retrieval --------------------------------------------------------------------------------
     def search(self, query: Any, k: int = 10, *, candidates: Optional[int] = None,
@@ -456,10 +469,10 @@ class Repository:
         """k-means (scikit-learn) on the unit-normalised index prefixes of the selected sketches
         (they are held in memory: ``index_dim`` float32 values per sketch)."""
         store = self._store
-        ids, ts, off, ln, gen, end = store.rows(*selection(since, until, where))
+        (ids, ts, off, ln, _, _), data = store.selected(*selection(since, until, where))
         if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= ids.size:
             raise ValueError(f"k must be an integer in [1, {ids.size}] (the selected sketches)")
-        prefixes = store.load(off, ln, gen, end, width=store.index_dim)
+        prefixes = store.load(off, ln, data, width=store.index_dim)
         return kmeans(ids, ts, prefixes, int(k), seed)
 
     def explain(self, id_a: int, id_b: int, *, paths: Optional[Dict[str, Sequence[
@@ -476,8 +489,9 @@ class Repository:
         fraction of the positive contributions.
         """
         store = self._store
-        _, off, ln, gen, end = store.lookup([id_a, id_b])
-        rows = store.load(off, ln, gen, end)
+        r, data = store.located([id_a, id_b])
+        ln = r.lengths
+        rows = store.load(r.offsets, ln, data)
         d = store.d
         # a forgotten sketch is read as the prefix it kept, rescaled (graceful erasure)
         pair = [rows[k] if ln[k] == d else

@@ -38,7 +38,7 @@ class RetrievalIndex:
                 return self._index
             from usearch.index import Index
 
-            ids, _, off, ln, gen, end = store.rows()
+            (ids, _, off, ln, _, _), data = store.selected()
             if self._index is None:
                 self._index = Index(ndim=store.index_dim, metric="cos", dtype="f32")
                 path = store.path / "index.usearch"
@@ -58,7 +58,7 @@ class RetrievalIndex:
                 pos = np.searchsorted(ids, missing)
                 for start in range(0, missing.size, 4096):
                     part = pos[start:start + 4096]
-                    vecs = store.load(off[part], ln[part], gen, end, width=store.index_dim)
+                    vecs = store.load(off[part], ln[part], data, width=store.index_dim)
                     self._index.add(missing[start:start + 4096].astype(np.uint64), vecs)
             self._dirty = self._dirty or bool(stale.size or missing.size)
             self._change = change
@@ -89,9 +89,9 @@ class RetrievalIndex:
         skip = set() if exclude is None else {int(i) for i in exclude}
         if isinstance(query, numbers.Integral) and not isinstance(query, bool):
             skip.add(int(query))
-            _, q_off, q_ln, gen, end = store.lookup([int(query)])
-            q = store.load(q_off, q_ln, gen, end)[0]
-            q_len = int(q_ln[0])
+            r, data = store.located([int(query)])
+            q = store.load(r.offsets, r.lengths, data)[0]
+            q_len = int(r.lengths[0])
         else:
             q = np.asarray(query, dtype=np.float32)
             if q.shape != (d,):
@@ -110,10 +110,10 @@ class RetrievalIndex:
         cand = cand[~np.isin(cand, list(skip))]
         # candidates deleted (by another thread or process) since the index caught up are
         # left out, in the same snapshot that locates the others
-        cand, off, ln, gen, end = store.lookup(cand, missing_ok=True)
+        (cand, _, off, ln, _, _), data = store.located(cand, missing_ok=True)
         if cand.size == 0:
             return np.zeros(0, np.int64), np.zeros(0)
-        rows = store.load(off, ln, gen, end)
+        rows = store.load(off, ln, data)
         sims = np.empty(cand.size)
         for length in np.unique(np.minimum(ln, q_len)):
             sel = np.minimum(ln, q_len) == length

@@ -38,6 +38,12 @@ __all__ = ["Store", "Rows", "selection", "fsync_dir", "FORMAT", "FORMAT_VERSION"
 FORMAT = "recsketch.Repository"
 FORMAT_VERSION = 1
 
+# Rows of metadata fetched from SQLite at a time (as Python tuples, about 200 bytes each).
+ROWS_PER_FETCH = 8192
+
+# Largest read asked of the kernel at once (Linux caps a read call at 0x7ffff000 bytes anyway).
+MAX_READ_BYTES = 1 << 30
+
 
 class Rows(NamedTuple):
     """Where selected sketches live, in one consistent snapshot (rows in id order)."""
@@ -183,11 +189,13 @@ class Store:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield
+            self._db.execute("COMMIT")
         except BaseException:
+            # a failed COMMIT (disk full, I/O error) leaves the transaction open: roll it back
+            # too, or the connection's next BEGIN fails and its write lock is held meanwhile
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
 
     def data_path(self, generation: int) -> Path:
         return self._path / f"data.{generation}.bin"
@@ -317,7 +325,15 @@ class Store:
                     self.set_meta(generation=new_gen, data_end=pos,
                                   change=int(meta["change"]) + 1)
             except BaseException:
-                path.unlink(missing_ok=True)
+                # An interrupt may land after COMMIT: the metadata then points into the new
+                # file. Remove it only when the metadata says it does not (an orphan kept when
+                # that cannot be read is removed by the next writer's repair).
+                try:
+                    orphan = int(self.meta()["generation"]) != new_gen
+                except BaseException:
+                    orphan = False
+                if orphan:
+                    path.unlink(missing_ok=True)
                 raise
             self._map = None
             before = end * self._dtype.itemsize
@@ -328,34 +344,44 @@ class Store:
 
     # -- reading ------------------------------------------------------------------------------------
     def rows(self, where_sql: str = "", params: Sequence[Any] = ()) -> Rows:
-        """Where the selected sketches live, in one consistent snapshot."""
+        """Where the selected sketches live, in one consistent snapshot: 32 bytes per sketch
+        (the rows are fetched in blocks straight into the arrays, never all as tuples)."""
         with self._lock:
             self.check_open()
             cur = self._db.cursor()
             cur.execute("BEGIN")
             try:
                 meta = dict(cur.execute("SELECT key, value FROM meta").fetchall())
-                rows = cur.execute("SELECT id, ts, offset, length FROM sketches " + where_sql +
-                                   " ORDER BY id", params).fetchall()
+                n = int(cur.execute("SELECT COUNT(*) FROM sketches " + where_sql,
+                                    params).fetchone()[0])
+                ids = np.empty(n, np.int64)  # exact: ids may exceed 2**53
+                ts = np.empty(n, np.float64)
+                off = np.empty(n, np.int64)
+                ln = np.empty(n, np.int64)
+                cur.execute("SELECT id, ts, offset, length FROM sketches " + where_sql +
+                            " ORDER BY id", params)
+                k = 0
+                while True:
+                    block = cur.fetchmany(ROWS_PER_FETCH)
+                    if not block:
+                        break
+                    m = len(block)
+                    ids[k:k + m], ts[k:k + m], off[k:k + m], ln[k:k + m] = zip(*block)
+                    k += m
             finally:
                 cur.execute("COMMIT")
-        n = len(rows)
-        ids = np.fromiter((r[0] for r in rows), np.int64, n)  # exact: ids may exceed 2**53
-        ts = np.fromiter((r[1] for r in rows), np.float64, n)
-        off = np.fromiter((r[2] for r in rows), np.int64, n)
-        ln = np.fromiter((r[3] for r in rows), np.int64, n)
+        assert k == n  # one snapshot: the count and the rows agree
         return Rows(ids, ts, off, ln, int(meta["generation"]), int(meta["data_end"]))
 
-    def lookup(self, ids: Any, *, missing_ok: bool = False
-               ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
-        """(ids, offsets, lengths, generation, data_end) of the given ids, in their order, in
-        one snapshot; ValueError naming unknown ids (with ``missing_ok``, they are left out)."""
+    def lookup(self, ids: Any, *, missing_ok: bool = False) -> Rows:
+        """Where the given ids live (rows in their order, timestamps included), in one
+        snapshot; ValueError naming unknown ids (with ``missing_ok``, they are left out)."""
         self.check_open()
         want = np.atleast_1d(np.asarray(ids))
         if want.dtype.kind not in "iu":
             raise TypeError(f"ids must be integers, got dtype {want.dtype}")
         want = want.astype(np.int64)
-        found: Dict[int, Tuple[int, int]] = {}
+        found: Dict[int, Tuple[float, int, int]] = {}
         with self._lock:
             self.check_open()
             cur = self._db.cursor()
@@ -366,9 +392,9 @@ class Store:
                 uniq = np.unique(want).tolist()
                 for start in range(0, len(uniq), 900):
                     part = uniq[start:start + 900]
-                    q = ("SELECT id, offset, length FROM sketches WHERE id IN "
+                    q = ("SELECT id, ts, offset, length FROM sketches WHERE id IN "
                          f"({','.join('?' * len(part))})")
-                    found.update((r[0], (r[1], r[2])) for r in cur.execute(q, part))
+                    found.update((r[0], (r[1], r[2], r[3])) for r in cur.execute(q, part))
             finally:
                 cur.execute("COMMIT")
         if missing_ok:
@@ -376,9 +402,10 @@ class Store:
         missing = [i for i in want.tolist() if i not in found]
         if missing:
             raise ValueError(f"no sketch with ids {missing[:10]}")
-        off = np.array([found[i][0] for i in want.tolist()], dtype=np.int64)
-        ln = np.array([found[i][1] for i in want.tolist()], dtype=np.int64)
-        return want, off, ln, int(meta["generation"]), int(meta["data_end"])
+        ts = np.array([found[i][0] for i in want.tolist()], dtype=np.float64)
+        off = np.array([found[i][1] for i in want.tolist()], dtype=np.int64)
+        ln = np.array([found[i][2] for i in want.tolist()], dtype=np.int64)
+        return Rows(want, ts, off, ln, int(meta["generation"]), int(meta["data_end"]))
 
     def labels(self, ids: Any) -> List[Any]:
         out = []
@@ -392,6 +419,44 @@ class Store:
             out.append(None if row[0] is None else json.loads(row[0]))
         return out
 
+    def _retrying(self, snapshot: Callable[[], Rows], open_: Callable[[Rows], Any]
+                  ) -> Tuple[Rows, Any]:
+        """``snapshot()`` and ``open_(rows)`` (its generation's data file) under one hold of
+        the lock, so no rewrite by this Store retires the generation in between. A rewrite by
+        another process (or another Store) may still retire it: then the data file is gone,
+        and a new snapshot names the generation that replaced it."""
+        failed = -1
+        while True:
+            with self._lock:
+                self.check_open()
+                rows = snapshot()
+                try:
+                    return rows, open_(rows)
+                except FileNotFoundError:
+                    if rows.generation == failed:  # not a retired generation: a missing file
+                        raise ValueError(f"the data file of generation {failed} is missing"
+                                         ) from None
+                    failed = rows.generation
+
+    def located(self, ids: Any, *, missing_ok: bool = False) -> Tuple[Rows, np.ndarray]:
+        """:meth:`lookup` and a memory map of the data file it points into (for :meth:`load`)."""
+        return self._retrying(lambda: self.lookup(ids, missing_ok=missing_ok),
+                              lambda r: self._view(r.generation, r.data_end))
+
+    def selected(self, where_sql: str = "", params: Sequence[Any] = ()
+                 ) -> Tuple[Rows, np.ndarray]:
+        """:meth:`rows` and a memory map of the data file it points into (for :meth:`load`)."""
+        return self._retrying(lambda: self.rows(where_sql, params),
+                              lambda r: self._view(r.generation, r.data_end))
+
+    def streamed(self, where_sql: str = "", params: Sequence[Any] = ()) -> Tuple[Rows, int]:
+        """:meth:`rows` and a read-only descriptor of the data file it points into (for
+        :meth:`read`; -1 when nothing is selected). The caller closes it. Held open, it keeps
+        the file readable while a rewrite retires the generation."""
+        return self._retrying(lambda: self.rows(where_sql, params),
+                              lambda r: os.open(self.data_path(r.generation), os.O_RDONLY)
+                              if r.ids.size else -1)
+
     def _view(self, generation: int, end: int) -> np.ndarray:
         """The data file of a generation as a read-only array of at least ``end`` values."""
         with self._lock:
@@ -403,15 +468,16 @@ class Store:
                 self._map_gen = generation
             return self._map
 
-    def load(self, offsets: np.ndarray, lengths: np.ndarray, gen: int, end: int,
+    def load(self, offsets: np.ndarray, lengths: np.ndarray, data: np.ndarray,
              width: Optional[int] = None) -> np.ndarray:
         """Rows as float32 ``(n, width)`` (default ``d``), zero-filled beyond each stored length,
-        gathered from a memory map of the whole data file (random access: get, search)."""
+        gathered from ``data``, the memory map of :meth:`located` or :meth:`selected` (random
+        access: get, search)."""
+        self.check_open()
         w = self._d if width is None else width
         out = np.zeros((offsets.size, w), dtype=np.float32)
         if offsets.size == 0:
             return out
-        data = self._view(gen, end)
         # Vectorised gather, rows of one kept length at a time, in slabs of bounded index size.
         take = np.minimum(lengths, w)
         for m in np.unique(take):
@@ -430,14 +496,9 @@ class Store:
                     out[part, :m] = data[off[:, None] + cols]
         return out
 
-    def open_data(self, gen: int) -> int:
-        """A read-only descriptor of a generation's data file. Held open, it keeps the file
-        readable while a rewrite by another writer retires the generation."""
-        return os.open(self.data_path(gen), os.O_RDONLY)
-
     def read(self, fd: int, offsets: np.ndarray, length: int) -> np.ndarray:
         """Rows of one kept ``length`` as float32 ``(n, length)``, read with ``pread`` from a
-        descriptor of :meth:`open_data` (no memory map: streaming a repository larger than the
+        descriptor of :meth:`streamed` (no memory map: streaming a repository larger than the
         address space must not map all of it). Rows stored back to back are read in one call."""
         out = np.empty((offsets.size, length), dtype=np.float32)
         if offsets.size == 0:
@@ -447,17 +508,21 @@ class Store:
         breaks = np.flatnonzero(np.diff(offsets) != length) + 1
         starts = np.concatenate(([0], breaks))
         stops = np.concatenate((breaks, [offsets.size]))
+        raw = out if self._dtype == out.dtype else np.empty(out.shape, self._dtype)
         for a, b in zip(starts.tolist(), stops.tolist()):
-            nbytes = (b - a) * length * item
-            if self._dtype == out.dtype:  # straight into the result: no second buffer
-                got = os.preadv(fd, [memoryview(out[a:b]).cast("B")], int(offsets[a]) * item)
-            else:
-                buf = os.pread(fd, nbytes, int(offsets[a]) * item)
-                got = len(buf)
-                if got == nbytes:
-                    out[a:b] = np.frombuffer(buf, dtype=self._dtype).reshape(b - a, length)
-            if got != nbytes:
-                raise ValueError("the data file is shorter than its metadata says")
+            # straight into the result (float32): no second buffer. A read call may return
+            # fewer bytes than asked (Linux moves at most 0x7ffff000 per call): read on from
+            # where it stopped, at most MAX_READ_BYTES per call; only 0 bytes means the file
+            # ends early.
+            view = memoryview(raw[a:b]).cast("B")
+            pos, at = 0, int(offsets[a]) * item
+            while pos < len(view):
+                got = os.preadv(fd, [view[pos:pos + MAX_READ_BYTES]], at + pos)
+                if got == 0:
+                    raise ValueError("the data file is shorter than its metadata says")
+                pos += got
+        if raw is not out:
+            out[...] = raw
         return out
 
     def disk_bytes(self) -> int:
