@@ -14,7 +14,7 @@ def main(path: str) -> None:
     for b in json.load(open(path))["benchmarks"]:
         impl = b["param"].split("-")[-1] if "param" in b and b["param"] else b["name"]
         groups[b["group"]][impl] = b
-    for group, impls in sorted(groups.items()):
+    for group, impls in sorted(groups.items(), key=lambda kv: str(kv[0])):
         print(f"{group}:")
         fair = impls.get("fair", {}).get("stats", {}).get("min")
         naive = impls.get("naive", {}).get("stats", {}).get("min")
