@@ -18,13 +18,16 @@
 //   each other.
 // - OpenMP, when built in, only chooses the default thread count (it honours OMP_NUM_THREADS
 //   and the process's CPU affinity); without it the default is the hardware's thread count.
-// - Bodies must not throw.
+// - A body may throw: the first exception is kept, no further items are handed out, and it is
+//   rethrown in the caller once every helper has left the loop (the body and everything it
+//   references live on the caller's stack, so leaving earlier would be a use-after-free).
 #pragma once
 
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -32,6 +35,7 @@
 #include <string>
 #include <system_error>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #ifdef _OPENMP
@@ -118,9 +122,14 @@ class ThreadPool {
     }
     wake_.notify_all();
     drain();
-    std::unique_lock<std::mutex> lock(mutex_);
-    done_.wait(lock, [&] { return running_ == 0; });
-    body_ = nullptr;
+    std::exception_ptr error;
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      done_.wait(lock, [&] { return running_ == 0; });
+      body_ = nullptr;
+      error = std::exchange(error_, nullptr);
+    }
+    if (error) std::rethrow_exception(error);
     return true;
   }
 
@@ -137,8 +146,18 @@ class ThreadPool {
     return flag;
   }
 
-  void drain() {
-    for (std::int64_t i; (i = next_.fetch_add(1, std::memory_order_relaxed)) < n_;) (*body_)(i);
+  // Runs items until none are left. Never throws: the first exception is stored for the caller
+  // and the remaining items are withdrawn.
+  void drain() noexcept {
+    for (std::int64_t i; (i = next_.fetch_add(1, std::memory_order_relaxed)) < n_;) {
+      try {
+        (*body_)(i);
+      } catch (...) {
+        next_.store(n_, std::memory_order_relaxed);
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (!error_) error_ = std::current_exception();
+      }
+    }
   }
 
   // Makes sure `want` helper threads exist (fewer if the OS refuses threads); returns how many.
@@ -182,6 +201,7 @@ class ThreadPool {
   std::atomic<std::int64_t> next_{0};
   int wanted_ = 0, running_ = 0;
   std::uint64_t generation_ = 0;
+  std::exception_ptr error_;  // the first exception a body threw in the current loop
 };
 
 }  // namespace detail
