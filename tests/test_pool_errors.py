@@ -79,3 +79,40 @@ def test_throwing_body_stops_handing_out_items(threads):
     runs = core._parallel_probe(400, threads)
     assert runs == [1] * 400  # every item exactly once when nothing throws
 
+
+
+def _context_switches():
+    total = 0
+    import os
+    for t in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{t}/status") as f:
+                for line in f:
+                    if "ctxt_switches" in line:
+                        total += int(line.split()[1])
+        except OSError:
+            pass  # thread ended meanwhile
+    return total
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/task is Linux")
+def test_narrow_call_after_wide_call_wakes_only_its_helpers():
+    import os
+    import numpy as np
+    R = rs.Sketcher(1024, family="orthogonal", dtype="float64").position_matrix(1)
+    x = np.ones((64, 1024))
+    ref = R.matvec(x, num_threads=1)
+    wide = R.matvec(np.ones((300, 1024)), num_threads=256)
+    assert wide[:64].tobytes() == ref.tobytes()
+    stats = core._pool_stats()
+    assert stats["threads"] <= max(1, (os.cpu_count() or 1) - 1)  # never more than the hardware
+    calls = 300
+    w0, s0 = core._pool_stats()["wakeups"], _context_switches()
+    for _ in range(calls):
+        assert R.matvec(x, num_threads=2).tobytes() == ref.tobytes()
+    wakeups = core._pool_stats()["wakeups"] - w0
+    switches = (_context_switches() - s0) / calls
+    # One helper per 2-thread call (a spurious wakeup now and then). Before the fix every call
+    # woke all 255 threads the 256-thread call had created: ~257 switches per call.
+    assert wakeups <= calls + calls // 10, wakeups
+    assert switches < 16, switches

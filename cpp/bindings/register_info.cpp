@@ -119,6 +119,18 @@ void register_info(py::module_& m) {
       "Test hook: runs n pool items (items >= throw_from throw std::runtime_error); returns how "
       "often each item ran.");
 
+  m.def(
+      "_pool_stats",
+      [] {
+        const auto st = recsketch::detail::ThreadPool::global().stats();
+        py::dict d;
+        d["threads"] = st.threads;
+        d["wakeups"] = st.wakeups;
+        d["joined"] = st.joined;
+        return d;
+      },
+      "Test hook: pool threads created, times one woke up, times one joined a loop.");
+
   m.def("module_key",
         [](const std::string& name, std::uint64_t slot) { return recsketch::module_key(name, slot); },
         py::arg("name"), py::arg("slot"),
