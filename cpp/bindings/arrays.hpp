@@ -11,6 +11,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "gil.hpp"
 #include "recsketch/parallel.hpp"
 
 namespace py = pybind11;
@@ -56,8 +57,7 @@ inline Dtype check_matrix_arg(const py::array& a, const char* name) {
                                 " must be C-contiguous (use numpy.ascontiguousarray)");
   const std::int64_t size = static_cast<std::int64_t>(a.size());
   bool finite = true;
-  {
-    py::gil_scoped_release release;
+  recsketch_bind::without_gil([&] {
     if (dt == Dtype::f32) {
       const float* p = static_cast<const float*>(a.data());
       for (std::int64_t k = 0; k < size; ++k) finite &= std::isfinite(p[k]);
@@ -65,7 +65,7 @@ inline Dtype check_matrix_arg(const py::array& a, const char* name) {
       const double* p = static_cast<const double*>(a.data());
       for (std::int64_t k = 0; k < size; ++k) finite &= std::isfinite(p[k]);
     }
-  }
+  });
   if (!finite) throw std::invalid_argument(std::string(name) + " contains NaN or infinity");
   return dt;
 }

@@ -88,8 +88,7 @@ void register_info(py::module_& m) {
       [](std::int64_t rounds) {
         if (rounds < 0 || rounds > (std::int64_t{1} << 30))
           throw std::invalid_argument("rounds must be in [0, 2^30]");
-        py::gil_scoped_release release;
-        return recsketch::add_rate_probe(rounds);
+        return recsketch_bind::without_gil([&] { return recsketch::add_rate_probe(rounds); });
       },
       py::arg("rounds"),
       "48 * rounds independent double adds at the WHT kernel's SIMD width (benchmarks time it "
@@ -101,8 +100,7 @@ void register_info(py::module_& m) {
         if (n < 0 || n > (std::int64_t{1} << 20)) throw std::invalid_argument("n must be in [0, 2^20]");
         const int threads = recsketch::check_threads(num_threads);
         std::vector<std::atomic<int>> runs(static_cast<std::size_t>(n));
-        {
-          py::gil_scoped_release release;
+        recsketch_bind::without_gil([&] {
           recsketch::parallel_for(n, threads, [&](std::int64_t i) {
             // long enough that helpers are still inside the loop when an item throws
             std::this_thread::sleep_for(std::chrono::microseconds(200));
@@ -110,7 +108,7 @@ void register_info(py::module_& m) {
             if (throw_from >= 0 && i >= throw_from)
               throw std::runtime_error("parallel probe item " + std::to_string(i));
           });
-        }
+        });
         py::list out;
         for (auto& r : runs) out.append(r.load());
         return out;

@@ -146,10 +146,9 @@ void register_sketch(py::module_& m) {
             objects = o;
           }
           T* out = overall.mutable_data();
-          {
-            py::gil_scoped_release release;
+          recsketch_bind::without_gil([&] {
             recsketch::sketch_graphs<T>(g, bank, d, out, obj_ptr, num_threads);
-          }
+          });
           return py::make_tuple(overall, objects);
         };
         return float64 ? run(double{}) : run(float{});

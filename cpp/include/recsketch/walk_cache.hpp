@@ -157,8 +157,10 @@ struct ColumnWalks {
 class WalkCache {
  public:
   static WalkCache& global() {
-    static WalkCache cache;
-    return cache;
+    // Never destroyed: a daemon thread may still be inside a kernel when the process runs its
+    // static destructors at exit, and must not find the cache's lists freed under it.
+    static WalkCache* cache = new WalkCache();
+    return *cache;
   }
 
   // The matrix's walks, from the cache or, if `build`, built now (and cached if they fit the
