@@ -5,8 +5,8 @@ Every group holds recsketch and its baselines (bench/real_shapes.py): "fair", th
 level-batched algebra in NumPy (CSR matmat where the matrices fit in memory, else recsketch's
 batched products), and "naive", the object-by-object recursion (only where it finishes in
 reasonable time). extra_info records objects per second and `bound_fraction`: the time the
-unavoidable adds take at one core's peak AVX2 add rate (real_shapes.bound_seconds and
-peak_add_rate) divided by the measured time (1 = at the bound; a multi-threaded run can pass
+unavoidable adds take at one core's SIMD add rate as the library's own probe measures it
+(real_shapes.bound_seconds and peak_add_rate: rs._core.add_rate_probe) divided by the measured time (1 = at the bound; a multi-threaded run can pass
 it). `streaming_add_rate` records what NumPy's add loop reaches on this machine.
 
 Run: pytest bench/bench_many_modules.py --benchmark-only --benchmark-json=many.json
