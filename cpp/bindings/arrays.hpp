@@ -12,6 +12,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "gil.hpp"
 #include "recsketch/parallel.hpp"
 #if defined(_OPENMP)
 #include <omp.h>
@@ -85,11 +86,10 @@ inline Dtype check_matrix_arg(const py::array& a, const char* name) {
                                 "(numpy.array(x) makes an aligned copy)");
   const std::int64_t size = static_cast<std::int64_t>(a.size());
   bool finite = true;
-  {
-    py::gil_scoped_release release;
+  recsketch_bind::without_gil([&] {
     finite = dt == Dtype::f32 ? all_finite(static_cast<const float*>(a.data()), size)
                               : all_finite(static_cast<const double*>(a.data()), size);
-  }
+  });
   if (!finite) throw_not_finite(name);
   return dt;
 }

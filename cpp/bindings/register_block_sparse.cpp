@@ -71,8 +71,7 @@ void register_block_sparse(py::module_& m) {
         auto bs = b_s.mutable_unchecked<1>();
         auto sg = sign.mutable_unchecked<1>();
         auto col = column.mutable_unchecked<1>();
-        {
-          py::gil_scoped_release release;
+        recsketch_bind::without_gil([&] {
           for (std::int64_t k = 0; k < n; ++k) {
             const auto r = recsketch::decode_block(src + k * b, b, L, d);
             st(k) = static_cast<std::int8_t>(r.status);
@@ -81,7 +80,7 @@ void register_block_sparse(py::module_& m) {
             bs(k) = static_cast<std::int8_t>(r.b_s);
             sg(k) = static_cast<std::int8_t>(r.sign);
           }
-        }
+        });
         return py::make_tuple(status, column, b_m, b_s, sign);
       },
       py::arg("blocks"), py::arg("d_sketch"));

@@ -46,15 +46,14 @@ void register_dictionary(py::module_& m) {
           throw std::invalid_argument("first_sample must be in [0, 2^63 - 1 - rows of Y], got " +
                                       std::to_string(first_sample));
         std::vector<std::vector<recsketch::BlockRecord>> parts;
-        {
-          py::gil_scoped_release release;
+        recsketch_bind::without_gil([&] {
           if (dt == recsketch_bind::Dtype::f32)
             parts = recsketch::scan_blocks(static_cast<const float*>(Y.data()), n, p, first_sample,
                                           num_threads);
           else
             parts = recsketch::scan_blocks(static_cast<const double*>(Y.data()), n, p,
                                           first_sample, num_threads);
-        }
+        });
         // The records leave as one structured array (no per-field copies); the field
         // offsets come from the struct itself.
         using R = recsketch::BlockRecord;

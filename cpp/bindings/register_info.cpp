@@ -1,7 +1,11 @@
 // Build information and the stable key derivation for matrix roles.
 #include <pybind11/pybind11.h>
 
+#include <atomic>
+#include <chrono>
 #include <stdexcept>
+#include <thread>
+#include <vector>
 #include <string>
 
 #include "arrays.hpp"
@@ -87,12 +91,46 @@ void register_info(py::module_& m) {
       [](std::int64_t rounds) {
         if (rounds < 0 || rounds > (std::int64_t{1} << 30))
           throw std::invalid_argument("rounds must be in [0, 2^30]");
-        py::gil_scoped_release release;
-        return recsketch::add_rate_probe(rounds);
+        return recsketch_bind::without_gil([&] { return recsketch::add_rate_probe(rounds); });
       },
       py::arg("rounds"),
       "48 * rounds independent double adds at the WHT kernel's SIMD width (benchmarks time it "
       "for the machine's add rate, the bound of the orthogonal family's transforms).");
+
+  m.def(
+      "_parallel_probe",
+      [](std::int64_t n, int num_threads, std::int64_t throw_from) {
+        if (n < 0 || n > (std::int64_t{1} << 20)) throw std::invalid_argument("n must be in [0, 2^20]");
+        const int threads = recsketch::check_threads(num_threads);
+        std::vector<std::atomic<int>> runs(static_cast<std::size_t>(n));
+        recsketch_bind::without_gil([&] {
+          recsketch::parallel_for(n, threads, [&](std::int64_t i) {
+            // long enough that helpers are still inside the loop when an item throws
+            std::this_thread::sleep_for(std::chrono::microseconds(200));
+            runs[static_cast<std::size_t>(i)].fetch_add(1);
+            if (throw_from >= 0 && i >= throw_from)
+              throw std::runtime_error("parallel probe item " + std::to_string(i));
+          });
+        });
+        py::list out;
+        for (auto& r : runs) out.append(r.load());
+        return out;
+      },
+      py::arg("n"), py::arg("num_threads"), py::arg("throw_from") = -1,
+      "Test hook: runs n pool items (items >= throw_from throw std::runtime_error); returns how "
+      "often each item ran.");
+
+  m.def(
+      "_pool_stats",
+      [] {
+        const auto st = recsketch::detail::ThreadPool::global().stats();
+        py::dict d;
+        d["threads"] = st.threads;
+        d["wakeups"] = st.wakeups;
+        d["joined"] = st.joined;
+        return d;
+      },
+      "Test hook: pool threads created, times one woke up, times one joined a loop.");
 
   m.def("module_key",
         [](const std::string& name, std::uint64_t slot) { return recsketch::module_key(name, slot); },

@@ -34,8 +34,7 @@ py::array apply_checked(std::int64_t d, const py::array& x, bool transpose, bool
     py::array_t<T> out({n, d});
     const T* src = static_cast<const T*>(x.data());
     T* dst = out.mutable_data();
-    py::gil_scoped_release release;
-    kernel(src, n, m, dst);
+    recsketch_bind::without_gil([&] { kernel(src, n, m, dst); });
     return std::move(out);
   };
   return dt == Dtype::f32 ? run(float{}) : run(double{});
@@ -66,8 +65,8 @@ py::tuple csc_arrays(const BlockSparseMatrix& R, const std::vector<std::int64_t>
     py::array_t<V> data(nnz);
     I* ind = indices.mutable_data();
     V* val = data.mutable_data();
-    py::gil_scoped_release release;
-    recsketch::block_sparse_fill_csc<I, V>(R, ip, ind, val, num_threads);
+    recsketch_bind::without_gil(
+        [&] { recsketch::block_sparse_fill_csc<I, V>(R, ip, ind, val, num_threads); });
     return std::move(data);
   };
   py::array data = f64 ? fill(double{}) : fill(float{});
@@ -114,8 +113,8 @@ void register_matrices(py::module_& m) {
             recsketch_bind::check_num_threads(num_threads);
             py::array_t<std::int64_t> counts(R.family().d());
             std::int64_t* p = counts.mutable_data();
-            py::gil_scoped_release release;
-            recsketch::block_sparse_column_counts(R, p, num_threads);
+            recsketch_bind::without_gil(
+                [&] { recsketch::block_sparse_column_counts(R, p, num_threads); });
             return counts;
           },
           py::arg("num_threads") = 0, "Number of nonzero blocks of every column.")
@@ -124,10 +123,9 @@ void register_matrices(py::module_& m) {
           [](const BlockSparseMatrix& R, bool f64, int num_threads) {
             recsketch_bind::check_num_threads(num_threads);
             std::vector<std::int64_t> counts(static_cast<std::size_t>(R.family().d()));
-            {
-              py::gil_scoped_release release;
+            recsketch_bind::without_gil([&] {
               recsketch::block_sparse_column_counts(R, counts.data(), num_threads);
-            }
+            });
             std::int64_t nnz = 0;
             for (std::int64_t c : counts) nnz += c * R.family().block_size();
             // 32-bit indices when they fit, as SciPy would choose them.

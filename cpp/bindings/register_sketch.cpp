@@ -3,6 +3,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <atomic>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -58,7 +59,23 @@ py::tuple as_tuple(const py::handle& h, std::size_t size, const char* what) {
 
 }  // namespace
 
+namespace {
+// The working budget sketch_graphs runs with (tests lower it to check that slicing and grouping
+// change no bit).
+std::atomic<std::size_t> sketch_working_bytes{recsketch::kSketchWorkingBytes};
+}  // namespace
+
 void register_sketch(py::module_& m) {
+  m.def(
+      "_set_sketch_working_bytes",
+      [](std::int64_t n) {
+        if (n < 1) throw std::invalid_argument("working bytes must be positive");
+        return static_cast<std::int64_t>(sketch_working_bytes.exchange(static_cast<std::size_t>(n)));
+      },
+      py::arg("n"),
+      "Test hook: sets the sketch working budget in bytes for the whole process (default "
+      "kSketchWorkingBytes, 256 MiB); returns the previous value.");
+
   m.def(
       "sketch_graphs",
       [](const py::list& modules, const py::list& positions, std::int64_t d,
@@ -146,10 +163,10 @@ void register_sketch(py::module_& m) {
             objects = o;
           }
           T* out = overall.mutable_data();
-          {
-            py::gil_scoped_release release;
-            recsketch::sketch_graphs<T>(g, bank, d, out, obj_ptr, num_threads);
-          }
+          recsketch_bind::without_gil([&] {
+            recsketch::sketch_graphs<T>(g, bank, d, out, obj_ptr, num_threads,
+                                        sketch_working_bytes.load());
+          });
           return py::make_tuple(overall, objects);
         };
         return float64 ? run(double{}) : run(float{});

@@ -219,6 +219,14 @@ class Sketcher:
         and the module registry first (ValueError naming the object or module); on success
         records new modules in the registry. ``num_threads``: None for every thread, else
         1 to ``recsketch._checks.MAX_NUM_THREADS`` (256), the same for every entry point.
+
+        Memory: object sketches in flight and level scratch stay within 256 MiB
+        (``kSketchWorkingBytes``) *except* that one graph's widest level keeps all of its
+        object sketches (``d_sketch`` values each) until their parents are done, whatever the
+        budget; add the leaf-embedding cache (``EMBEDDING_BUDGET_BYTES``, 256 MiB), the walk
+        cache (``recsketch.set_walk_cache_limit``, 64 MiB by default, block_sparse), the
+        outputs (with ``return_objects``: one row per object) and the flattened copy of the
+        input (docs/sketch_schedule.md, Memory).
         """
         if not isinstance(graph, Graph):
             raise TypeError(f"sketch takes a recsketch.Graph, got {type(graph).__name__}")
@@ -235,6 +243,14 @@ class Sketcher:
         Bit-identical to calling :meth:`sketch` on each graph, in any order and with any
         ``num_threads`` (at most 256). Every graph is validated before
         any is sketched or registered.
+
+        Memory: object sketches in flight and level scratch stay within 256 MiB
+        (``kSketchWorkingBytes``) *except* that (graphs are grouped to fit, but) each graph's widest level keeps all of its
+        object sketches (``d_sketch`` values each) until their parents are done, whatever the
+        budget; add the leaf-embedding cache (``EMBEDDING_BUDGET_BYTES``, 256 MiB), the walk
+        cache (``recsketch.set_walk_cache_limit``, 64 MiB by default, block_sparse), the
+        outputs (with ``return_objects``: one row per object) and the flattened copy of the
+        input (docs/sketch_schedule.md, Memory).
         """
         if isinstance(graphs, Graph) or not isinstance(graphs, Sequence):
             raise TypeError("sketch_many takes a sequence of recsketch.Graph")

@@ -7,8 +7,10 @@
 //   starts. A recursion made of many short products then spends a core spinning; on a machine
 //   where another process (or torch's own thread pool) is busy, the spinning thread competes
 //   with the thread doing the work, and two threads ran 5x slower than one. Pool threads here
-//   block on a condition variable, so an idle thread costs nothing and a loaded machine slows
-//   a call down at most to its one-thread speed plus a wake-up per loop.
+//   block on their own condition variable, so an idle thread costs nothing and a loaded
+//   machine slows a call down at most to its one-thread speed plus a wake-up per helper used.
+// - The pool never has more threads than the hardware (a larger num_threads gives the same
+//   bits with fewer threads), and a loop wakes only the helpers it uses.
 // - Items are handed out one at a time from an atomic counter and the caller works too, so a
 //   thread that the OS preempts delays only the item it holds.
 // - Work items must write disjoint outputs: results then do not depend on the thread count or
@@ -18,13 +20,16 @@
 //   each other.
 // - OpenMP, when built in, only chooses the default thread count (it honours OMP_NUM_THREADS
 //   and the process's CPU affinity); without it the default is the hardware's thread count.
-// - Bodies must not throw.
+// - A body may throw: the first exception is kept, no further items are handed out, and it is
+//   rethrown in the caller once every helper has left the loop (the body and everything it
+//   references live on the caller's stack, so leaving earlier would be a use-after-free).
 #pragma once
 
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -32,6 +37,7 @@
 #include <string>
 #include <system_error>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #ifdef _OPENMP
@@ -105,26 +111,52 @@ class ThreadPool {
     if (in_worker()) return false;
     std::unique_lock<std::mutex> caller(busy_, std::try_to_lock);
     if (!caller.owns_lock()) return false;
-    const int helpers = grow(std::min<std::int64_t>(threads, n) - 1);
+    // More threads than hardware threads only adds context switches (results do not depend on
+    // the thread count), so the pool never grows past the hardware.
+    const int helpers = grow(std::min<std::int64_t>({threads, n, hardware_threads()}) - 1);
     if (helpers == 0) return false;
     {
       std::lock_guard<std::mutex> lock(mutex_);
       body_ = &body;
       n_ = n;
       next_.store(0, std::memory_order_relaxed);
-      wanted_ = helpers;
-      running_ = helpers;
       ++generation_;
+      open_ = true;
+      // Only the helpers this loop wants are woken, each on its own condition variable: a
+      // pool grown by an earlier wide call must not wake all its threads for a narrow one.
+      for (int id = 0; id < helpers; ++id) workers_[static_cast<std::size_t>(id)]->go = generation_;
     }
-    wake_.notify_all();
+    for (int id = 0; id < helpers; ++id) workers_[static_cast<std::size_t>(id)]->wake.notify_one();
     drain();
-    std::unique_lock<std::mutex> lock(mutex_);
-    done_.wait(lock, [&] { return running_ == 0; });
-    body_ = nullptr;
+    std::exception_ptr error;
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      // Helpers that have not joined yet find the loop closed and go back to sleep: the caller
+      // waits only for those still inside it.
+      open_ = false;
+      done_.wait(lock, [&] { return active_ == 0; });
+      body_ = nullptr;
+      error = std::exchange(error_, nullptr);
+    }
+    if (error) std::rethrow_exception(error);
     return true;
   }
 
+  struct Stats {
+    std::int64_t threads, wakeups, joined;
+  };
+  // Pool threads created, times a pool thread woke up, times one joined a loop (test hooks).
+  Stats stats() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return {static_cast<std::int64_t>(workers_.size()), wakeups_, joined_};
+  }
+
  private:
+  struct Worker {
+    std::condition_variable wake;
+    std::uint64_t go = 0;  // the loop this thread is asked to join
+  };
+
   ThreadPool() = default;
 
   static ThreadPool*& instance() {
@@ -137,8 +169,23 @@ class ThreadPool {
     return flag;
   }
 
-  void drain() {
-    for (std::int64_t i; (i = next_.fetch_add(1, std::memory_order_relaxed)) < n_;) (*body_)(i);
+  static std::int64_t hardware_threads() noexcept {
+    const unsigned hw = std::thread::hardware_concurrency();
+    return hw == 0 ? kMaxThreads : static_cast<std::int64_t>(hw);
+  }
+
+  // Runs items until none are left. Never throws: the first exception is stored for the caller
+  // and the remaining items are withdrawn.
+  void drain() noexcept {
+    for (std::int64_t i; (i = next_.fetch_add(1, std::memory_order_relaxed)) < n_;) {
+      try {
+        (*body_)(i);
+      } catch (...) {
+        next_.store(n_, std::memory_order_relaxed);
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (!error_) error_ = std::current_exception();
+      }
+    }
   }
 
   // Makes sure `want` helper threads exist (fewer if the OS refuses threads); returns how many.
@@ -147,41 +194,49 @@ class ThreadPool {
     std::lock_guard<std::mutex> lock(mutex_);
     while (static_cast<std::int64_t>(workers_.size()) < want) {
       try {
-        const int id = static_cast<int>(workers_.size());
-        // a new thread waits for the next loop, not one already finished
-        workers_.emplace_back([this, id, seen = generation_] { work(id, seen); });
-        workers_.back().detach();
+        workers_.push_back(std::make_unique<Worker>());
+        Worker* self = workers_.back().get();
+        // a new thread waits for the next loop it is asked to join
+        std::thread([this, self] { work(*self); }).detach();
       } catch (const std::system_error&) {
+        workers_.pop_back();
         break;
       }
     }
     return static_cast<int>(std::min<std::int64_t>(want, static_cast<std::int64_t>(workers_.size())));
   }
 
-  void work(int id, std::uint64_t seen) {
+  void work(Worker& self) {
     in_worker() = true;
+    std::uint64_t seen = 0;
     for (;;) {
       {
         std::unique_lock<std::mutex> lock(mutex_);
-        wake_.wait(lock, [&] { return generation_ != seen; });
-        seen = generation_;
-        if (id >= wanted_) continue;  // this loop wants fewer helpers
+        self.wake.wait(lock, [&] { return self.go != seen; });
+        seen = self.go;
+        ++wakeups_;
+        if (!open_ || seen != generation_) continue;  // woken for a loop already finished
+        ++active_;
+        ++joined_;
       }
       drain();
       std::lock_guard<std::mutex> lock(mutex_);
-      if (--running_ == 0) done_.notify_one();
+      if (--active_ == 0 && !open_) done_.notify_one();
     }
   }
 
   std::mutex busy_;   // held by the caller whose loop the pool runs
   std::mutex mutex_;  // guards everything below except next_
-  std::condition_variable wake_, done_;
-  std::vector<std::thread> workers_;
+  std::condition_variable done_;
+  std::vector<std::unique_ptr<Worker>> workers_;  // threads are detached; these never move
   const std::function<void(std::int64_t)>* body_ = nullptr;
   std::int64_t n_ = 0;
   std::atomic<std::int64_t> next_{0};
-  int wanted_ = 0, running_ = 0;
+  int active_ = 0;  // helpers inside the current loop
+  bool open_ = false;  // the current loop still accepts helpers
   std::uint64_t generation_ = 0;
+  std::int64_t wakeups_ = 0, joined_ = 0;
+  std::exception_ptr error_;  // the first exception a body threw in the current loop
 };
 
 }  // namespace detail

@@ -230,9 +230,11 @@ void sketch_levels(const GraphBatch& g, const MatrixBank& bank, std::int64_t d, 
   }
 
   std::vector<std::vector<T>> obj(static_cast<std::size_t>(n));  // sketches in flight
-  // Five slice-sized buffers (inputs, tuples, products, gathered vectors, their products).
+  // Five slice-sized buffers (inputs, tuples, products, gathered vectors, their products). At a
+  // large d a slice goes down to one row rather than overrun the budget (the kernels cut their
+  // panels greedily, so the slice size never changes a bit).
   const auto slice = static_cast<std::int64_t>(
-      std::max<std::size_t>(8, scratch_bytes / (5 * ud * sizeof(T))));
+      std::max<std::size_t>(1, scratch_bytes / (5 * ud * sizeof(T))));
   std::vector<T> in, tuple, prod, gathered, gathered_prod;
   std::vector<std::int64_t> slot_of(static_cast<std::size_t>(n), -1);
   const T one(1), half(0.5);

@@ -32,6 +32,10 @@
 #include <utility>
 #include <vector>
 
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#endif
+
 #include "recsketch/block_sparse.hpp"
 #include "recsketch/parallel.hpp"
 
@@ -157,8 +161,19 @@ struct ColumnWalks {
 class WalkCache {
  public:
   static WalkCache& global() {
-    static WalkCache cache;
-    return cache;
+    // Never destroyed: a daemon thread may still be inside a kernel when the process runs its
+    // static destructors at exit, and must not find the cache's lists freed under it.
+    static WalkCache* cache = [] {
+      auto* c = new WalkCache();
+#if defined(__unix__) || defined(__APPLE__)
+      // fork() while another thread holds the lock would leave a forked child with a mutex no
+      // thread of it will ever release: hold it across the fork, release it on both sides.
+      pthread_atfork([] { global_ptr()->mutex_.lock(); }, [] { global_ptr()->mutex_.unlock(); },
+                     [] { global_ptr()->mutex_.unlock(); });
+#endif
+      return global_ptr() = c;
+    }();
+    return *cache;
   }
 
   // The matrix's walks, from the cache or, if `build`, built now (and cached if they fit the
@@ -273,6 +288,11 @@ class WalkCache {
       index_.erase(lru_.back().first);
       lru_.pop_back();
     }
+  }
+
+  static WalkCache*& global_ptr() {
+    static WalkCache* ptr = nullptr;
+    return ptr;
   }
 
   std::mutex mutex_;
