@@ -27,29 +27,8 @@ import numpy as np
 import recsketch as rs
 from recsketch.repository import Repository
 
-
-def scene(seed: int, n_top: int, children: int = 4, attrs: str = "uniform") -> rs.Graph:
-    """bench/scene.py's scene with ``n_top`` top-level objects (modules alternate cat/wall).
-    ``attrs``: "uniform" (bench/scene.py's: uniform then normalised) or "relu" (normalised
-    ReLU of a Gaussian, half the coordinates zero, like the features of a real network)."""
-    rng = np.random.default_rng(seed)
-
-    def unit(m):
-        if attrs == "relu":
-            x = np.maximum(rng.standard_normal(m), 0.0)
-            x[rng.integers(m)] += 1e-3  # never all zero
-        else:
-            x = rng.random(m)
-        return x / np.linalg.norm(x)
-
-    g = rs.Graph()
-    top = []
-    for t in range(n_top):
-        kids = [g.add("part" if k % 2 else "edge", unit(16)) for k in range(children)]
-        top.append(g.add("cat" if t % 2 else "wall", unit(32),
-                         [(h, 1.0 / children) for h in kids]))
-    g.set_output([(h, 1.0 / n_top) for h in top])
-    return g
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scene import scene  # noqa: E402  (the benchmark scene, with n_top and attrs)
 
 
 def run(d: int, n_top: int, n_graphs: int, n_queries: int, seed: int = 0,

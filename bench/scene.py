@@ -10,20 +10,28 @@ import recsketch as rs
 TOP, CHILDREN = 10, 4   # 10 top-level objects with 4 inputs each: 50 objects, depth 3
 
 
-def scene(seed: int) -> rs.Graph:
+def scene(seed: int, n_top: int = TOP, children: int = CHILDREN, attrs: str = "uniform"
+          ) -> rs.Graph:
+    """``n_top`` top-level objects (modules alternate wall/cat), each over ``children`` leaves
+    (edge/part). ``attrs``: "uniform" (uniform, then normalised) or "relu" (normalised ReLU of a
+    Gaussian, about half the coordinates zero, like the features of a real network)."""
     rng = np.random.default_rng(seed)
 
     def unit(m):
-        x = rng.random(m)
+        if attrs == "relu":
+            x = np.maximum(rng.standard_normal(m), 0.0)
+            x[rng.integers(m)] += 1e-3  # never all zero
+        else:
+            x = rng.random(m)
         return x / np.linalg.norm(x)
 
     g = rs.Graph()
     top = []
-    for t in range(TOP):
-        kids = [g.add("part" if k % 2 else "edge", unit(16)) for k in range(CHILDREN)]
+    for t in range(n_top):
+        kids = [g.add("part" if k % 2 else "edge", unit(16)) for k in range(children)]
         top.append(g.add("cat" if t % 2 else "wall", unit(32),
-                         [(h, 1.0 / CHILDREN) for h in kids]))
-    g.set_output([(h, 1.0 / TOP) for h in top])
+                         [(h, 1.0 / children) for h in kids]))
+    g.set_output([(h, 1.0 / n_top) for h in top])
     return g
 
 
