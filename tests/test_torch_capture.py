@@ -431,3 +431,61 @@ def test_graph_add_takes_a_tensor_that_requires_grad():
     h = g.add("m", t * 1.0)
     np.testing.assert_allclose(g.attributes(h), [0.6, 0.8])
     assert t.requires_grad
+
+
+class InplaceNet(nn.Module):
+    """Outputs changed in place right after their layers, as in a torchvision ResNet block:
+    ReLU(inplace=True) on conv1's output, then conv2's output `+=` the block's input."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 3, 3)
+        self.act = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(3, 3, 1)
+        self.fc = nn.Linear(3, 4)
+
+    def forward(self, x):
+        h = self.act(self.conv1(x))
+        out = self.conv2(h)
+        out += h
+        return self.fc(out.mean(dim=(2, 3)))
+
+
+def test_in_place_ops_after_a_layer_do_not_change_its_attribute():
+    # conv1's and conv2's attributes are their own outputs (signed split of the channel means),
+    # whether or not gradients are tracked for attribution: the in-place ops come after them
+    model = InplaceNet().eval()
+    x = torch.randn(2, 1, 6, 6)
+    with torch.no_grad():
+        c1 = F.conv2d(x, model.conv1.weight, model.conv1.bias)
+        c2 = F.conv2d(torch.relu(c1), model.conv2.weight, model.conv2.bias)
+        expect = {name: [split_unit(v) for v in c.mean(dim=(2, 3)).numpy()]
+                  for name, c in (("conv1", c1), ("conv2", c2))}
+    for weights in ("uniform", "attribution"):
+        cap = capture(model, x, layers=["conv1", "conv2", "fc"], weights=weights)
+        for row in range(2):
+            objs, _ = graph_of(cap[row])
+            for name in ("conv1", "conv2"):
+                got = next(a for m, a, _ in objs if m == name)
+                np.testing.assert_allclose(got, expect[name][row], rtol=1e-5, atol=1e-6)
+    # and the model computes what it computes without the capture
+    with torch.no_grad():
+        plain = model(x)
+    cap = capture(model, x, layers=["conv1", "fc"], weights="attribution")
+    with torch.no_grad():
+        np.testing.assert_allclose(model(x).numpy(), plain.numpy(), rtol=1e-6)
+
+
+def test_each_modules_mode_is_restored():
+    model = TinyCNN()
+    model.train()
+    model.conv2.eval()            # a frozen part kept in eval while the rest trains
+    capture(model, torch.randn(1, 1, 6, 6), layers=["conv1", "conv2", "fc"])
+    assert model.training and model.conv1.training and model.fc.training
+    assert not model.conv2.training
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, True, 2**63, "0"])
+def test_bad_seed_is_refused_naming_it(seed):
+    with pytest.raises(ValueError, match="seed"):
+        capture(TinyCNN().eval(), torch.randn(1, 1, 6, 6), seed=seed)

@@ -95,6 +95,26 @@ def _first_tensor(out: Any, what: str) -> torch.Tensor:
     raise ValueError(f"{what} returned {type(out).__name__}, with no tensor to capture")
 
 
+def _replace_first_tensor(out: Any, tensor: torch.Tensor) -> Any:
+    """``out`` with the tensor `_first_tensor` finds replaced by ``tensor`` (same structure)."""
+    if isinstance(out, torch.Tensor):
+        return tensor
+    if isinstance(out, Mapping):
+        key = next(k for k, v in out.items() if isinstance(v, torch.Tensor))
+        replaced = dict(out)
+        replaced[key] = tensor
+        try:
+            return type(out)(replaced)
+        except TypeError:
+            return replaced
+    index = next(i for i, v in enumerate(out) if isinstance(v, torch.Tensor))
+    items = list(out)
+    items[index] = tensor
+    if isinstance(out, tuple) and hasattr(out, "_fields"):  # a named tuple
+        return type(out)(*items)
+    return type(out)(items)
+
+
 # -- layers --------------------------------------------------------------------------------------
 def _select(model: nn.Module, layers: Any) -> List[str]:
     named = dict(model.named_modules())
@@ -188,10 +208,16 @@ class _Hooks:
                 raise ValueError(f"layer {name!r} ran more than once in one forward pass; "
                                  "capture a layer that runs once (e.g. its parent)")
             y = _first_tensor(output, f"layer {name!r}")
-            # a copy, unless autograd tracks it: a later in-place op (ReLU(inplace=True))
-            # would otherwise change what was captured
-            self.outputs[name] = y if y.requires_grad else y.detach().clone()
             self.fired.append(name)
+            if not y.requires_grad:
+                # a copy: a later in-place op (ReLU(inplace=True), `out += x`) would otherwise
+                # change what was captured
+                self.outputs[name] = y.detach().clone()
+                return None
+            # Gradients are needed with respect to y itself, so keep y and hand the rest of the
+            # forward pass a clone: later in-place ops change the clone, never y.
+            self.outputs[name] = y
+            return _replace_first_tensor(output, y.clone())
         return hook
 
 
@@ -328,7 +354,11 @@ def capture(model: nn.Module, inputs: Any, layers: Any = None, *, objects: str =
         device = next(model.parameters()).device
     except StopIteration:
         device = torch.device("cpu")
-    was_training = model.training
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise ValueError(f"seed must be an int in [0, 2**63), got {seed!r}")
+    # every module's own mode: a model may mix them (a frozen BatchNorm kept in eval while
+    # the rest trains), and model.train(mode) would overwrite them all
+    modes = [(module, module.training) for module in model.modules()]
     model.eval()
     try:
         if objects == "tokens":
@@ -338,7 +368,8 @@ def capture(model: nn.Module, inputs: Any, layers: Any = None, *, objects: str =
                                edges, weights, top_k, batch_size, d_sketch, signed, seed,
                                target)
     finally:
-        model.train(was_training)
+        for module, mode in modes:
+            module.training = mode
 
 
 def _capture_layers(model: nn.Module, inputs: Any, n: int, device: torch.device,
