@@ -489,3 +489,32 @@ def test_each_modules_mode_is_restored():
 def test_bad_seed_is_refused_naming_it(seed):
     with pytest.raises(ValueError, match="seed"):
         capture(TinyCNN().eval(), torch.randn(1, 1, 6, 6), seed=seed)
+
+
+class NegativeLogits(nn.Module):
+    """Every logit negative (log-probabilities, or a bias below zero): the predicted logit's
+    gradient x input is negative, so no unit of the output layer has a positive attribution."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.out = nn.Linear(4, 6), nn.Linear(6, 3)
+        with torch.no_grad():
+            self.out.bias.fill_(-50.0)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.a(x)))
+
+
+def test_units_attribution_with_negative_outputs_ranks_by_activation():
+    model = NegativeLogits().eval()
+    x = torch.randn(2, 4)
+    cap = capture(model, x, layers=["a", "out"], objects="units", weights="attribution",
+                  top_k=2)
+    with torch.no_grad():
+        logits = model(x).numpy()
+    assert (logits < 0).all()
+    for row in range(2):
+        objs, output = graph_of(cap[row])
+        tops = sorted(int(m[len("out["):-1]) for m, _ in output)
+        # the output layer's units: the two largest |activations| of its row
+        assert tops == sorted(np.argsort(-np.abs(logits[row]))[:2].tolist())

@@ -302,7 +302,9 @@ def capture(model: nn.Module, inputs: Any, layers: Any = None, *, objects: str =
         longer than ``d_sketch`` (see ``recsketch.torch._encoding``), unit-normalised.
         ``"units"``: the ``top_k`` most active units (channels, features) of each layer, by
         ``|mean activation|`` or, with ``weights="attribution"``, by gradient x input toward
-        the predicted output; module ``f"{layer}[{unit}]"``; attribute ``[where, what]``:
+        the predicted output (positive part; by activation in a row where no unit of the
+        layer has a positive one, e.g. the logit layer itself when the predicted logit is
+        negative: there, only the predicted unit has one); module ``f"{layer}[{unit}]"``; attribute ``[where, what]``:
         the unit's ``|activation|`` map pooled to at most 4 x 4 cells, and the layer's
         channel vector at the unit's peak (encoded as above), each half of the norm; inputs:
         up to ``top_k`` captured units of the layer below with a positive gradient x input
@@ -523,10 +525,13 @@ def _units_graphs(lay: Layout, views: _Views, mask: Optional[torch.Tensor],
         mean = _position_mean(v, m)
         means[name] = mean
         sign[name] = torch.sign(mean.detach())
+        score = np.abs(_np(mean))
         if score_grads is not None:
-            score = np.maximum(_np((score_grads[name] * v).sum(dim=2)), 0.0)
-        else:
-            score = np.abs(_np(mean))
+            attributed = np.maximum(_np((score_grads[name] * v).sum(dim=2)), 0.0)
+            # a row where no unit has a positive attribution (the predicted logit itself
+            # negative, e.g. log-probabilities) ranks that layer's units by activation instead
+            some = attributed.max(axis=1) > 0
+            score[some] = attributed[some]
         k = min(top_k, score.shape[1])
         order = np.argsort(-score, axis=1, kind="stable")[:, :k]
         top = np.take_along_axis(score, order, axis=1)
