@@ -10,9 +10,11 @@ up. The rule used by :func:`recsketch.torch.capture`:
   that skips levels (producer deeper than ``h + 1``) is dropped, and the consumer's remaining
   input weights are renormalised.
 
-Longest paths guarantee that every layer keeps at least one input edge to the level above
-(the edge that attains its longest path), so no layer is cut off by the rule; each dropped
-edge's information still reaches the output through the longer path.
+Longest paths guarantee that every layer keeps at least one *output* edge to the level above
+(the edge that attains its longest path), so no layer is cut off from the output by the
+rule; each dropped edge's information still reaches the output through the longer path. A
+consumer whose inputs all skip levels loses all of them and becomes a leaf (e.g. p -> x -> y
+-> o beside p -> c -> o: c sits at depth 2, p at depth 5, and the edge p -> c is dropped).
 """
 
 from __future__ import annotations
