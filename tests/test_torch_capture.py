@@ -518,3 +518,40 @@ def test_units_attribution_with_negative_outputs_ranks_by_activation():
         tops = sorted(int(m[len("out["):-1]) for m, _ in output)
         # the output layer's units: the two largest |activations| of its row
         assert tops == sorted(np.argsort(-np.abs(logits[row]))[:2].tolist())
+
+
+class ShapeOnly(nn.Module):
+    """b feeds o; a's output is only measured (its batch size), never read."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.o = nn.Linear(4, 3), nn.Linear(4, 6), nn.Linear(6, 2)
+
+    def forward(self, x):
+        return self.o(self.b(x).reshape(self.a(x).shape[0], -1))
+
+
+def test_a_layer_whose_output_is_only_measured_does_not_feed_the_consumer():
+    from recsketch.torch._dataflow import fx_producers
+    producers, note = fx_producers(ShapeOnly(), ["a", "b", "o"])
+    assert note == ""
+    assert producers["o"] == ["b"]
+
+
+class Wrapped(nn.Module):
+    """The selected layers sit inside a torch.nn container that fx keeps whole by default."""
+
+    def __init__(self):
+        super().__init__()
+        self.block = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3))
+        self.head = nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.head(self.block(x))
+
+
+def test_fx_traces_into_containers_that_hold_selected_layers():
+    from recsketch.torch._dataflow import fx_producers
+    producers, note = fx_producers(Wrapped(), ["block.0", "block.2", "head"])
+    assert note == ""
+    assert producers == {"block.0": [], "block.2": ["block.0"], "head": ["block.2"]}

@@ -10,15 +10,35 @@ import torch.fx
 __all__ = ["fx_producers", "order_producers"]
 
 
+# Nodes that read a tensor's metadata, not its values: a layer whose output is only measured
+# (x.reshape(y.shape[0], -1)) does not feed the consumer.
+_METADATA_METHODS = {"size", "dim", "numel", "ndimension", "nelement", "type", "is_contiguous"}
+_METADATA_ATTRS = {"shape", "dtype", "device", "ndim", "is_cuda", "layout", "requires_grad"}
+
+
+def _reads_metadata_only(node: torch.fx.Node) -> bool:
+    if node.op == "call_method" and node.target in _METADATA_METHODS:
+        return True
+    if node.op == "call_function" and getattr(node.target, "__name__", "") == "getattr":
+        return len(node.args) > 1 and node.args[1] in _METADATA_ATTRS
+    return False
+
+
 class _Tracer(torch.fx.Tracer):
-    """Keeps every selected layer as one call, whatever its size."""
+    """Keeps every selected layer as one call, whatever its size, and traces into any module
+    that holds a selected layer (fx would otherwise keep a torch.nn container such as
+    TransformerEncoderLayer whole, hiding the selected layers inside it)."""
 
     def __init__(self, selected: Set[str]):
         super().__init__()
         self._selected = selected
 
     def is_leaf_module(self, m: torch.nn.Module, qualname: str) -> bool:
-        return qualname in self._selected or super().is_leaf_module(m, qualname)
+        if qualname in self._selected:
+            return True
+        if any(s.startswith(qualname + ".") for s in self._selected) or not qualname:
+            return False
+        return super().is_leaf_module(m, qualname)
 
 
 def fx_producers(model: torch.nn.Module, layers: Sequence[str]
@@ -51,7 +71,7 @@ def fx_producers(model: torch.nn.Module, layers: Sequence[str]
             seen.add(n)
             if n.op == "call_module" and n.target in selected:
                 found.append(n.target)
-            else:
+            elif not _reads_metadata_only(n):
                 stack.extend(n.all_input_nodes)
         producers[name] = found
     return producers, ""
