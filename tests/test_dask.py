@@ -183,6 +183,12 @@ def test_sync_to_repository_resumes_without_writing_twice(tmp_path, graphs, expe
     lazy = rsd.sketch_bag(sk, _bag(graphs))
     again = rsd.to_repository(lazy, path, key="day1", scheduler="sync")
     assert again["written"] == 0 and again["skipped"] == 4
+    # resuming with another partitioning would name other rows by the same partition numbers
+    # (and store some twice): refused, nothing written
+    other = rsd.sketch_bag(sk, db.from_sequence(graphs, npartitions=2))
+    with pytest.raises(ValueError, match="stored in 4 partitions, not 2"):
+        rsd.to_repository(other, path, key="day1", scheduler="sync")
+    assert _stored(path)[0].tobytes() == expected[0].tobytes()
     assert len(_stored(path)[1]) == N
 
 

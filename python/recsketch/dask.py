@@ -45,12 +45,13 @@ from .graph import Graph
 from .sketcher import Sketcher
 
 __all__ = ["SketchedBag", "sketch_bag", "merge_registries", "to_repository", "from_repository",
-           "count", "mean_attributes", "KEY_LABEL", "PARTITION_LABEL"]
+           "count", "mean_attributes", "KEY_LABEL", "PARTITION_LABEL", "PARTITIONS_LABEL"]
 
 # Labels written with every row by to_repository (identifiers, so Repository.select(where=...)
 # finds them).
 KEY_LABEL = "dask_key"
 PARTITION_LABEL = "dask_partition"
+PARTITIONS_LABEL = "dask_partitions"  # how many partitions the ingestion was cut into
 
 # A partition's registry: module name -> (depth, attribute_dim).
 Registry = Dict[str, Tuple[int, int]]
@@ -223,15 +224,21 @@ def _row_blocks(sketches: Any) -> Tuple[List[Any], int]:
                     f"{type(sketches).__name__}")
 
 
-def _partitions_done(repo: Any, key: str) -> int:
+def _partitions_done(repo: Any, key: str, partitions: int) -> int:
     """How many leading partitions of ingestion ``key`` are stored: batches are written in
-    partition order with increasing ids, so the newest row of the key names the last one."""
+    partition order with increasing ids, so the newest row of the key names the last one.
+    An ingestion resumed with another partitioning is refused: its partition numbers name
+    other rows, and skipping by them would store some rows twice."""
     ids = repo.select(where={KEY_LABEL: key})
     if ids.size == 0:
         return 0
     last = repo.labels([int(ids.max())])[0]
     if not isinstance(last, dict) or not isinstance(last.get(PARTITION_LABEL), int):
         raise ValueError(f"rows labelled {KEY_LABEL}={key!r} were not written by to_repository")
+    before = last.get(PARTITIONS_LABEL)
+    if before != partitions:
+        raise ValueError(f"ingestion {key!r} was stored in {before} partitions, not {partitions}:"
+                         " resume it with the same partitioning, or use a new key")
     return last[PARTITION_LABEL] + 1
 
 
@@ -243,7 +250,8 @@ def to_repository(sketches: Union[SketchedBag, "da.Array"], repository: Any, *, 
     The calling process is the only writer: partitions are computed ``window`` at a time
     (in parallel on the cluster; at most ``window`` partitions in memory) and stored in
     partition order, one atomic :meth:`Repository.add` batch per partition. Every row is
-    labelled ``{"dask_key": key, "dask_partition": p}`` plus ``labels`` (a dict).
+    labelled ``{"dask_key": key, "dask_partition": p, "dask_partitions": P}`` plus ``labels``
+    (a dict); resuming with another partitioning is a ValueError (it would store rows twice).
 
     ``key`` names the ingestion and makes it idempotent: partitions already stored under the
     same key (by an earlier call that failed or was killed) are skipped, not recomputed and not
@@ -265,7 +273,7 @@ def to_repository(sketches: Union[SketchedBag, "da.Array"], repository: Any, *, 
     if labels is not None:
         if not isinstance(labels, dict):
             raise TypeError(f"labels must be a dict, got {type(labels).__name__}")
-        clash = {KEY_LABEL, PARTITION_LABEL} & labels.keys()
+        clash = {KEY_LABEL, PARTITION_LABEL, PARTITIONS_LABEL} & labels.keys()
         if clash:
             raise ValueError(f"labels must not use the reserved names {sorted(clash)}")
     blocks, d = _row_blocks(sketches)
@@ -287,10 +295,7 @@ def to_repository(sketches: Union[SketchedBag, "da.Array"], repository: Any, *, 
         raise TypeError("timestamps must be one time for the whole ingestion (a number, a "
                         "datetime or date, a datetime64 or an ISO string)")
 
-    done = _partitions_done(repo, key)
-    if done > len(blocks):
-        raise ValueError(f"ingestion {key!r} already stored {done} partitions, more than the "
-                         f"{len(blocks)} given: not the same data")
+    done = _partitions_done(repo, key, len(blocks))
     written = rows = 0
     for start in range(done, len(blocks), window):
         stop = min(start + window, len(blocks))
@@ -308,7 +313,8 @@ def to_repository(sketches: Union[SketchedBag, "da.Array"], repository: Any, *, 
         for offset, block in enumerate(values):
             p = start + offset
             row_labels = dict(labels or {})
-            row_labels.update({KEY_LABEL: key, PARTITION_LABEL: p})
+            row_labels.update({KEY_LABEL: key, PARTITION_LABEL: p,
+                               PARTITIONS_LABEL: len(blocks)})
             block = np.asarray(block)
             if block.shape[0] == 0:
                 # an empty partition leaves no row to carry its label: nothing to skip later
