@@ -126,3 +126,9 @@ def test_graph_pickle_is_compact_and_handles_edge_cases():
     assert len(empty) == 0 and empty.output is None
     handle = pickle.loads(pickle.dumps(leaves[3]))
     assert handle.index == 3 and handle.graph.modules == g.modules
+
+
+def test_a_pickled_sketcher_keeps_its_query_cache_budget():
+    sk = rs.Sketcher(1008, query_cache_bytes=1234)
+    back = pickle.loads(pickle.dumps(sk))
+    assert back.decoder.cache_bytes == 1234

@@ -411,10 +411,11 @@ class Sketcher:
             sk.register_module(name, info["depth"], info["attribute_dim"])
         return sk
 
-    def __reduce__(self) -> Tuple[Any, Tuple[str]]:
-        """Pickle as the JSON configuration only (registry included): every matrix is a pure
-        function of it, so a pickled Sketcher is a few hundred bytes whatever it has cached."""
-        return (type(self).from_json, (self.to_json(),))
+    def __reduce__(self) -> Tuple[Any, Tuple[str, int]]:
+        """Pickle as the JSON configuration only (registry included) and the query-cache
+        budget: every matrix is a pure function of the JSON, so a pickled Sketcher is a few
+        hundred bytes whatever it has cached."""
+        return (_unpickle_sketcher, (self.to_json(), self._decoder.cache_bytes))
 
     @classmethod
     def from_json(cls, text: str) -> "Sketcher":
@@ -424,3 +425,9 @@ class Sketcher:
         except json.JSONDecodeError as exc:
             raise ValueError(f"invalid Sketcher JSON: {exc}") from exc
         return cls.from_dict(config)
+
+
+def _unpickle_sketcher(text: str, query_cache_bytes: int) -> Sketcher:
+    sk = Sketcher.from_json(text)
+    sk.decoder.cache_bytes = query_cache_bytes
+    return sk
