@@ -33,7 +33,7 @@ def test_openmp_report_is_consistent():
     if info["openmp"]:
         assert isinstance(info["openmp_version"], int) and info["openmp_version"] >= 200505
     else:
-        assert info["openmp_version"] is None and info["max_threads"] == 1
+        assert info["openmp_version"] is None and info["max_threads"] >= 1
 
 
 def test_info_command_prints_simd_and_openmp():

@@ -26,7 +26,8 @@ def format_info() -> str:
         openmp = (f"on (OpenMP {info['openmp_version']}, {info['max_threads']} threads by "
                   "default; set with num_threads= or OMP_NUM_THREADS)")
     else:
-        openmp = "off (serial fallback: every num_threads runs on 1 thread)"
+        openmp = ("off (the thread pool still runs; the default thread count is the "
+                  "hardware's)")
     lines.append(f"  OpenMP      : {openmp}")
     lines.append(f"  threads     : {info['max_threads']}")
     lines.append(f"  SIMD path   : {info['simd']}")
