@@ -1,5 +1,6 @@
 """`recsketch info`: the SIMD path chosen at run time and OpenMP, checked against the OS."""
 
+import os
 import platform
 import subprocess
 import sys
@@ -31,14 +32,15 @@ def test_simd_path_matches_the_cpu():
 def test_openmp_report_is_consistent():
     info = rs.build_info()
     if info["openmp"]:
-        assert isinstance(info["openmp_version"], int) and info["openmp_version"] >= 200505
+        assert isinstance(info["openmp_version"], int) and info["openmp_version"] >= 200203  # MSVC: 2.0
     else:
         assert info["openmp_version"] is None and info["max_threads"] >= 1
 
 
 def test_info_command_prints_simd_and_openmp():
     out = subprocess.run([sys.executable, "-m", "recsketch", "info"], capture_output=True,
-                         text=True, check=True, env={"OMP_NUM_THREADS": "1", "PATH": ""}).stdout
+                         text=True, check=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"}).stdout
     assert "SIMD path   : " + rs.build_info()["simd"] in out
     line = next(ln for ln in out.splitlines() if ln.strip().startswith("OpenMP"))
     if rs.build_info()["openmp"]:

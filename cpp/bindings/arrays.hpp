@@ -22,18 +22,18 @@ namespace py = pybind11;
 
 namespace recsketch_bind {
 
-// Largest num_threads any entry point accepts (0 means every available thread). The OpenMP
-// runtime aborts or crashes when asked for thousands of threads, and no kernel of recsketch
-// scales past a few hundred, so larger requests are refused rather than clamped.
+// Largest num_threads any entry point accepts (0 means every available thread). No kernel of
+// recsketch scales past a few hundred threads, and thread creation fails long before the
+// thousands, so larger requests are refused rather than clamped.
 inline constexpr int kMaxNumThreads = recsketch::kMaxThreads;
 
 inline int check_num_threads(int num_threads) {
   if (num_threads < 0 || num_threads > kMaxNumThreads)
     throw std::invalid_argument("num_threads must be in [0, " + std::to_string(kMaxNumThreads) +
                                 "] (0: every thread), got " + std::to_string(num_threads));
-#if defined(_OPENMP)
-  // The OpenMP runtime would silently run fewer threads than asked past its thread limit
-  // (OMP_THREAD_LIMIT, which a user sets to stay under a process limit such as ulimit -u).
+#if defined(_OPENMP) && _OPENMP >= 200805  // omp_get_thread_limit is OpenMP 3.0 (not MSVC's 2.0)
+  // A user's OMP_THREAD_LIMIT (set to stay under a process limit such as ulimit -u) is a
+  // limit the thread pool honours too.
   const int limit = omp_get_thread_limit();
   if (num_threads > limit)
     throw std::invalid_argument("num_threads " + std::to_string(num_threads) +
