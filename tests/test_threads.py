@@ -15,6 +15,20 @@ N_MODULES = 14  # more than the Round-1 cache's 32 entries could hold in rotatio
 N_THREADS = 6
 
 
+def run_racing(threads):
+    """Starts and joins the threads with the interpreter switching between them as often as
+    it can (a 1 us switch interval), so that races show up."""
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+    finally:
+        sys.setswitchinterval(interval)
+
+
 def zoo(rng):
     """Objects of N_MODULES modules at depth 2 (three of them with children at depth 3)."""
     g = rs.Graph()
@@ -87,16 +101,7 @@ def run_threaded(sk, work, n_threads=N_THREADS, rounds=3):
                 except Exception as exc:  # noqa: BLE001 - any exception is a failure here
                     errors.append(f"{name}: {type(exc).__name__}: {exc}")
 
-    threads = [threading.Thread(target=worker, args=(t,)) for t in range(n_threads)]
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)  # switch threads as often as possible: races show up
-    try:
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
-    finally:
-        sys.setswitchinterval(interval)
+    run_racing([threading.Thread(target=worker, args=(t,)) for t in range(n_threads)])
     return results, errors
 
 
@@ -127,16 +132,7 @@ def test_sketching_from_many_threads_equals_one_thread():
         except Exception as exc:  # noqa: BLE001
             errors.append(repr(exc))
 
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(len(graphs))]
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
-    finally:
-        sys.setswitchinterval(interval)
+    run_racing([threading.Thread(target=worker, args=(k,)) for k in range(len(graphs))])
     assert not errors, errors
     np.testing.assert_array_equal(np.stack(out), expected)
     assert set(sk.modules) == {f"m{m}" for m in range(N_MODULES)} | {"part0", "part1", "part2"}
