@@ -51,25 +51,38 @@ def test_compare_fails_on_a_drop_beyond_tolerance_and_on_missing_ratios():
     assert any(ln.startswith("new") and "c" in ln for ln in lines)
 
 
+# The gate's benchmark runs on a fake clock (pytest-benchmark's --benchmark-timer): each call
+# of the timer advances it by one nanosecond (pytest-benchmark reads it until it moves), and
+# each unit of "work" by one millisecond. The ratios are then exact, whatever the machine's
+# load: this test checks the gate's logic, not this machine's timing.
+FAKE_CLOCK = textwrap.dedent('''
+    NOW = [0.0]
+
+
+    def now():
+        NOW[0] += 1e-9
+        return NOW[0]
+
+
+    def work(units):
+        NOW[0] += 1e-3 * units
+''')
+
 BENCH = textwrap.dedent('''
     import os
 
-    import numpy as np
     import pytest
 
-    X = np.random.default_rng(0).random(300_000)  # a sort: one thread, some milliseconds
+    import fake_clock
 
 
     @pytest.mark.parametrize("impl", ["numpy_sum", "candidate"])
     def test_op(benchmark, impl):
         benchmark.group = "gate demo"
         # the candidate does the baseline's work SLOW times: a deliberately slowed kernel
-        repeat = int(os.environ.get("SLOW", "1")) if impl == "candidate" else 1
-
-        def fn():
-            for _ in range(repeat):
-                np.sort(X)
-        benchmark.pedantic(fn, rounds=5, iterations=1, warmup_rounds=1)
+        units = int(os.environ.get("SLOW", "1")) if impl == "candidate" else 1
+        benchmark.pedantic(fake_clock.work, args=(units,), rounds=5, iterations=1,
+                           warmup_rounds=1)
 ''')
 
 
@@ -77,25 +90,27 @@ def test_gate_passes_on_the_baseline_and_fails_on_a_slowed_function(tmp_path, mo
                                                                      capsys):
     bench = tmp_path / "bench_gate.py"
     bench.write_text(BENCH)
+    (tmp_path / "fake_clock.py").write_text(FAKE_CLOCK)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    timer = ["--benchmark-timer=fake_clock.now"]
     baseline = tmp_path / "baseline.json"
-    # the tolerance rule is tested above on fixed numbers; here a fixed 50% tolerance, gated,
-    # whatever the spread of two runs on a busy machine (the slowed run falls about 90%)
-    monkeypatch.setattr(compare, "SAFETY", 0.0)
-    monkeypatch.setattr(compare, "FLOOR", 0.5)
     monkeypatch.setenv("SLOW", "1")
-    doc = compare.update(baseline, 2, [str(bench)])
+    doc = compare.update(baseline, 2, [str(bench), *timer])
     assert list(doc["ratios"]) == ["gate demo :: candidate"]
     assert json.loads(baseline.read_text())["ratios"] == doc["ratios"]
+    entry = doc["ratios"]["gate demo :: candidate"]
+    assert entry["ratio"] == pytest.approx(1.0, rel=1e-4)  # same work on the fake clock
+    assert entry["tolerance"] == compare.FLOOR and entry["gated"]
 
     def gate():
         result = tmp_path / "run.json"
-        result.write_text(json.dumps(compare.run_subset([str(bench)])))
+        result.write_text(json.dumps(compare.run_subset([str(bench), *timer])))
         return compare.main(["check", "--json", str(result), "--baseline", str(baseline)])
 
     assert gate() == 0
-    monkeypatch.setenv("SLOW", "10")  # ten times the work: the ratio falls about 90%, beyond
-    # any tolerance (at most CEILING = 50%)
-    assert gate() == 1
+    capsys.readouterr()
+    monkeypatch.setenv("SLOW", "2")  # twice the work: the ratio halves, beyond any tolerance
+    assert gate() == 1                # (at most CEILING = 50%)
     assert "REGRESSION  gate demo :: candidate" in capsys.readouterr().out
 
 
