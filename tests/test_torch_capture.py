@@ -555,3 +555,94 @@ def test_fx_traces_into_containers_that_hold_selected_layers():
     producers, note = fx_producers(Wrapped(), ["block.0", "block.2", "head"])
     assert note == ""
     assert producers == {"block.0": [], "block.2": ["block.0"], "head": ["block.2"]}
+
+
+class WrappedTransformer(nn.Module):
+    """A transformer inside a wrapper, as SentenceTransformer holds its model ("0.auto_model")."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = nn.ModuleDict({"auto_model": TinyTransformer()})
+
+    def forward(self, input_ids, attention_mask=None, **kw):
+        return self.inner["auto_model"](input_ids, attention_mask, **kw)
+
+
+def test_token_layer_names_are_module_paths_inside_a_wrapper():
+    model = WrappedTransformer()
+    ids = torch.tensor([[1, 5, 7, 2]])
+    cap = capture(model, {"input_ids": ids}, objects="tokens", top_k=2)
+    names = ["inner.auto_model.embeddings", "inner.auto_model.layer.0",
+             "inner.auto_model.layer.1"]
+    assert list(cap.layout.layers) == names
+    assert set(names) <= set(dict(model.named_modules()))
+
+
+class UsesWeightOnly(nn.Module):
+    """``proj`` owns parameters but never runs as a module: its weight is used functionally."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(8, 8), nn.Linear(8, 8)
+        self.proj, self.o = nn.Linear(8, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.a(x)) + torch.relu(self.b(x))
+        return self.o(nn.functional.linear(h, self.proj.weight))
+
+
+def test_default_layers_that_never_run_keep_the_dataflow_edges():
+    model = UsesWeightOnly()
+    cap = capture(model, torch.randn(3, 8))
+    # before, 'proj' (never a call in the fx graph) sent the whole capture to a hook-order chain
+    assert cap.edge_source == "fx"
+    assert list(cap.layout.layers) == ["a", "b", "o"]
+    assert set(cap.layout.producers["o"]) == {"a", "b"}
+    assert "'proj'" in cap.note and "never ran" in cap.note
+    objects, output = graph_of(cap[0])
+    assert sorted(m for m, _, _ in objects) == ["a", "b", "o"]
+
+
+def test_an_explicit_layer_that_never_runs_is_an_error():
+    with pytest.raises(ValueError, match="layer 'proj' did not run"):
+        capture(UsesWeightOnly(), torch.randn(3, 8), layers=["a", "proj", "o"])
+
+
+def test_gradients_under_inference_mode_are_refused_with_the_reason():
+    model, x = UsesWeightOnly(), torch.randn(3, 8)
+    with torch.inference_mode():
+        with pytest.raises(ValueError, match="inference_mode"):
+            capture(model, x, weights="attribution")
+        with pytest.raises(ValueError, match="inference_mode"):
+            capture(model, x, objects="units")
+        assert len(capture(model, x)) == 3          # no gradient needed: allowed
+        made_inside = torch.randn(3, 8)
+    # an inference tensor made inside the mode is accepted outside it
+    cap = capture(model, made_inside, weights="attribution")
+    ref = capture(model, made_inside.clone(), weights="attribution")
+    assert [g.to_dict() for g in cap] == [g.to_dict() for g in ref]
+
+
+def _splitmix64_reference(x):
+    """splitmix64's finaliser in Python integers (independent of NumPy's uint64 arithmetic)."""
+    m = (1 << 64) - 1
+    z = (x + 0x9E3779B97F4A7C15) & m
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & m
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & m
+    return z ^ (z >> 31)
+
+
+def test_fold_map_is_a_documented_hash_not_a_numpy_stream():
+    # splitmix64's first output from state 0 is the published 0xE220A8397B1DCDAF
+    assert _splitmix64_reference(0) == 0xE220A8397B1DCDAF
+    import zlib
+    width, folded, seed, layer = 50, 7, 3, "L"
+    key = _splitmix64_reference(seed) ^ zlib.crc32(layer.encode())
+    h = [_splitmix64_reference((key + i) % (1 << 64)) for i in range(width)]
+    order = sorted(range(width), key=lambda i: (h[i] >> 1, i))
+    rank = {i: r for r, i in enumerate(order)}
+    want = np.zeros((width, folded))
+    for i in range(width):
+        want[i, rank[i] % folded] = 1.0 if h[i] & 1 else -1.0
+    got = LayerEncoding(layer, width, True, folded, seed=seed).fold(np.eye(width))
+    np.testing.assert_array_equal(got, want)

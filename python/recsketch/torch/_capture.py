@@ -75,7 +75,10 @@ def _needs_grad(batch: Any) -> Any:
     the parameters are frozen (the parameters themselves are never touched)."""
     def leaf(v: Any) -> Any:
         if isinstance(v, torch.Tensor) and v.is_floating_point():
-            return v.detach().requires_grad_(True)
+            # an inference tensor (made under torch.inference_mode()) cannot require grad;
+            # a clone made outside that mode can
+            v = v.detach().clone() if v.is_inference() else v.detach()
+            return v.requires_grad_(True)
         return v
     if isinstance(batch, torch.Tensor):
         return leaf(batch)
@@ -352,6 +355,11 @@ def capture(model: nn.Module, inputs: Any, layers: Any = None, *, objects: str =
                                  or d_sketch < 2):
         raise ValueError(f"d_sketch must be an int >= 2 or None, got {d_sketch!r}")
     n = _rows(inputs)
+    need_grad = objects == "units" or (weights == "attribution" and objects != "tokens")
+    if need_grad and torch.is_inference_mode_enabled():
+        raise ValueError(f"objects={objects!r} with weights={weights!r} needs gradients, which "
+                         "torch.inference_mode() turns off; call capture outside it (it runs "
+                         "the model under torch.no_grad() itself where no gradient is needed)")
     try:
         device = next(model.parameters()).device
     except StopIteration:
@@ -366,25 +374,21 @@ def capture(model: nn.Module, inputs: Any, layers: Any = None, *, objects: str =
         if objects == "tokens":
             return _capture_tokens(model, inputs, n, device, weights, top_k, batch_size,
                                    d_sketch, signed, seed, tokenizer, token_modules)
-        return _capture_layers(model, inputs, n, device, _select(model, layers), objects,
-                               edges, weights, top_k, batch_size, d_sketch, signed, seed,
-                               target)
+        return _capture_layers(model, inputs, n, device, _select(model, layers),
+                               layers is None, objects, edges, weights, top_k, batch_size,
+                               d_sketch, signed, seed, target)
     finally:
         for module, mode in modes:
             module.training = mode
 
 
 def _capture_layers(model: nn.Module, inputs: Any, n: int, device: torch.device,
-                    names: List[str], objects: str, edges: str, weights: str, top_k: int,
-                    batch_size: int, d_sketch: Optional[int], signed: bool, seed: int,
-                    target: Any) -> Capture:
+                    names: List[str], default: bool, objects: str, edges: str, weights: str,
+                    top_k: int, batch_size: int, d_sketch: Optional[int], signed: bool,
+                    seed: int, target: Any) -> Capture:
     modules = dict(model.named_modules())
     producers: Optional[Dict[str, List[str]]] = None
     note = ""
-    if edges in ("dataflow", "fx"):
-        producers, note = fx_producers(model, names)
-        if producers is None and edges == "fx":
-            raise ValueError(f"edges='fx': {note}")
     need_grad = weights == "attribution" or objects == "units"
     graphs: List[Graph] = []
     lay: Optional[Layout] = None
@@ -409,6 +413,24 @@ def _capture_layers(model: nn.Module, inputs: Any, n: int, device: torch.device,
                     fired = list(hooks.fired)
                     if not fired:
                         raise ValueError("no selected layer ran in the forward pass")
+                    idle = [nm for nm in names if nm not in set(fired)]
+                    if idle and not default:
+                        raise ValueError(f"layer {idle[0]!r} did not run in the forward pass "
+                                         f"({len(idle)} selected layers did not): a module "
+                                         "whose parameters the model uses without calling it, "
+                                         "or a branch not taken; leave it out of layers=")
+                    # The default selection can hold such modules (MultiheadAttention's
+                    # out_proj): they make no object and must not stop the trace's edges.
+                    if edges in ("dataflow", "fx"):
+                        producers, note = fx_producers(model, fired)
+                        if producers is None and edges == "fx":
+                            raise ValueError(f"edges='fx': {note}")
+                    if idle:
+                        shown = ", ".join(repr(nm) for nm in idle[:5])
+                        more = f" and {len(idle) - 5} more" if len(idle) > 5 else ""
+                        note = "; ".join(filter(None, [
+                            note, f"{len(idle)} default layers never ran as modules and make "
+                                  f"no object: {shown}{more}"]))
                     # hooks fire after a layer's inputs exist: the firing order is topological
                     lay = layout(fired, order_producers(fired) if producers is None
                                  else producers)
@@ -647,13 +669,21 @@ def _field(out: Any, key: str) -> Any:
     return value
 
 
+_EMBEDDING_NAMES = ("embeddings", "embed", "embedding", "embed_tokens")
+
+
 def _layer_names(model: nn.Module, count: int) -> Tuple[str, List[str]]:
     """Names of the embedding and of the ``count`` transformer layers, from named_modules."""
     named = dict(model.named_modules())
     lists = [(n, m) for n, m in named.items() if isinstance(m, nn.ModuleList) and len(m) == count]
     lists.sort(key=lambda nm: (not nm[0].endswith(("layer", "layers")), nm[0].count(".")))
     base = lists[0][0] if lists else "layer"
-    embed = next((n for n in ("embeddings", "embed", "embedding") if n in named), "embeddings")
+    # The embedding module, also inside a wrapper (SentenceTransformer's "0.auto_model.
+    # embeddings"): the shallowest module so named, preferring one beside the layer list.
+    parent = base.rpartition(".")[0]
+    embeds = [n for n in named if n.rpartition(".")[2] in _EMBEDDING_NAMES]
+    embeds.sort(key=lambda n: (not n.startswith(parent), n.count("."), n))
+    embed = embeds[0] if embeds else "embeddings"
     return embed, [f"{base}.{i}" for i in range(count)]
 
 

@@ -8,7 +8,10 @@ The attribute of a layer's object is built in three documented steps:
    count sketch: coordinate ``i`` goes to bucket ``h(i)`` with sign ``s(i)``
    (``y[j] = sum_{h(i) = j} s(i) v[i]``; ``h`` is a seeded permutation taken modulo
    ``folded``, so buckets differ in size by at most one). Inner products are preserved in
-   expectation over the seed, and ``s(i) y[h(i)]`` is an unbiased read-back of ``v[i]``;
+   expectation over the seed, and ``s(i) y[h(i)]`` is an unbiased read-back of ``v[i]``.
+   The permutation and the signs come from a splitmix64 hash of (seed, layer name, i), not
+   from a NumPy generator's stream, so a capture's attributes do not change with the NumPy
+   version;
 3. *split* signed values into ``[relu(y), relu(-y)]`` (doubling the length) and scale to unit
    norm. A nonnegative layer captured with ``signed=False`` skips the split.
 
@@ -25,6 +28,14 @@ from typing import Any, Optional
 import numpy as np
 
 __all__ = ["LayerEncoding", "fold_width"]
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """The splitmix64 finaliser of every entry of a uint64 array (wrapping arithmetic)."""
+    z = x + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
 
 
 def fold_width(width: int, signed: bool, d_sketch: Optional[int]) -> int:
@@ -50,10 +61,15 @@ class LayerEncoding:
 
     def __post_init__(self) -> None:
         if self.folded < self.width:
-            # The layer name enters the seed so that two folded layers use different maps.
-            rng = np.random.default_rng([self.seed, zlib.crc32(self.layer.encode())])
-            bucket = rng.permutation(self.width) % self.folded
-            sign = rng.integers(0, 2, self.width) * 2.0 - 1.0
+            # The layer name enters the key so that two folded layers use different maps.
+            key = _splitmix64(np.array([self.seed], dtype=np.uint64))[0] ^ np.uint64(
+                zlib.crc32(self.layer.encode()))
+            h = _splitmix64(key + np.arange(self.width, dtype=np.uint64))
+            # rank of i among the hashes: a permutation (ties broken by index)
+            rank = np.empty(self.width, dtype=np.int64)
+            rank[np.argsort(h >> np.uint64(1), kind="stable")] = np.arange(self.width)
+            bucket = rank % self.folded
+            sign = (h & np.uint64(1)).astype(np.float64) * 2.0 - 1.0
         else:
             bucket = np.arange(self.width)
             sign = np.ones(self.width)

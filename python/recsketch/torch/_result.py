@@ -59,7 +59,8 @@ class Capture(Sequence[Graph]):
 
     Attributes: ``objects`` (the mode), ``layout`` (depths, kept and dropped edges),
     ``encodings`` (layer -> encoding), ``edge_source`` (``"fx"``, ``"order"`` or
-    ``"attention"``) and ``note`` (why the hook order was used, if it was).
+    ``"attention"``) and ``note`` (why the hook order was used, if it was, and which default
+    layers never ran as modules).
     """
 
     def __init__(self, graphs: List[Graph], objects: str, layout: Layout,
