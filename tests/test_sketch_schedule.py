@@ -320,3 +320,23 @@ def test_embeddings_stay_within_their_budget():
         assert held <= budget
         if budget >= one:
             assert np.array_equal(got, expect)
+
+
+def test_embedding_builds_use_the_calls_thread_count(monkeypatch):
+    # the leaf embeddings are products too: num_threads=1 must reach them (a Dask task or a
+    # torch worker given one thread must not start the pool's others)
+    from recsketch.matrices import RandomMatrix
+    seen = []
+    original = RandomMatrix._apply
+
+    def spy(self, x, **kw):
+        seen.append(kw["num_threads"])
+        return original(self, x, **kw)
+
+    monkeypatch.setattr(RandomMatrix, "_apply", spy)
+    sk = rs.Sketcher(1024, family="orthogonal", seed=3)
+    g = leafy_graph(np.random.default_rng(3), 60)
+    s = sk.sketch(g, num_threads=1)
+    assert seen and set(seen) == {1}                 # only the embedding built through Python
+    monkeypatch.setattr(RandomMatrix, "_apply", original)
+    assert np.array_equal(s, rs.Sketcher(1024, family="orthogonal", seed=3).sketch(g))

@@ -96,19 +96,24 @@ class LeafEmbeddings:
     def bytes_needed(self, sketcher: Any, chosen: Dict[int, int]) -> int:
         return sum((k + 1) * sketcher.d_sketch * 8 for k in chosen.values())
 
-    def arrays(self, sketcher: Any, flat: Any, chosen: Dict[int, int]) -> List[Optional[np.ndarray]]:
-        """A_M for the chosen modules (None elsewhere), one entry per module of `flat`."""
+    def arrays(self, sketcher: Any, flat: Any, chosen: Dict[int, int],
+               num_threads: Optional[int] = None) -> List[Optional[np.ndarray]]:
+        """A_M for the chosen modules (None elsewhere), one entry per module of `flat`; the
+        missing ones are built with ``num_threads`` (the sketching call's)."""
         out: List[Optional[np.ndarray]] = [None] * len(flat.modules)
         for m, k in chosen.items():
-            out[m] = self._get(sketcher, flat.modules[m], k)
+            out[m] = self._get(sketcher, flat.modules[m], k, num_threads)
         return out
 
-    def _get(self, sketcher: Any, name: str, k: int) -> np.ndarray:
+    def _get(self, sketcher: Any, name: str, k: int, num_threads: Optional[int]) -> np.ndarray:
         def build() -> np.ndarray:
+            t = num_threads
             rows = np.empty((k + 1, sketcher.d_sketch))
-            rows[:k] = sketcher.module_matrix(name, 1).apply_short(np.eye(k))
-            rows[k] = sketcher.module_matrix(name, 2).apply_short(np.ones((1, 1)))[0]
-            emb = 0.25 * sketcher.module_matrix(name, 0).half(sketcher.position_matrix(1).half(rows))
+            rows[:k] = sketcher.module_matrix(name, 1).apply_short(np.eye(k), num_threads=t)
+            rows[k] = sketcher.module_matrix(name, 2).apply_short(np.ones((1, 1)),
+                                                                  num_threads=t)[0]
+            emb = 0.25 * sketcher.module_matrix(name, 0).half(
+                sketcher.position_matrix(1).half(rows, num_threads=t), num_threads=t)
             emb.setflags(write=False)
             return emb
 

@@ -274,7 +274,8 @@ class Sketcher:
         modules = [tuple(self.module_matrix(name, k)._native for k in range(3))
                    for name in flat.modules]
         positions = [self.position_matrix(i)._native for i in range(1, flat.max_fan_in + 1)]
-        leaf_embed = self._leaf_embeddings.arrays(self, flat, chosen) if chosen else []
+        leaf_embed = (self._leaf_embeddings.arrays(self, flat, chosen, num_threads)
+                      if chosen else [])
         overall, objects = _core.sketch_graphs(
             modules, positions, self._d, flat.graph_ptr, flat.module,
             flat.attr_ptr, flat.attr,
