@@ -303,3 +303,60 @@ def test_import_without_dask_is_not_needed():
     code = "import sys; sys.modules['dask'] = None; import recsketch.dask"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert "pip install 'recsketch[dask]'" in out.stderr
+
+
+def test_a_second_driver_of_the_same_key_is_refused_while_the_first_runs(tmp_path, graphs):
+    import threading
+
+    import dask
+    import dask.array as da
+
+    path = tmp_path / "repo"
+    sk = rs.Sketcher(64, family="orthogonal", seed=5)
+    Repository.create(path, sk).close()
+    rows = sk.sketch_many(graphs[:6])
+    started, release = threading.Event(), threading.Event()
+
+    def slow_block():
+        started.set()
+        assert release.wait(60)
+        return rows[:3]
+
+    blocks = [da.from_delayed(dask.delayed(slow_block)(), shape=(3, 64), dtype=rows.dtype),
+              da.from_array(rows[3:], chunks=(3, 64))]
+    first = {}
+
+    def drive():
+        first["result"] = rsd.to_repository(da.concatenate(blocks), path, key="k",
+                                            scheduler="sync")
+
+    t = threading.Thread(target=drive)
+    t.start()
+    try:
+        assert started.wait(60)
+        with pytest.raises(ValueError, match="another driver is ingesting key 'k'"):
+            rsd.to_repository(da.from_array(rows, chunks=(3, 64)), path, key="k",
+                              scheduler="sync")
+        # another key is not held up
+        assert rsd.to_repository(da.from_array(rows[:2], chunks=(2, 64)), path, key="other",
+                                 scheduler="sync")["rows"] == 2
+    finally:
+        release.set()
+        t.join(60)
+    assert first["result"]["rows"] == 6
+    with Repository.open(path) as repo:
+        assert repo.select(where={"dask_key": "k"}).size == 6      # stored once
+    # the lock is released: resuming the finished key skips everything
+    assert rsd.to_repository(da.from_array(rows, chunks=(3, 64)), path, key="k",
+                             scheduler="sync")["written"] == 0
+
+
+def test_the_array_of_a_sketched_bag_carries_its_registry_into_the_repository(tmp_path, graphs,
+                                                                               expected):
+    path = tmp_path / "repo"
+    Repository.create(path, rs.Sketcher(D, seed=42)).close()
+    lazy = rsd.sketch_bag(rs.Sketcher(D, seed=42), _bag(graphs))
+    rsd.to_repository(lazy.sketches, path, key="k", scheduler="sync")
+    s, _, modules = _stored(path)
+    assert s.tobytes() == expected[0].tobytes()
+    assert modules == expected[1]            # as if `lazy` itself had been passed

@@ -21,12 +21,16 @@ worker never writes, it only returns its sketches to the writer.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import numbers
 import os
 import threading
 import uuid
+import weakref
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -206,7 +210,14 @@ def sketch_bag(sketcher: Sketcher, bag: "db.Bag", *, num_threads: int = 1,
         arr = da.concatenate(blocks, axis=0) if len(blocks) > 1 else blocks[0]
     else:
         arr = da.zeros((0, d), dtype=dtype)
-    return SketchedBag(sketcher, arr, parts)
+    lazy = SketchedBag(sketcher, arr, parts)
+    _BAGS[arr.name] = lazy
+    return lazy
+
+
+# The arrays of live SketchedBags by name: ``to_repository(lazy.sketches, ...)`` is then
+# ingested as ``lazy`` itself, registry included (the array alone carries no registry).
+_BAGS: "weakref.WeakValueDictionary[str, SketchedBag]" = weakref.WeakValueDictionary()
 
 
 # -- ingestion into a Repository -----------------------------------------------------------------
@@ -255,8 +266,10 @@ def to_repository(sketches: Union[SketchedBag, "da.Array"], repository: Any, *, 
 
     ``key`` names the ingestion and makes it idempotent: partitions already stored under the
     same key (by an earlier call that failed or was killed) are skipped, not recomputed and not
-    written again. Use a new key for new data. Two processes must not ingest the same key at
-    once.
+    written again. Use a new key for new data. While a call ingests a key, another call
+    (another process or thread) for the same key into the same repository is refused with a
+    ValueError (an exclusive lock on ``ingest-<hash of key>.lock`` in the repository's
+    folder), so two drivers never store the same partition twice.
 
     With a SketchedBag, the modules met on the workers are merged (a conflict is a ValueError
     raised before the partition that brings it is written) and recorded in the repository
@@ -276,6 +289,8 @@ def to_repository(sketches: Union[SketchedBag, "da.Array"], repository: Any, *, 
         clash = {KEY_LABEL, PARTITION_LABEL, PARTITIONS_LABEL} & labels.keys()
         if clash:
             raise ValueError(f"labels must not use the reserved names {sorted(clash)}")
+    if isinstance(sketches, da.Array) and _BAGS.get(sketches.name) is not None:
+        sketches = _BAGS[sketches.name]
     blocks, d = _row_blocks(sketches)
     if isinstance(repository, (str, os.PathLike)):
         with Repository.open(repository) as repo:
@@ -294,6 +309,33 @@ def to_repository(sketches: Union[SketchedBag, "da.Array"], repository: Any, *, 
             and not hasattr(timestamps, "year") and not isinstance(timestamps, np.datetime64):
         raise TypeError("timestamps must be one time for the whole ingestion (a number, a "
                         "datetime or date, a datetime64 or an ISO string)")
+
+    with _ingestion_lock(repo.path, key):
+        return _ingest(sketches, repo, key, blocks, timestamps, labels, window, compute_kwargs)
+
+
+@contextmanager
+def _ingestion_lock(folder: Any, key: str) -> Iterator[None]:
+    """Exclusive, non-blocking: a second driver of the same key fails at once, not later."""
+    import fcntl  # POSIX, as the repository's own write lock
+
+    digest = hashlib.sha256(key.encode()).hexdigest()[:32]
+    with open(Path(folder) / f"ingest-{digest}.lock", "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"another driver is ingesting key {key!r} into {folder} right "
+                             "now; wait for it (a later call resumes where it stopped)") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _ingest(sketches: Any, repo: Any, key: str, blocks: List[Any], timestamps: Any,
+            labels: Optional[Dict[str, Any]], window: int,
+            compute_kwargs: Dict[str, Any]) -> Dict[str, int]:
+    from .repository import Repository
 
     done = _partitions_done(repo, key, len(blocks))
     written = rows = 0
