@@ -37,13 +37,15 @@ BASELINE = HERE / "baseline.json"
 
 # The in-run baseline of a group: the first of these implementations present in it.
 BASELINE_IMPLS = ("scipy_csr", "numpy_paper", "numpy_brute_force", "numpy_sum",
-                  "sklearn_minibatch", "sketch_many_2threads")
+                  "sklearn_minibatch", "sketch_many_2threads", "numpy_fwht")
 
-# The CI subset: a minute or two on the 2-core machine. Kernels at the smallest size, the
-# transpose product, and the stored-sketch queries.
+# The CI subset: a minute or two on the 2-core machine. Kernels at the smallest size (the
+# block-sparse products, the transpose, the orthogonal family's Walsh-Hadamard transform for
+# one vector), and the stored-sketch queries. Sketching a scene is not in it: its SciPy
+# baseline builds its CSR matrices for over a minute.
 SUBSET = ["bench/bench_kernels.py", "bench/bench_queries.py", "-k",
           "(test_block_sparse_product and 4096 and not cold) or test_transpose_product "
-          "or test_query_stored"]
+          "or (test_orthogonal_transform and 4096-1]) or test_query_stored"]
 
 # Ratios not gated: every implementation that runs on the default thread count (`:: recsketch`,
 # both cores here) against a one-thread baseline. Its ratio depends on whether another process
