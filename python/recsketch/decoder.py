@@ -10,6 +10,10 @@ matrices, by the exact squared norm of each column it reads (DESIGN.md §4).
 A probe that ends in a module matrix is applied as one dense ``(k, d)`` matrix (cached), so a
 query on many stored sketches is a single matrix product; longer outputs and sub-sketches go
 through the native transposes.
+
+``"joint"`` fits the whole sketch instead (``joint.py``): a least-squares solve over the words
+of every registered module on every path up to a fan-in bound, whose design and Gram factor
+are cached here like the probe matrices.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from ._cache import ByteLRU
 from ._checks import FLOAT_DTYPES, MAX_POSITION, check_int, check_num_threads
 from ._probes import POSITION, Letter, Probe, WeightedWord, Word, build_probe
 from .erasure import ErasedSketch
+from .joint import (JOINT_FAN_IN, JOINT_UNKNOWNS_FRACTION, Block, check_fan_in, design_rows,
+                    gram_factor, plan_blocks, solve)
 from .queries import METHODS, AttributeEstimate, SubSketch
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -123,9 +129,13 @@ class Decoder:
                       depth, module, path, was_1d)
 
     @staticmethod
-    def _method(method: str) -> str:
-        if method not in METHODS:
+    def _method(method: str, fan_in: Optional[int] = None) -> str:
+        if not isinstance(method, str) or method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        if method == "joint":
+            check_fan_in(JOINT_FAN_IN if fan_in is None else fan_in)
+        elif fan_in is not None:
+            raise ValueError(f"fan_in applies to method='joint' only, not {method!r}")
         return method
 
     def _target(self, inp: _Input, module: str, path: Optional[Sequence[int]]
@@ -211,8 +221,11 @@ class Decoder:
         return z
 
     def _estimate(self, inp: _Input, module: str, depth: int, path: Optional[Tuple[int, ...]],
-                  channel: int, k: int, method: str, threads: Optional[int]) -> np.ndarray:
+                  channel: int, k: int, method: str, threads: Optional[int],
+                  fan_in: Optional[int] = None) -> np.ndarray:
         """Read-out of R[module, channel]^T ... s, first k coordinates, at unit weight: (n, k)."""
+        if method == "joint":
+            return self._joint_estimate(inp, module, path, channel, k, fan_in, threads)
         key = (module, channel, inp.root_depth, path, method)
         probe = self._cache.get(("probe",) + key, lambda: build_probe(
             inp.root_depth, depth, module, path, method, "channel"))
@@ -233,6 +246,52 @@ class Decoder:
         if normalise:
             est = est / self._column_norms2(module, channel, k)
         return est
+
+    def _joint_fit(self, inp: _Input, fan_in: int, extra: Tuple[Tuple[str, Tuple[int, ...]], ...],
+                   threads: Optional[int]) -> Tuple[np.ndarray, Tuple[Block, ...]]:
+        """The joint unknowns of every sketch of the input, ``(n, unknowns)``, and the blocks."""
+        if inp.root_depth != 1:
+            raise ValueError("method='joint' fits overall sketches (arrays or ErasedSketch), "
+                             "not a SubSketch; query the overall sketch with a path instead")
+        registry = self._sk.modules
+        reg_key = tuple(sorted((n, i.depth, i.attribute_dim) for n, i in registry.items()))
+        budget = inp.values.shape[1] // JOINT_UNKNOWNS_FRACTION
+        blocks = plan_blocks(registry, fan_in, budget, extra)
+        key = ("joint", fan_in, budget, reg_key, extra)
+        rows = self._cache.get(key + ("rows",), lambda: design_rows(self._sk, blocks, threads))
+        if inp.indices is None:
+            factor = self._cache.get(key + ("factor",), lambda: gram_factor(rows))
+        else:
+            rows = rows[:, inp.indices]
+            factor = gram_factor(rows)
+        values = inp.values.astype(np.float64, copy=False)
+        if not np.all(np.isfinite(values)):
+            raise ValueError("sketch contains NaN or infinity")
+        return solve(rows, factor, values, self._joint_nonnegative), blocks
+
+    _joint_nonnegative = False
+
+    def _joint_estimate(self, inp: _Input, module: str, path: Optional[Tuple[int, ...]],
+                        channel: int, k: int, fan_in: Optional[int], threads: Optional[int]
+                        ) -> np.ndarray:
+        """The joint fit's summed unknowns of ``module`` (on ``path`` if given): (n, k)."""
+        f = JOINT_FAN_IN if fan_in is None else fan_in
+        extra: Tuple[Tuple[str, Tuple[int, ...]], ...] = ()
+        if path is not None:
+            budget = inp.values.shape[1] // JOINT_UNKNOWNS_FRACTION
+            if not any(b.module == module and b.path == path
+                       for b in plan_blocks(self._sk.modules, f, budget)):
+                extra = ((module, path),)  # a path-free module, or a position above fan_in
+        theta, blocks = self._joint_fit(inp, f, extra, threads)
+        out = np.zeros((theta.shape[0], k))
+        for b in blocks:
+            if b.module != module or (path is not None and b.path != path):
+                continue
+            if channel == 1:
+                out += theta[:, b.start:b.start + k]
+            else:
+                out[:, 0] += theta[:, b.start + b.dim]
+        return out
 
     def _dense(self, inp: _Input) -> np.ndarray:
         if inp.indices is None:
@@ -257,7 +316,7 @@ class Decoder:
     # -- queries ---------------------------------------------------------------------------
     def attributes(self, s: Any, module: str, path: Optional[Sequence[int]] = None,
                    weight: Optional[float] = None, method: str = "matched", *,
-                   num_threads: Optional[int] = None
+                   num_threads: Optional[int] = None, fan_in: Optional[int] = None
                    ) -> Union[np.ndarray, AttributeEstimate]:
         """Attributes of an object of ``module`` recovered from a sketch (Theorem 1).
 
@@ -271,18 +330,23 @@ class Decoder:
         clipped at zero and unit-normalised, and the weight estimated from the e_1 channel.
         ``s`` may be a sketch ``(d,)``, a batch ``(n, d)``, an :class:`ErasedSketch` or a
         :class:`SubSketch` (paths then start at its object).
+
+        ``method="joint"`` fits every registered module's words on every path whose input
+        positions are at most ``fan_in`` (default :data:`recsketch.joint.JOINT_FAN_IN`, 8) by
+        least squares (``joint.py``); it reads overall sketches (and erased ones), not a
+        SubSketch. ``fan_in`` is refused by the other methods. The same holds for every query.
         """
-        method = self._method(method)
+        method = self._method(method, fan_in)
         threads = _threads(num_threads)
         inp = self._input(s)
         h, steps = self._target(inp, module, path)
         dim = self._sk.module_info(module).attribute_dim
         if weight is not None:
             w = self._weight(weight)
-            x = self._estimate(inp, module, h, steps, 1, dim, method, threads) / w
+            x = self._estimate(inp, module, h, steps, 1, dim, method, threads, fan_in) / w
             return self._shape(x, inp.was_1d)
-        x = self._estimate(inp, module, h, steps, 1, dim, method, threads)
-        w_hat = self._estimate(inp, module, h, steps, 2, 1, method, threads)[:, 0]
+        x = self._estimate(inp, module, h, steps, 1, dim, method, threads, fan_in)
+        w_hat = self._estimate(inp, module, h, steps, 2, 1, method, threads, fan_in)[:, 0]
         x = np.clip(x, 0.0, None)
         norm = np.linalg.norm(x, axis=1, keepdims=True)
         x = np.divide(x, norm, out=np.zeros_like(x), where=norm > 0)
@@ -291,50 +355,53 @@ class Decoder:
         return AttributeEstimate(x, w_hat)
 
     def mass(self, s: Any, module: str, method: str = "matched", *,
-             num_threads: Optional[int] = None) -> Union[float, np.ndarray]:
+             num_threads: Optional[int] = None, fan_in: Optional[int] = None
+             ) -> Union[float, np.ndarray]:
         """Sum of the effective weights of the module's objects in the sketch (e_1 channel)."""
-        method = self._method(method)
+        method = self._method(method, fan_in)
         inp = self._input(s)
         h, _ = self._target(inp, module, None)
-        m = self._estimate(inp, module, h, None, 2, 1, method, _threads(num_threads))
+        m = self._estimate(inp, module, h, None, 2, 1, method, _threads(num_threads), fan_in)
         return float(m[0, 0]) if inp.was_1d else m[:, 0]
 
     def count(self, s: Any, module: str, weight: float, method: str = "matched", *,
-              num_threads: Optional[int] = None) -> Union[float, np.ndarray]:
+              num_threads: Optional[int] = None, fan_in: Optional[int] = None
+              ) -> Union[float, np.ndarray]:
         """Number of objects of ``module`` in the sketch, when each has effective weight
         ``weight`` (Theorem 3(i)); with unequal weights, their sum divided by ``weight``.
         Returns a float: round it when the error is below 1/2 (larger d, higher weights)."""
         w = self._weight(weight)
-        return self.mass(s, module, method, num_threads=num_threads) / w
+        return self.mass(s, module, method, num_threads=num_threads, fan_in=fan_in) / w
 
     def summed_attributes(self, s: Any, module: str, weight: float, method: str = "matched",
-                          *, num_threads: Optional[int] = None) -> np.ndarray:
+                          *, num_threads: Optional[int] = None, fan_in: Optional[int] = None
+                          ) -> np.ndarray:
         """Sum of the attribute vectors of the module's objects (Theorem 3(ii)), each object
         counted with its effective weight divided by ``weight``."""
-        method = self._method(method)
+        method = self._method(method, fan_in)
         w = self._weight(weight)
         inp = self._input(s)
         h, _ = self._target(inp, module, None)
         dim = self._sk.module_info(module).attribute_dim
-        x = self._estimate(inp, module, h, None, 1, dim, method, _threads(num_threads))
+        x = self._estimate(inp, module, h, None, 1, dim, method, _threads(num_threads), fan_in)
         return self._shape(x / w, inp.was_1d)
 
     def mean_attributes(self, s: Any, module: str, weight: Optional[float] = None,
-                        method: str = "matched", *, num_threads: Optional[int] = None
-                        ) -> np.ndarray:
+                        method: str = "matched", *, num_threads: Optional[int] = None,
+                        fan_in: Optional[int] = None) -> np.ndarray:
         """Mean attribute vector of the module's objects.
 
         With ``weight`` (every object's effective weight): summed attributes divided by the
         rounded count, as in the paper (NaN where the count rounds to 0). Without: the
         weight-free, weight-averaged mean ``summed / mass`` read from the two channels.
         """
-        method = self._method(method)
+        method = self._method(method, fan_in)
         threads = _threads(num_threads)
         inp = self._input(s)
         h, _ = self._target(inp, module, None)
         dim = self._sk.module_info(module).attribute_dim
-        x = self._estimate(inp, module, h, None, 1, dim, method, threads)
-        m = self._estimate(inp, module, h, None, 2, 1, method, threads)
+        x = self._estimate(inp, module, h, None, 1, dim, method, threads, fan_in)
+        m = self._estimate(inp, module, h, None, 2, 1, method, threads, fan_in)
         if weight is not None:
             w = self._weight(weight)
             n = np.round(m / w)
@@ -360,6 +427,9 @@ class Decoder:
         ``matched`` peels the object's own wrapper by its adjoint, ``paper`` plainly.
         """
         method = self._method(method)
+        if method == "joint":
+            raise ValueError("subsketch has no 'joint' read-out: query the overall sketch "
+                             "with method='joint' and a path instead")
         threads = _threads(num_threads)
         inp = self._input(s)
         if isinstance(path, (str, bytes)) or not isinstance(path, Sequence) or len(path) == 0:

@@ -1,0 +1,222 @@
+"""The joint read-out (``method="joint"``): a least-squares fit of the whole sketch.
+
+The matched filter reads one module's words and treats every other word in the sketch as noise.
+But an overall sketch is *linear* in a small set of unknowns once the words are fixed: every
+object of module M reached along path p (input positions i_2..i_h and the modules of its
+ancestors) contributes
+
+    w * 2^-h * P(R[i_2]) P(R[A_2, 0]) P(R[2]) ... P(R[i_h]) P(R[M, 0]) P(R[1]) (R[M,1] x + R[M,2] e_1)
+
+(P(R) = (I + R)/2, MATH.md §2.3), so ``s = sum over (M, p) of B_(M,p) [y_(M,p); m_(M,p)]``
+with ``y = sum of w x`` and ``m = sum of w`` over the objects on that path. The read-out
+enumerates these *blocks* for every registered module and every path whose positions are at
+most ``fan_in``, stacks their columns (one per attribute coordinate, one for the count
+channel) as the rows of a dense design ``A`` built once with the library's products, and
+solves the normal equations ``(A A^T) theta = A s`` with a cached Cholesky factor. When every
+object's path is enumerated the model is exact and so is the read-out (to rounding), whatever
+the number of objects; what it cannot see (positions above ``fan_in``) stays noise, as in the
+matched filter.
+
+The blocks grow as ``fan_in^(h-1)`` times the modules of the ancestor levels, so paths are
+enumerated level by level from the top while the unknowns stay within ``d_kept // 4``
+(:data:`JOINT_UNKNOWNS_FRACTION`); deeper modules get one *path-free* block: the words of the
+matched read-out of case (i), which every object of the module spells the same number of times
+whatever its path (``_probes.path_free_words``). A query on such a module with a ``path`` adds
+that path's blocks to the fit.
+"""
+
+from __future__ import annotations
+
+from itertools import product
+from typing import TYPE_CHECKING, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ._checks import check_int
+from ._probes import POSITION, Letter, Word, paper_gain, path_free_words, position
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .matrices import RandomMatrix
+    from .sketcher import ModuleInfo, Sketcher
+
+__all__ = ["JOINT_FAN_IN", "JOINT_UNKNOWNS_FRACTION", "Block", "plan_blocks", "design_rows",
+           "gram_factor", "solve", "check_fan_in"]
+
+JOINT_FAN_IN = 8              # default bound on the input positions the fit enumerates
+JOINT_UNKNOWNS_FRACTION = 4   # paths are enumerated while the unknowns stay <= d_kept // 4
+_MAX_FAN_IN = 64
+
+
+class Block(NamedTuple):
+    """One group of unknowns: the summed weighted attributes (``dim`` values) and the mass
+    (one value) of the objects of ``module`` on ``path`` (``None``: any path, fitted on the
+    path-free words only). ``ancestors`` are the modules of the objects on the path between
+    the output and this one (depths 2..depth-1). ``start`` is its first row in the design."""
+
+    module: str
+    depth: int
+    path: Optional[Tuple[int, ...]]
+    ancestors: Tuple[str, ...]
+    start: int
+    dim: int
+
+    @property
+    def size(self) -> int:
+        return self.dim + 1
+
+
+def check_fan_in(fan_in: object) -> int:
+    return check_int(fan_in, "fan_in", minimum=1, maximum=_MAX_FAN_IN)
+
+
+def _paths(depth: int, fan_in: int, by_depth: Mapping[int, List[str]]
+           ) -> List[Tuple[Tuple[int, ...], Tuple[str, ...]]]:
+    """Every (positions, ancestor modules) of an object at ``depth``, in a fixed order."""
+    ancestor_choices = [by_depth.get(level, []) for level in range(2, depth)]
+    positions = list(product(range(1, fan_in + 1), repeat=depth - 1))
+    return [(p, a) for a in product(*ancestor_choices) for p in positions]
+
+
+def plan_blocks(modules: Mapping[str, "ModuleInfo"], fan_in: int, budget: int,
+                extra: Sequence[Tuple[str, Tuple[int, ...]]] = ()) -> Tuple[Block, ...]:
+    """The blocks of the fit, in a deterministic order (by depth, then module name).
+
+    Levels are enumerated path by path from the top while the total unknowns stay within
+    ``budget``; from the first level that does not fit, every module has one path-free block.
+    ``extra`` adds the blocks of (module, path) pairs whose module is path-free (a case (ii)
+    query), one per choice of ancestor modules.
+    """
+    by_depth: Dict[int, List[str]] = {}
+    for name in sorted(modules):
+        by_depth.setdefault(modules[name].depth, []).append(name)
+    blocks: List[Block] = []
+    start = 0
+    enumerate_paths = True
+    for depth in sorted(by_depth):
+        names = by_depth[depth]
+        paths = _paths(depth, fan_in, by_depth)
+        need = len(paths) * sum(modules[n].attribute_dim + 1 for n in names)
+        if enumerate_paths and start + need > budget:
+            enumerate_paths = False
+        for name in names:
+            dim = modules[name].attribute_dim
+            if enumerate_paths:
+                for p, a in paths:
+                    blocks.append(Block(name, depth, p, a, start, dim))
+                    start += dim + 1
+            else:
+                blocks.append(Block(name, depth, None, (), start, dim))
+                start += dim + 1
+    have = {(b.module, b.path) for b in blocks}
+    for name, path in extra:
+        if (name, path) in have:
+            continue
+        have.add((name, path))
+        depth = modules[name].depth
+        for a in product(*[by_depth.get(level, []) for level in range(2, depth)]):
+            blocks.append(Block(name, depth, tuple(path), a, start, modules[name].attribute_dim))
+            start += modules[name].attribute_dim + 1
+    return tuple(blocks)
+
+
+def _chain(block: Block) -> List[Letter]:
+    """Letters of the P(R) factors of a path block, from the outside in."""
+    assert block.path is not None
+    letters: List[Letter] = []
+    for level, i in enumerate(block.path, start=2):
+        letters.append(position(i))
+        if level < block.depth:
+            letters.append(Letter("module", block.ancestors[level - 2]))
+            letters.append(position(2))
+        else:
+            letters.append(Letter("module", block.module))
+            letters.append(position(1))
+    return letters
+
+
+def design_rows(sketcher: "Sketcher", blocks: Sequence[Block],
+                threads: Optional[int]) -> np.ndarray:
+    """The design ``A`` (unknowns x d): row ``start + j`` of a block is its column for
+    attribute coordinate j, row ``start + dim`` its column for the count channel, at unit
+    weight (so the fitted unknowns are ``sum of w x`` and ``sum of w``).
+
+    Products are shared through a memo keyed by the letters applied so far (innermost first):
+    blocks whose paths end alike reuse the same partial products.
+    """
+    d = sketcher.d_sketch
+    n = sum(b.size for b in blocks)
+    rows = np.empty((n, d))
+
+    def matrix(letter: Letter) -> "RandomMatrix":
+        if letter.kind == POSITION:
+            return sketcher.position_matrix(letter.key)
+        return sketcher.module_matrix(letter.key, 0)
+
+    bases: Dict[str, np.ndarray] = {}
+
+    def base(block: Block) -> np.ndarray:
+        if block.module not in bases:
+            attr = sketcher.module_matrix(block.module, 1).apply_short(
+                np.eye(block.dim), num_threads=threads)
+            count = sketcher.module_matrix(block.module, 2).apply_short(
+                np.eye(1), num_threads=threads)
+            bases[block.module] = np.concatenate([attr, count])
+        return bases[block.module]
+
+    memo: Dict[Tuple[str, bool, Word], np.ndarray] = {}
+
+    def applied(block: Block, inner: Word, half: bool) -> np.ndarray:
+        """``inner`` applied to the module's base columns, innermost letter first."""
+        key = (block.module, half, inner)
+        if key not in memo:
+            if not inner:
+                memo[key] = base(block)
+            else:
+                below = applied(block, inner[:-1], half)
+                mat = matrix(inner[-1])
+                memo[key] = (mat.half(below, num_threads=threads) if half
+                             else mat.matvec(below, num_threads=threads))
+        return memo[key]
+
+    for block in blocks:
+        out = rows[block.start:block.start + block.size]
+        if block.path is not None:
+            inner = tuple(reversed(_chain(block)))
+            out[...] = applied(block, inner, True) * 0.5 ** block.depth
+        else:
+            out[...] = 0.0
+            for word, count in path_free_words(block.depth, block.module):
+                out += count * applied(block, tuple(reversed(word)), False)
+            out *= paper_gain(1, block.depth)
+    return rows
+
+
+def gram_factor(rows: np.ndarray) -> np.ndarray:
+    """Lower Cholesky factor of the Gram matrix ``rows rows^T``."""
+    gram = rows @ rows.T
+    try:
+        return np.linalg.cholesky(gram)
+    except np.linalg.LinAlgError:
+        raise ValueError(
+            f"the joint read-out's {rows.shape[0]} fitted columns are linearly dependent on "
+            f"the {rows.shape[1]} coordinates read (a matrix column without a nonzero block, "
+            "or too many unknowns): lower fan_in or use a larger d_sketch or density") from None
+
+
+def solve(rows: np.ndarray, factor: np.ndarray, values: np.ndarray, nonnegative: bool
+          ) -> np.ndarray:
+    """Least-squares unknowns of each sketch (row of ``values``): ``(n, unknowns)``.
+
+    ``nonnegative``: every unknown (a sum of nonnegative attributes or weights) is constrained
+    to be >= 0 (NNLS on the whitened normal equations, one sketch at a time)."""
+    import scipy.linalg as sla
+
+    rhs = rows @ values.T                            # (unknowns, n)
+    half = sla.solve_triangular(factor, rhs, lower=True)
+    if not nonnegative:
+        return sla.solve_triangular(factor.T, half, lower=False).T
+    from scipy.optimize import nnls
+
+    upper = np.ascontiguousarray(factor.T)
+    return np.stack([nnls(upper, half[:, k], maxiter=50 * upper.shape[1])[0]
+                     for k in range(values.shape[0])])
