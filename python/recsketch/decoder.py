@@ -267,9 +267,7 @@ class Decoder:
         values = inp.values.astype(np.float64, copy=False)
         if not np.all(np.isfinite(values)):
             raise ValueError("sketch contains NaN or infinity")
-        return solve(rows, factor, values, self._joint_nonnegative), blocks
-
-    _joint_nonnegative = False
+        return solve(rows, factor, values), blocks
 
     def _joint_estimate(self, inp: _Input, module: str, path: Optional[Tuple[int, ...]],
                         channel: int, k: int, fan_in: Optional[int], threads: Optional[int]

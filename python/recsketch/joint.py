@@ -203,20 +203,11 @@ def gram_factor(rows: np.ndarray) -> np.ndarray:
             "or too many unknowns): lower fan_in or use a larger d_sketch or density") from None
 
 
-def solve(rows: np.ndarray, factor: np.ndarray, values: np.ndarray, nonnegative: bool
-          ) -> np.ndarray:
-    """Least-squares unknowns of each sketch (row of ``values``): ``(n, unknowns)``.
-
-    ``nonnegative``: every unknown (a sum of nonnegative attributes or weights) is constrained
-    to be >= 0 (NNLS on the whitened normal equations, one sketch at a time)."""
+def solve(rows: np.ndarray, factor: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Least-squares unknowns of each sketch (row of ``values``): ``(n, unknowns)``, from the
+    normal equations with the Gram factor (two triangular solves)."""
     import scipy.linalg as sla
 
     rhs = rows @ values.T                            # (unknowns, n)
     half = sla.solve_triangular(factor, rhs, lower=True)
-    if not nonnegative:
-        return sla.solve_triangular(factor.T, half, lower=False).T
-    from scipy.optimize import nnls
-
-    upper = np.ascontiguousarray(factor.T)
-    return np.stack([nnls(upper, half[:, k], maxiter=50 * upper.shape[1])[0]
-                     for k in range(values.shape[0])])
+    return sla.solve_triangular(factor.T, half, lower=False).T
