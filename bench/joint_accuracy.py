@@ -38,10 +38,16 @@ SIZES = {"orthogonal": [1024, 4096, 16384, 65536], "block_sparse": [1008, 4095, 
 METHODS = ("paper", "matched", "joint")
 
 
+# A 2 GiB query cache keeps the joint design (8 x unknowns x d bytes, up to 330 MB here) between
+# queries, as a user reading many sketches would set it; the default 256 MiB would rebuild it.
+CACHE = 2 << 30
+
+
 def sketcher(family, d, seed):
     if family == "orthogonal":
-        return rs.Sketcher(d, family=family, seed=seed)
-    return rs.Sketcher(d, family=family, seed=seed, density=min(1.0, math.log2(d) / math.sqrt(d)))
+        return rs.Sketcher(d, family=family, seed=seed, query_cache_bytes=CACHE)
+    return rs.Sketcher(d, family=family, seed=seed, query_cache_bytes=CACHE,
+                       density=min(1.0, math.log2(d) / math.sqrt(d)))
 
 
 def unit(rng, m):

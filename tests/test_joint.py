@@ -124,9 +124,9 @@ def test_joint_matches_a_dense_least_squares_fit(family, d, fan_in):
 
 
 def test_joint_matches_a_dense_fit_with_path_free_deep_modules():
-    # d = 256 holds 64 unknowns: the depth-2 paths (3 x (5 + 4) = 27) but not the depth-3 ones
-    # (3 x 2 x 3 x 3 = 54), so the edges get one path-free block.
-    sk = rs.Sketcher(256, family="orthogonal", seed=1, dtype="float64")
+    # d = 128 enumerates 64 unknowns: the depth-2 paths (3 x (5 + 4) = 27) but not the depth-3
+    # ones (3 x 2 x 3 x 3 = 54), so the edges get one path-free block.
+    sk = rs.Sketcher(128, family="orthogonal", seed=1, dtype="float64")
     g, h = small_room(np.random.default_rng(2))
     s = sk.sketch(g)
     ref = DenseModel(sk, 3, path_free_depths=(3,))

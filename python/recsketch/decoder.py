@@ -26,8 +26,8 @@ from ._cache import ByteLRU
 from ._checks import FLOAT_DTYPES, MAX_POSITION, check_int, check_num_threads
 from ._probes import POSITION, Letter, Probe, WeightedWord, Word, build_probe
 from .erasure import ErasedSketch
-from .joint import (JOINT_FAN_IN, JOINT_UNKNOWNS_FRACTION, Block, check_fan_in, design_rows,
-                    gram_factor, plan_blocks, solve)
+from .joint import (JOINT_FAN_IN, Block, check_fan_in, design_rows, gram_factor, plan_blocks,
+                    solve, unknowns_budget)
 from .queries import METHODS, AttributeEstimate, SubSketch
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -255,7 +255,7 @@ class Decoder:
                              "not a SubSketch; query the overall sketch with a path instead")
         registry = self._sk.modules
         reg_key = tuple(sorted((n, i.depth, i.attribute_dim) for n, i in registry.items()))
-        budget = inp.values.shape[1] // JOINT_UNKNOWNS_FRACTION
+        budget = unknowns_budget(inp.values.shape[1])
         blocks = plan_blocks(registry, fan_in, budget, extra)
         key = ("joint", fan_in, budget, reg_key, extra)
         rows = self._cache.get(key + ("rows",), lambda: design_rows(self._sk, blocks, threads))
@@ -276,7 +276,7 @@ class Decoder:
         f = JOINT_FAN_IN if fan_in is None else fan_in
         extra: Tuple[Tuple[str, Tuple[int, ...]], ...] = ()
         if path is not None:
-            budget = inp.values.shape[1] // JOINT_UNKNOWNS_FRACTION
+            budget = unknowns_budget(inp.values.shape[1])
             if not any(b.module == module and b.path == path
                        for b in plan_blocks(self._sk.modules, f, budget)):
                 extra = ((module, path),)  # a path-free module, or a position above fan_in

@@ -18,8 +18,8 @@ the number of objects; what it cannot see (positions above ``fan_in``) stays noi
 matched filter.
 
 The blocks grow as ``fan_in^(h-1)`` times the modules of the ancestor levels, so paths are
-enumerated level by level from the top while the unknowns stay within ``d_kept // 4``
-(:data:`JOINT_UNKNOWNS_FRACTION`); deeper modules get one *path-free* block: the words of the
+enumerated level by level from the top while the unknowns stay within :func:`unknowns_budget`
+(half the coordinates read, at most :data:`JOINT_MAX_UNKNOWNS`); deeper modules get one *path-free* block: the words of the
 matched read-out of case (i), which every object of the module spells the same number of times
 whatever its path (``_probes.path_free_words``). A query on such a module with a ``path`` adds
 that path's blocks to the fit.
@@ -39,12 +39,20 @@ if TYPE_CHECKING:  # pragma: no cover
     from .matrices import RandomMatrix
     from .sketcher import ModuleInfo, Sketcher
 
-__all__ = ["JOINT_FAN_IN", "JOINT_UNKNOWNS_FRACTION", "Block", "plan_blocks", "design_rows",
-           "gram_factor", "solve", "check_fan_in"]
+__all__ = ["JOINT_FAN_IN", "JOINT_MAX_UNKNOWNS", "Block", "unknowns_budget", "plan_blocks",
+           "design_rows", "gram_factor", "solve", "check_fan_in"]
 
 JOINT_FAN_IN = 8              # default bound on the input positions the fit enumerates
-JOINT_UNKNOWNS_FRACTION = 4   # paths are enumerated while the unknowns stay <= d_kept // 4
+# Cap on the enumerated unknowns n: the design takes 8 n d bytes (cached in the Decoder's cache
+# when it fits its budget), its Gram matrix n^2 d flops once, a query 2 n d flops.
+JOINT_MAX_UNKNOWNS = 4096
 _MAX_FAN_IN = 64
+
+
+def unknowns_budget(d_kept: int) -> int:
+    """How many unknowns the path enumeration may use when ``d_kept`` coordinates are read:
+    half of them (so the fit stays well determined), at most :data:`JOINT_MAX_UNKNOWNS`."""
+    return min(d_kept // 2, JOINT_MAX_UNKNOWNS)
 
 
 class Block(NamedTuple):
