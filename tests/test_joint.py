@@ -135,6 +135,16 @@ def test_joint_matches_a_dense_fit_with_path_free_deep_modules():
     np.testing.assert_allclose(got, ref.summed(theta, "edge", 1), atol=1e-9)
     assert sk.mass(s, "wall", method="joint", fan_in=3) == pytest.approx(
         ref.summed(theta, "wall", 2)[0], abs=1e-9)
+    # a case (ii) query on the path-free module adds that path's blocks (one per ancestor)
+    for anc in ("cat", "wall"):
+        ref._add("edge", (3, 2), (anc,), 3, 2)
+    theta = ref.fit(s)
+    got = sk.attributes(s, "edge", path=[3, 2], weight=1.0, method="joint", fan_in=3)
+    np.testing.assert_allclose(got, ref.summed(theta, "edge", 1, (3, 2)), atol=1e-9)
+    e = rs.erase(s, 100)
+    theta = ref.fit(s[:100], rows=slice(0, 100))
+    got = sk.attributes(e, "edge", path=[3, 2], weight=1.0, method="joint", fan_in=3)
+    np.testing.assert_allclose(got, ref.summed(theta, "edge", 1, (3, 2)), atol=1e-9)
 
 
 def test_joint_erased_sketch_matches_a_dense_fit_on_the_kept_coordinates():

@@ -26,8 +26,8 @@ from ._cache import ByteLRU
 from ._checks import FLOAT_DTYPES, MAX_POSITION, check_int, check_num_threads
 from ._probes import POSITION, Letter, Probe, WeightedWord, Word, build_probe
 from .erasure import ErasedSketch
-from .joint import (JOINT_FAN_IN, Block, check_fan_in, design_rows, gram_factor, plan_blocks,
-                    solve, unknowns_budget)
+from .joint import (JOINT_FAN_IN, Block, Extension, check_fan_in, design_rows, extend,
+                    extra_blocks, gram_factor, plan_blocks, solve, unknowns_budget)
 from .queries import METHODS, AttributeEstimate, SubSketch
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -247,39 +247,53 @@ class Decoder:
             est = est / self._column_norms2(module, channel, k)
         return est
 
-    def _joint_fit(self, inp: _Input, fan_in: int, extra: Tuple[Tuple[str, Tuple[int, ...]], ...],
+    def _joint_fit(self, inp: _Input, fan_in: int, extra: Optional[Tuple[str, Tuple[int, ...]]],
                    threads: Optional[int]) -> Tuple[np.ndarray, Tuple[Block, ...]]:
-        """The joint unknowns of every sketch of the input, ``(n, unknowns)``, and the blocks."""
+        """The joint unknowns of every sketch of the input, ``(n, unknowns)``, and the blocks
+        (the plan's, then those of ``extra``, a (module, path) the plan does not enumerate)."""
         if inp.root_depth != 1:
             raise ValueError("method='joint' fits overall sketches (arrays or ErasedSketch), "
                              "not a SubSketch; query the overall sketch with a path instead")
-        registry = self._sk.modules
-        reg_key = tuple(sorted((n, i.depth, i.attribute_dim) for n, i in registry.items()))
-        budget = unknowns_budget(inp.values.shape[1])
-        blocks = plan_blocks(registry, fan_in, budget, extra)
-        key = ("joint", fan_in, budget, reg_key, extra)
-        rows = self._cache.get(key + ("rows",), lambda: design_rows(self._sk, blocks, threads))
-        if inp.indices is None:
-            factor = self._cache.get(key + ("factor",), lambda: gram_factor(rows))
-        else:
-            rows = rows[:, inp.indices]
-            factor = gram_factor(rows)
         values = inp.values.astype(np.float64, copy=False)
         if not np.all(np.isfinite(values)):
             raise ValueError("sketch contains NaN or infinity")
-        return solve(rows, factor, values), blocks
+        registry = self._sk.modules
+        reg_key = tuple(sorted((n, i.depth, i.attribute_dim) for n, i in registry.items()))
+        budget = unknowns_budget(values.shape[1])
+        blocks = plan_blocks(registry, fan_in, budget)
+        key = ("joint", fan_in, budget, reg_key)
+        rows = self._cache.get(key + ("rows",), lambda: design_rows(self._sk, blocks, threads))
+        erased = inp.indices is not None
+        if erased:
+            rows = rows[:, inp.indices]
+        factor = (gram_factor(rows) if erased
+                  else self._cache.get(key + ("factor",), lambda: gram_factor(rows)))
+        ext = None
+        if extra is not None:
+            more = extra_blocks(registry, extra[0], extra[1], sum(b.size for b in blocks))
+            erows = self._cache.get(key + ("extra rows", extra),
+                                    lambda: design_rows(self._sk, more, threads))
+            if erased:
+                erows = erows[:, inp.indices]
+                both = extend(rows, factor, erows)
+            else:
+                both = self._cache.get(key + ("extension", extra),
+                                       lambda: extend(rows, factor, erows))
+            ext = Extension(erows, both[:, :rows.shape[0]], both[:, rows.shape[0]:])
+            blocks = blocks + more
+        return solve(rows, factor, values, ext), blocks
 
     def _joint_estimate(self, inp: _Input, module: str, path: Optional[Tuple[int, ...]],
                         channel: int, k: int, fan_in: Optional[int], threads: Optional[int]
                         ) -> np.ndarray:
         """The joint fit's summed unknowns of ``module`` (on ``path`` if given): (n, k)."""
         f = JOINT_FAN_IN if fan_in is None else fan_in
-        extra: Tuple[Tuple[str, Tuple[int, ...]], ...] = ()
+        extra = None
         if path is not None:
             budget = unknowns_budget(inp.values.shape[1])
             if not any(b.module == module and b.path == path
                        for b in plan_blocks(self._sk.modules, f, budget)):
-                extra = ((module, path),)  # a path-free module, or a position above fan_in
+                extra = (module, path)  # a path-free module, or a position above fan_in
         theta, blocks = self._joint_fit(inp, f, extra, threads)
         out = np.zeros((theta.shape[0], k))
         for b in blocks:

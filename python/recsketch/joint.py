@@ -22,7 +22,7 @@ enumerated level by level from the top while the unknowns stay within :func:`unk
 (half the coordinates read, at most :data:`JOINT_MAX_UNKNOWNS`); deeper modules get one *path-free* block: the words of the
 matched read-out of case (i), which every object of the module spells the same number of times
 whatever its path (``_probes.path_free_words``). A query on such a module with a ``path`` adds
-that path's blocks to the fit.
+that path's blocks to the fit, reusing the cached factor of the rest (:class:`Extension`).
 """
 
 from __future__ import annotations
@@ -39,8 +39,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from .matrices import RandomMatrix
     from .sketcher import ModuleInfo, Sketcher
 
-__all__ = ["JOINT_FAN_IN", "JOINT_MAX_UNKNOWNS", "Block", "unknowns_budget", "plan_blocks",
-           "design_rows", "gram_factor", "solve", "check_fan_in"]
+__all__ = ["JOINT_FAN_IN", "JOINT_MAX_UNKNOWNS", "Block", "Extension", "unknowns_budget",
+           "plan_blocks", "extra_blocks", "design_rows", "gram_factor", "extend", "solve",
+           "check_fan_in"]
 
 JOINT_FAN_IN = 8              # default bound on the input positions the fit enumerates
 # Cap on the enumerated unknowns n: the design takes 8 n d bytes (cached in the Decoder's cache
@@ -77,54 +78,68 @@ def check_fan_in(fan_in: object) -> int:
     return check_int(fan_in, "fan_in", minimum=1, maximum=_MAX_FAN_IN)
 
 
-def _paths(depth: int, fan_in: int, by_depth: Mapping[int, List[str]]
-           ) -> List[Tuple[Tuple[int, ...], Tuple[str, ...]]]:
-    """Every (positions, ancestor modules) of an object at ``depth``, in a fixed order."""
-    ancestor_choices = [by_depth.get(level, []) for level in range(2, depth)]
-    positions = list(product(range(1, fan_in + 1), repeat=depth - 1))
-    return [(p, a) for a in product(*ancestor_choices) for p in positions]
+def _ancestor_choices(depth: int, by_depth: Mapping[int, List[str]]) -> List[List[str]]:
+    return [by_depth.get(level, []) for level in range(2, depth)]
 
 
-def plan_blocks(modules: Mapping[str, "ModuleInfo"], fan_in: int, budget: int,
-                extra: Sequence[Tuple[str, Tuple[int, ...]]] = ()) -> Tuple[Block, ...]:
+def _path_count(depth: int, fan_in: int, by_depth: Mapping[int, List[str]]) -> int:
+    """Paths of an object at ``depth``: counted, never enumerated (they grow exponentially)."""
+    n = fan_in ** (depth - 1)
+    for choice in _ancestor_choices(depth, by_depth):
+        n *= len(choice)
+    return n
+
+
+def _by_depth(modules: Mapping[str, "ModuleInfo"]) -> Dict[int, List[str]]:
+    by_depth: Dict[int, List[str]] = {}
+    for name in sorted(modules):
+        by_depth.setdefault(modules[name].depth, []).append(name)
+    return by_depth
+
+
+def plan_blocks(modules: Mapping[str, "ModuleInfo"], fan_in: int, budget: int
+                ) -> Tuple[Block, ...]:
     """The blocks of the fit, in a deterministic order (by depth, then module name).
 
     Levels are enumerated path by path from the top while the total unknowns stay within
     ``budget``; from the first level that does not fit, every module has one path-free block.
-    ``extra`` adds the blocks of (module, path) pairs whose module is path-free (a case (ii)
-    query), one per choice of ancestor modules.
     """
-    by_depth: Dict[int, List[str]] = {}
-    for name in sorted(modules):
-        by_depth.setdefault(modules[name].depth, []).append(name)
+    by_depth = _by_depth(modules)
     blocks: List[Block] = []
     start = 0
     enumerate_paths = True
     for depth in sorted(by_depth):
         names = by_depth[depth]
-        paths = _paths(depth, fan_in, by_depth)
-        need = len(paths) * sum(modules[n].attribute_dim + 1 for n in names)
-        if enumerate_paths and start + need > budget:
-            enumerate_paths = False
+        if enumerate_paths:
+            need = (_path_count(depth, fan_in, by_depth)
+                    * sum(modules[n].attribute_dim + 1 for n in names))
+            enumerate_paths = start + need <= budget
         for name in names:
             dim = modules[name].attribute_dim
-            if enumerate_paths:
-                for p, a in paths:
-                    blocks.append(Block(name, depth, p, a, start, dim))
-                    start += dim + 1
-            else:
+            if not enumerate_paths:
                 blocks.append(Block(name, depth, None, (), start, dim))
                 start += dim + 1
-    have = {(b.module, b.path) for b in blocks}
-    for name, path in extra:
-        if (name, path) in have:
-            continue
-        have.add((name, path))
-        depth = modules[name].depth
-        for a in product(*[by_depth.get(level, []) for level in range(2, depth)]):
-            blocks.append(Block(name, depth, tuple(path), a, start, modules[name].attribute_dim))
-            start += modules[name].attribute_dim + 1
+                continue
+            for a in product(*_ancestor_choices(depth, by_depth)):
+                for p in product(range(1, fan_in + 1), repeat=depth - 1):
+                    blocks.append(Block(name, depth, p, a, start, dim))
+                    start += dim + 1
     return tuple(blocks)
+
+
+def extra_blocks(modules: Mapping[str, "ModuleInfo"], module: str, path: Tuple[int, ...],
+                 start: int) -> Tuple[Block, ...]:
+    """The blocks of one (module, path) that the plan does not enumerate (a case (ii) query on
+    a path-free module, or a position above ``fan_in``): one per choice of ancestor modules,
+    numbered from ``start``."""
+    by_depth = _by_depth(modules)
+    depth = modules[module].depth
+    dim = modules[module].attribute_dim
+    out = []
+    for a in product(*_ancestor_choices(depth, by_depth)):
+        out.append(Block(module, depth, tuple(path), a, start, dim))
+        start += dim + 1
+    return tuple(out)
 
 
 def _chain(block: Block) -> List[Letter]:
@@ -153,6 +168,7 @@ def design_rows(sketcher: "Sketcher", blocks: Sequence[Block],
     """
     d = sketcher.d_sketch
     n = sum(b.size for b in blocks)
+    first = blocks[0].start if blocks else 0
     rows = np.empty((n, d))
 
     def matrix(letter: Letter) -> "RandomMatrix":
@@ -187,7 +203,7 @@ def design_rows(sketcher: "Sketcher", blocks: Sequence[Block],
         return memo[key]
 
     for block in blocks:
-        out = rows[block.start:block.start + block.size]
+        out = rows[block.start - first:block.start - first + block.size]
         if block.path is not None:
             inner = tuple(reversed(_chain(block)))
             out[...] = applied(block, inner, True) * 0.5 ** block.depth
@@ -199,23 +215,53 @@ def design_rows(sketcher: "Sketcher", blocks: Sequence[Block],
     return rows
 
 
+def _dependent(n: int, d: int) -> ValueError:
+    return ValueError(
+        f"the joint read-out's {n} fitted columns are linearly dependent on the {d} "
+        "coordinates read (a matrix column without a nonzero block, or too many unknowns): "
+        "lower fan_in or use a larger d_sketch or density")
+
+
 def gram_factor(rows: np.ndarray) -> np.ndarray:
     """Lower Cholesky factor of the Gram matrix ``rows rows^T``."""
-    gram = rows @ rows.T
     try:
-        return np.linalg.cholesky(gram)
+        return np.linalg.cholesky(rows @ rows.T)
     except np.linalg.LinAlgError:
-        raise ValueError(
-            f"the joint read-out's {rows.shape[0]} fitted columns are linearly dependent on "
-            f"the {rows.shape[1]} coordinates read (a matrix column without a nonzero block, "
-            "or too many unknowns): lower fan_in or use a larger d_sketch or density") from None
+        raise _dependent(rows.shape[0], rows.shape[1]) from None
 
 
-def solve(rows: np.ndarray, factor: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Least-squares unknowns of each sketch (row of ``values``): ``(n, unknowns)``, from the
-    normal equations with the Gram factor (two triangular solves)."""
+class Extension(NamedTuple):
+    """Extra rows ``E`` appended to a factored design ``A`` (``G = L L^T``): the factor of the
+    whole Gram matrix is ``[[L, 0], [C, L2]]`` with ``C^T = L^-1 A E^T`` and
+    ``L2 L2^T = E E^T - C C^T``, so the base factor is reused (``n^2 e`` flops, not ``n^3``)."""
+
+    rows: np.ndarray
+    coupling: np.ndarray   # C, (e, n)
+    factor: np.ndarray     # L2, (e, e)
+
+
+def extend(rows: np.ndarray, factor: np.ndarray, extra: np.ndarray) -> np.ndarray:
+    """``[C, L2]`` of :class:`Extension` as one array ``(e, n + e)`` (one cache entry)."""
     import scipy.linalg as sla
 
-    rhs = rows @ values.T                            # (unknowns, n)
-    half = sla.solve_triangular(factor, rhs, lower=True)
-    return sla.solve_triangular(factor.T, half, lower=False).T
+    ct = sla.solve_triangular(factor, rows @ extra.T, lower=True)
+    try:
+        l2 = np.linalg.cholesky(extra @ extra.T - ct.T @ ct)
+    except np.linalg.LinAlgError:
+        raise _dependent(rows.shape[0] + extra.shape[0], rows.shape[1]) from None
+    return np.concatenate([ct.T, l2], axis=1)
+
+
+def solve(rows: np.ndarray, factor: np.ndarray, values: np.ndarray,
+          ext: Optional[Extension] = None) -> np.ndarray:
+    """Least-squares unknowns of each sketch (row of ``values``): ``(n, unknowns)``, from the
+    normal equations with the Gram factor (triangular solves; block-wise with an extension)."""
+    import scipy.linalg as sla
+
+    z1 = sla.solve_triangular(factor, rows @ values.T, lower=True)
+    if ext is None:
+        return sla.solve_triangular(factor.T, z1, lower=False).T
+    z2 = sla.solve_triangular(ext.factor, ext.rows @ values.T - ext.coupling @ z1, lower=True)
+    t2 = sla.solve_triangular(ext.factor.T, z2, lower=False)
+    t1 = sla.solve_triangular(factor.T, z1 - ext.coupling.T @ t2, lower=False)
+    return np.concatenate([t1, t2]).T
