@@ -295,3 +295,23 @@ def test_joint_refuses_dependent_columns():
     e = rs.erase(s, 8)
     with pytest.raises(ValueError, match="linearly dependent"):
         sk.mass(e, "wall", method="joint", fan_in=3)
+
+
+def test_joint_plan_and_the_cache_warning():
+    g, _ = small_room(np.random.default_rng(0))
+    sk = rs.Sketcher(128, family="orthogonal", seed=0, query_cache_bytes=10_000)
+    s = sk.sketch(g)
+    plan = sk.decoder.joint_plan(fan_in=3)
+    # depth 2: 3 positions x (cat 4 + 1, wall 3 + 1); depth 3 path-free: edge 2 + 1
+    assert plan == {"unknowns": 30, "path_depths": [2], "path_free_depths": [3],
+                    "design_bytes": 8 * 30 * 128}
+    assert sk.decoder.joint_plan(fan_in=3, d_kept=400 // 4)["path_depths"] == [2]
+    with pytest.warns(RuntimeWarning, match="exceeds the query cache"):
+        sk.mass(s, "wall", method="joint", fan_in=3)
+    sk.decoder.cache_bytes = 1 << 20
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sk.mass(s, "wall", method="joint", fan_in=3)
+    with pytest.raises(ValueError, match="fan_in"):
+        sk.decoder.joint_plan(fan_in=0)

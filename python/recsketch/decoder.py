@@ -18,6 +18,7 @@ are cached here like the probe matrices.
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Any, Dict, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -101,6 +102,22 @@ class Decoder:
     def clear_cache(self) -> None:
         """Drop every cached entry (and reset the counters); results do not change."""
         self._cache.clear()
+
+    def joint_plan(self, fan_in: Optional[int] = None, d_kept: Optional[int] = None
+                   ) -> Dict[str, Any]:
+        """What ``method="joint"`` fits for the current registry: ``unknowns``, the depths whose
+        paths are enumerated (``path_depths``) and those fitted path-free (``path_free_depths``),
+        and ``design_bytes`` (the cached design, ``8 * unknowns * d_sketch``). ``d_kept``: the
+        coordinates an erased sketch keeps (default all)."""
+        f = check_fan_in(JOINT_FAN_IN if fan_in is None else fan_in)
+        kept = self._d if d_kept is None else check_int(d_kept, "d_kept", minimum=1,
+                                                          maximum=self._d)
+        blocks = plan_blocks(self._sk.modules, f, unknowns_budget(kept))
+        n = sum(b.size for b in blocks)
+        return {"unknowns": n,
+                "path_depths": sorted({b.depth for b in blocks if b.path is not None}),
+                "path_free_depths": sorted({b.depth for b in blocks if b.path is None}),
+                "design_bytes": 8 * n * self._d}
 
     # -- input handling ------------------------------------------------------------------------
     def _input(self, s: Any) -> _Input:
@@ -262,6 +279,12 @@ class Decoder:
         budget = unknowns_budget(values.shape[1])
         blocks = plan_blocks(registry, fan_in, budget)
         key = ("joint", fan_in, budget, reg_key)
+        need = 8 * self._d * sum(b.size for b in blocks)
+        if need > self._cache.limit:
+            warnings.warn(
+                f"the joint design ({need / 2**20:.0f} MiB) exceeds the query cache "
+                f"({self._cache.limit / 2**20:.0f} MiB), so every joint query rebuilds it; raise "
+                "sk.decoder.cache_bytes (or lower fan_in)", RuntimeWarning, stacklevel=4)
         rows = self._cache.get(key + ("rows",), lambda: design_rows(self._sk, blocks, threads))
         erased = inp.indices is not None
         if erased:
