@@ -27,8 +27,8 @@ from ._cache import ByteLRU
 from ._checks import FLOAT_DTYPES, MAX_POSITION, check_int, check_num_threads
 from ._probes import POSITION, Letter, Probe, WeightedWord, Word, build_probe
 from .erasure import ErasedSketch
-from .joint import (JOINT_FAN_IN, Block, Extension, check_fan_in, design_rows, extend,
-                    extra_blocks, gram_factor, plan_blocks, solve, unknowns_budget)
+from .joint import (JOINT_FAN_IN, Extension, check_fan_in, design_rows, extend, extra_blocks,
+                    gram_factor, plan_blocks, read_out, unknowns_budget)
 from .queries import METHODS, AttributeEstimate, SubSketch
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -264,69 +264,80 @@ class Decoder:
             est = est / self._column_norms2(module, channel, k)
         return est
 
-    def _joint_fit(self, inp: _Input, fan_in: int, extra: Optional[Tuple[str, Tuple[int, ...]]],
-                   threads: Optional[int]) -> Tuple[np.ndarray, Tuple[Block, ...]]:
-        """The joint unknowns of every sketch of the input, ``(n, unknowns)``, and the blocks
-        (the plan's, then those of ``extra``, a (module, path) the plan does not enumerate)."""
+    def _joint_probe(self, inp: _Input, module: str, path: Optional[Tuple[int, ...]],
+                     channel: int, k: int, fan_in: int, threads: Optional[int]) -> np.ndarray:
+        """The joint read-out of ``module`` (on ``path`` if given) as a ``(k, d_kept)`` probe
+        matrix: the rows of ``S G^-1 A`` that sum the module's fitted unknowns (``joint.py``).
+        Cached like the matched probes (per coordinate set of an erased sketch: not cached)."""
         if inp.root_depth != 1:
             raise ValueError("method='joint' fits overall sketches (arrays or ErasedSketch), "
                              "not a SubSketch; query the overall sketch with a path instead")
-        values = inp.values.astype(np.float64, copy=False)
-        if not np.all(np.isfinite(values)):
-            raise ValueError("sketch contains NaN or infinity")
         registry = self._sk.modules
         reg_key = tuple(sorted((n, i.depth, i.attribute_dim) for n, i in registry.items()))
-        budget = unknowns_budget(values.shape[1])
+        budget = unknowns_budget(inp.values.shape[1])
         blocks = plan_blocks(registry, fan_in, budget)
+        extra = None
+        if path is not None and not any(b.module == module and b.path == path for b in blocks):
+            extra = (module, path)  # a path-free module, or a position above fan_in
         key = ("joint", fan_in, budget, reg_key)
-        need = 8 * self._d * sum(b.size for b in blocks)
-        if need > self._cache.limit:
-            warnings.warn(
-                f"the joint design ({need / 2**20:.0f} MiB) exceeds the query cache "
-                f"({self._cache.limit / 2**20:.0f} MiB), so every joint query rebuilds it; raise "
-                "sk.decoder.cache_bytes (or lower fan_in)", RuntimeWarning, stacklevel=4)
-        rows = self._cache.get(key + ("rows",), lambda: design_rows(self._sk, blocks, threads))
         erased = inp.indices is not None
-        if erased:
-            rows = rows[:, inp.indices]
-        factor = (gram_factor(rows) if erased
-                  else self._cache.get(key + ("factor",), lambda: gram_factor(rows)))
-        ext = None
-        if extra is not None:
-            more = extra_blocks(registry, extra[0], extra[1], sum(b.size for b in blocks))
-            erows = self._cache.get(key + ("extra rows", extra),
-                                    lambda: design_rows(self._sk, more, threads))
+
+        def build() -> np.ndarray:
+            need = 8 * self._d * sum(b.size for b in blocks)
+            if need > self._cache.limit:
+                warnings.warn(
+                    f"the joint design ({need / 2**20:.0f} MiB) exceeds the query cache "
+                    f"({self._cache.limit / 2**20:.0f} MiB), so every new joint read-out "
+                    "rebuilds it; raise sk.decoder.cache_bytes (or lower fan_in)",
+                    RuntimeWarning, stacklevel=6)
+            rows = self._cache.get(key + ("rows",), lambda: design_rows(self._sk, blocks,
+                                                                        threads))
             if erased:
-                erows = erows[:, inp.indices]
-                both = extend(rows, factor, erows)
-            else:
-                both = self._cache.get(key + ("extension", extra),
-                                       lambda: extend(rows, factor, erows))
-            ext = Extension(erows, both[:, :rows.shape[0]], both[:, rows.shape[0]:])
-            blocks = blocks + more
-        return solve(rows, factor, values, ext), blocks
+                rows = rows[:, inp.indices]
+            factor = (gram_factor(rows) if erased
+                      else self._cache.get(key + ("factor",), lambda: gram_factor(rows)))
+            every = blocks
+            ext = None
+            if extra is not None:
+                more = extra_blocks(registry, extra[0], extra[1], sum(b.size for b in blocks))
+                erows = self._cache.get(key + ("extra rows", extra),
+                                        lambda: design_rows(self._sk, more, threads))
+                if erased:
+                    erows = erows[:, inp.indices]
+                    both = extend(rows, factor, erows)
+                else:
+                    both = self._cache.get(key + ("extension", extra),
+                                           lambda: extend(rows, factor, erows))
+                ext = Extension(erows, both[:, :rows.shape[0]], both[:, rows.shape[0]:])
+                every = blocks + more
+            select = np.zeros((k, sum(b.size for b in every)))
+            for b in every:
+                if b.module != module or (path is not None and b.path != path):
+                    continue
+                if channel == 1:
+                    select[np.arange(k), b.start + np.arange(k)] = 1.0
+                else:
+                    select[0, b.start + b.dim] = 1.0
+            return read_out(rows, factor, select, ext)
+
+        if erased:
+            return build()
+        return self._cache.get(key + ("z", module, path, channel, k), build)
 
     def _joint_estimate(self, inp: _Input, module: str, path: Optional[Tuple[int, ...]],
                         channel: int, k: int, fan_in: Optional[int], threads: Optional[int]
                         ) -> np.ndarray:
         """The joint fit's summed unknowns of ``module`` (on ``path`` if given): (n, k)."""
         f = JOINT_FAN_IN if fan_in is None else fan_in
-        extra = None
-        if path is not None:
-            budget = unknowns_budget(inp.values.shape[1])
-            if not any(b.module == module and b.path == path
-                       for b in plan_blocks(self._sk.modules, f, budget)):
-                extra = (module, path)  # a path-free module, or a position above fan_in
-        theta, blocks = self._joint_fit(inp, f, extra, threads)
-        out = np.zeros((theta.shape[0], k))
-        for b in blocks:
-            if b.module != module or (path is not None and b.path != path):
-                continue
-            if channel == 1:
-                out += theta[:, b.start:b.start + k]
-            else:
-                out[:, 0] += theta[:, b.start + b.dim]
-        return out
+        z = self._joint_probe(inp, module, path, channel, k, f, threads)
+        # float64 whatever the sketch's dtype: where the model is exact the read-out is exact to
+        # the sketch's own rounding, which a float32 product would not keep (large, cancelling z)
+        # float64 whatever the sketch's dtype: where the model is exact the read-out is exact to
+        # the sketch's own rounding, which a float32 product would not keep (large, cancelling z)
+        est = inp.values.astype(np.float64, copy=False) @ z.T
+        if not np.all(np.isfinite(est)):
+            raise ValueError("sketch contains NaN or infinity")
+        return est
 
     def _dense(self, inp: _Input) -> np.ndarray:
         if inp.indices is None:

@@ -40,8 +40,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .sketcher import ModuleInfo, Sketcher
 
 __all__ = ["JOINT_FAN_IN", "JOINT_MAX_UNKNOWNS", "Block", "Extension", "unknowns_budget",
-           "plan_blocks", "extra_blocks", "design_rows", "gram_factor", "extend", "solve",
-           "check_fan_in"]
+           "plan_blocks", "extra_blocks", "design_rows", "gram_factor", "extend", "solve_normal",
+           "read_out", "check_fan_in"]
 
 JOINT_FAN_IN = 8              # default bound on the input positions the fit enumerates
 # Cap on the enumerated unknowns n: the design takes 8 n d bytes (cached in the Decoder's cache
@@ -252,16 +252,31 @@ def extend(rows: np.ndarray, factor: np.ndarray, extra: np.ndarray) -> np.ndarra
     return np.concatenate([ct.T, l2], axis=1)
 
 
-def solve(rows: np.ndarray, factor: np.ndarray, values: np.ndarray,
-          ext: Optional[Extension] = None) -> np.ndarray:
-    """Least-squares unknowns of each sketch (row of ``values``): ``(n, unknowns)``, from the
-    normal equations with the Gram factor (triangular solves; block-wise with an extension)."""
+def solve_normal(factor: np.ndarray, rhs: np.ndarray, ext: Optional[Extension] = None
+                 ) -> np.ndarray:
+    """``G^-1 rhs`` for the Gram matrix ``G`` of the design (``rhs``: (unknowns, m)), by
+    triangular solves with its factor (block-wise with an extension)."""
     import scipy.linalg as sla
 
-    z1 = sla.solve_triangular(factor, rows @ values.T, lower=True)
+    n = factor.shape[0]
+    z1 = sla.solve_triangular(factor, rhs[:n], lower=True)
     if ext is None:
-        return sla.solve_triangular(factor.T, z1, lower=False).T
-    z2 = sla.solve_triangular(ext.factor, ext.rows @ values.T - ext.coupling @ z1, lower=True)
+        return sla.solve_triangular(factor.T, z1, lower=False)
+    z2 = sla.solve_triangular(ext.factor, rhs[n:] - ext.coupling @ z1, lower=True)
     t2 = sla.solve_triangular(ext.factor.T, z2, lower=False)
     t1 = sla.solve_triangular(factor.T, z1 - ext.coupling.T @ t2, lower=False)
-    return np.concatenate([t1, t2]).T
+    return np.concatenate([t1, t2])
+
+
+def read_out(rows: np.ndarray, factor: np.ndarray, select: np.ndarray,
+             ext: Optional[Extension] = None) -> np.ndarray:
+    """The joint read-out as a linear probe: ``Z = S G^-1 A`` (``(k, d_kept)``), so that the
+    fitted sum ``S theta`` of a sketch ``s`` is ``Z s``. ``select`` (``S``, (k, unknowns)) picks
+    the unknowns a query sums. Least squares is linear in the sketch, so a cached ``Z`` makes a
+    joint query cost what a matched one costs."""
+    x = solve_normal(factor, np.ascontiguousarray(select.T), ext)   # (unknowns, k)
+    n = rows.shape[0]
+    z = x[:n].T @ rows
+    if ext is not None:
+        z += x[n:].T @ ext.rows
+    return z
