@@ -320,7 +320,8 @@ def test_joint_plan_and_the_cache_warning():
 def test_joint_on_repository_queries(tmp_path):
     sk = rs.Sketcher(1024, family="orthogonal", seed=0)
     graphs = [small_room(np.random.default_rng(i))[0] for i in range(4)]
+    sketches = sk.sketch_many(graphs)   # registers the modules before the repository copies sk
     repo = rs.Repository.create(tmp_path / "r", sk)
-    repo.add(sk.sketch_many(graphs))
+    repo.add(sketches)
     ids, counts = repo.count("wall", 0.25, method="joint")
     np.testing.assert_allclose(counts, 2.0, atol=1e-5)
