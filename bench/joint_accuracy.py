@@ -12,6 +12,8 @@ Sections (each can be run alone: python bench/joint_accuracy.py SECTION [args]):
                                                                 args: n_scenes d family
   time    time per query of a cached joint read against a cached matched read on one sketch,
           and the one-off build (design + Gram factor), same run.  args: d family
+  wide    64 top-level objects (fan-in 64): the enumeration does not fit at d = 4096, only
+          the top level does at 16k; paper / matched / joint errors.      args: n_draws
   bias    mean signed error over matrix draws where the joint model is not exact (loose
           fan_in at d = 1024: every module path-free; fan_in = 2 at d = 4096: the cat at
           position 3 unmodelled).                                args: n_draws
@@ -251,6 +253,53 @@ def section_random(n_scenes=16, d=16384, family="orthogonal", fan_in=5):
               f"| {exact:.0%} |")
 
 
+# -- a wide scene: the enumeration does not fit ----------------------------------------------------
+def section_wide(n_draws=4, sizes=(4096, 16384), n_top=64):
+    """``n_top`` top-level objects (half walls, half cats with two edges each; equal weights),
+    joint with fan_in = n_top: at d = 4096 no level's paths fit the budget (every module is
+    path-free), at 16k the top level's do and the edges are path-free."""
+    print(f"\nwide scene: {n_top} top-level objects ({n_top // 2} walls, {n_top // 2} cats with "
+          f"2 edges), orthogonal, {n_draws} draws, mean abs error; load {os.getloadavg()[0]:.1f}\n")
+    print("| d | joint plan | query | truth | paper | matched | joint |")
+    print("|---|---|---|---|---|---|---|")
+    for d in sizes:
+        err = {}
+        for seed in range(n_draws):
+            rng = np.random.default_rng(seed)
+            g = rs.Graph()
+            out = []
+            for t in range(n_top):
+                if t % 2:
+                    edges = [g.add("edge", unit(rng, 16)) for _ in range(2)]
+                    out.append(g.add("cat", unit(rng, 32), [(e, 0.5) for e in edges]))
+                else:
+                    out.append(g.add("wall", unit(rng, 8)))
+            g.set_output([(h, 1.0 / n_top) for h in out])
+            sk = sketcher("orthogonal", d, seed)
+            s = sk.sketch(g)
+            plan = sk.decoder.joint_plan(fan_in=n_top)
+            w = 1.0 / n_top
+            for m in METHODS:
+                kw = {"fan_in": n_top} if m == "joint" else {}
+                rows = {
+                    "wall count": (sk.count(s, "wall", w, method=m, **kw), n_top // 2),
+                    "cat mass": (sk.mass(s, "cat", method=m, **kw), 0.5),
+                    "wall (ii) l-inf": (np.max(np.abs(sk.attributes(
+                        s, "wall", path=[1], weight=w, method=m, **kw) - g.attributes(out[0]))),
+                        0.0),
+                    "edge mass (depth 3)": (sk.mass(s, "edge", method=m, **kw), 0.5),
+                }
+                for q, (est, truth) in rows.items():
+                    err.setdefault(q, {}).setdefault(m, []).append(abs(float(est) - truth))
+                    err[q]["truth"] = truth
+        where = (f"paths at depth {plan['path_depths']}, path-free {plan['path_free_depths']}, "
+                 f"{plan['unknowns']} unknowns")
+        for q, r in err.items():
+            truth = "-" if q.endswith("l-inf") else f"{r['truth']:g}"
+            print(f"| {d} | {where} | {q} | {truth} | "
+                  + " | ".join(f"{np.mean(r[m]):.3g}" for m in METHODS) + " |")
+
+
 # -- cost ------------------------------------------------------------------------------------------
 def section_time(d=16384, family="orthogonal", repeats=20):
     g, cat, walls, edges = room(np.random.default_rng(0))
@@ -315,6 +364,8 @@ if __name__ == "__main__":
                        args[2] if len(args) > 2 else "orthogonal")
     elif section == "time":
         section_time(int(args[0]) if args else 16384, args[1] if len(args) > 1 else "orthogonal")
+    elif section == "wide":
+        section_wide(int(args[0]) if args else 4)
     elif section == "bias":
         section_bias(int(args[0]) if args else 48)
     else:
