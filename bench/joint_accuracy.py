@@ -14,6 +14,8 @@ Sections (each can be run alone: python bench/joint_accuracy.py SECTION [args]):
           and the one-off build (design + Gram factor), same run.  args: d family
   wide    64 top-level objects (fan-in 64): the enumeration does not fit at d = 4096, only
           the top level does at 16k; paper / matched / joint errors.      args: n_draws
+  cancel  interference cancellation (subtract the enumerated levels, read the residual with
+          matched) against the extended fit, for a case (ii) query on a path-free level.
   bias    mean signed error over matrix draws where the joint model is not exact (loose
           fan_in at d = 1024: every module path-free; fan_in = 2 at d = 4096: the cat at
           position 3 unmodelled).                                args: n_draws
@@ -300,6 +302,42 @@ def section_wide(n_draws=4, sizes=(4096, 16384), n_top=64):
                   + " | ".join(f"{np.mean(r[m]):.3g}" for m in METHODS) + " |")
 
 
+# -- interference cancellation, then matched, against the extended fit ------------------------------
+def section_cancel(n_draws=4):
+    """The alternative to extending the fit for a case (ii) query on a path-free level: fit the
+    plan, subtract the enumerated blocks' re-synthesised contribution, read the residual with
+    ``matched`` (interference cancellation, one level down). Room, edge (ii), fan_in = 8."""
+    from recsketch import joint as J
+
+    print(f"\ninterference cancellation + matched vs the extended joint fit (room, edge (ii) "
+          f"depth 3, fan_in = 8, orthogonal, {n_draws} draws, mean l-inf error; load "
+          f"{os.getloadavg()[0]:.1f})\n")
+    print("| d | matched | cancel + matched | joint |")
+    print("|---|---|---|---|")
+    for d in (1024, 4096):
+        e = {}
+        for seed in range(n_draws):
+            sk = sketcher("orthogonal", d, seed)
+            g, cat, walls, edges = room(np.random.default_rng(seed))
+            s = sk.sketch(g)
+            x = g.attributes(edges[1])
+            blocks = J.plan_blocks(sk.modules, 8, J.unknowns_budget(d))
+            rows = J.design_rows(sk, blocks, None)
+            theta = J.solve_normal(J.gram_factor(rows), rows @ s.astype(np.float64)[:, None])[:, 0]
+            r = s.astype(np.float64)
+            for b in blocks:
+                if b.path is not None:
+                    r = r - theta[b.start:b.start + b.size] @ rows[b.start:b.start + b.size]
+            for name, est in (
+                    ("matched", sk.attributes(s, "edge", path=[3, 2], weight=0.25)),
+                    ("cancel", sk.attributes(r, "edge", path=[3, 2], weight=0.25)),
+                    ("joint", sk.attributes(s, "edge", path=[3, 2], weight=0.25, method="joint",
+                                            fan_in=8))):
+                e.setdefault(name, []).append(float(np.max(np.abs(est - x))))
+        print(f"| {d} | " + " | ".join(f"{np.mean(e[m]):.3g}" for m in ("matched", "cancel",
+                                                                       "joint")) + " |")
+
+
 # -- cost ------------------------------------------------------------------------------------------
 def section_time(d=16384, family="orthogonal", repeats=20):
     g, cat, walls, edges = room(np.random.default_rng(0))
@@ -364,6 +402,8 @@ if __name__ == "__main__":
                        args[2] if len(args) > 2 else "orthogonal")
     elif section == "time":
         section_time(int(args[0]) if args else 16384, args[1] if len(args) > 1 else "orthogonal")
+    elif section == "cancel":
+        section_cancel(int(args[0]) if args else 4)
     elif section == "wide":
         section_wide(int(args[0]) if args else 4)
     elif section == "bias":
