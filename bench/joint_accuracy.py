@@ -302,7 +302,7 @@ def section_wide(n_draws=4, sizes=(4096, 16384), n_top=64):
                   + " | ".join(f"{np.mean(r[m]):.3g}" for m in METHODS) + " |")
 
 
-# -- interference cancellation, then matched, against the extended fit ------------------------------
+# -- interference cancellation, then matched, against the extended fit ---------------------------
 def section_cancel(n_draws=4):
     """The alternative to extending the fit for a case (ii) query on a path-free level: fit the
     plan, subtract the enumerated blocks' re-synthesised contribution, read the residual with
@@ -388,7 +388,8 @@ def section_bias(n_draws=48):
         for q, v in errs.items():
             v = np.array(v)
             truth = {"cat slope": "1", "wall count": "2", "edge mass": "0.5"}[q]
-            print(f"| {what} | {q} | {truth} | {v.mean():+.4f} ± {v.std(ddof=1) / np.sqrt(v.size):.4f}"
+            se = v.std(ddof=1) / np.sqrt(v.size)
+            print(f"| {what} | {q} | {truth} | {v.mean():+.4f} ± {se:.4f}"
                   f" | {np.abs(v).mean():.4f} |")
 
 

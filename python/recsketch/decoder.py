@@ -332,8 +332,6 @@ class Decoder:
         z = self._joint_probe(inp, module, path, channel, k, f, threads)
         # float64 whatever the sketch's dtype: where the model is exact the read-out is exact to
         # the sketch's own rounding, which a float32 product would not keep (large, cancelling z)
-        # float64 whatever the sketch's dtype: where the model is exact the read-out is exact to
-        # the sketch's own rounding, which a float32 product would not keep (large, cancelling z)
         est = inp.values.astype(np.float64, copy=False) @ z.T
         if not np.all(np.isfinite(est)):
             raise ValueError("sketch contains NaN or infinity")

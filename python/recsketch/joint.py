@@ -5,24 +5,27 @@ But an overall sketch is *linear* in a small set of unknowns once the words are 
 object of module M reached along path p (input positions i_2..i_h and the modules of its
 ancestors) contributes
 
-    w * 2^-h * P(R[i_2]) P(R[A_2, 0]) P(R[2]) ... P(R[i_h]) P(R[M, 0]) P(R[1]) (R[M,1] x + R[M,2] e_1)
+    w 2^-h P(R[i_2]) P(R[A_2,0]) P(R[2]) ... P(R[i_h]) P(R[M,0]) P(R[1]) (R[M,1] x + R[M,2] e_1)
 
 (P(R) = (I + R)/2, MATH.md §2.3), so ``s = sum over (M, p) of B_(M,p) [y_(M,p); m_(M,p)]``
 with ``y = sum of w x`` and ``m = sum of w`` over the objects on that path. The read-out
 enumerates these *blocks* for every registered module and every path whose positions are at
 most ``fan_in``, stacks their columns (one per attribute coordinate, one for the count
 channel) as the rows of a dense design ``A`` built once with the library's products, and
-solves the normal equations ``(A A^T) theta = A s`` with a cached Cholesky factor. When every
+solves the normal equations ``(A A^T) theta = A s`` with a cached Cholesky factor. Least
+squares is linear in ``s``: a query's sum ``S theta`` is read by the probe ``S G^-1 A``
+(:func:`read_out`), cached like the matched probes. When every
 object's path is enumerated the model is exact and so is the read-out (to rounding), whatever
 the number of objects; what it cannot see (positions above ``fan_in``) stays noise, as in the
 matched filter.
 
 The blocks grow as ``fan_in^(h-1)`` times the modules of the ancestor levels, so paths are
 enumerated level by level from the top while the unknowns stay within :func:`unknowns_budget`
-(half the coordinates read, at most :data:`JOINT_MAX_UNKNOWNS`); deeper modules get one *path-free* block: the words of the
-matched read-out of case (i), which every object of the module spells the same number of times
-whatever its path (``_probes.path_free_words``). A query on such a module with a ``path`` adds
-that path's blocks to the fit, reusing the cached factor of the rest (:class:`Extension`).
+(half the coordinates read, at most :data:`JOINT_MAX_UNKNOWNS`); deeper modules get one
+*path-free* block: the words of the matched read-out of case (i), which every object of the
+module spells the same number of times whatever its path (``_probes.path_free_words``). A
+query on such a module with a ``path`` adds that path's blocks to the fit, reusing the cached
+factor of the rest (:class:`Extension`).
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ __all__ = ["JOINT_FAN_IN", "JOINT_MAX_UNKNOWNS", "Block", "Extension", "unknowns
 
 JOINT_FAN_IN = 8              # default bound on the input positions the fit enumerates
 # Cap on the enumerated unknowns n: the design takes 8 n d bytes (cached in the Decoder's cache
-# when it fits its budget), its Gram matrix n^2 d flops once, a query 2 n d flops.
+# when it fits its budget), its Gram matrix n^2 d flops once, each query's probe n k d once.
 JOINT_MAX_UNKNOWNS = 4096
 _MAX_FAN_IN = 64
 
