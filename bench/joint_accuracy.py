@@ -17,8 +17,8 @@ Sections (each can be run alone: python bench/joint_accuracy.py SECTION [args]):
   cancel  interference cancellation (subtract the enumerated levels, read the residual with
           matched) against the extended fit, for a case (ii) query on a path-free level.
   bias    mean signed error over matrix draws where the joint model is not exact (loose
-          fan_in at d = 1024: every module path-free; fan_in = 2 at d = 4096: the cat at
-          position 3 unmodelled).                                args: n_draws
+          fan_in at d = 1024: the depth-3 edges path-free; fan_in = 2 at d = 4096, below the
+          output's fan-in 3: the cat at position 3 and its edges unmodelled).                                args: n_draws
 
 Block-sparse densities are passed explicitly (q = min(1, log2 d / sqrt d)) so that a change of
 the library's default does not move these figures.
@@ -374,7 +374,7 @@ def section_bias(n_draws=48):
     print("|---|---|---|---|---|")
     g, cat, walls, edges = room(np.random.default_rng(123))
     x = g.attributes(cat)
-    for d, fan_in, what in ((1024, 8, "d = 1024, fan_in = 8 (all path-free)"),
+    for d, fan_in, what in ((1024, 8, "d = 1024, fan_in = 8 (edges path-free)"),
                             (4096, 2, "d = 4096, fan_in = 2 (cat at position 3 unmodelled)")):
         errs = {"cat slope": [], "wall count": [], "edge mass": []}
         for seed in range(n_draws):
