@@ -325,3 +325,25 @@ def test_joint_on_repository_queries(tmp_path):
     repo.add(sketches)
     ids, counts = repo.count("wall", 0.25, method="joint")
     np.testing.assert_allclose(counts, 2.0, atol=1e-5)
+
+
+def test_joint_residual_flags_what_the_design_leaves_out():
+    g, _ = small_room(np.random.default_rng(0))
+    sk = rs.Sketcher(1024, family="orthogonal", seed=0)
+    s = sk.sketch(g)
+    exact = sk.decoder.joint_residual(s, fan_in=3)
+    short = sk.decoder.joint_residual(s, fan_in=2)   # the cat at position 3 is left out
+    assert exact < 1e-5
+    assert short > 0.1
+    # against a dense fit: ||s - A theta|| / ||s||
+    sk64 = rs.Sketcher(512, family="orthogonal", seed=3, dtype="float64")
+    s64 = sk64.sketch(small_room(np.random.default_rng(5))[0])
+    ref = DenseModel(sk64, 2)
+    a = np.stack(ref.cols, axis=1)
+    want = np.linalg.norm(s64 - a @ ref.fit(s64)) / np.linalg.norm(s64)
+    assert sk64.decoder.joint_residual(s64, fan_in=2) == pytest.approx(want, rel=1e-6)
+    batch = np.stack([s, 2 * s, np.zeros_like(s)])
+    np.testing.assert_allclose(sk.decoder.joint_residual(batch, fan_in=2),
+                               [short, short, 0.0], rtol=1e-6)
+    with pytest.raises(ValueError, match="NaN"):
+        sk.decoder.joint_residual(np.full_like(s, np.nan), fan_in=3)

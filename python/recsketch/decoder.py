@@ -119,6 +119,32 @@ class Decoder:
                 "path_free_depths": sorted({b.depth for b in blocks if b.path is None}),
                 "design_bytes": 8 * n * self._d}
 
+    def joint_residual(self, s: Any, fan_in: Optional[int] = None, *,
+                       num_threads: Optional[int] = None) -> Union[float, np.ndarray]:
+        """Fraction of a sketch's norm that the joint fit leaves unexplained,
+        ``||s - A^T theta|| / ||s||`` (per sketch of a batch; 0 for a zero sketch).
+
+        About 1e-7 (float32 rounding) when every object's path is enumerated; clearly larger
+        when something is outside the design: a level fitted path-free, or an object at an
+        input position above ``fan_in``, which biases the read-out of what is left out
+        (docs/joint.md). Check it before trusting ``method="joint"`` on new graphs."""
+        f = check_fan_in(JOINT_FAN_IN if fan_in is None else fan_in)
+        threads = _threads(num_threads)
+        inp = self._input(s)
+        if inp.root_depth != 1:
+            raise ValueError("joint_residual takes overall sketches (arrays or ErasedSketch)")
+        values = inp.values.astype(np.float64, copy=False)
+        if not np.all(np.isfinite(values)):
+            raise ValueError("sketch contains NaN or infinity")
+        rows, factor = self._joint_design(inp, f, threads, self._sk.modules)
+        import scipy.linalg as sla
+
+        half = sla.solve_triangular(factor, rows @ values.T, lower=True)   # L^-1 A s
+        total = np.einsum("ij,ij->i", values, values)
+        left = np.maximum(total - np.einsum("ij,ij->j", half, half), 0.0)
+        out = np.sqrt(np.divide(left, total, out=np.zeros_like(total), where=total > 0))
+        return float(out[0]) if inp.was_1d else out
+
     # -- input handling ------------------------------------------------------------------------
     def _input(self, s: Any) -> _Input:
         if isinstance(s, SubSketch):
@@ -283,19 +309,7 @@ class Decoder:
         erased = inp.indices is not None
 
         def build() -> np.ndarray:
-            need = 8 * self._d * sum(b.size for b in blocks)
-            if need > self._cache.limit:
-                warnings.warn(
-                    f"the joint design ({need / 2**20:.0f} MiB) exceeds the query cache "
-                    f"({self._cache.limit / 2**20:.0f} MiB), so every new joint read-out "
-                    "rebuilds it; raise sk.decoder.cache_bytes (or lower fan_in)",
-                    RuntimeWarning, stacklevel=6)
-            rows = self._cache.get(key + ("rows",), lambda: design_rows(self._sk, blocks,
-                                                                        threads))
-            if erased:
-                rows = rows[:, inp.indices]
-            factor = (gram_factor(rows) if erased
-                      else self._cache.get(key + ("factor",), lambda: gram_factor(rows)))
+            rows, factor = self._joint_design(inp, fan_in, threads, registry)
             every = blocks
             ext = None
             if extra is not None:
@@ -323,6 +337,28 @@ class Decoder:
         if erased:
             return build()
         return self._cache.get(key + ("z", module, path, channel, k), build)
+
+    def _joint_design(self, inp: _Input, fan_in: int, threads: Optional[int],
+                      registry: Dict[str, Any]) -> Tuple[np.ndarray, np.ndarray]:
+        """The plan's design rows (restricted to an erased sketch's coordinates) and the
+        Cholesky factor of their Gram matrix, for a snapshot of the registry (another thread
+        may register modules meanwhile); cached unless the sketch is erased."""
+        reg_key = tuple(sorted((n, i.depth, i.attribute_dim) for n, i in registry.items()))
+        budget = unknowns_budget(inp.values.shape[1])
+        blocks = plan_blocks(registry, fan_in, budget)
+        key = ("joint", fan_in, budget, reg_key)
+        need = 8 * self._d * sum(b.size for b in blocks)
+        if need > self._cache.limit:
+            warnings.warn(
+                f"the joint design ({need / 2**20:.0f} MiB) exceeds the query cache "
+                f"({self._cache.limit / 2**20:.0f} MiB), so every new joint read-out "
+                "rebuilds it; raise sk.decoder.cache_bytes (or lower fan_in)",
+                RuntimeWarning, stacklevel=7)
+        rows = self._cache.get(key + ("rows",), lambda: design_rows(self._sk, blocks, threads))
+        if inp.indices is not None:
+            rows = rows[:, inp.indices]
+            return rows, gram_factor(rows)
+        return rows, self._cache.get(key + ("factor",), lambda: gram_factor(rows))
 
     def _joint_estimate(self, inp: _Input, module: str, path: Optional[Tuple[int, ...]],
                         channel: int, k: int, fan_in: Optional[int], threads: Optional[int]
