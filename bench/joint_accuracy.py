@@ -16,6 +16,8 @@ Sections (each can be run alone: python bench/joint_accuracy.py SECTION [args]):
           the top level does at 16k; paper / matched / joint errors.      args: n_draws
   cancel  interference cancellation (subtract the enumerated levels, read the residual with
           matched) against the extended fit, for a case (ii) query on a path-free level.
+  residual  Decoder.joint_residual beside the error, fan_in below / at / above the room's,
+          and random scenes with and without a path-free level.       args: n_draws
   bias    mean signed error over matrix draws where the joint model is not exact (loose
           fan_in at d = 1024: the depth-3 edges path-free; fan_in = 2 at d = 4096, below the
           output's fan-in 3: the cat at position 3 and its edges unmodelled).                                args: n_draws
@@ -338,6 +340,41 @@ def section_cancel(n_draws=4):
                                                                        "joint")) + " |")
 
 
+# -- the residual as a check of the fan-in bound ---------------------------------------------------
+def section_residual(n_draws=4, d=4096):
+    """``sk.decoder.joint_residual`` beside the cat's error, for fan-in bounds below, at and
+    above the room's (3), and on random scenes with and without a path-free level."""
+    print(f"\njoint_residual (orthogonal, d = {d}, {n_draws} draws, means; load "
+          f"{os.getloadavg()[0]:.1f})\n")
+    print("| scene | fan_in | plan | residual | joint l-inf error (cat (i) / scene's worst mass) |")
+    print("|---|---|---|---|---|")
+    for fan_in in (2, 3, 8):
+        res, err = [], []
+        for seed in range(n_draws):
+            sk = sketcher("orthogonal", d, seed)
+            g, cat, walls, edges = room(np.random.default_rng(seed))
+            s = sk.sketch(g)
+            res.append(sk.decoder.joint_residual(s, fan_in=fan_in))
+            err.append(float(np.max(np.abs(sk.attributes(s, "cat", weight=0.5, method="joint",
+                                                         fan_in=fan_in) - g.attributes(cat)))))
+            plan = sk.decoder.joint_plan(fan_in)
+        print(f"| room | {fan_in} | paths {plan['path_depths']}, path-free "
+              f"{plan['path_free_depths']} | {np.mean(res):.2g} | {np.mean(err):.2g} |")
+    for sc in range(6):
+        rng = np.random.default_rng(10_000 + sc)
+        g = random_scene(rng, 5)
+        sk = sketcher("orthogonal", d, sc)
+        s = sk.sketch(g)
+        paths = all_paths(g)
+        worst = max(abs(sk.mass(s, m, method="joint", fan_in=5)
+                        - sum(w for h, _, w in paths if h.module == m))
+                    / sum(w for h, _, w in paths if h.module == m) for m in sk.modules)
+        plan = sk.decoder.joint_plan(5)
+        print(f"| random scene {sc} ({len(g)} objects) | 5 | paths {plan['path_depths']}, "
+              f"path-free {plan['path_free_depths']} | "
+              f"{sk.decoder.joint_residual(s, fan_in=5):.2g} | {worst:.2g} (relative) |")
+
+
 # -- cost ------------------------------------------------------------------------------------------
 def section_time(d=16384, family="orthogonal", repeats=20):
     g, cat, walls, edges = room(np.random.default_rng(0))
@@ -403,6 +440,8 @@ if __name__ == "__main__":
                        args[2] if len(args) > 2 else "orthogonal")
     elif section == "time":
         section_time(int(args[0]) if args else 16384, args[1] if len(args) > 1 else "orthogonal")
+    elif section == "residual":
+        section_residual(int(args[0]) if args else 4)
     elif section == "cancel":
         section_cancel(int(args[0]) if args else 4)
     elif section == "wide":
