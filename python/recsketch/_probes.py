@@ -23,7 +23,7 @@ from enum import IntEnum
 from typing import Dict, Hashable, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 __all__ = ["Letter", "Word", "WeightedWord", "Probe", "paper_gain", "build_probe", "position",
-           "own_module"]
+           "own_module", "path_free_words"]
 
 # Kinds of letters (which matrix R a factor P(R) of a chain carries).
 POSITION = "position"          # R[i], a tuple position or an object slot (R[1], R[2])
@@ -280,3 +280,20 @@ def _spellings_over_unknowns(letters: List[Letter], word: Word) -> Set[int]:
         else:
             vectors = {step(v, letter) for v in vectors}
     return {v[n] for v in vectors}
+
+
+def path_free_words(depth: int, module: str) -> Tuple[Tuple[Word, int], ...]:
+    """Words that every object of ``module`` (at ``depth``, in an overall sketch) spells the
+    same number of times whatever its path, with that number: the words of the ``matched``
+    read-out of case (i). An object of weight w contributes ``w * paper_gain(1, depth) * N(u) *
+    u (R[M, ch] v)`` along each of them, so the joint read-out (``joint.py``) can fit them as
+    one column per coordinate when its paths are not enumerated."""
+    chain, _ = _chain(1, depth, module, None, "channel")
+    letters = [f.letter for f in chain]
+    probe = build_probe(1, depth, module, None, "matched", "channel")
+    out = []
+    for u, _a in probe.words:
+        counts = _spellings_over_unknowns(letters, u)
+        assert len(counts) == 1  # build_probe keeps only such words
+        out.append((u, counts.pop()))
+    return tuple(out)

@@ -10,10 +10,15 @@ matrices, by the exact squared norm of each column it reads (DESIGN.md §4).
 A probe that ends in a module matrix is applied as one dense ``(k, d)`` matrix (cached), so a
 query on many stored sketches is a single matrix product; longer outputs and sub-sketches go
 through the native transposes.
+
+``"joint"`` fits the whole sketch instead (``joint.py``): a least-squares solve over the words
+of every registered module on every path up to a fan-in bound, whose design and Gram factor
+are cached here like the probe matrices.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Any, Dict, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -22,6 +27,8 @@ from ._cache import ByteLRU
 from ._checks import FLOAT_DTYPES, MAX_POSITION, check_int, check_num_threads
 from ._probes import POSITION, Letter, Probe, WeightedWord, Word, build_probe
 from .erasure import ErasedSketch
+from .joint import (JOINT_FAN_IN, Extension, check_fan_in, design_rows, extend, extra_blocks,
+                    gram_factor, plan_blocks, read_out, unknowns_budget)
 from .queries import METHODS, AttributeEstimate, SubSketch
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -96,6 +103,48 @@ class Decoder:
         """Drop every cached entry (and reset the counters); results do not change."""
         self._cache.clear()
 
+    def joint_plan(self, fan_in: Optional[int] = None, d_kept: Optional[int] = None
+                   ) -> Dict[str, Any]:
+        """What ``method="joint"`` fits for the current registry: ``unknowns``, the depths whose
+        paths are enumerated (``path_depths``) and those fitted path-free (``path_free_depths``),
+        and ``design_bytes`` (the cached design, ``8 * unknowns * d_sketch``). ``d_kept``: the
+        coordinates an erased sketch keeps (default all)."""
+        f = check_fan_in(JOINT_FAN_IN if fan_in is None else fan_in)
+        kept = self._d if d_kept is None else check_int(d_kept, "d_kept", minimum=1,
+                                                          maximum=self._d)
+        blocks = plan_blocks(self._sk.modules, f, unknowns_budget(kept))
+        n = sum(b.size for b in blocks)
+        return {"unknowns": n,
+                "path_depths": sorted({b.depth for b in blocks if b.path is not None}),
+                "path_free_depths": sorted({b.depth for b in blocks if b.path is None}),
+                "design_bytes": 8 * n * self._d}
+
+    def joint_residual(self, s: Any, fan_in: Optional[int] = None, *,
+                       num_threads: Optional[int] = None) -> Union[float, np.ndarray]:
+        """Fraction of a sketch's norm that the joint fit leaves unexplained,
+        ``||s - A^T theta|| / ||s||`` (per sketch of a batch; 0 for a zero sketch).
+
+        About 1e-7 (float32 rounding) when every object's path is enumerated; clearly larger
+        when something is outside the design: a level fitted path-free, or an object at an
+        input position above ``fan_in``, which biases the read-out of what is left out
+        (docs/joint.md). Check it before trusting ``method="joint"`` on new graphs."""
+        f = check_fan_in(JOINT_FAN_IN if fan_in is None else fan_in)
+        threads = _threads(num_threads)
+        inp = self._input(s)
+        if inp.root_depth != 1:
+            raise ValueError("joint_residual takes overall sketches (arrays or ErasedSketch)")
+        values = inp.values.astype(np.float64, copy=False)
+        if not np.all(np.isfinite(values)):
+            raise ValueError("sketch contains NaN or infinity")
+        rows, factor = self._joint_design(inp, f, threads, self._sk.modules)
+        import scipy.linalg as sla
+
+        half = sla.solve_triangular(factor, rows @ values.T, lower=True)   # L^-1 A s
+        total = np.einsum("ij,ij->i", values, values)
+        left = np.maximum(total - np.einsum("ij,ij->j", half, half), 0.0)
+        out = np.sqrt(np.divide(left, total, out=np.zeros_like(total), where=total > 0))
+        return float(out[0]) if inp.was_1d else out
+
     # -- input handling ------------------------------------------------------------------------
     def _input(self, s: Any) -> _Input:
         if isinstance(s, SubSketch):
@@ -123,9 +172,13 @@ class Decoder:
                       depth, module, path, was_1d)
 
     @staticmethod
-    def _method(method: str) -> str:
-        if method not in METHODS:
+    def _method(method: str, fan_in: Optional[int] = None) -> str:
+        if not isinstance(method, str) or method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        if method == "joint":
+            check_fan_in(JOINT_FAN_IN if fan_in is None else fan_in)
+        elif fan_in is not None:
+            raise ValueError(f"fan_in applies to method='joint' only, not {method!r}")
         return method
 
     def _target(self, inp: _Input, module: str, path: Optional[Sequence[int]]
@@ -211,8 +264,11 @@ class Decoder:
         return z
 
     def _estimate(self, inp: _Input, module: str, depth: int, path: Optional[Tuple[int, ...]],
-                  channel: int, k: int, method: str, threads: Optional[int]) -> np.ndarray:
+                  channel: int, k: int, method: str, threads: Optional[int],
+                  fan_in: Optional[int] = None) -> np.ndarray:
         """Read-out of R[module, channel]^T ... s, first k coordinates, at unit weight: (n, k)."""
+        if method == "joint":
+            return self._joint_estimate(inp, module, path, channel, k, fan_in, threads)
         key = (module, channel, inp.root_depth, path, method)
         probe = self._cache.get(("probe",) + key, lambda: build_probe(
             inp.root_depth, depth, module, path, method, "channel"))
@@ -232,6 +288,89 @@ class Decoder:
         est = est / probe.gain
         if normalise:
             est = est / self._column_norms2(module, channel, k)
+        return est
+
+    def _joint_probe(self, inp: _Input, module: str, path: Optional[Tuple[int, ...]],
+                     channel: int, k: int, fan_in: int, threads: Optional[int]) -> np.ndarray:
+        """The joint read-out of ``module`` (on ``path`` if given) as a ``(k, d_kept)`` probe
+        matrix: the rows of ``S G^-1 A`` that sum the module's fitted unknowns (``joint.py``).
+        Cached like the matched probes (per coordinate set of an erased sketch: not cached)."""
+        if inp.root_depth != 1:
+            raise ValueError("method='joint' fits overall sketches (arrays or ErasedSketch), "
+                             "not a SubSketch; query the overall sketch with a path instead")
+        registry = self._sk.modules
+        reg_key = tuple(sorted((n, i.depth, i.attribute_dim) for n, i in registry.items()))
+        budget = unknowns_budget(inp.values.shape[1])
+        blocks = plan_blocks(registry, fan_in, budget)
+        extra = None
+        if path is not None and not any(b.module == module and b.path == path for b in blocks):
+            extra = (module, path)  # a path-free module, or a position above fan_in
+        key = ("joint", fan_in, budget, reg_key)
+        erased = inp.indices is not None
+
+        def build() -> np.ndarray:
+            rows, factor = self._joint_design(inp, fan_in, threads, registry)
+            every = blocks
+            ext = None
+            if extra is not None:
+                more = extra_blocks(registry, extra[0], extra[1], sum(b.size for b in blocks))
+                erows = self._cache.get(key + ("extra rows", extra),
+                                        lambda: design_rows(self._sk, more, threads))
+                if erased:
+                    erows = erows[:, inp.indices]
+                    both = extend(rows, factor, erows)
+                else:
+                    both = self._cache.get(key + ("extension", extra),
+                                           lambda: extend(rows, factor, erows))
+                ext = Extension(erows, both[:, :rows.shape[0]], both[:, rows.shape[0]:])
+                every = blocks + more
+            select = np.zeros((k, sum(b.size for b in every)))
+            for b in every:
+                if b.module != module or (path is not None and b.path != path):
+                    continue
+                if channel == 1:
+                    select[np.arange(k), b.start + np.arange(k)] = 1.0
+                else:
+                    select[0, b.start + b.dim] = 1.0
+            return read_out(rows, factor, select, ext)
+
+        if erased:
+            return build()
+        return self._cache.get(key + ("z", module, path, channel, k), build)
+
+    def _joint_design(self, inp: _Input, fan_in: int, threads: Optional[int],
+                      registry: Dict[str, Any]) -> Tuple[np.ndarray, np.ndarray]:
+        """The plan's design rows (restricted to an erased sketch's coordinates) and the
+        Cholesky factor of their Gram matrix, for a snapshot of the registry (another thread
+        may register modules meanwhile); cached unless the sketch is erased."""
+        reg_key = tuple(sorted((n, i.depth, i.attribute_dim) for n, i in registry.items()))
+        budget = unknowns_budget(inp.values.shape[1])
+        blocks = plan_blocks(registry, fan_in, budget)
+        key = ("joint", fan_in, budget, reg_key)
+        need = 8 * self._d * sum(b.size for b in blocks)
+        if need > self._cache.limit:
+            warnings.warn(
+                f"the joint design ({need / 2**20:.0f} MiB) exceeds the query cache "
+                f"({self._cache.limit / 2**20:.0f} MiB), so every new joint read-out "
+                "rebuilds it; raise sk.decoder.cache_bytes (or lower fan_in)",
+                RuntimeWarning, stacklevel=7)
+        rows = self._cache.get(key + ("rows",), lambda: design_rows(self._sk, blocks, threads))
+        if inp.indices is not None:
+            rows = rows[:, inp.indices]
+            return rows, gram_factor(rows)
+        return rows, self._cache.get(key + ("factor",), lambda: gram_factor(rows))
+
+    def _joint_estimate(self, inp: _Input, module: str, path: Optional[Tuple[int, ...]],
+                        channel: int, k: int, fan_in: Optional[int], threads: Optional[int]
+                        ) -> np.ndarray:
+        """The joint fit's summed unknowns of ``module`` (on ``path`` if given): (n, k)."""
+        f = JOINT_FAN_IN if fan_in is None else fan_in
+        z = self._joint_probe(inp, module, path, channel, k, f, threads)
+        # float64 whatever the sketch's dtype: where the model is exact the read-out is exact to
+        # the sketch's own rounding, which a float32 product would not keep (large, cancelling z)
+        est = inp.values.astype(np.float64, copy=False) @ z.T
+        if not np.all(np.isfinite(est)):
+            raise ValueError("sketch contains NaN or infinity")
         return est
 
     def _dense(self, inp: _Input) -> np.ndarray:
@@ -257,7 +396,7 @@ class Decoder:
     # -- queries ---------------------------------------------------------------------------
     def attributes(self, s: Any, module: str, path: Optional[Sequence[int]] = None,
                    weight: Optional[float] = None, method: str = "matched", *,
-                   num_threads: Optional[int] = None
+                   num_threads: Optional[int] = None, fan_in: Optional[int] = None
                    ) -> Union[np.ndarray, AttributeEstimate]:
         """Attributes of an object of ``module`` recovered from a sketch (Theorem 1).
 
@@ -271,18 +410,23 @@ class Decoder:
         clipped at zero and unit-normalised, and the weight estimated from the e_1 channel.
         ``s`` may be a sketch ``(d,)``, a batch ``(n, d)``, an :class:`ErasedSketch` or a
         :class:`SubSketch` (paths then start at its object).
+
+        ``method="joint"`` fits every registered module's words on every path whose input
+        positions are at most ``fan_in`` (default :data:`recsketch.joint.JOINT_FAN_IN`, 8) by
+        least squares (``joint.py``); it reads overall sketches (and erased ones), not a
+        SubSketch. ``fan_in`` is refused by the other methods. The same holds for every query.
         """
-        method = self._method(method)
+        method = self._method(method, fan_in)
         threads = _threads(num_threads)
         inp = self._input(s)
         h, steps = self._target(inp, module, path)
         dim = self._sk.module_info(module).attribute_dim
         if weight is not None:
             w = self._weight(weight)
-            x = self._estimate(inp, module, h, steps, 1, dim, method, threads) / w
+            x = self._estimate(inp, module, h, steps, 1, dim, method, threads, fan_in) / w
             return self._shape(x, inp.was_1d)
-        x = self._estimate(inp, module, h, steps, 1, dim, method, threads)
-        w_hat = self._estimate(inp, module, h, steps, 2, 1, method, threads)[:, 0]
+        x = self._estimate(inp, module, h, steps, 1, dim, method, threads, fan_in)
+        w_hat = self._estimate(inp, module, h, steps, 2, 1, method, threads, fan_in)[:, 0]
         x = np.clip(x, 0.0, None)
         norm = np.linalg.norm(x, axis=1, keepdims=True)
         x = np.divide(x, norm, out=np.zeros_like(x), where=norm > 0)
@@ -291,50 +435,53 @@ class Decoder:
         return AttributeEstimate(x, w_hat)
 
     def mass(self, s: Any, module: str, method: str = "matched", *,
-             num_threads: Optional[int] = None) -> Union[float, np.ndarray]:
+             num_threads: Optional[int] = None, fan_in: Optional[int] = None
+             ) -> Union[float, np.ndarray]:
         """Sum of the effective weights of the module's objects in the sketch (e_1 channel)."""
-        method = self._method(method)
+        method = self._method(method, fan_in)
         inp = self._input(s)
         h, _ = self._target(inp, module, None)
-        m = self._estimate(inp, module, h, None, 2, 1, method, _threads(num_threads))
+        m = self._estimate(inp, module, h, None, 2, 1, method, _threads(num_threads), fan_in)
         return float(m[0, 0]) if inp.was_1d else m[:, 0]
 
     def count(self, s: Any, module: str, weight: float, method: str = "matched", *,
-              num_threads: Optional[int] = None) -> Union[float, np.ndarray]:
+              num_threads: Optional[int] = None, fan_in: Optional[int] = None
+              ) -> Union[float, np.ndarray]:
         """Number of objects of ``module`` in the sketch, when each has effective weight
         ``weight`` (Theorem 3(i)); with unequal weights, their sum divided by ``weight``.
         Returns a float: round it when the error is below 1/2 (larger d, higher weights)."""
         w = self._weight(weight)
-        return self.mass(s, module, method, num_threads=num_threads) / w
+        return self.mass(s, module, method, num_threads=num_threads, fan_in=fan_in) / w
 
     def summed_attributes(self, s: Any, module: str, weight: float, method: str = "matched",
-                          *, num_threads: Optional[int] = None) -> np.ndarray:
+                          *, num_threads: Optional[int] = None, fan_in: Optional[int] = None
+                          ) -> np.ndarray:
         """Sum of the attribute vectors of the module's objects (Theorem 3(ii)), each object
         counted with its effective weight divided by ``weight``."""
-        method = self._method(method)
+        method = self._method(method, fan_in)
         w = self._weight(weight)
         inp = self._input(s)
         h, _ = self._target(inp, module, None)
         dim = self._sk.module_info(module).attribute_dim
-        x = self._estimate(inp, module, h, None, 1, dim, method, _threads(num_threads))
+        x = self._estimate(inp, module, h, None, 1, dim, method, _threads(num_threads), fan_in)
         return self._shape(x / w, inp.was_1d)
 
     def mean_attributes(self, s: Any, module: str, weight: Optional[float] = None,
-                        method: str = "matched", *, num_threads: Optional[int] = None
-                        ) -> np.ndarray:
+                        method: str = "matched", *, num_threads: Optional[int] = None,
+                        fan_in: Optional[int] = None) -> np.ndarray:
         """Mean attribute vector of the module's objects.
 
         With ``weight`` (every object's effective weight): summed attributes divided by the
         rounded count, as in the paper (NaN where the count rounds to 0). Without: the
         weight-free, weight-averaged mean ``summed / mass`` read from the two channels.
         """
-        method = self._method(method)
+        method = self._method(method, fan_in)
         threads = _threads(num_threads)
         inp = self._input(s)
         h, _ = self._target(inp, module, None)
         dim = self._sk.module_info(module).attribute_dim
-        x = self._estimate(inp, module, h, None, 1, dim, method, threads)
-        m = self._estimate(inp, module, h, None, 2, 1, method, threads)
+        x = self._estimate(inp, module, h, None, 1, dim, method, threads, fan_in)
+        m = self._estimate(inp, module, h, None, 2, 1, method, threads, fan_in)
         if weight is not None:
             w = self._weight(weight)
             n = np.round(m / w)
@@ -360,6 +507,9 @@ class Decoder:
         ``matched`` peels the object's own wrapper by its adjoint, ``paper`` plainly.
         """
         method = self._method(method)
+        if method == "joint":
+            raise ValueError("subsketch has no 'joint' read-out: query the overall sketch "
+                             "with method='joint' and a path instead")
         threads = _threads(num_threads)
         inp = self._input(s)
         if isinstance(path, (str, bytes)) or not isinstance(path, Sequence) or len(path) == 0:

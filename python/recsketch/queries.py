@@ -9,7 +9,7 @@ import numpy as np
 
 __all__ = ["SubSketch", "AttributeEstimate", "METHODS"]
 
-METHODS = ("matched", "paper")
+METHODS = ("matched", "paper", "joint")
 
 
 class AttributeEstimate(NamedTuple):

@@ -330,29 +330,33 @@ class Sketcher:
 
     def attributes(self, s: Any, module: str, path: Optional[Sequence[int]] = None,
                    weight: Optional[float] = None, method: str = "matched", *,
-                   num_threads: Optional[int] = None
+                   num_threads: Optional[int] = None, fan_in: Optional[int] = None
                    ) -> Union[np.ndarray, AttributeEstimate]:
         return self._decoder.attributes(s, module, path, weight, method,
-                                        num_threads=num_threads)
+                                        num_threads=num_threads, fan_in=fan_in)
 
     def mass(self, s: Any, module: str, method: str = "matched", *,
-             num_threads: Optional[int] = None) -> Union[float, np.ndarray]:
-        return self._decoder.mass(s, module, method, num_threads=num_threads)
+             num_threads: Optional[int] = None, fan_in: Optional[int] = None
+             ) -> Union[float, np.ndarray]:
+        return self._decoder.mass(s, module, method, num_threads=num_threads, fan_in=fan_in)
 
     def count(self, s: Any, module: str, weight: float, method: str = "matched", *,
-              num_threads: Optional[int] = None) -> Union[float, np.ndarray]:
-        return self._decoder.count(s, module, weight, method, num_threads=num_threads)
+              num_threads: Optional[int] = None, fan_in: Optional[int] = None
+              ) -> Union[float, np.ndarray]:
+        return self._decoder.count(s, module, weight, method, num_threads=num_threads,
+                                   fan_in=fan_in)
 
     def summed_attributes(self, s: Any, module: str, weight: float, method: str = "matched",
-                          *, num_threads: Optional[int] = None) -> np.ndarray:
+                          *, num_threads: Optional[int] = None, fan_in: Optional[int] = None
+                          ) -> np.ndarray:
         return self._decoder.summed_attributes(s, module, weight, method,
-                                               num_threads=num_threads)
+                                               num_threads=num_threads, fan_in=fan_in)
 
     def mean_attributes(self, s: Any, module: str, weight: Optional[float] = None,
-                        method: str = "matched", *, num_threads: Optional[int] = None
-                        ) -> np.ndarray:
+                        method: str = "matched", *, num_threads: Optional[int] = None,
+                        fan_in: Optional[int] = None) -> np.ndarray:
         return self._decoder.mean_attributes(s, module, weight, method,
-                                             num_threads=num_threads)
+                                             num_threads=num_threads, fan_in=fan_in)
 
     def subsketch(self, s: Any, path: Sequence[int], module: Optional[str] = None,
                   method: str = "matched", *, weight: Optional[float] = None,

@@ -1,0 +1,452 @@
+"""The joint read-out (method="joint") against "paper" and "matched" on the same sketches.
+
+Sections (each can be run alone: python bench/joint_accuracy.py SECTION [args]):
+
+  room    the README accuracy table's queries (bench/accuracy.py's room, one matrix draw per
+          seed, mean l-inf error) with joint at fan_in = 3 (the output's fan-in, a tight bound)
+          and fan_in = 8 (a loose one); both families.          args: n_seeds max_d
+  random  seeded random DAGs (shared children, 5-50 objects, depth 2-4, fan-in <= 5, two
+          modules per level, attribute lengths 3-16), one matrix draw per scene, joint with
+          fan_in = 5: median and quartiles of the error ratios paper/joint and matched/joint per
+          query kind and depth, and how often a query's error is below half its quantity.
+                                                                args: n_scenes d family
+  time    time per query of a cached joint read against a cached matched read on one sketch,
+          and the one-off build (design + Gram factor), same run.  args: d family
+  wide    64 top-level objects (fan-in 64): the enumeration does not fit at d = 4096, only
+          the top level does at 16k; paper / matched / joint errors.      args: n_draws
+  cancel  interference cancellation (subtract the enumerated levels, read the residual with
+          matched) against the extended fit, for a case (ii) query on a path-free level.
+  residual  Decoder.joint_residual beside the error, fan_in below / at / above the room's,
+          and random scenes with and without a path-free level.       args: n_draws
+  bias    mean signed error over matrix draws where the joint model is not exact (loose
+          fan_in at d = 1024: the depth-3 edges path-free; fan_in = 2 at d = 4096, below the
+          output's fan-in 3: the cat at position 3 and its edges unmodelled).                                args: n_draws
+
+Block-sparse densities are passed explicitly (q = min(1, log2 d / sqrt d)) so that a change of
+the library's default does not move these figures.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+import recsketch as rs
+
+sys.path.insert(0, os.path.dirname(__file__))
+from accuracy import room  # noqa: E402  (the README table's scene)
+
+SIZES = {"orthogonal": [1024, 4096, 16384, 65536], "block_sparse": [1008, 4095, 16371, 65520]}
+METHODS = ("paper", "matched", "joint")
+
+
+# A 2 GiB query cache keeps the joint design (8 x unknowns x d bytes, up to 330 MB here) between
+# queries, as a user reading many sketches would set it; the default 256 MiB would rebuild it.
+CACHE = 2 << 30
+
+
+def sketcher(family, d, seed):
+    if family == "orthogonal":
+        return rs.Sketcher(d, family=family, seed=seed, query_cache_bytes=CACHE)
+    return rs.Sketcher(d, family=family, seed=seed, query_cache_bytes=CACHE,
+                       density=min(1.0, math.log2(d) / math.sqrt(d)))
+
+
+def unit(rng, m):
+    x = rng.random(m)
+    return x / np.linalg.norm(x)
+
+
+# -- the README table's room ---------------------------------------------------------------------
+def room_errors(family, d, seeds, fan_ins):
+    err = {}
+    for seed in seeds:
+        sk = sketcher(family, d, seed)
+        g, cat, walls, edges = room(np.random.default_rng(seed))
+        s = sk.sketch(g)
+        variants = [("paper", {}), ("matched", {})] + [(f"joint F={f}", {"fan_in": f})
+                                                         for f in fan_ins]
+        for name, kw in variants:
+            m = "joint" if name.startswith("joint") else name
+            rows = {
+                "cat (i)": (sk.attributes(s, "cat", weight=0.5, method=m, **kw),
+                            g.attributes(cat)),
+                "wall (ii)": (sk.attributes(s, "wall", path=[2], weight=0.25, method=m, **kw),
+                              g.attributes(walls[1])),
+                "edge (ii), depth 3": (sk.attributes(s, "edge", path=[3, 2], weight=0.25,
+                                                     method=m, **kw), g.attributes(edges[1])),
+                "wall count": (np.array([sk.count(s, "wall", 0.25, method=m, **kw)]),
+                               np.array([2.0])),
+                "edge mass (depth 3)": (np.array([sk.mass(s, "edge", method=m, **kw)]),
+                                        np.array([0.5])),
+            }
+            for q, (est, truth) in rows.items():
+                err.setdefault((q, name), []).append(float(np.max(np.abs(est - truth))))
+    return {k: float(np.mean(v)) for k, v in err.items()}
+
+
+def section_room(n_seeds=8, max_d=65536):
+    queries = ["cat (i)", "wall (ii)", "edge (ii), depth 3", "wall count", "edge mass (depth 3)"]
+    for family, sizes in SIZES.items():
+        sizes = [d for d in sizes if d <= max_d]
+        t0 = time.time()
+        table = {}
+        for d in sizes:
+            # F = 8 at d = 64k costs ~3,000 products of 90 ms each per draw (block_sparse) and a
+            # 2,500^2 x 65k Gram: only the tight bound and 3 draws there.
+            big = d > 60000
+            fan_ins = (3,) if big else (3, 8)
+            table[d] = room_errors(family, d, range(3 if big else n_seeds), fan_ins)
+            print(f"  {family} d={d} done ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
+        print(f"\n{family} ({n_seeds} matrix draws per d, 3 at d > 60k; {time.time() - t0:.0f} s; "
+              f"load {os.getloadavg()[0]:.1f})\n")
+        print("| query | " + " | ".join(f"d = {d}" for d in sizes) + " |")
+        print("|---|" + "---|" * len(sizes))
+        for q in queries:
+            cells = []
+            for d in sizes:
+                t = table[d]
+                j3 = t[q, "joint F=3"]
+                j8 = t.get((q, "joint F=8"))
+                cell = (f"{t[q, 'paper']:.3g} / {t[q, 'matched']:.3g} / **{j3:.2g}**"
+                        + (f" / {j8:.2g}" if j8 is not None else ""))
+                cells.append(cell)
+            print(f"| {q} | " + " | ".join(cells) + " |")
+        print("\nratio paper / joint (F=3; F=8):\n")
+        print("| query | " + " | ".join(f"d = {d}" for d in sizes) + " |")
+        print("|---|" + "---|" * len(sizes))
+        for q in queries:
+            cells = []
+            for d in sizes:
+                t = table[d]
+                r3 = t[q, "paper"] / max(t[q, "joint F=3"], 1e-300)
+                r8 = (t[q, "paper"] / max(t[q, "joint F=8"], 1e-300)
+                      if (q, "joint F=8") in t else None)
+                cells.append(f"{r3:.3g}" + (f"; {r8:.3g}" if r8 is not None else ""))
+            print(f"| {q} | " + " | ".join(cells) + " |")
+
+
+# -- random scenes --------------------------------------------------------------------------------
+def random_scene(rng, fan_in=5):
+    """A DAG of 5-50 objects, depth 2-4, every object's fan-in <= fan_in, children shared by
+    several parents, two modules per level (attribute lengths fixed per module name)."""
+    depth = int(rng.integers(2, 5))
+    total = int(rng.integers(5, 51))
+    # objects per level, top first: at most fan_in at the top, fan_in x the level above below
+    # depth 2: every object sits at the top, so the top holds min(5, fan_in) at least
+    counts = [int(rng.integers(min(5, fan_in) if depth == 2 else 1, fan_in + 1))]
+    for _ in range(depth - 2):
+        counts.append(0)
+    remaining = max(total - counts[0], depth - 2)
+    for k in range(1, depth - 1):
+        cap = fan_in * counts[k - 1]
+        share = remaining if k == depth - 2 else int(rng.integers(1, remaining + 1))
+        counts[k] = int(min(cap, max(1, share)))
+        remaining = max(remaining - counts[k], depth - 2 - k)
+    g = rs.Graph()
+    below = []
+    for level in range(depth, 1, -1):
+        n = counts[level - 2]
+        picks = [[] for _ in range(n)]
+        for c in range(len(below)):            # every child feeds a parent
+            options = [p for p in range(n) if len(picks[p]) < fan_in]
+            picks[options[int(rng.integers(len(options)))]].append(c)
+        for p in range(n):                     # shared children
+            free = [c for c in range(len(below)) if c not in picks[p]]
+            room_left = fan_in - len(picks[p])
+            if free and room_left:
+                k = int(rng.integers(0, min(room_left, len(free), 2) + 1))
+                picks[p] += [int(c) for c in rng.choice(free, size=k, replace=False)]
+        row = []
+        for p in range(n):
+            module = f"L{level}m{p % 2}"
+            dim = 3 + (sum(map(ord, module)) * 7) % 14   # 3..16, fixed per module
+            order = [picks[p][o] for o in rng.permutation(len(picks[p]))]
+            w = rng.dirichlet(np.ones(len(order))) * rng.uniform(0.5, 1.0) if order else []
+            row.append(g.add(module, unit(rng, dim),
+                             [(below[c], float(x)) for c, x in zip(order, w)]))
+        below = row
+    w = rng.dirichlet(np.ones(len(below)))
+    g.set_output([(h, float(x)) for h, x in zip(below, w)])
+    return g
+
+
+def all_paths(g):
+    """(handle, positions from the output, path weight) of every path."""
+    out = []
+
+    def walk(h, pos, w):
+        out.append((h, pos, w))
+        for i, (c, wc) in enumerate(g.inputs(h), 1):
+            walk(c, pos + (i,), w * wc)
+
+    for i, (h, w) in enumerate(g.output, 1):
+        walk(h, (i,), w)
+    return out
+
+
+def section_random(n_scenes=16, d=16384, family="orthogonal", fan_in=5):
+    res = {}
+    n_obj = []
+    t0 = time.time()
+    for sc in range(n_scenes):
+        rng = np.random.default_rng(10_000 + sc)
+        g = random_scene(rng, fan_in)
+        n_obj.append(len(g))
+        sk = sketcher(family, d, sc)
+        s = sk.sketch(g)
+        paths = all_paths(g)
+        qrng = np.random.default_rng(sc)
+        # one case-(ii) path per depth, drawn once for every method
+        picks = {}
+        for h in sorted({len(p) + 1 for _, p, _ in paths}):
+            cands = [p for p in paths if len(p[1]) == h - 1]
+            picks[h] = cands[int(qrng.integers(len(cands)))]
+        for m in METHODS:
+            kw = {"fan_in": fan_in} if m == "joint" else {}
+            for module, info in sk.modules.items():
+                mine = [(hd, p, w) for hd, p, w in paths if hd.module == module]
+                truth = sum(w for _, _, w in mine)
+                est = sk.mass(s, module, method=m, **kw)
+                res.setdefault(("mass", info.depth), {}).setdefault(m, []).append(
+                    (abs(est - truth), truth))
+                objects = {hd.index for hd, _, _ in mine}
+                if len(objects) == 1 and len(mine) == 1:   # case (i): one object, one path
+                    hd, _, w = mine[0]
+                    est = sk.attributes(s, module, weight=w, method=m, **kw)
+                    x = g.attributes(hd)
+                    res.setdefault(("attributes (i)", info.depth), {}).setdefault(m, []).append(
+                        (float(np.max(np.abs(est - x))), float(x.max())))
+            for h, (hd, p, w) in picks.items():
+                est = sk.attributes(s, hd.module, path=list(p), weight=w, method=m, **kw)
+                x = g.attributes(hd)
+                res.setdefault(("attributes (ii)", h), {}).setdefault(m, []).append(
+                    (float(np.max(np.abs(est - x))), float(x.max())))
+        print(f"  scene {sc}: {len(g)} objects ({time.time() - t0:.0f} s)", file=sys.stderr,
+              flush=True)
+    print(f"\n{family}, d = {d}, {n_scenes} random scenes ({min(n_obj)}-{max(n_obj)} objects, "
+          f"median {int(np.median(n_obj))}), joint fan_in = {fan_in}; "
+          f"{time.time() - t0:.0f} s, load {os.getloadavg()[0]:.1f}\n")
+    print("Ratios use max(joint error, 1e-6 x quantity) (float32 rounding of the sketch), so an "
+          "exact read-out shows as a ratio of about 1e5 or more; 'exact' counts joint errors "
+          "below 1e-5 x quantity.\n")
+    print("| query | depth | n | paper/joint: median [q1, q3] | matched/joint: median [q1, q3] "
+          "| median error: paper / matched / joint | error < quantity/2: paper / matched / joint "
+          "| joint exact |")
+    print("|---|---|---|---|---|---|---|---|")
+    for (kind, h) in sorted(res):
+        r = res[kind, h]
+        e = {m: np.array([a for a, _ in r[m]]) for m in METHODS}
+        q = np.array([b for _, b in r["paper"]])
+        floor = 1e-6 * q  # exact read-outs: ratios against rounding are capped, not infinite
+        pj = e["paper"] / np.maximum(e["joint"], floor)
+        mj = e["matched"] / np.maximum(e["joint"], floor)
+        exact = np.mean(e["joint"] < 1e-5 * q)
+
+        def quart(v):
+            a, b, c = np.percentile(v, [25, 50, 75])
+            return f"{b:.3g} [{a:.3g}, {c:.3g}]"
+
+        half = " / ".join(f"{np.mean(e[m] < q / 2):.0%}" for m in METHODS)
+        med = " / ".join(f"{np.median(e[m]):.3g}" for m in METHODS)
+        print(f"| {kind} | {h} | {len(q)} | {quart(pj)} | {quart(mj)} | {med} | {half} "
+              f"| {exact:.0%} |")
+
+
+# -- a wide scene: the enumeration does not fit ----------------------------------------------------
+def section_wide(n_draws=4, sizes=(4096, 16384), n_top=64):
+    """``n_top`` top-level objects (half walls, half cats with two edges each; equal weights),
+    joint with fan_in = n_top: at d = 4096 no level's paths fit the budget (every module is
+    path-free), at 16k the top level's do and the edges are path-free."""
+    print(f"\nwide scene: {n_top} top-level objects ({n_top // 2} walls, {n_top // 2} cats with "
+          f"2 edges), orthogonal, {n_draws} draws, mean abs error; load {os.getloadavg()[0]:.1f}\n")
+    print("| d | joint plan | query | truth | paper | matched | joint |")
+    print("|---|---|---|---|---|---|---|")
+    for d in sizes:
+        err = {}
+        for seed in range(n_draws):
+            rng = np.random.default_rng(seed)
+            g = rs.Graph()
+            out = []
+            for t in range(n_top):
+                if t % 2:
+                    edges = [g.add("edge", unit(rng, 16)) for _ in range(2)]
+                    out.append(g.add("cat", unit(rng, 32), [(e, 0.5) for e in edges]))
+                else:
+                    out.append(g.add("wall", unit(rng, 8)))
+            g.set_output([(h, 1.0 / n_top) for h in out])
+            sk = sketcher("orthogonal", d, seed)
+            s = sk.sketch(g)
+            plan = sk.decoder.joint_plan(fan_in=n_top)
+            w = 1.0 / n_top
+            for m in METHODS:
+                kw = {"fan_in": n_top} if m == "joint" else {}
+                rows = {
+                    "wall count": (sk.count(s, "wall", w, method=m, **kw), n_top // 2),
+                    "cat mass": (sk.mass(s, "cat", method=m, **kw), 0.5),
+                    "wall (ii) l-inf": (np.max(np.abs(sk.attributes(
+                        s, "wall", path=[1], weight=w, method=m, **kw) - g.attributes(out[0]))),
+                        0.0),
+                    "edge mass (depth 3)": (sk.mass(s, "edge", method=m, **kw), 0.5),
+                }
+                for q, (est, truth) in rows.items():
+                    err.setdefault(q, {}).setdefault(m, []).append(abs(float(est) - truth))
+                    err[q]["truth"] = truth
+        where = (f"paths at depth {plan['path_depths']}, path-free {plan['path_free_depths']}, "
+                 f"{plan['unknowns']} unknowns")
+        for q, r in err.items():
+            truth = "-" if q.endswith("l-inf") else f"{r['truth']:g}"
+            print(f"| {d} | {where} | {q} | {truth} | "
+                  + " | ".join(f"{np.mean(r[m]):.3g}" for m in METHODS) + " |")
+
+
+# -- interference cancellation, then matched, against the extended fit ---------------------------
+def section_cancel(n_draws=4):
+    """The alternative to extending the fit for a case (ii) query on a path-free level: fit the
+    plan, subtract the enumerated blocks' re-synthesised contribution, read the residual with
+    ``matched`` (interference cancellation, one level down). Room, edge (ii), fan_in = 8."""
+    from recsketch import joint as J
+
+    print(f"\ninterference cancellation + matched vs the extended joint fit (room, edge (ii) "
+          f"depth 3, fan_in = 8, orthogonal, {n_draws} draws, mean l-inf error; load "
+          f"{os.getloadavg()[0]:.1f})\n")
+    print("| d | matched | cancel + matched | joint |")
+    print("|---|---|---|---|")
+    for d in (1024, 4096):
+        e = {}
+        for seed in range(n_draws):
+            sk = sketcher("orthogonal", d, seed)
+            g, cat, walls, edges = room(np.random.default_rng(seed))
+            s = sk.sketch(g)
+            x = g.attributes(edges[1])
+            blocks = J.plan_blocks(sk.modules, 8, J.unknowns_budget(d))
+            rows = J.design_rows(sk, blocks, None)
+            theta = J.solve_normal(J.gram_factor(rows), rows @ s.astype(np.float64)[:, None])[:, 0]
+            r = s.astype(np.float64)
+            for b in blocks:
+                if b.path is not None:
+                    r = r - theta[b.start:b.start + b.size] @ rows[b.start:b.start + b.size]
+            for name, est in (
+                    ("matched", sk.attributes(s, "edge", path=[3, 2], weight=0.25)),
+                    ("cancel", sk.attributes(r, "edge", path=[3, 2], weight=0.25)),
+                    ("joint", sk.attributes(s, "edge", path=[3, 2], weight=0.25, method="joint",
+                                            fan_in=8))):
+                e.setdefault(name, []).append(float(np.max(np.abs(est - x))))
+        print(f"| {d} | " + " | ".join(f"{np.mean(e[m]):.3g}" for m in ("matched", "cancel",
+                                                                       "joint")) + " |")
+
+
+# -- the residual as a check of the fan-in bound ---------------------------------------------------
+def section_residual(n_draws=4, d=4096):
+    """``sk.decoder.joint_residual`` beside the cat's error, for fan-in bounds below, at and
+    above the room's (3), and on random scenes with and without a path-free level."""
+    print(f"\njoint_residual (orthogonal, d = {d}, {n_draws} draws, means; load "
+          f"{os.getloadavg()[0]:.1f})\n")
+    print("| scene | fan_in | plan | residual | joint l-inf error (cat (i) / scene's worst mass) |")
+    print("|---|---|---|---|---|")
+    for fan_in in (2, 3, 8):
+        res, err = [], []
+        for seed in range(n_draws):
+            sk = sketcher("orthogonal", d, seed)
+            g, cat, walls, edges = room(np.random.default_rng(seed))
+            s = sk.sketch(g)
+            res.append(sk.decoder.joint_residual(s, fan_in=fan_in))
+            err.append(float(np.max(np.abs(sk.attributes(s, "cat", weight=0.5, method="joint",
+                                                         fan_in=fan_in) - g.attributes(cat)))))
+            plan = sk.decoder.joint_plan(fan_in)
+        print(f"| room | {fan_in} | paths {plan['path_depths']}, path-free "
+              f"{plan['path_free_depths']} | {np.mean(res):.2g} | {np.mean(err):.2g} |")
+    for sc in range(6):
+        rng = np.random.default_rng(10_000 + sc)
+        g = random_scene(rng, 5)
+        sk = sketcher("orthogonal", d, sc)
+        s = sk.sketch(g)
+        paths = all_paths(g)
+        worst = max(abs(sk.mass(s, m, method="joint", fan_in=5)
+                        - sum(w for h, _, w in paths if h.module == m))
+                    / sum(w for h, _, w in paths if h.module == m) for m in sk.modules)
+        plan = sk.decoder.joint_plan(5)
+        print(f"| random scene {sc} ({len(g)} objects) | 5 | paths {plan['path_depths']}, "
+              f"path-free {plan['path_free_depths']} | "
+              f"{sk.decoder.joint_residual(s, fan_in=5):.2g} | {worst:.2g} (relative) |")
+
+
+# -- cost ------------------------------------------------------------------------------------------
+def section_time(d=16384, family="orthogonal", repeats=20):
+    g, cat, walls, edges = room(np.random.default_rng(0))
+    sk = sketcher(family, d, 0)
+    s = sk.sketch(g)
+    print(f"\n{family}, d = {d}, the room; load {os.getloadavg()[0]:.1f}\n")
+    print("| read | build (first query) | per query (cached) | joint / matched per query |")
+    print("|---|---|---|---|")
+    for fan_in in (3, 8):
+        t = time.perf_counter()
+        sk.mass(s, "wall", method="matched")
+        build_m = time.perf_counter() - t
+        t = time.perf_counter()
+        sk.mass(s, "wall", method="joint", fan_in=fan_in)
+        build_j = time.perf_counter() - t
+        per = {}
+        for _ in range(3):   # interleaved, best of 3 rounds of `repeats`
+            for m, kw in (("matched", {}), ("joint", {"fan_in": fan_in})):
+                t = time.perf_counter()
+                for _ in range(repeats):
+                    sk.mass(s, "wall", method=m, **kw)
+                per[m] = min(per.get(m, 1e9), (time.perf_counter() - t) / repeats)
+        print(f"| matched | {build_m * 1e3:.1f} ms | {per['matched'] * 1e6:.0f} us | |")
+        print(f"| joint, fan_in = {fan_in} | {build_j:.2f} s | {per['joint'] * 1e6:.0f} us | "
+              f"{per['joint'] / per['matched']:.1f}x |")
+        sk.decoder.clear_cache()
+
+
+# -- bias -----------------------------------------------------------------------------------------
+def section_bias(n_draws=48):
+    print(f"\nbias over {n_draws} matrix draws (one room, orthogonal; mean signed error "
+          f"± standard error; load {os.getloadavg()[0]:.1f})\n")
+    print("| setting | query | truth | mean error ± se | mean abs error |")
+    print("|---|---|---|---|---|")
+    g, cat, walls, edges = room(np.random.default_rng(123))
+    x = g.attributes(cat)
+    for d, fan_in, what in ((1024, 8, "d = 1024, fan_in = 8 (edges path-free)"),
+                            (4096, 2, "d = 4096, fan_in = 2 (cat at position 3 unmodelled)")):
+        errs = {"cat slope": [], "wall count": [], "edge mass": []}
+        for seed in range(n_draws):
+            sk = rs.Sketcher(d, family="orthogonal", seed=1000 + seed)
+            s = sk.sketch(g)
+            est = sk.attributes(s, "cat", weight=0.5, method="joint", fan_in=fan_in)
+            errs["cat slope"].append(float(est @ x / (x @ x)) - 1.0)
+            errs["wall count"].append(sk.count(s, "wall", 0.25, method="joint", fan_in=fan_in)
+                                      - 2.0)
+            errs["edge mass"].append(sk.mass(s, "edge", method="joint", fan_in=fan_in) - 0.5)
+        for q, v in errs.items():
+            v = np.array(v)
+            truth = {"cat slope": "1", "wall count": "2", "edge mass": "0.5"}[q]
+            se = v.std(ddof=1) / np.sqrt(v.size)
+            print(f"| {what} | {q} | {truth} | {v.mean():+.4f} ± {se:.4f}"
+                  f" | {np.abs(v).mean():.4f} |")
+
+
+if __name__ == "__main__":
+    section = sys.argv[1] if len(sys.argv) > 1 else "room"
+    args = sys.argv[2:]
+    if section == "room":
+        section_room(*(int(a) for a in args))
+    elif section == "random":
+        section_random(int(args[0]) if args else 16, int(args[1]) if len(args) > 1 else 16384,
+                       args[2] if len(args) > 2 else "orthogonal")
+    elif section == "time":
+        section_time(int(args[0]) if args else 16384, args[1] if len(args) > 1 else "orthogonal")
+    elif section == "residual":
+        section_residual(int(args[0]) if args else 4)
+    elif section == "cancel":
+        section_cancel(int(args[0]) if args else 4)
+    elif section == "wide":
+        section_wide(int(args[0]) if args else 4)
+    elif section == "bias":
+        section_bias(int(args[0]) if args else 48)
+    else:
+        raise SystemExit(f"unknown section {section!r}")

@@ -1,0 +1,285 @@
+"""The joint read-out (``method="joint"``): a least-squares fit of the whole sketch.
+
+The matched filter reads one module's words and treats every other word in the sketch as noise.
+But an overall sketch is *linear* in a small set of unknowns once the words are fixed: every
+object of module M reached along path p (input positions i_2..i_h and the modules of its
+ancestors) contributes
+
+    w 2^-h P(R[i_2]) P(R[A_2,0]) P(R[2]) ... P(R[i_h]) P(R[M,0]) P(R[1]) (R[M,1] x + R[M,2] e_1)
+
+(P(R) = (I + R)/2, MATH.md §2.3), so ``s = sum over (M, p) of B_(M,p) [y_(M,p); m_(M,p)]``
+with ``y = sum of w x`` and ``m = sum of w`` over the objects on that path. The read-out
+enumerates these *blocks* for every registered module and every path whose positions are at
+most ``fan_in``, stacks their columns (one per attribute coordinate, one for the count
+channel) as the rows of a dense design ``A`` built once with the library's products, and
+solves the normal equations ``(A A^T) theta = A s`` with a cached Cholesky factor. Least
+squares is linear in ``s``: a query's sum ``S theta`` is read by the probe ``S G^-1 A``
+(:func:`read_out`), cached like the matched probes. When every
+object's path is enumerated the model is exact and so is the read-out (to rounding), whatever
+the number of objects; what it cannot see (positions above ``fan_in``) stays noise, as in the
+matched filter.
+
+The blocks grow as ``fan_in^(h-1)`` times the modules of the ancestor levels, so paths are
+enumerated level by level from the top while the unknowns stay within :func:`unknowns_budget`
+(half the coordinates read, at most :data:`JOINT_MAX_UNKNOWNS`); deeper modules get one
+*path-free* block: the words of the matched read-out of case (i), which every object of the
+module spells the same number of times whatever its path (``_probes.path_free_words``). A
+query on such a module with a ``path`` adds that path's blocks to the fit, reusing the cached
+factor of the rest (:class:`Extension`).
+"""
+
+from __future__ import annotations
+
+from itertools import product
+from typing import TYPE_CHECKING, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ._checks import check_int
+from ._probes import POSITION, Letter, Word, paper_gain, path_free_words, position
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .matrices import RandomMatrix
+    from .sketcher import ModuleInfo, Sketcher
+
+__all__ = ["JOINT_FAN_IN", "JOINT_MAX_UNKNOWNS", "Block", "Extension", "unknowns_budget",
+           "plan_blocks", "extra_blocks", "design_rows", "gram_factor", "extend", "solve_normal",
+           "read_out", "check_fan_in"]
+
+JOINT_FAN_IN = 8              # default bound on the input positions the fit enumerates
+# Cap on the enumerated unknowns n: the design takes 8 n d bytes (cached in the Decoder's cache
+# when it fits its budget), its Gram matrix n^2 d flops once, each query's probe n k d once.
+JOINT_MAX_UNKNOWNS = 4096
+_MAX_FAN_IN = 64
+
+
+def unknowns_budget(d_kept: int) -> int:
+    """How many unknowns the path enumeration may use when ``d_kept`` coordinates are read:
+    half of them (so the fit stays well determined), at most :data:`JOINT_MAX_UNKNOWNS`."""
+    return min(d_kept // 2, JOINT_MAX_UNKNOWNS)
+
+
+class Block(NamedTuple):
+    """One group of unknowns: the summed weighted attributes (``dim`` values) and the mass
+    (one value) of the objects of ``module`` on ``path`` (``None``: any path, fitted on the
+    path-free words only). ``ancestors`` are the modules of the objects on the path between
+    the output and this one (depths 2..depth-1). ``start`` is its first row in the design."""
+
+    module: str
+    depth: int
+    path: Optional[Tuple[int, ...]]
+    ancestors: Tuple[str, ...]
+    start: int
+    dim: int
+
+    @property
+    def size(self) -> int:
+        return self.dim + 1
+
+
+def check_fan_in(fan_in: object) -> int:
+    return check_int(fan_in, "fan_in", minimum=1, maximum=_MAX_FAN_IN)
+
+
+def _ancestor_choices(depth: int, by_depth: Mapping[int, List[str]]) -> List[List[str]]:
+    return [by_depth.get(level, []) for level in range(2, depth)]
+
+
+def _path_count(depth: int, fan_in: int, by_depth: Mapping[int, List[str]]) -> int:
+    """Paths of an object at ``depth``: counted, never enumerated (they grow exponentially)."""
+    n = fan_in ** (depth - 1)
+    for choice in _ancestor_choices(depth, by_depth):
+        n *= len(choice)
+    return n
+
+
+def _by_depth(modules: Mapping[str, "ModuleInfo"]) -> Dict[int, List[str]]:
+    by_depth: Dict[int, List[str]] = {}
+    for name in sorted(modules):
+        by_depth.setdefault(modules[name].depth, []).append(name)
+    return by_depth
+
+
+def plan_blocks(modules: Mapping[str, "ModuleInfo"], fan_in: int, budget: int
+                ) -> Tuple[Block, ...]:
+    """The blocks of the fit, in a deterministic order (by depth, then module name).
+
+    Levels are enumerated path by path from the top while the total unknowns stay within
+    ``budget``; from the first level that does not fit, every module has one path-free block.
+    """
+    by_depth = _by_depth(modules)
+    blocks: List[Block] = []
+    start = 0
+    enumerate_paths = True
+    for depth in sorted(by_depth):
+        names = by_depth[depth]
+        if enumerate_paths:
+            need = (_path_count(depth, fan_in, by_depth)
+                    * sum(modules[n].attribute_dim + 1 for n in names))
+            enumerate_paths = start + need <= budget
+        for name in names:
+            dim = modules[name].attribute_dim
+            if not enumerate_paths:
+                blocks.append(Block(name, depth, None, (), start, dim))
+                start += dim + 1
+                continue
+            for a in product(*_ancestor_choices(depth, by_depth)):
+                for p in product(range(1, fan_in + 1), repeat=depth - 1):
+                    blocks.append(Block(name, depth, p, a, start, dim))
+                    start += dim + 1
+    return tuple(blocks)
+
+
+def extra_blocks(modules: Mapping[str, "ModuleInfo"], module: str, path: Tuple[int, ...],
+                 start: int) -> Tuple[Block, ...]:
+    """The blocks of one (module, path) that the plan does not enumerate (a case (ii) query on
+    a path-free module, or a position above ``fan_in``): one per choice of ancestor modules,
+    numbered from ``start``."""
+    by_depth = _by_depth(modules)
+    depth = modules[module].depth
+    dim = modules[module].attribute_dim
+    out = []
+    for a in product(*_ancestor_choices(depth, by_depth)):
+        out.append(Block(module, depth, tuple(path), a, start, dim))
+        start += dim + 1
+    return tuple(out)
+
+
+def _chain(block: Block) -> List[Letter]:
+    """Letters of the P(R) factors of a path block, from the outside in."""
+    assert block.path is not None
+    letters: List[Letter] = []
+    for level, i in enumerate(block.path, start=2):
+        letters.append(position(i))
+        if level < block.depth:
+            letters.append(Letter("module", block.ancestors[level - 2]))
+            letters.append(position(2))
+        else:
+            letters.append(Letter("module", block.module))
+            letters.append(position(1))
+    return letters
+
+
+def design_rows(sketcher: "Sketcher", blocks: Sequence[Block],
+                threads: Optional[int]) -> np.ndarray:
+    """The design ``A`` (unknowns x d): row ``start + j`` of a block is its column for
+    attribute coordinate j, row ``start + dim`` its column for the count channel, at unit
+    weight (so the fitted unknowns are ``sum of w x`` and ``sum of w``).
+
+    Products are shared through a memo keyed by the letters applied so far (innermost first):
+    blocks whose paths end alike reuse the same partial products.
+    """
+    d = sketcher.d_sketch
+    n = sum(b.size for b in blocks)
+    first = blocks[0].start if blocks else 0
+    rows = np.empty((n, d))
+
+    def matrix(letter: Letter) -> "RandomMatrix":
+        if letter.kind == POSITION:
+            return sketcher.position_matrix(letter.key)
+        return sketcher.module_matrix(letter.key, 0)
+
+    bases: Dict[str, np.ndarray] = {}
+
+    def base(block: Block) -> np.ndarray:
+        if block.module not in bases:
+            attr = sketcher.module_matrix(block.module, 1).apply_short(
+                np.eye(block.dim), num_threads=threads)
+            count = sketcher.module_matrix(block.module, 2).apply_short(
+                np.eye(1), num_threads=threads)
+            bases[block.module] = np.concatenate([attr, count])
+        return bases[block.module]
+
+    memo: Dict[Tuple[str, bool, Word], np.ndarray] = {}
+
+    def applied(block: Block, inner: Word, half: bool) -> np.ndarray:
+        """``inner`` applied to the module's base columns, innermost letter first."""
+        key = (block.module, half, inner)
+        if key not in memo:
+            if not inner:
+                memo[key] = base(block)
+            else:
+                below = applied(block, inner[:-1], half)
+                mat = matrix(inner[-1])
+                memo[key] = (mat.half(below, num_threads=threads) if half
+                             else mat.matvec(below, num_threads=threads))
+        return memo[key]
+
+    for block in blocks:
+        out = rows[block.start - first:block.start - first + block.size]
+        if block.path is not None:
+            inner = tuple(reversed(_chain(block)))
+            out[...] = applied(block, inner, True) * 0.5 ** block.depth
+        else:
+            out[...] = 0.0
+            for word, count in path_free_words(block.depth, block.module):
+                out += count * applied(block, tuple(reversed(word)), False)
+            out *= paper_gain(1, block.depth)
+    return rows
+
+
+def _dependent(n: int, d: int) -> ValueError:
+    return ValueError(
+        f"the joint read-out's {n} fitted columns are linearly dependent on the {d} "
+        "coordinates read (a matrix column without a nonzero block, or too many unknowns): "
+        "lower fan_in or use a larger d_sketch or density")
+
+
+def gram_factor(rows: np.ndarray) -> np.ndarray:
+    """Lower Cholesky factor of the Gram matrix ``rows rows^T``."""
+    try:
+        return np.linalg.cholesky(rows @ rows.T)
+    except np.linalg.LinAlgError:
+        raise _dependent(rows.shape[0], rows.shape[1]) from None
+
+
+class Extension(NamedTuple):
+    """Extra rows ``E`` appended to a factored design ``A`` (``G = L L^T``): the factor of the
+    whole Gram matrix is ``[[L, 0], [C, L2]]`` with ``C^T = L^-1 A E^T`` and
+    ``L2 L2^T = E E^T - C C^T``, so the base factor is reused (``n^2 e`` flops, not ``n^3``)."""
+
+    rows: np.ndarray
+    coupling: np.ndarray   # C, (e, n)
+    factor: np.ndarray     # L2, (e, e)
+
+
+def extend(rows: np.ndarray, factor: np.ndarray, extra: np.ndarray) -> np.ndarray:
+    """``[C, L2]`` of :class:`Extension` as one array ``(e, n + e)`` (one cache entry)."""
+    import scipy.linalg as sla
+
+    ct = sla.solve_triangular(factor, rows @ extra.T, lower=True)
+    try:
+        l2 = np.linalg.cholesky(extra @ extra.T - ct.T @ ct)
+    except np.linalg.LinAlgError:
+        raise _dependent(rows.shape[0] + extra.shape[0], rows.shape[1]) from None
+    return np.concatenate([ct.T, l2], axis=1)
+
+
+def solve_normal(factor: np.ndarray, rhs: np.ndarray, ext: Optional[Extension] = None
+                 ) -> np.ndarray:
+    """``G^-1 rhs`` for the Gram matrix ``G`` of the design (``rhs``: (unknowns, m)), by
+    triangular solves with its factor (block-wise with an extension)."""
+    import scipy.linalg as sla
+
+    n = factor.shape[0]
+    z1 = sla.solve_triangular(factor, rhs[:n], lower=True)
+    if ext is None:
+        return sla.solve_triangular(factor.T, z1, lower=False)
+    z2 = sla.solve_triangular(ext.factor, rhs[n:] - ext.coupling @ z1, lower=True)
+    t2 = sla.solve_triangular(ext.factor.T, z2, lower=False)
+    t1 = sla.solve_triangular(factor.T, z1 - ext.coupling.T @ t2, lower=False)
+    return np.concatenate([t1, t2])
+
+
+def read_out(rows: np.ndarray, factor: np.ndarray, select: np.ndarray,
+             ext: Optional[Extension] = None) -> np.ndarray:
+    """The joint read-out as a linear probe: ``Z = S G^-1 A`` (``(k, d_kept)``), so that the
+    fitted sum ``S theta`` of a sketch ``s`` is ``Z s``. ``select`` (``S``, (k, unknowns)) picks
+    the unknowns a query sums. Least squares is linear in the sketch, so a cached ``Z`` makes a
+    joint query cost what a matched one costs."""
+    x = solve_normal(factor, np.ascontiguousarray(select.T), ext)   # (unknowns, k)
+    n = rows.shape[0]
+    z = x[:n].T @ rows
+    if ext is not None:
+        z += x[n:].T @ ext.rows
+    return z
