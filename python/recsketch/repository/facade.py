@@ -23,6 +23,7 @@ import numpy as np
 
 from .._checks import check_fraction
 from ..erasure import ErasedSketch
+from ..learned import LearnedModule, check_learned, register_learned, sketch_grown
 from ..queries import METHODS
 from ..sketcher import Sketcher
 from .aggregates import DEFAULT_CHUNK_BYTES, Aggregates, check_chunk_bytes
@@ -30,6 +31,7 @@ from .clusters import Clusters, kmeans
 from .explain import explain_pair
 from .forgetting import ForgetPolicy, parse_policy, target_lengths
 from .index import RetrievalIndex
+from .learned_store import LearnedStore
 from .objects import (ObjectBatch, ObjectMatches, ObjectStore, fingerprints,
                       rebuild_object_sketch)
 from .store import Store, selection
@@ -64,6 +66,8 @@ class Repository:
         self._objects = ObjectStore(store)
         self._aggregates = Aggregates(store, sketcher, self._sketcher_lock)
         self._chunk_bytes = DEFAULT_CHUNK_BYTES
+        self._learned_store = LearnedStore(store)
+        self._learned: Dict[str, LearnedModule] = self._learned_store.read_all()
 
     @classmethod
     def create(cls, path: Union[str, os.PathLike], sketcher: Sketcher, *,
@@ -235,6 +239,10 @@ class Repository:
                    num_threads: Optional[int] = None, **kwargs: Any) -> np.ndarray:
         """Sketch graphs with the repository's Sketcher, record new modules, and :meth:`add`.
 
+        With learned modules (:meth:`learn_module`, :meth:`add_learned`), each graph on
+        whose sketch one fires gains that module's object and is sketched again
+        (:func:`recsketch.learned.sketch_grown`); the stored sketch is the grown graph's.
+
         With ``objects=True`` every object's sketch is stored too (bit-identical to
         ``sketcher.sketch(g, return_objects=True)``), with its module, its graph's id, its
         ``Handle.index`` and its fingerprint, in the same transaction as the graphs' sketches:
@@ -250,7 +258,12 @@ class Repository:
         batch = None
         with self._sketcher_lock:  # sketching registers the graphs' new modules
             # sketch_many validates every graph before any is sketched or registered
-            s = self._sketcher.sketch_many(graphs, num_threads=num_threads)
+            if self._learned:
+                grown = sketch_grown(self._sketcher, graphs, list(self._learned.values()),
+                                     num_threads=num_threads)
+                s, graphs = grown.sketches, grown.graphs
+            else:
+                s = self._sketcher.sketch_many(graphs, num_threads=num_threads)
             if objects:
                 batch = self._object_batch(graphs, num_threads)
         return self._add(s, kwargs.get("ids"), kwargs.get("timestamps"), kwargs.get("labels"),
@@ -295,6 +308,73 @@ class Repository:
         number deleted, and their stored objects go with them. Their space is reclaimed by the
         next :meth:`forget` or :meth:`compact` (that of their objects is not yet)."""
         return self._store.delete(ids, in_transaction=self._objects.delete_graphs)
+
+    # -- learned modules (paper §1.1, "Learning New Modules") ----------------------------------
+    @property
+    def learned_modules(self) -> Dict[str, LearnedModule]:
+        """The learned modules :meth:`add_graphs` applies, by name (a copy). They are stored
+        in the repository (:meth:`open` restores them); a module added by another process
+        is seen after reopening."""
+        return dict(self._learned)
+
+    def learn_module(self, name: str, clusters: Clusters, cluster: int, *,
+                     since: TimeLike, max_past: int = 1000, seed: int = 0,
+                     **options: Any) -> LearnedModule:
+        """Learn a module from a cluster of stored sketches and add it (:meth:`add_learned`).
+
+        The cluster's members (``clusters.members(cluster)``, e.g. one of
+        ``clusters.new_since(since)``) are the positives; the stored sketches dated before
+        ``since`` are the past it is told apart from (at most ``max_past`` of them, drawn with
+        ``seed``). ``options`` go to :meth:`LearnedModule.fit` (``rank``, ``components``,
+        ``threshold``, ``weight``). Forgotten (truncated) sketches are read with zeros past
+        their kept prefix.
+        """
+        if not isinstance(clusters, Clusters):
+            raise TypeError(f"clusters must be a Clusters (repo.clusters(...)), got "
+                            f"{type(clusters).__name__}")
+        if isinstance(cluster, bool) or not isinstance(cluster, numbers.Integral) \
+                or not 0 <= cluster < clusters.centroids.shape[0]:
+            raise ValueError(f"cluster must be an integer in [0, "
+                             f"{clusters.centroids.shape[0]}), got {cluster!r}")
+        if isinstance(max_past, bool) or not isinstance(max_past, numbers.Integral) \
+                or max_past < 1:
+            raise ValueError(f"max_past must be a positive integer, got {max_past!r}")
+        with self._sketcher_lock:
+            if name in self._learned or (isinstance(name, str) and name in
+                                         self._sketcher.modules):
+                raise ValueError(f"module {name!r} already exists")
+        past_ids = self.select(until=since)
+        if past_ids.size > max_past:
+            rng = np.random.default_rng(seed)
+            past_ids = np.sort(rng.choice(past_ids, int(max_past), replace=False))
+        if past_ids.size == 0:
+            raise ValueError(f"no stored sketch is dated before since={since!r}")
+        members = self.get(clusters.members(int(cluster)))
+        module = LearnedModule.fit(name, members, self.get(past_ids), **options)
+        self.add_learned(module)
+        return module
+
+    def add_learned(self, module: LearnedModule) -> None:
+        """Register a learned module: from now on :meth:`add_graphs` adds its object to
+        every graph on whose sketch it fires, and its counts and attributes are queried like
+        any module's (depth 2, weight ``module.weight``). ValueError if a module of that
+        name exists (learned, or in the Sketcher's registry)."""
+        self._store.check_open()
+        with self._sketcher_lock:
+            check_learned(self._sketcher, [module])
+            if module.name in self._learned or module.name in self._sketcher.modules:
+                raise ValueError(f"module {module.name!r} already exists")
+        with self._store.writer(), self._store.transaction():
+            # another process may have registered the name meanwhile: the stored registry
+            stored = Sketcher.from_json(self._store.meta()["sketcher"])
+            if module.name in stored.modules:
+                raise ValueError(f"module {module.name!r} already exists")
+            self._learned_store.write(module)
+            with self._sketcher_lock:
+                register_learned(self._sketcher, module)
+            self._store_registry(self._sketcher)
+        with self._sketcher_lock:
+            self._learned[module.name] = module
 
     # -- stored objects ---------------------------------------------------------------------------
     def object_sketches(self, graph_id: int) -> Tuple[List[str], np.ndarray]:
