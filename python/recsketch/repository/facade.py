@@ -40,6 +40,8 @@ from .times import TimeLike, to_seconds
 __all__ = ["Repository"]
 
 _PRIVATE = object()
+# object reads retry on a fresh snapshot when their objects file was retired meanwhile
+_SNAPSHOT_ATTEMPTS = 5
 
 
 class Repository:
@@ -306,7 +308,7 @@ class Repository:
     def delete(self, ids: Any) -> int:
         """Delete sketches by id (unknown ids are a ValueError, nothing deleted); returns the
         number deleted, and their stored objects go with them. Their space is reclaimed by the
-        next :meth:`forget` or :meth:`compact` (that of their objects is not yet)."""
+        next :meth:`forget` or :meth:`compact` (theirs and their objects')."""
         return self._store.delete(ids, in_transaction=self._objects.delete_graphs)
 
     # -- learned modules (paper §1.1, "Learning New Modules") ----------------------------------
@@ -383,10 +385,15 @@ class Repository:
         graph was stored without its objects (or is unknown)."""
         if isinstance(graph_id, bool) or not isinstance(graph_id, numbers.Integral):
             raise TypeError(f"graph_id must be an integer, got {graph_id!r}")
-        idx, modules, off = self._objects.of_graph(int(graph_id))
-        if idx.size == 0:
-            raise ValueError(f"no objects stored for sketch {graph_id}")
-        return modules, self._objects.read(off)
+        for attempt in range(_SNAPSHOT_ATTEMPTS):
+            idx, modules, off, gen = self._objects.of_graph(int(graph_id))
+            if idx.size == 0:
+                raise ValueError(f"no objects stored for sketch {graph_id}")
+            try:
+                return modules, self._objects.read(off, gen)
+            except FileNotFoundError:  # compacted meanwhile, three times: a new snapshot
+                if attempt == _SNAPSHOT_ATTEMPTS - 1:
+                    raise
 
     def object_count(self) -> int:
         """How many object sketches are stored."""
@@ -440,11 +447,24 @@ class Repository:
                 raise ValueError("the sketch contains NaN or infinity")
             target = rebuild_object_sketch(self._sketcher, s, module, path) \
                 if rerank and (path or own) else None
-        oid, gid, idx, off, blobs = self._objects.of_module(module)
+        for attempt in range(_SNAPSHOT_ATTEMPTS):
+            try:
+                return self._match_objects(module, info.attribute_dim, x, target, int(k),
+                                           int(candidates))
+            except FileNotFoundError:  # compacted meanwhile, three times: a new snapshot
+                if attempt == _SNAPSHOT_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _match_objects(self, module: str, attribute_dim: int, x: np.ndarray,
+                       target: Optional[np.ndarray], k: int, candidates: int
+                       ) -> ObjectMatches:
+        """find_object's search over one snapshot of the module's stored objects."""
+        oid, gid, idx, off, blobs, gen = self._objects.of_module(module)
         if oid.size == 0:
             empty = np.zeros(0, np.int64)
             return ObjectMatches(empty, empty, empty, np.zeros(0), np.zeros(0))
-        fp = np.frombuffer(b"".join(blobs), np.float32).reshape(oid.size, info.attribute_dim)
+        fp = np.frombuffer(b"".join(blobs), np.float32).reshape(oid.size, attribute_dim)
         fscore = fp.astype(np.float64) @ x
         c = min(int(candidates), oid.size)
         top = np.argpartition(-fscore, c - 1)[:c] if c < oid.size else np.arange(oid.size)
@@ -452,7 +472,7 @@ class Repository:
         if target is None:
             score = fscore[top]
         else:
-            y = self._objects.read(off[top]).astype(np.float64)
+            y = self._objects.read(off[top], gen).astype(np.float64)
             if top.size > 1:
                 # what the module's object sketches share (its R[M,2] e_1 channel, the common
                 # part of its attributes) dominates raw cosines and tells nothing apart
@@ -594,12 +614,17 @@ class Repository:
         tiers = parse_policy(policy)
         t_now = time.time() if now is None else to_seconds(now, "now")
         store = self._store
-        return store.rewrite(lambda ts: target_lengths(ts, t_now, tiers, store.d,
-                                                       store.index_dim))
+        out = store.rewrite(lambda ts: target_lengths(ts, t_now, tiers, store.d,
+                                                      store.index_dim))
+        out.update(self._objects.compact())
+        return out
 
     def compact(self) -> Dict[str, int]:
-        """Reclaim the space of deleted sketches (no truncation)."""
-        return self._store.rewrite(None)
+        """Reclaim the space of deleted sketches and of their stored objects (no
+        truncation). Returns counts and bytes before and after."""
+        out = self._store.rewrite(None)
+        out.update(self._objects.compact())
+        return out
 
     def stats(self) -> Dict[str, Any]:
         """Counts, time range, kept lengths and disk use."""
