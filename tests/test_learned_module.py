@@ -293,3 +293,34 @@ def test_learned_modules_are_stored_with_the_repository(tmp_path):
         expect = sketch_grown(rs.Sketcher(D, seed=3), later, [lm])
         assert repo.get(ids).tobytes() == expect.sketches.astype(np.float32).tobytes()
         assert expect.fired[:, 0].tolist() == [k % 2 == 0 for k in range(6)]
+
+
+def test_threads_add_graphs_through_a_learned_module(tmp_path):
+    """The Repository is shared by threads: graphs added concurrently through a learned module
+    are stored as sketch_grown makes them one by one."""
+    import threading
+
+    rng = np.random.default_rng(13)
+    with Repository.create(tmp_path / "r", rs.Sketcher(D, seed=3)) as repo:
+        repo.add_graphs([_day(rng, k >= 12) for k in range(24)], timestamps=list(range(24)))
+        cl = repo.clusters(2, seed=0)
+        lm = repo.learn_module("grown", cl, cl.new_since(12)[0], since=12, weight=0.3)
+        batches = [[_day(rng, (t + k) % 2 == 0) for k in range(3)] for t in range(4)]
+        got = {}
+        errors = []
+
+        def work(t):
+            try:
+                got[t] = repo.add_graphs(batches[t], num_threads=1)
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+        threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        assert not errors
+        fresh = rs.Sketcher(D, seed=3)
+        for t in range(4):
+            want = sketch_grown(fresh, batches[t], [lm]).sketches.astype(np.float32)
+            assert repo.get(got[t]).tobytes() == want.tobytes()

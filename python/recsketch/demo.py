@@ -4,7 +4,9 @@ A synthetic modular "room" network looks at a room once a day for a year. Its mo
 walls, a window, a lamp, a cat, a person and, from the summer on, a dog; animals and people are
 built from edge detections (depth 3). Every day's communication graph is sketched, stored in a
 repository folder, and the memory questions of the paper's introduction are answered from the
-stored sketches alone, beside the ground truth the simulation knows.
+stored sketches alone, beside the ground truth the simulation knows. On October 1st the network
+grows (paper §1.1, "Learning New Modules"): a module learned from the largest cluster of
+sketches that emerged since the dog arrived, through which the rest of the year is sketched.
 """
 
 from __future__ import annotations

@@ -34,6 +34,9 @@ from .index import RetrievalIndex
 from .learned_store import LearnedStore
 from .objects import (ObjectBatch, ObjectMatches, ObjectStore, fingerprints,
                       rebuild_object_sketch)
+from .signed import SignatureTable
+from ..signatures import (SignatureSpec, code_positions, code_scores, read_signature,
+                          sign_graph)
 from .store import Store, selection
 from .times import TimeLike, to_seconds
 
@@ -66,6 +69,7 @@ class Repository:
         self._sketcher_lock = threading.RLock()
         self._index = RetrievalIndex(store)
         self._objects = ObjectStore(store)
+        self._signed = SignatureTable(store)
         self._aggregates = Aggregates(store, sketcher, self._sketcher_lock)
         self._chunk_bytes = DEFAULT_CHUNK_BYTES
         self._learned_store = LearnedStore(store)
@@ -208,7 +212,9 @@ class Repository:
         return self._add(sketches, ids, timestamps, labels, registry=False)
 
     def _add(self, sketches: Any, ids: Any, timestamps: Any, labels: Any, *,
-             registry: bool, objects: Optional[ObjectBatch] = None) -> np.ndarray:
+             registry: bool, objects: Optional[ObjectBatch] = None,
+             signed: Optional[Tuple[SignatureSpec, List[Optional[bytes]]]] = None
+             ) -> np.ndarray:
         store = self._store
         store.check_open()
         d = store.d
@@ -234,10 +240,16 @@ class Repository:
             if registry:
                 self._store_registry(self._sketcher)
             if objects is not None:
-                self._objects.write(objects, new_ids)
+                oids = self._objects.write(objects, new_ids)
+                if signed is not None:
+                    spec, keys = signed
+                    at = [r for r, key in enumerate(keys) if key is not None]
+                    self._signed.write(spec, oids[at].tolist(),
+                                       [objects.module[r] for r in at], [keys[r] for r in at])
         return store.append(stored, ids, ts, lab, in_transaction=hook)
 
     def add_graphs(self, graphs: Sequence[Any], *, objects: bool = False,
+                   signatures: Optional[SignatureSpec] = None,
                    num_threads: Optional[int] = None, **kwargs: Any) -> np.ndarray:
         """Sketch graphs with the repository's Sketcher, record new modules, and :meth:`add`.
 
@@ -250,12 +262,31 @@ class Repository:
         ``Handle.index`` and its fingerprint, in the same transaction as the graphs' sketches:
         see :meth:`find_object` and :meth:`object_sketches`. Each object costs ``d`` values
         of the repository's dtype plus ``attribute_dim`` float32.
+
+        With ``signatures=SignatureSpec(...)`` (needs ``objects=True``; opt-in, one spec per
+        repository) every graph is signed first (``recsketch.signatures.sign_graph``: each
+        object's attribute carries a code of its content key, so its module's attribute
+        length grows by ``spec.dim``) and the keys are stored: see :meth:`find_signed`.
+        Objects added by learned modules are not signed.
         """
         unknown = set(kwargs) - {"ids", "timestamps", "labels"}
         if unknown:
             raise TypeError(f"add_graphs got unexpected keywords {sorted(unknown)}")
         if not isinstance(objects, bool):
             raise TypeError(f"objects must be True or False, got {objects!r}")
+        signed = None
+        if signatures is not None:
+            if not isinstance(signatures, SignatureSpec):
+                raise TypeError("signatures must be a recsketch.signatures.SignatureSpec")
+            if not objects:
+                raise ValueError("signatures need objects=True (the keys name stored objects)")
+            spec = signatures.checked()
+            known = self._signed.spec()
+            if known is not None and known != spec:
+                raise ValueError(f"this repository signs objects with {known}, not {spec}")
+            pairs = [sign_graph(g, spec) for g in graphs]  # validates every graph first
+            graphs = [p[0] for p in pairs]
+            signed = (spec, [p[1] for p in pairs])
         self._store.check_open()
         batch = None
         with self._sketcher_lock:  # sketching registers the graphs' new modules
@@ -268,8 +299,13 @@ class Repository:
                 s = self._sketcher.sketch_many(graphs, num_threads=num_threads)
             if objects:
                 batch = self._object_batch(graphs, num_threads)
+        keys = None
+        if signed is not None and batch is not None:
+            per_graph = signed[1]
+            keys = (signed[0], [per_graph[g][i] if i < len(per_graph[g]) else None
+                                for g, i in zip(batch.graph.tolist(), batch.index.tolist())])
         return self._add(s, kwargs.get("ids"), kwargs.get("timestamps"), kwargs.get("labels"),
-                         registry=True, objects=batch)
+                         registry=True, objects=batch, signed=keys)
 
     def _object_batch(self, graphs: Sequence[Any], num_threads: Optional[int]
                       ) -> ObjectBatch:
@@ -309,7 +345,10 @@ class Repository:
         """Delete sketches by id (unknown ids are a ValueError, nothing deleted); returns the
         number deleted, and their stored objects go with them. Their space is reclaimed by the
         next :meth:`forget` or :meth:`compact` (theirs and their objects')."""
-        return self._store.delete(ids, in_transaction=self._objects.delete_graphs)
+        def drop(graph_ids: np.ndarray) -> None:
+            self._objects.delete_graphs(graph_ids)
+            self._signed.delete_orphans()
+        return self._store.delete(ids, in_transaction=drop)
 
     # -- learned modules (paper §1.1, "Learning New Modules") ----------------------------------
     @property
@@ -483,6 +522,53 @@ class Repository:
             top, score = top[order], score[order]
         top, score = top[:k], score[:k]
         return ObjectMatches(oid[top], gid[top], idx[top], score, fscore[top])
+
+    def find_signed(self, s: Any, module: str, k: int = 10, *,
+                    path: Optional[Sequence[int]] = None, method: str = "matched"
+                    ) -> ObjectMatches:
+        """The ``k`` stored signed objects of ``module`` whose signature codes best match the
+        code read back from ``s`` at ``path`` (graphs added with ``signatures=...``), best
+        first. ``scores``: inner products of the code estimate with each stored code;
+        ``fingerprint_scores``: the fingerprint cosines of the same objects. Costs: one
+        read-out of ``s``, and the code positions of every signed object of the module (drawn
+        from their keys per query). Measured against :meth:`find_object`: docs/objects.md.
+        """
+        if not isinstance(module, str):
+            raise TypeError(f"module must be a str, got {type(module).__name__}")
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        self._store.check_open()
+        spec = self._signed.spec()
+        if spec is None:
+            raise ValueError("no signed objects in this repository (add_graphs(..., "
+                             "objects=True, signatures=SignatureSpec()))")
+        with self._sketcher_lock:
+            info = self._sketcher.module_info(module)
+            if info.attribute_dim <= spec.dim:
+                raise ValueError(f"module {module!r} is not signed (attribute length "
+                                 f"{info.attribute_dim} <= the code's {spec.dim})")
+            est = self._sketcher.attributes(s, module, path, method=method)
+            x = np.asarray(est.attributes, np.float64)
+            if x.ndim != 1:
+                raise ValueError("find_signed takes one sketch, not a batch")
+        read = read_signature(x, info.attribute_dim - spec.dim, spec)
+        soid, keys = self._signed.of_module(module)
+        oid, gid, idx, _, blobs, _ = self._objects.of_module(module)
+        at = np.searchsorted(oid, soid)
+        keep = (at < oid.size) & (oid[np.minimum(at, max(oid.size - 1, 0))] == soid) \
+            if oid.size else np.zeros(soid.size, bool)
+        soid, at = soid[keep], at[keep]
+        keys = [key for key, kept in zip(keys, keep.tolist()) if kept]
+        if soid.size == 0:
+            empty = np.zeros(0, np.int64)
+            return ObjectMatches(empty, empty, empty, np.zeros(0), np.zeros(0))
+        score = code_scores(read.code, code_positions(keys, spec)) / np.sqrt(spec.ones)
+        fp = np.frombuffer(b"".join(blobs[i] for i in at.tolist()), np.float32).reshape(
+            at.size, info.attribute_dim)
+        fscore = fp.astype(np.float64) @ x
+        order = np.lexsort((soid, -score))[:int(k)]
+        return ObjectMatches(soid[order], gid[at[order]], idx[at[order]], score[order],
+                             fscore[order])
 
     # -- reading -------------------------------------------------------------------------------
     def get(self, ids: Any) -> np.ndarray:

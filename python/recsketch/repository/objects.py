@@ -176,9 +176,10 @@ class ObjectStore:
                           "name = 'objects'").fetchone() is not None
 
     # -- writing (inside Store.append's transaction) ---------------------------------------------
-    def write(self, batch: ObjectBatch, graph_ids: np.ndarray) -> None:
-        """Store ``batch`` for the graphs stored under ``graph_ids``. Called inside the write
-        transaction that stores the graphs' sketches (the caller holds the writer lock)."""
+    def write(self, batch: ObjectBatch, graph_ids: np.ndarray) -> np.ndarray:
+        """Store ``batch`` for the graphs stored under ``graph_ids``; returns the objects' ids
+        (in the batch's row order). Called inside the write transaction that stores the
+        graphs' sketches (the caller holds the writer lock)."""
         store = self._store
         db = store.db
         db.execute(_TABLE)
@@ -194,7 +195,7 @@ class ObjectStore:
         gen = int(meta["objects_generation"])
         m, d = batch.sketches.shape
         if m == 0:
-            return
+            return np.zeros(0, np.int64)
         item = store.dtype.itemsize
         path = self.file(gen)
         new_file = not path.exists()
@@ -214,6 +215,7 @@ class ObjectStore:
                 for r in range(m)]
         db.executemany("INSERT INTO objects VALUES (?, ?, ?, ?, ?, ?)", rows)
         store.set_meta(objects_end=end + m * d, objects_next=next_oid + m)
+        return np.arange(next_oid, next_oid + m, dtype=np.int64)
 
     def delete_graphs(self, graph_ids: np.ndarray) -> None:
         """Inside the delete transaction: drop the objects of those graphs."""
