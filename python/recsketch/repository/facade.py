@@ -1,6 +1,7 @@
 """The :class:`Repository`: a thin facade joining the store, the retrieval index, the aggregates,
-clustering, explanation, forgetting and the stored object sketches (each in its own module of
-this package).
+clustering, explanation, forgetting, the stored object sketches and their signatures, and the
+learned modules (each in its own module of this package, or of ``recsketch.learned`` /
+``recsketch.signatures``).
 
 Threads: a Repository may be shared by threads. The store's lock guards its connection and
 memory map (and the retrieval index); ``_sketcher_lock`` guards the repository's Sketcher (its
@@ -370,6 +371,8 @@ class Repository:
         ``threshold``, ``weight``). Forgotten (truncated) sketches are read with zeros past
         their kept prefix.
         """
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a str, got {type(name).__name__}")
         if not isinstance(clusters, Clusters):
             raise TypeError(f"clusters must be a Clusters (repo.clusters(...)), got "
                             f"{type(clusters).__name__}")
@@ -381,8 +384,7 @@ class Repository:
                 or max_past < 1:
             raise ValueError(f"max_past must be a positive integer, got {max_past!r}")
         with self._sketcher_lock:
-            if name in self._learned or (isinstance(name, str) and name in
-                                         self._sketcher.modules):
+            if name in self._learned or name in self._sketcher.modules:
                 raise ValueError(f"module {name!r} already exists")
         past_ids = self.select(until=since)
         if past_ids.size > max_past:
@@ -695,7 +697,9 @@ class Repository:
         ``age`` old keeps ``fraction`` of its coordinates (of the first tier that covers it;
         beyond the last tier it keeps the last fraction). Default: full for 30 days, 1/4 up to a
         year, 1/16 after. A sketch is never cut below ``index_dim`` nor lengthened. Queries keep
-        working on truncated sketches (graceful erasure). Returns counts and bytes reclaimed.
+        working on truncated sketches (graceful erasure). The bytes of deleted stored objects
+        are reclaimed too (object sketches are not truncated). Returns counts and bytes
+        reclaimed.
         """
         tiers = parse_policy(policy)
         t_now = time.time() if now is None else to_seconds(now, "now")
