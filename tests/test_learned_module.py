@@ -324,3 +324,31 @@ def test_threads_add_graphs_through_a_learned_module(tmp_path):
         for t in range(4):
             want = sketch_grown(fresh, batches[t], [lm]).sketches.astype(np.float32)
             assert repo.get(got[t]).tobytes() == want.tobytes()
+
+
+def test_captured_graphs_grow_through_a_learned_module():
+    """sketch_grown on graphs of recsketch.torch.capture: a module learned from the captures of
+    one kind of input fires on new captures of that kind, not on the others'."""
+    torch = pytest.importorskip("torch", reason="needs the extra [torch]")
+    from torch import nn
+
+    from recsketch.torch import capture
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 5)).eval()
+    gen = torch.Generator().manual_seed(1)
+    old = torch.rand(30, 6, generator=gen)
+    new = torch.rand(30, 6, generator=gen)
+    new[:, 0] += 4.0  # a new kind of input
+    sk = rs.Sketcher(D, seed=3)
+    past = sk.sketch_many(capture(model, old[:20]))
+    members = sk.sketch_many(capture(model, new[:20]))
+    lm = LearnedModule.fit("learned-1", members, past)
+    test = list(capture(model, torch.cat([old[20:], new[20:]])))
+    out = sketch_grown(sk, test, [lm])
+    truth = np.arange(20) >= 10
+    np.testing.assert_array_equal(out.fired[:, 0], lm.fires(out.base))
+    assert out.fired[truth, 0].mean() >= 0.9 and out.fired[~truth, 0].mean() <= 0.1
+    assert out.sketches.tobytes() == rs.Sketcher(D, seed=3).sketch_many(out.graphs).tobytes()
+    counts = sk.count(out.sketches, "learned-1", lm.weight)
+    np.testing.assert_array_equal(np.round(counts) >= 1, out.fired[:, 0])
