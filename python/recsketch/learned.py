@@ -33,7 +33,7 @@ import numbers
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -178,7 +178,7 @@ class LearnedModule:
         return cls(name, arrays[0], float(threshold), arrays[1], arrays[2], float(spread),
                    float(weight))
 
-    # -- properties ---------------------------------------------------------------------------------
+    # -- properties --------------------------------------------------------------------------------
     @property
     def dim(self) -> int:
         """The sketch length it reads."""
@@ -193,7 +193,7 @@ class LearnedModule:
         return (f"LearnedModule({self.name!r}, dim={self.dim}, attribute_dim="
                 f"{self.attribute_dim}, threshold={self.threshold}, weight={self.weight})")
 
-    # -- the module's computation --------------------------------------------------------------------
+    # -- the module's computation ------------------------------------------------------------------
     def scores(self, sketches: Any) -> np.ndarray:
         """``<s, coef>`` for a sketch ``(dim,)`` (a float) or a batch ``(n, dim)``."""
         s, single = _batch(sketches, "sketches", self.dim)
@@ -240,7 +240,7 @@ class LearnedModule:
         out = self.centre + z @ self.components
         return out[0] if single else out
 
-    # -- persistence ------------------------------------------------------------------------------------
+    # -- persistence -------------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
         """The module as ``.npz`` bytes (no pickles): what :meth:`save` writes."""
         meta = json.dumps({"name": self.name, "threshold": self.threshold,
