@@ -51,7 +51,8 @@ def test_repo_commands(tmp_path, capsys):
 def test_demo_answers_match_the_truth(tmp_path):
     from recsketch.demo import run_demo
 
-    figures = run_demo(str(tmp_path / "demo"), days=240, d_sketch=8211, plot=True,
+    # 330 days: the network grows its module on October 1st (day 273) and is tested after it
+    figures = run_demo(str(tmp_path / "demo"), days=330, d_sketch=8211, plot=True,
                        progress=False)
     assert figures["cat_days_agreement"] >= 0.95
     # 2. Morning or night: the sketches give the true majority (the README's answer); their
@@ -68,6 +69,9 @@ def test_demo_answers_match_the_truth(tmp_path):
     assert figures["search_recall_at_5"] >= 0.8
     assert figures["new_cluster_dog_share"] >= 0.9
     assert figures["cat_days_agreement_after_forgetting"] >= 0.9
+    # the learned module, on days not used to learn it, read back from the stored sketches
+    assert figures["learned_fires_with_dog"] >= 0.9
+    assert figures["learned_fires_without_dog"] <= 0.05
     assert (tmp_path / "demo" / "cat_by_month.png").stat().st_size > 1000
     # running it again replaces its own folder, but never a foreign one
     run_demo(str(tmp_path / "demo"), days=30, d_sketch=1008, plot=False, progress=False)

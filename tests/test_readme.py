@@ -60,3 +60,20 @@ def test_concepts_example_runs_and_its_queries_answer():
         row = table_row(call)
         assert printed in row, (call, printed, row)
     assert abs(np.linalg.norm(est.attributes) - 1.0) < 1e-9
+
+
+def test_the_demo_printout_shows_the_learned_module_line():
+    """The README's demo printout (issue 16) has the grown module's line, in the demo's exact
+    format, meeting the goal (>= 90% of the days with a dog, <= 5% without), learned from one
+    of the clusters the same printout lists. (tests/test_cli.py runs the demo and checks the
+    goal on its own figures.)"""
+    text = README.read_text()
+    block = text.split("What it printed on this", 1)[1].split("```", 2)[1]
+    lines = [line for line in block.splitlines() if line.startswith("Learned module")]
+    assert len(lines) == 1, lines
+    m = re.fullmatch(r"Learned module 'learned-1' from the cluster of (\d{4}-\d\d-\d\d): it "
+                     r"fires on (\d+\.\d)% of the days with a dog and (\d+\.\d)% of the days "
+                     r"without", lines[0])
+    assert m, lines[0]
+    assert float(m.group(2)) >= 90.0 and float(m.group(3)) <= 5.0
+    assert f"from {m.group(1)}:" in block

@@ -221,3 +221,32 @@ def test_minilm_tokens_counts_and_cls_fingerprint(minilm_capture):
                f"{np.mean([len(g) for g in cap]):.0f} objects per text")
         assert exact >= 0.9 * total
         assert rate >= 0.5
+
+
+def test_find_object_identifies_captured_inputs(modules_capture, tmp_path):
+    """Repository.find_object on captured graphs (issue 16): every photo's graph stored with
+    its objects; scenes of 2 photos (Graph.combine); the _fc object at each photo's path must
+    come back as that photo's stored object (top-1). Chance is 1/N. Full table against d, the
+    objects per sketch and the repository size: bench/find_object_models.py, docs/objects.md."""
+    from recsketch.repository import Repository
+
+    sk = rs.Sketcher(4096, family="orthogonal", seed=4)
+    n = len(modules_capture)
+    with Repository.create(tmp_path / "r", sk) as repo:
+        ids = repo.add_graphs(list(modules_capture), objects=True)
+        assert repo.object_count() == sum(len(g) for g in modules_capture)
+        hits = total = 0
+        for a in range(0, n - 1, 2):
+            scene = rs.Graph.combine([modules_capture[a], modules_capture[a + 1]])
+            s = repo.sketcher.sketch(scene)
+            # the capture's output has the _fc object first: photo j's _fc is at [j + 1]
+            for j, want in enumerate((a, a + 1)):
+                h = scene.output[j][0]
+                assert h.module == "_fc"
+                m = repo.find_object(s, "_fc", 1, path=[j + 1])
+                hits += int(m.graph_ids[0]) == int(ids[want])
+                total += 1
+    rate = hits / total
+    report(f"find_object top-1 on captured EfficientNet graphs, 2 photos per sketch, _fc, "
+           f"orthogonal d=4096, {n} stored: {rate:.2f} of {total} (chance {1 / n:.3f})")
+    assert rate >= 0.8

@@ -4,7 +4,9 @@ A synthetic modular "room" network looks at a room once a day for a year. Its mo
 walls, a window, a lamp, a cat, a person and, from the summer on, a dog; animals and people are
 built from edge detections (depth 3). Every day's communication graph is sketched, stored in a
 repository folder, and the memory questions of the paper's introduction are answered from the
-stored sketches alone, beside the ground truth the simulation knows.
+stored sketches alone, beside the ground truth the simulation knows. On October 1st the network
+grows (paper §1.1, "Learning New Modules"): a module learned from the largest cluster of
+sketches that emerged since the dog arrived, through which the rest of the year is sketched.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ __all__ = ["run_demo", "simulate"]
 
 START = dt.date(2025, 1, 1)
 DOG_ARRIVES = 200           # day index from which a dog starts to visit
+LEARN_DAY = 273             # day index (October 1st) at which the network grows a module
+LEARNED = "learned-1"       # the name the demo gives the module it learns
+LEARNED_WEIGHT = 0.08       # its object's weight: the room's other top-level weights sum to <= 0.91
 TIMES = ("morning", "afternoon", "evening", "night")
 CREATURE_FEATURES = ("size", "red", "green", "blue") + TIMES
 LAMP_FEATURES = ("brightness", "warm", "cool", "height")
@@ -103,8 +108,13 @@ def _prepare(path: Path) -> None:
 
 
 def run_demo(path: str = "recsketch-demo", days: int = 365, d_sketch: int = 16371,
-             seed: int = 0, plot: bool = True, progress: bool = True) -> Dict[str, float]:
-    """Simulate, sketch, store and answer; prints a report and returns the key figures."""
+             seed: int = 0, plot: bool = True, progress: bool = True, grow: bool = True
+             ) -> Dict[str, float]:
+    """Simulate, sketch, store and answer; prints a report and returns the key figures.
+
+    With ``grow`` (and more than ``LEARN_DAY`` days) the network learns a module from the
+    largest cluster that emerged since the dog arrived, on October 1st, and the rest of the
+    year is sketched with it."""
     t0 = time.perf_counter()
     folder = Path(path)
     _prepare(folder)
@@ -117,11 +127,24 @@ def run_demo(path: str = "recsketch-demo", days: int = 365, d_sketch: int = 1637
 
     batch = 32
     bar = _progress(days, progress, "sketching days")
-    for start in range(0, days, batch):
-        part = world[start:start + batch]
-        repo.add_graphs([w.graph for w in part], timestamps=[_seconds(w.date) for w in part],
-                        labels=[{"date": w.date.isoformat()} for w in part])
-        bar.update(len(part))
+    arrival = _seconds(START + dt.timedelta(days=DOG_ARRIVES))
+    learn_at = LEARN_DAY if grow and days > LEARN_DAY else days
+    clusters, new, learned = None, [], None
+    for lo, hi in ((0, learn_at), (learn_at, days)):
+        if lo == learn_at and lo < days:
+            # grow the network: learn a module from the largest emerging cluster so far; the
+            # repository adds its object to every later day on whose sketch it fires
+            clusters = repo.clusters(min(8, len(repo)), seed=seed)
+            new = clusters.new_since(arrival, fraction=0.95)
+            if new:
+                learned = repo.learn_module(LEARNED, clusters, new[0], since=arrival,
+                                            weight=LEARNED_WEIGHT)
+        for start in range(lo, hi, batch):
+            part = world[start:min(start + batch, hi)]
+            repo.add_graphs([w.graph for w in part],
+                            timestamps=[_seconds(w.date) for w in part],
+                            labels=[{"date": w.date.isoformat()} for w in part])
+            bar.update(len(part))
     bar.close()
     t_sketch = time.perf_counter() - t0
     ids = repo.ids()
@@ -174,11 +197,12 @@ def run_demo(path: str = "recsketch-demo", days: int = 365, d_sketch: int = 1637
     print("     truth       " + "".join(f"{v:11.3f}" for v in true_lamp))
 
     # 5. A concept that emerged.
-    clusters = repo.clusters(min(8, len(ids)), seed=seed)
-    arrival = _seconds(START + dt.timedelta(days=DOG_ARRIVES))
-    new = clusters.new_since(arrival, fraction=0.95)
+    if clusters is None:
+        clusters = repo.clusters(min(8, len(ids)), seed=seed)
+        new = clusters.new_since(arrival, fraction=0.95)
+    last = world[learn_at - 1].date if learned is not None else world[-1].date
     print(f"5. Clusters that emerged after {START + dt.timedelta(days=DOG_ARRIVES)} "
-          f"(k-means, k = 8, 95% of members later):")
+          f"(k-means on the days to {last}, k = 8, 95% of members later):")
     dog_share = 0.0
     for c in new[:3]:
         members = clusters.members(c)
@@ -190,6 +214,20 @@ def run_demo(path: str = "recsketch-demo", days: int = 365, d_sketch: int = 1637
     if not new:
         print("     none found")
     figures["new_cluster_dog_share"] = dog_share
+
+    # The module grown from that cluster, on the days after it was learned (none of them
+    # was used to learn it): does it fire where the truth has a dog? Read from the sketches.
+    if learned is not None:
+        first = dt.datetime.fromtimestamp(clusters.first_seen[new[0]], dt.timezone.utc).date()
+        later, fired = repo.count(LEARNED, learned.weight, since=_seconds(world[learn_at].date))
+        fired = np.round(fired) >= 1
+        dog = np.array([world[int(i)].present.get("dog", 0) for i in later], bool)
+        on_dog = float(fired[dog].mean()) if dog.any() else float("nan")
+        off_dog = float(fired[~dog].mean()) if (~dog).any() else float("nan")
+        figures["learned_fires_with_dog"] = on_dog
+        figures["learned_fires_without_dog"] = off_dog
+        print(f"Learned module '{LEARNED}' from the cluster of {first}: it fires on "
+              f"{on_dog:.1%} of the days with a dog and {off_dog:.1%} of the days without")
 
     # Forgetting: older memories keep a quarter of their sketch.
     before = repo.stats()["data_bytes"]

@@ -9,6 +9,7 @@ One concern per module:
 - ``explain.py``: which modules or objects make two sketches similar;
 - ``forgetting.py``: forgetting policies and the lengths they keep;
 - ``objects.py``: object sketches stored with their graphs, and fingerprint search;
+- ``learned_store.py``: the learned modules (``recsketch.learned``) kept with the repository;
 - ``times.py``: parsing timestamps;
 - ``facade.py``: :class:`Repository`, joining them.
 """

@@ -1,6 +1,7 @@
 """The :class:`Repository`: a thin facade joining the store, the retrieval index, the aggregates,
-clustering, explanation, forgetting and the stored object sketches (each in its own module of
-this package).
+clustering, explanation, forgetting, the stored object sketches and their signatures, and the
+learned modules (each in its own module of this package, or of ``recsketch.learned`` /
+``recsketch.signatures``).
 
 Threads: a Repository may be shared by threads. The store's lock guards its connection and
 memory map (and the retrieval index); ``_sketcher_lock`` guards the repository's Sketcher (its
@@ -23,6 +24,7 @@ import numpy as np
 
 from .._checks import check_fraction
 from ..erasure import ErasedSketch
+from ..learned import LearnedModule, check_learned, register_learned, sketch_grown
 from ..queries import METHODS
 from ..sketcher import Sketcher
 from .aggregates import DEFAULT_CHUNK_BYTES, Aggregates, check_chunk_bytes
@@ -30,14 +32,20 @@ from .clusters import Clusters, kmeans
 from .explain import explain_pair
 from .forgetting import ForgetPolicy, parse_policy, target_lengths
 from .index import RetrievalIndex
+from .learned_store import LearnedStore
 from .objects import (ObjectBatch, ObjectMatches, ObjectStore, fingerprints,
                       rebuild_object_sketch)
+from .signed import SignatureTable
+from ..signatures import (SignatureSpec, code_positions, code_scores, read_signature,
+                          sign_graph)
 from .store import Store, selection
 from .times import TimeLike, to_seconds
 
 __all__ = ["Repository"]
 
 _PRIVATE = object()
+# object reads retry on a fresh snapshot when their objects file was retired meanwhile
+_SNAPSHOT_ATTEMPTS = 5
 
 
 class Repository:
@@ -62,8 +70,11 @@ class Repository:
         self._sketcher_lock = threading.RLock()
         self._index = RetrievalIndex(store)
         self._objects = ObjectStore(store)
+        self._signed = SignatureTable(store)
         self._aggregates = Aggregates(store, sketcher, self._sketcher_lock)
         self._chunk_bytes = DEFAULT_CHUNK_BYTES
+        self._learned_store = LearnedStore(store)
+        self._learned: Dict[str, LearnedModule] = self._learned_store.read_all()
 
     @classmethod
     def create(cls, path: Union[str, os.PathLike], sketcher: Sketcher, *,
@@ -202,7 +213,9 @@ class Repository:
         return self._add(sketches, ids, timestamps, labels, registry=False)
 
     def _add(self, sketches: Any, ids: Any, timestamps: Any, labels: Any, *,
-             registry: bool, objects: Optional[ObjectBatch] = None) -> np.ndarray:
+             registry: bool, objects: Optional[ObjectBatch] = None,
+             signed: Optional[Tuple[SignatureSpec, List[Optional[bytes]]]] = None
+             ) -> np.ndarray:
         store = self._store
         store.check_open()
         d = store.d
@@ -228,33 +241,72 @@ class Repository:
             if registry:
                 self._store_registry(self._sketcher)
             if objects is not None:
-                self._objects.write(objects, new_ids)
+                oids = self._objects.write(objects, new_ids)
+                if signed is not None:
+                    spec, keys = signed
+                    at = [r for r, key in enumerate(keys) if key is not None]
+                    self._signed.write(spec, oids[at].tolist(),
+                                       [objects.module[r] for r in at], [keys[r] for r in at])
         return store.append(stored, ids, ts, lab, in_transaction=hook)
 
     def add_graphs(self, graphs: Sequence[Any], *, objects: bool = False,
+                   signatures: Optional[SignatureSpec] = None,
                    num_threads: Optional[int] = None, **kwargs: Any) -> np.ndarray:
         """Sketch graphs with the repository's Sketcher, record new modules, and :meth:`add`.
+
+        With learned modules (:meth:`learn_module`, :meth:`add_learned`), each graph on
+        whose sketch one fires gains that module's object and is sketched again
+        (:func:`recsketch.learned.sketch_grown`); the stored sketch is the grown graph's.
 
         With ``objects=True`` every object's sketch is stored too (bit-identical to
         ``sketcher.sketch(g, return_objects=True)``), with its module, its graph's id, its
         ``Handle.index`` and its fingerprint, in the same transaction as the graphs' sketches:
         see :meth:`find_object` and :meth:`object_sketches`. Each object costs ``d`` values
         of the repository's dtype plus ``attribute_dim`` float32.
+
+        With ``signatures=SignatureSpec(...)`` (needs ``objects=True``; opt-in, one spec per
+        repository) every graph is signed first (``recsketch.signatures.sign_graph``: each
+        object's attribute carries a code of its content key, so its module's attribute
+        length grows by ``spec.dim``) and the keys are stored: see :meth:`find_signed`.
+        Objects added by learned modules are not signed.
         """
         unknown = set(kwargs) - {"ids", "timestamps", "labels"}
         if unknown:
             raise TypeError(f"add_graphs got unexpected keywords {sorted(unknown)}")
         if not isinstance(objects, bool):
             raise TypeError(f"objects must be True or False, got {objects!r}")
+        signed = None
+        if signatures is not None:
+            if not isinstance(signatures, SignatureSpec):
+                raise TypeError("signatures must be a recsketch.signatures.SignatureSpec")
+            if not objects:
+                raise ValueError("signatures need objects=True (the keys name stored objects)")
+            spec = signatures.checked()
+            known = self._signed.spec()
+            if known is not None and known != spec:
+                raise ValueError(f"this repository signs objects with {known}, not {spec}")
+            pairs = [sign_graph(g, spec) for g in graphs]  # validates every graph first
+            graphs = [p[0] for p in pairs]
+            signed = (spec, [p[1] for p in pairs])
         self._store.check_open()
         batch = None
         with self._sketcher_lock:  # sketching registers the graphs' new modules
             # sketch_many validates every graph before any is sketched or registered
-            s = self._sketcher.sketch_many(graphs, num_threads=num_threads)
+            if self._learned:
+                grown = sketch_grown(self._sketcher, graphs, list(self._learned.values()),
+                                     num_threads=num_threads)
+                s, graphs = grown.sketches, grown.graphs
+            else:
+                s = self._sketcher.sketch_many(graphs, num_threads=num_threads)
             if objects:
                 batch = self._object_batch(graphs, num_threads)
+        keys = None
+        if signed is not None and batch is not None:
+            per_graph = signed[1]
+            keys = (signed[0], [per_graph[g][i] if i < len(per_graph[g]) else None
+                                for g, i in zip(batch.graph.tolist(), batch.index.tolist())])
         return self._add(s, kwargs.get("ids"), kwargs.get("timestamps"), kwargs.get("labels"),
-                         registry=True, objects=batch)
+                         registry=True, objects=batch, signed=keys)
 
     def _object_batch(self, graphs: Sequence[Any], num_threads: Optional[int]
                       ) -> ObjectBatch:
@@ -293,8 +345,79 @@ class Repository:
     def delete(self, ids: Any) -> int:
         """Delete sketches by id (unknown ids are a ValueError, nothing deleted); returns the
         number deleted, and their stored objects go with them. Their space is reclaimed by the
-        next :meth:`forget` or :meth:`compact` (that of their objects is not yet)."""
-        return self._store.delete(ids, in_transaction=self._objects.delete_graphs)
+        next :meth:`forget` or :meth:`compact` (theirs and their objects')."""
+        def drop(graph_ids: np.ndarray) -> None:
+            self._objects.delete_graphs(graph_ids)
+            self._signed.delete_orphans()
+        return self._store.delete(ids, in_transaction=drop)
+
+    # -- learned modules (paper §1.1, "Learning New Modules") ----------------------------------
+    @property
+    def learned_modules(self) -> Dict[str, LearnedModule]:
+        """The learned modules :meth:`add_graphs` applies, by name (a copy). They are stored
+        in the repository (:meth:`open` restores them); a module added by another process
+        is seen after reopening."""
+        return dict(self._learned)
+
+    def learn_module(self, name: str, clusters: Clusters, cluster: int, *,
+                     since: TimeLike, max_past: int = 1000, seed: int = 0,
+                     **options: Any) -> LearnedModule:
+        """Learn a module from a cluster of stored sketches and add it (:meth:`add_learned`).
+
+        The cluster's members (``clusters.members(cluster)``, e.g. one of
+        ``clusters.new_since(since)``) are the positives; the stored sketches dated before
+        ``since`` are the past it is told apart from (at most ``max_past`` of them, drawn with
+        ``seed``). ``options`` go to :meth:`LearnedModule.fit` (``rank``, ``components``,
+        ``threshold``, ``weight``). Forgotten (truncated) sketches are read with zeros past
+        their kept prefix.
+        """
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a str, got {type(name).__name__}")
+        if not isinstance(clusters, Clusters):
+            raise TypeError(f"clusters must be a Clusters (repo.clusters(...)), got "
+                            f"{type(clusters).__name__}")
+        if isinstance(cluster, bool) or not isinstance(cluster, numbers.Integral) \
+                or not 0 <= cluster < clusters.centroids.shape[0]:
+            raise ValueError(f"cluster must be an integer in [0, "
+                             f"{clusters.centroids.shape[0]}), got {cluster!r}")
+        if isinstance(max_past, bool) or not isinstance(max_past, numbers.Integral) \
+                or max_past < 1:
+            raise ValueError(f"max_past must be a positive integer, got {max_past!r}")
+        with self._sketcher_lock:
+            if name in self._learned or name in self._sketcher.modules:
+                raise ValueError(f"module {name!r} already exists")
+        past_ids = self.select(until=since)
+        if past_ids.size > max_past:
+            rng = np.random.default_rng(seed)
+            past_ids = np.sort(rng.choice(past_ids, int(max_past), replace=False))
+        if past_ids.size == 0:
+            raise ValueError(f"no stored sketch is dated before since={since!r}")
+        members = self.get(clusters.members(int(cluster)))
+        module = LearnedModule.fit(name, members, self.get(past_ids), **options)
+        self.add_learned(module)
+        return module
+
+    def add_learned(self, module: LearnedModule) -> None:
+        """Register a learned module: from now on :meth:`add_graphs` adds its object to
+        every graph on whose sketch it fires, and its counts and attributes are queried like
+        any module's (depth 2, weight ``module.weight``). ValueError if a module of that
+        name exists (learned, or in the Sketcher's registry)."""
+        self._store.check_open()
+        with self._sketcher_lock:
+            check_learned(self._sketcher, [module])
+            if module.name in self._learned or module.name in self._sketcher.modules:
+                raise ValueError(f"module {module.name!r} already exists")
+        with self._store.writer(), self._store.transaction():
+            # another process may have registered the name meanwhile: the stored registry
+            stored = Sketcher.from_json(self._store.meta()["sketcher"])
+            if module.name in stored.modules:
+                raise ValueError(f"module {module.name!r} already exists")
+            self._learned_store.write(module)
+            with self._sketcher_lock:
+                register_learned(self._sketcher, module)
+            self._store_registry(self._sketcher)
+        with self._sketcher_lock:
+            self._learned[module.name] = module
 
     # -- stored objects ---------------------------------------------------------------------------
     def object_sketches(self, graph_id: int) -> Tuple[List[str], np.ndarray]:
@@ -303,10 +426,15 @@ class Repository:
         graph was stored without its objects (or is unknown)."""
         if isinstance(graph_id, bool) or not isinstance(graph_id, numbers.Integral):
             raise TypeError(f"graph_id must be an integer, got {graph_id!r}")
-        idx, modules, off = self._objects.of_graph(int(graph_id))
-        if idx.size == 0:
-            raise ValueError(f"no objects stored for sketch {graph_id}")
-        return modules, self._objects.read(off)
+        for attempt in range(_SNAPSHOT_ATTEMPTS):
+            idx, modules, off, gen = self._objects.of_graph(int(graph_id))
+            if idx.size == 0:
+                raise ValueError(f"no objects stored for sketch {graph_id}")
+            try:
+                return modules, self._objects.read(off, gen)
+            except FileNotFoundError:  # compacted meanwhile, three times: a new snapshot
+                if attempt == _SNAPSHOT_ATTEMPTS - 1:
+                    raise
 
     def object_count(self) -> int:
         """How many object sketches are stored."""
@@ -360,11 +488,24 @@ class Repository:
                 raise ValueError("the sketch contains NaN or infinity")
             target = rebuild_object_sketch(self._sketcher, s, module, path) \
                 if rerank and (path or own) else None
-        oid, gid, idx, off, blobs = self._objects.of_module(module)
+        for attempt in range(_SNAPSHOT_ATTEMPTS):
+            try:
+                return self._match_objects(module, info.attribute_dim, x, target, int(k),
+                                           int(candidates))
+            except FileNotFoundError:  # compacted meanwhile, three times: a new snapshot
+                if attempt == _SNAPSHOT_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _match_objects(self, module: str, attribute_dim: int, x: np.ndarray,
+                       target: Optional[np.ndarray], k: int, candidates: int
+                       ) -> ObjectMatches:
+        """find_object's search over one snapshot of the module's stored objects."""
+        oid, gid, idx, off, blobs, gen = self._objects.of_module(module)
         if oid.size == 0:
             empty = np.zeros(0, np.int64)
             return ObjectMatches(empty, empty, empty, np.zeros(0), np.zeros(0))
-        fp = np.frombuffer(b"".join(blobs), np.float32).reshape(oid.size, info.attribute_dim)
+        fp = np.frombuffer(b"".join(blobs), np.float32).reshape(oid.size, attribute_dim)
         fscore = fp.astype(np.float64) @ x
         c = min(int(candidates), oid.size)
         top = np.argpartition(-fscore, c - 1)[:c] if c < oid.size else np.arange(oid.size)
@@ -372,7 +513,7 @@ class Repository:
         if target is None:
             score = fscore[top]
         else:
-            y = self._objects.read(off[top]).astype(np.float64)
+            y = self._objects.read(off[top], gen).astype(np.float64)
             if top.size > 1:
                 # what the module's object sketches share (its R[M,2] e_1 channel, the common
                 # part of its attributes) dominates raw cosines and tells nothing apart
@@ -383,6 +524,53 @@ class Repository:
             top, score = top[order], score[order]
         top, score = top[:k], score[:k]
         return ObjectMatches(oid[top], gid[top], idx[top], score, fscore[top])
+
+    def find_signed(self, s: Any, module: str, k: int = 10, *,
+                    path: Optional[Sequence[int]] = None, method: str = "matched"
+                    ) -> ObjectMatches:
+        """The ``k`` stored signed objects of ``module`` whose signature codes best match the
+        code read back from ``s`` at ``path`` (graphs added with ``signatures=...``), best
+        first. ``scores``: inner products of the code estimate with each stored code;
+        ``fingerprint_scores``: the fingerprint cosines of the same objects. Costs: one
+        read-out of ``s``, and the code positions of every signed object of the module (drawn
+        from their keys per query). Measured against :meth:`find_object`: docs/objects.md.
+        """
+        if not isinstance(module, str):
+            raise TypeError(f"module must be a str, got {type(module).__name__}")
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        self._store.check_open()
+        spec = self._signed.spec()
+        if spec is None:
+            raise ValueError("no signed objects in this repository (add_graphs(..., "
+                             "objects=True, signatures=SignatureSpec()))")
+        with self._sketcher_lock:
+            info = self._sketcher.module_info(module)
+            if info.attribute_dim <= spec.dim:
+                raise ValueError(f"module {module!r} is not signed (attribute length "
+                                 f"{info.attribute_dim} <= the code's {spec.dim})")
+            est = self._sketcher.attributes(s, module, path, method=method)
+            x = np.asarray(est.attributes, np.float64)
+            if x.ndim != 1:
+                raise ValueError("find_signed takes one sketch, not a batch")
+        read = read_signature(x, info.attribute_dim - spec.dim, spec)
+        soid, keys = self._signed.of_module(module)
+        oid, gid, idx, _, blobs, _ = self._objects.of_module(module)
+        at = np.searchsorted(oid, soid)
+        keep = (at < oid.size) & (oid[np.minimum(at, max(oid.size - 1, 0))] == soid) \
+            if oid.size else np.zeros(soid.size, bool)
+        soid, at = soid[keep], at[keep]
+        keys = [key for key, kept in zip(keys, keep.tolist()) if kept]
+        if soid.size == 0:
+            empty = np.zeros(0, np.int64)
+            return ObjectMatches(empty, empty, empty, np.zeros(0), np.zeros(0))
+        score = code_scores(read.code, code_positions(keys, spec)) / np.sqrt(spec.ones)
+        fp = np.frombuffer(b"".join(blobs[i] for i in at.tolist()), np.float32).reshape(
+            at.size, info.attribute_dim)
+        fscore = fp.astype(np.float64) @ x
+        order = np.lexsort((soid, -score))[:int(k)]
+        return ObjectMatches(soid[order], gid[at[order]], idx[at[order]], score[order],
+                             fscore[order])
 
     # -- reading -------------------------------------------------------------------------------
     def get(self, ids: Any) -> np.ndarray:
@@ -509,17 +697,24 @@ class Repository:
         ``age`` old keeps ``fraction`` of its coordinates (of the first tier that covers it;
         beyond the last tier it keeps the last fraction). Default: full for 30 days, 1/4 up to a
         year, 1/16 after. A sketch is never cut below ``index_dim`` nor lengthened. Queries keep
-        working on truncated sketches (graceful erasure). Returns counts and bytes reclaimed.
+        working on truncated sketches (graceful erasure). The bytes of deleted stored objects
+        are reclaimed too (object sketches are not truncated). Returns counts and bytes
+        reclaimed.
         """
         tiers = parse_policy(policy)
         t_now = time.time() if now is None else to_seconds(now, "now")
         store = self._store
-        return store.rewrite(lambda ts: target_lengths(ts, t_now, tiers, store.d,
-                                                       store.index_dim))
+        out = store.rewrite(lambda ts: target_lengths(ts, t_now, tiers, store.d,
+                                                      store.index_dim))
+        out.update(self._objects.compact())
+        return out
 
     def compact(self) -> Dict[str, int]:
-        """Reclaim the space of deleted sketches (no truncation)."""
-        return self._store.rewrite(None)
+        """Reclaim the space of deleted sketches and of their stored objects (no
+        truncation). Returns counts and bytes before and after."""
+        out = self._store.rewrite(None)
+        out.update(self._objects.compact())
+        return out
 
     def stats(self) -> Dict[str, Any]:
         """Counts, time range, kept lengths and disk use."""

@@ -14,11 +14,19 @@ The fingerprint of an object is the attribute read back from its own object sket
 ``attribute_dim`` vector per object). It is what a recovered attribute is compared with.
 
 Crash safety: the rows are written inside the transaction that stores their graphs' sketches
-(``Store.append``'s hook). Within it, ``objects.bin`` is first cut to the committed end (a
+(``Store.append``'s hook). Within it, the objects file is first cut to the committed end (a
 killed writer's torn tail), the batch is appended and fsynced, then the rows and the new end are
 written; so the objects are stored together with their sketches or not at all. Deleting a
-sketch deletes its objects' rows in the same transaction (their bytes stay until a future
-compaction of ``objects.bin``, which is not written yet).
+sketch deletes its objects' rows in the same transaction; their bytes stay until
+:meth:`ObjectStore.compact` (``Repository.compact`` and ``forget``).
+
+Compaction writes the live object sketches, in object id order, to the next *generation*
+(``objects.<g>.bin``; generation 0 is ``objects.bin``), fsyncs it and its folder entry, then
+switches the rows' offsets, ``objects_end`` and ``objects_generation`` in one transaction. A
+failure before the commit leaves the old generation in use (the new file is removed, or by the
+next writer if the process was killed); after it the new one. Like the sketches' data files, the
+two generations before the current one are kept for readers whose snapshot still names them;
+a reader that finds its generation retired takes a new snapshot.
 
 Threads: every use of the connection and the file is under the store's lock (the facade's
 lock order: the store's lock before the Sketcher's, never the reverse).
@@ -27,7 +35,7 @@ lock order: the store's lock before the Sketcher's, never the reverse).
 from __future__ import annotations
 
 import os
-from typing import Any, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -129,14 +137,38 @@ def rebuild_object_sketch(sk: Sketcher, s: Any, module: str,
 
 
 class ObjectStore:
-    """The ``objects`` table and ``objects.bin`` of one repository (see the module docstring)."""
+    """The ``objects`` table and objects files of one repository (see the module docstring)."""
 
     def __init__(self, store: Store):
         self._store = store
 
-    @property
-    def path(self):
-        return self._store.path / _FILE
+    def file(self, generation: int):
+        """The objects file of a generation (0: ``objects.bin``)."""
+        return self._store.path / (_FILE if generation == 0 else f"objects.{generation}.bin")
+
+    def generation(self) -> int:
+        """The current generation (0 before any compaction)."""
+        with self._store.lock:
+            return self._generation(self._store.db)
+
+    @staticmethod
+    def _generation(db: Any) -> int:
+        row = db.execute("SELECT value FROM meta WHERE key = 'objects_generation'").fetchone()
+        return 0 if row is None else int(row[0])
+
+    def _drop_stale(self, generation: int) -> None:
+        """Writer only: remove objects files of retired generations (keeping the two before
+        ``generation`` for readers still on them) and of uncommitted ones (a killed
+        compaction's)."""
+        for other in self._store.path.glob("objects.*.bin"):
+            try:
+                g = int(other.name.split(".")[1])
+            except ValueError:
+                continue
+            if g < generation - 2 or g > generation:
+                other.unlink(missing_ok=True)
+        if generation > 2:
+            self.file(0).unlink(missing_ok=True)
 
     def _has_table(self) -> bool:
         db = self._store.db
@@ -144,9 +176,10 @@ class ObjectStore:
                           "name = 'objects'").fetchone() is not None
 
     # -- writing (inside Store.append's transaction) ---------------------------------------------
-    def write(self, batch: ObjectBatch, graph_ids: np.ndarray) -> None:
-        """Store ``batch`` for the graphs stored under ``graph_ids``. Called inside the write
-        transaction that stores the graphs' sketches (the caller holds the writer lock)."""
+    def write(self, batch: ObjectBatch, graph_ids: np.ndarray) -> np.ndarray:
+        """Store ``batch`` for the graphs stored under ``graph_ids``; returns the objects' ids
+        (in the batch's row order). Called inside the write transaction that stores the
+        graphs' sketches (the caller holds the writer lock)."""
         store = self._store
         db = store.db
         db.execute(_TABLE)
@@ -154,17 +187,21 @@ class ObjectStore:
             db.execute(q)
         db.execute("INSERT OR IGNORE INTO meta VALUES ('objects_end', '0')")
         db.execute("INSERT OR IGNORE INTO meta VALUES ('objects_next', '0')")
+        db.execute("INSERT OR IGNORE INTO meta VALUES ('objects_generation', '0')")
         meta = dict(db.execute("SELECT key, value FROM meta WHERE key IN "
-                               "('objects_end', 'objects_next')").fetchall())
+                               "('objects_end', 'objects_next', 'objects_generation')"
+                               ).fetchall())
         end, next_oid = int(meta["objects_end"]), int(meta["objects_next"])
+        gen = int(meta["objects_generation"])
         m, d = batch.sketches.shape
         if m == 0:
-            return
+            return np.zeros(0, np.int64)
         item = store.dtype.itemsize
-        new_file = not self.path.exists()
-        with open(self.path, "ab") as f:
+        path = self.file(gen)
+        new_file = not path.exists()
+        with open(path, "ab") as f:
             pass
-        with open(self.path, "r+b") as f:
+        with open(path, "r+b") as f:
             f.truncate(end * item)  # a killed writer's torn tail
             f.seek(end * item)
             f.write(np.ascontiguousarray(batch.sketches, dtype=store.dtype).tobytes())
@@ -178,6 +215,7 @@ class ObjectStore:
                 for r in range(m)]
         db.executemany("INSERT INTO objects VALUES (?, ?, ?, ?, ?, ?)", rows)
         store.set_meta(objects_end=end + m * d, objects_next=next_oid + m)
+        return np.arange(next_oid, next_oid + m, dtype=np.int64)
 
     def delete_graphs(self, graph_ids: np.ndarray) -> None:
         """Inside the delete transaction: drop the objects of those graphs."""
@@ -186,46 +224,55 @@ class ObjectStore:
                                        [(int(i),) for i in graph_ids])
 
     # -- reading --------------------------------------------------------------------------------
-    def of_module(self, module: str) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-                                               List[bytes]]:
-        """(object ids, graph ids, indices, offsets, fingerprint blobs) of one module's objects,
-        in one snapshot."""
+    def _snapshot(self, sql: str, params: Tuple[Any, ...]) -> Tuple[List[Any], int]:
+        """Rows of ``sql`` and the objects generation their offsets point into, read in one
+        snapshot (one read transaction)."""
         store = self._store
         with store.lock:
             store.check_open()
             if not self._has_table():
-                rows: List[Any] = []
-            else:
-                rows = store.db.execute("SELECT oid, graph, idx, offset, fingerprint FROM "
-                                        "objects WHERE module = ? ORDER BY oid",
-                                        (module,)).fetchall()
+                return [], 0
+            cur = store.db.cursor()
+            cur.execute("BEGIN")
+            try:
+                rows = cur.execute(sql, params).fetchall()
+                gen = self._generation(cur)
+            finally:
+                cur.execute("COMMIT")
+        return rows, gen
+
+    def of_module(self, module: str) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                               List[bytes], int]:
+        """(object ids, graph ids, indices, offsets, fingerprint blobs, generation) of one
+        module's objects, in one snapshot."""
+        rows, gen = self._snapshot("SELECT oid, graph, idx, offset, fingerprint FROM objects "
+                                   "WHERE module = ? ORDER BY oid", (module,))
         n = len(rows)
         return (np.fromiter((r[0] for r in rows), np.int64, n),
                 np.fromiter((r[1] for r in rows), np.int64, n),
                 np.fromiter((r[2] for r in rows), np.int64, n),
                 np.fromiter((r[3] for r in rows), np.int64, n),
-                [r[4] for r in rows])
+                [r[4] for r in rows], gen)
 
-    def of_graph(self, graph_id: int) -> Tuple[np.ndarray, List[str], np.ndarray]:
-        """(indices, modules, offsets) of one graph's stored objects, in index order."""
-        store = self._store
-        with store.lock:
-            store.check_open()
-            rows = [] if not self._has_table() else store.db.execute(
-                "SELECT idx, module, offset FROM objects WHERE graph = ? ORDER BY idx",
-                (int(graph_id),)).fetchall()
+    def of_graph(self, graph_id: int) -> Tuple[np.ndarray, List[str], np.ndarray, int]:
+        """(indices, modules, offsets, generation) of one graph's stored objects, in index
+        order, in one snapshot."""
+        rows, gen = self._snapshot("SELECT idx, module, offset FROM objects WHERE graph = ? "
+                                   "ORDER BY idx", (int(graph_id),))
         return (np.asarray([r[0] for r in rows], np.int64), [r[1] for r in rows],
-                np.asarray([r[2] for r in rows], np.int64))
+                np.asarray([r[2] for r in rows], np.int64), gen)
 
-    def read(self, offsets: np.ndarray) -> np.ndarray:
-        """Object sketches at ``offsets`` as float32 ``(n, d)`` (pread: rows committed before
-        the snapshot that gave the offsets are never rewritten)."""
+    def read(self, offsets: np.ndarray, generation: int) -> np.ndarray:
+        """Object sketches at ``offsets`` of ``generation``'s file as float32 ``(n, d)``
+        (pread: rows committed before the snapshot that gave the offsets are never
+        rewritten). FileNotFoundError if the generation was retired since the snapshot
+        (take a new one)."""
         store = self._store
         d, dt = store.d, store.dtype
         out = np.empty((offsets.size, d), dtype=np.float32)
         if offsets.size == 0:
             return out
-        fd = os.open(self.path, os.O_RDONLY)
+        fd = os.open(self.file(generation), os.O_RDONLY)
         try:
             for r, off in enumerate(offsets.tolist()):
                 buf = os.pread(fd, d * dt.itemsize, off * dt.itemsize)
@@ -235,6 +282,62 @@ class ObjectStore:
         finally:
             os.close(fd)
         return out
+
+    # -- compaction ------------------------------------------------------------------------------
+    def compact(self) -> Dict[str, int]:
+        """Rewrite the live object sketches into the next generation, dropping the bytes of
+        deleted ones (see the module docstring for the crash safety). Returns the bytes
+        before and after."""
+        store = self._store
+        item = store.dtype.itemsize
+        d = store.d
+        with store.writer():
+            db = store.db
+            if not self._has_table():
+                return {"objects": 0, "object_bytes_before": 0, "object_bytes_after": 0}
+            meta = dict(db.execute("SELECT key, value FROM meta WHERE key IN "
+                                   "('objects_end', 'objects_generation')").fetchall())
+            end = int(meta.get("objects_end", 0))
+            gen = int(meta.get("objects_generation", 0))
+            self._drop_stale(gen)
+            rows = db.execute("SELECT oid, offset FROM objects ORDER BY oid").fetchall()
+            new_gen = gen + 1
+            path = self.file(new_gen)
+            old = self.file(gen)
+            try:
+                with open(path, "wb") as f:
+                    if rows:
+                        fd = os.open(old, os.O_RDONLY)
+                        try:
+                            for _, off in rows:
+                                buf = os.pread(fd, d * item, off * item)
+                                if len(buf) != d * item:
+                                    raise ValueError("the objects file is shorter than its "
+                                                     "metadata says")
+                                f.write(buf)
+                        finally:
+                            os.close(fd)
+                    f.flush()
+                    os.fsync(f.fileno())
+                fsync_dir(store.path)  # the new file is durable before anything points to it
+                with store.transaction():
+                    db.executemany("UPDATE objects SET offset = ? WHERE oid = ?",
+                                   [(k * d, int(oid)) for k, (oid, _) in enumerate(rows)])
+                    db.execute("INSERT OR IGNORE INTO meta VALUES ('objects_generation', '0')")
+                    db.execute("INSERT OR IGNORE INTO meta VALUES ('objects_end', '0')")
+                    store.set_meta(objects_end=len(rows) * d, objects_generation=new_gen)
+            except BaseException:
+                # after a COMMIT interrupted on its way out the new generation is in use
+                try:
+                    orphan = self._generation(db) != new_gen
+                except BaseException:
+                    orphan = False
+                if orphan:
+                    path.unlink(missing_ok=True)
+                raise
+            self._drop_stale(new_gen)
+        return {"objects": len(rows), "object_bytes_before": end * item,
+                "object_bytes_after": len(rows) * d * item}
 
     def count(self) -> int:
         store = self._store
