@@ -11,7 +11,7 @@ import numpy as np
 
 from ._checks import MAX_D_SKETCH, MAX_POSITION, check_int, check_num_threads
 from ._native import _core
-from .block_sparse import check_density, default_block_size, default_density, suggest_block_sparse
+from .block_sparse import default_block_size, resolve_density, suggest_block_sparse
 from .decoder import QUERY_CACHE_BYTES, Decoder
 from .embeddings import LeafEmbeddings
 from .graph import Graph, flatten
@@ -70,7 +70,7 @@ class Sketcher:
     """
 
     def __init__(self, d_sketch: int, *, family: str = "block_sparse",
-                 block_size: Optional[int] = None, density: Optional[float] = None,
+                 block_size: Optional[int] = None, density: Union[float, str, None] = None,
                  seed: int = 0, dtype: Any = "float32",
                  query_cache_bytes: int = QUERY_CACHE_BYTES):
         d = check_int(d_sketch, "d_sketch", minimum=2, maximum=MAX_D_SKETCH)
@@ -99,9 +99,7 @@ class Sketcher:
                         + (f"; the nearest valid size is d_sketch={hint.d_sketch} "
                            f"(block_size={hint.block_size})" if hint else ""))
             block_size = check_int(block_size, "block_size", minimum=3)
-            if density is None:
-                density = default_density(d)
-            density = check_density(density)
+            density = resolve_density(density, d, block_size)
             self._native_family = _core.BlockSparseFamily(d, block_size, density)
 
         self._d = d
