@@ -45,11 +45,16 @@ class Sketcher:
     family : {"block_sparse", "orthogonal"}
         ``block_sparse`` is the paper's D(b, q, d) (Section 4.3), needed to learn matrices back
         (Section 4); ``orthogonal`` is an exactly orthonormal O(d log d) construction.
-    block_size, density : int, float, optional
-        ``b`` and ``q`` of D(b, q, d). Defaults: the smallest valid ``b`` dividing ``d_sketch``
-        and ``q = min(1, log2 d / sqrt d)``; ``q`` must be in ``[MIN_DENSITY, 1]``
-        (``recsketch.MIN_DENSITY = 2**-32``, the resolution of the 32-bit gap draw). Not allowed
-        with ``orthogonal``.
+    block_size : int, optional
+        ``b`` of D(b, q, d); default the smallest valid ``b`` dividing ``d_sketch``.
+    density : float, "paper" or None
+        ``q`` of D(b, q, d), the probability that a block is nonzero. None (default):
+        :func:`recsketch.default_density`, the smallest ``q`` that leaves a column with no
+        nonzero block with probability at most 1e-8 (about 18 nonzero blocks per column; chosen
+        by measurement, ``docs/density.md``); ``"paper"``: the paper's
+        ``min(1, log2 d / sqrt d)`` (:func:`recsketch.paper_density`); a float in
+        ``[MIN_DENSITY, 1]`` (``recsketch.MIN_DENSITY = 2**-32``, the resolution of the 32-bit
+        gap draw). ``block_size`` and ``density`` are not allowed with ``orthogonal``.
     seed : int
         In ``[0, 2**64)``. Every matrix is a pure function of ``(family parameters, seed, role)``:
         the same seed gives bit-identical matrices on every machine and thread count.
