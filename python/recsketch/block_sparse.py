@@ -88,7 +88,8 @@ def paper_density(d_sketch: int) -> float:
 # Default density rule: the probability that a column has no nonzero block, (1 - q)^(d/b), is
 # at most EMPTY_COLUMN_PROBABILITY (a column with no block records nothing: an attribute entry
 # it carries is lost). That is about ln(1e8) = 18.4 nonzero blocks per column; above it the
-# accuracy table's errors no longer fall with q while the cost grows with it (docs/density.md).
+# errors of depth-1 and depth-2 queries no longer fall with q while the cost grows with it
+# (depth-3 read-outs gain 20-30% from the paper's larger q at d >= 16k: docs/density.md).
 EMPTY_COLUMN_PROBABILITY = 1e-8
 
 
@@ -131,7 +132,7 @@ def suggest_block_sparse(d_sketch: int, density: Union[float, str, None] = None
     ``d_sketch``.
 
     >>> suggest_block_sparse(16384)
-    BlockSparseParams(d_sketch=16371, block_size=51, density=0.10942...)
+    BlockSparseParams(d_sketch=16371, block_size=51, density=0.05576...)
     """
     target = check_int(d_sketch, "d_sketch", minimum=24, maximum=MAX_D_SKETCH)
     best = None
