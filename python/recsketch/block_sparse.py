@@ -204,8 +204,8 @@ def walk_cache_info() -> Dict[str, int]:
 
     Full-width products with a block-sparse matrix (``R @ x``, ``R.half``, ``R.T @ y``, and
     the sketch recursion) keep each matrix's block walk, its nonzero blocks and their flips
-    (4 bytes per nonzero block plus 8 per column: about 2.4 MB at d = 16k, 1% of the same
-    matrix in CSR), so repeated products skip the hashing. Only inputs with at least a quarter
+    (2 bytes per nonzero block, 4 above 8192 block-rows, plus 8 per column: about 0.7 MB at
+    d = 16k with the default density, under 1% of the same matrix in CSR), so repeated products skip the hashing. Only inputs with at least a quarter
     of their columns nonzero fill it (a product walks only the columns where its input is
     nonzero). Least recently used matrices go first; results are bit-identical with and
     without the cache.
