@@ -1,5 +1,5 @@
 """Sketching real-shaped graphs (issue 11): many modules used once per call, the 80-module
-graph, a CNN's 4-layer chain and the 50-object scene, at d = 4k and 16k, both families.
+graph, a CNN's 4-layer chain and the 50-object scene, at d = 4k, 16k and 64k, both families.
 
 Every group holds recsketch and its baselines (bench/real_shapes.py): "fair", the same
 level-batched algebra in NumPy (CSR matmat where the matrices fit in memory, else recsketch's
@@ -24,8 +24,12 @@ from real_shapes import (LevelBaseline, bound_seconds, chain_scene, csr_products
                          native_products, roles_of)
 from scene import scene as fifty_object_scene
 
-SIZES = {("orthogonal", "4k"): 4096, ("orthogonal", "16k"): 16384,
-         ("block_sparse", "4k"): 4095, ("block_sparse", "16k"): 16371}
+SIZES = {("orthogonal", "4k"): 4096, ("orthogonal", "16k"): 16384, ("orthogonal", "64k"): 65536,
+         ("block_sparse", "4k"): 4095, ("block_sparse", "16k"): 16371,
+         ("block_sparse", "64k"): 65520}
+# rounds per benchmark: a d = 64k block_sparse call of the many-module scene takes tens of
+# seconds, so 64k runs one round (its figures are single measurements)
+ROUNDS = {"4k": 3, "16k": 3, "64k": 1}
 SCENES = {
     "many": (many_module_scene, 2),   # scene, graphs per call
     "eighty": (eighty_module_scene, 1),
@@ -69,7 +73,8 @@ def _uses_csr(scene, family, size):
     return family == "block_sparse" and scene in ("chain", "fifty") and size == "4k"
 
 
-CASES = [(s, f, z) for s in SCENES for f in ("orthogonal", "block_sparse") for z in ("4k", "16k")]
+CASES = [(s, f, z) for s in SCENES for f in ("orthogonal", "block_sparse")
+         for z in ("4k", "16k", "64k")]
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -77,14 +82,17 @@ CASES = [(s, f, z) for s in SCENES for f in ("orthogonal", "block_sparse") for z
 def test_sketch(benchmark, scene, family, size, impl):
     sk = sketcher(family, size)
     d = sk.d_sketch
-    if impl == "naive" and (size == "16k" and family == "block_sparse" or scene == "many" and size == "16k"):
+    if impl == "naive" and (size == "64k" or size == "16k" and family == "block_sparse"
+                            or scene == "many" and size == "16k"):
         pytest.skip("the naive recursion takes minutes here")
     benchmark.group = f"sketch {scene} {family} d={d}"
     graphs0 = _graphs(scene, 0)
     # "many" and "eighty" take fresh modules in every round (a stream of real inputs), built
     # before the timing; "chain" and "fifty" reuse theirs (warmed here).
     fresh = scene in ("many", "eighty")
-    rounds = iter([_graphs(scene, c, impl) for c in range(1, 4)] if fresh else [graphs0] * 3)
+    n_rounds = ROUNDS[size]
+    rounds = iter([_graphs(scene, c, impl) for c in range(1, n_rounds + 1)] if fresh
+                  else [graphs0] * n_rounds)
     if not fresh:
         sk.sketch_many(graphs0)
     if impl.startswith("recsketch"):
@@ -108,7 +116,7 @@ def test_sketch(benchmark, scene, family, size, impl):
             run = lambda: base.sketch_many(next(rounds))
         else:
             run = lambda: [naive_sketch(g, d, matrix) for g in next(rounds)]
-    benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=0)
+    benchmark.pedantic(run, rounds=n_rounds, iterations=1, warmup_rounds=0)
     t = benchmark.stats.stats.min
     objects = sum(len(g) for g in graphs0)
     bound = bound_seconds(sk, graphs0, add_rate())

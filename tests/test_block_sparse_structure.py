@@ -182,5 +182,6 @@ def test_suggest_block_sparse_gives_valid_nearby_sizes():
 def test_defaults():
     sk = rs.Sketcher(4050)
     assert (sk.block_size, sk.family, sk.seed, sk.dtype) == (45, "block_sparse", 0, np.float32)
-    assert sk.density == pytest.approx(math.log2(4050) / math.sqrt(4050))
+    # the smallest q with (1 - q)^(d / b) <= 1e-8 (docs/density.md); 90 block-rows here
+    assert sk.density == pytest.approx(1 - 1e-8 ** (1 / 90), rel=1e-12)
     assert rs.min_block_size(4050) == 3 * (12 + 3)

@@ -58,7 +58,7 @@ def test_operator_shape_errors():
     (dict(d_sketch=360, block_size=36, density=0.0), ValueError, "density"),
     (dict(d_sketch=360, block_size=36, density=1.5), ValueError, "density"),
     (dict(d_sketch=360, block_size=36, density=float("nan")), ValueError, "density"),
-    (dict(d_sketch=360, block_size=36, density="0.3"), TypeError, "density"),
+    (dict(d_sketch=360, block_size=36, density="0.3"), ValueError, "density"),
     (dict(d_sketch=4096), ValueError, "nearest valid size is d_sketch=4095"),
     (dict(d_sketch=360.0), TypeError, "d_sketch"),
     (dict(d_sketch=True), TypeError, "d_sketch"),

@@ -13,7 +13,9 @@ D = 1014
 
 
 def _sketcher():
-    return rs.Sketcher(D, seed=5)
+    # the paper's q: the fingerprint threshold below was set on this draw (over 8 draws the
+    # default q's read-outs are as close: median cosine 0.79 against 0.76, docs/density.md)
+    return rs.Sketcher(D, seed=5, density="paper")
 
 
 def _scene(seed, n_top=2, children=4):

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import enum
-from typing import Dict, NamedTuple, Optional
+import math
+from typing import Dict, NamedTuple, Optional, Union
 
 import numpy as np
 
@@ -20,6 +21,7 @@ __all__ = [
     "default_density",
     "enc_pattern",
     "min_block_size",
+    "paper_density",
     "set_walk_cache_limit",
     "suggest_block_sparse",
     "walk_cache_info",
@@ -30,6 +32,10 @@ __all__ = [
 # 32-bit words, so a block's probability of being nonzero is a multiple of 2**-32; a smaller q
 # cannot be represented (see cpp/include/recsketch/block_sparse_params.hpp).
 MIN_DENSITY: float = float(_core.MIN_DENSITY)
+
+
+# Named densities accepted wherever ``density`` is (besides a float and None, the default).
+DENSITY_NAMES = ("paper",)
 
 
 def check_density(density: object) -> float:
@@ -47,6 +53,21 @@ def check_density(density: object) -> float:
     return q
 
 
+def resolve_density(density: object, d_sketch: int, block_size: int) -> float:
+    """The block probability ``q`` that ``density`` names for ``d_sketch`` and ``block_size``:
+    None is :func:`default_density`, ``"paper"`` is :func:`paper_density`, a real number is
+    checked by :func:`check_density`. A string naming no density is a ValueError, anything
+    else that is not a real number a TypeError."""
+    if density is None:
+        return default_density(d_sketch, block_size)
+    if isinstance(density, str):
+        if density == "paper":
+            return paper_density(d_sketch)
+        raise ValueError(f"density must be a float in (0, 1], None or one of {DENSITY_NAMES}, "
+                         f"got {density!r}")
+    return check_density(density)
+
+
 class BlockSparseParams(NamedTuple):
     d_sketch: int
     block_size: int
@@ -58,9 +79,34 @@ def min_block_size(d_sketch: int) -> int:
     return int(_core.min_block_size(check_int(d_sketch, "d_sketch", minimum=1, maximum=MAX_D_SKETCH)))
 
 
-def default_density(d_sketch: int) -> float:
-    """Default block probability ``q = min(1, log2(d) / sqrt(d))`` (Theorem 4: q >= polylog/sqrt d)."""
+def paper_density(d_sketch: int) -> float:
+    """The paper's block probability ``q = min(1, log2(d) / sqrt(d))`` (Theorem 4 asks for
+    ``q >= polylog(d) / sqrt(d)``; ``Sketcher(d, density="paper")``)."""
     return float(_core.default_density(check_int(d_sketch, "d_sketch", minimum=1, maximum=MAX_D_SKETCH)))
+
+
+# Default density rule: the probability that a column has no nonzero block, (1 - q)^(d/b), is
+# at most EMPTY_COLUMN_PROBABILITY (a column with no block records nothing: an attribute entry
+# it carries is lost). That is about ln(1e8) = 18.4 nonzero blocks per column; above it the
+# errors of depth-1 and depth-2 queries no longer fall with q while the cost grows with it
+# (depth-3 read-outs gain 20-30% from the paper's larger q at d >= 16k: docs/density.md).
+EMPTY_COLUMN_PROBABILITY = 1e-8
+
+
+def default_density(d_sketch: int, block_size: Optional[int] = None) -> float:
+    """The default block probability ``q`` of D(b, q, d) (``Sketcher(d)``, ``density=None``):
+    the smallest ``q`` with ``(1 - q)^(d / b) <= 1e-8``, i.e. ``q = 1 - 1e-8^(b / d)``, about
+    18.4 nonzero blocks per column (chosen by measurement: ``docs/density.md``).
+
+    ``block_size`` defaults to :func:`default_block_size` (or, if ``d_sketch`` has none, the
+    smallest block size Enc allows). The paper's value is :func:`paper_density`
+    (``density="paper"``).
+    """
+    d = check_int(d_sketch, "d_sketch", minimum=1, maximum=MAX_D_SKETCH)
+    if block_size is None:
+        block_size = default_block_size(d) or min(d, min_block_size(d))
+    b = check_int(block_size, "block_size", minimum=1, maximum=MAX_D_SKETCH)
+    return min(1.0, -math.expm1(math.log(EMPTY_COLUMN_PROBABILITY) * b / d))
 
 
 def default_block_size(d_sketch: int) -> Optional[int]:
@@ -78,13 +124,15 @@ def _valid(d: int, b: int) -> bool:
     return d >= b and d % b == 0 and b % 3 == 0 and b >= min_block_size(d)
 
 
-def suggest_block_sparse(d_sketch: int, density: Optional[float] = None) -> BlockSparseParams:
+def suggest_block_sparse(d_sketch: int, density: Union[float, str, None] = None
+                         ) -> BlockSparseParams:
     """Valid ``(d_sketch, block_size, density)`` with ``d_sketch`` as close as possible to the
-    requested one and the smallest block size Enc allows; ``density`` defaults to
-    :func:`default_density` of the chosen ``d_sketch``.
+    requested one and the smallest block size Enc allows; ``density`` (None, ``"paper"`` or a
+    float, as for :class:`Sketcher`) defaults to :func:`default_density` of the chosen
+    ``d_sketch``.
 
     >>> suggest_block_sparse(16384)
-    BlockSparseParams(d_sketch=16371, block_size=51, density=0.10942...)
+    BlockSparseParams(d_sketch=16371, block_size=51, density=0.05576...)
     """
     target = check_int(d_sketch, "d_sketch", minimum=24, maximum=MAX_D_SKETCH)
     best = None
@@ -98,7 +146,7 @@ def suggest_block_sparse(d_sketch: int, density: Optional[float] = None) -> Bloc
     if best is None:  # pragma: no cover - the +3 candidate always covers power-of-two crossings
         raise ValueError(f"no valid block-sparse size found near {target}")
     _, d, b = best
-    q = default_density(d) if density is None else check_density(density)
+    q = resolve_density(density, d, b)
     _core.BlockSparseFamily(d, b, q)
     return BlockSparseParams(d, b, q)
 
@@ -156,8 +204,8 @@ def walk_cache_info() -> Dict[str, int]:
 
     Full-width products with a block-sparse matrix (``R @ x``, ``R.half``, ``R.T @ y``, and
     the sketch recursion) keep each matrix's block walk, its nonzero blocks and their flips
-    (4 bytes per nonzero block plus 8 per column: about 2.4 MB at d = 16k, 1% of the same
-    matrix in CSR), so repeated products skip the hashing. Only inputs with at least a quarter
+    (2 bytes per nonzero block, 4 above 8192 block-rows, plus 8 per column: about 0.7 MB at
+    d = 16k with the default density, under 1% of the same matrix in CSR), so repeated products skip the hashing. Only inputs with at least a quarter
     of their columns nonzero fill it (a product walks only the columns where its input is
     nonzero). Least recently used matrices go first; results are bit-identical with and
     without the cache.

@@ -11,7 +11,7 @@ import numpy as np
 
 from ._checks import MAX_D_SKETCH, MAX_POSITION, check_int, check_num_threads
 from ._native import _core
-from .block_sparse import check_density, default_block_size, default_density, suggest_block_sparse
+from .block_sparse import default_block_size, resolve_density, suggest_block_sparse
 from .decoder import QUERY_CACHE_BYTES, Decoder
 from .embeddings import LeafEmbeddings
 from .graph import Graph, flatten
@@ -45,11 +45,16 @@ class Sketcher:
     family : {"block_sparse", "orthogonal"}
         ``block_sparse`` is the paper's D(b, q, d) (Section 4.3), needed to learn matrices back
         (Section 4); ``orthogonal`` is an exactly orthonormal O(d log d) construction.
-    block_size, density : int, float, optional
-        ``b`` and ``q`` of D(b, q, d). Defaults: the smallest valid ``b`` dividing ``d_sketch``
-        and ``q = min(1, log2 d / sqrt d)``; ``q`` must be in ``[MIN_DENSITY, 1]``
-        (``recsketch.MIN_DENSITY = 2**-32``, the resolution of the 32-bit gap draw). Not allowed
-        with ``orthogonal``.
+    block_size : int, optional
+        ``b`` of D(b, q, d); default the smallest valid ``b`` dividing ``d_sketch``.
+    density : float, "paper" or None
+        ``q`` of D(b, q, d), the probability that a block is nonzero. None (default):
+        :func:`recsketch.default_density`, the smallest ``q`` that leaves a column with no
+        nonzero block with probability at most 1e-8 (about 18 nonzero blocks per column; chosen
+        by measurement, ``docs/density.md``); ``"paper"``: the paper's
+        ``min(1, log2 d / sqrt d)`` (:func:`recsketch.paper_density`); a float in
+        ``[MIN_DENSITY, 1]`` (``recsketch.MIN_DENSITY = 2**-32``, the resolution of the 32-bit
+        gap draw). ``block_size`` and ``density`` are not allowed with ``orthogonal``.
     seed : int
         In ``[0, 2**64)``. Every matrix is a pure function of ``(family parameters, seed, role)``:
         the same seed gives bit-identical matrices on every machine and thread count.
@@ -70,7 +75,7 @@ class Sketcher:
     """
 
     def __init__(self, d_sketch: int, *, family: str = "block_sparse",
-                 block_size: Optional[int] = None, density: Optional[float] = None,
+                 block_size: Optional[int] = None, density: Union[float, str, None] = None,
                  seed: int = 0, dtype: Any = "float32",
                  query_cache_bytes: int = QUERY_CACHE_BYTES):
         d = check_int(d_sketch, "d_sketch", minimum=2, maximum=MAX_D_SKETCH)
@@ -99,9 +104,7 @@ class Sketcher:
                         + (f"; the nearest valid size is d_sketch={hint.d_sketch} "
                            f"(block_size={hint.block_size})" if hint else ""))
             block_size = check_int(block_size, "block_size", minimum=3)
-            if density is None:
-                density = default_density(d)
-            density = check_density(density)
+            density = resolve_density(density, d, block_size)
             self._native_family = _core.BlockSparseFamily(d, block_size, density)
 
         self._d = d
