@@ -152,6 +152,7 @@ def run(d: int, q: float, S: int, seed: int, cache: Optional[Path] = None) -> di
         res[f"t {label}"] = time.perf_counter() - t0
         res[label] = model.report(truth)
         res[f"garbage {label}"] = res[label].garbage_roles
+        res[f"criteria {label}"] = {h: criteria(model, truth, h) for h in (2, 3)}
     res["t unmix"] = res["t unmix + NNLS"]
     res["garbage unmix"] = res["garbage unmix + NNLS"]
     res["maxrss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
@@ -183,6 +184,16 @@ def table(rows: List[dict]) -> str:
                        f"{v['decoded']}/{v['blocks']} | {r['r sample'][h]:.2f} | "
                        f"{np.median(rr):.2f} ({np.quantile(rr, .1):.2f}-{np.quantile(rr, .9):.2f})"
                        f" | {2 ** (1.5 * (h - 1)) * math.sqrt(r['q']):.2f} |")
+    out += ["", "| d, q | S | seed | depth | method | 2-block columns ok | wrong | l-inf med | "
+            "depth ok | edges ok (wrong) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        for h in (2, 3):
+            for label in ("sample", "unmix", "unmix + NNLS"):
+                c = r[f"criteria {label}"][h]
+                out.append(f"| {r['d']}, {r['q']:g} | {r['S']} | {r['seed']} | {h} | {label} | "
+                           f"{c['ok2']}/{c['cols2']} | {c['wrong']} | {c['linf']:.3f} | "
+                           f"{c['depth_ok']}/{c['modules']} | {c['edges_ok']}/{c['edges']} "
+                           f"({c['edges_wrong']}) |")
     out += ["", "| d | S | seed | sketch s | sample s | unmix s | max RSS GiB | "
             "garbage roles (unmix) |",
             "|---|---|---|---|---|---|---|---|"]
@@ -256,6 +267,8 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=200)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--quick", action="store_true", help="d = 65,520, S = 80 (about a minute)")
+    ap.add_argument("--cache", type=Path, default=None,
+                    help="directory for the sketches (.npy; 0.4 GB per seed at d = 524k, S = 200)")
     ap.add_argument("--varying", action="store_true",
                     help="the input-dependent graph of varying_teacher instead (d = 98,280, "
                          "q = 1e-3 unless given)")
@@ -268,7 +281,7 @@ def main() -> None:
     rows = []
     t0 = time.perf_counter()
     for seed in args.seeds:
-        rows.append(run(args.d, args.q, args.samples, seed))
+        rows.append(run(args.d, args.q, args.samples, seed, args.cache))
         print(table(rows[-1:]), flush=True)
     print("\nall runs\n" + table(rows))
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")

@@ -230,26 +230,26 @@ def screen_blocks(est: np.ndarray, agree: float = 1.5) -> np.ndarray:
 
     Why: below the top level a block's estimate is off by an almost constant multiple of a
     heavy word's coefficient wherever that word's diffuse (or product-spiky) part overlaps the
-    block: measured at d = 524,262, q = 4e-4 (``docs/unmix.md``), 1 in 4 depth-3 blocks read
-    1.9-4.6x the true median coefficient, or a negative one, with a sample-to-sample spread
-    no larger than the clean blocks' (0.1-0.2). The overlap has a random sign, so: blocks
-    whose median estimate is negative are dropped (identity-word coefficients are >= 0),
-    and of the rest those whose median is within ``agree`` times the smallest are kept
-    (a heavy word's leak is several times the light word's coefficient, so a contaminated
-    block reads larger than a clean one)."""
+    block. Measured at d = 524,262, q = 4e-4 (``docs/unmix.md``): about 1 in 3 depth-3 blocks
+    reads 0.05-0.4x or 1.9-4.6x the true median coefficient, or a negative one, with a
+    sample-to-sample spread no larger than a clean block's, so nothing within one block tells
+    it apart. Across blocks: those with a negative median are dropped (identity-word
+    coefficients are >= 0); with three or more left, those whose median is within ``agree``
+    times the median of the blocks' medians are kept; with one or two, all of them (two
+    blocks that disagree cannot be told apart: their mean halves the error)."""
     med = np.median(est, axis=1)
     keep = med > 0
-    if not keep.any():
-        return np.ones(est.shape[0], dtype=bool)
-    lo = float(med[keep].min())
-    return keep & (med <= agree * lo)
+    if keep.sum() < 3:
+        return keep if keep.any() else np.ones(est.shape[0], dtype=bool)
+    mid = float(np.median(med[keep]))
+    return keep & (med <= agree * mid) & (med >= mid / agree)
 
 
 def _refine(Y: np.ndarray, matrices: List[RecoveredMatrix], C: np.ndarray, rounds: int,
             screen: bool = True) -> np.ndarray:
     """Nonnegative least squares of every sample's decoded rows on the recovered columns, by
     projected gradient. With ``screen`` only each column's trusted blocks (:func:`screen_blocks`)
-    enter, and the start is the per-sample median of their estimates; otherwise every decoded
+    enter, and the start is the per-sample mean of their estimates; otherwise every decoded
     block enters and the start is ``C`` (the unmixed estimate)."""
     b = matrices[0].block_size
     scale = matrices[0].scale
@@ -261,7 +261,7 @@ def _refine(Y: np.ndarray, matrices: List[RecoveredMatrix], C: np.ndarray, round
                 est = block_estimates(Y, mat, c)
                 keep = screen_blocks(est)
                 blks, pats = blks[keep], pats[keep]
-                start.append(np.median(est[keep], axis=0))
+                start.append(np.mean(est[keep], axis=0))
             rows = (blks[:, None] * b + np.arange(b)[None, :]).ravel()
             rows_all.append(rows)
             col_of.append(np.full(rows.size, a))
