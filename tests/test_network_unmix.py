@@ -318,3 +318,31 @@ def test_refinement_ignores_a_block_with_a_heavy_leak():
     from recsketch.network.unmix import _refine
     loose = _refine(Y, res.matrices, res.coefficients, 20, screen=False)
     assert np.median(np.abs(loose[:, a] - c) / c) > 0.2
+
+
+def test_two_block_column_takes_the_block_whose_ratio_to_the_gain_varies_least():
+    """A column with exactly two blocks, a constant leak on one of them (x 3 the coefficient),
+    a gain that varies with the sample: the block whose estimate / g is steadier is chosen,
+    so the coefficient is that of the clean block (the two blocks' mean would be off by 1.5x)."""
+    from recsketch.network.learn import _two_block_columns
+
+    d, b, q, n = 16371, 51, 0.02, 60
+    sk = rs.Sketcher(d, block_size=b, density=q, seed=3)
+    R = sk.module_matrix("P", 1)
+    j = int(np.flatnonzero(R.column_block_counts() == 2)[0])
+    rng = np.random.default_rng(4)
+    g = rng.uniform(0.3, 0.7, n) * 1e-3
+    c = g * rng.uniform(0.45, 0.55, n)
+    col = _true_signs_d(R, j, d) / np.sqrt(d * q)
+    blks = np.flatnonzero(np.abs(col.reshape(-1, b)).max(axis=1))
+    for leaky in (0, 1):
+        rows = slice(blks[leaky] * b, (blks[leaky] + 1) * b)
+        Y = np.outer(c, col)
+        Y[:, rows] += 3 * np.median(c) * col[rows]  # a constant leak along the pattern
+        res = unmix(Y, b, q, refine=0)
+        mi = next(i for i, m in enumerate(res.matrices) if j in m.columns.tolist())
+        mat = res.matrices[mi]
+        ci = mat.columns.tolist().index(j)
+        coef = np.zeros((n, mat.columns.size))
+        _, out = _two_block_columns(Y, (mat, coef), g)
+        assert np.allclose(out[:, ci], c, rtol=1e-6), leaky
