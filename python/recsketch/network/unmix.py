@@ -198,7 +198,8 @@ def unmix_coefficients(Y: np.ndarray, V: np.ndarray, matrices: List[RecoveredMat
     q = 5e-4 the direct estimate left a median depth-3 attribute error of 0.40 (the top right
     singular vector of a block also picks up the other words' diffuse parts, and a heavy word
     leaks through them), NNLS on every decoded block 0.12; at d = 524,262, q = 4e-4 the same
-    NNLS left 0.098 (seed 0) and the screened one 0.031, see ``docs/unmix.md``.
+    NNLS left 0.098 (seed 0), the screened one, with ``learn_network``'s two-block rule,
+    0.044-0.148 over three seeds (``docs/unmix.md``).
     """
     n = Y.shape[0]
     m = sum(mat.columns.size for mat in matrices)
