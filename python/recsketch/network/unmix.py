@@ -239,7 +239,8 @@ def screen_blocks(est: np.ndarray, agree: float = 1.5) -> np.ndarray:
     it apart. Across blocks: those with a negative median are dropped (identity-word
     coefficients are >= 0); with three or more left, those whose median is within ``agree``
     times the median of the blocks' medians are kept; with one or two, all of them (two
-    blocks that disagree cannot be told apart: their mean halves the error)."""
+    blocks that disagree cannot be told apart by their medians; ``learn_network`` picks one
+    of two by how steady its read is against the module's gain, ``learn._two_block_columns``)."""
     med = np.median(est, axis=1)
     keep = med > 0
     if keep.sum() < 3:
