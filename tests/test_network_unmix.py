@@ -14,8 +14,8 @@ import pytest
 
 import recsketch as rs
 from recsketch.network import NetworkTruth, learn_network
-from recsketch.network.unmix import (RANK_FLOOR, block_directions, choose_rank, sketch_basis,
-                                     unmix)
+from recsketch.network.unmix import (RANK_FLOOR, block_directions, choose_rank, screen_blocks,
+                                     sketch_basis, unmix)
 
 D, Q, S, DIM = 98280, 1e-3, 40, 8
 B = 60
@@ -275,3 +275,74 @@ def test_full_rank_sketches_warn():
     with pytest.warns(RuntimeWarning, match="not low-rank"):
         res = unmix(Y, 45, 0.1)
     assert res.rank == 6
+
+
+
+def test_screen_blocks_drops_offset_blocks():
+    """Per-block estimates of one coefficient: clean blocks agree; a block offset by a heavy
+    word's leak (x 3.5, or below zero) is dropped; with two blocks both are kept."""
+    rng = np.random.default_rng(0)
+    c = rng.uniform(0.5, 1.0, 50)
+    clean = [c * (1 + 0.05 * rng.normal(size=50)) for _ in range(3)]
+    assert screen_blocks(np.array(clean + [c + 2.5 * np.median(c)])).tolist() == [True] * 3 + [False]
+    assert screen_blocks(np.array(clean + [c - 2.0])).tolist() == [True] * 3 + [False]
+    assert screen_blocks(np.array([c, c + 3.0])).tolist() == [True, True]
+    assert screen_blocks(np.array([c - 3.0, c - 4.0])).tolist() == [True, True]  # nothing to go on
+
+
+def test_refinement_ignores_a_block_with_a_heavy_leak():
+    """A light column (3 nonzero blocks) plus a heavy word (coefficient ~400x larger) whose
+    dense part overlaps one of its blocks: the refined coefficient stays within 5% where the
+    unscreened one (every decoded block) is off by the leak."""
+    d, b, q, n = 16371, 51, 0.02, 60
+    sk = rs.Sketcher(d, block_size=b, density=q, seed=3)
+    R = sk.module_matrix("P", 1)
+    counts = R.column_block_counts()
+    j = int(np.flatnonzero(counts >= 3)[0])
+    rng = np.random.default_rng(1)
+    c = rng.uniform(0.5, 1.0, n) * 1e-3
+    col = _true_signs_d(R, j, d) / np.sqrt(d * q)
+    blk = int(np.flatnonzero(np.abs(col.reshape(-1, b)).max(axis=1))[0])
+    leak = np.zeros(d)
+    leak[blk * b:(blk + 1) * b] = 0.02 * np.sign(col[blk * b:(blk + 1) * b])  # overlaps +
+    leak[rng.choice(d, 400, replace=False)] += rng.normal(0, 1e-4, 400)
+    heavy = 0.4 + 0.01 * rng.random(n)
+    Y = np.outer(c, col) + np.outer(heavy, leak)
+    res = unmix(Y, b, q, refine=20)
+    mats = [(mi, ci) for mi, m in enumerate(res.matrices) for ci, jj in enumerate(m.columns)
+            if jj == j and np.array_equal(_signs_of(m, ci, d, b), np.sign(col))]
+    assert mats, "the light column is decoded"
+    mi, ci = mats[0]
+    a = np.flatnonzero((res.atoms[:, 0] == mi) & (res.atoms[:, 1] == j))[0]
+    assert np.median(np.abs(res.coefficients[:, a] - c) / c) < 0.05
+    from recsketch.network.unmix import _refine
+    loose = _refine(Y, res.matrices, res.coefficients, 20, screen=False)
+    assert np.median(np.abs(loose[:, a] - c) / c) > 0.2
+
+
+def test_two_block_column_takes_the_block_whose_ratio_to_the_gain_varies_least():
+    """A column with exactly two blocks, a constant leak on one of them (x 3 the coefficient),
+    a gain that varies with the sample: the block whose estimate / g is steadier is chosen,
+    so the coefficient is that of the clean block (the two blocks' mean would be off by 1.5x)."""
+    from recsketch.network.learn import _two_block_columns
+
+    d, b, q, n = 16371, 51, 0.02, 60
+    sk = rs.Sketcher(d, block_size=b, density=q, seed=3)
+    R = sk.module_matrix("P", 1)
+    j = int(np.flatnonzero(R.column_block_counts() == 2)[0])
+    rng = np.random.default_rng(4)
+    g = rng.uniform(0.3, 0.7, n) * 1e-3
+    c = g * rng.uniform(0.45, 0.55, n)
+    col = _true_signs_d(R, j, d) / np.sqrt(d * q)
+    blks = np.flatnonzero(np.abs(col.reshape(-1, b)).max(axis=1))
+    for leaky in (0, 1):
+        rows = slice(blks[leaky] * b, (blks[leaky] + 1) * b)
+        Y = np.outer(c, col)
+        Y[:, rows] += 3 * np.median(c) * col[rows]  # a constant leak along the pattern
+        res = unmix(Y, b, q, refine=0)
+        mi = next(i for i, m in enumerate(res.matrices) if j in m.columns.tolist())
+        mat = res.matrices[mi]
+        ci = mat.columns.tolist().index(j)
+        coef = np.zeros((n, mat.columns.size))
+        _, out = _two_block_columns(Y, (mat, coef), g)
+        assert np.allclose(out[:, ci], c, rtol=1e-6), leaky

@@ -22,9 +22,10 @@ mixed by per-sample coefficients ``C`` (``g x_j`` and ``g``). The row space of `
 4. :func:`unmix_coefficients` -- per-sample coefficients of every recovered column: with
    ``V = A M``, ``C = (Y V) M^T``, and a word's row ``m_k`` of ``M`` is read off its own decoded
    blocks (direction: their top right singular vectors; norm: their top singular values
-   against the known spike height ``1/sqrt(dq)``), then refined by nonnegative least squares
-   on the decoded rows of every sample, started from it (``refine`` rounds; measured in
-   :func:`unmix_coefficients`).
+   against the known spike height ``1/sqrt(dq)``); with ``refine > 0`` (the default) each
+   column's decoded blocks are screened for a heavy word's leak (:func:`screen_blocks`) and
+   the coefficients come from nonnegative least squares on the kept rows of every sample
+   (``refine`` rounds; measured in :func:`unmix_coefficients`).
 
 The clusters and coefficients this returns have the same form as the per-sample learner's, so
 :func:`~recsketch.network.learn_network` (``method="unmix"``) applies the same garbage rules,
@@ -46,7 +47,7 @@ from .._checks import check_int, check_num_threads
 from ..dictionary import DictionaryLearner, RecoveredMatrix
 
 __all__ = ["UnmixResult", "sketch_basis", "choose_rank", "block_directions",
-           "unmix_coefficients", "unmix", "RANK_FLOOR"]
+           "unmix_coefficients", "unmix", "block_estimates", "screen_blocks", "RANK_FLOOR"]
 
 
 @dataclass
@@ -190,13 +191,15 @@ def unmix_coefficients(Y: np.ndarray, V: np.ndarray, matrices: List[RecoveredMat
 
     ``Y = C A^T`` and ``V = A M`` give ``C = (Y V) M^T``: the coefficient of word ``k`` is
     ``(Y V) m_k``, one column at a time, whether or not the other words were recovered
-    (:func:`_directions` gives ``m_k`` from the word's own blocks). ``refine > 0`` then runs
-    that many rounds of nonnegative least squares of every sample's decoded rows on the
-    recovered columns, started from it. Measured in ``bench/teacher_unmix.py`` (d = 262,143,
-    q = 5e-4, S = 200): at depth 3 the direct estimate leaves a median attribute error of 0.40
-    (the top right singular vector of a block also picks up the other words' diffuse parts,
-    and a heavy word leaks through them); 20 rounds bring it to 0.12 and the gain error from
-    0.56 to 0.19, which fixes the depths and the tree edges; at depth 2 both are at 0.003-0.004.
+    (:func:`_directions` gives ``m_k`` from the word's own blocks). ``refine > 0`` replaces it
+    by that many rounds of nonnegative least squares of every sample's rows in each column's
+    trusted blocks (:func:`screen_blocks`) on the recovered columns, started from the mean of
+    the trusted blocks' own estimates. Measured in ``bench/teacher_unmix.py``: at d = 262,143,
+    q = 5e-4 the direct estimate left a median depth-3 attribute error of 0.40 (the top right
+    singular vector of a block also picks up the other words' diffuse parts, and a heavy word
+    leaks through them), NNLS on every decoded block 0.12; at d = 524,262, q = 4e-4 the same
+    NNLS left 0.098 (seed 0), the screened one, with ``learn_network``'s two-block rule,
+    0.044-0.148 over three seeds (``docs/unmix.md``).
     """
     n = Y.shape[0]
     m = sum(mat.columns.size for mat in matrices)
@@ -213,17 +216,56 @@ def unmix_coefficients(Y: np.ndarray, V: np.ndarray, matrices: List[RecoveredMat
     return C
 
 
-def _refine(Y: np.ndarray, matrices: List[RecoveredMatrix], C: np.ndarray, rounds: int
-            ) -> np.ndarray:
+def block_estimates(Y: np.ndarray, mat: RecoveredMatrix, c: int) -> np.ndarray:
+    """``(n_blocks, S)``: every sample's coefficient of column ``mat.columns[c]`` read off each
+    of its decoded blocks alone, ``Y[:, rows] . p / (b / sqrt(dq))``."""
+    b = mat.block_size
+    out = np.empty((len(mat.blocks[c]), Y.shape[0]))
+    for i, (blk, pat) in enumerate(zip(mat.blocks[c], mat.patterns[c])):
+        rows = int(blk) * b + np.arange(b)
+        out[i] = np.asarray(Y[:, rows], dtype=np.float64) @ pat.astype(np.float64)
+    return out / (b * mat.scale)
+
+
+def screen_blocks(est: np.ndarray, agree: float = 1.5) -> np.ndarray:
+    """Which blocks of one column to trust (boolean ``(n_blocks,)``), from their per-sample
+    estimates ``est`` (:func:`block_estimates`).
+
+    Why: below the top level a block's estimate is off by an almost constant multiple of a
+    heavy word's coefficient wherever that word's diffuse (or product-spiky) part overlaps the
+    block. Measured at d = 524,262, q = 4e-4 (``docs/unmix.md``): about 1 in 3 depth-3 blocks
+    reads 0.05-0.4x or 1.9-4.6x the true median coefficient, or a negative one, with a
+    sample-to-sample spread no larger than a clean block's, so nothing within one block tells
+    it apart. Across blocks: those with a negative median are dropped (identity-word
+    coefficients are >= 0); with three or more left, those whose median is within ``agree``
+    times the median of the blocks' medians are kept; with one or two, all of them (two
+    blocks that disagree cannot be told apart by their medians; ``learn_network`` picks one
+    of two by how steady its read is against the module's gain, ``learn._two_block_columns``)."""
+    med = np.median(est, axis=1)
+    keep = med > 0
+    if keep.sum() < 3:
+        return keep if keep.any() else np.ones(est.shape[0], dtype=bool)
+    mid = float(np.median(med[keep]))
+    return keep & (med <= agree * mid) & (med >= mid / agree)
+
+
+def _refine(Y: np.ndarray, matrices: List[RecoveredMatrix], C: np.ndarray, rounds: int,
+            screen: bool = True) -> np.ndarray:
     """Nonnegative least squares of every sample's decoded rows on the recovered columns, by
-    projected gradient from ``C`` (the unmixed start keeps it in the right basin when columns
-    share blocks)."""
+    projected gradient. With ``screen`` only each column's trusted blocks (:func:`screen_blocks`)
+    enter, and the start is the per-sample mean of their estimates; otherwise every decoded
+    block enters and the start is ``C`` (the unmixed estimate)."""
     b = matrices[0].block_size
     scale = matrices[0].scale
-    rows_all, col_of, vals = [], [], []
+    rows_all, col_of, vals, start = [], [], [], []
     a = 0
     for mat in matrices:
-        for blks, pats in zip(mat.blocks, mat.patterns):
+        for c, (blks, pats) in enumerate(zip(mat.blocks, mat.patterns)):
+            if screen:
+                est = block_estimates(Y, mat, c)
+                keep = screen_blocks(est)
+                blks, pats = blks[keep], pats[keep]
+                start.append(np.mean(est[keep], axis=0))
             rows = (blks[:, None] * b + np.arange(b)[None, :]).ravel()
             rows_all.append(rows)
             col_of.append(np.full(rows.size, a))
@@ -237,7 +279,7 @@ def _refine(Y: np.ndarray, matrices: List[RecoveredMatrix], C: np.ndarray, round
     gram = R.T @ R
     lip = float(np.linalg.eigvalsh(gram)[-1]) if a else 1.0
     rhs = target @ R
-    X = np.maximum(C, 0.0)
+    X = np.maximum(np.stack(start, axis=1) if screen else C, 0.0)
     for _ in range(rounds):
         X = np.maximum(X - (X @ gram - rhs) / lip, 0.0)
     return X
