@@ -19,6 +19,9 @@ are cached here like the probe matrices.
 from __future__ import annotations
 
 import hashlib
+import os
+import sys
+import warnings
 from typing import TYPE_CHECKING, Any, Dict, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -41,6 +44,19 @@ __all__ = ["Decoder", "QUERY_CACHE_BYTES"]
 # Default budget of a Decoder's cache (probes, probe matrices, column norms).
 QUERY_CACHE_BYTES = 256 << 20
 _PROBE_MATRIX_MAX_K = 256   # longer outputs use the transposes instead of a cached (k, d) matrix
+
+
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning raised by the caller of this function point at
+    the first frame outside the recsketch package (the user's call), however deep inside the
+    package it was raised."""
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame = sys._getframe(1)
+    level = 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame = frame.f_back
+        level += 1
+    return level
 
 
 def _threads(num_threads: Optional[int]) -> Optional[int]:
@@ -378,7 +394,21 @@ class Decoder:
         may register modules meanwhile). The plan fits the cache's budget, so both are built
         once and cached (the factor per set of kept coordinates of an erased sketch)."""
         blocks, _, key, kept_key = self._joint_setup(inp, fan_in, registry)
-        rows = self._cache.get(key + ("rows",), lambda: design_rows(self._sk, blocks, threads))
+
+        def build() -> np.ndarray:
+            if blocks and all(b.path is None for b in blocks):
+                # measured (docs/joint.md): with every module path-free the fit is no better
+                # than the matched filter, and worse as unused modules accumulate
+                warnings.warn(
+                    f"method='joint' enumerates no level's paths here ({len(registry)} "
+                    f"registered modules, fan_in={fan_in}, {inp.values.shape[1]} coordinates "
+                    "read), so it fits every module path-free: measured no better than "
+                    "method='matched', and worse as unused modules accumulate; lower fan_in, "
+                    "use a larger d_sketch or register fewer modules (see "
+                    "sk.decoder.joint_plan())", RuntimeWarning, stacklevel=_user_stacklevel())
+            return design_rows(self._sk, blocks, threads)
+
+        rows = self._cache.get(key + ("rows",), build)
         if kept_key is not None:
             rows = rows[:, inp.indices]
         return rows, self._cache.get(key + ("factor", kept_key), lambda: gram_factor(rows))
