@@ -397,15 +397,16 @@ class Decoder:
 
         def build() -> np.ndarray:
             if blocks and all(b.path is None for b in blocks):
-                # measured (docs/joint.md): with every module path-free the fit is no better
-                # than the matched filter, and worse as unused modules accumulate
+                # measured (docs/joint.md): with every module path-free the fit loses its
+                # exactness and can be worse than the matched filter (case (ii); masses as
+                # unused registered modules accumulate)
                 warnings.warn(
                     f"method='joint' enumerates no level's paths here ({len(registry)} "
                     f"registered modules, fan_in={fan_in}, {inp.values.shape[1]} coordinates "
-                    "read), so it fits every module path-free: measured no better than "
-                    "method='matched', and worse as unused modules accumulate; lower fan_in, "
-                    "use a larger d_sketch or register fewer modules (see "
-                    "sk.decoder.joint_plan())", RuntimeWarning, stacklevel=_user_stacklevel())
+                    "read), so it fits every module path-free: not exact, and it can be worse "
+                    "than method='matched' (docs/joint.md); lower fan_in, use a larger "
+                    "d_sketch or register fewer modules (see sk.decoder.joint_plan())",
+                    RuntimeWarning, stacklevel=_user_stacklevel())
             return design_rows(self._sk, blocks, threads)
 
         rows = self._cache.get(key + ("rows",), build)
