@@ -443,8 +443,9 @@ def section_bias(n_draws=48):
 def section_unused(n_seeds=8, d=1024, counts=(3, 5, 10, 20, 30)):
     import warnings
 
-    print(f"\nmass of one of 3 top-level objects (dim 16, weight 1/3) with more modules registered, "
-          f"orthogonal, d = {d}, {n_seeds} seeds, median |error|; load {os.getloadavg()[0]:.1f}\n")
+    print("\nmass of one of 3 top-level objects (dim 16, weight 1/3) with more modules "
+          f"registered, orthogonal, d = {d}, {n_seeds} seeds, median |error|; "
+          f"load {os.getloadavg()[0]:.1f}\n")
     print("| registered | fan_in | plan | matched | joint | joint worse |")
     print("|---|---|---|---|---|---|")
     for n_mod in counts:

@@ -33,7 +33,7 @@ from .erasure import ErasedSketch
 from .joint import (JOINT_FAN_IN, Block, Extension, check_fan_in, check_method, design_rows, extend,
                     extra_blocks, gram_factor, over_budget, plan_blocks, read_out,
                     unknowns_budget)
-from .queries import METHODS, AttributeEstimate, SubSketch
+from .queries import AttributeEstimate, SubSketch
 
 if TYPE_CHECKING:  # pragma: no cover
     from .matrices import RandomMatrix
@@ -93,6 +93,9 @@ class Decoder:
         Budget of the cache (default :data:`QUERY_CACHE_BYTES`, 256 MiB). A module's entries
         take about ``8 * d_sketch * (attribute_dim + 1)`` bytes per (method, path), plus
         ``16 * d_sketch`` for its column norms; change the budget with :attr:`cache_bytes`.
+        ``method="joint"`` plans its design to fit it: ``n`` unknowns take ``8 n (d_sketch +
+        n)`` bytes (design and Gram factor), so a larger budget enumerates deeper levels
+        (``joint_plan``; docs/joint.md says which budget a given d needs).
     """
 
     def __init__(self, sketcher: "Sketcher", cache_bytes: int = QUERY_CACHE_BYTES):

@@ -20,8 +20,9 @@ the number of objects; what it cannot see (positions above ``fan_in``) stays noi
 matched filter.
 
 The blocks grow as ``fan_in^(h-1)`` times the modules of the ancestor levels, so paths are
-enumerated level by level from the top while the unknowns stay within :func:`unknowns_budget`
-(half the coordinates read, at most :data:`JOINT_MAX_UNKNOWNS`); deeper modules get one
+enumerated level by level from the top while all the unknowns stay within
+:func:`unknowns_budget` (half the coordinates read, at most :data:`JOINT_MAX_UNKNOWNS`, and what
+the query cache holds: :func:`design_unknowns_cap`); deeper modules get one
 *path-free* block: the words of the matched read-out of case (i), which every object of the
 module spells the same number of times whatever its path (``_probes.path_free_words``). A
 query on such a module with a ``path`` adds that path's blocks to the fit, reusing the cached
@@ -38,6 +39,7 @@ import numpy as np
 
 from ._checks import check_int
 from ._probes import POSITION, Letter, Word, paper_gain, path_free_words, position
+from .queries import METHODS
 
 if TYPE_CHECKING:  # pragma: no cover
     from .matrices import RandomMatrix
@@ -126,8 +128,6 @@ def check_fan_in(fan_in: object) -> int:
 def check_method(method: object, fan_in: object = None) -> str:
     """Validate a query's ``method`` and its ``fan_in`` (joint only; refused by the others),
     as every entry point (Sketcher, Repository, dask) does before reading anything."""
-    from .queries import METHODS
-
     if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if method == "joint":
