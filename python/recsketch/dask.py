@@ -46,6 +46,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from ._checks import check_int
 from .graph import Graph
+from .joint import check_method
 from .sketcher import Sketcher
 
 __all__ = ["SketchedBag", "sketch_bag", "merge_registries", "to_repository", "from_repository",
@@ -429,54 +430,60 @@ def _check_query(sketcher: Sketcher, sketches: Any, module: str) -> "da.Array":
 
 
 def _count_block(block: np.ndarray, config: str, token: str, module: str, weight: float,
-                 method: str, num_threads: int) -> np.ndarray:
+                 method: str, num_threads: int, fan_in: Optional[int] = None) -> np.ndarray:
     if block.shape[0] == 0:
         return np.zeros(0)
     sk = _task_sketcher(config, token)
     return np.atleast_1d(sk.count(np.ascontiguousarray(block), module, weight, method,
-                                  num_threads=num_threads))
+                                  num_threads=num_threads, fan_in=fan_in))
 
 
 def count(sketcher: Sketcher, sketches: "da.Array", module: str, weight: float, *,
-          method: str = "matched", num_threads: int = 1) -> "da.Array":
+          method: str = "matched", num_threads: int = 1, fan_in: Optional[int] = None
+          ) -> "da.Array":
     """Per-sketch counts of ``module`` (Theorem 3, :meth:`Sketcher.count`) as a lazy Dask array
-    ``(n,)``, block by block (``num_threads`` OpenMP threads per task)."""
+    ``(n,)``, block by block (``num_threads`` OpenMP threads per task). ``fan_in``: the joint
+    read-out's bound (``method="joint"`` only, as on the Sketcher)."""
+    check_method(method, fan_in)
     arr = _check_query(sketcher, sketches, module)
     w = float(weight) if isinstance(weight, numbers.Real) and not isinstance(weight, bool) \
         else None
     if w is None or not 0.0 < w <= 1.0:
         raise ValueError(f"weight must be a number in (0, 1], got {weight!r}")
     return arr.map_blocks(_count_block, sketcher.to_json(), uuid.uuid4().hex, module, w, method,
-                          _threads(num_threads), drop_axis=1, dtype=np.float64)
+                          _threads(num_threads), fan_in, drop_axis=1, dtype=np.float64)
 
 
 def _sum_block(block: np.ndarray, config: str, token: str, module: str, method: str,
-               num_threads: int, dim: int) -> np.ndarray:
+               num_threads: int, dim: int, fan_in: Optional[int] = None) -> np.ndarray:
     """[sum of the summed attributes, sum of the masses] of a block, as one (1, dim + 1) row."""
     out = np.zeros((1, dim + 1))
     if block.shape[0]:
         sk = _task_sketcher(config, token)
         s = np.ascontiguousarray(block)
-        x = np.atleast_2d(sk.summed_attributes(s, module, 1.0, method, num_threads=num_threads))
-        m = np.atleast_1d(sk.mass(s, module, method, num_threads=num_threads))
+        x = np.atleast_2d(sk.summed_attributes(s, module, 1.0, method, num_threads=num_threads,
+                                               fan_in=fan_in))
+        m = np.atleast_1d(sk.mass(s, module, method, num_threads=num_threads, fan_in=fan_in))
         out[0, :dim] = x.sum(axis=0)
         out[0, dim] = m.sum()
     return out
 
 
 def mean_attributes(sketcher: Sketcher, sketches: "da.Array", module: str, *,
-                    method: str = "matched", num_threads: int = 1) -> "da.Array":
+                    method: str = "matched", num_threads: int = 1,
+                    fan_in: Optional[int] = None) -> "da.Array":
     """The weight-averaged attribute vector of ``module`` pooled over all sketches (summed
     attributes over all sketches / summed masses; NaN if the mass is 0), as
     :meth:`Repository.mean_attributes` computes it, as a lazy Dask array ``(attribute_dim,)``.
 
     Each task reduces its block to ``attribute_dim + 1`` numbers, so the sketches are never
-    all in memory.
+    all in memory. ``fan_in``: as in :func:`count`.
     """
+    check_method(method, fan_in)
     arr = _check_query(sketcher, sketches, module)
     dim = sketcher.modules[module].attribute_dim
     partial = arr.map_blocks(_sum_block, sketcher.to_json(), uuid.uuid4().hex, module, method,
-                             _threads(num_threads), dim,
+                             _threads(num_threads), dim, fan_in,
                              chunks=((1,) * arr.numblocks[0], (dim + 1,)), dtype=np.float64)
     total = partial.sum(axis=0)
     return da.where(total[dim] != 0, total[:dim] / da.where(total[dim] != 0, total[dim], 1.0),

@@ -18,6 +18,9 @@ are cached here like the probe matrices.
 
 from __future__ import annotations
 
+import hashlib
+import os
+import sys
 import warnings
 from typing import TYPE_CHECKING, Any, Dict, NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -27,9 +30,10 @@ from ._cache import ByteLRU
 from ._checks import FLOAT_DTYPES, MAX_POSITION, check_int, check_num_threads
 from ._probes import POSITION, Letter, Probe, WeightedWord, Word, build_probe
 from .erasure import ErasedSketch
-from .joint import (JOINT_FAN_IN, Extension, check_fan_in, design_rows, extend, extra_blocks,
-                    gram_factor, plan_blocks, read_out, unknowns_budget)
-from .queries import METHODS, AttributeEstimate, SubSketch
+from .joint import (JOINT_FAN_IN, Block, Extension, check_fan_in, check_method, design_rows, extend,
+                    extra_blocks, gram_factor, over_budget, plan_blocks, read_out,
+                    unknowns_budget)
+from .queries import AttributeEstimate, SubSketch
 
 if TYPE_CHECKING:  # pragma: no cover
     from .matrices import RandomMatrix
@@ -40,6 +44,19 @@ __all__ = ["Decoder", "QUERY_CACHE_BYTES"]
 # Default budget of a Decoder's cache (probes, probe matrices, column norms).
 QUERY_CACHE_BYTES = 256 << 20
 _PROBE_MATRIX_MAX_K = 256   # longer outputs use the transposes instead of a cached (k, d) matrix
+
+
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning raised by the caller of this function point at
+    the first frame outside the recsketch package (the user's call), however deep inside the
+    package it was raised."""
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame = sys._getframe(1)
+    level = 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame = frame.f_back
+        level += 1
+    return level
 
 
 def _threads(num_threads: Optional[int]) -> Optional[int]:
@@ -76,6 +93,9 @@ class Decoder:
         Budget of the cache (default :data:`QUERY_CACHE_BYTES`, 256 MiB). A module's entries
         take about ``8 * d_sketch * (attribute_dim + 1)`` bytes per (method, path), plus
         ``16 * d_sketch`` for its column norms; change the budget with :attr:`cache_bytes`.
+        ``method="joint"`` plans its design to fit it: ``n`` unknowns take ``8 n (d_sketch +
+        n)`` bytes (design and Gram factor), so a larger budget enumerates deeper levels
+        (``joint_plan``; docs/joint.md says which budget a given d needs).
     """
 
     def __init__(self, sketcher: "Sketcher", cache_bytes: int = QUERY_CACHE_BYTES):
@@ -107,14 +127,19 @@ class Decoder:
                    ) -> Dict[str, Any]:
         """What ``method="joint"`` fits for the current registry: ``unknowns``, the depths whose
         paths are enumerated (``path_depths``) and those fitted path-free (``path_free_depths``),
-        and ``design_bytes`` (the cached design, ``8 * unknowns * d_sketch``). ``d_kept``: the
-        coordinates an erased sketch keeps (default all)."""
+        ``budget`` (the most unknowns it may fit: half of the coordinates read, at most
+        ``JOINT_MAX_UNKNOWNS``, and what the query cache holds with the Gram factor, see
+        :func:`recsketch.joint.design_unknowns_cap`) and ``design_bytes`` (the cached design,
+        ``8 * unknowns * d_sketch``). Queries refuse a plan with ``unknowns > budget``.
+        ``d_kept``: the coordinates an erased sketch keeps (default all)."""
         f = check_fan_in(JOINT_FAN_IN if fan_in is None else fan_in)
         kept = self._d if d_kept is None else check_int(d_kept, "d_kept", minimum=1,
                                                           maximum=self._d)
-        blocks = plan_blocks(self._sk.modules, f, unknowns_budget(kept))
+        budget = unknowns_budget(kept, self._d, self._cache.limit)
+        blocks = plan_blocks(self._sk.modules, f, budget)
         n = sum(b.size for b in blocks)
         return {"unknowns": n,
+                "budget": budget,
                 "path_depths": sorted({b.depth for b in blocks if b.path is not None}),
                 "path_free_depths": sorted({b.depth for b in blocks if b.path is None}),
                 "design_bytes": 8 * n * self._d}
@@ -173,13 +198,7 @@ class Decoder:
 
     @staticmethod
     def _method(method: str, fan_in: Optional[int] = None) -> str:
-        if not isinstance(method, str) or method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-        if method == "joint":
-            check_fan_in(JOINT_FAN_IN if fan_in is None else fan_in)
-        elif fan_in is not None:
-            raise ValueError(f"fan_in applies to method='joint' only, not {method!r}")
-        return method
+        return check_method(method, fan_in)
 
     def _target(self, inp: _Input, module: str, path: Optional[Sequence[int]]
                 ) -> Tuple[int, Optional[Tuple[int, ...]]]:
@@ -240,8 +259,11 @@ class Decoder:
             return memo[u]
 
         out = np.zeros(x.shape, dtype=np.float64)
-        for u, a in words:
-            out += a * get(u)
+        try:
+            for u, a in words:
+                out += a * get(u)
+        finally:
+            memo.clear()   # ``get`` closes over itself: break the cycle holding the products
         return out
 
     def _probe_matrix(self, probe: Probe, module: str, channel: int, k: int, normalise: bool,
@@ -256,8 +278,11 @@ class Decoder:
             return memo[u]
 
         z = np.zeros((k, self._d))
-        for u, a in probe.words:
-            z += a * get(u)
+        try:
+            for u, a in probe.words:
+                z += a * get(u)
+        finally:
+            memo.clear()   # ``get`` closes over itself: break the cycle holding the products
         z /= probe.gain
         if normalise:
             z /= self._column_norms2(module, channel, k)[:, None]
@@ -265,10 +290,14 @@ class Decoder:
 
     def _estimate(self, inp: _Input, module: str, depth: int, path: Optional[Tuple[int, ...]],
                   channel: int, k: int, method: str, threads: Optional[int],
-                  fan_in: Optional[int] = None) -> np.ndarray:
-        """Read-out of R[module, channel]^T ... s, first k coordinates, at unit weight: (n, k)."""
+                  fan_in: Optional[int] = None, registry: Optional[Dict[str, Any]] = None
+                  ) -> np.ndarray:
+        """Read-out of R[module, channel]^T ... s, first k coordinates, at unit weight: (n, k).
+        ``registry``: the snapshot of the module registry a joint read-out fits (default: the
+        current one), so that two channels of one query fit the same registry."""
         if method == "joint":
-            return self._joint_estimate(inp, module, path, channel, k, fan_in, threads)
+            return self._joint_estimate(inp, module, path, channel, k, fan_in, threads,
+                                        registry)
         key = (module, channel, inp.root_depth, path, method)
         probe = self._cache.get(("probe",) + key, lambda: build_probe(
             inp.root_depth, depth, module, path, method, "channel"))
@@ -290,41 +319,66 @@ class Decoder:
             est = est / self._column_norms2(module, channel, k)
         return est
 
+    def _joint_setup(self, inp: _Input, fan_in: int, registry: Dict[str, Any]
+                     ) -> Tuple[Tuple[Block, ...], int, Tuple[Any, ...], Optional[Tuple[Any, ...]]]:
+        """The plan's blocks, the unknowns budget, the cache key of the design and that of an
+        erased sketch's kept coordinates (None for a whole sketch). Refuses a plan over the
+        budget before anything is built."""
+        kept = inp.values.shape[1]
+        limit = self._cache.limit
+        budget = unknowns_budget(kept, self._d, limit)
+        blocks = plan_blocks(registry, fan_in, budget)
+        n = sum(b.size for b in blocks)
+        if n > budget:
+            raise over_budget(n, len(registry), kept, self._d, limit)
+        reg_key = tuple(sorted((m, i.depth, i.attribute_dim) for m, i in registry.items()))
+        kept_key = None
+        if inp.indices is not None:
+            idx = np.ascontiguousarray(inp.indices, dtype=np.int64)
+            kept_key = ("kept", int(idx.size),
+                        hashlib.blake2b(idx.tobytes(), digest_size=16).hexdigest())
+        return blocks, budget, ("joint", fan_in, budget, reg_key), kept_key
+
     def _joint_probe(self, inp: _Input, module: str, path: Optional[Tuple[int, ...]],
-                     channel: int, k: int, fan_in: int, threads: Optional[int]) -> np.ndarray:
+                     channel: int, k: int, fan_in: int, threads: Optional[int],
+                     registry: Dict[str, Any]) -> np.ndarray:
         """The joint read-out of ``module`` (on ``path`` if given) as a ``(k, d_kept)`` probe
         matrix: the rows of ``S G^-1 A`` that sum the module's fitted unknowns (``joint.py``).
-        Cached like the matched probes (per coordinate set of an erased sketch: not cached)."""
+        Cached like the matched probes; for an erased sketch, per set of kept coordinates."""
         if inp.root_depth != 1:
             raise ValueError("method='joint' fits overall sketches (arrays or ErasedSketch), "
                              "not a SubSketch; query the overall sketch with a path instead")
-        registry = self._sk.modules
-        reg_key = tuple(sorted((n, i.depth, i.attribute_dim) for n, i in registry.items()))
-        budget = unknowns_budget(inp.values.shape[1])
-        blocks = plan_blocks(registry, fan_in, budget)
-        extra = None
+        blocks, budget, key, kept_key = self._joint_setup(inp, fan_in, registry)
+        more: Tuple[Block, ...] = ()
         if path is not None and not any(b.module == module and b.path == path for b in blocks):
-            extra = (module, path)  # a path-free module, or a position above fan_in
-        key = ("joint", fan_in, budget, reg_key)
-        erased = inp.indices is not None
+            # a path-free module, or a position above fan_in: the path's own blocks
+            more = extra_blocks(registry, module, path, sum(b.size for b in blocks))
+        every = blocks + more
+        if not any(b.module == module for b in every):
+            depth = registry[module].depth
+            empty = [lv for lv in range(2, depth) if all(i.depth != lv for i in registry.values())]
+            raise ValueError(
+                f"method='joint' has nothing to fit for module {module!r} at depth {depth}: no "
+                f"module is registered at depth {', '.join(map(str, empty))}, so no path reaches "
+                "it (no sketch of this registry can hold its objects)")
+        n_all = sum(b.size for b in every)
+        if n_all > budget:
+            raise over_budget(n_all, len(registry), inp.values.shape[1], self._d,
+                              self._cache.limit, f" (with the {len(more)} blocks of path "
+                              f"{list(path or ())} of {module!r})")
 
         def build() -> np.ndarray:
             rows, factor = self._joint_design(inp, fan_in, threads, registry)
-            every = blocks
             ext = None
-            if extra is not None:
-                more = extra_blocks(registry, extra[0], extra[1], sum(b.size for b in blocks))
-                erows = self._cache.get(key + ("extra rows", extra),
+            if more:
+                erows = self._cache.get(key + ("extra rows", module, path),
                                         lambda: design_rows(self._sk, more, threads))
-                if erased:
+                if kept_key is not None:
                     erows = erows[:, inp.indices]
-                    both = extend(rows, factor, erows)
-                else:
-                    both = self._cache.get(key + ("extension", extra),
-                                           lambda: extend(rows, factor, erows))
+                both = self._cache.get(key + ("extension", module, path, kept_key),
+                                       lambda: extend(rows, factor, erows))
                 ext = Extension(erows, both[:, :rows.shape[0]], both[:, rows.shape[0]:])
-                every = blocks + more
-            select = np.zeros((k, sum(b.size for b in every)))
+            select = np.zeros((k, n_all))
             for b in every:
                 if b.module != module or (path is not None and b.path != path):
                     continue
@@ -334,44 +388,48 @@ class Decoder:
                     select[0, b.start + b.dim] = 1.0
             return read_out(rows, factor, select, ext)
 
-        if erased:
-            return build()
-        return self._cache.get(key + ("z", module, path, channel, k), build)
+        return self._cache.get(key + ("z", module, path, channel, k, kept_key), build)
 
     def _joint_design(self, inp: _Input, fan_in: int, threads: Optional[int],
                       registry: Dict[str, Any]) -> Tuple[np.ndarray, np.ndarray]:
         """The plan's design rows (restricted to an erased sketch's coordinates) and the
         Cholesky factor of their Gram matrix, for a snapshot of the registry (another thread
-        may register modules meanwhile); cached unless the sketch is erased."""
-        reg_key = tuple(sorted((n, i.depth, i.attribute_dim) for n, i in registry.items()))
-        budget = unknowns_budget(inp.values.shape[1])
-        blocks = plan_blocks(registry, fan_in, budget)
-        key = ("joint", fan_in, budget, reg_key)
-        need = 8 * self._d * sum(b.size for b in blocks)
-        if need > self._cache.limit:
-            warnings.warn(
-                f"the joint design ({need / 2**20:.0f} MiB) exceeds the query cache "
-                f"({self._cache.limit / 2**20:.0f} MiB), so every new joint read-out "
-                "rebuilds it; raise sk.decoder.cache_bytes (or lower fan_in)",
-                RuntimeWarning, stacklevel=7)
-        rows = self._cache.get(key + ("rows",), lambda: design_rows(self._sk, blocks, threads))
-        if inp.indices is not None:
+        may register modules meanwhile). The plan fits the cache's budget, so both are built
+        once and cached (the factor per set of kept coordinates of an erased sketch)."""
+        blocks, _, key, kept_key = self._joint_setup(inp, fan_in, registry)
+
+        def build() -> np.ndarray:
+            if blocks and all(b.path is None for b in blocks):
+                # measured (docs/joint.md): with every module path-free the fit loses its
+                # exactness and can be worse than the matched filter (case (ii); masses as
+                # unused registered modules accumulate)
+                warnings.warn(
+                    f"method='joint' enumerates no level's paths here ({len(registry)} "
+                    f"registered modules, fan_in={fan_in}, {inp.values.shape[1]} coordinates "
+                    "read), so it fits every module path-free: not exact, and it can be worse "
+                    "than method='matched' (docs/joint.md); lower fan_in, use a larger "
+                    "d_sketch or register fewer modules (see sk.decoder.joint_plan())",
+                    RuntimeWarning, stacklevel=_user_stacklevel())
+            return design_rows(self._sk, blocks, threads)
+
+        rows = self._cache.get(key + ("rows",), build)
+        if kept_key is not None:
             rows = rows[:, inp.indices]
-            return rows, gram_factor(rows)
-        return rows, self._cache.get(key + ("factor",), lambda: gram_factor(rows))
+        return rows, self._cache.get(key + ("factor", kept_key), lambda: gram_factor(rows))
 
     def _joint_estimate(self, inp: _Input, module: str, path: Optional[Tuple[int, ...]],
-                        channel: int, k: int, fan_in: Optional[int], threads: Optional[int]
-                        ) -> np.ndarray:
+                        channel: int, k: int, fan_in: Optional[int], threads: Optional[int],
+                        registry: Optional[Dict[str, Any]] = None) -> np.ndarray:
         """The joint fit's summed unknowns of ``module`` (on ``path`` if given): (n, k)."""
         f = JOINT_FAN_IN if fan_in is None else fan_in
-        z = self._joint_probe(inp, module, path, channel, k, f, threads)
+        # checked before the (costly) design is built, not after
+        if not np.all(np.isfinite(inp.values)):
+            raise ValueError("sketch contains NaN or infinity")
+        z = self._joint_probe(inp, module, path, channel, k, f, threads,
+                              self._sk.modules if registry is None else registry)
         # float64 whatever the sketch's dtype: where the model is exact the read-out is exact to
         # the sketch's own rounding, which a float32 product would not keep (large, cancelling z)
-        est = inp.values.astype(np.float64, copy=False) @ z.T
-        if not np.all(np.isfinite(est)):
-            raise ValueError("sketch contains NaN or infinity")
-        return est
+        return inp.values.astype(np.float64, copy=False) @ z.T
 
     def _dense(self, inp: _Input) -> np.ndarray:
         if inp.indices is None:
@@ -425,8 +483,10 @@ class Decoder:
             w = self._weight(weight)
             x = self._estimate(inp, module, h, steps, 1, dim, method, threads, fan_in) / w
             return self._shape(x, inp.was_1d)
-        x = self._estimate(inp, module, h, steps, 1, dim, method, threads, fan_in)
-        w_hat = self._estimate(inp, module, h, steps, 2, 1, method, threads, fan_in)[:, 0]
+        registry = self._sk.modules   # one snapshot for both channels
+        x = self._estimate(inp, module, h, steps, 1, dim, method, threads, fan_in, registry)
+        w_hat = self._estimate(inp, module, h, steps, 2, 1, method, threads, fan_in,
+                               registry)[:, 0]
         x = np.clip(x, 0.0, None)
         norm = np.linalg.norm(x, axis=1, keepdims=True)
         x = np.divide(x, norm, out=np.zeros_like(x), where=norm > 0)
@@ -480,8 +540,9 @@ class Decoder:
         inp = self._input(s)
         h, _ = self._target(inp, module, None)
         dim = self._sk.module_info(module).attribute_dim
-        x = self._estimate(inp, module, h, None, 1, dim, method, threads, fan_in)
-        m = self._estimate(inp, module, h, None, 2, 1, method, threads, fan_in)
+        registry = self._sk.modules   # one snapshot for both channels
+        x = self._estimate(inp, module, h, None, 1, dim, method, threads, fan_in, registry)
+        m = self._estimate(inp, module, h, None, 2, 1, method, threads, fan_in, registry)
         if weight is not None:
             w = self._weight(weight)
             n = np.round(m / w)

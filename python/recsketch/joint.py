@@ -20,8 +20,9 @@ the number of objects; what it cannot see (positions above ``fan_in``) stays noi
 matched filter.
 
 The blocks grow as ``fan_in^(h-1)`` times the modules of the ancestor levels, so paths are
-enumerated level by level from the top while the unknowns stay within :func:`unknowns_budget`
-(half the coordinates read, at most :data:`JOINT_MAX_UNKNOWNS`); deeper modules get one
+enumerated level by level from the top while all the unknowns stay within
+:func:`unknowns_budget` (half the coordinates read, at most :data:`JOINT_MAX_UNKNOWNS`, and what
+the query cache holds: :func:`design_unknowns_cap`); deeper modules get one
 *path-free* block: the words of the matched read-out of case (i), which every object of the
 module spells the same number of times whatever its path (``_probes.path_free_words``). A
 query on such a module with a ``path`` adds that path's blocks to the fit, reusing the cached
@@ -30,6 +31,7 @@ factor of the rest (:class:`Extension`).
 
 from __future__ import annotations
 
+import math
 from itertools import product
 from typing import TYPE_CHECKING, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
@@ -37,26 +39,68 @@ import numpy as np
 
 from ._checks import check_int
 from ._probes import POSITION, Letter, Word, paper_gain, path_free_words, position
+from .queries import METHODS
 
 if TYPE_CHECKING:  # pragma: no cover
     from .matrices import RandomMatrix
     from .sketcher import ModuleInfo, Sketcher
 
 __all__ = ["JOINT_FAN_IN", "JOINT_MAX_UNKNOWNS", "Block", "Extension", "unknowns_budget",
+           "design_unknowns_cap", "over_budget", "check_method",
            "plan_blocks", "extra_blocks", "design_rows", "gram_factor", "extend", "solve_normal",
            "read_out", "check_fan_in"]
 
 JOINT_FAN_IN = 8              # default bound on the input positions the fit enumerates
-# Cap on the enumerated unknowns n: the design takes 8 n d bytes (cached in the Decoder's cache
-# when it fits its budget), its Gram matrix n^2 d flops once, each query's probe n k d once.
+# Cap on the unknowns n whatever the memory: the Gram matrix costs n^2 d flops once, its
+# factor n^3 / 3, each query's probe n k d once.
 JOINT_MAX_UNKNOWNS = 4096
 _MAX_FAN_IN = 64
+# Smallest admissible min(diag L)^2 / max(diag L)^2 of the Gram factor: below it the fitted
+# columns are numerically dependent and the solve would amplify rounding into garbage.
+_MIN_PIVOT_RATIO = 1e-12
 
 
-def unknowns_budget(d_kept: int) -> int:
-    """How many unknowns the path enumeration may use when ``d_kept`` coordinates are read:
-    half of them (so the fit stays well determined), at most :data:`JOINT_MAX_UNKNOWNS`."""
-    return min(d_kept // 2, JOINT_MAX_UNKNOWNS)
+def design_unknowns_cap(d: int, cache_bytes: int) -> int:
+    """The most unknowns n whose design (``8 n d`` bytes) and Gram factor (``8 n^2``) fit
+    together in ``cache_bytes``: the design is then built once and kept, never rebuilt per
+    query."""
+    c = max(int(cache_bytes), 0) // 8
+    return (math.isqrt(d * d + 4 * c) - d) // 2
+
+
+def unknowns_budget(d_kept: int, d: Optional[int] = None,
+                    cache_bytes: Optional[int] = None) -> int:
+    """How many unknowns the fit may use, every block counted (enumerated paths, path-free
+    modules and a query's extension): half of the ``d_kept`` coordinates read (so the fit
+    stays well determined), at most :data:`JOINT_MAX_UNKNOWNS`, and, given the sketch length
+    ``d`` and the query cache's ``cache_bytes``, at most :func:`design_unknowns_cap`."""
+    budget = min(d_kept // 2, JOINT_MAX_UNKNOWNS)
+    if d is not None and cache_bytes is not None:
+        budget = min(budget, design_unknowns_cap(d, cache_bytes))
+    return budget
+
+
+def over_budget(n: int, n_modules: int, d_kept: int, d: int, cache_bytes: int,
+                what: str = "") -> ValueError:
+    """The error for a fit whose ``n`` unknowns exceed :func:`unknowns_budget`, naming the
+    limit that binds and how to lift it."""
+    budget = unknowns_budget(d_kept, d, cache_bytes)
+    limits = []
+    if n > d_kept // 2:
+        limits.append(f"half of the {d_kept} sketch coordinates read ({d_kept // 2}; use a "
+                      "larger d_sketch or erase fewer coordinates)")
+    if n > JOINT_MAX_UNKNOWNS:
+        limits.append(f"JOINT_MAX_UNKNOWNS ({JOINT_MAX_UNKNOWNS})")
+    cap = design_unknowns_cap(d, cache_bytes)
+    if n > cap:
+        need = 8 * n * (d + n)
+        limits.append(f"what the query cache of {cache_bytes / 2**20:.1f} MiB holds ({cap}; "
+                      f"raise sk.decoder.cache_bytes to at least {need} bytes)")
+    return ValueError(
+        f"method='joint' needs {n} unknowns{what} for the {n_modules} registered modules, "
+        f"more than the {budget} it may fit: {'; '.join(limits)}. Every registered module "
+        "costs at least attribute_dim + 1 unknowns, used or not: register fewer modules on "
+        "this Sketcher; sk.decoder.joint_plan() shows the plan")
 
 
 class Block(NamedTuple):
@@ -79,6 +123,18 @@ class Block(NamedTuple):
 
 def check_fan_in(fan_in: object) -> int:
     return check_int(fan_in, "fan_in", minimum=1, maximum=_MAX_FAN_IN)
+
+
+def check_method(method: object, fan_in: object = None) -> str:
+    """Validate a query's ``method`` and its ``fan_in`` (joint only; refused by the others),
+    as every entry point (Sketcher, Repository, dask) does before reading anything."""
+    if not isinstance(method, str) or method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method == "joint":
+        check_fan_in(JOINT_FAN_IN if fan_in is None else fan_in)
+    elif fan_in is not None:
+        raise ValueError(f"fan_in applies to method='joint' only, not {method!r}")
+    return method
 
 
 def _ancestor_choices(depth: int, by_depth: Mapping[int, List[str]]) -> List[List[str]]:
@@ -104,19 +160,26 @@ def plan_blocks(modules: Mapping[str, "ModuleInfo"], fan_in: int, budget: int
                 ) -> Tuple[Block, ...]:
     """The blocks of the fit, in a deterministic order (by depth, then module name).
 
-    Levels are enumerated path by path from the top while the total unknowns stay within
-    ``budget``; from the first level that does not fit, every module has one path-free block.
+    Levels are enumerated path by path from the top while the total unknowns, the deeper
+    levels' path-free blocks included, stay within ``budget``; from the first level that does
+    not fit, every module has one path-free block. The path-free blocks alone may exceed
+    ``budget``: the caller checks the total (:func:`over_budget`) before building anything.
+    A module below a level without registered modules has no block (no path reaches it).
     """
     by_depth = _by_depth(modules)
+    # unknowns of the levels below each depth fitted path-free (their minimum)
+    depths = sorted(by_depth)
+    path_free = {h: sum(modules[n].attribute_dim + 1 for n in by_depth[h]) for h in depths}
     blocks: List[Block] = []
     start = 0
     enumerate_paths = True
-    for depth in sorted(by_depth):
+    for depth in depths:
         names = by_depth[depth]
         if enumerate_paths:
             need = (_path_count(depth, fan_in, by_depth)
                     * sum(modules[n].attribute_dim + 1 for n in names))
-            enumerate_paths = start + need <= budget
+            below = sum(path_free[h] for h in depths if h > depth)
+            enumerate_paths = start + need + below <= budget
         for name in names:
             dim = modules[name].attribute_dim
             if not enumerate_paths:
@@ -205,32 +268,52 @@ def design_rows(sketcher: "Sketcher", blocks: Sequence[Block],
                              else mat.matvec(below, num_threads=threads))
         return memo[key]
 
-    for block in blocks:
-        out = rows[block.start - first:block.start - first + block.size]
-        if block.path is not None:
-            inner = tuple(reversed(_chain(block)))
-            out[...] = applied(block, inner, True) * 0.5 ** block.depth
-        else:
-            out[...] = 0.0
-            for word, count in path_free_words(block.depth, block.module):
-                out += count * applied(block, tuple(reversed(word)), False)
-            out *= paper_gain(1, block.depth)
+    # ``applied`` refers to itself through its closure: a reference cycle that would keep
+    # ``memo`` (about the design's size again) alive until the garbage collector runs, so the
+    # partial products are dropped explicitly.
+    try:
+        for block in blocks:
+            out = rows[block.start - first:block.start - first + block.size]
+            if block.path is not None:
+                inner = tuple(reversed(_chain(block)))
+                out[...] = applied(block, inner, True) * 0.5 ** block.depth
+            else:
+                out[...] = 0.0
+                for word, count in path_free_words(block.depth, block.module):
+                    out += count * applied(block, tuple(reversed(word)), False)
+                out *= paper_gain(1, block.depth)
+    finally:
+        memo.clear()
+        bases.clear()
     return rows
 
 
 def _dependent(n: int, d: int) -> ValueError:
     return ValueError(
-        f"the joint read-out's {n} fitted columns are linearly dependent on the {d} "
-        "coordinates read (a matrix column without a nonzero block, or too many unknowns): "
-        "lower fan_in or use a larger d_sketch or density")
+        f"the joint read-out's {n} fitted columns are (numerically) linearly dependent on the "
+        f"{d} coordinates read (a matrix column without a nonzero block, or too many unknowns "
+        "for the coordinates kept): use a larger d_sketch or density, erase fewer coordinates "
+        "or register fewer modules; sk.decoder.joint_plan() shows the unknowns")
+
+
+def _cholesky(gram: np.ndarray, n: int, d: int) -> np.ndarray:
+    """Lower Cholesky factor of ``gram``, refused when it fails or is ill-conditioned
+    (pivot ratio below ``_MIN_PIVOT_RATIO``): a factor that merely exists may still turn
+    rounding into an arbitrary fit."""
+    try:
+        factor = np.linalg.cholesky(gram)
+    except np.linalg.LinAlgError:
+        raise _dependent(n, d) from None
+    diag = np.abs(np.diag(factor))
+    if diag.size and diag.min() ** 2 < _MIN_PIVOT_RATIO * diag.max() ** 2:
+        raise _dependent(n, d)
+    return factor
 
 
 def gram_factor(rows: np.ndarray) -> np.ndarray:
-    """Lower Cholesky factor of the Gram matrix ``rows rows^T``."""
-    try:
-        return np.linalg.cholesky(rows @ rows.T)
-    except np.linalg.LinAlgError:
-        raise _dependent(rows.shape[0], rows.shape[1]) from None
+    """Lower Cholesky factor of the Gram matrix ``rows rows^T`` (refused when singular or
+    ill-conditioned: see :func:`_cholesky`)."""
+    return _cholesky(rows @ rows.T, rows.shape[0], rows.shape[1])
 
 
 class Extension(NamedTuple):
@@ -248,10 +331,11 @@ def extend(rows: np.ndarray, factor: np.ndarray, extra: np.ndarray) -> np.ndarra
     import scipy.linalg as sla
 
     ct = sla.solve_triangular(factor, rows @ extra.T, lower=True)
-    try:
-        l2 = np.linalg.cholesky(extra @ extra.T - ct.T @ ct)
-    except np.linalg.LinAlgError:
-        raise _dependent(rows.shape[0] + extra.shape[0], rows.shape[1]) from None
+    l2 = _cholesky(extra @ extra.T - ct.T @ ct, rows.shape[0] + extra.shape[0], rows.shape[1])
+    # the whole factor's pivots: the extension's against the base's
+    diag = np.concatenate([np.abs(np.diag(factor)), np.abs(np.diag(l2))])
+    if diag.min() ** 2 < _MIN_PIVOT_RATIO * diag.max() ** 2:
+        raise _dependent(rows.shape[0] + extra.shape[0], rows.shape[1])
     return np.concatenate([ct.T, l2], axis=1)
 
 

@@ -15,7 +15,7 @@ import numbers
 import os
 import threading
 from contextlib import closing
-from typing import Any, Callable, Iterator, Tuple, Union
+from typing import Any, Callable, Iterator, Optional, Tuple, Union
 
 import numpy as np
 
@@ -83,14 +83,15 @@ class Aggregates:
         return rows.ids, out
 
     def mean_attributes(self, module: str, method: str, rows: Rows, fd: int,
-                        chunk_bytes: int) -> np.ndarray:
+                        chunk_bytes: int, fan_in: Optional[int] = None) -> np.ndarray:
         """Sum over sketches of the summed attributes of ``module`` / sum of its masses."""
         total_x, total_m = None, 0.0
         with closing(self.chunks(rows, fd, chunk_bytes)) as chunks:
             for _, s in chunks:
                 with self._sketcher_lock:
-                    x = np.atleast_2d(self._sketcher.summed_attributes(s, module, 1.0, method))
-                    m = np.atleast_1d(self._sketcher.mass(s, module, method))
+                    x = np.atleast_2d(self._sketcher.summed_attributes(s, module, 1.0, method,
+                                                                       fan_in=fan_in))
+                    m = np.atleast_1d(self._sketcher.mass(s, module, method, fan_in=fan_in))
                 total_x = x.sum(axis=0) if total_x is None else total_x + x.sum(axis=0)
                 total_m += float(m.sum())
         if total_x is None:

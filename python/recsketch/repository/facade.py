@@ -24,8 +24,8 @@ import numpy as np
 
 from .._checks import check_fraction
 from ..erasure import ErasedSketch
+from ..joint import check_method
 from ..learned import LearnedModule, check_learned, register_learned, sketch_grown
-from ..queries import METHODS
 from ..sketcher import Sketcher
 from .aggregates import DEFAULT_CHUNK_BYTES, Aggregates, check_chunk_bytes
 from .clusters import Clusters, kmeans
@@ -603,42 +603,46 @@ class Repository:
         return self._store.rows(*selection(since, until, where)).ids
 
     # -- queries on stored sketches --------------------------------------------------------------
-    def _query_args(self, module: Any, method: Any, weight: Any = 1.0) -> float:
+    def _query_args(self, module: Any, method: Any, weight: Any = 1.0, fan_in: Any = None
+                    ) -> float:
         """Check an aggregate's arguments before anything is read: an empty selection answers
         nothing, so a mistake would otherwise pass unnoticed. Returns the weight."""
-        if not isinstance(method, str) or method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        check_method(method, fan_in)   # fan_in: method="joint" only, as on the Sketcher
         with self._sketcher_lock:
             self._sketcher.module_info(module)  # TypeError / ValueError naming the module
         return check_fraction(weight, "weight")
 
     def count(self, module: str, weight: float, *, since: Any = None, until: Any = None,
-              where: Optional[Dict[str, Any]] = None, method: str = "matched"
-              ) -> Tuple[np.ndarray, np.ndarray]:
+              where: Optional[Dict[str, Any]] = None, method: str = "matched",
+              fan_in: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
         """Per-sketch counts of ``module`` (Theorem 3) over the selected sketches:
-        ``(ids, counts)``, computed chunk by chunk (one matrix product per chunk)."""
-        weight = self._query_args(module, method, weight)
+        ``(ids, counts)``, computed chunk by chunk (one matrix product per chunk).
+        ``fan_in``: the joint read-out's bound (``method="joint"`` only, as on the Sketcher)."""
+        weight = self._query_args(module, method, weight, fan_in)
         rows, fd = self._store.streamed(*selection(since, until, where))
-        return self._aggregates.per_sketch(lambda sk, s: sk.count(s, module, weight, method),
-                                           rows, fd, self._chunk_bytes)
+        return self._aggregates.per_sketch(
+            lambda sk, s: sk.count(s, module, weight, method, fan_in=fan_in),
+            rows, fd, self._chunk_bytes)
 
     def mass(self, module: str, *, since: Any = None, until: Any = None,
-             where: Optional[Dict[str, Any]] = None, method: str = "matched"
-             ) -> Tuple[np.ndarray, np.ndarray]:
+             where: Optional[Dict[str, Any]] = None, method: str = "matched",
+             fan_in: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
         """Per-sketch summed effective weight of ``module``: ``(ids, masses)``."""
-        self._query_args(module, method)
+        self._query_args(module, method, fan_in=fan_in)
         rows, fd = self._store.streamed(*selection(since, until, where))
-        return self._aggregates.per_sketch(lambda sk, s: sk.mass(s, module, method),
-                                           rows, fd, self._chunk_bytes)
+        return self._aggregates.per_sketch(
+            lambda sk, s: sk.mass(s, module, method, fan_in=fan_in),
+            rows, fd, self._chunk_bytes)
 
     def mean_attributes(self, module: str, *, since: Any = None, until: Any = None,
-                        where: Optional[Dict[str, Any]] = None, method: str = "matched"
-                        ) -> np.ndarray:
+                        where: Optional[Dict[str, Any]] = None, method: str = "matched",
+                        fan_in: Optional[int] = None) -> np.ndarray:
         """The weight-averaged attribute vector of ``module`` pooled over the selected sketches
         (sum over sketches of the summed attributes / sum of the masses)."""
-        self._query_args(module, method)
+        self._query_args(module, method, fan_in=fan_in)
         rows, fd = self._store.streamed(*selection(since, until, where))
-        return self._aggregates.mean_attributes(module, method, rows, fd, self._chunk_bytes)
+        return self._aggregates.mean_attributes(module, method, rows, fd, self._chunk_bytes,
+                                                fan_in=fan_in)
 
     # -- retrieval --------------------------------------------------------------------------------
     def search(self, query: Any, k: int = 10, *, candidates: Optional[int] = None,
