@@ -55,6 +55,9 @@ def test_concepts_example_runs_and_its_queries_answer():
         % linf(sk.attributes(rs.erase(s, 0.25), "cat", weight=0.5), cat),
         'method="paper")': "l-inf error %.3f"
         % linf(sk.attributes(s, "cat", weight=0.5, method="paper"), cat),
+        'method="joint", fan_in=3)': "%.2f (2), %.2f (2)"
+        % (sk.count(s, "wall", 0.25, method="joint", fan_in=3),
+           sk.count(s, "edge", 0.25, method="joint", fan_in=3)),
     }
     for call, printed in figures.items():
         row = table_row(call)
