@@ -340,15 +340,21 @@ def test_captured_graphs_grow_through_a_learned_module():
     old = torch.rand(30, 6, generator=gen)
     new = torch.rand(30, 6, generator=gen)
     new[:, 0] += 4.0  # a new kind of input
-    sk = rs.Sketcher(D, seed=3)
+    # The count read-back below divides the estimator's error by the object's weight. At this
+    # small d the default density (about 0.37, docs/density.md) is denser than the paper's
+    # (about 0.24) and leaves the learned module's count a bias near 0.25 / weight on graphs
+    # without its object, so the read-back is checked with the paper's density and a weight
+    # (0.2) that keep the error well inside 0.5 (measured margins: 0.07 off, 1.12 on).
+    sk = rs.Sketcher(D, seed=3, density="paper")
     past = sk.sketch_many(capture(model, old[:20]))
     members = sk.sketch_many(capture(model, new[:20]))
-    lm = LearnedModule.fit("learned-1", members, past)
+    lm = LearnedModule.fit("learned-1", members, past, weight=0.2)
     test = list(capture(model, torch.cat([old[20:], new[20:]])))
     out = sketch_grown(sk, test, [lm])
     truth = np.arange(20) >= 10
     np.testing.assert_array_equal(out.fired[:, 0], lm.fires(out.base))
     assert out.fired[truth, 0].mean() >= 0.9 and out.fired[~truth, 0].mean() <= 0.1
-    assert out.sketches.tobytes() == rs.Sketcher(D, seed=3).sketch_many(out.graphs).tobytes()
+    assert out.sketches.tobytes() == \
+        rs.Sketcher(D, seed=3, density="paper").sketch_many(out.graphs).tobytes()
     counts = sk.count(out.sketches, "learned-1", lm.weight)
     np.testing.assert_array_equal(np.round(counts) >= 1, out.fired[:, 0])
