@@ -181,9 +181,10 @@ class Repository:
         return self._store.count()
 
     # -- the module registry --------------------------------------------------------------------
-    def _store_registry(self, sketcher: Sketcher) -> None:
+    def _store_registry(self, sketcher: Sketcher, *, apply: bool = True) -> Sketcher:
         """Inside a write transaction: merge ``sketcher``'s modules into the stored registry
-        (re-read now, so registrations of other processes are kept) and into ours."""
+        (re-read now, so registrations of other processes are kept) and, with ``apply``, into
+        ours. Returns the merged registry (for a caller that applies it after its commit)."""
         store = self._store
         stored = store.meta()["sketcher"]
         merged = Sketcher.from_json(stored)
@@ -194,6 +195,13 @@ class Repository:
             text = merged.to_json()
             if text != stored:
                 store.set_meta(sketcher=text)
+            if apply:
+                self._apply_registry(merged)
+        return merged
+
+    def _apply_registry(self, merged: Sketcher) -> None:
+        """Register in our Sketcher the modules of ``merged`` it lacks."""
+        with self._sketcher_lock:
             known = self._sketcher.modules
             for name, info in merged.modules.items():
                 if name not in known:
@@ -407,17 +415,21 @@ class Repository:
             check_learned(self._sketcher, [module])
             if module.name in self._learned or module.name in self._sketcher.modules:
                 raise ValueError(f"module {module.name!r} already exists")
-        with self._store.writer(), self._store.transaction():
-            # another process may have registered the name meanwhile: the stored registry
-            stored = Sketcher.from_json(self._store.meta()["sketcher"])
-            if module.name in stored.modules:
-                raise ValueError(f"module {module.name!r} already exists")
-            self._learned_store.write(module)
+        with self._store.writer():
+            with self._store.transaction():
+                # another process may have registered the name meanwhile: the stored registry
+                stored = Sketcher.from_json(self._store.meta()["sketcher"])
+                if module.name in stored.modules:
+                    raise ValueError(f"module {module.name!r} already exists")
+                self._learned_store.write(module)
+                # registered in a copy: our Sketcher learns the name only once it is committed
+                # (else a failed call would leave it half-registered, and the next add_graphs
+                # would store the name without its module)
+                register_learned(stored, module)
+                merged = self._store_registry(stored, apply=False)
             with self._sketcher_lock:
-                register_learned(self._sketcher, module)
-            self._store_registry(self._sketcher)
-        with self._sketcher_lock:
-            self._learned[module.name] = module
+                self._apply_registry(merged)
+                self._learned[module.name] = module
 
     # -- stored objects ---------------------------------------------------------------------------
     def object_sketches(self, graph_id: int) -> Tuple[List[str], np.ndarray]:
