@@ -17,6 +17,7 @@ import numbers
 import os
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -375,9 +376,13 @@ class Repository:
         The cluster's members (``clusters.members(cluster)``, e.g. one of
         ``clusters.new_since(since)``) are the positives; the stored sketches dated before
         ``since`` are the past it is told apart from (at most ``max_past`` of them, drawn with
-        ``seed``). ``options`` go to :meth:`LearnedModule.fit` (``rank``, ``components``,
-        ``threshold``, ``weight``). Forgotten (truncated) sketches are read with zeros past
-        their kept prefix.
+        ``seed``). ``since`` is required (a time, as in :meth:`select`). ``options`` go to
+        :meth:`LearnedModule.fit` (``rank``, ``components``, ``threshold``, ``weight``,
+        ``min_novelty``). When forgetting has cut some of these sketches, the detector is
+        fitted on (and reads) the prefix every one of them keeps (``module.prefix``), so
+        zeros standing for forgotten coordinates are never taken for novelty. A
+        ``RuntimeWarning`` if the cluster is not one of ``clusters.new_since(since)`` (its
+        members are mostly older: a detector of it tells little new apart).
         """
         if not isinstance(name, str):
             raise TypeError(f"name must be a str, got {type(name).__name__}")
@@ -391,17 +396,30 @@ class Repository:
         if isinstance(max_past, bool) or not isinstance(max_past, numbers.Integral) \
                 or max_past < 1:
             raise ValueError(f"max_past must be a positive integer, got {max_past!r}")
+        if since is None:
+            raise TypeError("since must be a time (the past the cluster is told apart from "
+                            "is what is dated before it), got None")
+        t = to_seconds(since, "since")
         with self._sketcher_lock:
             if name in self._learned or name in self._sketcher.modules:
                 raise ValueError(f"module {name!r} already exists")
-        past_ids = self.select(until=since)
+        past_ids = self.select(until=t)
         if past_ids.size > max_past:
             rng = np.random.default_rng(seed)
             past_ids = np.sort(rng.choice(past_ids, int(max_past), replace=False))
         if past_ids.size == 0:
             raise ValueError(f"no stored sketch is dated before since={since!r}")
-        members = self.get(clusters.members(int(cluster)))
-        module = LearnedModule.fit(name, members, self.get(past_ids), **options)
+        if int(cluster) not in clusters.new_since(t):
+            ts = clusters.timestamps[clusters.labels == int(cluster)]
+            warnings.warn(f"cluster {int(cluster)} is not among clusters.new_since(since): "
+                          f"{np.mean(ts >= t):.0%} of its members are dated since then",
+                          RuntimeWarning, stacklevel=2)
+        member_ids = clusters.members(int(cluster))
+        members, past = self.get(member_ids), self.get(past_ids)
+        kept = int(min(self.lengths(member_ids).min(), self.lengths(past_ids).min()))
+        if kept < self._store.d:
+            options.setdefault("prefix", kept)
+        module = LearnedModule.fit(name, members, past, **options)
         self.add_learned(module)
         return module
 
