@@ -148,7 +148,9 @@ def test_with_top_level_objects_keeps_or_scales_the_output_weights():
     assert [(h.index, wt) for h, wt in roomy.output] == [(1, 0.5), (2, 0.3), (3, 0.2)]
     assert [(h.index, wt) for h, wt in roomy.inputs(list(roomy)[1])] == [(0, 1.0)]
     np.testing.assert_array_equal(roomy.attributes(list(roomy)[3]), x)
-    full = with_top_level_objects(g, [("new", x, 0.4)])
+    with pytest.raises(ValueError, match="no room .* make_room='scale'"):
+        with_top_level_objects(g, [("new", x, 0.4)])
+    full = with_top_level_objects(g, [("new", x, 0.4)], make_room="scale")
     np.testing.assert_allclose([wt for _, wt in full.output], [0.5 * 0.6 / 0.8, 0.3 * 0.6 / 0.8,
                                                               0.4])
     assert g.modules == ["edge", "cat", "wall"] and len(g.output) == 2  # unchanged
@@ -350,7 +352,7 @@ def test_captured_graphs_grow_through_a_learned_module():
     members = sk.sketch_many(capture(model, new[:20]))
     lm = LearnedModule.fit("learned-1", members, past, weight=0.2)
     test = list(capture(model, torch.cat([old[20:], new[20:]])))
-    out = sketch_grown(sk, test, [lm])
+    out = sketch_grown(sk, test, [lm], make_room="scale")  # a capture's output weights sum to 1
     truth = np.arange(20) >= 10
     np.testing.assert_array_equal(out.fired[:, 0], lm.fires(out.base))
     assert out.fired[truth, 0].mean() >= 0.9 and out.fired[~truth, 0].mean() <= 0.1

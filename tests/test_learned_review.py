@@ -151,3 +151,32 @@ def test_bad_arguments_of_learn_module_fit_and_from_bytes(tmp_path):
         for cut in (len(data) // 2, 10, 0):
             with pytest.raises(ValueError, match="not a saved LearnedModule"):
                 LearnedModule.from_bytes(data[:cut])
+
+
+def test_a_grown_graph_without_room_is_refused_unless_scaling_is_asked_for(tmp_path):
+    rng = np.random.default_rng(4)
+    with _grown_repo(tmp_path, rng) as repo:
+        cl = repo.clusters(2, seed=0)
+        lm = repo.learn_module("z", cl, cl.new_since(20)[0], since=20, weight=0.5)
+        n = len(repo)
+        full = [_day(rng, True) for _ in range(3)]  # output weights 0.6: no room for 0.5
+        with pytest.raises(ValueError, match="no room for the learned objects"):
+            repo.add_graphs(full)
+        assert len(repo) == n  # nothing stored
+        with pytest.raises(ValueError, match="make_room"):
+            repo.add_graphs(full, make_room="squeeze")
+        ids = repo.add_graphs(full, make_room="scale")
+        # independently: the graphs built by hand with the other weights scaled by 0.5 / 0.6
+        fresh = rs.Sketcher(D, seed=1)
+        base = fresh.sketch_many(full).astype(np.float64)
+        assert np.all(base @ lm.coef >= lm.threshold)
+        hand = []
+        for g, s in zip(full, base):
+            h = rs.Graph()
+            hs = [h.add(x.module, g.attributes(x)) for x in g]
+            out = [(hs[x.index], w * 0.5 / 0.6) for x, w in g.output]
+            out.append((h.add("z", lm.attribute(s)), 0.5))
+            h.set_output(out)
+            hand.append(h)
+        want = fresh.sketch_many(hand).astype(np.float32)
+        np.testing.assert_allclose(repo.get(ids), want, rtol=1e-5, atol=1e-7)

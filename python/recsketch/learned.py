@@ -336,13 +336,25 @@ class LearnedModule:
         return cls.from_bytes(Path(path).read_bytes(), str(path))
 
 
-def with_top_level_objects(graph: Graph, objects: Sequence[Tuple[str, np.ndarray, float]]
-                           ) -> Graph:
+MAKE_ROOM = ("error", "scale")
+
+
+def check_make_room(make_room: Any) -> str:
+    if not isinstance(make_room, str) or make_room not in MAKE_ROOM:
+        raise ValueError(f"make_room must be 'error' or 'scale', got {make_room!r}")
+    return make_room
+
+
+def with_top_level_objects(graph: Graph, objects: Sequence[Tuple[str, np.ndarray, float]],
+                           *, make_room: str = "error") -> Graph:
     """A copy of ``graph`` with leaf objects ``(module, attributes, weight)`` added as the last
     inputs of its output (positions after the existing ones), each object's index after the
     graph's. The existing output weights are kept when they leave room (they sum to at most
-    ``1 - sum of the added weights``); otherwise they are scaled down to leave exactly that
-    room, which changes the weights their queries must be given."""
+    ``1 - sum of the added weights``). When they do not: ``make_room="error"`` (default) is a
+    ValueError; ``make_room="scale"`` scales them down to leave exactly that room, which
+    changes the weights their queries must be given (the other modules' counts read back
+    smaller by that factor)."""
+    make_room = check_make_room(make_room)
     if not isinstance(graph, Graph):
         raise TypeError(f"expected a recsketch.Graph, got {type(graph).__name__}")
     output = graph.output
@@ -358,6 +370,13 @@ def with_top_level_objects(graph: Graph, objects: Sequence[Tuple[str, np.ndarray
         raise ValueError(f"the added objects' weights sum to {added}, more than 1")
     total = math.fsum(w for _, w in output)
     scale = 1.0 if total <= 1.0 - added or total == 0 else (1.0 - added) / total
+    if scale != 1.0 and make_room == "error":
+        raise ValueError(
+            f"no room for the learned objects: the graph's output weights sum to {total:.6g} "
+            f"and the added objects' to {added:.6g}, more than 1. Choose the learned "
+            f"modules' weights (or the graphs' output weights) to leave room, or pass "
+            f"make_room='scale' to scale the output weights by {(1.0 - added) / total:.6g} "
+            f"(which changes the weights the other modules' queries must be given)")
     top = [(handles[h.index], w * scale) for h, w in output]
     for module, attributes, w in objects:
         top.append((out.add(module, attributes), w))
@@ -403,8 +422,8 @@ def register_learned(sketcher: Sketcher, module: LearnedModule) -> None:
 
 
 def sketch_grown(sketcher: Sketcher, graphs: Sequence[Graph],
-                 modules: Sequence[LearnedModule], *, num_threads: Optional[int] = None
-                 ) -> Grown:
+                 modules: Sequence[LearnedModule], *, num_threads: Optional[int] = None,
+                 make_room: str = "error") -> Grown:
     """Sketch graphs through a network grown by learned modules.
 
     Every graph is sketched; each module reads that sketch (so learned modules never read each
@@ -412,8 +431,10 @@ def sketch_grown(sketcher: Sketcher, graphs: Sequence[Graph],
     (:func:`with_top_level_objects`, in the order of ``modules``) and is sketched again. The
     result's sketches are bit-identical to sketching the grown graphs directly. Works on any
     graphs, e.g. those of ``recsketch.torch.capture``. The modules are registered with the
-    Sketcher first (:func:`register_learned`).
+    Sketcher first (:func:`register_learned`). ``make_room``: what to do with a graph whose
+    output weights leave no room for the objects (:func:`with_top_level_objects`).
     """
+    make_room = check_make_room(make_room)
     mods = check_learned(sketcher, modules)
     for m in mods:
         register_learned(sketcher, m)
@@ -435,7 +456,7 @@ def sketch_grown(sketcher: Sketcher, graphs: Sequence[Graph],
             if fired[i, j]:
                 extra.append((m.name, attrs[j][cursor[j]], m.weight))
                 cursor[j] += 1
-        grown[i] = with_top_level_objects(graphs[i], extra)
+        grown[i] = with_top_level_objects(graphs[i], extra, make_room=make_room)
     out = base.copy()
     out[rows] = sketcher.sketch_many([grown[i] for i in rows.tolist()], num_threads=num_threads)
     return Grown(out, fired, grown, base)

@@ -25,7 +25,8 @@ import numpy as np
 
 from .._checks import check_fraction
 from ..erasure import ErasedSketch
-from ..learned import LearnedModule, check_learned, register_learned, sketch_grown
+from ..learned import (LearnedModule, check_learned, check_make_room, register_learned,
+                       sketch_grown)
 from ..queries import METHODS
 from ..sketcher import Sketcher
 from .aggregates import DEFAULT_CHUNK_BYTES, Aggregates, check_chunk_bytes
@@ -260,12 +261,20 @@ class Repository:
 
     def add_graphs(self, graphs: Sequence[Any], *, objects: bool = False,
                    signatures: Optional[SignatureSpec] = None,
-                   num_threads: Optional[int] = None, **kwargs: Any) -> np.ndarray:
+                   num_threads: Optional[int] = None, make_room: str = "error",
+                   **kwargs: Any) -> np.ndarray:
         """Sketch graphs with the repository's Sketcher, record new modules, and :meth:`add`.
 
         With learned modules (:meth:`learn_module`, :meth:`add_learned`), each graph on
         whose sketch one fires gains that module's object and is sketched again
         (:func:`recsketch.learned.sketch_grown`); the stored sketch is the grown graph's.
+        The object needs room: a graph whose output weights sum to more than ``1 -`` the
+        firing modules' weights is a ValueError (``make_room="error"``, the default; nothing
+        is stored), unless ``make_room="scale"``, which scales that graph's other output
+        weights down to leave the room: the other modules' counts in that sketch then read
+        back smaller by that factor (their queries need the scaled weights). To avoid both,
+        choose the learned modules' weights to leave room (``weight=`` of
+        :meth:`learn_module`).
 
         With ``objects=True`` every object's sketch is stored too (bit-identical to
         ``sketcher.sketch(g, return_objects=True)``), with its module, its graph's id, its
@@ -282,6 +291,7 @@ class Repository:
         unknown = set(kwargs) - {"ids", "timestamps", "labels"}
         if unknown:
             raise TypeError(f"add_graphs got unexpected keywords {sorted(unknown)}")
+        make_room = check_make_room(make_room)
         if not isinstance(objects, bool):
             raise TypeError(f"objects must be True or False, got {objects!r}")
         signed = None
@@ -303,7 +313,7 @@ class Repository:
             # sketch_many validates every graph before any is sketched or registered
             if self._learned:
                 grown = sketch_grown(self._sketcher, graphs, list(self._learned.values()),
-                                     num_threads=num_threads)
+                                     num_threads=num_threads, make_room=make_room)
                 s, graphs = grown.sketches, grown.graphs
             else:
                 s = self._sketcher.sketch_many(graphs, num_threads=num_threads)
