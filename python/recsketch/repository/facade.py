@@ -749,11 +749,15 @@ class Repository:
         out.update(self._objects.compact())
         return out
 
-    def compact(self) -> Dict[str, int]:
+    def compact(self, *, force: bool = False) -> Dict[str, int]:
         """Reclaim the space of deleted sketches and of their stored objects (no
-        truncation). Returns counts and bytes before and after."""
-        out = self._store.rewrite(None)
-        out.update(self._objects.compact())
+        truncation). Returns counts and bytes before and after. The sketches' data file and
+        the objects' file are each rewritten (into a new generation) only when they hold
+        dead bytes, unless ``force=True``."""
+        if not isinstance(force, bool):
+            raise TypeError(f"force must be True or False, got {force!r}")
+        out = self._store.rewrite(None, force=force)
+        out.update(self._objects.compact(force=force))
         return out
 
     def stats(self) -> Dict[str, Any]:
