@@ -570,7 +570,9 @@ class Repository:
                     ) -> ObjectMatches:
         """The ``k`` stored signed objects of ``module`` whose signature codes best match the
         code read back from ``s`` at ``path`` (graphs added with ``signatures=...``), best
-        first. ``scores``: inner products of the code estimate with each stored code;
+        first. Identification is up to content: identical objects share a key and a code
+        and score alike (ties ordered by object id). ``scores``: inner products of the code
+        estimate with each stored code;
         ``fingerprint_scores``: the fingerprint cosines of the same objects. Costs: one
         read-out of ``s``, and the code positions of every signed object of the module (drawn
         from their keys per query). Measured against :meth:`find_object`: docs/objects.md.
