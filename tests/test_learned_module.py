@@ -322,10 +322,30 @@ def test_threads_add_graphs_through_a_learned_module(tmp_path):
         for th in threads:
             th.join()
         assert not errors
+        # independently of sketch_grown: NumPy detector and attribute, grown graphs by hand
         fresh = rs.Sketcher(D, seed=3)
+        n_fired = 0
         for t in range(4):
-            want = sketch_grown(fresh, batches[t], [lm]).sketches.astype(np.float32)
+            base = fresh.sketch_many(batches[t]).astype(np.float64)
+            expect = []
+            for g, s in zip(batches[t], base):
+                if s @ lm.coef >= lm.threshold:
+                    n_fired += 1
+                    z = (s - lm.centre) @ lm.components.T / lm.spread
+                    a = np.concatenate([[1.0], np.maximum(z, 0), np.maximum(-z, 0)])
+                    h = rs.Graph()
+                    hs = []
+                    for o in g:
+                        hs.append(h.add(o.module, g.attributes(o),
+                                        [(hs[i.index], w) for i, w in g.inputs(o)]))
+                    out = [(hs[o.index], w) for o, w in g.output]
+                    out.append((h.add("grown", a / np.linalg.norm(a)), lm.weight))
+                    h.set_output(out)
+                    g = h
+                expect.append(g)
+            want = fresh.sketch_many(expect).astype(np.float32)
             assert repo.get(got[t]).tobytes() == want.tobytes()
+        assert n_fired == 6  # the batches' new days (every other graph)
 
 
 def test_captured_graphs_grow_through_a_learned_module():
