@@ -1,7 +1,8 @@
 """The :class:`Repository`: a thin facade joining the store, the retrieval index, the aggregates,
 clustering, explanation, forgetting, the stored object sketches and their signatures, and the
-learned modules (each in its own module of this package, or of ``recsketch.learned`` /
-``recsketch.signatures``).
+learned modules (each in its own module of this package, e.g. ``object_search`` and
+``learning`` for the object look-ups' and module learning's analytics, or of
+``recsketch.learned`` / ``recsketch.signatures``).
 
 Threads: a Repository may be shared by threads. The store's lock guards its connection and
 memory map (and the retrieval index); ``_sketcher_lock`` guards the repository's Sketcher (its
@@ -17,7 +18,6 @@ import numbers
 import os
 import threading
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -35,11 +35,12 @@ from .explain import explain_pair
 from .forgetting import ForgetPolicy, parse_policy, target_lengths
 from .index import RetrievalIndex
 from .learned_store import LearnedStore
+from .learning import check_learn_arguments, fit_cluster
+from .object_search import match_objects, match_signed
 from .objects import (ObjectBatch, ObjectMatches, ObjectStore, fingerprints,
                       rebuild_object_sketch)
 from .signed import SignatureTable
-from ..signatures import (SignatureSpec, code_positions, code_scores, read_signature,
-                          sign_graph)
+from ..signatures import SignatureSpec, sign_graph
 from .store import Store, selection
 from .times import TimeLike, to_seconds
 
@@ -394,22 +395,7 @@ class Repository:
         ``RuntimeWarning`` if the cluster is not one of ``clusters.new_since(since)`` (its
         members are mostly older: a detector of it tells little new apart).
         """
-        if not isinstance(name, str):
-            raise TypeError(f"name must be a str, got {type(name).__name__}")
-        if not isinstance(clusters, Clusters):
-            raise TypeError(f"clusters must be a Clusters (repo.clusters(...)), got "
-                            f"{type(clusters).__name__}")
-        if isinstance(cluster, bool) or not isinstance(cluster, numbers.Integral) \
-                or not 0 <= cluster < clusters.centroids.shape[0]:
-            raise ValueError(f"cluster must be an integer in [0, "
-                             f"{clusters.centroids.shape[0]}), got {cluster!r}")
-        if isinstance(max_past, bool) or not isinstance(max_past, numbers.Integral) \
-                or max_past < 1:
-            raise ValueError(f"max_past must be a positive integer, got {max_past!r}")
-        if since is None:
-            raise TypeError("since must be a time (the past the cluster is told apart from "
-                            "is what is dated before it), got None")
-        t = to_seconds(since, "since")
+        t = check_learn_arguments(name, clusters, cluster, since, max_past)
         with self._sketcher_lock:
             if name in self._learned or name in self._sketcher.modules:
                 raise ValueError(f"module {name!r} already exists")
@@ -419,17 +405,8 @@ class Repository:
             past_ids = np.sort(rng.choice(past_ids, int(max_past), replace=False))
         if past_ids.size == 0:
             raise ValueError(f"no stored sketch is dated before since={since!r}")
-        if int(cluster) not in clusters.new_since(t):
-            ts = clusters.timestamps[clusters.labels == int(cluster)]
-            warnings.warn(f"cluster {int(cluster)} is not among clusters.new_since(since): "
-                          f"{np.mean(ts >= t):.0%} of its members are dated since then",
-                          RuntimeWarning, stacklevel=2)
-        member_ids = clusters.members(int(cluster))
-        members, past = self.get(member_ids), self.get(past_ids)
-        kept = int(min(self.lengths(member_ids).min(), self.lengths(past_ids).min()))
-        if kept < self._store.d:
-            options.setdefault("prefix", kept)
-        module = LearnedModule.fit(name, members, past, **options)
+        module = fit_cluster(name, clusters, int(cluster), t, past_ids, self.get, self.lengths,
+                             self._store.d, options)
         self.add_learned(module)
         return module
 
@@ -530,40 +507,12 @@ class Repository:
                 if rerank and (path or own) else None
         for attempt in range(_SNAPSHOT_ATTEMPTS):
             try:
-                return self._match_objects(module, info.attribute_dim, x, target, int(k),
-                                           int(candidates))
+                return match_objects(self._objects, module, info.attribute_dim, x, target,
+                                     int(k), int(candidates))
             except FileNotFoundError:  # compacted meanwhile, three times: a new snapshot
                 if attempt == _SNAPSHOT_ATTEMPTS - 1:
                     raise
         raise AssertionError("unreachable")
-
-    def _match_objects(self, module: str, attribute_dim: int, x: np.ndarray,
-                       target: Optional[np.ndarray], k: int, candidates: int
-                       ) -> ObjectMatches:
-        """find_object's search over one snapshot of the module's stored objects."""
-        oid, gid, idx, off, blobs, gen = self._objects.of_module(module)
-        if oid.size == 0:
-            empty = np.zeros(0, np.int64)
-            return ObjectMatches(empty, empty, empty, np.zeros(0), np.zeros(0))
-        fp = np.frombuffer(b"".join(blobs), np.float32).reshape(oid.size, attribute_dim)
-        fscore = fp.astype(np.float64) @ x
-        c = min(int(candidates), oid.size)
-        top = np.argpartition(-fscore, c - 1)[:c] if c < oid.size else np.arange(oid.size)
-        top = top[np.lexsort((oid[top], -fscore[top]))]
-        if target is None:
-            score = fscore[top]
-        else:
-            y = self._objects.read(off[top], gen).astype(np.float64)
-            if top.size > 1:
-                # what the module's object sketches share (its R[M,2] e_1 channel, the common
-                # part of its attributes) dominates raw cosines and tells nothing apart
-                y -= y.mean(axis=0)
-            norm = np.linalg.norm(y, axis=1)
-            score = np.divide(y @ target, norm, out=np.zeros(top.size), where=norm > 0)
-            order = np.lexsort((oid[top], -score))
-            top, score = top[order], score[order]
-        top, score = top[:k], score[:k]
-        return ObjectMatches(oid[top], gid[top], idx[top], score, fscore[top])
 
     def find_signed(self, s: Any, module: str, k: int = 10, *,
                     path: Optional[Sequence[int]] = None, method: str = "matched"
@@ -595,24 +544,8 @@ class Repository:
             x = np.asarray(est.attributes, np.float64)
             if x.ndim != 1:
                 raise ValueError("find_signed takes one sketch, not a batch")
-        read = read_signature(x, info.attribute_dim - spec.dim, spec)
-        soid, keys = self._signed.of_module(module)
-        oid, gid, idx, _, blobs, _ = self._objects.of_module(module)
-        at = np.searchsorted(oid, soid)
-        keep = (at < oid.size) & (oid[np.minimum(at, max(oid.size - 1, 0))] == soid) \
-            if oid.size else np.zeros(soid.size, bool)
-        soid, at = soid[keep], at[keep]
-        keys = [key for key, kept in zip(keys, keep.tolist()) if kept]
-        if soid.size == 0:
-            empty = np.zeros(0, np.int64)
-            return ObjectMatches(empty, empty, empty, np.zeros(0), np.zeros(0))
-        score = code_scores(read.code, code_positions(keys, spec)) / np.sqrt(spec.ones)
-        fp = np.frombuffer(b"".join(blobs[i] for i in at.tolist()), np.float32).reshape(
-            at.size, info.attribute_dim)
-        fscore = fp.astype(np.float64) @ x
-        order = np.lexsort((soid, -score))[:int(k)]
-        return ObjectMatches(soid[order], gid[at[order]], idx[at[order]], score[order],
-                             fscore[order])
+        return match_signed(self._signed, self._objects, module, spec, info.attribute_dim, x,
+                            int(k))
 
     # -- reading -------------------------------------------------------------------------------
     def get(self, ids: Any) -> np.ndarray:
