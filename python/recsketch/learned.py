@@ -44,7 +44,7 @@ from .sketcher import Sketcher
 __all__ = ["LearnedModule", "Grown", "sketch_grown", "with_top_level_objects"]
 
 LEARNED_DEPTH = 2  # a learned object is a top-level object: an input of the output
-MIN_NOVELTY = 0.001  # LearnedModule.fit's default floor on the novelty share (docs/objects.md)
+MIN_NOVELTY = 0.001  # LearnedModule.fit's default floor on the novelty share (docs/learned_modules.md)
 
 
 def _matrix(x: Any, name: str, width: Optional[int] = None) -> np.ndarray:
@@ -104,7 +104,7 @@ class LearnedModule:
     weight: float           # the weight of its object as an input of the output
     novelty: float = 1.0    # |w|^2 / |mu|^2: the share of the centre's energy the past lacks
     rank: int = 0           # how many of the past's directions were projected out
-    prefix: int = 0         # the detector reads the first `prefix` coordinates (0: all)
+    prefix: int = 0         # the detector reads the first `prefix` coordinates (0: unknown)
 
     # -- fitting ----------------------------------------------------------------------------------
     @classmethod
@@ -133,7 +133,7 @@ class LearnedModule:
         detector ``w / |w|^2`` is a near-random direction of huge norm: ValueError when the
         share is below ``min_novelty`` (default ``MIN_NOVELTY`` = 0.001). The floor guards
         against a cluster the past already spans; it is not a test of newness (use
-        ``Clusters.new_since``). Measured (docs/objects.md): new clusters of the demo's year
+        ``Clusters.new_since``). Measured (docs/learned_modules.md): new clusters of the demo's year
         0.29-0.72, new captured inputs of the torch test 0.0034; clusters of old days against
         the whole past below 1e-11, against 20 sampled past days 5e-4 to 0.48.
         """
