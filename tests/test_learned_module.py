@@ -148,7 +148,9 @@ def test_with_top_level_objects_keeps_or_scales_the_output_weights():
     assert [(h.index, wt) for h, wt in roomy.output] == [(1, 0.5), (2, 0.3), (3, 0.2)]
     assert [(h.index, wt) for h, wt in roomy.inputs(list(roomy)[1])] == [(0, 1.0)]
     np.testing.assert_array_equal(roomy.attributes(list(roomy)[3]), x)
-    full = with_top_level_objects(g, [("new", x, 0.4)])
+    with pytest.raises(ValueError, match="no room .* make_room='scale'"):
+        with_top_level_objects(g, [("new", x, 0.4)])
+    full = with_top_level_objects(g, [("new", x, 0.4)], make_room="scale")
     np.testing.assert_allclose([wt for _, wt in full.output], [0.5 * 0.6 / 0.8, 0.3 * 0.6 / 0.8,
                                                               0.4])
     assert g.modules == ["edge", "cat", "wall"] and len(g.output) == 2  # unchanged
@@ -320,10 +322,30 @@ def test_threads_add_graphs_through_a_learned_module(tmp_path):
         for th in threads:
             th.join()
         assert not errors
+        # independently of sketch_grown: NumPy detector and attribute, grown graphs by hand
         fresh = rs.Sketcher(D, seed=3)
+        n_fired = 0
         for t in range(4):
-            want = sketch_grown(fresh, batches[t], [lm]).sketches.astype(np.float32)
+            base = fresh.sketch_many(batches[t]).astype(np.float64)
+            expect = []
+            for g, s in zip(batches[t], base):
+                if s @ lm.coef >= lm.threshold:
+                    n_fired += 1
+                    z = (s - lm.centre) @ lm.components.T / lm.spread
+                    a = np.concatenate([[1.0], np.maximum(z, 0), np.maximum(-z, 0)])
+                    h = rs.Graph()
+                    hs = []
+                    for o in g:
+                        hs.append(h.add(o.module, g.attributes(o),
+                                        [(hs[i.index], w) for i, w in g.inputs(o)]))
+                    out = [(hs[o.index], w) for o, w in g.output]
+                    out.append((h.add("grown", a / np.linalg.norm(a)), lm.weight))
+                    h.set_output(out)
+                    g = h
+                expect.append(g)
+            want = fresh.sketch_many(expect).astype(np.float32)
             assert repo.get(got[t]).tobytes() == want.tobytes()
+        assert n_fired == 6  # the batches' new days (every other graph)
 
 
 def test_captured_graphs_grow_through_a_learned_module():
@@ -340,15 +362,21 @@ def test_captured_graphs_grow_through_a_learned_module():
     old = torch.rand(30, 6, generator=gen)
     new = torch.rand(30, 6, generator=gen)
     new[:, 0] += 4.0  # a new kind of input
-    sk = rs.Sketcher(D, seed=3)
+    # The count read-back below divides the estimator's error by the object's weight. At this
+    # small d the default density (about 0.37, docs/density.md) is denser than the paper's
+    # (about 0.24) and leaves the learned module's count a bias near 0.25 / weight on graphs
+    # without its object, so the read-back is checked with the paper's density and a weight
+    # (0.2) that keep the error well inside 0.5 (measured margins: 0.07 off, 1.12 on).
+    sk = rs.Sketcher(D, seed=3, density="paper")
     past = sk.sketch_many(capture(model, old[:20]))
     members = sk.sketch_many(capture(model, new[:20]))
-    lm = LearnedModule.fit("learned-1", members, past)
+    lm = LearnedModule.fit("learned-1", members, past, weight=0.2)
     test = list(capture(model, torch.cat([old[20:], new[20:]])))
-    out = sketch_grown(sk, test, [lm])
+    out = sketch_grown(sk, test, [lm], make_room="scale")  # a capture's output weights sum to 1
     truth = np.arange(20) >= 10
     np.testing.assert_array_equal(out.fired[:, 0], lm.fires(out.base))
     assert out.fired[truth, 0].mean() >= 0.9 and out.fired[~truth, 0].mean() <= 0.1
-    assert out.sketches.tobytes() == rs.Sketcher(D, seed=3).sketch_many(out.graphs).tobytes()
+    assert out.sketches.tobytes() == \
+        rs.Sketcher(D, seed=3, density="paper").sketch_many(out.graphs).tobytes()
     counts = sk.count(out.sketches, "learned-1", lm.weight)
     np.testing.assert_array_equal(np.round(counts) >= 1, out.fired[:, 0])

@@ -61,3 +61,22 @@ def test_find_signed_needs_signed_objects(tmp_path):
         repo.sketcher.register_module("tiny", 2, 3)
         with pytest.raises(ValueError, match="not signed"):
             repo.find_signed(repo.get(0), "tiny")
+
+
+def test_identical_objects_share_a_key_and_are_found_together(tmp_path):
+    """Identification is up to content: the same object in two graphs (same module, attribute
+    and inputs, recursively) has one key and one code, so find_signed scores both alike and
+    orders them by object id."""
+    spec = SignatureSpec()
+    rng = np.random.default_rng(3)
+    twin = _graph(rng)
+    graphs = [twin, rs.Graph.from_dict(twin.to_dict())] + [_graph(rng) for _ in range(8)]
+    assert object_keys(graphs[0]) == object_keys(graphs[1])
+    with Repository.create(tmp_path / "r", rs.Sketcher(D, seed=2)) as repo:
+        ids = repo.add_graphs(graphs, objects=True, signatures=spec)
+        soid, keys = repo._signed.of_module("cat")
+        assert keys[0] == keys[1] and len(set(keys)) == len(keys) - 1
+        s = rs.Sketcher(D, seed=2).sketch(sign_graph(twin, spec)[0])
+        m = repo.find_signed(s, "cat", 3, path=[1])
+        assert sorted(m.graph_ids[:2].tolist()) == sorted(int(i) for i in ids[:2])
+        assert m.scores[0] == m.scores[1] and m.object_ids[0] < m.object_ids[1]

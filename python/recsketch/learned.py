@@ -31,6 +31,7 @@ import json
 import math
 import numbers
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, List, Optional, Sequence, Tuple, Union
@@ -43,6 +44,7 @@ from .sketcher import Sketcher
 __all__ = ["LearnedModule", "Grown", "sketch_grown", "with_top_level_objects"]
 
 LEARNED_DEPTH = 2  # a learned object is a top-level object: an input of the output
+MIN_NOVELTY = 0.001  # LearnedModule.fit's default floor on the novelty share (docs/learned_modules.md)
 
 
 def _matrix(x: Any, name: str, width: Optional[int] = None) -> np.ndarray:
@@ -100,21 +102,40 @@ class LearnedModule:
     components: np.ndarray  # (r, dim): orthonormal principal directions of the cluster
     spread: float           # tau: RMS of |V (s - mu)| over the cluster
     weight: float           # the weight of its object as an input of the output
+    novelty: float = 1.0    # |w|^2 / |mu|^2: the share of the centre's energy the past lacks
+    rank: int = 0           # how many of the past's directions were projected out
+    prefix: int = 0         # the detector reads the first `prefix` coordinates (0: unknown)
 
     # -- fitting ----------------------------------------------------------------------------------
     @classmethod
-    def fit(cls, name: str, members: Any, past: Any, *, rank: int = 100,
-            components: int = 2, threshold: float = 0.25, weight: float = 0.05
+    def fit(cls, name: str, members: Any, past: Any, *, rank: Optional[int] = None,
+            components: int = 2, threshold: float = 0.25, weight: float = 0.1,
+            min_novelty: float = MIN_NOVELTY, prefix: Optional[int] = None
             ) -> "LearnedModule":
         """Learn a module from the sketches of a cluster (``members``, rows) against sketches
         of the past (``past``, rows, e.g. every sketch from before the cluster emerged).
 
-        ``rank``: how many of the past's singular directions are projected out (at most the
-        number of past sketches); ``components``: the attribute's principal directions (the
+        ``rank``: how many of the past's singular directions are projected out; default
+        ``min(100, len(past))``; a ``rank`` above ``len(past)`` is a ValueError (the past
+        has no more directions; the rank used, after dropping directions below rounding, is
+        the module's ``rank``). ``components``: the attribute's principal directions (the
         attribute has ``1 + 2 components`` coordinates; at most ``len(members) - 1``);
         ``threshold`` in (0, 1): the score at which it fires, as a fraction of the centre's;
-        ``weight`` in (0, 1]: the weight of its object in the graphs it is added to.
-        ValueError if the cluster has nothing the past lacks.
+        ``weight`` in (0, 1]: the weight of its object in the graphs it is added to (its
+        count is read back with an error of about the estimator's error divided by it: a
+        small weight reads back poorly, a large one leaves the other objects less room).
+        ``prefix``: the detector reads only the first ``prefix`` coordinates (e.g. when the
+        past was forgotten, i.e. cut, to that length; default: all).
+
+        ``novelty`` (stored on the module) is ``|w|^2 / |mu|^2``: the share of the centre's
+        energy outside the past's span (``w`` the novel mean, ``mu`` the centre, both on the
+        detector's coordinates). A cluster the past already has scores near 0, and its
+        detector ``w / |w|^2`` is a near-random direction of huge norm: ValueError when the
+        share is below ``min_novelty`` (default ``MIN_NOVELTY`` = 0.001). The floor guards
+        against a cluster the past already spans; it is not a test of newness (use
+        ``Clusters.new_since``). Measured (docs/learned_modules.md): new clusters of the demo's year
+        0.29-0.72, new captured inputs of the torch test 0.0034; clusters of old days against
+        the whole past below 1e-11, against 20 sampled past days 5e-4 to 0.48.
         """
         if not isinstance(name, str):
             raise TypeError(f"name must be a str, got {type(name).__name__}")
@@ -126,7 +147,15 @@ class LearnedModule:
             raise ValueError(f"members: need at least 2 sketches, got {x.shape[0]}")
         if p.shape[0] < 1:
             raise ValueError("past: need at least 1 sketch")
-        rank = _count(rank, "rank", 0)
+        rank = min(100, p.shape[0]) if rank is None else _count(rank, "rank", 0)
+        if rank > p.shape[0]:
+            raise ValueError(f"rank {rank} is more than the past's {p.shape[0]} sketches (it "
+                             f"has at most {p.shape[0]} directions to project out)")
+        dim = x.shape[1]
+        prefix = dim if prefix is None else _count(prefix, "prefix", 1)
+        if prefix > dim:
+            raise ValueError(f"prefix must be at most the sketch length {dim}, got {prefix}")
+        min_novelty = _real(min_novelty, "min_novelty", 0.0, 1.0, lo_open=False)
         r = _count(components, "components", 0)
         if r > x.shape[0] - 1:
             raise ValueError(f"components must be at most len(members) - 1 = {x.shape[0] - 1}"
@@ -136,23 +165,30 @@ class LearnedModule:
             raise ValueError(f"threshold must be below 1, got {threshold!r}")
         weight = _real(weight, "weight", 0.0, 1.0)
 
-        # the past's span (uncentred: its mean direction is the first one)
-        k = min(rank, p.shape[0])
-        if k:
-            _, sv, vt = np.linalg.svd(p, full_matrices=False)
+        # the past's span (uncentred: its mean direction is the first one), on the prefix
+        xp, pp = x[:, :prefix], p[:, :prefix]
+        k = rank
+        if k and np.any(pp):
+            _, sv, vt = np.linalg.svd(pp, full_matrices=False)
             # directions below rounding are not part of the past's span
             k = min(k, int(np.sum(sv > sv[0] * 1e-10)))
             v = vt[:k]
-            novel = x - (x @ v.T) @ v
+            novel = xp - (xp @ v.T) @ v
         else:
-            novel = x
+            k = 0
+            novel = xp
         w = novel.mean(axis=0)
         nw = float(w @ w)
         mu = x.mean(axis=0)
-        if not nw > 1e-24 * max(float(mu @ mu), 1e-300):
-            raise ValueError("the cluster has nothing the past lacks: its sketches lie in the "
-                             "span of the past's")
-        coef = w / nw  # <mu, w> = |w|^2, the centre scores 1
+        nmu = float(mu[:prefix] @ mu[:prefix])
+        novelty = nw / max(nmu, 1e-300)
+        if not nw > 1e-24 * max(nmu, 1e-300) or novelty < min_novelty:
+            raise ValueError(f"the cluster has nothing the past lacks: the novelty share "
+                             f"|w|^2/|mu|^2 of its centre outside the past's span is "
+                             f"{novelty:.3g}, below min_novelty={min_novelty} (its detector "
+                             f"would be near-random)")
+        coef = np.zeros(dim)
+        coef[:prefix] = w / nw  # <mu, w> = |w|^2, the centre scores 1
 
         centred = x - mu
         if r:
@@ -165,18 +201,20 @@ class LearnedModule:
             spread = 1.0
         if not spread > 0:
             spread = 1.0  # identical members: every attribute is e_1
-        return cls._frozen(name, coef, threshold, mu, comp, spread, weight)
+        return cls._frozen(name, coef, threshold, mu, comp, spread, weight, novelty, k,
+                           prefix)
 
     @classmethod
     def _frozen(cls, name: str, coef: np.ndarray, threshold: float, centre: np.ndarray,
-                components: np.ndarray, spread: float, weight: float) -> "LearnedModule":
+                components: np.ndarray, spread: float, weight: float, novelty: float = 1.0,
+                rank: int = 0, prefix: int = 0) -> "LearnedModule":
         arrays = []
         for a in (coef, centre, components):
             a = np.array(a, dtype=np.float64)
             a.setflags(write=False)
             arrays.append(a)
         return cls(name, arrays[0], float(threshold), arrays[1], arrays[2], float(spread),
-                   float(weight))
+                   float(weight), float(novelty), int(rank), int(prefix))
 
     # -- properties --------------------------------------------------------------------------------
     @property
@@ -244,7 +282,8 @@ class LearnedModule:
     def to_bytes(self) -> bytes:
         """The module as ``.npz`` bytes (no pickles): what :meth:`save` writes."""
         meta = json.dumps({"name": self.name, "threshold": self.threshold,
-                           "spread": self.spread, "weight": self.weight})
+                           "spread": self.spread, "weight": self.weight,
+                           "novelty": self.novelty, "rank": self.rank, "prefix": self.prefix})
         buf = io.BytesIO()
         np.savez(buf, meta=np.array(meta), coef=self.coef, centre=self.centre,
                  components=self.components)
@@ -260,7 +299,11 @@ class LearnedModule:
                 coef, centre, comp = z["coef"], z["centre"], z["components"]
             name, thr = meta["name"], meta["threshold"]
             spread, weight = meta["spread"], meta["weight"]
-        except (KeyError, ValueError, OSError, TypeError, EOFError) as exc:
+            # modules saved before these were recorded: unknown novelty and rank, all read
+            novelty = meta.get("novelty", 1.0)
+            rank, prefix = meta.get("rank", 0), meta.get("prefix", 0)
+        except (KeyError, ValueError, OSError, TypeError, EOFError, AttributeError,
+                zipfile.BadZipFile) as exc:
             raise ValueError(f"{bad}: {exc}") from None
         d = coef.shape[0] if coef.ndim == 1 else -1
         if d < 1 or centre.shape != (d,) or comp.ndim != 2 or comp.shape[1] != d \
@@ -270,12 +313,18 @@ class LearnedModule:
             _real(thr, "threshold", 0.0, 1.0)
             _real(weight, "weight", 0.0, 1.0)
             _real(spread, "spread", 0.0, math.inf)
+            _real(novelty, "novelty", 0.0, 1.0, lo_open=False)
+            _count(rank, "rank", 0)
+            _count(prefix, "prefix", 0)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{bad}: {exc}") from None
+        if prefix > d:
+            raise ValueError(f"{bad}: prefix {prefix} beyond the sketch length {d}")
         for a in (coef, centre, comp):
             if a.dtype.kind != "f" or not np.all(np.isfinite(a)):
                 raise ValueError(f"{bad}: non-float, NaN or infinite values")
-        return cls._frozen(name, coef, thr, centre, comp, spread, weight)
+        return cls._frozen(name, coef, thr, centre, comp, spread, weight, novelty, rank,
+                           prefix)
 
     def save(self, path: Union[str, os.PathLike]) -> None:
         """Write to an ``.npz`` file (:meth:`to_bytes`)."""
@@ -287,13 +336,25 @@ class LearnedModule:
         return cls.from_bytes(Path(path).read_bytes(), str(path))
 
 
-def with_top_level_objects(graph: Graph, objects: Sequence[Tuple[str, np.ndarray, float]]
-                           ) -> Graph:
+MAKE_ROOM = ("error", "scale")
+
+
+def check_make_room(make_room: Any) -> str:
+    if not isinstance(make_room, str) or make_room not in MAKE_ROOM:
+        raise ValueError(f"make_room must be 'error' or 'scale', got {make_room!r}")
+    return make_room
+
+
+def with_top_level_objects(graph: Graph, objects: Sequence[Tuple[str, np.ndarray, float]],
+                           *, make_room: str = "error") -> Graph:
     """A copy of ``graph`` with leaf objects ``(module, attributes, weight)`` added as the last
     inputs of its output (positions after the existing ones), each object's index after the
     graph's. The existing output weights are kept when they leave room (they sum to at most
-    ``1 - sum of the added weights``); otherwise they are scaled down to leave exactly that
-    room, which changes the weights their queries must be given."""
+    ``1 - sum of the added weights``). When they do not: ``make_room="error"`` (default) is a
+    ValueError; ``make_room="scale"`` scales them down to leave exactly that room, which
+    changes the weights their queries must be given (the other modules' counts read back
+    smaller by that factor)."""
+    make_room = check_make_room(make_room)
     if not isinstance(graph, Graph):
         raise TypeError(f"expected a recsketch.Graph, got {type(graph).__name__}")
     output = graph.output
@@ -309,6 +370,13 @@ def with_top_level_objects(graph: Graph, objects: Sequence[Tuple[str, np.ndarray
         raise ValueError(f"the added objects' weights sum to {added}, more than 1")
     total = math.fsum(w for _, w in output)
     scale = 1.0 if total <= 1.0 - added or total == 0 else (1.0 - added) / total
+    if scale != 1.0 and make_room == "error":
+        raise ValueError(
+            f"no room for the learned objects: the graph's output weights sum to {total:.6g} "
+            f"and the added objects' to {added:.6g}, more than 1. Choose the learned "
+            f"modules' weights (or the graphs' output weights) to leave room, or pass "
+            f"make_room='scale' to scale the output weights by {(1.0 - added) / total:.6g} "
+            f"(which changes the weights the other modules' queries must be given)")
     top = [(handles[h.index], w * scale) for h, w in output]
     for module, attributes, w in objects:
         top.append((out.add(module, attributes), w))
@@ -354,8 +422,8 @@ def register_learned(sketcher: Sketcher, module: LearnedModule) -> None:
 
 
 def sketch_grown(sketcher: Sketcher, graphs: Sequence[Graph],
-                 modules: Sequence[LearnedModule], *, num_threads: Optional[int] = None
-                 ) -> Grown:
+                 modules: Sequence[LearnedModule], *, num_threads: Optional[int] = None,
+                 make_room: str = "error") -> Grown:
     """Sketch graphs through a network grown by learned modules.
 
     Every graph is sketched; each module reads that sketch (so learned modules never read each
@@ -363,8 +431,10 @@ def sketch_grown(sketcher: Sketcher, graphs: Sequence[Graph],
     (:func:`with_top_level_objects`, in the order of ``modules``) and is sketched again. The
     result's sketches are bit-identical to sketching the grown graphs directly. Works on any
     graphs, e.g. those of ``recsketch.torch.capture``. The modules are registered with the
-    Sketcher first (:func:`register_learned`).
+    Sketcher first (:func:`register_learned`). ``make_room``: what to do with a graph whose
+    output weights leave no room for the objects (:func:`with_top_level_objects`).
     """
+    make_room = check_make_room(make_room)
     mods = check_learned(sketcher, modules)
     for m in mods:
         register_learned(sketcher, m)
@@ -386,7 +456,7 @@ def sketch_grown(sketcher: Sketcher, graphs: Sequence[Graph],
             if fired[i, j]:
                 extra.append((m.name, attrs[j][cursor[j]], m.weight))
                 cursor[j] += 1
-        grown[i] = with_top_level_objects(graphs[i], extra)
+        grown[i] = with_top_level_objects(graphs[i], extra, make_room=make_room)
     out = base.copy()
     out[rows] = sketcher.sketch_many([grown[i] for i in rows.tolist()], num_threads=num_threads)
     return Grown(out, fired, grown, base)

@@ -12,7 +12,10 @@ only the signed module's attribute length changes (``m + dim``).
 The key is a content hash (Merkle): BLAKE2b over the module, the attribute bytes and the
 inputs' keys and weights, so it needs no id at sketch time, is the same on every machine, and
 two objects get the same key only when they are the same object (same module, attribute and
-inputs, recursively).
+inputs, recursively). Identification is therefore *up to content*: identical objects (the same
+object in two graphs, or a graph added twice) get identical keys and codes, and a lookup
+cannot tell them apart (it scores them alike; ties are ordered by object id). Where copies
+must be told apart, make their content differ (e.g. an attribute coordinate carrying an id).
 
 Reading it back: :func:`read_signature` takes an attribute estimate of the module (from
 ``Sketcher.attributes``, any path) and splits it into the attribute part (renormalised) and the

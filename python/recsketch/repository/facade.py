@@ -1,7 +1,8 @@
 """The :class:`Repository`: a thin facade joining the store, the retrieval index, the aggregates,
 clustering, explanation, forgetting, the stored object sketches and their signatures, and the
-learned modules (each in its own module of this package, or of ``recsketch.learned`` /
-``recsketch.signatures``).
+learned modules (each in its own module of this package, e.g. ``object_search`` and
+``learning`` for the object look-ups' and module learning's analytics, or of
+``recsketch.learned`` / ``recsketch.signatures``).
 
 Threads: a Repository may be shared by threads. The store's lock guards its connection and
 memory map (and the retrieval index); ``_sketcher_lock`` guards the repository's Sketcher (its
@@ -25,7 +26,8 @@ import numpy as np
 from .._checks import check_fraction
 from ..erasure import ErasedSketch
 from ..joint import check_method
-from ..learned import LearnedModule, check_learned, register_learned, sketch_grown
+from ..learned import (LearnedModule, check_learned, check_make_room, register_learned,
+                       sketch_grown)
 from ..sketcher import Sketcher
 from .aggregates import DEFAULT_CHUNK_BYTES, Aggregates, check_chunk_bytes
 from .clusters import Clusters, kmeans
@@ -33,11 +35,12 @@ from .explain import explain_pair
 from .forgetting import ForgetPolicy, parse_policy, target_lengths
 from .index import RetrievalIndex
 from .learned_store import LearnedStore
+from .learning import check_learn_arguments, fit_cluster
+from .object_search import match_objects, match_signed
 from .objects import (ObjectBatch, ObjectMatches, ObjectStore, fingerprints,
                       rebuild_object_sketch)
 from .signed import SignatureTable
-from ..signatures import (SignatureSpec, code_positions, code_scores, read_signature,
-                          sign_graph)
+from ..signatures import SignatureSpec, sign_graph
 from .store import Store, selection
 from .times import TimeLike, to_seconds
 
@@ -181,9 +184,10 @@ class Repository:
         return self._store.count()
 
     # -- the module registry --------------------------------------------------------------------
-    def _store_registry(self, sketcher: Sketcher) -> None:
+    def _store_registry(self, sketcher: Sketcher, *, apply: bool = True) -> Sketcher:
         """Inside a write transaction: merge ``sketcher``'s modules into the stored registry
-        (re-read now, so registrations of other processes are kept) and into ours."""
+        (re-read now, so registrations of other processes are kept) and, with ``apply``, into
+        ours. Returns the merged registry (for a caller that applies it after its commit)."""
         store = self._store
         stored = store.meta()["sketcher"]
         merged = Sketcher.from_json(stored)
@@ -194,6 +198,13 @@ class Repository:
             text = merged.to_json()
             if text != stored:
                 store.set_meta(sketcher=text)
+            if apply:
+                self._apply_registry(merged)
+        return merged
+
+    def _apply_registry(self, merged: Sketcher) -> None:
+        """Register in our Sketcher the modules of ``merged`` it lacks."""
+        with self._sketcher_lock:
             known = self._sketcher.modules
             for name, info in merged.modules.items():
                 if name not in known:
@@ -251,12 +262,20 @@ class Repository:
 
     def add_graphs(self, graphs: Sequence[Any], *, objects: bool = False,
                    signatures: Optional[SignatureSpec] = None,
-                   num_threads: Optional[int] = None, **kwargs: Any) -> np.ndarray:
+                   num_threads: Optional[int] = None, make_room: str = "error",
+                   **kwargs: Any) -> np.ndarray:
         """Sketch graphs with the repository's Sketcher, record new modules, and :meth:`add`.
 
         With learned modules (:meth:`learn_module`, :meth:`add_learned`), each graph on
         whose sketch one fires gains that module's object and is sketched again
         (:func:`recsketch.learned.sketch_grown`); the stored sketch is the grown graph's.
+        The object needs room: a graph whose output weights sum to more than ``1 -`` the
+        firing modules' weights is a ValueError (``make_room="error"``, the default; nothing
+        is stored), unless ``make_room="scale"``, which scales that graph's other output
+        weights down to leave the room: the other modules' counts in that sketch then read
+        back smaller by that factor (their queries need the scaled weights). To avoid both,
+        choose the learned modules' weights to leave room (``weight=`` of
+        :meth:`learn_module`).
 
         With ``objects=True`` every object's sketch is stored too (bit-identical to
         ``sketcher.sketch(g, return_objects=True)``), with its module, its graph's id, its
@@ -273,6 +292,7 @@ class Repository:
         unknown = set(kwargs) - {"ids", "timestamps", "labels"}
         if unknown:
             raise TypeError(f"add_graphs got unexpected keywords {sorted(unknown)}")
+        make_room = check_make_room(make_room)
         if not isinstance(objects, bool):
             raise TypeError(f"objects must be True or False, got {objects!r}")
         signed = None
@@ -294,7 +314,7 @@ class Repository:
             # sketch_many validates every graph before any is sketched or registered
             if self._learned:
                 grown = sketch_grown(self._sketcher, graphs, list(self._learned.values()),
-                                     num_threads=num_threads)
+                                     num_threads=num_threads, make_room=make_room)
                 s, graphs = grown.sketches, grown.graphs
             else:
                 s = self._sketcher.sketch_many(graphs, num_threads=num_threads)
@@ -367,33 +387,26 @@ class Repository:
         The cluster's members (``clusters.members(cluster)``, e.g. one of
         ``clusters.new_since(since)``) are the positives; the stored sketches dated before
         ``since`` are the past it is told apart from (at most ``max_past`` of them, drawn with
-        ``seed``). ``options`` go to :meth:`LearnedModule.fit` (``rank``, ``components``,
-        ``threshold``, ``weight``). Forgotten (truncated) sketches are read with zeros past
-        their kept prefix.
+        ``seed``). ``since`` is required (a time, as in :meth:`select`). ``options`` go to
+        :meth:`LearnedModule.fit` (``rank``, ``components``, ``threshold``, ``weight``,
+        ``min_novelty``). When forgetting has cut some of these sketches, the detector is
+        fitted on (and reads) the prefix every one of them keeps (``module.prefix``), so
+        zeros standing for forgotten coordinates are never taken for novelty. A
+        ``RuntimeWarning`` if the cluster is not one of ``clusters.new_since(since)`` (its
+        members are mostly older: a detector of it tells little new apart).
         """
-        if not isinstance(name, str):
-            raise TypeError(f"name must be a str, got {type(name).__name__}")
-        if not isinstance(clusters, Clusters):
-            raise TypeError(f"clusters must be a Clusters (repo.clusters(...)), got "
-                            f"{type(clusters).__name__}")
-        if isinstance(cluster, bool) or not isinstance(cluster, numbers.Integral) \
-                or not 0 <= cluster < clusters.centroids.shape[0]:
-            raise ValueError(f"cluster must be an integer in [0, "
-                             f"{clusters.centroids.shape[0]}), got {cluster!r}")
-        if isinstance(max_past, bool) or not isinstance(max_past, numbers.Integral) \
-                or max_past < 1:
-            raise ValueError(f"max_past must be a positive integer, got {max_past!r}")
+        t = check_learn_arguments(name, clusters, cluster, since, max_past)
         with self._sketcher_lock:
             if name in self._learned or name in self._sketcher.modules:
                 raise ValueError(f"module {name!r} already exists")
-        past_ids = self.select(until=since)
+        past_ids = self.select(until=t)
         if past_ids.size > max_past:
             rng = np.random.default_rng(seed)
             past_ids = np.sort(rng.choice(past_ids, int(max_past), replace=False))
         if past_ids.size == 0:
             raise ValueError(f"no stored sketch is dated before since={since!r}")
-        members = self.get(clusters.members(int(cluster)))
-        module = LearnedModule.fit(name, members, self.get(past_ids), **options)
+        module = fit_cluster(name, clusters, int(cluster), t, past_ids, self.get, self.lengths,
+                             self._store.d, options)
         self.add_learned(module)
         return module
 
@@ -407,17 +420,21 @@ class Repository:
             check_learned(self._sketcher, [module])
             if module.name in self._learned or module.name in self._sketcher.modules:
                 raise ValueError(f"module {module.name!r} already exists")
-        with self._store.writer(), self._store.transaction():
-            # another process may have registered the name meanwhile: the stored registry
-            stored = Sketcher.from_json(self._store.meta()["sketcher"])
-            if module.name in stored.modules:
-                raise ValueError(f"module {module.name!r} already exists")
-            self._learned_store.write(module)
+        with self._store.writer():
+            with self._store.transaction():
+                # another process may have registered the name meanwhile: the stored registry
+                stored = Sketcher.from_json(self._store.meta()["sketcher"])
+                if module.name in stored.modules:
+                    raise ValueError(f"module {module.name!r} already exists")
+                self._learned_store.write(module)
+                # registered in a copy: our Sketcher learns the name only once it is committed
+                # (else a failed call would leave it half-registered, and the next add_graphs
+                # would store the name without its module)
+                register_learned(stored, module)
+                merged = self._store_registry(stored, apply=False)
             with self._sketcher_lock:
-                register_learned(self._sketcher, module)
-            self._store_registry(self._sketcher)
-        with self._sketcher_lock:
-            self._learned[module.name] = module
+                self._apply_registry(merged)
+                self._learned[module.name] = module
 
     # -- stored objects ---------------------------------------------------------------------------
     def object_sketches(self, graph_id: int) -> Tuple[List[str], np.ndarray]:
@@ -490,47 +507,21 @@ class Repository:
                 if rerank and (path or own) else None
         for attempt in range(_SNAPSHOT_ATTEMPTS):
             try:
-                return self._match_objects(module, info.attribute_dim, x, target, int(k),
-                                           int(candidates))
+                return match_objects(self._objects, module, info.attribute_dim, x, target,
+                                     int(k), int(candidates))
             except FileNotFoundError:  # compacted meanwhile, three times: a new snapshot
                 if attempt == _SNAPSHOT_ATTEMPTS - 1:
                     raise
         raise AssertionError("unreachable")
-
-    def _match_objects(self, module: str, attribute_dim: int, x: np.ndarray,
-                       target: Optional[np.ndarray], k: int, candidates: int
-                       ) -> ObjectMatches:
-        """find_object's search over one snapshot of the module's stored objects."""
-        oid, gid, idx, off, blobs, gen = self._objects.of_module(module)
-        if oid.size == 0:
-            empty = np.zeros(0, np.int64)
-            return ObjectMatches(empty, empty, empty, np.zeros(0), np.zeros(0))
-        fp = np.frombuffer(b"".join(blobs), np.float32).reshape(oid.size, attribute_dim)
-        fscore = fp.astype(np.float64) @ x
-        c = min(int(candidates), oid.size)
-        top = np.argpartition(-fscore, c - 1)[:c] if c < oid.size else np.arange(oid.size)
-        top = top[np.lexsort((oid[top], -fscore[top]))]
-        if target is None:
-            score = fscore[top]
-        else:
-            y = self._objects.read(off[top], gen).astype(np.float64)
-            if top.size > 1:
-                # what the module's object sketches share (its R[M,2] e_1 channel, the common
-                # part of its attributes) dominates raw cosines and tells nothing apart
-                y -= y.mean(axis=0)
-            norm = np.linalg.norm(y, axis=1)
-            score = np.divide(y @ target, norm, out=np.zeros(top.size), where=norm > 0)
-            order = np.lexsort((oid[top], -score))
-            top, score = top[order], score[order]
-        top, score = top[:k], score[:k]
-        return ObjectMatches(oid[top], gid[top], idx[top], score, fscore[top])
 
     def find_signed(self, s: Any, module: str, k: int = 10, *,
                     path: Optional[Sequence[int]] = None, method: str = "matched"
                     ) -> ObjectMatches:
         """The ``k`` stored signed objects of ``module`` whose signature codes best match the
         code read back from ``s`` at ``path`` (graphs added with ``signatures=...``), best
-        first. ``scores``: inner products of the code estimate with each stored code;
+        first. Identification is up to content: identical objects share a key and a code
+        and score alike (ties ordered by object id). ``scores``: inner products of the code
+        estimate with each stored code;
         ``fingerprint_scores``: the fingerprint cosines of the same objects. Costs: one
         read-out of ``s``, and the code positions of every signed object of the module (drawn
         from their keys per query). Measured against :meth:`find_object`: docs/objects.md.
@@ -553,24 +544,8 @@ class Repository:
             x = np.asarray(est.attributes, np.float64)
             if x.ndim != 1:
                 raise ValueError("find_signed takes one sketch, not a batch")
-        read = read_signature(x, info.attribute_dim - spec.dim, spec)
-        soid, keys = self._signed.of_module(module)
-        oid, gid, idx, _, blobs, _ = self._objects.of_module(module)
-        at = np.searchsorted(oid, soid)
-        keep = (at < oid.size) & (oid[np.minimum(at, max(oid.size - 1, 0))] == soid) \
-            if oid.size else np.zeros(soid.size, bool)
-        soid, at = soid[keep], at[keep]
-        keys = [key for key, kept in zip(keys, keep.tolist()) if kept]
-        if soid.size == 0:
-            empty = np.zeros(0, np.int64)
-            return ObjectMatches(empty, empty, empty, np.zeros(0), np.zeros(0))
-        score = code_scores(read.code, code_positions(keys, spec)) / np.sqrt(spec.ones)
-        fp = np.frombuffer(b"".join(blobs[i] for i in at.tolist()), np.float32).reshape(
-            at.size, info.attribute_dim)
-        fscore = fp.astype(np.float64) @ x
-        order = np.lexsort((soid, -score))[:int(k)]
-        return ObjectMatches(soid[order], gid[at[order]], idx[at[order]], score[order],
-                             fscore[order])
+        return match_signed(self._signed, self._objects, module, spec, info.attribute_dim, x,
+                            int(k))
 
     # -- reading -------------------------------------------------------------------------------
     def get(self, ids: Any) -> np.ndarray:
@@ -713,11 +688,15 @@ class Repository:
         out.update(self._objects.compact())
         return out
 
-    def compact(self) -> Dict[str, int]:
+    def compact(self, *, force: bool = False) -> Dict[str, int]:
         """Reclaim the space of deleted sketches and of their stored objects (no
-        truncation). Returns counts and bytes before and after."""
-        out = self._store.rewrite(None)
-        out.update(self._objects.compact())
+        truncation). Returns counts and bytes before and after. The sketches' data file and
+        the objects' file are each rewritten (into a new generation) only when they hold
+        dead bytes, unless ``force=True``."""
+        if not isinstance(force, bool):
+            raise TypeError(f"force must be True or False, got {force!r}")
+        out = self._store.rewrite(None, force=force)
+        out.update(self._objects.compact(force=force))
         return out
 
     def stats(self) -> Dict[str, Any]:

@@ -284,10 +284,10 @@ class ObjectStore:
         return out
 
     # -- compaction ------------------------------------------------------------------------------
-    def compact(self) -> Dict[str, int]:
+    def compact(self, *, force: bool = True) -> Dict[str, int]:
         """Rewrite the live object sketches into the next generation, dropping the bytes of
         deleted ones (see the module docstring for the crash safety). Returns the bytes
-        before and after."""
+        before and after. With ``force=False`` nothing is written when no bytes are dead."""
         store = self._store
         item = store.dtype.itemsize
         d = store.d
@@ -301,6 +301,9 @@ class ObjectStore:
             gen = int(meta.get("objects_generation", 0))
             self._drop_stale(gen)
             rows = db.execute("SELECT oid, offset FROM objects ORDER BY oid").fetchall()
+            if not force and end == len(rows) * d:  # every stored byte is live
+                return {"objects": len(rows), "object_bytes_before": end * item,
+                        "object_bytes_after": end * item}
             new_gen = gen + 1
             path = self.file(new_gen)
             old = self.file(gen)

@@ -295,15 +295,20 @@ class Store:
                     in_transaction(want)
         return int(want.size)
 
-    def rewrite(self, new_lengths: Optional[Callable[[np.ndarray], np.ndarray]]
-                ) -> Dict[str, int]:
+    def rewrite(self, new_lengths: Optional[Callable[[np.ndarray], np.ndarray]], *,
+                force: bool = True) -> Dict[str, int]:
         """Copy every sketch into a new generation, cut to ``min(length, new_lengths(ts))``
-        (all kept whole if None), and switch to it in one transaction."""
+        (all kept whole if None), and switch to it in one transaction. With ``force=False``
+        nothing is written when no sketch is cut and the data file has no dead bytes."""
         with self.writer():
             meta = self.meta()
             self.repair(meta)
             ids, ts, off, ln, gen, end = self.rows()
             new_len = ln if new_lengths is None else np.minimum(ln, new_lengths(ts))
+            if not force and np.array_equal(new_len, ln) and end == int(np.sum(ln)):
+                nbytes = end * self._dtype.itemsize
+                return {"sketches": int(ids.size), "truncated": 0, "bytes_before": nbytes,
+                        "bytes_after": nbytes}
             new_gen = gen + 1
             path = self.data_path(new_gen)
             data = self._view(gen, end)
