@@ -180,3 +180,37 @@ def test_a_grown_graph_without_room_is_refused_unless_scaling_is_asked_for(tmp_p
             hand.append(h)
         want = fresh.sketch_many(hand).astype(np.float32)
         np.testing.assert_allclose(repo.get(ids), want, rtol=1e-5, atol=1e-7)
+
+
+def test_a_prefix_fit_reads_nothing_past_the_prefix():
+    # Members cut by forgetting read zeros past the prefix; a fit on the prefix must not see
+    # the cut: the same module whether the members were cut or not (the attribute's directions
+    # used to learn "was this sketch cut").
+    rng = np.random.default_rng(4)
+    dim, prefix = 64, 16
+    past = np.abs(rng.standard_normal((5, dim)))
+    members = np.abs(rng.standard_normal((12, dim))) + 2.0 * (np.arange(dim) % 7 == 0)
+    cut = members.copy()
+    cut[::2, prefix:] = 0.0
+    a = LearnedModule.fit("m", members, past, prefix=prefix)
+    b = LearnedModule.fit("m", cut, past, prefix=prefix)
+    for field in ("coef", "centre", "components"):
+        np.testing.assert_allclose(getattr(a, field), getattr(b, field), atol=1e-12)
+        assert not np.any(getattr(a, field)[..., prefix:])
+    assert a.spread == pytest.approx(b.spread)
+    s = members[1]
+    np.testing.assert_allclose(a.attribute(s[None]), b.attribute(s[None]), atol=1e-12)
+
+
+def test_forget_with_nothing_to_cut_or_reclaim_writes_nothing(tmp_path):
+    sk = rs.Sketcher(256, family="orthogonal", seed=2)
+    repo = Repository.create(tmp_path / "r", sk)
+    g = rs.Graph()
+    g.set_output([(g.add("cat", unit(np.random.default_rng(0), 4)), 1.0)])
+    repo.add_graphs([g, g], timestamps=[0.0, 0.0], objects=True)
+    first = repo.forget(policy=[(10**9, 1.0)], now=1.0)     # nothing old enough to cut
+    files = sorted(p.name for p in (tmp_path / "r").iterdir())
+    again = repo.forget(policy=[(10**9, 1.0)], now=1.0)
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == files
+    assert first["bytes_after"] == again["bytes_after"] == first["bytes_before"]
+    repo.close()

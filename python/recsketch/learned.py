@@ -98,7 +98,7 @@ class LearnedModule:
     name: str
     coef: np.ndarray        # (dim,): score(s) = <s, coef>; the cluster's centre scores 1
     threshold: float        # fires when score >= threshold
-    centre: np.ndarray      # (dim,): the mean of the cluster's sketches
+    centre: np.ndarray      # (dim,): the mean of the cluster's sketches (zero past prefix)
     components: np.ndarray  # (r, dim): orthonormal principal directions of the cluster
     spread: float           # tau: RMS of |V (s - mu)| over the cluster
     weight: float           # the weight of its object as an input of the output
@@ -190,11 +190,15 @@ class LearnedModule:
         coef = np.zeros(dim)
         coef[:prefix] = w / nw  # <mu, w> = |w|^2, the centre scores 1
 
-        centred = x - mu
+        # the attribute's directions on the prefix too: past it, members cut by forgetting
+        # read zeros, and the first direction would be "was this sketch cut"
+        mu[prefix:] = 0.0
+        centred = xp - mu[:prefix]
         if r:
             _, _, ct = np.linalg.svd(centred, full_matrices=False)
-            comp = ct[:r].copy()
-            z = centred @ comp.T
+            comp = np.zeros((r, x.shape[1]))
+            comp[:, :prefix] = ct[:r]
+            z = centred @ ct[:r].T
             spread = float(np.sqrt(np.mean(np.sum(z * z, axis=1))))
         else:
             comp = np.zeros((0, x.shape[1]))

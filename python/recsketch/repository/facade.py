@@ -677,15 +677,17 @@ class Repository:
         beyond the last tier it keeps the last fraction). Default: full for 30 days, 1/4 up to a
         year, 1/16 after. A sketch is never cut below ``index_dim`` nor lengthened. Queries keep
         working on truncated sketches (graceful erasure). The bytes of deleted stored objects
-        are reclaimed too (object sketches are not truncated). Returns counts and bytes
-        reclaimed.
+        are reclaimed too (object sketches are not truncated); nothing is rewritten when no
+        sketch is cut and nothing was deleted. Returns counts and bytes reclaimed.
         """
         tiers = parse_policy(policy)
         t_now = time.time() if now is None else to_seconds(now, "now")
         store = self._store
+        # nothing is rewritten when no sketch is cut and nothing was deleted (a scheduled
+        # forget is then free)
         out = store.rewrite(lambda ts: target_lengths(ts, t_now, tiers, store.d,
-                                                      store.index_dim))
-        out.update(self._objects.compact())
+                                                      store.index_dim), force=False)
+        out.update(self._objects.compact(force=False))
         return out
 
     def compact(self, *, force: bool = False) -> Dict[str, int]:
