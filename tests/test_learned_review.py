@@ -163,6 +163,12 @@ def test_a_grown_graph_without_room_is_refused_unless_scaling_is_asked_for(tmp_p
         with pytest.raises(ValueError, match="no room for the learned objects"):
             repo.add_graphs(full)
         assert len(repo) == n  # nothing stored
+        # a refused batch registers nothing either: its new module 'emu' stays unknown
+        emu = _day(rng, True)
+        emu.set_output(list(emu.output) + [(emu.add("emu", unit(rng, 3)), 0.4)])
+        with pytest.raises(ValueError, match="no room for the learned objects"):
+            repo.add_graphs([emu])
+        assert "emu" not in repo.sketcher.modules
         with pytest.raises(ValueError, match="make_room"):
             repo.add_graphs(full, make_room="squeeze")
         ids = repo.add_graphs(full, make_room="scale")

@@ -62,3 +62,21 @@ def test_info_command(capsys):
     assert out.startswith("recsketch ") and "OpenMP" in out and "block_sparse" in out
     info = rs.build_info()
     assert isinstance(info["openmp"], bool) and info["max_threads"] >= 1
+
+
+def test_registry_rollback_unregisters_only_what_the_failed_block_registered():
+    sk = rs.Sketcher(256, family="orthogonal", seed=1)
+    sk.register_module("kept", 2, 3)
+    g = rs.Graph()
+    g.set_output([(g.add("new", np.ones(4) / 2.0), 1.0)])
+    try:
+        with sk.registry_rollback():
+            sk.sketch(g)
+            sk.register_module("also_new", 3, 2)
+            raise KeyError("the caller fails after sketching")
+    except KeyError:
+        pass
+    assert set(sk.modules) == {"kept"}
+    with sk.registry_rollback():             # no error: the registrations stay
+        sk.sketch(g)
+    assert set(sk.modules) == {"kept", "new"}

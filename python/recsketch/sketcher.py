@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -187,6 +188,23 @@ class Sketcher:
         with self._lock:
             self._check_registry({name: info.depth}, {name: info.attribute_dim})
             self._modules.setdefault(name, info)
+
+    @contextmanager
+    def registry_rollback(self) -> Iterator[None]:
+        """Modules first registered inside the block (by sketching or ``register_module``)
+        are unregistered again if the block raises: a caller that sketches and then fails
+        (e.g. a Repository refusing the batch) leaves the registry as it found it. Modules
+        that another thread registered meanwhile under a new name are removed too: use it
+        where the caller serialises the Sketcher's registrations."""
+        with self._lock:
+            before = set(self._modules)
+        try:
+            yield
+        except BaseException:
+            with self._lock:
+                for name in set(self._modules) - before:
+                    del self._modules[name]
+            raise
 
     def _check_registry(self, depth: Dict[str, int], dim: Dict[str, int]) -> None:
         for name, h in depth.items():

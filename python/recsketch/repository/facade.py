@@ -310,7 +310,9 @@ class Repository:
             signed = (spec, [p[1] for p in pairs])
         self._store.check_open()
         batch = None
-        with self._sketcher_lock:  # sketching registers the graphs' new modules
+        # sketching registers the graphs' new modules: a refused batch (no room for a
+        # learned object, a bad object batch) unregisters them again
+        with self._sketcher_lock, self._sketcher.registry_rollback():
             # sketch_many validates every graph before any is sketched or registered
             if self._learned:
                 grown = sketch_grown(self._sketcher, graphs, list(self._learned.values()),
