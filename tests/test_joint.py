@@ -434,7 +434,9 @@ def test_joint_answers_do_not_depend_on_the_query_cache(tmp_path):
     plan = ref.decoder.joint_plan(fan_in=3)
     assert plan["budget"] == 256 and plan["path_depths"] == [2, 3]
     n = plan["unknowns"]
-    assert plan["cache_bytes_needed"] == 2 * 8 * n * (512 + n)
+    # design + factor, and the probes of the 3 modules (dims 3, 4 and 2 in small_room)
+    dims = sum(ref.module_info(m).attribute_dim + 1 for m in ("wall", "cat", "edge"))
+    assert plan["cache_bytes_needed"] == 8 * n * (512 + n) + 8 * dims * 512
     want = ref.mass(s, "cat", method="joint", fan_in=3)
     assert want == pytest.approx(0.5, abs=1e-6)
     for cache in (plan["cache_bytes_needed"], 3 * plan["cache_bytes_needed"], 256 << 20):
@@ -470,7 +472,7 @@ def test_joint_answers_do_not_depend_on_the_query_cache(tmp_path):
 
 def test_joint_design_is_built_once_at_the_cache_limit(monkeypatch):
     # With the cache at exactly 8 n (d + n) (design + factor) the probes evicted the design
-    # and every query rebuilt it. The cache must now hold twice that, so it is built once.
+    # and every query rebuilt it. The cache must now hold the modules' probes beside them.
     builds, factors = _count_design_builds(monkeypatch)
     g, _ = small_room(np.random.default_rng(0))
     sk = rs.Sketcher(512, family="orthogonal", seed=0)

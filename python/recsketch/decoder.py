@@ -105,8 +105,8 @@ class Decoder:
         Budget of the cache (default :data:`QUERY_CACHE_BYTES`, 256 MiB). A module's entries
         take about ``8 * d_sketch * (attribute_dim + 1)`` bytes per (method, path), plus
         ``16 * d_sketch`` for its column norms; change the budget with :attr:`cache_bytes`.
-        ``method="joint"`` keeps its design and Gram factor here and needs twice their
-        ``8 n (d_sketch + n)`` bytes for ``n`` unknowns, or refuses the query (the cache never
+        ``method="joint"`` keeps its design and Gram factor here (``8 n (d_sketch + n)`` bytes
+        for ``n`` unknowns) beside its modules' probes, or refuses the query (the cache never
         changes which levels are enumerated: :attr:`joint_max_unknowns` and the coordinates
         read do; ``joint_plan`` shows ``cache_bytes_needed``).
     """
@@ -156,8 +156,9 @@ class Decoder:
         paths are enumerated (``path_depths``) and those fitted path-free (``path_free_depths``),
         ``budget`` (the most unknowns it may fit: half of the coordinates read, at most
         :attr:`joint_max_unknowns`), ``design_bytes`` (design and Gram factor,
-        ``8 * unknowns * (d_sketch + unknowns)``) and ``cache_bytes_needed`` (twice that: a
-        smaller :attr:`cache_bytes` refuses the queries; it never changes the plan). Queries
+        ``8 * unknowns * (d_sketch + unknowns)``) and ``cache_bytes_needed`` (that and
+        ``8 * d_sketch * (attribute_dim + 1)`` per planned module for the ``path=None`` probes:
+        a smaller :attr:`cache_bytes` refuses the queries; it never changes the plan). Queries
         refuse a plan with ``unknowns > budget``. ``d_kept``: the coordinates an erased sketch
         keeps (default all)."""
         f = check_fan_in(JOINT_FAN_IN if fan_in is None else fan_in)
@@ -166,12 +167,14 @@ class Decoder:
         budget = unknowns_budget(kept, self._joint_max_unknowns)
         blocks = plan_blocks(self._sk.modules, f, budget)
         n = sum(b.size for b in blocks)
+        probe_rows = sum(i.attribute_dim + 1 for m, i in self._sk.modules.items()
+                         if any(b.module == m for b in blocks))
         return {"unknowns": n,
                 "budget": budget,
                 "path_depths": sorted({b.depth for b in blocks if b.path is not None}),
                 "path_free_depths": sorted({b.depth for b in blocks if b.path is None}),
                 "design_bytes": 8 * n * (self._d + n),
-                "cache_bytes_needed": cache_bytes_needed(n, self._d)}
+                "cache_bytes_needed": cache_bytes_needed(n, self._d, probe_rows)}
 
     def joint_residual(self, s: Any, fan_in: Optional[int] = None, *,
                        num_threads: Optional[int] = None) -> Union[float, np.ndarray]:
@@ -373,9 +376,12 @@ class Decoder:
         n = sum(b.size for b in blocks)
         if n > budget:
             raise over_budget(n, len(registry), kept, max_unknowns)
+        probe_rows = sum(i.attribute_dim + 1 for m, i in registry.items()
+                         if any(b.module == m for b in blocks))
+        need = cache_bytes_needed(n, self._d, probe_rows)
         limit = self._cache.limit
-        if cache_bytes_needed(n, self._d) > limit:
-            raise cache_too_small(n, self._d, limit)
+        if need > limit:
+            raise cache_too_small(n, self._d, need, limit)
         reg_key = tuple(sorted((m, i.depth, i.attribute_dim) for m, i in registry.items()))
         kept_key = None
         if inp.indices is not None:
@@ -448,9 +454,11 @@ class Decoder:
                       ) -> Tuple[np.ndarray, np.ndarray]:
         """The plan's design rows (restricted to an erased sketch's coordinates) and the
         Cholesky factor of their Gram matrix. :meth:`_joint_setup` checked that the cache holds
-        both with room for the probes (:func:`recsketch.joint.cache_bytes_needed`), so they are
-        built once and kept while the cache is not filled by other entries (the factor per set
-        of kept coordinates of an erased sketch)."""
+        both beside every module's ``path=None`` probes
+        (:func:`recsketch.joint.cache_bytes_needed`), so those queries build them once (the
+        factor per set of kept coordinates of an erased sketch). Other entries (``path``
+        probes and extensions, other methods' probes, erased sketches' factors) can evict
+        them; they are then rebuilt, the same bits, and the answers do not change."""
         blocks, key, kept_key = plan.blocks, plan.key, plan.kept_key
 
         def build() -> np.ndarray:

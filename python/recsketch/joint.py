@@ -23,7 +23,7 @@ The blocks grow as ``fan_in^(h-1)`` times the modules of the ancestor levels, so
 enumerated level by level from the top while all the unknowns stay within
 :func:`unknowns_budget` (half the coordinates read, at most ``Decoder.joint_max_unknowns``,
 default :data:`JOINT_MAX_UNKNOWNS`; never the query cache's size, which only has to hold the
-plan's design, :func:`cache_bytes_needed`, or the query is refused); deeper modules get one
+plan's design and probes, :func:`cache_bytes_needed`, or the query is refused); deeper modules get one
 *path-free* block: the words of the matched read-out of case (i), which every object of the
 module spells the same number of times whatever its path (``_probes.path_free_words``). A
 query on such a module with a ``path`` adds that path's blocks to the fit, reusing the cached
@@ -66,12 +66,13 @@ def design_bytes(n: int, d: int) -> int:
     return 8 * n * (d + n)
 
 
-def cache_bytes_needed(n: int, d: int) -> int:
-    """The query cache a plan of ``n`` unknowns needs: twice :func:`design_bytes`, so that the
-    design and its factor stay cached beside the probes the queries add (every module's probes
-    together take at most the design's size again) and are built once, not per query. The
-    cache never changes the plan; a smaller cache is refused (:func:`cache_too_small`)."""
-    return 2 * design_bytes(n, d)
+def cache_bytes_needed(n: int, d: int, probe_rows: int) -> int:
+    """The query cache a plan of ``n`` unknowns needs: its design and Gram factor
+    (:func:`design_bytes`) and beside them the ``probe_rows`` rows of length ``d`` of the
+    probes its ``path=None`` queries add (``attribute_dim + 1`` per registered module, both
+    channels), so that the design is built once for those. The cache never changes the plan;
+    a smaller one is refused (:func:`cache_too_small`)."""
+    return design_bytes(n, d) + 8 * probe_rows * d
 
 
 def unknowns_budget(d_kept: int, max_unknowns: int = JOINT_MAX_UNKNOWNS) -> int:
@@ -109,14 +110,13 @@ def over_budget(n: int, n_modules: int, d_kept: int, max_unknowns: int,
         f"{'; '.join(limits)}. {remedy}; sk.decoder.joint_plan() shows the plan")
 
 
-def cache_too_small(n: int, d: int, cache_bytes: int) -> ValueError:
+def cache_too_small(n: int, d: int, need: int, cache_bytes: int) -> ValueError:
     """The error for a plan whose design does not fit the query cache
     (:func:`cache_bytes_needed`): the plan stays what it is, so the query is refused."""
-    need = cache_bytes_needed(n, d)
     return ValueError(
         f"method='joint' plans {n} unknowns, whose design and Gram factor need a query cache of "
-        f"{need} bytes ({need / 2**20:.1f} MiB: twice 8 n (d + n), so they stay cached beside "
-        f"the probes); sk.decoder.cache_bytes is {cache_bytes}: raise cache_bytes to at least "
+        f"{need} bytes ({need / 2**20:.1f} MiB: 8 n (d + n) and the modules' probes, "
+        f"at d = {d}); sk.decoder.cache_bytes is {cache_bytes}: raise cache_bytes to at least "
         f"{need}, or lower sk.decoder.joint_max_unknowns (or fan_in) for a smaller plan, which "
         "changes the answers (sk.decoder.joint_plan() shows the plan)")
 
