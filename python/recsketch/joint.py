@@ -22,9 +22,9 @@ matched filter.
 The blocks grow as ``fan_in^(h-1)`` times the modules of the ancestor levels, so paths are
 enumerated level by level from the top while all the unknowns stay within
 :func:`unknowns_budget` (half the coordinates read, at most ``Decoder.joint_max_unknowns``,
-default :data:`JOINT_MAX_UNKNOWNS`; never the query cache's size, which only has to hold the
-plan's design and probes, :func:`cache_bytes_needed`, or the query is refused); deeper modules get one
-*path-free* block: the words of the matched read-out of case (i), which every object of the
+default :data:`JOINT_MAX_UNKNOWNS`; never the query cache's size, which only has to hold
+the plan's design and probes, :func:`cache_bytes_needed`, or the query is refused); deeper
+modules get one *path-free* block: the words of the matched read-out of case (i), which every object of the
 module spells the same number of times whatever its path (``_probes.path_free_words``). A
 query on such a module with a ``path`` adds that path's blocks to the fit, reusing the cached
 factor of the rest (:class:`Extension`).
