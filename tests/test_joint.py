@@ -433,12 +433,21 @@ def test_joint_answers_do_not_depend_on_the_query_cache(tmp_path):
     s = ref.sketch(g)
     plan = ref.decoder.joint_plan(fan_in=3)
     assert plan["budget"] == 256 and plan["path_depths"] == [2, 3]
+    want = ref.mass(s, "cat", method="joint", fan_in=3)
+    assert want == pytest.approx(0.5, abs=1e-6)
+    for cache in (150_000, 60_000):   # the same answer, or refused: never another answer
+        sk = rs.Sketcher(512, family="orthogonal", seed=0, query_cache_bytes=cache)
+        sk.sketch(g)
+        try:
+            got = sk.mass(s, "cat", method="joint", fan_in=3)
+        except ValueError as err:
+            assert "raise cache_bytes" in str(err)
+        else:
+            assert got == want
     n = plan["unknowns"]
     # design + factor, and the probes of the 3 modules (dims 3, 4 and 2 in small_room)
     dims = sum(ref.module_info(m).attribute_dim + 1 for m in ("wall", "cat", "edge"))
     assert plan["cache_bytes_needed"] == 8 * n * (512 + n) + 8 * dims * 512
-    want = ref.mass(s, "cat", method="joint", fan_in=3)
-    assert want == pytest.approx(0.5, abs=1e-6)
     for cache in (plan["cache_bytes_needed"], 3 * plan["cache_bytes_needed"], 256 << 20):
         sk = rs.Sketcher(512, family="orthogonal", seed=0, query_cache_bytes=cache)
         sk.sketch(g)
@@ -477,7 +486,15 @@ def test_joint_design_is_built_once_at_the_cache_limit(monkeypatch):
     g, _ = small_room(np.random.default_rng(0))
     sk = rs.Sketcher(512, family="orthogonal", seed=0)
     s = sk.sketch(g)
-    sk.decoder.cache_bytes = sk.decoder.joint_plan(fan_in=3)["cache_bytes_needed"]
+    n = sk.decoder.joint_plan(fan_in=3)["unknowns"]
+    # the old limit, design + factor only: refused now, not rebuilt per query
+    sk.decoder.cache_bytes = 8 * n * (512 + n)
+    for module in ("wall", "cat", "edge", "wall"):
+        with pytest.raises(ValueError, match="raise cache_bytes"):
+            sk.mass(s, module, method="joint", fan_in=3)
+    assert builds == []
+    # with the probes' room (dims 3, 4, 2: 12 rows of d) it is built once
+    sk.decoder.cache_bytes = 8 * n * (512 + n) + 8 * 12 * 512
     for _ in range(3):
         for module in ("wall", "cat", "edge"):
             sk.mass(s, module, method="joint", fan_in=3)
