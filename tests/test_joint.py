@@ -123,6 +123,7 @@ def test_joint_matches_a_dense_least_squares_fit(family, d, fan_in):
                                ref.summed(theta, "edge", 1, (1, 2)), atol=1e-9)
 
 
+@pytest.mark.filterwarnings("ignore:method='joint' fits module 'edge':RuntimeWarning")
 def test_joint_matches_a_dense_fit_with_path_free_deep_modules():
     # d = 128 enumerates 64 unknowns: the depth-2 paths (3 x (5 + 4) = 27) but not the depth-3
     # ones (3 x 2 x 3 x 3 = 54), so the edges get one path-free block.
@@ -336,7 +337,7 @@ def test_joint_counts_path_free_blocks_against_the_budget():
     # 30 modules (510 unknowns) fit and agree with a dense least-squares fit
     sk, s = _wide(1024, 30)
     theta = DenseModel(sk, 8, path_free_depths=(2,)).fit(s)
-    with pytest.warns(RuntimeWarning, match="enumerates no level's paths"):
+    with pytest.warns(RuntimeWarning, match="path-free"):
         assert sk.mass(s, "m000", method="joint") == pytest.approx(theta[16], abs=1e-9)
 
 
@@ -411,42 +412,178 @@ def test_joint_erased_sketch_factor_is_cached_per_kept_set(monkeypatch):
                                sk.mass(e, "wall", method="joint", fan_in=3), rtol=1e-12)
 
 
-def test_joint_plan_fits_the_query_cache(monkeypatch):
-    # The design (and its factor) is bounded by the query cache's bytes, so it is built once
-    # and kept, never rebuilt per query with a warning.
-    import warnings
+def _count_design_builds(monkeypatch):
+    """Record the unknowns of every design ``design_rows`` builds, and every Gram factor."""
     import recsketch.decoder as dec
-    from recsketch.joint import design_unknowns_cap
-    builds = []
-    real = dec.design_rows
-    monkeypatch.setattr(dec, "design_rows",
-                        lambda sk, blocks, t: builds.append(len(blocks)) or real(sk, blocks, t))
+    builds, factors = [], []
+    real_rows, real_factor = dec.design_rows, dec.gram_factor
+    monkeypatch.setattr(dec, "design_rows", lambda sk, blocks, t: builds.append(
+        sum(b.size for b in blocks)) or real_rows(sk, blocks, t))
+    monkeypatch.setattr(dec, "gram_factor",
+                        lambda rows: factors.append(rows.shape) or real_factor(rows))
+    return builds, factors
+
+
+def test_joint_answers_do_not_depend_on_the_query_cache(tmp_path):
+    # The plan used to shrink with cache_bytes: mass(cat) was 0.49999 at the default cache,
+    # 0.5125 at 150,000 bytes and 0.4630 at 60,000, silently, and a Repository (default cache)
+    # answered 0.5 for the same Sketcher. Now the cache only keeps the plan's design or refuses.
     g, _ = small_room(np.random.default_rng(0))
-    sk = rs.Sketcher(512, family="orthogonal", seed=0, query_cache_bytes=200_000)
+    ref = rs.Sketcher(512, family="orthogonal", seed=0)
+    s = ref.sketch(g)
+    plan = ref.decoder.joint_plan(fan_in=3)
+    assert plan["budget"] == 256 and plan["path_depths"] == [2, 3]
+    want = ref.mass(s, "cat", method="joint", fan_in=3)
+    assert want == pytest.approx(0.5, abs=1e-6)
+    for cache in (150_000, 60_000):   # the same answer, or refused: never another answer
+        sk = rs.Sketcher(512, family="orthogonal", seed=0, query_cache_bytes=cache)
+        sk.sketch(g)
+        try:
+            got = sk.mass(s, "cat", method="joint", fan_in=3)
+        except ValueError as err:
+            assert "raise cache_bytes" in str(err)
+        else:
+            assert got == want
+    n = plan["unknowns"]
+    # design + factor, and the probes of the 3 modules (dims 3, 4 and 2 in small_room)
+    dims = sum(ref.module_info(m).attribute_dim + 1 for m in ("wall", "cat", "edge"))
+    assert plan["cache_bytes_needed"] == 8 * n * (512 + n) + 8 * dims * 512
+    for cache in (plan["cache_bytes_needed"], 3 * plan["cache_bytes_needed"], 256 << 20):
+        sk = rs.Sketcher(512, family="orthogonal", seed=0, query_cache_bytes=cache)
+        sk.sketch(g)
+        assert sk.decoder.joint_plan(fan_in=3) == plan
+        assert sk.mass(s, "cat", method="joint", fan_in=3) == want
+    for cache in (plan["cache_bytes_needed"] - 1, 150_000, 60_000):
+        sk.decoder.cache_bytes = cache
+        assert sk.decoder.joint_plan(fan_in=3) == plan
+        with pytest.raises(ValueError, match=rf"cache_bytes is {cache}: raise cache_bytes to "
+                                             rf"at least {plan['cache_bytes_needed']}"):
+            sk.mass(s, "cat", method="joint", fan_in=3)
+    # a Repository (its own Sketcher, default cache) answers what the Sketcher answers
+    sk = rs.Sketcher(512, family="orthogonal", seed=0,
+                     query_cache_bytes=plan["cache_bytes_needed"])
+    sketches = sk.sketch_many([small_room(np.random.default_rng(i))[0] for i in range(3)])
+    repo = rs.Repository.create(tmp_path / "r", sk)
+    repo.add(sketches)
+    _, masses = repo.mass("cat", method="joint", fan_in=3)
+    np.testing.assert_allclose(masses, [sk.mass(x, "cat", method="joint", fan_in=3)
+                                        for x in sketches], rtol=1e-12)   # batch vs single
+    # the explicit budget decides the plan, and is part of the cache key
+    sk.decoder.joint_max_unknowns = 40
+    small = sk.decoder.joint_plan(fan_in=3)
+    assert small["budget"] == 40 and small["path_depths"] == [2]
+    assert sk.mass(s, "cat", method="joint", fan_in=3) != want
+    sk.decoder.joint_max_unknowns = 4096
+    assert sk.mass(s, "cat", method="joint", fan_in=3) == want
+    with pytest.raises(ValueError, match="joint_max_unknowns"):
+        sk.decoder.joint_max_unknowns = 0
+
+
+def test_joint_design_is_built_once_at_the_cache_limit(monkeypatch):
+    # With the cache at exactly 8 n (d + n) (design + factor) the probes evicted the design
+    # and every query rebuilt it. The cache must now hold the modules' probes beside them.
+    builds, factors = _count_design_builds(monkeypatch)
+    g, _ = small_room(np.random.default_rng(0))
+    sk = rs.Sketcher(512, family="orthogonal", seed=0)
     s = sk.sketch(g)
+    n = sk.decoder.joint_plan(fan_in=3)["unknowns"]
+    # the old limit, design + factor only: refused now, not rebuilt per query
+    sk.decoder.cache_bytes = 8 * n * (512 + n)
+    for module in ("wall", "cat", "edge", "wall"):
+        with pytest.raises(ValueError, match="raise cache_bytes"):
+            sk.mass(s, module, method="joint", fan_in=3)
+    assert builds == []
+    # with the probes' room (dims 3, 4, 2: 12 rows of d) it is built once
+    sk.decoder.cache_bytes = 8 * n * (512 + n) + 8 * 12 * 512
+    for _ in range(3):
+        for module in ("wall", "cat", "edge"):
+            sk.mass(s, module, method="joint", fan_in=3)
+            sk.attributes(s, module, method="joint", fan_in=3)
+            sk.summed_attributes(s, module, 1.0, method="joint", fan_in=3)
+    assert len(builds) == 1 and len(factors) == 1
+
+
+def test_joint_plans_each_query_once(monkeypatch):
+    # _joint_setup ran per channel and again inside the design build (reading the cache's
+    # limit each time): the two channels of one query could plan differently.
+    import recsketch.decoder as dec
+    calls = []
+    real = dec.Decoder._joint_setup
+    monkeypatch.setattr(dec.Decoder, "_joint_setup",
+                        lambda self, *a: calls.append(a[1]) or real(self, *a))
+    g, _ = small_room(np.random.default_rng(0))
+    sk = rs.Sketcher(512, family="orthogonal", seed=0)
+    s = sk.sketch(g)
+    sk.attributes(s, "wall", path=[1], method="joint", fan_in=3)
+    assert calls == [3]
+    sk.mean_attributes(s, "wall", method="joint", fan_in=3)
+    sk.mass(s, "cat", method="joint", fan_in=3)
+    assert calls == [3, 3, 3]
+
+
+def _two_levels(d):
+    """4 modules of dim 3 at depth 2 and one of dim 9 at depth 3: at d = 128 and fan_in 3
+    depth 2 is enumerated (48 unknowns) and depth 3 fitted path-free (10)."""
+    sk = rs.Sketcher(d, family="orthogonal", seed=0)
+    for k in range(4):
+        sk.register_module(f"w{k}", 2, 3)
+    sk.register_module("e", 3, 9)
+    return sk
+
+
+def test_joint_errors_name_the_real_cause():
+    sk = _two_levels(128)
     plan = sk.decoder.joint_plan(fan_in=3)
-    # the largest n with 8 n (d + n) <= cache: 44 * 556 * 8 = 195,712; 45 * 557 * 8 = 200,520
-    assert plan["budget"] == design_unknowns_cap(512, 200_000) == 44
-    assert plan["unknowns"] == 30 and plan["path_depths"] == [2]
-    assert plan["design_bytes"] + 8 * plan["unknowns"] ** 2 <= 200_000
+    assert plan["unknowns"] == 58 and plan["path_depths"] == [2]
+    s = np.random.default_rng(0).standard_normal(128)
+    # the path's 4 extension blocks (40 unknowns) push it over: not the registry's fault
+    with pytest.raises(ValueError, match=r"98 unknowns with the blocks the path \[1, 1\] of "
+                                         r"'e' \(4 blocks, 40 unknowns\)") as err:
+        sk.attributes(s, "e", path=[1, 1], weight=1.0, method="joint", fan_in=3)
+    assert "register fewer modules" not in str(err.value)
+    assert "half of the 128 sketch coordinates" in str(err.value)
+    # a cache too small is not helped by a larger d_sketch (the design grows with d)
+    sk.decoder.cache_bytes = 1000
+    with pytest.raises(ValueError, match="cache_bytes") as err:
+        sk.mass(s, "w0", method="joint", fan_in=3)
+    assert "d_sketch" not in str(err.value)
+    # the budget set explicitly binds: named
+    sk = _two_levels(128)
+    sk.decoder.joint_max_unknowns = 20   # below the 26 path-free unknowns
+    with pytest.raises(ValueError, match=r"joint_max_unknowns \(20;.*register fewer") as err:
+        sk.mass(s, "w0", method="joint", fan_in=3)
+    assert "d_sketch" not in str(err.value)
+
+
+def test_joint_skips_unreachable_modules_in_a_path_free_plan():
+    # six modules at depth 2 and deep4 at depth 4 with nothing at depth 3: path-free, deep4
+    # still had a block and mass(s, "deep4") returned 1577.07 without a word.
+    sk = rs.Sketcher(256, family="orthogonal", seed=0)
+    for k in range(6):
+        sk.register_module(f"m{k}", 2, 16)
+    sk.register_module("deep4", 4, 3)
+    plan = sk.decoder.joint_plan(fan_in=8)
+    assert plan["unknowns"] == 6 * 17 and plan["path_free_depths"] == [2]
+    s = np.random.default_rng(0).standard_normal(256)
+    with pytest.raises(ValueError, match="no module is registered at depth 3"):
+        sk.mass(s, "deep4", method="joint")
+    with pytest.raises(ValueError, match="no module is registered at depth 3"):
+        sk.attributes(s, "deep4", path=[1, 1, 1], method="joint")
+    assert sk.decoder.cache_info()["entries"] == 0
+
+
+def test_joint_warns_on_every_query_of_a_path_free_module():
+    import warnings
+    sk = _two_levels(256)
+    s = np.random.default_rng(0).standard_normal(256)
+    assert sk.decoder.joint_plan(fan_in=3)["path_free_depths"] == [3]
+    for _ in range(2):   # the second query reads the cached design: warned all the same
+        with pytest.warns(RuntimeWarning, match=r"fits module 'e' \(depth 3\) path-free"):
+            sk.mass(s, "e", method="joint", fan_in=3)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        for module in ("wall", "cat", "edge", "wall"):
-            sk.mass(s, module, method="joint", fan_in=3)
-    assert len(builds) == 1
-    # a cache too small for the path-free blocks: refused, saying how much it needs
-    sk.decoder.cache_bytes = 10_000
-    with pytest.raises(ValueError, match=r"raise sk.decoder.cache_bytes to at least \d+ bytes"):
-        sk.mass(s, "wall", method="joint", fan_in=3)
-    need = int(str(pytest.raises(ValueError, sk.mass, s, "wall", method="joint",
-                                 fan_in=3).value).split("at least ")[1].split(" ")[0])
-    assert need == 8 * 12 * (512 + 12)
-    sk.decoder.cache_bytes = need
-    assert sk.decoder.joint_plan(fan_in=3)["path_free_depths"] == [2, 3]
-    with pytest.warns(RuntimeWarning, match="enumerates no level's paths"):
-        sk.mass(s, "wall", method="joint", fan_in=3)
-    with pytest.raises(ValueError, match="fan_in"):
-        sk.decoder.joint_plan(fan_in=0)
+        sk.mass(s, "w0", method="joint", fan_in=3)   # enumerated: no warning
+        sk.attributes(s, "e", path=[1, 1], weight=1.0, method="joint", fan_in=3)   # its path
 
 
 def test_joint_on_repository_queries(tmp_path):
@@ -531,9 +668,12 @@ def test_joint_warns_when_no_level_is_enumerated():
     g.set_output([(g.add(f"m{k:03d}", unit(rng, 16)), 1 / 3) for k in range(3)])
     s = sk.sketch(g)
     assert sk.decoder.joint_plan()["path_depths"] == []
-    with pytest.warns(RuntimeWarning, match="enumerates no level's paths") as record:
+    with pytest.warns(RuntimeWarning, match="path-free") as record:
         sk.mass(s, "m000", method="joint")
-    assert [w.filename for w in record] == [__file__]
+    # the design's (once) and the query's (every time), both pointing at this call
+    assert [w.filename for w in record] == [__file__, __file__]
+    assert "enumerates no level's paths" in str(record[1].message)
+    assert "fits module 'm000' (depth 2) path-free" in str(record[0].message)
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("error")

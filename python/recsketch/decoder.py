@@ -30,9 +30,9 @@ from ._cache import ByteLRU
 from ._checks import FLOAT_DTYPES, MAX_POSITION, check_int, check_num_threads
 from ._probes import POSITION, Letter, Probe, WeightedWord, Word, build_probe
 from .erasure import ErasedSketch
-from .joint import (JOINT_FAN_IN, Block, Extension, check_fan_in, check_method, design_rows, extend,
-                    extra_blocks, gram_factor, over_budget, plan_blocks, read_out,
-                    unknowns_budget)
+from .joint import (JOINT_FAN_IN, JOINT_MAX_UNKNOWNS, Block, Extension, cache_bytes_needed,
+                    cache_too_small, check_fan_in, check_method, design_rows, extend, extra_blocks,
+                    gram_factor, over_budget, plan_blocks, read_out, unknowns_budget)
 from .queries import AttributeEstimate, SubSketch
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -75,6 +75,18 @@ class _Input(NamedTuple):
     was_1d: bool
 
 
+class _JointPlan(NamedTuple):
+    """One joint query's plan (``Decoder._joint_setup``), made once and passed down."""
+
+    blocks: Tuple[Block, ...]
+    budget: int
+    max_unknowns: int
+    key: Tuple[Any, ...]                   # the design's cache key (budget included)
+    kept_key: Optional[Tuple[Any, ...]]    # an erased sketch's kept coordinates
+    registry: Dict[str, Any]               # the registry snapshot it plans
+    fan_in: int
+
+
 class Decoder:
     """Answers every query of :class:`recsketch.Sketcher` from sketches: it builds the probes,
     the dense probe matrices and the exact column norms from the Sketcher's matrices and keeps
@@ -93,9 +105,10 @@ class Decoder:
         Budget of the cache (default :data:`QUERY_CACHE_BYTES`, 256 MiB). A module's entries
         take about ``8 * d_sketch * (attribute_dim + 1)`` bytes per (method, path), plus
         ``16 * d_sketch`` for its column norms; change the budget with :attr:`cache_bytes`.
-        ``method="joint"`` plans its design to fit it: ``n`` unknowns take ``8 n (d_sketch +
-        n)`` bytes (design and Gram factor), so a larger budget enumerates deeper levels
-        (``joint_plan``; docs/joint.md says which budget a given d needs).
+        ``method="joint"`` keeps its design and Gram factor here (``8 n (d_sketch + n)`` bytes
+        for ``n`` unknowns) beside its modules' probes, or refuses the query (the cache never
+        changes which levels are enumerated: :attr:`joint_max_unknowns` and the coordinates
+        read do; ``joint_plan`` shows ``cache_bytes_needed``).
     """
 
     def __init__(self, sketcher: "Sketcher", cache_bytes: int = QUERY_CACHE_BYTES):
@@ -105,6 +118,20 @@ class Decoder:
         self._sk = sketcher
         self._d = sketcher.d_sketch
         self._cache = ByteLRU(cache_bytes)
+        self._joint_max_unknowns = JOINT_MAX_UNKNOWNS
+
+    @property
+    def joint_max_unknowns(self) -> int:
+        """Most unknowns ``method="joint"`` may fit (default :data:`JOINT_MAX_UNKNOWNS`, 4096;
+        also at most half the coordinates read). With the registry and ``fan_in`` it decides
+        the plan, so the answers; the query cache must then hold the plan's design
+        (``joint_plan()["cache_bytes_needed"]``). Not saved with a Repository: a Repository
+        answers with the default."""
+        return self._joint_max_unknowns
+
+    @joint_max_unknowns.setter
+    def joint_max_unknowns(self, value: int) -> None:
+        self._joint_max_unknowns = check_int(value, "joint_max_unknowns", minimum=1)
 
     @property
     def cache_bytes(self) -> int:
@@ -128,21 +155,26 @@ class Decoder:
         """What ``method="joint"`` fits for the current registry: ``unknowns``, the depths whose
         paths are enumerated (``path_depths``) and those fitted path-free (``path_free_depths``),
         ``budget`` (the most unknowns it may fit: half of the coordinates read, at most
-        ``JOINT_MAX_UNKNOWNS``, and what the query cache holds with the Gram factor, see
-        :func:`recsketch.joint.design_unknowns_cap`) and ``design_bytes`` (the cached design,
-        ``8 * unknowns * d_sketch``). Queries refuse a plan with ``unknowns > budget``.
-        ``d_kept``: the coordinates an erased sketch keeps (default all)."""
+        :attr:`joint_max_unknowns`), ``design_bytes`` (design and Gram factor,
+        ``8 * unknowns * (d_sketch + unknowns)``) and ``cache_bytes_needed`` (that and
+        ``8 * d_sketch * (attribute_dim + 1)`` per planned module for the ``path=None`` probes:
+        a smaller :attr:`cache_bytes` refuses the queries; it never changes the plan). Queries
+        refuse a plan with ``unknowns > budget``. ``d_kept``: the coordinates an erased sketch
+        keeps (default all)."""
         f = check_fan_in(JOINT_FAN_IN if fan_in is None else fan_in)
         kept = self._d if d_kept is None else check_int(d_kept, "d_kept", minimum=1,
                                                           maximum=self._d)
-        budget = unknowns_budget(kept, self._d, self._cache.limit)
+        budget = unknowns_budget(kept, self._joint_max_unknowns)
         blocks = plan_blocks(self._sk.modules, f, budget)
         n = sum(b.size for b in blocks)
+        probe_rows = sum(i.attribute_dim + 1 for m, i in self._sk.modules.items()
+                         if any(b.module == m for b in blocks))
         return {"unknowns": n,
                 "budget": budget,
                 "path_depths": sorted({b.depth for b in blocks if b.path is not None}),
                 "path_free_depths": sorted({b.depth for b in blocks if b.path is None}),
-                "design_bytes": 8 * n * self._d}
+                "design_bytes": 8 * n * (self._d + n),
+                "cache_bytes_needed": cache_bytes_needed(n, self._d, probe_rows)}
 
     def joint_residual(self, s: Any, fan_in: Optional[int] = None, *,
                        num_threads: Optional[int] = None) -> Union[float, np.ndarray]:
@@ -161,7 +193,8 @@ class Decoder:
         values = inp.values.astype(np.float64, copy=False)
         if not np.all(np.isfinite(values)):
             raise ValueError("sketch contains NaN or infinity")
-        rows, factor = self._joint_design(inp, f, threads, self._sk.modules)
+        plan = self._joint_setup(inp, f, self._sk.modules)
+        rows, factor = self._joint_design(inp, plan, threads)
         import scipy.linalg as sla
 
         half = sla.solve_triangular(factor, rows @ values.T, lower=True)   # L^-1 A s
@@ -290,14 +323,15 @@ class Decoder:
 
     def _estimate(self, inp: _Input, module: str, depth: int, path: Optional[Tuple[int, ...]],
                   channel: int, k: int, method: str, threads: Optional[int],
-                  fan_in: Optional[int] = None, registry: Optional[Dict[str, Any]] = None
+                  fan_in: Optional[int] = None, plan: Optional["_JointPlan"] = None
                   ) -> np.ndarray:
         """Read-out of R[module, channel]^T ... s, first k coordinates, at unit weight: (n, k).
-        ``registry``: the snapshot of the module registry a joint read-out fits (default: the
-        current one), so that two channels of one query fit the same registry."""
+        ``plan``: a joint read-out's plan (:meth:`_joint_setup`, default: made for this call),
+        so that the two channels of one query fit the same registry snapshot and plan."""
         if method == "joint":
-            return self._joint_estimate(inp, module, path, channel, k, fan_in, threads,
-                                        registry)
+            if plan is None:
+                plan = self._joint_plan_of(inp, method, fan_in)
+            return self._joint_estimate(inp, module, path, channel, k, plan, threads)
         key = (module, channel, inp.root_depth, path, method)
         probe = self._cache.get(("probe",) + key, lambda: build_probe(
             inp.root_depth, depth, module, path, method, "channel"))
@@ -319,56 +353,82 @@ class Decoder:
             est = est / self._column_norms2(module, channel, k)
         return est
 
-    def _joint_setup(self, inp: _Input, fan_in: int, registry: Dict[str, Any]
-                     ) -> Tuple[Tuple[Block, ...], int, Tuple[Any, ...], Optional[Tuple[Any, ...]]]:
-        """The plan's blocks, the unknowns budget, the cache key of the design and that of an
-        erased sketch's kept coordinates (None for a whole sketch). Refuses a plan over the
-        budget before anything is built."""
+    def _joint_plan_of(self, inp: _Input, method: str, fan_in: Optional[int]
+                       ) -> Optional["_JointPlan"]:
+        """One query's joint plan for the current registry (None for the other methods)."""
+        if method != "joint":
+            return None
+        return self._joint_setup(inp, JOINT_FAN_IN if fan_in is None else fan_in,
+                                 self._sk.modules)
+
+    def _joint_setup(self, inp: _Input, fan_in: int, registry: Dict[str, Any]) -> "_JointPlan":
+        """The plan of one query, made once: its blocks, budget and cache keys, from a snapshot
+        of the registry, ``fan_in``, the coordinates read and :attr:`joint_max_unknowns` only.
+        Refuses a plan over the budget, and one whose design the cache cannot keep (the cache
+        never changes the plan), before anything is built."""
+        if inp.root_depth != 1:
+            raise ValueError("method='joint' fits overall sketches (arrays or ErasedSketch), "
+                             "not a SubSketch; query the overall sketch with a path instead")
         kept = inp.values.shape[1]
-        limit = self._cache.limit
-        budget = unknowns_budget(kept, self._d, limit)
+        max_unknowns = self._joint_max_unknowns
+        budget = unknowns_budget(kept, max_unknowns)
         blocks = plan_blocks(registry, fan_in, budget)
         n = sum(b.size for b in blocks)
         if n > budget:
-            raise over_budget(n, len(registry), kept, self._d, limit)
+            raise over_budget(n, len(registry), kept, max_unknowns)
+        probe_rows = sum(i.attribute_dim + 1 for m, i in registry.items()
+                         if any(b.module == m for b in blocks))
+        need = cache_bytes_needed(n, self._d, probe_rows)
+        limit = self._cache.limit
+        if need > limit:
+            raise cache_too_small(n, self._d, need, limit)
         reg_key = tuple(sorted((m, i.depth, i.attribute_dim) for m, i in registry.items()))
         kept_key = None
         if inp.indices is not None:
             idx = np.ascontiguousarray(inp.indices, dtype=np.int64)
             kept_key = ("kept", int(idx.size),
                         hashlib.blake2b(idx.tobytes(), digest_size=16).hexdigest())
-        return blocks, budget, ("joint", fan_in, budget, reg_key), kept_key
+        return _JointPlan(blocks, budget, max_unknowns, ("joint", fan_in, budget, reg_key),
+                          kept_key, registry, fan_in)
 
     def _joint_probe(self, inp: _Input, module: str, path: Optional[Tuple[int, ...]],
-                     channel: int, k: int, fan_in: int, threads: Optional[int],
-                     registry: Dict[str, Any]) -> np.ndarray:
+                     channel: int, k: int, plan: "_JointPlan", threads: Optional[int]
+                     ) -> np.ndarray:
         """The joint read-out of ``module`` (on ``path`` if given) as a ``(k, d_kept)`` probe
         matrix: the rows of ``S G^-1 A`` that sum the module's fitted unknowns (``joint.py``).
         Cached like the matched probes; for an erased sketch, per set of kept coordinates."""
-        if inp.root_depth != 1:
-            raise ValueError("method='joint' fits overall sketches (arrays or ErasedSketch), "
-                             "not a SubSketch; query the overall sketch with a path instead")
-        blocks, budget, key, kept_key = self._joint_setup(inp, fan_in, registry)
-        more: Tuple[Block, ...] = ()
-        if path is not None and not any(b.module == module and b.path == path for b in blocks):
-            # a path-free module, or a position above fan_in: the path's own blocks
-            more = extra_blocks(registry, module, path, sum(b.size for b in blocks))
-        every = blocks + more
-        if not any(b.module == module for b in every):
-            depth = registry[module].depth
+        blocks, budget, key, kept_key, registry = (plan.blocks, plan.budget, plan.key,
+                                                   plan.kept_key, plan.registry)
+        depth = registry[module].depth
+        if not any(b.module == module for b in blocks):
+            # plan_blocks gives every module a block but those no path reaches
             empty = [lv for lv in range(2, depth) if all(i.depth != lv for i in registry.values())]
             raise ValueError(
                 f"method='joint' has nothing to fit for module {module!r} at depth {depth}: no "
                 f"module is registered at depth {', '.join(map(str, empty))}, so no path reaches "
                 "it (no sketch of this registry can hold its objects)")
+        more: Tuple[Block, ...] = ()
+        if path is not None and not any(b.module == module and b.path == path for b in blocks):
+            # a path-free module, or a position above fan_in: the path's own blocks
+            more = extra_blocks(registry, module, path, sum(b.size for b in blocks))
+        every = blocks + more
         n_all = sum(b.size for b in every)
         if n_all > budget:
-            raise over_budget(n_all, len(registry), inp.values.shape[1], self._d,
-                              self._cache.limit, f" (with the {len(more)} blocks of path "
-                              f"{list(path or ())} of {module!r})")
+            raise over_budget(n_all, len(registry), inp.values.shape[1], plan.max_unknowns,
+                              f"the path {list(path or ())} of {module!r} ({len(more)} "
+                              f"blocks, {n_all - sum(b.size for b in blocks)} unknowns)")
+        if path is None and all(b.path is None for b in blocks if b.module == module):
+            # its objects are read on the path-free words only, beside every other module's
+            # words: not exact (docs/joint.md); cheap, so said on every such query
+            warnings.warn(
+                f"method='joint' fits module {module!r} (depth {depth}) path-free: the plan "
+                f"enumerates no paths at its depth (budget {budget} unknowns, "
+                f"fan_in={plan.fan_in}), so its read-out is not exact and can be worse than "
+                "method='matched'; see sk.decoder.joint_plan() and joint_residual()",
+                RuntimeWarning, stacklevel=_user_stacklevel())
 
         def build() -> np.ndarray:
-            rows, factor = self._joint_design(inp, fan_in, threads, registry)
+            rows, factor = self._joint_design(inp, plan, threads)
             ext = None
             if more:
                 erows = self._cache.get(key + ("extra rows", module, path),
@@ -390,13 +450,16 @@ class Decoder:
 
         return self._cache.get(key + ("z", module, path, channel, k, kept_key), build)
 
-    def _joint_design(self, inp: _Input, fan_in: int, threads: Optional[int],
-                      registry: Dict[str, Any]) -> Tuple[np.ndarray, np.ndarray]:
+    def _joint_design(self, inp: _Input, plan: "_JointPlan", threads: Optional[int]
+                      ) -> Tuple[np.ndarray, np.ndarray]:
         """The plan's design rows (restricted to an erased sketch's coordinates) and the
-        Cholesky factor of their Gram matrix, for a snapshot of the registry (another thread
-        may register modules meanwhile). The plan fits the cache's budget, so both are built
-        once and cached (the factor per set of kept coordinates of an erased sketch)."""
-        blocks, _, key, kept_key = self._joint_setup(inp, fan_in, registry)
+        Cholesky factor of their Gram matrix. :meth:`_joint_setup` checked that the cache holds
+        both beside every module's ``path=None`` probes
+        (:func:`recsketch.joint.cache_bytes_needed`), so those queries build them once (the
+        factor per set of kept coordinates of an erased sketch). Other entries (``path``
+        probes and extensions, other methods' probes, erased sketches' factors) can evict
+        them; they are then rebuilt, the same bits, and the answers do not change."""
+        blocks, key, kept_key = plan.blocks, plan.key, plan.kept_key
 
         def build() -> np.ndarray:
             if blocks and all(b.path is None for b in blocks):
@@ -404,11 +467,12 @@ class Decoder:
                 # exactness and can be worse than the matched filter (case (ii); masses as
                 # unused registered modules accumulate)
                 warnings.warn(
-                    f"method='joint' enumerates no level's paths here ({len(registry)} "
-                    f"registered modules, fan_in={fan_in}, {inp.values.shape[1]} coordinates "
-                    "read), so it fits every module path-free: not exact, and it can be worse "
-                    "than method='matched' (docs/joint.md); lower fan_in, use a larger "
-                    "d_sketch or register fewer modules (see sk.decoder.joint_plan())",
+                    f"method='joint' enumerates no level's paths here ({len(plan.registry)} "
+                    f"registered modules, fan_in={plan.fan_in}, {inp.values.shape[1]} "
+                    "coordinates read), so it fits every module path-free: not exact, and it "
+                    "can be worse than method='matched' (docs/joint.md); lower fan_in, use a "
+                    "larger d_sketch, raise sk.decoder.joint_max_unknowns or register fewer "
+                    "modules (see sk.decoder.joint_plan())",
                     RuntimeWarning, stacklevel=_user_stacklevel())
             return design_rows(self._sk, blocks, threads)
 
@@ -418,15 +482,13 @@ class Decoder:
         return rows, self._cache.get(key + ("factor", kept_key), lambda: gram_factor(rows))
 
     def _joint_estimate(self, inp: _Input, module: str, path: Optional[Tuple[int, ...]],
-                        channel: int, k: int, fan_in: Optional[int], threads: Optional[int],
-                        registry: Optional[Dict[str, Any]] = None) -> np.ndarray:
+                        channel: int, k: int, plan: "_JointPlan", threads: Optional[int]
+                        ) -> np.ndarray:
         """The joint fit's summed unknowns of ``module`` (on ``path`` if given): (n, k)."""
-        f = JOINT_FAN_IN if fan_in is None else fan_in
         # checked before the (costly) design is built, not after
         if not np.all(np.isfinite(inp.values)):
             raise ValueError("sketch contains NaN or infinity")
-        z = self._joint_probe(inp, module, path, channel, k, f, threads,
-                              self._sk.modules if registry is None else registry)
+        z = self._joint_probe(inp, module, path, channel, k, plan, threads)
         # float64 whatever the sketch's dtype: where the model is exact the read-out is exact to
         # the sketch's own rounding, which a float32 product would not keep (large, cancelling z)
         return inp.values.astype(np.float64, copy=False) @ z.T
@@ -483,10 +545,9 @@ class Decoder:
             w = self._weight(weight)
             x = self._estimate(inp, module, h, steps, 1, dim, method, threads, fan_in) / w
             return self._shape(x, inp.was_1d)
-        registry = self._sk.modules   # one snapshot for both channels
-        x = self._estimate(inp, module, h, steps, 1, dim, method, threads, fan_in, registry)
-        w_hat = self._estimate(inp, module, h, steps, 2, 1, method, threads, fan_in,
-                               registry)[:, 0]
+        plan = self._joint_plan_of(inp, method, fan_in)   # one plan for both channels
+        x = self._estimate(inp, module, h, steps, 1, dim, method, threads, fan_in, plan)
+        w_hat = self._estimate(inp, module, h, steps, 2, 1, method, threads, fan_in, plan)[:, 0]
         x = np.clip(x, 0.0, None)
         norm = np.linalg.norm(x, axis=1, keepdims=True)
         x = np.divide(x, norm, out=np.zeros_like(x), where=norm > 0)
@@ -540,9 +601,9 @@ class Decoder:
         inp = self._input(s)
         h, _ = self._target(inp, module, None)
         dim = self._sk.module_info(module).attribute_dim
-        registry = self._sk.modules   # one snapshot for both channels
-        x = self._estimate(inp, module, h, None, 1, dim, method, threads, fan_in, registry)
-        m = self._estimate(inp, module, h, None, 2, 1, method, threads, fan_in, registry)
+        plan = self._joint_plan_of(inp, method, fan_in)   # one plan for both channels
+        x = self._estimate(inp, module, h, None, 1, dim, method, threads, fan_in, plan)
+        m = self._estimate(inp, module, h, None, 2, 1, method, threads, fan_in, plan)
         if weight is not None:
             w = self._weight(weight)
             n = np.round(m / w)

@@ -21,9 +21,10 @@ matched filter.
 
 The blocks grow as ``fan_in^(h-1)`` times the modules of the ancestor levels, so paths are
 enumerated level by level from the top while all the unknowns stay within
-:func:`unknowns_budget` (half the coordinates read, at most :data:`JOINT_MAX_UNKNOWNS`, and what
-the query cache holds: :func:`design_unknowns_cap`); deeper modules get one
-*path-free* block: the words of the matched read-out of case (i), which every object of the
+:func:`unknowns_budget` (half the coordinates read, at most ``Decoder.joint_max_unknowns``,
+default :data:`JOINT_MAX_UNKNOWNS`; never the query cache's size, which only has to hold
+the plan's design and probes, :func:`cache_bytes_needed`, or the query is refused); deeper
+modules get one *path-free* block: the words of the matched read-out of case (i), which every object of the
 module spells the same number of times whatever its path (``_probes.path_free_words``). A
 query on such a module with a ``path`` adds that path's blocks to the fit, reusing the cached
 factor of the rest (:class:`Extension`).
@@ -31,7 +32,6 @@ factor of the rest (:class:`Extension`).
 
 from __future__ import annotations
 
-import math
 from itertools import product
 from typing import TYPE_CHECKING, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
@@ -46,13 +46,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from .sketcher import ModuleInfo, Sketcher
 
 __all__ = ["JOINT_FAN_IN", "JOINT_MAX_UNKNOWNS", "Block", "Extension", "unknowns_budget",
-           "design_unknowns_cap", "over_budget", "check_method",
+           "design_bytes", "cache_bytes_needed", "over_budget", "cache_too_small",
+           "check_method", "reachable",
            "plan_blocks", "extra_blocks", "design_rows", "gram_factor", "extend", "solve_normal",
            "read_out", "check_fan_in"]
 
 JOINT_FAN_IN = 8              # default bound on the input positions the fit enumerates
-# Cap on the unknowns n whatever the memory: the Gram matrix costs n^2 d flops once, its
-# factor n^3 / 3, each query's probe n k d once.
+# Default cap on the unknowns n (``Decoder.joint_max_unknowns``): the Gram matrix costs n^2 d
+# flops once, its factor n^3 / 3, each query's probe n k d once.
 JOINT_MAX_UNKNOWNS = 4096
 _MAX_FAN_IN = 64
 # Smallest admissible min(diag L)^2 / max(diag L)^2 of the Gram factor: below it the fitted
@@ -60,47 +61,64 @@ _MAX_FAN_IN = 64
 _MIN_PIVOT_RATIO = 1e-12
 
 
-def design_unknowns_cap(d: int, cache_bytes: int) -> int:
-    """The most unknowns n whose design (``8 n d`` bytes) and Gram factor (``8 n^2``) fit
-    together in ``cache_bytes``: the design is then built once and kept, never rebuilt per
-    query."""
-    c = max(int(cache_bytes), 0) // 8
-    return (math.isqrt(d * d + 4 * c) - d) // 2
+def design_bytes(n: int, d: int) -> int:
+    """Bytes of a plan's design (``8 n d``) and Gram factor (``8 n^2``)."""
+    return 8 * n * (d + n)
 
 
-def unknowns_budget(d_kept: int, d: Optional[int] = None,
-                    cache_bytes: Optional[int] = None) -> int:
+def cache_bytes_needed(n: int, d: int, probe_rows: int) -> int:
+    """The query cache a plan of ``n`` unknowns needs: its design and Gram factor
+    (:func:`design_bytes`) and beside them the ``probe_rows`` rows of length ``d`` of the
+    probes its ``path=None`` queries add (``attribute_dim + 1`` per registered module, both
+    channels), so that the design is built once for those. The cache never changes the plan;
+    a smaller one is refused (:func:`cache_too_small`)."""
+    return design_bytes(n, d) + 8 * probe_rows * d
+
+
+def unknowns_budget(d_kept: int, max_unknowns: int = JOINT_MAX_UNKNOWNS) -> int:
     """How many unknowns the fit may use, every block counted (enumerated paths, path-free
     modules and a query's extension): half of the ``d_kept`` coordinates read (so the fit
-    stays well determined), at most :data:`JOINT_MAX_UNKNOWNS`, and, given the sketch length
-    ``d`` and the query cache's ``cache_bytes``, at most :func:`design_unknowns_cap`."""
-    budget = min(d_kept // 2, JOINT_MAX_UNKNOWNS)
-    if d is not None and cache_bytes is not None:
-        budget = min(budget, design_unknowns_cap(d, cache_bytes))
-    return budget
+    stays well determined), at most ``max_unknowns`` (``Decoder.joint_max_unknowns``). It
+    depends on nothing else (not on the query cache), so neither does the plan."""
+    return min(d_kept // 2, max_unknowns)
 
 
-def over_budget(n: int, n_modules: int, d_kept: int, d: int, cache_bytes: int,
-                what: str = "") -> ValueError:
+def over_budget(n: int, n_modules: int, d_kept: int, max_unknowns: int,
+                extension: Optional[str] = None) -> ValueError:
     """The error for a fit whose ``n`` unknowns exceed :func:`unknowns_budget`, naming the
-    limit that binds and how to lift it."""
-    budget = unknowns_budget(d_kept, d, cache_bytes)
+    limit that binds and the cause: the registry's own blocks, or (``extension``: the
+    query's description) the blocks a ``path`` query adds to a plan that fits."""
+    budget = unknowns_budget(d_kept, max_unknowns)
     limits = []
     if n > d_kept // 2:
         limits.append(f"half of the {d_kept} sketch coordinates read ({d_kept // 2}; use a "
                       "larger d_sketch or erase fewer coordinates)")
-    if n > JOINT_MAX_UNKNOWNS:
-        limits.append(f"JOINT_MAX_UNKNOWNS ({JOINT_MAX_UNKNOWNS})")
-    cap = design_unknowns_cap(d, cache_bytes)
-    if n > cap:
-        need = 8 * n * (d + n)
-        limits.append(f"what the query cache of {cache_bytes / 2**20:.1f} MiB holds ({cap}; "
-                      f"raise sk.decoder.cache_bytes to at least {need} bytes)")
+    if n > max_unknowns:
+        limits.append(f"sk.decoder.joint_max_unknowns ({max_unknowns}; raise it, and "
+                      "cache_bytes with it)")
+    if extension is None:
+        where = f"for the {n_modules} registered modules"
+        remedy = ("Every registered module costs at least attribute_dim + 1 unknowns, used or "
+                  "not: register fewer modules on this Sketcher")
+    else:
+        where = f"with the blocks {extension} adds to the plan"
+        remedy = ("That path is not enumerated, so its blocks (one per choice of ancestor "
+                  "modules) are fitted on top of the plan: query without the path, or lower "
+                  "fan_in so that the plan leaves room")
     return ValueError(
-        f"method='joint' needs {n} unknowns{what} for the {n_modules} registered modules, "
-        f"more than the {budget} it may fit: {'; '.join(limits)}. Every registered module "
-        "costs at least attribute_dim + 1 unknowns, used or not: register fewer modules on "
-        "this Sketcher; sk.decoder.joint_plan() shows the plan")
+        f"method='joint' needs {n} unknowns {where}, more than the {budget} it may fit: "
+        f"{'; '.join(limits)}. {remedy}; sk.decoder.joint_plan() shows the plan")
+
+
+def cache_too_small(n: int, d: int, need: int, cache_bytes: int) -> ValueError:
+    """The error for a plan whose design does not fit the query cache
+    (:func:`cache_bytes_needed`): the plan stays what it is, so the query is refused."""
+    return ValueError(
+        f"method='joint' plans {n} unknowns, whose design and Gram factor need a query cache of "
+        f"{need} bytes ({need / 2**20:.1f} MiB: 8 n (d + n) and the modules' probes, "
+        f"at d = {d}); sk.decoder.cache_bytes is {cache_bytes}: raise cache_bytes to at least "
+        f"{need}, or lower sk.decoder.joint_max_unknowns (or fan_in) for a smaller plan, which "
+        "changes the answers (sk.decoder.joint_plan() shows the plan)")
 
 
 class Block(NamedTuple):
@@ -156,17 +174,25 @@ def _by_depth(modules: Mapping[str, "ModuleInfo"]) -> Dict[int, List[str]]:
     return by_depth
 
 
+def reachable(depth: int, by_depth: Mapping[int, List[str]]) -> bool:
+    """Whether any path reaches an object at ``depth``: every level above it has a module."""
+    return all(by_depth.get(level) for level in range(2, depth))
+
+
 def plan_blocks(modules: Mapping[str, "ModuleInfo"], fan_in: int, budget: int
                 ) -> Tuple[Block, ...]:
-    """The blocks of the fit, in a deterministic order (by depth, then module name).
+    """The blocks of the fit, in a deterministic order (by depth, then module name). They
+    depend only on the registry, ``fan_in`` and ``budget`` (:func:`unknowns_budget`).
 
     Levels are enumerated path by path from the top while the total unknowns, the deeper
     levels' path-free blocks included, stay within ``budget``; from the first level that does
     not fit, every module has one path-free block. The path-free blocks alone may exceed
     ``budget``: the caller checks the total (:func:`over_budget`) before building anything.
-    A module below a level without registered modules has no block (no path reaches it).
+    A module below a level without registered modules has no block, enumerated or path-free
+    (no path reaches it, so no sketch of this registry holds its objects).
     """
-    by_depth = _by_depth(modules)
+    everything = _by_depth(modules)
+    by_depth = {h: names for h, names in everything.items() if reachable(h, everything)}
     # unknowns of the levels below each depth fitted path-free (their minimum)
     depths = sorted(by_depth)
     path_free = {h: sum(modules[n].attribute_dim + 1 for n in by_depth[h]) for h in depths}
