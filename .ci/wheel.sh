@@ -17,7 +17,10 @@ echo "== tools"
 echo "== sdist"
 "$work/tools/bin/python" -m build --sdist --outdir "$work/dist" .
 sdist=$(ls "$work"/dist/recsketch-*.tar.gz)
-tar -tzf "$sdist" | sed 's|^[^/]*/||' | grep -qx "cpp/include/recsketch/sketch.hpp"
+# listed to a file first: grep -q stops reading at its match, and under pipefail the SIGPIPE
+# of the writer would fail the step once the archive lists files after it
+tar -tzf "$sdist" | sed 's|^[^/]*/||' > "$work/sdist.txt"
+grep -qx "cpp/include/recsketch/sketch.hpp" "$work/sdist.txt"
 
 echo "== wheel, built from the sdist"
 "$work/tools/bin/pip" wheel -q --no-deps -w "$work/wheel" "$sdist"
