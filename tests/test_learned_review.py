@@ -9,6 +9,7 @@ import pytest
 import recsketch as rs
 from recsketch.learned import LearnedModule
 from recsketch.repository import Repository
+from faults import failing_commit
 from scenes import unit
 
 D = 1014
@@ -31,38 +32,14 @@ def _grown_repo(tmp_path, rng, n_old=20, n_new=20):
     return repo
 
 
-class _Connection:
-    """Delegates to a sqlite3 connection; ``fault(sql)`` runs before each ``execute``."""
-
-    def __init__(self, db, fault):
-        self._db, self._fault = db, fault
-
-    def execute(self, sql, *args):
-        self._fault(sql)
-        return self._db.execute(sql, *args)
-
-    def __getattr__(self, name):
-        return getattr(self._db, name)
-
-
 def test_a_failed_add_learned_leaves_no_half_registered_module(tmp_path):
     rng = np.random.default_rng(0)
     repo = _grown_repo(tmp_path, rng)
     lm = LearnedModule.fit("z", repo.get(repo.select(since=20)), repo.get(repo.select(until=20)),
                            weight=0.2)
-    store = repo._store
-    real = store._db
-    fired = []
-
-    def commit_fails(sql):
-        if sql == "COMMIT" and not fired:
-            fired.append(sql)
-            raise sqlite3.OperationalError("disk I/O error")
-
-    store._db = _Connection(real, commit_fails)
-    with pytest.raises(sqlite3.OperationalError, match="disk I/O"):
-        repo.add_learned(lm)
-    store._db = real
+    with failing_commit(repo._store, sqlite3.OperationalError("disk I/O error")) as fired:
+        with pytest.raises(sqlite3.OperationalError, match="disk I/O"):
+            repo.add_learned(lm)
     assert fired
     assert "z" not in repo.sketcher.modules and repo.learned_modules == {}
     repo.add_graphs([_day(rng, True) for _ in range(3)])  # an ordinary add afterwards

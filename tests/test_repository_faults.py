@@ -8,6 +8,7 @@ import pytest
 
 import recsketch as rs
 from recsketch.repository import Repository
+from faults import failing_commit
 from scenes import room
 
 
@@ -100,41 +101,13 @@ def test_mapped_reads_survive_three_rewrites_after_their_snapshot(tmp_path, monk
     repo.close()
 
 
-class _Connection:
-    """Delegates to a sqlite3 connection; ``fault(sql)`` runs before each ``execute`` and may
-    raise (before the statement, or after it with ``after=True``)."""
-
-    def __init__(self, db, fault, after=False):
-        self._db, self._fault, self._after = db, fault, after
-
-    def execute(self, sql, *args):
-        if not self._after:
-            self._fault(sql)
-        out = self._db.execute(sql, *args)
-        if self._after:
-            self._fault(sql)
-        return out
-
-    def __getattr__(self, name):
-        return getattr(self._db, name)
-
-
 def test_an_interrupt_right_after_a_rewrite_commits_keeps_the_new_data_file(tmp_path):
     repo = _repo(tmp_path)
     want = repo.get(np.arange(5))
     store = repo._store
-    real = store._db
-    fired = []
-
-    def interrupt_after_commit(sql):
-        if sql == "COMMIT" and not fired:
-            fired.append(sql)
-            raise KeyboardInterrupt
-
-    store._db = _Connection(real, interrupt_after_commit, after=True)
-    with pytest.raises(KeyboardInterrupt):
-        repo.compact(force=True)
-    store._db = real
+    with failing_commit(store, KeyboardInterrupt, after=True) as fired:
+        with pytest.raises(KeyboardInterrupt):
+            repo.compact(force=True)
     assert fired
     gen = int(store.meta()["generation"])
     assert gen == 1 and store.data_path(gen).is_file()  # the committed generation's file
@@ -150,19 +123,10 @@ def test_a_failed_commit_is_rolled_back_and_the_next_write_works(tmp_path):
     repo = _repo(tmp_path)
     want = repo.get(np.arange(5))
     store = repo._store
-    real = store._db
-    fired = []
-
-    def commit_fails(sql):
-        if sql == "COMMIT" and not fired:
-            fired.append(sql)
-            raise sqlite3.OperationalError("disk I/O error")
-
-    store._db = _Connection(real, commit_fails)
-    with pytest.raises(sqlite3.OperationalError, match="disk I/O"):
-        repo.add(want[:2], timestamps=1.0)
-    store._db = real
-    assert not real.in_transaction
+    with failing_commit(store, sqlite3.OperationalError("disk I/O error")):
+        with pytest.raises(sqlite3.OperationalError, match="disk I/O"):
+            repo.add(want[:2], timestamps=1.0)
+    assert not store._db.in_transaction
     assert len(repo) == 5  # the failed batch is not visible
     ids = repo.add(want[:2], timestamps=2.0)  # and the connection is usable
     assert ids.tolist() == [5, 6] and len(repo) == 7

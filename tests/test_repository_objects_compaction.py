@@ -10,7 +10,7 @@ import pytest
 import recsketch as rs
 from recsketch.repository import Repository
 from scenes import room
-from test_repository_faults import _Connection
+from faults import failing_commit
 
 D = 1014
 
@@ -130,19 +130,9 @@ def test_an_interrupt_right_after_the_compaction_commits_keeps_the_new_generatio
     repo, graphs, ids = _repo(tmp_path, 4)
     repo.delete([int(ids[0])])
     want = {int(i): repo.object_sketches(int(i))[1] for i in ids[1:]}
-    store = repo._store
-    real = store._db
-    fired = []
-
-    def interrupt_after_commit(sql):
-        if sql == "COMMIT" and not fired:
-            fired.append(sql)
-            raise KeyboardInterrupt
-
-    store._db = _Connection(real, interrupt_after_commit, after=True)
-    with pytest.raises(KeyboardInterrupt):
-        repo._objects.compact()
-    store._db = real
+    with failing_commit(repo._store, KeyboardInterrupt, after=True) as fired:
+        with pytest.raises(KeyboardInterrupt):
+            repo._objects.compact()
     assert fired and repo._objects.generation() == 1
     assert repo._objects.file(1).is_file()
     for i, v in want.items():
@@ -156,19 +146,10 @@ def test_a_failed_compaction_commit_keeps_the_old_generation_and_removes_the_new
     repo.delete([int(ids[0])])
     want = {int(i): repo.object_sketches(int(i))[1] for i in ids[1:]}
     store = repo._store
-    real = store._db
-    fired = []
-
-    def commit_fails(sql):
-        if sql == "COMMIT" and not fired:
-            fired.append(sql)
-            raise sqlite3.OperationalError("disk I/O error")
-
-    store._db = _Connection(real, commit_fails)
-    with pytest.raises(sqlite3.OperationalError, match="disk I/O"):
-        repo._objects.compact()
-    store._db = real
-    assert not real.in_transaction and repo._objects.generation() == 0
+    with failing_commit(store, sqlite3.OperationalError("disk I/O error")):
+        with pytest.raises(sqlite3.OperationalError, match="disk I/O"):
+            repo._objects.compact()
+    assert not store._db.in_transaction and repo._objects.generation() == 0
     assert not repo._objects.file(1).exists()
     for i, v in want.items():
         assert repo.object_sketches(i)[1].tobytes() == v.tobytes()
