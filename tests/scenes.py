@@ -63,3 +63,40 @@ def room(rng: np.random.Generator, cat_w: float = 0.5, n_walls: int = 2, n_edges
     walls = [g.add("wall", unit(rng, 8)) for _ in range(n_walls)]
     g.set_output([(cat, cat_w)] + [(w, wall_w) for w in walls])
     return g, {"cat": cat, "edges": edges, "walls": walls}
+
+
+def ordered_room(rng: np.random.Generator, order=("wall", "wall", "cat"),
+                 dims: Tuple[int, int, int] = (16, 32, 8)):
+    """Walls (w = .25 each) and a cat (w = .5, two edges of w = .5) at the output's input
+    positions in ``order``; ``dims`` = attribute lengths of (edge, cat, wall). Returns (graph,
+    handles: "wall" list, "cat", "edges")."""
+    edge_dim, cat_dim, wall_dim = dims
+    g = rs.Graph()
+    edges = [g.add("edge", unit(rng, edge_dim)) for _ in range(2)]
+    out, handles = [], {"wall": []}
+    for name in order:
+        if name == "cat":
+            handles["cat"] = g.add("cat", unit(rng, cat_dim), [(e, 0.5) for e in edges])
+            out.append((handles["cat"], 0.5))
+        else:
+            h = g.add("wall", unit(rng, wall_dim))
+            handles["wall"].append(h)
+            out.append((h, 0.25))
+    g.set_output(out)
+    handles["edges"] = edges
+    return g, handles
+
+
+def with_output_object(g: rs.Graph, module: str, attributes: np.ndarray, weight: float,
+                       scale: float = 1.0) -> rs.Graph:
+    """A copy of ``g`` whose output also takes a new object of ``module`` (no inputs) with
+    ``weight``, the existing output weights multiplied by ``scale``: a grown graph built by
+    hand, independently of recsketch.learned."""
+    h = rs.Graph()
+    hs: List[rs.Handle] = []
+    for o in g:
+        hs.append(h.add(o.module, g.attributes(o), [(hs[i.index], w) for i, w in g.inputs(o)]))
+    out = [(hs[o.index], w * scale) for o, w in g.output]
+    out.append((h.add(module, attributes), weight))
+    h.set_output(out)
+    return h

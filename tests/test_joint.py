@@ -15,25 +15,12 @@ import numpy as np
 import pytest
 
 import recsketch as rs
-from scenes import random_dag, unit
+from scenes import ordered_room, random_dag, unit
 
 
 def small_room(rng, order=("wall", "wall", "cat")):
     """The room with short attributes (so a small d holds every path's unknowns)."""
-    g = rs.Graph()
-    edges = [g.add("edge", unit(rng, 2)) for _ in range(2)]
-    out, h = [], {"wall": []}
-    for name in order:
-        if name == "cat":
-            h["cat"] = g.add("cat", unit(rng, 4), [(e, 0.5) for e in edges])
-            out.append((h["cat"], 0.5))
-        else:
-            w = g.add("wall", unit(rng, 3))
-            h["wall"].append(w)
-            out.append((w, 0.25))
-    g.set_output(out)
-    h["edges"] = edges
-    return g, h
+    return ordered_room(rng, order, dims=(2, 4, 3))
 
 
 class DenseModel:

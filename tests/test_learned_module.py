@@ -8,7 +8,7 @@ import pytest
 import recsketch as rs
 from recsketch.learned import (LearnedModule, sketch_grown, with_top_level_objects)
 from recsketch.repository import Repository
-from scenes import unit
+from scenes import unit, with_output_object
 
 D = 2040
 NEW_WEIGHT = 0.25
@@ -198,19 +198,8 @@ def test_repository_grows_a_module_from_an_emerging_cluster(tmp_path):
         base = fresh.sketch_many(later).astype(np.float64)
         fired = base @ lm.coef >= lm.threshold
         assert fired[truth].mean() >= 0.9 and fired[~truth].mean() <= 0.05
-        expect = []
-        for g, f, s in zip(later, fired, base):
-            if f:
-                h = rs.Graph()
-                hs = []
-                for o in g:
-                    hs.append(h.add(o.module, g.attributes(o),
-                                    [(hs[i.index], w) for i, w in g.inputs(o)]))
-                out = [(hs[o.index], w) for o, w in g.output]
-                out.append((h.add("learned-1", lm.attribute(s)), LEARNED_WEIGHT))
-                h.set_output(out)
-                g = h
-            expect.append(g)
+        expect = [with_output_object(g, "learned-1", lm.attribute(s), LEARNED_WEIGHT) if f
+                  else g for g, f, s in zip(later, fired, base)]
         stored = repo.get(ids)
         assert stored.tobytes() == fresh.sketch_many(expect).astype(np.float32).tobytes()
         # the new module is queried like any other: counts and attributes from the sketches
@@ -333,15 +322,7 @@ def test_threads_add_graphs_through_a_learned_module(tmp_path):
                     n_fired += 1
                     z = (s - lm.centre) @ lm.components.T / lm.spread
                     a = np.concatenate([[1.0], np.maximum(z, 0), np.maximum(-z, 0)])
-                    h = rs.Graph()
-                    hs = []
-                    for o in g:
-                        hs.append(h.add(o.module, g.attributes(o),
-                                        [(hs[i.index], w) for i, w in g.inputs(o)]))
-                    out = [(hs[o.index], w) for o, w in g.output]
-                    out.append((h.add("grown", a / np.linalg.norm(a)), lm.weight))
-                    h.set_output(out)
-                    g = h
+                    g = with_output_object(g, "grown", a / np.linalg.norm(a), lm.weight)
                 expect.append(g)
             want = fresh.sketch_many(expect).astype(np.float32)
             assert repo.get(got[t]).tobytes() == want.tobytes()

@@ -10,7 +10,7 @@ import recsketch as rs
 from recsketch.learned import LearnedModule
 from recsketch.repository import Repository
 from faults import failing_commit
-from scenes import unit
+from scenes import unit, with_output_object
 
 D = 1014
 
@@ -153,14 +153,8 @@ def test_a_grown_graph_without_room_is_refused_unless_scaling_is_asked_for(tmp_p
         fresh = rs.Sketcher(D, seed=1)
         base = fresh.sketch_many(full).astype(np.float64)
         assert np.all(base @ lm.coef >= lm.threshold)
-        hand = []
-        for g, s in zip(full, base):
-            h = rs.Graph()
-            hs = [h.add(x.module, g.attributes(x)) for x in g]
-            out = [(hs[x.index], w * 0.5 / 0.6) for x, w in g.output]
-            out.append((h.add("z", lm.attribute(s)), 0.5))
-            h.set_output(out)
-            hand.append(h)
+        hand = [with_output_object(g, "z", lm.attribute(s), 0.5, scale=0.5 / 0.6)
+                for g, s in zip(full, base)]
         want = fresh.sketch_many(hand).astype(np.float32)
         np.testing.assert_allclose(repo.get(ids), want, rtol=1e-5, atol=1e-7)
 

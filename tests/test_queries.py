@@ -10,25 +10,12 @@ import numpy as np
 import pytest
 
 import recsketch as rs
-from scenes import room, unit
+from scenes import ordered_room, room, unit
 
 
 def scene(rng, order=("wall", "wall", "cat")):
     """Walls (w = .25 each) and a cat (w = .5, two edges of w = .5) in the given input order."""
-    g = rs.Graph()
-    edges = [g.add("edge", unit(rng, 16)) for _ in range(2)]
-    out, handles = [], {"wall": []}
-    for name in order:
-        if name == "cat":
-            handles["cat"] = g.add("cat", unit(rng, 32), [(e, 0.5) for e in edges])
-            out.append((handles["cat"], 0.5))
-        else:
-            h = g.add("wall", unit(rng, 8))
-            handles["wall"].append(h)
-            out.append((h, 0.25))
-    g.set_output(out)
-    handles["edges"] = edges
-    return g, handles
+    return ordered_room(rng, order)
 
 
 def ratio(est, x):

@@ -89,17 +89,20 @@ def test_a_reader_on_a_retired_generation_takes_a_new_snapshot(tmp_path, monkeyp
     with pytest.raises(FileNotFoundError):
         repo._objects.read(off, gen)
     # object_sketches and find_object retry: three compactions right after their snapshot
-    real = repo._objects.of_graph
     calls = []
 
-    def compacted_after_snapshot(graph_id):
-        out = real(graph_id)
-        if not calls:
-            calls.append(1)
-            for _ in range(3):
-                other.compact(force=True)
-        return out
-    monkeypatch.setattr(repo._objects, "of_graph", compacted_after_snapshot)
+    def compacted_after_first_snapshot(snapshot):
+        """``snapshot``, then (on the first call only) three compactions by the other writer."""
+        def wrapped(key):
+            out = snapshot(key)
+            if not calls:
+                calls.append(1)
+                for _ in range(3):
+                    other.compact(force=True)
+            return out
+        return wrapped
+    monkeypatch.setattr(repo._objects, "of_graph",
+                        compacted_after_first_snapshot(repo._objects.of_graph))
     assert repo.object_sketches(int(ids[1]))[1].tobytes() == want.tobytes()
     assert calls
     s = rs.Sketcher(D, seed=5).sketch(graphs[1])
@@ -107,17 +110,9 @@ def test_a_reader_on_a_retired_generation_takes_a_new_snapshot(tmp_path, monkeyp
     # depends on the estimator's noise, not on the retry tested here)
     with Repository.open(tmp_path / "r") as calm:
         want_m = calm.find_object(s, "cat", 3, path=[1], rerank=True)
-    real_m = repo._objects.of_module
     calls.clear()
-
-    def compacted_after_module_snapshot(module):
-        out = real_m(module)
-        if not calls:
-            calls.append(1)
-            for _ in range(3):
-                other.compact(force=True)
-        return out
-    monkeypatch.setattr(repo._objects, "of_module", compacted_after_module_snapshot)
+    monkeypatch.setattr(repo._objects, "of_module",
+                        compacted_after_first_snapshot(repo._objects.of_module))
     m = repo.find_object(s, "cat", 3, path=[1], rerank=True)
     assert calls
     for field in ("object_ids", "graph_ids", "indices", "scores", "fingerprint_scores"):
