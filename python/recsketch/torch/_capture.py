@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -413,7 +413,8 @@ def _capture_layers(model: nn.Module, inputs: Any, n: int, device: torch.device,
                     fired = list(hooks.fired)
                     if not fired:
                         raise ValueError("no selected layer ran in the forward pass")
-                    idle = [nm for nm in names if nm not in set(fired)]
+                    ran = set(fired)
+                    idle = [nm for nm in names if nm not in ran]
                     if idle and not default:
                         raise ValueError(f"layer {idle[0]!r} did not run in the forward pass "
                                          f"({len(idle)} selected layers did not): a module "
