@@ -12,7 +12,6 @@ Run: pytest bench/bench_dask.py --benchmark-only
 
 import functools
 
-import numpy as np
 import pytest
 
 import recsketch as rs
