@@ -100,10 +100,14 @@ def test_joint_matches_a_dense_least_squares_fit(family, d, fan_in):
     theta = ref.fit(s)
     kw = dict(method="joint", fan_in=fan_in)
     for module in ("cat", "wall", "edge"):
-        assert sk.mass(s, module, **kw) == pytest.approx(ref.summed(theta, module, 2)[0],
-                                                         abs=1e-9)
-        np.testing.assert_allclose(sk.summed_attributes(s, module, 1.0, **kw),
-                                   ref.summed(theta, module, 1), atol=1e-9)
+        mass = ref.summed(theta, module, 2)[0]
+        summed = ref.summed(theta, module, 1)
+        assert sk.mass(s, module, **kw) == pytest.approx(mass, abs=1e-9)
+        assert sk.count(s, module, 0.25, **kw) == pytest.approx(mass / 0.25, abs=1e-8)
+        np.testing.assert_allclose(sk.summed_attributes(s, module, 1.0, **kw), summed,
+                                   atol=1e-9)
+        np.testing.assert_allclose(sk.mean_attributes(s, module, **kw), summed / mass,
+                                   rtol=1e-7, atol=1e-9)
     np.testing.assert_allclose(sk.attributes(s, "wall", path=[2], weight=1.0, **kw),
                                ref.summed(theta, "wall", 1, (2,)), atol=1e-9)
     np.testing.assert_allclose(sk.attributes(s, "edge", path=[1, 2], weight=1.0, **kw),
