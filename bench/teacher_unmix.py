@@ -205,9 +205,11 @@ def table(rows: List[dict]) -> str:
     return "\n".join(out)
 
 
-def varying_teacher(n: int, dim: int = 8, seed: int = 0) -> List[rs.Graph]:
+def varying_teacher(n: int, dim: int = 8, seed: int = 0, fixed: bool = False
+                    ) -> List[rs.Graph]:
     """A graph that varies with the input: root <- two of three mids, chosen per input, in
-    either order (so each mid appears at both positions)."""
+    either order (so each mid appears at both positions). ``fixed=True``: its fixed-tree twin,
+    the same maps and weights with root <- (midA, midB) for every input."""
     rng = np.random.default_rng(seed)
     mids = ("midA", "midB", "midC")
     W = {m: rng.normal(0, 1, (dim, 4)) for m in mids}
@@ -217,6 +219,8 @@ def varying_teacher(n: int, dim: int = 8, seed: int = 0) -> List[rs.Graph]:
         u = rng.random(4)
         g = rs.Graph()
         names = [mids[i] for i in rng.choice(3, 2, replace=False)]
+        if fixed:
+            names = ["midA", "midB"]
         hs = [g.add(m, _unit(np.logaddexp(0, 2 * W[m] @ u))) for m in names]
         w = float(rng.uniform(0.3, 0.7))
         x = _unit(np.logaddexp(0, Wr @ (g.attributes(hs[0]) + g.attributes(hs[1]))))
