@@ -242,23 +242,11 @@ def run_varying(d: int, q: float, S: int) -> str:
     Y = sk.sketch_many(graphs)
     K = sketch_basis(Y)[2]
     lines = [f"varying graph, d={d}, q={q:g}, S={S}: K = {K}"]
+    from varying_unmix import found_columns  # it imports this module
+
     for method in ("sample", "unmix"):
         model = learn_network(None, Y, sketcher=sk, method=method)
-        mats = [m.attribute_matrix for m in model.modules]
-        mats += [m.count_matrix for m in model.modules if m.count_matrix is not None]
-        mats += [g for g, _ in model.garbage]
-        found = set()
-        for mat in mats:
-            for name in ("root", "midA", "midB", "midC"):
-                for k, width in ((1, 8), (2, 1)):
-                    for c, j in enumerate(mat.columns):
-                        if j >= width:
-                            continue
-                        want = _true_signs(sk.module_matrix(name, k), int(j), d, b)
-                        got = dict(zip(mat.blocks[c].tolist(), mat.patterns[c]))
-                        if set(got) == set(want) and all(np.array_equal(got[x], want[x])
-                                                          for x in got):
-                            found.add((name, k, int(j)))
+        found = found_columns(model, sk, {m: 8 for m in ("root", "midA", "midB", "midC")})
         lines.append(f"  {method}: {sorted(found)}")
     return "\n".join(lines)
 

@@ -21,7 +21,9 @@ The sampling scheme (``k`` = terms kept per tuple):
   combination only), so an object's own ``2^(3(h-1))`` words stay in its sketch.
 * Each object draws its two tuples once (memoised, as the object sketch is); the draws of
   sample ``s`` come from ``numpy.random.default_rng([seed, s])`` in object index order (the
-  object's (attr, input) tuple, then its input tuple), then the output tuple.
+  object's (attr, input) tuple, then its input tuple), then the output tuple. This is the
+  scheme of ``Sketcher.sketch(..., tuple_sampling=k)`` (``recsketch.tuple_sampling``) with
+  another random stream; ``--check`` also runs the words on the library's draws against it.
 
 Implementation: the teacher ``deep`` (``bench/teacher_network.py``) is a fixed tree, so an
 object's sketch contribution is ``c * P_path (R[M,1] x / 2 + R[M,2] e_1 / 2)``: a fixed operator
@@ -64,6 +66,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import recsketch as rs  # noqa: E402
+from recsketch.tuple_sampling import draw_key, sample_draws  # noqa: E402
 from teacher_network import build_teacher  # noqa: E402
 
 Draws = Tuple[Dict[int, Tuple[float, Dict[int, float]]], Dict[int, float]]
@@ -237,6 +240,15 @@ def check(d: int = 16371, S: int = 4) -> None:
             a, b_ = assemble(g, W, coefficients(g, dr)), direct(sk, g, dr)
             err = np.abs(a - b_).max() / np.abs(b_).max()
             print(f"k={k}, sample {s}: max |words - recursion| / max = {err:.1e}")
+            assert err < 1e-12
+            # the library's option (its own splitmix64 draws, same scheme) through the words
+            per, top = sample_draws(g, k, draw_key(sk.seed, s, g))
+            dr = ({i: (a_w, {j: w for j, w in child.values()}) for i, (a_w, child) in per.items()},
+                  {i: w for i, w in top.values()})
+            want = sk.sketch(g, tuple_sampling=k, sample_seed=s)
+            err = np.abs(assemble(g, W, coefficients(g, dr)) - want).max() / np.abs(want).max()
+            print(f"k={k}, sample {s}: max |words - Sketcher.sketch(tuple_sampling=k)| / max = "
+                  f"{err:.1e}")
             assert err < 1e-12
     order = sorted(W)
     C = [coefficients(g, draw(g, 1, np.random.default_rng([1, s]))) for s, g in enumerate(graphs)]

@@ -219,3 +219,17 @@ def test_refusals_leave_the_registry_alone():
     assert sk.modules == {}
     sk.sketch(_scene(), tuple_sampling=1)
     assert set(sk.modules) == {"leaf", "mid", "root"}
+
+
+def test_deep_chains_need_no_recursion():
+    """A chain deeper than Python's recursion limit is sketched (the plain kernel allows it)."""
+    sk = rs.Sketcher(120, seed=1)
+    g = rs.Graph()
+    h = g.add("m2000", [1.0])
+    for level in range(1999, 1, -1):
+        h = g.add(f"m{level}", [1.0], [(h, 1.0)])
+    g.set_output([(h, 1.0)])
+    # with 64 draws an (attr, input) tuple drops its input with probability 2^-64: every
+    # level is reached
+    y = sk.sketch(g, tuple_sampling=64, sample_seed=3)
+    assert y.shape == (120,) and np.isfinite(y).all() and np.abs(y).max() > 0

@@ -153,12 +153,23 @@ def sampled_sketch(sketcher, graph: Graph, k: int, sample_seed: int,
     """The sampled overall sketch of one (validated) graph, float64 ``(d_sketch,)``."""
     per, top = sample_draws(graph, k, draw_key(sketcher.seed, sample_seed, graph))
     objs = {obj.index: obj for obj in graph}
-    memo: Dict[int, np.ndarray] = {}
     t = num_threads
-
-    def obj_sketch(i: int) -> np.ndarray:
-        if i in memo:
-            return memo[i]
+    # the objects a kept term reaches, children before parents (iterative: any depth)
+    order: List[int] = []
+    state: Dict[int, bool] = {}
+    stack = [(i, False) for _, (i, _) in sorted(top.items())]
+    while stack:
+        i, done = stack.pop()
+        if done:
+            order.append(i)
+            continue
+        if i in state:
+            continue
+        state[i] = True
+        stack.append((i, True))
+        stack += [(j, False) for _, (j, _) in sorted(per[i][1].items()) if j not in state]
+    memo: Dict[int, np.ndarray] = {}
+    for i in order:
         o = objs[i]
         attr_w, child = per[i]
         tup = np.zeros(sketcher.d_sketch)
@@ -172,13 +183,11 @@ def sampled_sketch(sketcher, graph: Graph, k: int, sample_seed: int,
             s_in = np.zeros(sketcher.d_sketch)
             for p in sorted(child):
                 j, w = child[p]
-                s_in += w * sketcher.position_matrix(p).half(obj_sketch(j), num_threads=t)
+                s_in += w * sketcher.position_matrix(p).half(memo[j], num_threads=t)
             tup += sketcher.position_matrix(2).half(s_in, num_threads=t)
         memo[i] = sketcher.module_matrix(o.module, 0).half(tup, num_threads=t)
-        return memo[i]
-
     overall = np.zeros(sketcher.d_sketch)
     for p in sorted(top):
         i, w = top[p]
-        overall += w * sketcher.position_matrix(p).half(obj_sketch(i), num_threads=t)
+        overall += w * sketcher.position_matrix(p).half(memo[i], num_threads=t)
     return overall
