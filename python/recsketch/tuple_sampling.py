@@ -3,11 +3,12 @@
 The paper (Section 3.3, footnote 2): "Rather than taking a convex combination of
 ((I + R_i) / 2) s_i, one might instead sample a few of them [...] it also makes it easier to do
 the dictionary learning in Section 4." In a plain sketch a depth-3 object's identity word sits
-under the diffuse words of every object above it (noise ratio 3.5-7 per sample where a block
-decodes below ~0.3). With ``k = 1`` a sampled sketch holds, in about one sample in eight, a
-depth-3 object's words *alone*, where its identity word decodes (measured in
-``bench/tuple_sampling.py``, docs/unmix.md). The price: every per-sample query becomes a
-high-variance estimate (unbiased over the draws).
+under the diffuse words of every object above it (noise ratio 2-7 per sample where a block
+decodes below ~0.3). With ``k = 1`` a sampled sketch is one object's words alone; on the deep
+teacher of ``bench/teacher_network.py`` a given depth-3 object is that object in one sample in
+eight, and there its identity word decodes at d ~ 2^20 (``bench/tuple_sampling.py``,
+docs/unmix.md). The price: every per-sample query becomes a high-variance estimate (unbiased
+over the draws only).
 
 The scheme, for ``k = tuple_sampling``:
 
@@ -27,10 +28,10 @@ of SHA-256 over ``b"recsketch.tuple_sampling"``, the Sketcher seed and ``sample_
 little-endian each) and the graph's content (:func:`graph_digest`); the ``n``-th uniform is
 ``(splitmix64(key + n mod 2^64) >> 11) / 2^53``, consumed objects in ``Handle.index`` order
 (the (attr, input) tuple's ``k`` draws, then the input tuple's ``k``, each only if it has two or
-more terms, the input tuple's even when the input term was not kept), then the output
-tuple's. A draw ``u`` picks the first term whose cumulative
-weight (summed in input order) exceeds ``u W`` (the last term if rounding leaves none). The
-same graph, Sketcher seed and ``sample_seed`` give the same sketch, alone or in any batch.
+more terms, the input tuple's even when the input term was not kept), then the output tuple's.
+A draw ``u`` picks the first term whose cumulative weight (summed in input order) exceeds
+``u W`` (the last term if rounding leaves none). The same graph, Sketcher seed and
+``sample_seed`` give the same sketch, alone or in any batch.
 
 The sketch is evaluated in float64 with the Sketcher's own matrices (``RandomMatrix.half`` and
 ``apply_short``), only for the objects a kept term reaches, and returned in the Sketcher's
