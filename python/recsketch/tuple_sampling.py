@@ -34,8 +34,9 @@ A draw ``u`` picks the first term whose cumulative weight (summed in input order
 ``sample_seed`` give the same sketch, alone or in any batch.
 
 The sketch is evaluated in float64 with the Sketcher's own matrices (``RandomMatrix.half`` and
-``apply_short``), only for the objects a kept term reaches, and returned in the Sketcher's
-dtype.
+``apply_short``), graph by graph (no batching across graphs, unlike the plain kernel), only for
+the objects a kept term reaches, and returned in the Sketcher's dtype. With ``k = 1`` that is
+one chain of objects per graph: about three products per level of the chain.
 """
 
 from __future__ import annotations
@@ -48,10 +49,11 @@ import numpy as np
 
 from .graph import Graph
 
-__all__ = ["graph_digest", "sample_draws", "sampled_sketch"]
+__all__ = ["MAX_TUPLE_SAMPLING", "draw_key", "graph_digest", "sample_draws", "sampled_sketch"]
 
 _MASK = (1 << 64) - 1
-# The largest k: more draws than this per tuple gain nothing over the plain sketch's exactness.
+# The largest k accepted: every tuple of two or more terms costs k draws in Python, and beyond a
+# few draws the sketch is close to the plain one anyway.
 MAX_TUPLE_SAMPLING = 1 << 16
 
 
