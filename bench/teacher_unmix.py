@@ -205,9 +205,11 @@ def table(rows: List[dict]) -> str:
     return "\n".join(out)
 
 
-def varying_teacher(n: int, dim: int = 8, seed: int = 0) -> List[rs.Graph]:
+def varying_teacher(n: int, dim: int = 8, seed: int = 0, fixed: bool = False
+                    ) -> List[rs.Graph]:
     """A graph that varies with the input: root <- two of three mids, chosen per input, in
-    either order (so each mid appears at both positions)."""
+    either order (so each mid appears at both positions). ``fixed=True``: its fixed-tree twin,
+    the same maps and weights with root <- (midA, midB) for every input."""
     rng = np.random.default_rng(seed)
     mids = ("midA", "midB", "midC")
     W = {m: rng.normal(0, 1, (dim, 4)) for m in mids}
@@ -217,6 +219,8 @@ def varying_teacher(n: int, dim: int = 8, seed: int = 0) -> List[rs.Graph]:
         u = rng.random(4)
         g = rs.Graph()
         names = [mids[i] for i in rng.choice(3, 2, replace=False)]
+        if fixed:
+            names = ["midA", "midB"]
         hs = [g.add(m, _unit(np.logaddexp(0, 2 * W[m] @ u))) for m in names]
         w = float(rng.uniform(0.3, 0.7))
         x = _unit(np.logaddexp(0, Wr @ (g.attributes(hs[0]) + g.attributes(hs[1]))))
@@ -238,23 +242,11 @@ def run_varying(d: int, q: float, S: int) -> str:
     Y = sk.sketch_many(graphs)
     K = sketch_basis(Y)[2]
     lines = [f"varying graph, d={d}, q={q:g}, S={S}: K = {K}"]
+    from varying_unmix import found_columns  # it imports this module
+
     for method in ("sample", "unmix"):
         model = learn_network(None, Y, sketcher=sk, method=method)
-        mats = [m.attribute_matrix for m in model.modules]
-        mats += [m.count_matrix for m in model.modules if m.count_matrix is not None]
-        mats += [g for g, _ in model.garbage]
-        found = set()
-        for mat in mats:
-            for name in ("root", "midA", "midB", "midC"):
-                for k, width in ((1, 8), (2, 1)):
-                    for c, j in enumerate(mat.columns):
-                        if j >= width:
-                            continue
-                        want = _true_signs(sk.module_matrix(name, k), int(j), d, b)
-                        got = dict(zip(mat.blocks[c].tolist(), mat.patterns[c]))
-                        if set(got) == set(want) and all(np.array_equal(got[x], want[x])
-                                                          for x in got):
-                            found.add((name, k, int(j)))
+        found = found_columns(model, sk, {m: 8 for m in ("root", "midA", "midB", "midC")})
         lines.append(f"  {method}: {sorted(found)}")
     return "\n".join(lines)
 

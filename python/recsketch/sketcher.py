@@ -18,6 +18,7 @@ from .embeddings import LeafEmbeddings
 from .graph import Graph, flatten
 from .matrices import RandomMatrix
 from .queries import AttributeEstimate, SubSketch
+from .tuple_sampling import MAX_TUPLE_SAMPLING, sampled_sketch
 
 __all__ = ["Sketcher", "FAMILIES", "ModuleInfo"]
 
@@ -231,7 +232,8 @@ class Sketcher:
 
     # -- sketching -----------------------------------------------------------------------------
     def sketch(self, graph: Graph, *, return_objects: bool = False,
-               num_threads: Optional[int] = None
+               num_threads: Optional[int] = None, tuple_sampling: Optional[int] = None,
+               sample_seed: int = 0
                ) -> Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
         """The overall sketch of a graph (paper Section 3.3), shape ``(d_sketch,)``.
 
@@ -248,15 +250,26 @@ class Sketcher:
         cache (``recsketch.set_walk_cache_limit``, 64 MiB by default, block_sparse), the
         outputs (with ``return_objects``: one row per object) and the flattened copy of the
         input (docs/sketch_schedule.md, Memory).
+
+        ``tuple_sampling=k`` (an int >= 1; default None, the plain sketch): the paper's
+        footnote 2, every tuple keeps ``k`` sampled draws of its terms, reweighted so that the
+        sketch is an unbiased estimate of the plain one (:mod:`recsketch.tuple_sampling`:
+        the scheme, and why: with ``k = 1`` a deep object's words are alone in some samples,
+        where its identity word decodes; every per-sample query gets far noisier). The draws
+        are a function of the Sketcher seed, ``sample_seed`` (in ``[0, 2**64)``) and the graph's
+        content. Not with ``return_objects``.
         """
         if not isinstance(graph, Graph):
             raise TypeError(f"sketch takes a recsketch.Graph, got {type(graph).__name__}")
-        overall, objects = self._sketch([graph], return_objects, num_threads)
+        overall, objects = self._sketch([graph], return_objects, num_threads,
+                                        *_sampling_args(tuple_sampling, sample_seed,
+                                                        return_objects))
         if not return_objects:
             return overall[0]
         return overall[0], objects
 
-    def sketch_many(self, graphs: Sequence[Graph], *, num_threads: Optional[int] = None
+    def sketch_many(self, graphs: Sequence[Graph], *, num_threads: Optional[int] = None,
+                    tuple_sampling: Optional[int] = None, sample_seed: int = 0
                     ) -> np.ndarray:
         """Sketches of many graphs, shape ``(n, d_sketch)``, computed together: level by level,
         every product that shares a matrix across the batch is one batched product.
@@ -272,18 +285,29 @@ class Sketcher:
         cache (``recsketch.set_walk_cache_limit``, 64 MiB by default, block_sparse), the
         outputs (with ``return_objects``: one row per object) and the flattened copy of the
         input (docs/sketch_schedule.md, Memory).
+
+        ``tuple_sampling``, ``sample_seed``: as in :meth:`sketch` (each graph's draws depend on
+        its content, not on its place in the batch).
         """
         if isinstance(graphs, Graph) or not isinstance(graphs, Sequence):
             raise TypeError("sketch_many takes a sequence of recsketch.Graph")
+        sampling = _sampling_args(tuple_sampling, sample_seed, False)
         if len(graphs) == 0:
             return np.zeros((0, self._d), dtype=self._dtype)
-        return self._sketch(list(graphs), False, num_threads)[0]
+        return self._sketch(list(graphs), False, num_threads, *sampling)[0]
 
     def _sketch(self, graphs: List[Graph], return_objects: bool,
-                num_threads: Optional[int]) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+                num_threads: Optional[int], tuple_sampling: Optional[int] = None,
+                sample_seed: int = 0) -> Tuple[np.ndarray, Optional[np.ndarray]]:
         threads = check_num_threads(num_threads)
         flat = flatten(graphs, self._d)
         self._check_registry(flat.module_depth, flat.module_dim)
+        if tuple_sampling is not None:
+            overall = np.array([sampled_sketch(self, g, tuple_sampling, sample_seed,
+                                               num_threads) for g in graphs])
+            overall = overall.astype(self._dtype, copy=False)
+            self._record(flat)
+            return overall, None
         flags, chosen = self._leaf_embeddings.plan(self, flat)
         if (len(graphs) > 1 and
                 self._leaf_embeddings.bytes_needed(self, chosen) > self._leaf_embeddings.budget_bytes):
@@ -304,13 +328,17 @@ class Sketcher:
             self._dtype == np.float64, return_objects, threads, leaf_embed, flags)
         if objects is not None:  # one row per object, in Handle.index order (no output rows)
             objects = objects[flat.object_rows]
+        self._record(flat)
+        return overall, objects
+
+    def _record(self, flat: Any) -> None:
+        """Record a sketched batch's modules in the registry."""
         with self._lock:
             # another thread may have registered a module meanwhile: check again, then record
             self._check_registry(flat.module_depth, flat.module_dim)
             for name in flat.modules:
                 self._modules.setdefault(name, ModuleInfo(flat.module_depth[name],
                                                           flat.module_dim[name]))
-        return overall, objects
 
     # -- matrices ------------------------------------------------------------------------------
     def _matrix(self, role: Tuple[Any, ...], key: int) -> RandomMatrix:
@@ -451,6 +479,21 @@ class Sketcher:
         except json.JSONDecodeError as exc:
             raise ValueError(f"invalid Sketcher JSON: {exc}") from exc
         return cls.from_dict(config)
+
+
+def _sampling_args(tuple_sampling: Any, sample_seed: Any, return_objects: bool
+                   ) -> Tuple[Optional[int], int]:
+    """Validated ``(tuple_sampling, sample_seed)`` of a sketching call."""
+    if tuple_sampling is None:
+        check_int(sample_seed, "sample_seed", minimum=0, maximum=2**64 - 1)
+        return None, 0
+    k = check_int(tuple_sampling, "tuple_sampling", minimum=1, maximum=MAX_TUPLE_SAMPLING)
+    seed = check_int(sample_seed, "sample_seed", minimum=0, maximum=2**64 - 1)
+    if return_objects:
+        raise ValueError("return_objects is not available with tuple_sampling (the object "
+                         "sketches of a sampled sketch are drawn only where a kept term "
+                         "reaches them)")
+    return k, seed
 
 
 def _unpickle_sketcher(text: str, query_cache_bytes: int) -> Sketcher:
