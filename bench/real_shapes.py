@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import zlib
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
@@ -274,17 +274,24 @@ class SciPyProducts:
     ``new_call()`` drops the module matrices (on fresh-module scenes each call brings new ones)
     and zeroes ``build_seconds``, the time spent generating matrices since, so that a timed call
     reports both "build + products" and "products only" (its time minus ``build_seconds``).
+    Fresh module matrices are held least-recently-used within ``module_bytes`` (a call's
+    modules at d = 16k would take ~50 GB; a module's matrices are used within one level, so
+    the bound costs no rebuilds on these scenes).
     """
 
-    def __init__(self, sk: rs.Sketcher, keep_modules: bool, dtype=np.float32):
+    def __init__(self, sk: rs.Sketcher, keep_modules: bool, dtype=np.float32,
+                 module_bytes: int = 2 << 30):
         self.sk, self.keep_modules, self.dtype = sk, keep_modules, dtype
+        self.module_bytes = module_bytes
         self.kept: Dict[Tuple, Callable] = {}
-        self.modules: Dict[Tuple, Callable] = {}
+        self.modules: "OrderedDict[Tuple, Tuple[Callable, int]]" = OrderedDict()
+        self.held = 0
         self.build_seconds = 0.0
 
     def new_call(self) -> None:
         if not self.keep_modules:
             self.modules.clear()
+            self.held = 0
         self.build_seconds = 0.0
 
     def _build(self, role, m: int):
@@ -298,25 +305,38 @@ class SciPyProducts:
                 if X.shape[1] < d:
                     X = np.concatenate([X, np.zeros((X.shape[0], d - X.shape[1]))], axis=1)
                 return full(np.asarray(X, np.float64)).astype(self.dtype)
-            return apply
+            return apply, 3 * d
         csr = role[0] == "position" or self.keep_modules
         M = R.to_scipy(self.dtype, columns=m, format="csr" if csr else "csc")
+        nbytes = M.data.nbytes + M.indices.nbytes + M.indptr.nbytes
         if csr:
-            return lambda X: np.asarray(M @ np.ascontiguousarray(X.T, self.dtype)).T
-        return lambda X: np.asarray(M @ np.asarray(X, self.dtype).T).T
+            return (lambda X: np.asarray(M @ np.ascontiguousarray(X.T, self.dtype)).T), nbytes
+        return (lambda X: np.asarray(M @ np.asarray(X, self.dtype).T).T), nbytes
+
+    def _get(self, role, m: int):
+        key = (role, m)
+        if role[0] == "position" or self.keep_modules:
+            got = self.kept.get(key)
+            if got is None:
+                t = time.perf_counter()
+                got = self.kept[key] = self._build(role, m)[0]
+                self.build_seconds += time.perf_counter() - t
+            return got
+        got = self.modules.get(key)
+        if got is not None:
+            self.modules.move_to_end(key)
+            return got[0]
+        t = time.perf_counter()
+        fn, nbytes = self._build(role, m)
+        while self.modules and self.held + nbytes > self.module_bytes:
+            self.held -= self.modules.popitem(last=False)[1][1]
+        self.modules[key] = (fn, nbytes)
+        self.held += nbytes
+        self.build_seconds += time.perf_counter() - t
+        return fn
 
     def __call__(self, role):
-        cache = self.kept if role[0] == "position" else self.modules
-
-        def apply(X):
-            key = (role, X.shape[1])
-            fn = cache.get(key)
-            if fn is None:
-                t = time.perf_counter()
-                fn = cache[key] = self._build(role, X.shape[1])
-                self.build_seconds += time.perf_counter() - t
-            return fn(X)
-        return apply
+        return lambda X: self._get(role, X.shape[1])(X)
 
     def prebuild_positions(self, graphs: Sequence[rs.Graph]) -> None:
         """Build the position matrices these graphs use (outside any timing)."""
