@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import SIZES, batch, block_sparse, csr, nnz
+from real_shapes import numpy_orthogonal
 
 import recsketch as rs
 
@@ -93,39 +94,6 @@ def test_simd_add_rate(benchmark):
     benchmark.extra_info["adds"] = 48 * ADD_PROBE_ROUNDS
     benchmark.pedantic(lambda: rs._core.add_rate_probe(ADD_PROBE_ROUNDS), rounds=20,
                        iterations=1, warmup_rounds=1)
-
-
-def numpy_fwht(x, scratch):
-    """Unnormalised FWHT of every row of x (n x d, float64), ping-ponging between x and
-    scratch with no temporaries; returns (result, the other buffer)."""
-    n, d = x.shape
-    src, dst = x, scratch
-    h = 1
-    while h < d:
-        a = src.reshape(n, d // (2 * h), 2, h)
-        b = dst.reshape(n, d // (2 * h), 2, h)
-        np.add(a[:, :, 0], a[:, :, 1], out=b[:, :, 0])
-        np.subtract(a[:, :, 0], a[:, :, 1], out=b[:, :, 1])
-        src, dst = dst, src
-        h *= 2
-    return src, dst
-
-
-def numpy_orthogonal(signs, d):
-    """R x for the rows of x, as a NumPy user would write it from R's sign diagonals."""
-    c = 1.0 / np.sqrt(d)
-    d1, d2c, d3c = (s.astype(np.float64) * f for s, f in zip(signs, (1.0, c, c)))
-
-    def apply(x):
-        v = x * d1
-        v, w = numpy_fwht(v, np.empty_like(v))
-        v *= d2c
-        v, w = numpy_fwht(v, w)
-        v *= d3c
-        v, w = numpy_fwht(v, w)
-        v *= c
-        return v
-    return apply
 
 
 @pytest.mark.parametrize("n", [1, 64])

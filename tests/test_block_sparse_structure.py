@@ -111,6 +111,32 @@ def test_to_scipy_matches_dense():
         assert np.array_equal(S.toarray(), dense.astype(dtype))
 
 
+@pytest.mark.parametrize("family", ["block_sparse", "orthogonal"])
+def test_to_scipy_first_columns_and_format(family):
+    d = 1008 if family == "block_sparse" else 1024
+    R = (matrix(1008, 42, 0.25, 1) if family == "block_sparse"
+         else rs.Sketcher(d, family="orthogonal", seed=1).module_matrix("cat", 0))
+    for m in (0, 1, 37, d):
+        # the columns through the product kernel: R e_j for the first m unit vectors
+        want = R.apply_short(np.eye(m)).T if m else np.zeros((d, 0))
+        for fmt in ("csr", "csc"):
+            S = R.to_scipy(columns=m, format=fmt)
+            assert S.format == fmt and S.shape == (d, m)
+            np.testing.assert_allclose(S.toarray(), want, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="columns"):
+        R.to_scipy(columns=d + 1)
+    with pytest.raises(ValueError, match="columns"):
+        R.to_scipy(columns=-1)
+    with pytest.raises(TypeError, match="columns"):
+        R.to_scipy(columns=2.0)
+    with pytest.raises(ValueError, match="format"):
+        R.to_scipy(format="coo")
+    if family == "block_sparse":  # the native entry point checks its range too
+        for bad in (-2, d + 1):
+            with pytest.raises(ValueError, match="columns"):
+                R._native.csc(True, 0, bad)
+
+
 # ---- Enc and its decoder --------------------------------------------------------------------
 
 @pytest.mark.parametrize("d,b", [(360, 36), (1008, 42), (4050, 45)])

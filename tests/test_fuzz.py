@@ -112,7 +112,7 @@ def test_matrix_apply(family, data):
 @given(st.one_of(st.integers(-2**70, 2**70), st.sampled_from(
     [0, 1, 2, 2**31 - 1, 2**31, 2**62, 2**62 + 1, 2**63 - 1, -1])))
 def test_integer_helpers(n):
-    for fn in (_core.min_block_size, _core.default_density):
+    for fn in (_core.min_block_size, _core.paper_density):
         try:
             out = fn(n)
         except BAD:

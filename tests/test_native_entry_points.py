@@ -133,7 +133,7 @@ def test_huge_d_sketch_is_refused_not_a_hang():
         for call in (lambda: rs.Sketcher(2**62 + 1), lambda: rs.Sketcher(2**40),
                      lambda: rs.min_block_size(2**62 + 1), lambda: rs.default_block_size(2**63 - 1),
                      lambda: _core.min_block_size(2**62 + 1), lambda: _core.ceil_log2(0),
-                     lambda: _core.default_density(2**62), lambda: _core.min_block_size(0)):
+                     lambda: _core.paper_density(2**62), lambda: _core.min_block_size(0)):
             try:
                 print("returned", call())
             except ValueError as exc:

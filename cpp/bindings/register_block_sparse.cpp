@@ -23,7 +23,7 @@ void register_block_sparse(py::module_& m) {
   };
   m.def("min_block_size", [=](std::int64_t d) { return recsketch::min_block_size(check_d(d)); },
         py::arg("d_sketch"));
-  m.def("default_density", [=](std::int64_t d) { return recsketch::default_density(check_d(d)); },
+  m.def("paper_density", [=](std::int64_t d) { return recsketch::paper_density(check_d(d)); },
         py::arg("d_sketch"));
   m.def("ceil_log2", [](std::int64_t n) {
     if (n < 1) throw std::invalid_argument("ceil_log2 needs n >= 1, got " + std::to_string(n));

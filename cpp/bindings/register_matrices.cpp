@@ -52,7 +52,8 @@ py::array_t<T> sign_array(const std::uint64_t* bits, std::int64_t n) {
 template <class I>
 py::tuple csc_arrays(const BlockSparseMatrix& R, const std::vector<std::int64_t>& counts, bool f64,
                      int num_threads) {
-  const std::int64_t d = R.family().d(), b = R.family().block_size();
+  // the first counts.size() columns
+  const std::int64_t d = static_cast<std::int64_t>(counts.size()), b = R.family().block_size();
   py::array_t<I> indptr(d + 1);
   I* ip = indptr.mutable_data();
   ip[0] = 0;
@@ -66,7 +67,7 @@ py::tuple csc_arrays(const BlockSparseMatrix& R, const std::vector<std::int64_t>
     I* ind = indices.mutable_data();
     V* val = data.mutable_data();
     recsketch_bind::without_gil(
-        [&] { recsketch::block_sparse_fill_csc<I, V>(R, ip, ind, val, num_threads); });
+        [&] { recsketch::block_sparse_fill_csc<I, V>(R, ip, ind, val, num_threads, d); });
     return std::move(data);
   };
   py::array data = f64 ? fill(double{}) : fill(float{});
@@ -120,11 +121,16 @@ void register_matrices(py::module_& m) {
           py::arg("num_threads") = 0, "Number of nonzero blocks of every column.")
       .def(
           "csc",
-          [](const BlockSparseMatrix& R, bool f64, int num_threads) {
+          [](const BlockSparseMatrix& R, bool f64, int num_threads, std::int64_t columns) {
             recsketch_bind::check_num_threads(num_threads);
-            std::vector<std::int64_t> counts(static_cast<std::size_t>(R.family().d()));
+            const std::int64_t d = R.family().d();
+            if (columns < -1 || columns > d)
+              throw std::invalid_argument("columns must be in [0, " + std::to_string(d) +
+                                          "] (or -1 for all), got " + std::to_string(columns));
+            const std::int64_t m = columns < 0 ? d : columns;
+            std::vector<std::int64_t> counts(static_cast<std::size_t>(m));
             recsketch_bind::without_gil([&] {
-              recsketch::block_sparse_column_counts(R, counts.data(), num_threads);
+              recsketch::block_sparse_column_counts(R, counts.data(), num_threads, m);
             });
             std::int64_t nnz = 0;
             for (std::int64_t c : counts) nnz += c * R.family().block_size();
@@ -132,8 +138,9 @@ void register_matrices(py::module_& m) {
             return nnz < 2147483647 ? csc_arrays<std::int32_t>(R, counts, f64, num_threads)
                                     : csc_arrays<std::int64_t>(R, counts, f64, num_threads);
           },
-          py::arg("float64") = true, py::arg("num_threads") = 0,
-          "(data, indices, indptr) of the matrix in CSC form.")
+          py::arg("float64") = true, py::arg("num_threads") = 0, py::arg("columns") = -1,
+          "(data, indices, indptr) of the matrix's first `columns` columns (-1: all) in CSC "
+          "form.")
       .def("signature",
            [](const BlockSparseMatrix& R) {
              return sign_array<std::int8_t>(R.signature_bits(), R.family().third());

@@ -82,7 +82,7 @@ def min_block_size(d_sketch: int) -> int:
 def paper_density(d_sketch: int) -> float:
     """The paper's block probability ``q = min(1, log2(d) / sqrt(d))`` (Theorem 4 asks for
     ``q >= polylog(d) / sqrt(d)``; ``Sketcher(d, density="paper")``)."""
-    return float(_core.default_density(check_int(d_sketch, "d_sketch", minimum=1, maximum=MAX_D_SKETCH)))
+    return float(_core.paper_density(check_int(d_sketch, "d_sketch", minimum=1, maximum=MAX_D_SKETCH)))
 
 
 # Default density rule: the probability that a column has no nonzero block, (1 - q)^(d/b), is

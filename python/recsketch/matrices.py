@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any, Optional, Tuple, Union
 
 import numpy as np
 
-from ._checks import as_float_batch, check_num_threads
+from ._checks import as_float_batch, check_int, check_num_threads
 from ._native import _core
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -139,17 +139,30 @@ class RandomMatrix:
         return self.rmatvec(np.ascontiguousarray(arr))
 
     # -- materialisation, for tests and interoperability ---------------------------------------
-    def to_scipy(self, dtype: Any = np.float64) -> "scipy.sparse.csr_matrix":
-        """The matrix as a SciPy CSR matrix (``dtype`` float64 or float32). Needs SciPy."""
+    def to_scipy(self, dtype: Any = np.float64, *, columns: Optional[int] = None,
+                 format: str = "csr") -> "scipy.sparse.spmatrix":
+        """The matrix as a SciPy sparse matrix (``dtype`` float64 or float32). Needs SciPy.
+
+        ``columns=m`` gives only the first ``m`` columns, shape ``(d, m)``, generating no
+        other column: the part of ``R`` that :meth:`apply_short` uses for inputs of length
+        ``m``. ``format`` is ``"csr"`` (default) or ``"csc"``; the block-sparse family is
+        generated column by column, so ``"csc"`` skips a conversion.
+        """
         import scipy.sparse as sp
 
         dt = np.dtype(dtype)
         if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
             raise TypeError(f"dtype must be float32 or float64, got {dt}")
+        if format not in ("csr", "csc"):
+            raise ValueError(f"format must be 'csr' or 'csc', got {format!r}")
+        m = self._d if columns is None else check_int(columns, "columns", minimum=0,
+                                                       maximum=self._d)
         if self._family == "orthogonal":
-            return sp.csr_matrix(self.to_dense().astype(dt, copy=False))
-        data, indices, indptr = self._native.csc(dt == np.float64)
-        return sp.csc_matrix((data, indices, indptr), shape=self.shape).tocsr()
+            dense = self.matvec(np.eye(m, self._d)).T if m else np.zeros((self._d, 0))
+            return sp.csr_matrix(dense.astype(dt, copy=False)).asformat(format)
+        data, indices, indptr = self._native.csc(dt == np.float64, 0, m)
+        out = sp.csc_matrix((data, indices, indptr), shape=(self._d, m))
+        return out if format == "csc" else out.tocsr()
 
     def to_dense(self) -> np.ndarray:
         """The matrix as a dense float64 array (refused above 4 GiB)."""

@@ -593,10 +593,11 @@ void block_sparse_transpose(const BlockSparseMatrix& R, const T* y, std::int64_t
     });
 }
 
-// Nonzero blocks per column (the exact squared norm of column j is count_j * b / (d q)).
+// Nonzero blocks per column (the exact squared norm of column j is count_j * b / (d q)), for
+// the first n_cols columns (all of them when n_cols < 0).
 inline void block_sparse_column_counts(const BlockSparseMatrix& R, std::int64_t* counts,
-                                       int num_threads) {
-  const std::int64_t d = R.family().d();
+                                       int num_threads, std::int64_t n_cols = -1) {
+  const std::int64_t d = n_cols < 0 ? R.family().d() : std::min(n_cols, R.family().d());
   parallel_for((d + 1023) / 1024, num_threads, [&](std::int64_t task) {
     const std::int64_t j1 = std::min(d, (task + 1) * 1024);
     for (std::int64_t j = task * 1024; j < j1; ++j) {
@@ -607,13 +608,15 @@ inline void block_sparse_column_counts(const BlockSparseMatrix& R, std::int64_t*
   });
 }
 
-// Fills CSC arrays; indptr (d + 1 entries) must already hold the prefix sums of b * counts.
+// Fills the CSC arrays of the first n_cols columns (all when n_cols < 0); indptr (n_cols + 1
+// entries) must already hold the prefix sums of b * counts.
 template <class I, class V>
 void block_sparse_fill_csc(const BlockSparseMatrix& R, const I* indptr, I* indices, V* data,
-                           int num_threads) {
+                           int num_threads, std::int64_t n_cols = -1) {
   using namespace detail;
   const BlockSparseFamily& f = R.family();
-  const std::int64_t d = f.d(), b = f.block_size(), third = f.third();
+  const std::int64_t d = n_cols < 0 ? f.d() : std::min(n_cols, f.d());
+  const std::int64_t b = f.block_size(), third = f.third();
   const int L = f.index_bits();
   const double scale = f.scale();
   const std::vector<double> sig = signature_signs(R);

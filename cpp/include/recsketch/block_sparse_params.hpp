@@ -29,10 +29,11 @@ inline constexpr double kMinDensity = 1.0 / 4294967296.0;
 // Algorithm 1 needs b/3 >= ceil(log2 d) + 3 entries (a leading +1, the index, two parity bits).
 inline std::int64_t min_block_size(std::int64_t d) noexcept { return 3 * (ceil_log2(d) + 3); }
 
-// Default block probability q = log2(d) / sqrt(d), capped at 1: Theorem 4 asks for
-// q >= polylog / sqrt(d), and this keeps ~sqrt(d)/3 nonzero blocks per column, so column norms
-// concentrate as d grows (their relative spread is about 1/sqrt(q d / b)).
-inline double default_density(std::int64_t d) noexcept {
+// The paper's block probability q = log2(d) / sqrt(d), capped at 1 (Theorem 4 asks for
+// q >= polylog / sqrt(d)). It is not the library's default: the Python layer's
+// recsketch.default_density picks the smallest q that leaves a column empty with probability
+// at most 1e-8, which depends on the block size as well (docs/density.md).
+inline double paper_density(std::int64_t d) noexcept {
   const double q = std::log2(static_cast<double>(d)) / std::sqrt(static_cast<double>(d));
   return q < 1.0 ? q : 1.0;
 }
