@@ -436,15 +436,17 @@ def test_joint_answers_do_not_depend_on_the_query_cache(tmp_path):
         else:
             assert got == want
     n = plan["unknowns"]
-    # design + factor, and the probes of the 3 modules (dims 3, 4 and 2 in small_room)
+    # the factor, and the probes of the 3 modules (dims 3, 4 and 2 in small_room); the design
+    # (8 n d) is kept only where there is room beside them
     dims = sum(ref.module_info(m).attribute_dim + 1 for m in ("wall", "cat", "edge"))
-    assert plan["cache_bytes_needed"] == 8 * n * (512 + n) + 8 * dims * 512
+    assert plan["cache_bytes_needed"] == 8 * n * n + 8 * dims * 512
+    assert plan["design_bytes"] == 8 * n * (512 + n)
     for cache in (plan["cache_bytes_needed"], 3 * plan["cache_bytes_needed"], 256 << 20):
         sk = rs.Sketcher(512, family="orthogonal", seed=0, query_cache_bytes=cache)
         sk.sketch(g)
         assert sk.decoder.joint_plan(fan_in=3) == plan
         assert sk.mass(s, "cat", method="joint", fan_in=3) == want
-    for cache in (plan["cache_bytes_needed"] - 1, 150_000, 60_000):
+    for cache in (plan["cache_bytes_needed"] - 1, 60_000):
         sk.decoder.cache_bytes = cache
         assert sk.decoder.joint_plan(fan_in=3) == plan
         with pytest.raises(ValueError, match=rf"cache_bytes is {cache}: raise cache_bytes to "
@@ -471,27 +473,52 @@ def test_joint_answers_do_not_depend_on_the_query_cache(tmp_path):
 
 
 def test_joint_design_is_built_once_at_the_cache_limit(monkeypatch):
-    # With the cache at exactly 8 n (d + n) (design + factor) the probes evicted the design
-    # and every query rebuilt it. The cache must now hold the modules' probes beside them.
+    # The cache must hold the factor and every planned module's path=None probes (both
+    # channels), all made from one build of the design; the design itself (8 n d) stays only
+    # where there is room for it too. The room at fan_in 8 needed 370 MiB at d = 16k when the
+    # design had to stay: refused with the default 256 MiB cache.
     builds, factors = _count_design_builds(monkeypatch)
     g, _ = small_room(np.random.default_rng(0))
-    sk = rs.Sketcher(512, family="orthogonal", seed=0)
-    s = sk.sketch(g)
-    n = sk.decoder.joint_plan(fan_in=3)["unknowns"]
-    # the old limit, design + factor only: refused now, not rebuilt per query
-    sk.decoder.cache_bytes = 8 * n * (512 + n)
-    for module in ("wall", "cat", "edge", "wall"):
-        with pytest.raises(ValueError, match="raise cache_bytes"):
-            sk.mass(s, module, method="joint", fan_in=3)
-    assert builds == []
-    # with the probes' room (dims 3, 4, 2: 12 rows of d) it is built once
-    sk.decoder.cache_bytes = 8 * n * (512 + n) + 8 * 12 * 512
-    for _ in range(3):
-        for module in ("wall", "cat", "edge"):
-            sk.mass(s, module, method="joint", fan_in=3)
-            sk.attributes(s, module, method="joint", fan_in=3)
-            sk.summed_attributes(s, module, 1.0, method="joint", fan_in=3)
-    assert len(builds) == 1 and len(factors) == 1
+    ref = rs.Sketcher(512, family="orthogonal", seed=0)
+    s = ref.sketch(g)
+    n = ref.decoder.joint_plan(fan_in=3)["unknowns"]
+    need = 8 * n * n + 8 * 12 * 512   # dims 3, 4, 2: 12 probe rows of d
+    assert ref.decoder.joint_plan(fan_in=3)["cache_bytes_needed"] == need
+
+    def answers(sk):
+        out = []
+        for _ in range(3):
+            for module in ("wall", "cat", "edge"):
+                out.append(sk.mass(s, module, method="joint", fan_in=3))
+                out.extend(sk.attributes(s, module, method="joint", fan_in=3))
+                out.append(sk.summed_attributes(s, module, 1.0, method="joint", fan_in=3))
+        return out
+
+    want = answers(ref)
+    want_path = ref.attributes(s, "edge", path=[3, 2], method="joint", fan_in=3)
+    builds.clear()
+    factors.clear()
+    for cache, kept in ((need - 1, None), (need, False), (need + 8 * n * 512 - 1, False),
+                        (need + 8 * n * 512, True)):
+        sk = rs.Sketcher(512, family="orthogonal", seed=0, query_cache_bytes=cache)
+        sk.sketch(g)
+        if kept is None:   # too small for the factor and probes: refused, nothing built
+            with pytest.raises(ValueError, match=f"raise cache_bytes to at least {need}"):
+                sk.mass(s, "wall", method="joint", fan_in=3)
+            assert builds == []
+            continue
+        got = answers(sk)
+        assert len(builds) == 1 and len(factors) == 1   # every path=None query: one build
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a, b)
+        # a path query needs the design again: rebuilt unless kept (the same answer)
+        for _ in range(2):
+            path = sk.attributes(s, "edge", path=[3, 2], method="joint", fan_in=3)
+            np.testing.assert_array_equal(path.attributes, want_path.attributes)
+            assert path.weight == want_path.weight
+        assert len(builds) == (1 if kept else 2) and len(factors) == 1
+        builds.clear()
+        factors.clear()
 
 
 def test_joint_plans_each_query_once(monkeypatch):

@@ -12,7 +12,7 @@ query on many stored sketches is a single matrix product; longer outputs and sub
 through the native transposes.
 
 ``"joint"`` fits the whole sketch instead (``joint.py``): a least-squares solve over the words
-of every registered module on every path up to a fan-in bound, whose design and Gram factor
+of every registered module on every path up to a fan-in bound, whose Gram factor and probes
 are cached here like the probe matrices.
 """
 
@@ -22,7 +22,8 @@ import hashlib
 import os
 import sys
 import warnings
-from typing import TYPE_CHECKING, Any, Dict, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import (TYPE_CHECKING, Any, Callable, Dict, List, NamedTuple, Optional, Sequence,
+                    Tuple, Union)
 
 import numpy as np
 
@@ -31,6 +32,7 @@ from ._checks import FLOAT_DTYPES, MAX_POSITION, check_int, check_num_threads
 from ._probes import POSITION, Letter, Probe, WeightedWord, Word, build_probe
 from .erasure import ErasedSketch
 from .joint import (JOINT_FAN_IN, JOINT_MAX_UNKNOWNS, Block, Extension, cache_bytes_needed,
+                    keeps_design,
                     cache_too_small, check_fan_in, check_method, design_rows, extend, extra_blocks,
                     gram_factor, over_budget, plan_blocks, read_out, unknowns_budget)
 from .queries import AttributeEstimate, SubSketch
@@ -85,6 +87,8 @@ class _JointPlan(NamedTuple):
     kept_key: Optional[Tuple[Any, ...]]    # an erased sketch's kept coordinates
     registry: Dict[str, Any]               # the registry snapshot it plans
     fan_in: int
+    need: int                              # cache bytes it must hold (cache_bytes_needed)
+    probe_modules: Tuple[str, ...]         # modules of the path=None probes, in their order
 
 
 class Decoder:
@@ -105,10 +109,12 @@ class Decoder:
         Budget of the cache (default :data:`QUERY_CACHE_BYTES`, 256 MiB). A module's entries
         take about ``8 * d_sketch * (attribute_dim + 1)`` bytes per (method, path), plus
         ``16 * d_sketch`` for its column norms; change the budget with :attr:`cache_bytes`.
-        ``method="joint"`` keeps its design and Gram factor here (``8 n (d_sketch + n)`` bytes
-        for ``n`` unknowns) beside its modules' probes, or refuses the query (the cache never
-        changes which levels are enumerated: :attr:`joint_max_unknowns` and the coordinates
-        read do; ``joint_plan`` shows ``cache_bytes_needed``).
+        ``method="joint"`` keeps its Gram factor (``8 n^2`` bytes for ``n`` unknowns) and its
+        modules' ``path=None`` probes here, and its design (``8 n d_sketch``) too where there
+        is room (else the design is rebuilt, the same bits, for ``path`` queries), or refuses
+        the query (the cache never changes which levels are enumerated:
+        :attr:`joint_max_unknowns` and the coordinates read do; ``joint_plan`` shows
+        ``cache_bytes_needed``).
     """
 
     def __init__(self, sketcher: "Sketcher", cache_bytes: int = QUERY_CACHE_BYTES):
@@ -156,9 +162,10 @@ class Decoder:
         paths are enumerated (``path_depths``) and those fitted path-free (``path_free_depths``),
         ``budget`` (the most unknowns it may fit: half of the coordinates read, at most
         :attr:`joint_max_unknowns`), ``design_bytes`` (design and Gram factor,
-        ``8 * unknowns * (d_sketch + unknowns)``) and ``cache_bytes_needed`` (that and
-        ``8 * d_sketch * (attribute_dim + 1)`` per planned module for the ``path=None`` probes:
-        a smaller :attr:`cache_bytes` refuses the queries; it never changes the plan). Queries
+        ``8 * unknowns * (d_sketch + unknowns)``: the working memory of the first query) and
+        ``cache_bytes_needed`` (the factor, ``8 * unknowns^2``, and ``8 * d_sketch *
+        (attribute_dim + 1)`` per planned module for the ``path=None`` probes: a smaller
+        :attr:`cache_bytes` refuses the queries; it never changes the plan). Queries
         refuse a plan with ``unknowns > budget``. ``d_kept``: the coordinates an erased sketch
         keeps (default all)."""
         f = check_fan_in(JOINT_FAN_IN if fan_in is None else fan_in)
@@ -194,10 +201,11 @@ class Decoder:
         if not np.all(np.isfinite(values)):
             raise ValueError("sketch contains NaN or infinity")
         plan = self._joint_setup(inp, f, self._sk.modules)
-        rows, factor = self._joint_design(inp, plan, threads)
+        rows = self._joint_rows(inp, plan, threads)
+        factor = self._joint_factor(inp, plan, threads, rows)
         import scipy.linalg as sla
 
-        half = sla.solve_triangular(factor, rows @ values.T, lower=True)   # L^-1 A s
+        half = sla.solve_triangular(factor, rows() @ values.T, lower=True)   # L^-1 A s
         total = np.einsum("ij,ij->i", values, values)
         left = np.maximum(total - np.einsum("ij,ij->j", half, half), 0.0)
         out = np.sqrt(np.divide(left, total, out=np.zeros_like(total), where=total > 0))
@@ -376,8 +384,8 @@ class Decoder:
         n = sum(b.size for b in blocks)
         if n > budget:
             raise over_budget(n, len(registry), kept, max_unknowns)
-        probe_rows = sum(i.attribute_dim + 1 for m, i in registry.items()
-                         if any(b.module == m for b in blocks))
+        probe_modules = tuple(sorted({b.module for b in blocks}))
+        probe_rows = sum(registry[m].attribute_dim + 1 for m in probe_modules)
         need = cache_bytes_needed(n, self._d, probe_rows)
         limit = self._cache.limit
         if need > limit:
@@ -389,7 +397,7 @@ class Decoder:
             kept_key = ("kept", int(idx.size),
                         hashlib.blake2b(idx.tobytes(), digest_size=16).hexdigest())
         return _JointPlan(blocks, budget, max_unknowns, ("joint", fan_in, budget, reg_key),
-                          kept_key, registry, fan_in)
+                          kept_key, registry, fan_in, need, probe_modules)
 
     def _joint_probe(self, inp: _Input, module: str, path: Optional[Tuple[int, ...]],
                      channel: int, k: int, plan: "_JointPlan", threads: Optional[int]
@@ -427,8 +435,17 @@ class Decoder:
                 "method='matched'; see sk.decoder.joint_plan() and joint_residual()",
                 RuntimeWarning, stacklevel=_user_stacklevel())
 
+        if path is None:
+            # one probe matrix for every planned module's two channels, made from the build
+            # of the design that makes the factor (the design need not stay in the cache)
+            offset = sum(registry[m].attribute_dim + 1
+                         for m in plan.probe_modules[:plan.probe_modules.index(module)])
+            first = offset if channel == 1 else offset + registry[module].attribute_dim
+            return self._joint_design(inp, plan, threads)[1][first:first + k]
+
         def build() -> np.ndarray:
-            rows, factor = self._joint_design(inp, plan, threads)
+            rows = self._joint_rows(inp, plan, threads)
+            factor = self._joint_factor(inp, plan, threads, rows)
             ext = None
             if more:
                 erows = self._cache.get(key + ("extra rows", module, path),
@@ -436,30 +453,29 @@ class Decoder:
                 if kept_key is not None:
                     erows = erows[:, inp.indices]
                 both = self._cache.get(key + ("extension", module, path, kept_key),
-                                       lambda: extend(rows, factor, erows))
-                ext = Extension(erows, both[:, :rows.shape[0]], both[:, rows.shape[0]:])
-            select = np.zeros((k, n_all))
+                                       lambda: extend(rows(), factor, erows))
+                ext = Extension(erows, both[:, :factor.shape[0]], both[:, factor.shape[0]:])
+            dim = registry[module].attribute_dim
+            select = np.zeros((dim + 1, n_all))
             for b in every:
-                if b.module != module or (path is not None and b.path != path):
-                    continue
-                if channel == 1:
-                    select[np.arange(k), b.start + np.arange(k)] = 1.0
-                else:
-                    select[0, b.start + b.dim] = 1.0
-            return read_out(rows, factor, select, ext)
+                if b.module == module and b.path == path:
+                    select[np.arange(dim), b.start + np.arange(dim)] = 1.0
+                    select[dim, b.start + dim] = 1.0
+            return read_out(rows(), factor, select, ext)
 
-        return self._cache.get(key + ("z", module, path, channel, k, kept_key), build)
+        # both channels of the path's unknowns in one probe (attributes, then the count)
+        z = self._cache.get(key + ("z", module, path, kept_key), build)
+        return z[:k] if channel == 1 else z[registry[module].attribute_dim:][:1]
 
-    def _joint_design(self, inp: _Input, plan: "_JointPlan", threads: Optional[int]
-                      ) -> Tuple[np.ndarray, np.ndarray]:
-        """The plan's design rows (restricted to an erased sketch's coordinates) and the
-        Cholesky factor of their Gram matrix. :meth:`_joint_setup` checked that the cache holds
-        both beside every module's ``path=None`` probes
-        (:func:`recsketch.joint.cache_bytes_needed`), so those queries build them once (the
-        factor per set of kept coordinates of an erased sketch). Other entries (``path``
-        probes and extensions, other methods' probes, erased sketches' factors) can evict
-        them; they are then rebuilt, the same bits, and the answers do not change."""
-        blocks, key, kept_key = plan.blocks, plan.key, plan.kept_key
+    def _joint_rows(self, inp: _Input, plan: "_JointPlan", threads: Optional[int]
+                    ) -> Callable[[], np.ndarray]:
+        """A function returning the plan's design rows (restricted to an erased sketch's
+        coordinates), built at most once per call: kept in the cache when it has room for them
+        beside what the plan must hold (:func:`recsketch.joint.keeps_design`), else rebuilt
+        for each use (the same bits: the cache decides speed, never answers)."""
+        blocks, key = plan.blocks, plan.key
+        n = sum(b.size for b in blocks)
+        held: List[np.ndarray] = []
 
         def build() -> np.ndarray:
             if blocks and all(b.path is None for b in blocks):
@@ -476,10 +492,54 @@ class Decoder:
                     RuntimeWarning, stacklevel=_user_stacklevel())
             return design_rows(self._sk, blocks, threads)
 
-        rows = self._cache.get(key + ("rows",), build)
-        if kept_key is not None:
-            rows = rows[:, inp.indices]
-        return rows, self._cache.get(key + ("factor", kept_key), lambda: gram_factor(rows))
+        def rows() -> np.ndarray:
+            if not held:
+                if keeps_design(n, self._d, plan.need, self._cache.limit):
+                    full = self._cache.get(key + ("rows",), build)
+                else:
+                    full = build()
+                held.append(full if plan.kept_key is None else full[:, inp.indices])
+            return held[0]
+
+        return rows
+
+    def _joint_factor(self, inp: _Input, plan: "_JointPlan", threads: Optional[int],
+                      rows: Optional[Callable[[], np.ndarray]] = None) -> np.ndarray:
+        """The Cholesky factor of the plan's Gram matrix (per set of kept coordinates);
+        ``rows``: the design's getter of this call (:meth:`_joint_rows`), so that a design
+        not kept in the cache is built once for the factor and what follows."""
+        if rows is None:
+            rows = self._joint_rows(inp, plan, threads)
+        return self._cache.get(plan.key + ("factor", plan.kept_key), lambda: gram_factor(rows()))
+
+    def _joint_design(self, inp: _Input, plan: "_JointPlan", threads: Optional[int]
+                      ) -> Tuple[np.ndarray, np.ndarray]:
+        """The Cholesky factor of the plan's Gram matrix and the probes of every planned
+        module's ``path=None`` queries (both channels; ``plan.probe_modules`` in order,
+        attribute rows then the count row), from one build of the design.
+        :meth:`_joint_setup` checked that the cache holds both
+        (:func:`recsketch.joint.cache_bytes_needed`), so those queries build the design once
+        (per set of kept coordinates of an erased sketch). Other entries (``path`` probes and
+        extensions, other methods' probes, erased sketches' factors) can evict them; they
+        are then rebuilt, the same bits, and the answers do not change."""
+        registry = plan.registry
+        rows = self._joint_rows(inp, plan, threads)
+        factor = self._joint_factor(inp, plan, threads, rows)
+
+        def probes() -> np.ndarray:
+            n = factor.shape[0]
+            select = np.zeros((sum(registry[m].attribute_dim + 1 for m in plan.probe_modules), n))
+            first = {}
+            at = 0
+            for m in plan.probe_modules:
+                first[m] = at
+                at += registry[m].attribute_dim + 1
+            for b in plan.blocks:
+                r = first[b.module]
+                select[r + np.arange(b.size), b.start + np.arange(b.size)] = 1.0
+            return read_out(rows(), factor, select)
+
+        return factor, self._cache.get(plan.key + ("probes", plan.kept_key), probes)
 
     def _joint_estimate(self, inp: _Input, module: str, path: Optional[Tuple[int, ...]],
                         channel: int, k: int, plan: "_JointPlan", threads: Optional[int]
