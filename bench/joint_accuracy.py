@@ -25,7 +25,7 @@ Sections (each can be run alone: python bench/joint_accuracy.py SECTION [args]):
           5-30 modules registered, d = 1024): joint's mass error against matched's, with
           fan_in = 8 (nothing enumerated past 3 modules) and fan_in = 3.  args: n_seeds
   default the room with every default (fan_in, query cache): errors, plan, first-query time.
-                                                                args: n_draws max_d
+                                              args: n_draws max_d min_d family[,family]
   catlamp the issue's unseen scene (a cat with three edges, a lamp sharing one, two walls),
           block_sparse d = 16,218, q = 0.1.                     args: n_seeds
   bias    mean signed error over matrix draws where the joint model is not exact (loose
@@ -599,7 +599,7 @@ def section_catlamp(n_seeds=24, d=16218, q=0.1):
 
 
 # -- the default call ------------------------------------------------------------------------------
-def section_default(n_draws=2, max_d=65536, families=("orthogonal", "block_sparse")):
+def section_default(n_draws=2, max_d=65536, min_d=0, families=("orthogonal", "block_sparse")):
     """The README's room read with ``method="joint"`` and every default (fan_in, query cache,
     joint_max_unknowns; the bench's density), beside paper and matched on the same sketches:
     mean l-inf error, the plan, the first joint query's time (design, factor and every
@@ -609,7 +609,7 @@ def section_default(n_draws=2, max_d=65536, families=("orthogonal", "block_spars
 
     queries = ["cat (i)", "wall (ii)", "edge (ii), depth 3", "wall count", "edge mass (depth 3)"]
     for family in families:
-        sizes = [d for d in SIZES[family] if d <= max_d]
+        sizes = [d for d in SIZES[family] if min_d <= d <= max_d]
         print(f"\n{family}: default call, {n_draws} draws, mean l-inf error paper / matched / "
               f"joint; load {os.getloadavg()[0]:.1f}\n")
         print("| d | plan (unknowns, cache needed) | first query / first path query | "
@@ -677,7 +677,10 @@ if __name__ == "__main__":
     elif section == "unused":
         section_unused(int(args[0]) if args else 8)
     elif section == "default":
-        section_default(int(args[0]) if args else 2, int(args[1]) if len(args) > 1 else 65536)
+        section_default(int(args[0]) if args else 2, int(args[1]) if len(args) > 1 else 65536,
+                        int(args[2]) if len(args) > 2 else 0,
+                        tuple(args[3].split(",")) if len(args) > 3 else ("orthogonal",
+                                                                         "block_sparse"))
     elif section == "catlamp":
         section_catlamp(int(args[0]) if args else 24)
     elif section == "bias":
