@@ -95,9 +95,10 @@ class Decoder:
 
     @property
     def joint_max_unknowns(self) -> int:
-        """Most unknowns ``method="joint"`` may fit (default :data:`JOINT_MAX_UNKNOWNS`, 4096;
-        also at most half the coordinates read). With the registry and ``fan_in`` it decides
-        the plan, so the answers; the query cache must then hold the plan's design
+        """Most unknowns ``method="joint"`` may fit (default
+        :data:`recsketch.joint.JOINT_MAX_UNKNOWNS`, 4096; also at most half the coordinates
+        read). With the registry and ``fan_in`` it decides the plan, so the answers; the query
+        cache must then hold the plan's factor and one probe
         (``joint_plan()["cache_bytes_needed"]``). Part of the Sketcher's configuration when not
         the default (``Sketcher.to_json``, pickling): a Repository created with this Sketcher,
         and reopened, answers with it (it keeps the value its Sketcher had at ``create``)."""
