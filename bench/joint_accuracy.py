@@ -10,6 +10,9 @@ Sections (each can be run alone: python bench/joint_accuracy.py SECTION [args]):
           fan_in = 5: median and quartiles of the error ratios paper/joint and matched/joint per
           query kind and depth, and how often a query's error is below half its quantity.
                                                                 args: n_scenes d family
+  random50  the same with scenes of exactly 5 ... 50 objects (evenly spaced; the capped draw
+          of "random" reached 31), and per-scene summaries: how often joint's median error
+          is below / above matched's.                          args: n_scenes d family
   time    time per query of a cached joint read against a cached matched read on one sketch,
           and the one-off build (design + Gram factor), same run.  args: d family
   wide    64 top-level objects (fan-in 64): the enumeration does not fit at d = 4096, only
@@ -21,9 +24,13 @@ Sections (each can be run alone: python bench/joint_accuracy.py SECTION [args]):
   unused  registered modules that are in no sketch (3 top-level objects of 3 modules of dim 16,
           5-30 modules registered, d = 1024): joint's mass error against matched's, with
           fan_in = 8 (nothing enumerated past 3 modules) and fan_in = 3.  args: n_seeds
+  default the room with every default (fan_in, query cache): errors, plan, first-query time.
+                                              args: n_draws max_d min_d family[,family]
+  catlamp the issue's unseen scene (a cat with three edges, a lamp sharing one, two walls),
+          block_sparse d = 16,218, q = 0.1.                     args: n_seeds
   bias    mean signed error over matrix draws where the joint model is not exact (loose
           fan_in at d = 1024: the depth-3 edges path-free; fan_in = 2 at d = 4096, below the
-          output's fan-in 3: the cat at position 3 and its edges unmodelled).                                args: n_draws
+          output's fan-in 3: the cat at position 3 and its edges unmodelled).  args: n_draws
 
 Block-sparse densities are passed explicitly (q = min(1, log2 d / sqrt d)) so that a change of
 the library's default does not move these figures.
@@ -47,8 +54,8 @@ SIZES = {"orthogonal": [1024, 4096, 16384, 65536], "block_sparse": [1008, 4095, 
 METHODS = ("paper", "matched", "joint")
 
 
-# A 2 GiB query cache lets the joint plan enumerate up to 4,096 unknowns (design + factor
-# 8 n (d + n) bytes, up to 1.3 GB here): the default 256 MiB would leave deeper levels path-free.
+# A 2 GiB query cache also keeps the designs (up to 1.3 GB here), so case (ii) queries do not
+# rebuild them: speed only, the answers do not depend on the cache (docs/joint.md).
 CACHE = 2 << 30
 
 
@@ -140,9 +147,27 @@ def section_room(n_seeds=8, max_d=65536):
 
 
 # -- random scenes --------------------------------------------------------------------------------
-def random_scene(rng, fan_in=5):
+def level_counts(rng, total, fan_in=5):
+    """Objects per level (top first) of a scene of exactly ``total`` objects: a depth among
+    2-4 that can hold it (each level at most ``fan_in`` x the one above, the top at most
+    ``fan_in``), then a uniform draw of the levels' counts among those that fit."""
+    depths = [h for h in (2, 3, 4) if sum(fan_in ** k for k in range(1, h)) >= total]
+    depth = depths[int(rng.integers(len(depths)))]
+    while True:
+        cuts = np.sort(rng.choice(np.arange(1, total), depth - 2, replace=False))
+        counts = np.diff(np.concatenate([[0], cuts, [total]])).astype(int).tolist()
+        if counts[0] <= fan_in and all(b <= fan_in * a for a, b in zip(counts, counts[1:])):
+            return counts
+
+
+def random_scene(rng, fan_in=5, total=None):
     """A DAG of 5-50 objects, depth 2-4, every object's fan-in <= fan_in, children shared by
-    several parents, two modules per level (attribute lengths fixed per module name)."""
+    several parents, two modules per level (attribute lengths fixed per module name).
+    Without ``total`` the level counts are drawn as in the tables of docs/joint.md (capped
+    by the levels above, so scenes reached 31 objects); with it the scene has exactly
+    ``total`` objects (:func:`level_counts`)."""
+    if total is not None:
+        return scene_from_counts(rng, level_counts(rng, total, fan_in), fan_in)
     depth = int(rng.integers(2, 5))
     total = int(rng.integers(5, 51))
     # objects per level, top first: at most fan_in at the top, fan_in x the level above below
@@ -156,6 +181,12 @@ def random_scene(rng, fan_in=5):
         share = remaining if k == depth - 2 else int(rng.integers(1, remaining + 1))
         counts[k] = int(min(cap, max(1, share)))
         remaining = max(remaining - counts[k], depth - 2 - k)
+    return scene_from_counts(rng, counts, fan_in)
+
+
+def scene_from_counts(rng, counts, fan_in=5):
+    """The DAG of :func:`random_scene` with ``counts`` objects per level (top first)."""
+    depth = len(counts) + 1
     g = rs.Graph()
     below = []
     for level in range(depth, 1, -1):
@@ -198,17 +229,26 @@ def all_paths(g):
     return out
 
 
-def section_random(n_scenes=16, d=16384, family="orthogonal", fan_in=5):
+def section_random(n_scenes=16, d=16384, family="orthogonal", fan_in=5, spread=False):
+    """``spread``: scenes of exactly 5 ... 50 objects, evenly spaced over the scenes
+    (:func:`level_counts`; other seeds than the capped draw), and per-scene summaries."""
     res = {}
     n_obj = []
+    per_scene = []   # per scene: (median matched/joint, median paper/joint) relative errors
     t0 = time.time()
     for sc in range(n_scenes):
-        rng = np.random.default_rng(10_000 + sc)
-        g = random_scene(rng, fan_in)
+        if spread:
+            rng = np.random.default_rng(20_000 + sc)
+            total = 5 + round(45 * sc / max(1, n_scenes - 1))
+            g = random_scene(rng, fan_in, total)
+        else:
+            rng = np.random.default_rng(10_000 + sc)
+            g = random_scene(rng, fan_in)
         n_obj.append(len(g))
         sk = sketcher(family, d, sc)
         s = sk.sketch(g)
         paths = all_paths(g)
+        before = {key: {m: len(v) for m, v in r.items()} for key, r in res.items()}
         qrng = np.random.default_rng(sc)
         # one case-(ii) path per depth, drawn once for every method
         picks = {}
@@ -235,6 +275,17 @@ def section_random(n_scenes=16, d=16384, family="orthogonal", fan_in=5):
                 x = g.attributes(hd)
                 res.setdefault(("attributes (ii)", h), {}).setdefault(m, []).append(
                     (float(np.max(np.abs(est - x))), float(x.max())))
+        rel = {m: [] for m in METHODS}   # this scene's errors relative to their quantity
+        for key, r in res.items():
+            for m in METHODS:
+                for e, q in r[m][before.get(key, {}).get(m, 0):]:
+                    rel[m].append(e / q)
+        floor = 1e-6
+        per_scene.append((len(g), np.median(np.array(rel["matched"])
+                                            / np.maximum(np.array(rel["joint"]), floor)),
+                          np.median(np.array(rel["paper"])
+                                    / np.maximum(np.array(rel["joint"]), floor)),
+                          np.median(rel["matched"]), np.median(rel["joint"])))
         print(f"  scene {sc}: {len(g)} objects ({time.time() - t0:.0f} s)", file=sys.stderr,
               flush=True)
     print(f"\n{family}, d = {d}, {n_scenes} random scenes ({min(n_obj)}-{max(n_obj)} objects, "
@@ -264,6 +315,24 @@ def section_random(n_scenes=16, d=16384, family="orthogonal", fan_in=5):
         med = " / ".join(f"{np.median(e[m]):.3g}" for m in METHODS)
         print(f"| {kind} | {h} | {len(q)} | {quart(pj)} | {quart(mj)} | {med} | {half} "
               f"| {exact:.0%} |")
+    ps = np.array(per_scene)
+    better = np.mean(ps[:, 4] < ps[:, 3])
+    worse = np.mean(ps[:, 4] > ps[:, 3])
+    print("\nPer scene (every query of the scene, errors relative to their quantity; ratios "
+          "against max(joint, 1e-6)):\n")
+    print("| scenes | objects | matched/joint per scene: median [q1, q3] | paper/joint: median "
+          "[q1, q3] | joint's median error below matched's | above |")
+    print("|---|---|---|---|---|---|")
+    for lo, hi in ((5, 50), (5, 20), (21, 35), (36, 50)):
+        sel = (ps[:, 0] >= lo) & (ps[:, 0] <= hi)
+        if not sel.any():
+            continue
+        a1, b1, c1 = np.percentile(ps[sel, 1], [25, 50, 75])
+        a2, b2, c2 = np.percentile(ps[sel, 2], [25, 50, 75])
+        print(f"| {int(sel.sum())} | {lo}-{hi} | {b1:.3g} [{a1:.3g}, {c1:.3g}] | "
+              f"{b2:.3g} [{a2:.3g}, {c2:.3g}] | {np.mean(ps[sel, 4] < ps[sel, 3]):.0%} | "
+              f"{np.mean(ps[sel, 4] > ps[sel, 3]):.0%} |")
+    print(f"\nall scenes: joint better than matched in {better:.0%}, worse in {worse:.0%}")
 
 
 # -- a wide scene: the enumeration does not fit ----------------------------------------------------
@@ -469,6 +538,123 @@ def section_unused(n_seeds=8, d=1024, counts=(3, 5, 10, 20, 30)):
                   f"| {sum(a > b for a, b in zip(ej, em))}/{n_seeds} |", flush=True)
 
 
+# -- the issue's unseen scene: a cat with three edges, a lamp sharing one, two walls -------------
+def cat_lamp(rng):
+    """The scene issue 15 was measured on (its text fixes the weights and the sharing; the
+    rest is chosen here): three edges (dim 16), a cat (dim 32) of weight 0.4 whose inputs are
+    the three edges at 1/3 each, a lamp (dim 24) of weight 0.2 whose one input is the cat's
+    second edge, two walls (dim 8) of weight 0.2 each; output order wall, cat, lamp, wall."""
+    g = rs.Graph()
+    edges = [g.add("edge", unit(rng, 16)) for _ in range(3)]
+    cat = g.add("cat", unit(rng, 32), [(e, 1 / 3) for e in edges])
+    lamp = g.add("lamp", unit(rng, 24), [(edges[1], 1.0)])
+    walls = [g.add("wall", unit(rng, 8)) for _ in range(2)]
+    g.set_output([(walls[0], 0.2), (cat, 0.4), (lamp, 0.2), (walls[1], 0.2)])
+    return g, cat, lamp, walls, edges
+
+
+def section_catlamp(n_seeds=24, d=16218, q=0.1):
+    """Block-sparse, d = 16,218, q = 0.1 (the issue's setting); one matrix draw and one
+    attribute draw per seed; joint at the default fan_in and at the scene's fan-in (4)."""
+    err = {}
+    plans = set()
+    t0 = time.time()
+    for seed in range(n_seeds):
+        sk = rs.Sketcher(d, family="block_sparse", density=q, seed=seed,
+                         query_cache_bytes=CACHE)
+        g, cat, lamp, walls, edges = cat_lamp(np.random.default_rng(seed))
+        s = sk.sketch(g)
+        for name, m, kw in (("paper", "paper", {}), ("matched", "matched", {}),
+                            ("joint (default fan_in)", "joint", {}),
+                            ("joint fan_in=4", "joint", {"fan_in": 4})):
+            rows = {
+                "cat (i) l-inf": (sk.attributes(s, "cat", weight=0.4, method=m, **kw),
+                                  g.attributes(cat)),
+                "lamp (i) l-inf": (sk.attributes(s, "lamp", weight=0.2, method=m, **kw),
+                                   g.attributes(lamp)),
+                "shared edge (ii) via the lamp, l-inf": (sk.attributes(
+                    s, "edge", path=[3, 1], weight=0.2, method=m, **kw),
+                    g.attributes(edges[1])),
+                "cat weight (no weight given)": (np.array([sk.attributes(
+                    s, "cat", method=m, **kw).weight]), np.array([0.4])),
+                "edge mass (truth 0.6)": (np.array([sk.mass(s, "edge", method=m, **kw)]),
+                                          np.array([0.6])),
+                "wall count (truth 2)": (np.array([sk.count(s, "wall", 0.2, method=m, **kw)]),
+                                         np.array([2.0])),
+            }
+            for qn, (est, truth) in rows.items():
+                err.setdefault((qn, name), []).append(float(np.max(np.abs(est - truth))))
+        plans.add(str(sk.decoder.joint_plan()))
+    names = ("paper", "matched", "joint (default fan_in)", "joint fan_in=4")
+    print(f"\ncat/lamp scene, block_sparse, d = {d}, q = {q}, {n_seeds} seeds; "
+          f"{time.time() - t0:.0f} s, load {os.getloadavg()[0]:.1f}; default plan {plans}\n")
+    print("| query | " + " | ".join(f"{n}: median [q1, q3]" for n in names) + " |")
+    print("|---|" + "---|" * len(names))
+    for qn in dict.fromkeys(k for k, _ in err):
+        cells = []
+        for n in names:
+            a, b, c = np.percentile(err[qn, n], [25, 50, 75])
+            cells.append(f"{b:.3g} [{a:.3g}, {c:.3g}]")
+        print(f"| {qn} | " + " | ".join(cells) + " |")
+
+
+# -- the default call ------------------------------------------------------------------------------
+def section_default(n_draws=2, max_d=65536, min_d=0, families=("orthogonal", "block_sparse")):
+    """The README's room read with ``method="joint"`` and every default (fan_in, query cache,
+    joint_max_unknowns; the bench's density), beside paper and matched on the same sketches:
+    mean l-inf error, the plan, the first joint query's time (design, factor and every
+    path=None probe) and the first case (ii) query's (a design rebuild where the cache does not
+    keep it)."""
+    import resource
+
+    queries = ["cat (i)", "wall (ii)", "edge (ii), depth 3", "wall count", "edge mass (depth 3)"]
+    for family in families:
+        sizes = [d for d in SIZES[family] if min_d <= d <= max_d]
+        print(f"\n{family}: default call, {n_draws} draws, mean l-inf error paper / matched / "
+              f"joint; load {os.getloadavg()[0]:.1f}\n")
+        print("| d | plan (unknowns, cache needed) | first query / first path query | "
+              + " | ".join(queries) + " |")
+        print("|---|---|---|" + "---|" * len(queries))
+        for d in sizes:
+            err = {}
+            times = []
+            for seed in range(n_draws):
+                sk = rs.Sketcher(d, family=family, seed=seed,
+                                 **({} if family == "orthogonal" else
+                                    {"density": min(1.0, math.log2(d) / math.sqrt(d))}))
+                g, cat, walls, edges = room(np.random.default_rng(seed))
+                s = sk.sketch(g)
+                plan = sk.decoder.joint_plan()
+                t = time.perf_counter()
+                sk.mass(s, "wall", method="joint")
+                t1 = time.perf_counter() - t
+                t = time.perf_counter()
+                sk.attributes(s, "wall", path=[2], weight=0.25, method="joint")
+                times.append((t1, time.perf_counter() - t))
+                for m in ("paper", "matched", "joint"):
+                    rows = {
+                        "cat (i)": (sk.attributes(s, "cat", weight=0.5, method=m),
+                                    g.attributes(cat)),
+                        "wall (ii)": (sk.attributes(s, "wall", path=[2], weight=0.25, method=m),
+                                      g.attributes(walls[1])),
+                        "edge (ii), depth 3": (sk.attributes(s, "edge", path=[3, 2], weight=0.25,
+                                                             method=m), g.attributes(edges[1])),
+                        "wall count": (np.array([sk.count(s, "wall", 0.25, method=m)]),
+                                       np.array([2.0])),
+                        "edge mass (depth 3)": (np.array([sk.mass(s, "edge", method=m)]),
+                                                np.array([0.5])),
+                    }
+                    for q, (est, truth) in rows.items():
+                        err.setdefault((q, m), []).append(float(np.max(np.abs(est - truth))))
+            t1, t2 = np.mean(times, axis=0)
+            cells = [" / ".join(f"{np.mean(err[q, m]):.2g}" for m in ("paper", "matched", "joint"))
+                     for q in queries]
+            print(f"| {d} | {plan['unknowns']:,}, {plan['cache_bytes_needed'] / 2**20:.1f} MiB | "
+                  f"{t1:.1f} s / {t2:.1f} s | " + " | ".join(cells) + " |", flush=True)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        print(f"\npeak RSS of the process so far: {peak:.2f} GiB")
+
+
 if __name__ == "__main__":
     section = sys.argv[1] if len(sys.argv) > 1 else "room"
     args = sys.argv[2:]
@@ -477,6 +663,9 @@ if __name__ == "__main__":
     elif section == "random":
         section_random(int(args[0]) if args else 16, int(args[1]) if len(args) > 1 else 16384,
                        args[2] if len(args) > 2 else "orthogonal")
+    elif section == "random50":
+        section_random(int(args[0]) if args else 16, int(args[1]) if len(args) > 1 else 16384,
+                       args[2] if len(args) > 2 else "orthogonal", spread=True)
     elif section == "time":
         section_time(int(args[0]) if args else 16384, args[1] if len(args) > 1 else "orthogonal")
     elif section == "residual":
@@ -487,6 +676,13 @@ if __name__ == "__main__":
         section_wide(int(args[0]) if args else 4)
     elif section == "unused":
         section_unused(int(args[0]) if args else 8)
+    elif section == "default":
+        section_default(int(args[0]) if args else 2, int(args[1]) if len(args) > 1 else 65536,
+                        int(args[2]) if len(args) > 2 else 0,
+                        tuple(args[3].split(",")) if len(args) > 3 else ("orthogonal",
+                                                                         "block_sparse"))
+    elif section == "catlamp":
+        section_catlamp(int(args[0]) if args else 24)
     elif section == "bias":
         section_bias(int(args[0]) if args else 48)
     else:

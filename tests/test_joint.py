@@ -381,10 +381,10 @@ def test_joint_design_build_leaves_nothing_referenced():
 
 
 def test_joint_erased_sketch_factor_is_cached_per_kept_set(monkeypatch):
-    import recsketch.decoder as dec
+    import recsketch.joint_readout as jr
     calls = []
-    real = dec.gram_factor
-    monkeypatch.setattr(dec, "gram_factor", lambda rows: calls.append(rows.shape[1]) or real(rows))
+    real = jr.gram_factor
+    monkeypatch.setattr(jr, "gram_factor", lambda rows: calls.append(rows.shape[1]) or real(rows))
     g, _ = small_room(np.random.default_rng(0))
     sk = rs.Sketcher(512, family="orthogonal", seed=0)
     s = sk.sketch(g)
@@ -405,12 +405,12 @@ def test_joint_erased_sketch_factor_is_cached_per_kept_set(monkeypatch):
 
 def _count_design_builds(monkeypatch):
     """Record the unknowns of every design ``design_rows`` builds, and every Gram factor."""
-    import recsketch.decoder as dec
+    import recsketch.joint_readout as jr
     builds, factors = [], []
-    real_rows, real_factor = dec.design_rows, dec.gram_factor
-    monkeypatch.setattr(dec, "design_rows", lambda sk, blocks, t: builds.append(
+    real_rows, real_factor = jr.design_rows, jr.gram_factor
+    monkeypatch.setattr(jr, "design_rows", lambda sk, blocks, t: builds.append(
         sum(b.size for b in blocks)) or real_rows(sk, blocks, t))
-    monkeypatch.setattr(dec, "gram_factor",
+    monkeypatch.setattr(jr, "gram_factor",
                         lambda rows: factors.append(rows.shape) or real_factor(rows))
     return builds, factors
 
@@ -436,15 +436,18 @@ def test_joint_answers_do_not_depend_on_the_query_cache(tmp_path):
         else:
             assert got == want
     n = plan["unknowns"]
-    # design + factor, and the probes of the 3 modules (dims 3, 4 and 2 in small_room)
+    # the factor and one module's probe (dims 3, 4 and 2 in small_room: the cat's 5 rows);
+    # the other probes and the design (8 n d) are kept only where there is room
     dims = sum(ref.module_info(m).attribute_dim + 1 for m in ("wall", "cat", "edge"))
-    assert plan["cache_bytes_needed"] == 8 * n * (512 + n) + 8 * dims * 512
+    assert plan["cache_bytes_needed"] == 8 * n * n + 8 * 5 * 512
+    assert plan["cache_bytes_fast"] == 8 * n * (512 + n) + 8 * dims * 512
+    assert plan["design_bytes"] == 8 * n * (512 + n)
     for cache in (plan["cache_bytes_needed"], 3 * plan["cache_bytes_needed"], 256 << 20):
         sk = rs.Sketcher(512, family="orthogonal", seed=0, query_cache_bytes=cache)
         sk.sketch(g)
         assert sk.decoder.joint_plan(fan_in=3) == plan
         assert sk.mass(s, "cat", method="joint", fan_in=3) == want
-    for cache in (plan["cache_bytes_needed"] - 1, 150_000, 60_000):
+    for cache in (plan["cache_bytes_needed"] - 1, 60_000):
         sk.decoder.cache_bytes = cache
         assert sk.decoder.joint_plan(fan_in=3) == plan
         with pytest.raises(ValueError, match=rf"cache_bytes is {cache}: raise cache_bytes to "
@@ -471,37 +474,68 @@ def test_joint_answers_do_not_depend_on_the_query_cache(tmp_path):
 
 
 def test_joint_design_is_built_once_at_the_cache_limit(monkeypatch):
-    # With the cache at exactly 8 n (d + n) (design + factor) the probes evicted the design
-    # and every query rebuilt it. The cache must now hold the modules' probes beside them.
+    # The cache must hold the factor and one module's probe (both channels). With room for
+    # every planned module's probe, one build of the design answers every path=None query;
+    # with room for the design too, every query. Below, the design is rebuilt (the same
+    # bits) for what needs it. The room at fan_in 8 needed 370 MiB at d = 16k when the design
+    # had to stay: refused with the default 256 MiB cache.
     builds, factors = _count_design_builds(monkeypatch)
     g, _ = small_room(np.random.default_rng(0))
-    sk = rs.Sketcher(512, family="orthogonal", seed=0)
-    s = sk.sketch(g)
-    n = sk.decoder.joint_plan(fan_in=3)["unknowns"]
-    # the old limit, design + factor only: refused now, not rebuilt per query
-    sk.decoder.cache_bytes = 8 * n * (512 + n)
-    for module in ("wall", "cat", "edge", "wall"):
-        with pytest.raises(ValueError, match="raise cache_bytes"):
-            sk.mass(s, module, method="joint", fan_in=3)
-    assert builds == []
-    # with the probes' room (dims 3, 4, 2: 12 rows of d) it is built once
-    sk.decoder.cache_bytes = 8 * n * (512 + n) + 8 * 12 * 512
-    for _ in range(3):
-        for module in ("wall", "cat", "edge"):
-            sk.mass(s, module, method="joint", fan_in=3)
-            sk.attributes(s, module, method="joint", fan_in=3)
-            sk.summed_attributes(s, module, 1.0, method="joint", fan_in=3)
+    ref = rs.Sketcher(512, family="orthogonal", seed=0, query_cache_bytes=1 << 30)
+    s = ref.sketch(g)
+    n = ref.decoder.joint_plan(fan_in=3)["unknowns"]
+    need = 8 * n * n + 8 * 5 * 512    # dims 3, 4, 2: the cat's probe is the largest
+    probes = 8 * n * n + 8 * 12 * 512  # every module's probe
+    fast = probes + 8 * n * 512        # and the design
+    assert ref.decoder.joint_plan(fan_in=3)["cache_bytes_needed"] == need
+    assert ref.decoder.joint_plan(fan_in=3)["cache_bytes_fast"] == fast
+
+    def answers(sk):
+        out = []
+        for _ in range(3):
+            for module in ("wall", "cat", "edge"):
+                out.append(sk.mass(s, module, method="joint", fan_in=3))
+                out.extend(sk.attributes(s, module, method="joint", fan_in=3))
+                out.append(sk.summed_attributes(s, module, 1.0, method="joint", fan_in=3))
+        return out
+
+    want = answers(ref)
+    want_path = ref.attributes(s, "edge", path=[3, 2], method="joint", fan_in=3)
     assert len(builds) == 1 and len(factors) == 1
+    builds.clear()
+    factors.clear()
+    # cache, design builds for the path=None queries (3 rounds of 3 modules: at the bare
+    # minimum each module's probe evicts the last one), then with the two path queries
+    for cache, first, then in ((need - 1, 0, 0), (need, 9, 10), (probes - 1, 9, 10),
+                               (probes, 1, 2), (fast - 1, 1, 2), (fast, 1, 1)):
+        sk = rs.Sketcher(512, family="orthogonal", seed=0, query_cache_bytes=cache)
+        sk.sketch(g)
+        if first == 0:   # too small for the factor and one probe: refused, nothing built
+            with pytest.raises(ValueError, match=f"raise cache_bytes to at least {need}"):
+                sk.mass(s, "wall", method="joint", fan_in=3)
+            assert builds == []
+            continue
+        got = answers(sk)
+        assert (len(builds), len(factors)) == (first, 1), cache
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a, b)
+        for _ in range(2):   # a path query needs the design again: rebuilt unless kept
+            path = sk.attributes(s, "edge", path=[3, 2], method="joint", fan_in=3)
+            np.testing.assert_array_equal(path.attributes, want_path.attributes)
+            assert path.weight == want_path.weight
+        assert (len(builds), len(factors)) == (then, 1), cache
+        builds.clear()
+        factors.clear()
 
 
 def test_joint_plans_each_query_once(monkeypatch):
-    # _joint_setup ran per channel and again inside the design build (reading the cache's
+    # The plan was made per channel and again inside the design build (reading the cache's
     # limit each time): the two channels of one query could plan differently.
-    import recsketch.decoder as dec
+    import recsketch.joint_readout as jr
     calls = []
-    real = dec.Decoder._joint_setup
-    monkeypatch.setattr(dec.Decoder, "_joint_setup",
-                        lambda self, *a: calls.append(a[1]) or real(self, *a))
+    real = jr.JointReadout.plan
+    monkeypatch.setattr(jr.JointReadout, "plan",
+                        lambda self, *a: calls.append(a[2]) or real(self, *a))
     g, _ = small_room(np.random.default_rng(0))
     sk = rs.Sketcher(512, family="orthogonal", seed=0)
     s = sk.sketch(g)
@@ -670,3 +704,50 @@ def test_joint_warns_when_no_level_is_enumerated():
         warnings.simplefilter("error")
         m = sk.mass(s, "m000", method="joint", fan_in=3)   # depth 2 enumerated: exact
     assert m == pytest.approx(1 / 3, abs=1e-5)
+
+
+def test_joint_max_unknowns_is_stored_with_the_sketcher(tmp_path):
+    # A Repository (and a pickled Sketcher: Dask workers) answered with the default budget
+    # whatever the Sketcher's joint_max_unknowns was: another plan, another answer.
+    import pickle
+    g, _ = small_room(np.random.default_rng(0))
+    sk = rs.Sketcher(512, family="orthogonal", seed=0)
+    assert "joint_max_unknowns" not in sk.to_dict()   # the default is not written
+    sk.decoder.joint_max_unknowns = 40
+    s = sk.sketch(g)
+    want = sk.mass(s, "cat", method="joint", fan_in=3)
+    default = rs.Sketcher(512, family="orthogonal", seed=0)
+    default.sketch(g)
+    assert default.mass(s, "cat", method="joint", fan_in=3) != want   # the budget matters
+    assert pickle.loads(pickle.dumps(sk)).decoder.joint_max_unknowns == 40
+    assert rs.Sketcher.from_json(sk.to_json()).decoder.joint_max_unknowns == 40
+    assert sk.same_matrices(default) and sk != default
+    repo = rs.Repository.create(tmp_path / "r", sk)
+    repo.add(s)
+    assert repo.sketcher.decoder.joint_max_unknowns == 40
+    assert repo.mass("cat", method="joint", fan_in=3)[1][0] == pytest.approx(want, rel=1e-12)
+    repo.close()
+    again = rs.Repository.open(tmp_path / "r")
+    assert again.sketcher.decoder.joint_max_unknowns == 40
+    assert again.mass("cat", method="joint", fan_in=3)[1][0] == pytest.approx(want, rel=1e-12)
+    again.close()
+    bad = sk.to_dict()
+    bad["joint_max_unknowns"] = 0
+    with pytest.raises(ValueError, match="joint_max_unknowns"):
+        rs.Sketcher.from_dict(bad)
+
+
+@pytest.mark.parametrize("family,d", [("orthogonal", 1024), ("block_sparse", 4095),
+                                      ("orthogonal", 16384), ("block_sparse", 65520)])
+def test_joint_default_call_fits_the_default_cache_on_the_readme_room(family, d):
+    # With the default fan_in (8) and query cache (256 MiB) the README's room was refused at
+    # d = 16k and 64k: the cache had to hold the design too (370 MiB / 1.3 GiB). Plans only.
+    sk = rs.Sketcher(d, family=family, seed=0)
+    for name, depth, dim in (("wall", 2, 8), ("cat", 2, 32), ("edge", 3, 16)):
+        sk.register_module(name, depth, dim)
+    plan = sk.decoder.joint_plan()
+    assert plan["unknowns"] <= plan["budget"]
+    assert plan["cache_bytes_needed"] == 8 * plan["unknowns"] ** 2 + 8 * d * 33   # the cat
+    assert plan["cache_bytes_needed"] <= sk.decoder.cache_bytes == 256 << 20
+    # from 16k every path of the room is enumerated at the default fan_in (exact read-out)
+    assert plan["path_depths"] == ([2, 3] if d >= 16000 else [2])

@@ -11,17 +11,14 @@ A probe that ends in a module matrix is applied as one dense ``(k, d)`` matrix (
 query on many stored sketches is a single matrix product; longer outputs and sub-sketches go
 through the native transposes.
 
-``"joint"`` fits the whole sketch instead (``joint.py``): a least-squares solve over the words
-of every registered module on every path up to a fan-in bound, whose design and Gram factor
-are cached here like the probe matrices.
+``"joint"`` fits the whole sketch instead: a least-squares solve over the words of every
+registered module on every path up to a fan-in bound (the model in ``joint.py``; its plans,
+Gram factors and probes in ``joint_readout.py``, cached in this Decoder's cache like the probe
+matrices).
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import sys
-import warnings
 from typing import TYPE_CHECKING, Any, Dict, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -30,9 +27,8 @@ from ._cache import ByteLRU
 from ._checks import FLOAT_DTYPES, MAX_POSITION, check_int, check_num_threads
 from ._probes import POSITION, Letter, Probe, WeightedWord, Word, build_probe
 from .erasure import ErasedSketch
-from .joint import (JOINT_FAN_IN, JOINT_MAX_UNKNOWNS, Block, Extension, cache_bytes_needed,
-                    cache_too_small, check_fan_in, check_method, design_rows, extend, extra_blocks,
-                    gram_factor, over_budget, plan_blocks, read_out, unknowns_budget)
+from .joint import JOINT_FAN_IN, check_fan_in, check_method
+from .joint_readout import JointPlan, JointReadout
 from .queries import AttributeEstimate, SubSketch
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -44,19 +40,6 @@ __all__ = ["Decoder", "QUERY_CACHE_BYTES"]
 # Default budget of a Decoder's cache (probes, probe matrices, column norms).
 QUERY_CACHE_BYTES = 256 << 20
 _PROBE_MATRIX_MAX_K = 256   # longer outputs use the transposes instead of a cached (k, d) matrix
-
-
-def _user_stacklevel() -> int:
-    """The ``stacklevel`` that makes a warning raised by the caller of this function point at
-    the first frame outside the recsketch package (the user's call), however deep inside the
-    package it was raised."""
-    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
-    frame = sys._getframe(1)
-    level = 1
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
-        frame = frame.f_back
-        level += 1
-    return level
 
 
 def _threads(num_threads: Optional[int]) -> Optional[int]:
@@ -73,18 +56,6 @@ class _Input(NamedTuple):
     root_module: Optional[str]
     root_path: Tuple[int, ...]
     was_1d: bool
-
-
-class _JointPlan(NamedTuple):
-    """One joint query's plan (``Decoder._joint_setup``), made once and passed down."""
-
-    blocks: Tuple[Block, ...]
-    budget: int
-    max_unknowns: int
-    key: Tuple[Any, ...]                   # the design's cache key (budget included)
-    kept_key: Optional[Tuple[Any, ...]]    # an erased sketch's kept coordinates
-    registry: Dict[str, Any]               # the registry snapshot it plans
-    fan_in: int
 
 
 class Decoder:
@@ -105,10 +76,12 @@ class Decoder:
         Budget of the cache (default :data:`QUERY_CACHE_BYTES`, 256 MiB). A module's entries
         take about ``8 * d_sketch * (attribute_dim + 1)`` bytes per (method, path), plus
         ``16 * d_sketch`` for its column norms; change the budget with :attr:`cache_bytes`.
-        ``method="joint"`` keeps its design and Gram factor here (``8 n (d_sketch + n)`` bytes
-        for ``n`` unknowns) beside its modules' probes, or refuses the query (the cache never
-        changes which levels are enumerated: :attr:`joint_max_unknowns` and the coordinates
-        read do; ``joint_plan`` shows ``cache_bytes_needed``).
+        ``method="joint"`` keeps its Gram factor (``8 n^2`` bytes for ``n`` unknowns) and its
+        probes here, and its design (``8 n d_sketch``) too where there is room for everything
+        (else the design is rebuilt, the same bits, when a probe not yet made needs it), or
+        refuses the query below the factor and one probe (the cache never changes which
+        levels are enumerated: :attr:`joint_max_unknowns` and the coordinates read do;
+        ``joint_plan`` shows ``cache_bytes_needed`` and ``cache_bytes_fast``).
     """
 
     def __init__(self, sketcher: "Sketcher", cache_bytes: int = QUERY_CACHE_BYTES):
@@ -118,20 +91,22 @@ class Decoder:
         self._sk = sketcher
         self._d = sketcher.d_sketch
         self._cache = ByteLRU(cache_bytes)
-        self._joint_max_unknowns = JOINT_MAX_UNKNOWNS
+        self._joint = JointReadout(sketcher, self._cache)
 
     @property
     def joint_max_unknowns(self) -> int:
-        """Most unknowns ``method="joint"`` may fit (default :data:`JOINT_MAX_UNKNOWNS`, 4096;
-        also at most half the coordinates read). With the registry and ``fan_in`` it decides
-        the plan, so the answers; the query cache must then hold the plan's design
-        (``joint_plan()["cache_bytes_needed"]``). Not saved with a Repository: a Repository
-        answers with the default."""
-        return self._joint_max_unknowns
+        """Most unknowns ``method="joint"`` may fit (default
+        :data:`recsketch.joint.JOINT_MAX_UNKNOWNS`, 4096; also at most half the coordinates
+        read). With the registry and ``fan_in`` it decides the plan, so the answers; the query
+        cache must then hold the plan's factor and one probe
+        (``joint_plan()["cache_bytes_needed"]``). Part of the Sketcher's configuration when not
+        the default (``Sketcher.to_json``, pickling): a Repository created with this Sketcher,
+        and reopened, answers with it (it keeps the value its Sketcher had at ``create``)."""
+        return self._joint.max_unknowns
 
     @joint_max_unknowns.setter
     def joint_max_unknowns(self, value: int) -> None:
-        self._joint_max_unknowns = check_int(value, "joint_max_unknowns", minimum=1)
+        self._joint.max_unknowns = value
 
     @property
     def cache_bytes(self) -> int:
@@ -156,25 +131,15 @@ class Decoder:
         paths are enumerated (``path_depths``) and those fitted path-free (``path_free_depths``),
         ``budget`` (the most unknowns it may fit: half of the coordinates read, at most
         :attr:`joint_max_unknowns`), ``design_bytes`` (design and Gram factor,
-        ``8 * unknowns * (d_sketch + unknowns)``) and ``cache_bytes_needed`` (that and
-        ``8 * d_sketch * (attribute_dim + 1)`` per planned module for the ``path=None`` probes:
-        a smaller :attr:`cache_bytes` refuses the queries; it never changes the plan). Queries
+        ``8 * unknowns * (d_sketch + unknowns)``: the working memory of a build),
+        ``cache_bytes_needed`` (the factor, ``8 * unknowns^2``, and one query's probe,
+        ``8 * d_sketch * (attribute_dim + 1)`` of the largest planned module: a smaller
+        :attr:`cache_bytes` refuses the queries) and ``cache_bytes_fast`` (the design, the factor
+        and every planned module's probe: nothing is rebuilt). Between the two the cache
+        decides speed only, never the plan or the answers. Queries
         refuse a plan with ``unknowns > budget``. ``d_kept``: the coordinates an erased sketch
         keeps (default all)."""
-        f = check_fan_in(JOINT_FAN_IN if fan_in is None else fan_in)
-        kept = self._d if d_kept is None else check_int(d_kept, "d_kept", minimum=1,
-                                                          maximum=self._d)
-        budget = unknowns_budget(kept, self._joint_max_unknowns)
-        blocks = plan_blocks(self._sk.modules, f, budget)
-        n = sum(b.size for b in blocks)
-        probe_rows = sum(i.attribute_dim + 1 for m, i in self._sk.modules.items()
-                         if any(b.module == m for b in blocks))
-        return {"unknowns": n,
-                "budget": budget,
-                "path_depths": sorted({b.depth for b in blocks if b.path is not None}),
-                "path_free_depths": sorted({b.depth for b in blocks if b.path is None}),
-                "design_bytes": 8 * n * (self._d + n),
-                "cache_bytes_needed": cache_bytes_needed(n, self._d, probe_rows)}
+        return self._joint.describe(fan_in, d_kept)
 
     def joint_residual(self, s: Any, fan_in: Optional[int] = None, *,
                        num_threads: Optional[int] = None) -> Union[float, np.ndarray]:
@@ -193,14 +158,7 @@ class Decoder:
         values = inp.values.astype(np.float64, copy=False)
         if not np.all(np.isfinite(values)):
             raise ValueError("sketch contains NaN or infinity")
-        plan = self._joint_setup(inp, f, self._sk.modules)
-        rows, factor = self._joint_design(inp, plan, threads)
-        import scipy.linalg as sla
-
-        half = sla.solve_triangular(factor, rows @ values.T, lower=True)   # L^-1 A s
-        total = np.einsum("ij,ij->i", values, values)
-        left = np.maximum(total - np.einsum("ij,ij->j", half, half), 0.0)
-        out = np.sqrt(np.divide(left, total, out=np.zeros_like(total), where=total > 0))
+        out = self._joint.residual(values, inp.indices, f, threads)
         return float(out[0]) if inp.was_1d else out
 
     # -- input handling ------------------------------------------------------------------------
@@ -323,15 +281,16 @@ class Decoder:
 
     def _estimate(self, inp: _Input, module: str, depth: int, path: Optional[Tuple[int, ...]],
                   channel: int, k: int, method: str, threads: Optional[int],
-                  fan_in: Optional[int] = None, plan: Optional["_JointPlan"] = None
+                  fan_in: Optional[int] = None, plan: Optional[JointPlan] = None
                   ) -> np.ndarray:
         """Read-out of R[module, channel]^T ... s, first k coordinates, at unit weight: (n, k).
-        ``plan``: a joint read-out's plan (:meth:`_joint_setup`, default: made for this call),
-        so that the two channels of one query fit the same registry snapshot and plan."""
+        ``plan``: a joint read-out's plan (:meth:`JointReadout.plan`; default: made for this
+        call), so that the two channels of one query fit the same registry snapshot and plan."""
         if method == "joint":
             if plan is None:
                 plan = self._joint_plan_of(inp, method, fan_in)
-            return self._joint_estimate(inp, module, path, channel, k, plan, threads)
+            return self._joint.estimate(inp.values, inp.indices, module, path, channel, k, plan,
+                                        threads)
         key = (module, channel, inp.root_depth, path, method)
         probe = self._cache.get(("probe",) + key, lambda: build_probe(
             inp.root_depth, depth, module, path, method, "channel"))
@@ -354,144 +313,15 @@ class Decoder:
         return est
 
     def _joint_plan_of(self, inp: _Input, method: str, fan_in: Optional[int]
-                       ) -> Optional["_JointPlan"]:
+                       ) -> Optional[JointPlan]:
         """One query's joint plan for the current registry (None for the other methods)."""
         if method != "joint":
             return None
-        return self._joint_setup(inp, JOINT_FAN_IN if fan_in is None else fan_in,
-                                 self._sk.modules)
-
-    def _joint_setup(self, inp: _Input, fan_in: int, registry: Dict[str, Any]) -> "_JointPlan":
-        """The plan of one query, made once: its blocks, budget and cache keys, from a snapshot
-        of the registry, ``fan_in``, the coordinates read and :attr:`joint_max_unknowns` only.
-        Refuses a plan over the budget, and one whose design the cache cannot keep (the cache
-        never changes the plan), before anything is built."""
         if inp.root_depth != 1:
             raise ValueError("method='joint' fits overall sketches (arrays or ErasedSketch), "
                              "not a SubSketch; query the overall sketch with a path instead")
-        kept = inp.values.shape[1]
-        max_unknowns = self._joint_max_unknowns
-        budget = unknowns_budget(kept, max_unknowns)
-        blocks = plan_blocks(registry, fan_in, budget)
-        n = sum(b.size for b in blocks)
-        if n > budget:
-            raise over_budget(n, len(registry), kept, max_unknowns)
-        probe_rows = sum(i.attribute_dim + 1 for m, i in registry.items()
-                         if any(b.module == m for b in blocks))
-        need = cache_bytes_needed(n, self._d, probe_rows)
-        limit = self._cache.limit
-        if need > limit:
-            raise cache_too_small(n, self._d, need, limit)
-        reg_key = tuple(sorted((m, i.depth, i.attribute_dim) for m, i in registry.items()))
-        kept_key = None
-        if inp.indices is not None:
-            idx = np.ascontiguousarray(inp.indices, dtype=np.int64)
-            kept_key = ("kept", int(idx.size),
-                        hashlib.blake2b(idx.tobytes(), digest_size=16).hexdigest())
-        return _JointPlan(blocks, budget, max_unknowns, ("joint", fan_in, budget, reg_key),
-                          kept_key, registry, fan_in)
-
-    def _joint_probe(self, inp: _Input, module: str, path: Optional[Tuple[int, ...]],
-                     channel: int, k: int, plan: "_JointPlan", threads: Optional[int]
-                     ) -> np.ndarray:
-        """The joint read-out of ``module`` (on ``path`` if given) as a ``(k, d_kept)`` probe
-        matrix: the rows of ``S G^-1 A`` that sum the module's fitted unknowns (``joint.py``).
-        Cached like the matched probes; for an erased sketch, per set of kept coordinates."""
-        blocks, budget, key, kept_key, registry = (plan.blocks, plan.budget, plan.key,
-                                                   plan.kept_key, plan.registry)
-        depth = registry[module].depth
-        if not any(b.module == module for b in blocks):
-            # plan_blocks gives every module a block but those no path reaches
-            empty = [lv for lv in range(2, depth) if all(i.depth != lv for i in registry.values())]
-            raise ValueError(
-                f"method='joint' has nothing to fit for module {module!r} at depth {depth}: no "
-                f"module is registered at depth {', '.join(map(str, empty))}, so no path reaches "
-                "it (no sketch of this registry can hold its objects)")
-        more: Tuple[Block, ...] = ()
-        if path is not None and not any(b.module == module and b.path == path for b in blocks):
-            # a path-free module, or a position above fan_in: the path's own blocks
-            more = extra_blocks(registry, module, path, sum(b.size for b in blocks))
-        every = blocks + more
-        n_all = sum(b.size for b in every)
-        if n_all > budget:
-            raise over_budget(n_all, len(registry), inp.values.shape[1], plan.max_unknowns,
-                              f"the path {list(path or ())} of {module!r} ({len(more)} "
-                              f"blocks, {n_all - sum(b.size for b in blocks)} unknowns)")
-        if path is None and all(b.path is None for b in blocks if b.module == module):
-            # its objects are read on the path-free words only, beside every other module's
-            # words: not exact (docs/joint.md); cheap, so said on every such query
-            warnings.warn(
-                f"method='joint' fits module {module!r} (depth {depth}) path-free: the plan "
-                f"enumerates no paths at its depth (budget {budget} unknowns, "
-                f"fan_in={plan.fan_in}), so its read-out is not exact and can be worse than "
-                "method='matched'; see sk.decoder.joint_plan() and joint_residual()",
-                RuntimeWarning, stacklevel=_user_stacklevel())
-
-        def build() -> np.ndarray:
-            rows, factor = self._joint_design(inp, plan, threads)
-            ext = None
-            if more:
-                erows = self._cache.get(key + ("extra rows", module, path),
-                                        lambda: design_rows(self._sk, more, threads))
-                if kept_key is not None:
-                    erows = erows[:, inp.indices]
-                both = self._cache.get(key + ("extension", module, path, kept_key),
-                                       lambda: extend(rows, factor, erows))
-                ext = Extension(erows, both[:, :rows.shape[0]], both[:, rows.shape[0]:])
-            select = np.zeros((k, n_all))
-            for b in every:
-                if b.module != module or (path is not None and b.path != path):
-                    continue
-                if channel == 1:
-                    select[np.arange(k), b.start + np.arange(k)] = 1.0
-                else:
-                    select[0, b.start + b.dim] = 1.0
-            return read_out(rows, factor, select, ext)
-
-        return self._cache.get(key + ("z", module, path, channel, k, kept_key), build)
-
-    def _joint_design(self, inp: _Input, plan: "_JointPlan", threads: Optional[int]
-                      ) -> Tuple[np.ndarray, np.ndarray]:
-        """The plan's design rows (restricted to an erased sketch's coordinates) and the
-        Cholesky factor of their Gram matrix. :meth:`_joint_setup` checked that the cache holds
-        both beside every module's ``path=None`` probes
-        (:func:`recsketch.joint.cache_bytes_needed`), so those queries build them once (the
-        factor per set of kept coordinates of an erased sketch). Other entries (``path``
-        probes and extensions, other methods' probes, erased sketches' factors) can evict
-        them; they are then rebuilt, the same bits, and the answers do not change."""
-        blocks, key, kept_key = plan.blocks, plan.key, plan.kept_key
-
-        def build() -> np.ndarray:
-            if blocks and all(b.path is None for b in blocks):
-                # measured (docs/joint.md): with every module path-free the fit loses its
-                # exactness and can be worse than the matched filter (case (ii); masses as
-                # unused registered modules accumulate)
-                warnings.warn(
-                    f"method='joint' enumerates no level's paths here ({len(plan.registry)} "
-                    f"registered modules, fan_in={plan.fan_in}, {inp.values.shape[1]} "
-                    "coordinates read), so it fits every module path-free: not exact, and it "
-                    "can be worse than method='matched' (docs/joint.md); lower fan_in, use a "
-                    "larger d_sketch, raise sk.decoder.joint_max_unknowns or register fewer "
-                    "modules (see sk.decoder.joint_plan())",
-                    RuntimeWarning, stacklevel=_user_stacklevel())
-            return design_rows(self._sk, blocks, threads)
-
-        rows = self._cache.get(key + ("rows",), build)
-        if kept_key is not None:
-            rows = rows[:, inp.indices]
-        return rows, self._cache.get(key + ("factor", kept_key), lambda: gram_factor(rows))
-
-    def _joint_estimate(self, inp: _Input, module: str, path: Optional[Tuple[int, ...]],
-                        channel: int, k: int, plan: "_JointPlan", threads: Optional[int]
-                        ) -> np.ndarray:
-        """The joint fit's summed unknowns of ``module`` (on ``path`` if given): (n, k)."""
-        # checked before the (costly) design is built, not after
-        if not np.all(np.isfinite(inp.values)):
-            raise ValueError("sketch contains NaN or infinity")
-        z = self._joint_probe(inp, module, path, channel, k, plan, threads)
-        # float64 whatever the sketch's dtype: where the model is exact the read-out is exact to
-        # the sketch's own rounding, which a float32 product would not keep (large, cancelling z)
-        return inp.values.astype(np.float64, copy=False) @ z.T
+        return self._joint.plan(inp.values, inp.indices,
+                                JOINT_FAN_IN if fan_in is None else fan_in)
 
     def _dense(self, inp: _Input) -> np.ndarray:
         if inp.indices is None:

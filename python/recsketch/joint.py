@@ -23,9 +23,10 @@ The blocks grow as ``fan_in^(h-1)`` times the modules of the ancestor levels, so
 enumerated level by level from the top while all the unknowns stay within
 :func:`unknowns_budget` (half the coordinates read, at most ``Decoder.joint_max_unknowns``,
 default :data:`JOINT_MAX_UNKNOWNS`; never the query cache's size, which only has to hold
-the plan's design and probes, :func:`cache_bytes_needed`, or the query is refused); deeper
-modules get one *path-free* block: the words of the matched read-out of case (i), which every object of the
-module spells the same number of times whatever its path (``_probes.path_free_words``). A
+the plan's Gram factor and probes, :func:`cache_bytes_needed`, or the query is refused; the
+design is kept beside them only where there is room, else rebuilt for ``path`` queries);
+deeper modules get one *path-free* block: the words of the matched read-out of case (i),
+which every object of the module spells the same number of times whatever its path (``_probes.path_free_words``). A
 query on such a module with a ``path`` adds that path's blocks to the fit, reusing the cached
 factor of the rest (:class:`Extension`).
 """
@@ -46,7 +47,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .sketcher import ModuleInfo, Sketcher
 
 __all__ = ["JOINT_FAN_IN", "JOINT_MAX_UNKNOWNS", "Block", "Extension", "unknowns_budget",
-           "design_bytes", "cache_bytes_needed", "over_budget", "cache_too_small",
+           "design_bytes", "cache_bytes_needed", "cache_bytes_fast", "over_budget",
+           "cache_too_small",
            "check_method", "reachable",
            "plan_blocks", "extra_blocks", "design_rows", "gram_factor", "extend", "solve_normal",
            "read_out", "check_fan_in"]
@@ -62,17 +64,27 @@ _MIN_PIVOT_RATIO = 1e-12
 
 
 def design_bytes(n: int, d: int) -> int:
-    """Bytes of a plan's design (``8 n d``) and Gram factor (``8 n^2``)."""
+    """Bytes of a plan's design (``8 n d``) and Gram factor (``8 n^2``): the working memory of
+    the build, not what the query cache must keep (:func:`cache_bytes_needed`)."""
     return 8 * n * (d + n)
 
 
 def cache_bytes_needed(n: int, d: int, probe_rows: int) -> int:
-    """The query cache a plan of ``n`` unknowns needs: its design and Gram factor
-    (:func:`design_bytes`) and beside them the ``probe_rows`` rows of length ``d`` of the
-    probes its ``path=None`` queries add (``attribute_dim + 1`` per registered module, both
-    channels), so that the design is built once for those. The cache never changes the plan;
-    a smaller one is refused (:func:`cache_too_small`)."""
-    return design_bytes(n, d) + 8 * probe_rows * d
+    """The query cache a plan of ``n`` unknowns needs: its Gram factor (``8 n^2``) and
+    ``probe_rows`` rows of length ``d`` (``attribute_dim + 1`` of the largest planned module:
+    one query's probe, both channels). With room for every planned module's probe too
+    (:func:`cache_bytes_fast` without the design), one build of the design answers every
+    ``path=None`` query; with room for the design as well, every query. The cache decides
+    speed only: it never changes the plan, and a smaller one is refused
+    (:func:`cache_too_small`)."""
+    return 8 * n * n + 8 * probe_rows * d
+
+
+def cache_bytes_fast(n: int, d: int, probe_rows: int) -> int:
+    """The query cache that keeps everything of a plan of ``n`` unknowns: the design
+    (``8 n d``), its factor (``8 n^2``) and the ``probe_rows`` rows (``attribute_dim + 1``
+    summed over the planned modules) of the ``path=None`` probes."""
+    return 8 * n * (d + n) + 8 * probe_rows * d
 
 
 def unknowns_budget(d_kept: int, max_unknowns: int = JOINT_MAX_UNKNOWNS) -> int:
@@ -114,8 +126,8 @@ def cache_too_small(n: int, d: int, need: int, cache_bytes: int) -> ValueError:
     """The error for a plan whose design does not fit the query cache
     (:func:`cache_bytes_needed`): the plan stays what it is, so the query is refused."""
     return ValueError(
-        f"method='joint' plans {n} unknowns, whose design and Gram factor need a query cache of "
-        f"{need} bytes ({need / 2**20:.1f} MiB: 8 n (d + n) and the modules' probes, "
+        f"method='joint' plans {n} unknowns, whose Gram factor and probes need a query cache of "
+        f"{need} bytes ({need / 2**20:.1f} MiB: 8 n^2 and one module's probe, "
         f"at d = {d}); sk.decoder.cache_bytes is {cache_bytes}: raise cache_bytes to at least "
         f"{need}, or lower sk.decoder.joint_max_unknowns (or fan_in) for a smaller plan, which "
         "changes the answers (sk.decoder.joint_plan() shows the plan)")

@@ -16,6 +16,7 @@ from .block_sparse import default_block_size, resolve_density, suggest_block_spa
 from .decoder import QUERY_CACHE_BYTES, Decoder
 from .embeddings import LeafEmbeddings
 from .graph import Graph, flatten
+from .joint import JOINT_MAX_UNKNOWNS
 from .matrices import RandomMatrix
 from .queries import AttributeEstimate, SubSketch
 from .tuple_sampling import MAX_TUPLE_SAMPLING, sampled_sketch
@@ -167,8 +168,9 @@ class Sketcher:
     def same_matrices(self, other: "Sketcher") -> bool:
         """True if ``other`` generates the same matrices and sketches (registry aside)."""
         a, b = self.to_dict(), other.to_dict()
-        a.pop("modules")
-        b.pop("modules")
+        for c in (a, b):   # the registry, and a setting of the queries only
+            c.pop("modules")
+            c.pop("joint_max_unknowns", None)
         return a == b
 
     # -- module registry -----------------------------------------------------------------------
@@ -423,8 +425,10 @@ class Sketcher:
 
     # -- serialisation -------------------------------------------------------------------------
     def to_dict(self) -> Dict[str, Any]:
-        """The configuration as plain JSON-compatible values."""
-        return {
+        """The configuration as plain JSON-compatible values. ``decoder.joint_max_unknowns``
+        is part of it when it is not the default (it decides what ``method="joint"``
+        answers), so a Repository and a pickled Sketcher (Dask) answer as this one does."""
+        config = {
             "format": _FORMAT,
             "format_version": _FORMAT_VERSION,
             "d_sketch": self._d,
@@ -436,6 +440,9 @@ class Sketcher:
             "modules": {name: {"depth": info.depth, "attribute_dim": info.attribute_dim}
                         for name, info in sorted(self._modules.items())},
         }
+        if self._decoder.joint_max_unknowns != JOINT_MAX_UNKNOWNS:
+            config["joint_max_unknowns"] = self._decoder.joint_max_unknowns
+        return config
 
     def to_json(self) -> str:
         """The configuration as JSON; ``Sketcher.from_json`` rebuilds an identical Sketcher."""
@@ -463,6 +470,11 @@ class Sketcher:
                 raise ValueError(f"Sketcher configuration: module {name!r} needs depth and "
                                  "attribute_dim")
             sk.register_module(name, info["depth"], info["attribute_dim"])
+        if "joint_max_unknowns" in config:
+            try:
+                sk.decoder.joint_max_unknowns = config["joint_max_unknowns"]
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"Sketcher configuration: {exc}") from None
         return sk
 
     def __reduce__(self) -> Tuple[Any, Tuple[str, int]]:
