@@ -41,12 +41,13 @@ import numpy as np
 
 import recsketch as rs
 from recsketch.denoise import SubspaceFitter
+from recsketch.guided import GuidedReader
 
 sys.path.insert(0, os.path.dirname(__file__))
 from joint_accuracy import all_paths, random_scene, sketcher, unit  # noqa: E402
 
 N_FIT, N_READ = 200, 32
-METHODS = ("paper", "matched", "joint")
+METHODS = ("paper", "matched", "joint", "guided")
 
 
 def bs_size(family, d):
@@ -74,7 +75,14 @@ def room_sample(rng):
     return g, truth
 
 
-def room_read(sk, s, method):
+def room_read(sk, s, method, reader=None):
+    if method == "guided":
+        return {"cat (i) w x": reader.attributes(s, "cat"),
+                "wall (ii) [2]": reader.attributes(s, "wall", [2]),
+                "edge (ii) [3,2]": reader.attributes(s, "edge", [3, 2]),
+                "wall mass": np.atleast_1d(reader.mass(s, "wall"))[:, None],
+                "lamp mass (absent)": np.atleast_1d(reader.mass(s, "lamp"))[:, None],
+                "edge mass (d3)": np.atleast_1d(reader.mass(s, "edge"))[:, None]}
     kw = {"fan_in": 3} if method == "joint" else {}
     return {"cat (i) w x": sk.attributes(s, "cat", weight=1.0, method=method, **kw),
             "wall (ii) [2]": sk.attributes(s, "wall", path=[2], weight=1.0, method=method, **kw),
@@ -114,11 +122,16 @@ def dag_queries(sk, graphs):
     return [m for m, i in sorted(sk.modules.items()) if i.depth in (2, 3)]
 
 
-def dag_read(sk, s, method, modules):
+def dag_read(sk, s, method, modules, reader=None):
     kw = {"fan_in": 5} if method == "joint" else {}
     out = {}
     for m in modules:
         info = sk.modules[m]
+        if method == "guided":
+            out[f"mass {m}"] = np.atleast_1d(reader.mass(s, m))[:, None]
+            if info.depth == 2:
+                out[f"summed attr {m}"] = reader.summed_attributes(s, m)
+            continue
         out[f"mass {m}"] = sk.mass(s, m, method=method, **kw)[:, None]
         if info.depth == 2:
             out[f"summed attr {m}"] = sk.summed_attributes(s, m, 1.0, method=method, **kw)
@@ -143,10 +156,18 @@ def errors(est, truth):
     return {q: np.max(np.abs(np.atleast_2d(est[q]) - truth[q]), axis=1) for q in truth}
 
 
-def record(res, cond, est_fn, truth, variants):
-    """``variants``: {label: input}; reads every method on each input."""
+def record(res, cond, est_fn, truth, variants, reader=None, guided_input=None):
+    """``variants``: {label: input}; reads paper / matched / joint on each input, and the
+    subspace-guided joint fit (``reader``) on ``guided_input`` (recorded as "guided +D": it
+    uses the subspace; "guided" alone is the plain joint read, for the table's baseline)."""
+    if reader is not None:
+        for q, e in errors(est_fn(guided_input, "guided", reader), truth).items():
+            res.setdefault((cond, q), {}).setdefault("guided +D", []).extend(e.tolist())
+            res[cond, q].setdefault("guided", [])
+        res.setdefault(("coverage", cond), []).append(reader.coverage)
+        res.setdefault(("unknowns", cond), []).append(reader.unknowns)
     for label, s in variants.items():
-        for m in METHODS:
+        for m in METHODS[:3]:
             try:
                 est = est_fn(s, m)
             except ValueError:   # joint refuses a plan over its budget (few kept coordinates)
@@ -166,6 +187,10 @@ def fit(S, **rule):
     return f.subspace(**rule)
 
 
+def guided(sk, sub, fan_in):
+    return GuidedReader(sk, sub, fan_in=fan_in)
+
+
 def section_fixed(sk, seed, res, ranks):
     # a module registered (depth 2, as the walls) that no sketch of the layout holds: its
     # probe words are outside the batch's span
@@ -178,32 +203,37 @@ def section_fixed(sk, seed, res, ranks):
     held = slice(N_FIT, N_FIT + N_READ)
     tr = {q: v[read] for q, v in truth.items()}
     th = {q: v[held] for q, v in truth.items()}
-    est = lambda s, m: room_read(sk, s, m)  # noqa: E731
+    est = lambda s, m, r=None: room_read(sk, s, m, r)  # noqa: E731
     sub = fit(S[:N_FIT])
     ranks.setdefault(("fixed", "clean"), []).append(sub.rank)
     # the coefficients' least squares in the basis, then the basis back: for full sketches
     # the same linear map as the projection, measured to show it
     ls = np.linalg.lstsq(sub.basis.T, S[read].T.astype(np.float64), rcond=None)[0].T @ sub.basis
-    record(res, "clean", est, tr, {"": S[read], " +D": sub.project(S[read]), " +LS": ls})
+    record(res, "clean", est, tr, {"": S[read], " +D": sub.project(S[read]), " +LS": ls},
+           guided(sk, sub, 3), S[read])
     S16 = S[:N_FIT].astype(np.float16).astype(np.float64)
     # float16 rounding: about 2^-11 / sqrt(3) of each value, as independent noise
     sigma16 = float(np.sqrt(np.mean(S16 ** 2))) * 2.0 ** -11 / np.sqrt(3.0)
     sub = fit(S16, noise_std=sigma16)
     ranks.setdefault(("fixed", "float16"), []).append(sub.rank)
-    record(res, "float16 storage", est, tr, {"": S16[read], " +D": sub.project(S16[read])})
+    record(res, "float16 storage", est, tr, {"": S16[read], " +D": sub.project(S16[read])},
+           guided(sk, sub, 3), S16[read])
     for eps in (0.01, 0.1):
         Sn, sigma = noisy(rng, S[:N_FIT].astype(np.float64), eps)
         sub = fit(Sn, noise_std=sigma)
         ranks.setdefault(("fixed", f"noise {eps:g}"), []).append(sub.rank)
-        record(res, f"noise {eps:g}", est, tr, {"": Sn[read], " +D": sub.project(Sn[read])})
+        record(res, f"noise {eps:g}", est, tr, {"": Sn[read], " +D": sub.project(Sn[read])},
+               guided(sk, sub, 3), Sn[read])
     sub = fit(S[:N_FIT])
+    reader = guided(sk, sub, 3)
     for keep in (0.25, 1 / 16):
         e = rs.erase(S[held], keep)
         ranks.setdefault(("fixed", f"erased {keep:g}"), []).append(sub.rank)
         variants = {"": e, " +P(rescaled)": sub.project(e.rescaled())}
         if e.d_kept >= sub.rank:   # completion needs at least rank coordinates
             variants[" +D"] = sub.project(e)
-        record(res, f"erased to {keep:g}", est, th, variants)
+        record(res, f"erased to {keep:g}", est, th, variants,
+               reader if e.d_kept >= reader.unknowns else None, e)
 
 
 def section_crowded(sk, seed, res, ranks):
@@ -218,7 +248,7 @@ def section_crowded(sk, seed, res, ranks):
     truth = dag_truths(graphs, sk, modules)
     K = sum(sk.modules[h.module].attribute_dim + 1 for h, _, _ in all_paths(shape))
     ranks.setdefault(("crowded", "layout K"), []).append(K)
-    est = lambda s, m: dag_read(sk, s, m, modules)  # noqa: E731
+    est = lambda s, m, r=None: dag_read(sk, s, m, modules, r)  # noqa: E731
     read, held = slice(0, N_READ), slice(N_FIT, N_FIT + N_READ)
     tr = {q: v[read] for q, v in truth.items()}
     th = {q: v[held] for q, v in truth.items()}
@@ -226,15 +256,19 @@ def section_crowded(sk, seed, res, ranks):
     ranks.setdefault(("crowded", "clean"), []).append(sub.rank)
     ranks.setdefault(("crowded", "held-out residual (median)"), []).append(
         round(float(np.median(sub.residual(S[held]))), 4))
-    record(res, "crowded, in batch", est, tr, {"": S[read], " +D": sub.project(S[read])})
-    record(res, "crowded, held out", est, th, {"": S[held], " +D": sub.project(S[held])})
+    reader = guided(sk, sub, 5)
+    record(res, "crowded, in batch", est, tr, {"": S[read], " +D": sub.project(S[read])},
+           reader, S[read])
+    record(res, "crowded, held out", est, th, {"": S[held], " +D": sub.project(S[held])},
+           reader, S[held])
     e = rs.erase(S[held], 0.25)
-    record(res, "crowded, held out, erased to 0.25", est, th, {"": e, " +D": sub.project(e)})
+    record(res, "crowded, held out, erased to 0.25", est, th, {"": e, " +D": sub.project(e)},
+           reader, e)
     Sn, sigma = noisy(rng, S.astype(np.float64), 0.1)
     sub = fit(Sn[:N_FIT], noise_std=sigma)
     ranks.setdefault(("crowded", "noise 0.1"), []).append(sub.rank)
     record(res, "crowded, noise 0.1, in batch", est, tr,
-           {"": Sn[read], " +D": sub.project(Sn[read])})
+           {"": Sn[read], " +D": sub.project(Sn[read])}, guided(sk, sub, 5), Sn[read])
 
 
 def section_varying(sk, seed, res, ranks):
@@ -243,7 +277,7 @@ def section_varying(sk, seed, res, ranks):
     S = sk.sketch_many(graphs)
     modules = dag_queries(sk, graphs)
     truth = dag_truths(graphs, sk, modules)
-    est = lambda s, m: dag_read(sk, s, m, modules)  # noqa: E731
+    est = lambda s, m, r=None: dag_read(sk, s, m, modules, r)  # noqa: E731
     read, held = slice(0, N_READ), slice(N_FIT, N_FIT + N_READ)
     tr = {q: v[read] for q, v in truth.items()}
     th = {q: v[held] for q, v in truth.items()}
@@ -251,9 +285,12 @@ def section_varying(sk, seed, res, ranks):
     top = fit(S[:N_FIT], energy=0.99)
     ranks.setdefault(("varying", "rtol"), []).append(full.rank)
     ranks.setdefault(("varying", "energy 0.99"), []).append(top.rank)
+    reader = guided(sk, full, 5)
     record(res, "varying, in batch", est, tr,
-           {"": S[read], " +D": full.project(S[read]), " +D(0.99)": top.project(S[read])})
-    record(res, "varying, held out", est, th, {"": S[held], " +D": full.project(S[held])})
+           {"": S[read], " +D": full.project(S[read]), " +D(0.99)": top.project(S[read])},
+           reader, S[read])
+    record(res, "varying, held out", est, th, {"": S[held], " +D": full.project(S[held])},
+           reader, S[held])
     e = rs.erase(S[held], 0.25)
     record(res, "varying, held out, erased to 0.25", est, th, {"": e, " +D": full.project(e)})
     # how much of a held-out sketch the batch's span misses
@@ -287,11 +324,18 @@ def main(n_seeds=3, sizes=(4096, 16384), sections=("fixed", "crowded", "varying"
                   f"{time.time() - t0:.0f} s, load {os.getloadavg()[0]:.1f})\n")
             print("ranks: " + "; ".join(f"{a} {b}: {sorted(v)}" for (a, b), v in ranks.items()))
             print()
-            print("| condition | query | method | plain | denoised (+D) | ratio plain/+D "
-                  "(medians) | other |")
+            for key in [k for k in res if k[0] in ("coverage", "unknowns")]:
+                print(f"guided {key[0]} ({key[1]}): {sorted(round(x, 6) for x in res[key])}")
+            print()
+            print("| condition | query | method | plain | denoised (+D; guided: the guided fit) "
+                  "| ratio plain/+D (medians) | other |")
             print("|---|---|---|---|---|---|---|")
             for (cond, q), r in res.items():
+                if cond in ("coverage", "unknowns"):
+                    continue
                 for m in METHODS:
+                    if m == "guided" and "guided +D" in r:
+                        r = dict(r, guided=r.get("joint", [np.nan]))   # baseline: plain joint
                     if m not in r:
                         print(f"| {cond} | {q} | {m} | refused (over budget) | | | |")
                         continue
@@ -299,7 +343,8 @@ def main(n_seeds=3, sizes=(4096, 16384), sections=("fixed", "crowded", "varying"
                     den = np.array(r.get(m + " +D", [np.nan]))
                     extra = "; ".join(f"{k[len(m):].strip()}: {quart(v)}" for k, v in r.items()
                                       if k.startswith(m) and k not in (m, m + " +D"))
-                    ratio = np.median(plain) / max(np.median(den), 1e-300)
+                    ratio = (np.median(plain) / np.median(den) if np.median(den) > 0
+                             else np.inf)
                     dcell = quart(den) if m + " +D" in r else "- (d_kept < rank)"
                     print(f"| {cond} | {q} | {m} | {quart(plain)} | {dcell} | "
                           f"{ratio:.3g} | {extra} |")

@@ -88,19 +88,25 @@ class Aggregates:
 
     def mean_attributes(self, module: str, method: str, rows: Rows, fd: int,
                         chunk_bytes: int, fan_in: Optional[int] = None,
-                        transform: Optional[Callable[[Batch], np.ndarray]] = None
+                        transform: Optional[Callable[[Batch], np.ndarray]] = None,
+                        read: Optional[Callable[[Batch], Tuple[np.ndarray, np.ndarray]]] = None
                         ) -> np.ndarray:
         """Sum over sketches of the summed attributes of ``module`` / sum of its masses
-        (``transform`` as in :meth:`per_sketch`)."""
+        (``transform`` as in :meth:`per_sketch`; ``read``, if given, returns a chunk's
+        ``(summed attributes, masses)`` instead of the Sketcher's ``method``)."""
         total_x, total_m = None, 0.0
         with closing(self.chunks(rows, fd, chunk_bytes)) as chunks:
             for _, s in chunks:
                 if transform is not None:
                     s = transform(s)
                 with self._sketcher_lock:
-                    x = np.atleast_2d(self._sketcher.summed_attributes(s, module, 1.0, method,
-                                                                       fan_in=fan_in))
-                    m = np.atleast_1d(self._sketcher.mass(s, module, method, fan_in=fan_in))
+                    if read is not None:
+                        x, m = read(s)
+                    else:
+                        x = self._sketcher.summed_attributes(s, module, 1.0, method,
+                                                             fan_in=fan_in)
+                        m = self._sketcher.mass(s, module, method, fan_in=fan_in)
+                x, m = np.atleast_2d(x), np.atleast_1d(m)
                 total_x = x.sum(axis=0) if total_x is None else total_x + x.sum(axis=0)
                 total_m += float(m.sum())
         if total_x is None:
