@@ -33,7 +33,8 @@ import numpy as np
 from ._checks import FLOAT_DTYPES, check_int
 from .erasure import ErasedSketch
 
-__all__ = ["DEFAULT_RTOL", "Subspace", "SubspaceFitter", "check_rule", "fit_subspace"]
+__all__ = ["DEFAULT_RTOL", "Subspace", "SubspaceFitter", "check_rule", "checked_erased",
+           "checked_sketches", "fit_subspace"]
 
 # Default noise floor of the rank rule, relative to the largest singular value: float32 rounding
 # of a sketch sits near 1e-7 of its norm, so components above 1e-5 of the largest are signal
@@ -104,15 +105,7 @@ class Subspace:
         """
         if isinstance(s, ErasedSketch):
             return self._complete(s)
-        arr = s if isinstance(s, np.ndarray) else np.asarray(s, dtype=np.float64)
-        if arr.dtype not in FLOAT_DTYPES:
-            raise TypeError(f"sketch must have dtype float32 or float64, got {arr.dtype}")
-        if arr.ndim not in (1, 2) or arr.shape[-1] != self.d_sketch:
-            raise ValueError(f"sketch must have shape ({self.d_sketch},) or (n, "
-                             f"{self.d_sketch}), got {arr.shape}")
-        x = arr.astype(np.float64, copy=False)
-        if not np.all(np.isfinite(x)):
-            raise ValueError("sketch contains NaN or infinity")
+        x = checked_sketches(s, self.d_sketch)
         return (x @ self.basis.T) @ self.basis
 
     def coefficients(self, s: Any) -> np.ndarray:
@@ -137,15 +130,7 @@ class Subspace:
         return float(out) if out.ndim == 0 else out
 
     def _fit_kept(self, e: ErasedSketch) -> np.ndarray:
-        if e.d_sketch != self.d_sketch:
-            raise ValueError(f"the erased sketch has d_sketch={e.d_sketch}, this subspace "
-                             f"{self.d_sketch}")
-        if e.d_kept < self.rank:
-            raise ValueError(f"the erased sketch keeps {e.d_kept} coordinates, fewer than the "
-                             f"subspace's rank {self.rank}: its coefficients are undetermined")
-        vals = np.asarray(e.values, dtype=np.float64)
-        if not np.all(np.isfinite(vals)):
-            raise ValueError("sketch contains NaN or infinity")
+        vals = checked_erased(e, self.d_sketch, self.rank, "the subspace's rank")
         kept = self.basis[:, e.indices]                     # (rank, d_kept)
         # least squares on the kept coordinates; rows (not the rescaled sketch): the kept values
         # are the sketch's own, only the missing ones are unknown
@@ -311,6 +296,34 @@ def fit_subspace(sketches: Union[np.ndarray, Iterable[np.ndarray]], *,
     if fitter is None:
         raise ValueError("no sketch was given: nothing to fit")
     return fitter.subspace(rank=rank, energy=energy, noise_std=noise_std, rtol=rtol)
+
+
+def checked_sketches(s: Any, d: int) -> np.ndarray:
+    """A sketch ``(d,)`` or batch ``(n, d)`` of float32/float64 as float64, finite (TypeError
+    or ValueError naming the problem otherwise)."""
+    arr = s if isinstance(s, np.ndarray) else np.asarray(s, dtype=np.float64)
+    if arr.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"sketch must have dtype float32 or float64, got {arr.dtype}")
+    if arr.ndim not in (1, 2) or arr.shape[-1] != d:
+        raise ValueError(f"sketch must have shape ({d},) or (n, {d}), got {arr.shape}")
+    x = arr.astype(np.float64, copy=False)
+    if not np.all(np.isfinite(x)):
+        raise ValueError("sketch contains NaN or infinity")
+    return x
+
+
+def checked_erased(e: ErasedSketch, d: int, unknowns: int, what: str) -> np.ndarray:
+    """The kept values of an erased sketch as float64, after checking its ``d`` and that it
+    keeps at least ``unknowns`` coordinates (a least-squares fit of that many needs them)."""
+    if e.d_sketch != d:
+        raise ValueError(f"the erased sketch has d_sketch={e.d_sketch}, expected {d}")
+    if e.d_kept < unknowns:
+        raise ValueError(f"the erased sketch keeps {e.d_kept} coordinates, fewer than "
+                         f"{what} {unknowns}: its coefficients are undetermined")
+    vals = np.asarray(e.values, dtype=np.float64)
+    if not np.all(np.isfinite(vals)):
+        raise ValueError("sketch contains NaN or infinity")
+    return vals
 
 
 def _real(value: Any, name: str) -> float:

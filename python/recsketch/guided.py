@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Un
 
 import numpy as np
 
-from ._checks import FLOAT_DTYPES, check_int
-from .denoise import Subspace
+from ._checks import check_int
+from .denoise import Subspace, checked_erased, checked_sketches
 from .erasure import ErasedSketch
 from .joint import JOINT_FAN_IN, Block, check_fan_in, design_rows, plan_blocks
 
@@ -178,27 +178,10 @@ class GuidedReader:
         """The fitted unknowns ``(K,)`` or ``(n, K)`` of sketch(es) ``s`` (arrays or an
         :class:`ErasedSketch`, fitted on its kept coordinates)."""
         if isinstance(s, ErasedSketch):
-            if s.d_sketch != self._d:
-                raise ValueError(f"the erased sketch has d_sketch={s.d_sketch}, this reader "
-                                 f"{self._d}")
-            vals = np.asarray(s.values, dtype=np.float64)
-            if not np.all(np.isfinite(vals)):
-                raise ValueError("sketch contains NaN or infinity")
-            rows = self._rows[:, s.indices]
-            if s.d_kept < rows.shape[0]:
-                raise ValueError(f"the erased sketch keeps {s.d_kept} coordinates, fewer than "
-                                 f"the {rows.shape[0]} unknowns of the fit")
-            theta = vals.reshape(-1, s.d_kept) @ _pseudo_inverse(rows).T
+            vals = checked_erased(s, self._d, self.unknowns, "the fit's unknowns")
+            theta = vals.reshape(-1, s.d_kept) @ _pseudo_inverse(self._rows[:, s.indices]).T
             return theta[0] if vals.ndim == 1 else theta
-        arr = s if isinstance(s, np.ndarray) else np.asarray(s, dtype=np.float64)
-        if arr.dtype not in FLOAT_DTYPES:
-            raise TypeError(f"sketch must have dtype float32 or float64, got {arr.dtype}")
-        d = self._d
-        if arr.ndim not in (1, 2) or arr.shape[-1] != d:
-            raise ValueError(f"sketch must have shape ({d},) or (n, {d}), got {arr.shape}")
-        x = arr.astype(np.float64, copy=False)
-        if not np.all(np.isfinite(x)):
-            raise ValueError("sketch contains NaN or infinity")
+        x = checked_sketches(s, self._d)
         return x @ self._probe.T
 
     def _sum(self, s: Any, module: str, path: Optional[Sequence[int]], channel: int

@@ -702,13 +702,15 @@ class Repository:
         streamed fit keeps (default ``min(d // 2, 1024)``).
 
         When it helps and when it hurts (measured, docs/denoise.md): sketches of one layout
-        (the same modules on the same paths) span a subspace of ``sum (attribute_dim + 1)``
-        over its (module, path) pairs; with more stored sketches than that, projecting removes
-        noise outside it (storage rounding, added noise) and completes forgotten sketches from
-        their prefixes. A sketch already in the span reads the same with or without it (the
-        other objects' cross-talk is inside the span). A sketch of a layout the selection did
-        not span (graphs that vary per input, a new module) loses what lies outside: check
-        ``subspace.residual(s)`` before trusting it there.
+        (the same modules on the same paths) span a subspace of at most
+        ``sum (attribute_dim + 1)`` over its (module, path) pairs. A sketch in the span is its
+        own projection, so every linear read-out (paper, matched, joint) answers the same with
+        or without it: the other objects' cross-talk is inside the span. Projecting helps
+        forgotten sketches (completed from their prefixes: each method back to its
+        full-sketch error) and barely helps against noise; :meth:`guided_reader` uses the
+        subspace to choose the joint fit's paths, which is exact on the layout. A sketch of
+        a layout the selection did not span (graphs that vary per input, a new module) loses
+        what lies outside: check ``subspace.residual(s)`` before trusting it there.
         """
         rule = check_rule(rank=rank, energy=energy, noise_std=noise_std, rtol=rtol)
         d = self._store.d
