@@ -259,11 +259,21 @@ def _layout_repo(tmp_path, n=60, name="r"):
     return repo, graphs
 
 
-def test_repository_denoiser_streams_and_matches_a_batch_fit(tmp_path):
+def test_repository_denoiser_streams_and_matches_a_batch_fit(tmp_path, monkeypatch):
     repo, graphs = _layout_repo(tmp_path)
+    seen = []
+    add = SubspaceFitter.add
+
+    def recording(self, sketches):
+        seen.append(np.shape(sketches))
+        return add(self, sketches)
+
+    monkeypatch.setattr(SubspaceFitter, "add", recording)
     with repo:
         repo.chunk_bytes = 4 * 256 * 7            # 7 sketches per chunk: the fit streams
         sub = repo.denoiser()
+        # read in chunks of at most chunk_bytes, every sketch once
+        assert max(s[0] for s in seen) == 7 and sum(s[0] for s in seen) == 60
         stored = repo.get(repo.ids())
         ref = fit_subspace(stored.astype(np.float64))
         assert sub.rank == ref.rank == K and sub.n_fitted == 60
