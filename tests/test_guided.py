@@ -93,6 +93,15 @@ def test_guided_reads_absent_modules_as_zero_and_erased_sketches_on_their_kept_p
         reader.mass(rs.erase(s, 8), "edge")
 
 
+def test_guided_warns_about_depths_it_cannot_search():
+    sk, sub, graphs, s = fitted()
+    with pytest.warns(RuntimeWarning, match=r"depths \[3\]"):
+        reader = GuidedReader(sk, sub, fan_in=3, max_candidates=40)
+    assert reader.unsearched_depths == [3]
+    assert np.all(reader.mass(s, "edge") == 0)
+    assert reader.coverage < 0.99
+
+
 def test_guided_coverage_says_when_the_subspace_holds_noise():
     sk = sketcher("orthogonal")
     rng = np.random.default_rng(7)

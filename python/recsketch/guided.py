@@ -20,6 +20,7 @@ batch did not span are read on the wrong words (check ``subspace.residual(s)``).
 from __future__ import annotations
 
 import numbers
+import warnings
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -65,9 +66,20 @@ class GuidedReader:
         not searched (:attr:`unsearched_depths`).
 
     Building scores every candidate path's words against the subspace (design rows built
-    ``64 MiB`` at a time, ``(candidate unknowns) x (chain letters)`` products in all); a
-    query is then one product with the cached probe ``(K, d)``. Immutable after building;
-    thread-safe.
+    ``64 MiB`` at a time, about three times that in memory, ``(candidate unknowns) x (chain
+    letters)`` products in all); a query is then one product with the cached probe
+    ``(K, d)``. Not changed after building; thread-safe.
+
+    Attributes
+    ----------
+    blocks : tuple of recsketch.joint.Block
+        The selected (module, path, ancestors) blocks, in the joint plan's order.
+    coverage : float
+        Fraction of the subspace the selected words span (1 when they explain it).
+    scores : ndarray
+        Every candidate's median column out-of-span fraction (0: inside the subspace).
+    unsearched_depths : list of int
+        Depths beyond ``max_candidates`` (a RuntimeWarning says so): their modules read 0.
     """
 
     def __init__(self, sketcher: "Sketcher", subspace: Subspace, *,
@@ -90,7 +102,13 @@ class GuidedReader:
         plan = plan_blocks(self._modules, self.fan_in, limit)
         candidates = tuple(b for b in plan if b.path is not None)
         self.unsearched_depths = sorted({b.depth for b in plan if b.path is None})
+        if self.unsearched_depths:
+            warnings.warn(f"GuidedReader searches no path at depths {self.unsearched_depths} "
+                          f"(more than max_candidates={limit} unknowns with fan_in="
+                          f"{self.fan_in}): their modules read 0; raise max_candidates or "
+                          "lower fan_in", RuntimeWarning, stacklevel=2)
         scores, kept_rows = self._score(candidates, subspace)
+        scores.setflags(write=False)
         self.scores = scores
         self.blocks, rows = self._select(candidates, scores, kept_rows, subspace)
         self.coverage = _coverage(rows, subspace.basis)
