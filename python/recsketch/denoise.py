@@ -14,10 +14,11 @@ projection, so on noise-free sketches every linear read-out (``paper``, ``matche
 ``joint``) gives the same answer with or without it; the cross-talk of the other objects' words
 is inside the span and stays. Graphs that vary per input make the span grow with the batch, and
 a sketch whose layout the batch has not seen loses the part of it outside the span (its answers
-are biased toward the batch).
+are biased toward the batch). The subspace also tells which paths the layout uses:
+``recsketch.guided.GuidedReader`` fits the joint read-out on those only.
 
 :class:`SubspaceFitter` accumulates the batch in chunks (a streamed, truncated SVD: memory
-``8 (max_rank + chunk) d`` bytes, never ``d x d``); :meth:`SubspaceFitter.subspace` chooses the
+about ``16 d (2 max_rank + 64)`` bytes beside the chunk, never ``d x d``); :meth:`SubspaceFitter.subspace` chooses the
 rank by a documented rule and returns a :class:`Subspace`, whose :meth:`Subspace.project` denoises
 arrays and completes :class:`recsketch.ErasedSketch` batches.
 """
@@ -73,11 +74,13 @@ class Subspace:
 
     def __init__(self, basis: np.ndarray, singular_values: np.ndarray, spectrum: np.ndarray,
                  n_fitted: int, discarded_energy: float, rule: str):
-        basis = np.ascontiguousarray(basis, dtype=np.float64)
+        basis = np.array(basis, dtype=np.float64, order="C")   # a copy: frozen below
         basis.setflags(write=False)
         self.basis = basis
-        self.singular_values = np.asarray(singular_values, dtype=np.float64)
-        self.spectrum = np.asarray(spectrum, dtype=np.float64)
+        self.singular_values = np.array(singular_values, dtype=np.float64)
+        self.spectrum = np.array(spectrum, dtype=np.float64)
+        self.singular_values.setflags(write=False)
+        self.spectrum.setflags(write=False)
         self.n_fitted = int(n_fitted)
         self.discarded_energy = float(discarded_energy)
         self.rule = rule
@@ -148,7 +151,7 @@ class SubspaceFitter:
     Keeps at most ``max_rank`` directions (their singular values times the directions, a
     ``(max_rank, d)`` array); each :meth:`add` folds its rows in by an SVD of the
     ``(kept + rows) x d`` stack (rows taken ``max(max_rank, 64)`` at a time), so memory is
-    about ``8 d (2 max_rank + 64) x 2`` bytes beside the chunk, never ``d x d``. Exact (to
+    about ``16 d (2 max_rank + 64)`` bytes beside the chunk, never ``d x d``. Exact (to
     rounding) while the batch's rank stays within ``max_rank``; beyond it, each fold drops its
     smallest directions (reported as :attr:`Subspace.discarded_energy`), the usual streamed
     approximation of the top singular directions.
@@ -169,7 +172,6 @@ class SubspaceFitter:
         self._scaled = np.zeros((0, self._d))   # singular values x directions (rows)
         self._n = 0
         self._total = 0.0        # squared norm of everything added
-        self._dropped = 0.0      # squared singular values dropped by the folds
 
     @property
     def n_added(self) -> int:
@@ -202,7 +204,6 @@ class SubspaceFitter:
         # thin SVD of a (k + m) x d stack: O(d (k + m)^2), (k + m) x d memory
         _, sv, vt = np.linalg.svd(stack, full_matrices=False)
         keep = min(self._max_rank, int(np.count_nonzero(sv > 0)))
-        self._dropped += float(np.sum(sv[keep:] ** 2))
         self._scaled = sv[:keep, None] * vt[:keep]
         self._n += rows.shape[0]
 
