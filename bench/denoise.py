@@ -1,15 +1,16 @@
 """Denoising across a batch of stored sketches (recsketch.denoise): paper / matched / joint
 read-outs with and without the batch's principal subspace, on the same sketches.
 
-    python bench/denoise.py [n_seeds] [sizes] [sections]
+    python bench/denoise.py [n_seeds] [sizes] [sections] [families]
         n_seeds   matrix draws (Sketcher seeds) per setting, default 3
         sizes     comma-separated d, default 4096,16384 (block_sparse uses 4095,16371)
         sections  comma-separated among fixed,crowded,varying (default all)
+        families  comma-separated among orthogonal,block_sparse (default both)
 
 Sections (both families; every figure beside its baseline from the same sketches):
 
   fixed    the README's room, one layout (walls at [1], [2], a cat at [3] with edges at
-           [3, 1], [3, 2]; K = 85 unknowns, 84 independent as the weights sum to 1),
+           [3, 1], [3, 2]; K = 85 unknowns, rank 84: the edges' weights sum to the cat's),
            attributes and weights redrawn per sketch, and a registered module "lamp" absent
            from every sketch (truth 0); a batch of 200 sketches, the subspace fitted on it;
            32 of them read. Conditions: clean (rule rtol; also the least-squares coefficients
@@ -25,6 +26,10 @@ Sections (both families; every figure beside its baseline from the same sketches
   varying  a new random DAG per sketch (5-50 objects, depth 2-4; the registry is shared):
            in-batch reads with rule rtol (full rank) and energy = 0.99, and held-out reads
            (32 sketches not in the batch), also erased to a 1/4 prefix and completed.
+
+Every section also reads with recsketch.guided.GuidedReader (the joint fit on the paths whose
+words the subspace spans; same fan_in as joint), printed as the "guided" rows (its "plain"
+column repeats joint's for the ratio), with its coverage and unknowns.
 
 Errors: l-inf of summed weighted attributes (case (i) `weight=1`), of case (ii) attributes at a
 path (weighted), and absolute error of masses; median [25%, 75%] over the sketches read and
@@ -306,10 +311,11 @@ def quart(v):
     return f"{b:.3g} [{a:.2g}, {c:.2g}]"
 
 
-def main(n_seeds=3, sizes=(4096, 16384), sections=("fixed", "crowded", "varying")):
+def main(n_seeds=3, sizes=(4096, 16384), sections=("fixed", "crowded", "varying"),
+         families=("orthogonal", "block_sparse")):
     import warnings
     warnings.simplefilter("ignore", RuntimeWarning)   # path-free joint plans: reported below
-    for family in ("orthogonal", "block_sparse"):
+    for family in families:
         for d0 in sizes:
             d = bs_size(family, d0)
             t0 = time.time()
@@ -356,4 +362,5 @@ if __name__ == "__main__":
     n = int(args[0]) if args else 3
     sizes = tuple(int(x) for x in args[1].split(",")) if len(args) > 1 else (4096, 16384)
     secs = tuple(args[2].split(",")) if len(args) > 2 else tuple(SECTIONS)
-    main(n, sizes, secs)
+    fams = tuple(args[3].split(",")) if len(args) > 3 else ("orthogonal", "block_sparse")
+    main(n, sizes, secs, fams)
