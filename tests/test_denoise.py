@@ -242,6 +242,11 @@ def test_bad_input():
         sub.project(rs.erase(np.zeros(256), 0.5))
     with pytest.raises(TypeError):
         sub.residual(rs.erase(x, 0.5))
+    with pytest.raises(ValueError, match="basis"):
+        Subspace(np.zeros(5), np.ones(1), np.ones(1), 1, 0.0, "rank=1")
+    with pytest.raises(ValueError, match="singular_values"):
+        Subspace(np.eye(4)[:2], np.ones(3), np.ones(3), 1, 0.0, "rank=2")
+    np.testing.assert_allclose(sub.coefficients(x[:3]), x[:3] @ sub.basis.T, atol=1e-9)
     with pytest.raises(ValueError, match="nothing to fit"):
         fit_subspace([])
     with pytest.raises(ValueError, match="keeps no direction"):

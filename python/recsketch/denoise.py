@@ -75,6 +75,12 @@ class Subspace:
     def __init__(self, basis: np.ndarray, singular_values: np.ndarray, spectrum: np.ndarray,
                  n_fitted: int, discarded_energy: float, rule: str):
         basis = np.array(basis, dtype=np.float64, order="C")   # a copy: frozen below
+        if basis.ndim != 2 or basis.shape[0] == 0 or not np.all(np.isfinite(basis)):
+            raise ValueError(f"basis must be a finite (rank, d) array with rank >= 1, got "
+                             f"shape {basis.shape}")
+        if np.shape(singular_values) != (basis.shape[0],):
+            raise ValueError(f"singular_values must have shape ({basis.shape[0]},), got "
+                             f"{np.shape(singular_values)}")
         basis.setflags(write=False)
         self.basis = basis
         self.singular_values = np.array(singular_values, dtype=np.float64)
@@ -116,7 +122,7 @@ class Subspace:
         :class:`ErasedSketch`, fitted on the kept coordinates)."""
         if isinstance(s, ErasedSketch):
             return self._fit_kept(s)
-        return self.project(s) @ self.basis.T
+        return checked_sketches(s, self.d_sketch) @ self.basis.T
 
     def residual(self, s: Any) -> Union[float, np.ndarray]:
         """Fraction of each sketch's norm outside the subspace, ``||s - P s|| / ||s||`` (0 for

@@ -204,6 +204,12 @@ class GuidedReader:
 
     def _sum(self, s: Any, module: str, path: Optional[Sequence[int]], channel: int
              ) -> np.ndarray:
+        """The fitted unknowns of ``module`` (on ``path`` if given) summed over its selected
+        blocks: ``(n, attribute_dim)`` (channel 1) or ``(n, 1)`` (channel 2)."""
+        return self._summed(self._checked(module, path), np.atleast_2d(self.fit(s)), channel)
+
+    def _checked(self, module: str, path: Optional[Sequence[int]]
+                 ) -> Tuple[str, Optional[Tuple[int, ...]]]:
         if not isinstance(module, str):
             raise TypeError(f"module must be a str, got {type(module).__name__}")
         if module not in self._modules:
@@ -218,7 +224,12 @@ class GuidedReader:
             if len(key_path) != info.depth - 1:
                 raise ValueError(f"module {module!r} sits at depth {info.depth}, so its path "
                                  f"needs {info.depth - 1} positions, got {len(key_path)}")
-        theta = np.atleast_2d(self.fit(s))
+        return module, key_path
+
+    def _summed(self, target: Tuple[str, Optional[Tuple[int, ...]]], theta: np.ndarray,
+                channel: int) -> np.ndarray:
+        module, key_path = target
+        info = self._modules[module]
         out = np.zeros((theta.shape[0], info.attribute_dim if channel == 1 else 1))
         for b in self.blocks:
             if b.module == module and (key_path is None or b.path == key_path):
@@ -254,8 +265,10 @@ class GuidedReader:
 
     def mean_attributes(self, s: Any, module: str) -> np.ndarray:
         """Weight-averaged mean attribute vector ``summed / mass`` (NaN where the mass is 0)."""
-        x = self._sum(s, module, None, 1)
-        m = self._sum(s, module, None, 2)
+        target = self._checked(module, None)
+        theta = np.atleast_2d(self.fit(s))          # one fit for both channels
+        x = self._summed(target, theta, 1)
+        m = self._summed(target, theta, 2)
         with np.errstate(divide="ignore", invalid="ignore"):
             out = np.where(m != 0, x / np.where(m != 0, m, 1), np.nan)
         return self._shaped(s, out)
