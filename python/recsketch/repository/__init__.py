@@ -5,6 +5,8 @@ One concern per module:
 - ``store.py``: the data file, the SQLite metadata, crash repair, transactions, reading rows;
 - ``index.py``: the usearch prefix index, kept in step with the store, and exact re-ranking;
 - ``aggregates.py``: count, mass, mean attributes over many sketches, streamed in chunks;
+- ``denoising.py``: the principal subspace of stored sketches (``recsketch.denoise``), fitted
+  in chunks, and the checks of an aggregate's ``denoise=``;
 - ``clusters.py``: k-means clusters and the concepts new since a time;
 - ``explain.py``: which modules or objects make two sketches similar;
 - ``forgetting.py``: forgetting policies and the lengths they keep;

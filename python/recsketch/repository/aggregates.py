@@ -71,27 +71,42 @@ class Aggregates:
             os.close(fd)
 
     def per_sketch(self, query: Callable[[Sketcher, Batch], Any], rows: Rows, fd: int,
-                   chunk_bytes: int) -> Tuple[np.ndarray, np.ndarray]:
+                   chunk_bytes: int, transform: Optional[Callable[[Batch], np.ndarray]] = None
+                   ) -> Tuple[np.ndarray, np.ndarray]:
         """``(ids, values)`` of a per-sketch query, in id order (rows and ``fd`` from
-        :meth:`Store.streamed`)."""
+        :meth:`Store.streamed`). ``transform`` (e.g. a denoising projection) is applied to each
+        chunk before the query, outside the Sketcher's lock."""
         out = np.empty(rows.ids.size)  # filled in place: rows are in id order already
         # closed on an error too: a traceback kept alive must not keep the descriptor open
         with closing(self.chunks(rows, fd, chunk_bytes)) as chunks:
             for part, s in chunks:
+                if transform is not None:
+                    s = transform(s)
                 with self._sketcher_lock:
                     out[part] = np.atleast_1d(query(self._sketcher, s))
         return rows.ids, out
 
     def mean_attributes(self, module: str, method: str, rows: Rows, fd: int,
-                        chunk_bytes: int, fan_in: Optional[int] = None) -> np.ndarray:
-        """Sum over sketches of the summed attributes of ``module`` / sum of its masses."""
+                        chunk_bytes: int, fan_in: Optional[int] = None,
+                        transform: Optional[Callable[[Batch], np.ndarray]] = None,
+                        read: Optional[Callable[[Batch], Tuple[np.ndarray, np.ndarray]]] = None
+                        ) -> np.ndarray:
+        """Sum over sketches of the summed attributes of ``module`` / sum of its masses
+        (``transform`` as in :meth:`per_sketch`; ``read``, if given, returns a chunk's
+        ``(summed attributes, masses)`` instead of the Sketcher's ``method``)."""
         total_x, total_m = None, 0.0
         with closing(self.chunks(rows, fd, chunk_bytes)) as chunks:
             for _, s in chunks:
+                if transform is not None:
+                    s = transform(s)
                 with self._sketcher_lock:
-                    x = np.atleast_2d(self._sketcher.summed_attributes(s, module, 1.0, method,
-                                                                       fan_in=fan_in))
-                    m = np.atleast_1d(self._sketcher.mass(s, module, method, fan_in=fan_in))
+                    if read is not None:
+                        x, m = read(s)
+                    else:
+                        x = self._sketcher.summed_attributes(s, module, 1.0, method,
+                                                             fan_in=fan_in)
+                        m = self._sketcher.mass(s, module, method, fan_in=fan_in)
+                x, m = np.atleast_2d(x), np.atleast_1d(m)
                 total_x = x.sum(axis=0) if total_x is None else total_x + x.sum(axis=0)
                 total_m += float(m.sum())
         if total_x is None:

@@ -24,13 +24,16 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .._checks import check_fraction
+from ..denoise import Subspace, SubspaceFitter, check_rule
 from ..erasure import ErasedSketch
+from ..guided import GuidedReader
 from ..joint import check_method
 from ..learned import (LearnedModule, check_learned, check_make_room, register_learned,
                        sketch_grown)
 from ..sketcher import Sketcher
 from .aggregates import DEFAULT_CHUNK_BYTES, Aggregates, check_chunk_bytes
 from .clusters import Clusters, kmeans
+from .denoising import DenoisedRead, check_denoise, check_kept_lengths, fit_stored
 from .explain import explain_pair
 from .forgetting import ForgetPolicy, parse_policy, target_lengths
 from .index import RetrievalIndex
@@ -591,35 +594,131 @@ class Repository:
 
     def count(self, module: str, weight: float, *, since: Any = None, until: Any = None,
               where: Optional[Dict[str, Any]] = None, method: str = "matched",
-              fan_in: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+              fan_in: Optional[int] = None,
+              denoise: Optional[Union[Subspace, GuidedReader]] = None
+              ) -> Tuple[np.ndarray, np.ndarray]:
         """Per-sketch counts of ``module`` (Theorem 3) over the selected sketches:
         ``(ids, counts)``, computed chunk by chunk (one matrix product per chunk).
-        ``fan_in``: the joint read-out's bound (``method="joint"`` only, as on the Sketcher)."""
+        ``fan_in``: the joint read-out's bound (``method="joint"`` only, as on the Sketcher).
+        ``denoise``: a :class:`recsketch.denoise.Subspace` (:meth:`denoiser`): each sketch is
+        projected on it (a forgotten one completed) and read by ``method``; or a
+        :class:`recsketch.guided.GuidedReader` (:meth:`guided_reader`, ``method="joint"``):
+        the joint fit on the words the subspace spans. See :meth:`denoiser` for when each
+        helps."""
         weight = self._query_args(module, method, weight, fan_in)
-        rows, fd = self._store.streamed(*selection(since, until, where))
+        how = check_denoise(denoise, self._store.d, method, fan_in)
+        rows, fd = self._streamed_for(how, since, until, where)
+        if how.reader is not None:
+            reader = how.reader
+            return self._aggregates.per_sketch(
+                lambda sk, s: reader.count(s, module, weight), rows, fd, self._chunk_bytes)
         return self._aggregates.per_sketch(
             lambda sk, s: sk.count(s, module, weight, method, fan_in=fan_in),
-            rows, fd, self._chunk_bytes)
+            rows, fd, self._chunk_bytes, how.transform)
 
     def mass(self, module: str, *, since: Any = None, until: Any = None,
              where: Optional[Dict[str, Any]] = None, method: str = "matched",
-             fan_in: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
-        """Per-sketch summed effective weight of ``module``: ``(ids, masses)``."""
+             fan_in: Optional[int] = None,
+             denoise: Optional[Union[Subspace, GuidedReader]] = None
+             ) -> Tuple[np.ndarray, np.ndarray]:
+        """Per-sketch summed effective weight of ``module``: ``(ids, masses)`` (``denoise``
+        as in :meth:`count`)."""
         self._query_args(module, method, fan_in=fan_in)
-        rows, fd = self._store.streamed(*selection(since, until, where))
+        how = check_denoise(denoise, self._store.d, method, fan_in)
+        rows, fd = self._streamed_for(how, since, until, where)
+        if how.reader is not None:
+            reader = how.reader
+            return self._aggregates.per_sketch(
+                lambda sk, s: reader.mass(s, module), rows, fd, self._chunk_bytes)
         return self._aggregates.per_sketch(
             lambda sk, s: sk.mass(s, module, method, fan_in=fan_in),
-            rows, fd, self._chunk_bytes)
+            rows, fd, self._chunk_bytes, how.transform)
 
     def mean_attributes(self, module: str, *, since: Any = None, until: Any = None,
                         where: Optional[Dict[str, Any]] = None, method: str = "matched",
-                        fan_in: Optional[int] = None) -> np.ndarray:
+                        fan_in: Optional[int] = None,
+                        denoise: Optional[Union[Subspace, GuidedReader]] = None
+                        ) -> np.ndarray:
         """The weight-averaged attribute vector of ``module`` pooled over the selected sketches
-        (sum over sketches of the summed attributes / sum of the masses)."""
+        (sum over sketches of the summed attributes / sum of the masses; ``denoise`` as in
+        :meth:`count`)."""
         self._query_args(module, method, fan_in=fan_in)
-        rows, fd = self._store.streamed(*selection(since, until, where))
+        how = check_denoise(denoise, self._store.d, method, fan_in)
+        rows, fd = self._streamed_for(how, since, until, where)
+        read = None
+        if how.reader is not None:
+            reader = how.reader
+
+            def read(s: Any) -> Tuple[np.ndarray, np.ndarray]:
+                return reader.summed_attributes(s, module), reader.mass(s, module)
         return self._aggregates.mean_attributes(module, method, rows, fd, self._chunk_bytes,
-                                                fan_in=fan_in)
+                                                fan_in=fan_in, transform=how.transform,
+                                                read=read)
+
+    def _streamed_for(self, how: DenoisedRead, since: Any, until: Any,
+                      where: Optional[Dict[str, Any]]) -> Tuple[Any, int]:
+        """The selected rows and their descriptor, after checking that a denoised read can
+        complete every forgotten sketch among them (the descriptor is closed if not)."""
+        rows, fd = self._store.streamed(*selection(since, until, where))
+        try:
+            check_kept_lengths(how, rows)
+        except ValueError:
+            if fd >= 0:
+                os.close(fd)
+            raise
+        return rows, fd
+
+    def guided_reader(self, subspace: Subspace, *, fan_in: Optional[int] = None
+                      ) -> GuidedReader:
+        """The joint read-out restricted to the words ``subspace`` spans
+        (:class:`recsketch.guided.GuidedReader`, built with this repository's Sketcher and
+        registry): pass it as ``denoise=`` with ``method="joint"`` to :meth:`count`,
+        :meth:`mass` and :meth:`mean_attributes`, or call its queries on any sketch.
+
+        It scores every path up to ``fan_in`` (default 8) against the subspace and fits only
+        the paths the stored sketches use: where the plain joint fit cannot enumerate every
+        path (its budget), this one is exact on sketches of the layout the subspace spans
+        (docs/denoise.md); modules the layout does not hold read 0. ``reader.coverage`` below 1
+        means the subspace spans something no searched path does (noise kept by the rank
+        rule, positions above ``fan_in``): the read is then not exact. Building costs one
+        design row per candidate unknown (seconds at d = 16k); queries one product."""
+        with self._sketcher_lock:
+            return GuidedReader(self._sketcher, subspace, fan_in=fan_in)
+
+    def denoiser(self, *, since: Any = None, until: Any = None,
+                 where: Optional[Dict[str, Any]] = None, rank: Optional[int] = None,
+                 energy: Optional[float] = None, noise_std: Optional[float] = None,
+                 rtol: Optional[float] = None, max_rank: Optional[int] = None) -> Subspace:
+        """The principal subspace of the selected stored sketches (``recsketch.denoise``), to
+        pass as ``denoise=`` to :meth:`count`, :meth:`mass` and :meth:`mean_attributes`, or
+        to call ``.project(s)`` on any sketch.
+
+        Fitted chunk by chunk (:attr:`chunk_bytes` at a time; memory the chunk plus about
+        ``16 d (2 max_rank + 64)`` bytes, never ``d x d``) on the selected sketches that keep
+        all their coordinates; forgotten ones are left out of the fit and completed from it
+        when read. The rank: one rule of ``rank``, ``energy``, ``noise_std`` or ``rtol``
+        (default ``rtol=recsketch.denoise.DEFAULT_RTOL``; see
+        :meth:`recsketch.denoise.SubspaceFitter.subspace`); ``max_rank`` bounds what the
+        streamed fit keeps (default ``min(d // 2, 1024)``).
+
+        When it helps and when it hurts (measured, docs/denoise.md): sketches of one layout
+        (the same modules on the same paths) span a subspace of at most
+        ``sum (attribute_dim + 1)`` over its (module, path) pairs. A sketch in the span is its
+        own projection, so every linear read-out (paper, matched, joint) answers the same with
+        or without it: the other objects' cross-talk is inside the span. Projecting helps
+        forgotten sketches (completed from their prefixes: each method back to its
+        full-sketch error) and barely helps against noise; :meth:`guided_reader` uses the
+        subspace to choose the joint fit's paths, which is exact on the layout. A sketch of
+        a layout the selection did not span (graphs that vary per input, a new module) loses
+        what lies outside: check ``subspace.residual(s)`` before trusting it there.
+        """
+        rule = check_rule(rank=rank, energy=energy, noise_std=noise_std, rtol=rtol)
+        d = self._store.d
+        fitter = SubspaceFitter(d, max_rank)          # checks max_rank before any read
+        rows, fd = self._store.streamed(*selection(since, until, where))
+        if rows.ids.size == 0:
+            raise ValueError("no sketch matches the selection: nothing to fit the subspace on")
+        return fit_stored(self._aggregates, rows, fd, self._chunk_bytes, d, fitter, rule)
 
     # -- retrieval --------------------------------------------------------------------------------
     def search(self, query: Any, k: int = 10, *, candidates: Optional[int] = None,
