@@ -259,7 +259,12 @@ class Sketcher:
         the scheme, and why: with ``k = 1`` a deep object's words are alone in some samples,
         where its identity word decodes; every per-sample query gets far noisier). The draws
         are a function of the Sketcher seed, ``sample_seed`` (in ``[0, 2**64)``) and the graph's
-        content. Not with ``return_objects``.
+        content: the same graph gives the same sketch (vary ``sample_seed`` for independent
+        samples of one input). Not with ``return_objects``. Memory in this mode is not the
+        budget above: one float64 ``d_sketch`` vector per object of the sampled graph's
+        frontier, plus a few scratch vectors (module docstring). Sampled sketches are for
+        learning (``recsketch.learn_network``): a query on one is unbiased over the draws but very
+        noisy, so do not mix them into a :class:`Repository` that answers queries.
         """
         if not isinstance(graph, Graph):
             raise TypeError(f"sketch takes a recsketch.Graph, got {type(graph).__name__}")
@@ -271,8 +276,8 @@ class Sketcher:
         return overall[0], objects
 
     def sketch_many(self, graphs: Sequence[Graph], *, num_threads: Optional[int] = None,
-                    tuple_sampling: Optional[int] = None, sample_seed: int = 0
-                    ) -> np.ndarray:
+                    tuple_sampling: Optional[int] = None,
+                    sample_seed: Union[int, Sequence[int]] = 0) -> np.ndarray:
         """Sketches of many graphs, shape ``(n, d_sketch)``, computed together: level by level,
         every product that shares a matrix across the batch is one batched product.
 
@@ -289,24 +294,28 @@ class Sketcher:
         input (docs/sketch_schedule.md, Memory).
 
         ``tuple_sampling``, ``sample_seed``: as in :meth:`sketch` (each graph's draws depend on
-        its content, not on its place in the batch).
+        its content, not on its place in the batch, so ``sketch_many([g] * 5, tuple_sampling=1)``
+        gives five identical sketches); ``sample_seed`` may also be a sequence of one seed per
+        graph (e.g. ``range(len(graphs))`` for independent samples of repeated inputs).
         """
         if isinstance(graphs, Graph) or not isinstance(graphs, Sequence):
             raise TypeError("sketch_many takes a sequence of recsketch.Graph")
-        sampling = _sampling_args(tuple_sampling, sample_seed, False)
+        sampling = _sampling_args(tuple_sampling, sample_seed, False, len(graphs))
         if len(graphs) == 0:
             return np.zeros((0, self._d), dtype=self._dtype)
         return self._sketch(list(graphs), False, num_threads, *sampling)[0]
 
     def _sketch(self, graphs: List[Graph], return_objects: bool,
                 num_threads: Optional[int], tuple_sampling: Optional[int] = None,
-                sample_seed: int = 0) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+                sample_seed: Union[int, List[int]] = 0
+                ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
         threads = check_num_threads(num_threads)
         flat = flatten(graphs, self._d)
         self._check_registry(flat.module_depth, flat.module_dim)
         if tuple_sampling is not None:
-            overall = np.array([sampled_sketch(self, g, tuple_sampling, sample_seed,
-                                               num_threads) for g in graphs])
+            seeds = sample_seed if isinstance(sample_seed, list) else [sample_seed] * len(graphs)
+            overall = np.array([sampled_sketch(self, g, tuple_sampling, s, num_threads)
+                                for g, s in zip(graphs, seeds)])
             overall = overall.astype(self._dtype, copy=False)
             self._record(flat)
             return overall, None
@@ -493,14 +502,22 @@ class Sketcher:
         return cls.from_dict(config)
 
 
-def _sampling_args(tuple_sampling: Any, sample_seed: Any, return_objects: bool
-                   ) -> Tuple[Optional[int], int]:
-    """Validated ``(tuple_sampling, sample_seed)`` of a sketching call."""
+def _sampling_args(tuple_sampling: Any, sample_seed: Any, return_objects: bool,
+                   n_graphs: Optional[int] = None) -> Tuple[Optional[int], Union[int, List[int]]]:
+    """Validated ``(tuple_sampling, sample_seed)`` of a sketching call; with ``n_graphs``
+    (sketch_many) ``sample_seed`` may be a sequence of that many seeds (returned as a list)."""
+    if (n_graphs is not None and not isinstance(sample_seed, (str, bytes))
+            and isinstance(sample_seed, (Sequence, np.ndarray))):
+        if len(sample_seed) != n_graphs:
+            raise ValueError(f"sample_seed has {len(sample_seed)} seeds for {n_graphs} graphs")
+        seed: Union[int, List[int]] = [check_int(s, f"sample_seed[{i}]", minimum=0,
+                                                 maximum=2**64 - 1)
+                                       for i, s in enumerate(sample_seed)]
+    else:
+        seed = check_int(sample_seed, "sample_seed", minimum=0, maximum=2**64 - 1)
     if tuple_sampling is None:
-        check_int(sample_seed, "sample_seed", minimum=0, maximum=2**64 - 1)
         return None, 0
     k = check_int(tuple_sampling, "tuple_sampling", minimum=1, maximum=MAX_TUPLE_SAMPLING)
-    seed = check_int(sample_seed, "sample_seed", minimum=0, maximum=2**64 - 1)
     if return_objects:
         raise ValueError("return_objects is not available with tuple_sampling (the object "
                          "sketches of a sampled sketch are drawn only where a kept term "

@@ -2,13 +2,9 @@
 
 The paper (Section 3.3, footnote 2): "Rather than taking a convex combination of
 ((I + R_i) / 2) s_i, one might instead sample a few of them [...] it also makes it easier to do
-the dictionary learning in Section 4." In a plain sketch a depth-3 object's identity word sits
-under the diffuse words of every object above it (noise ratio 2-7 per sample where a block
-decodes below ~0.3). With ``k = 1`` a sampled sketch is one object's words alone; on the deep
-teacher of ``bench/teacher_network.py`` a given depth-3 object is that object in one sample in
-eight, and there its identity word decodes at d ~ 2^20 (``bench/tuple_sampling.py``,
-docs/unmix.md). The price: every per-sample query becomes a high-variance estimate (unbiased
-over the draws only).
+the dictionary learning in Section 4." Why: with few draws a deep object's words are often
+alone in a sample, free of the diffuse words of the objects above it, at the price of a noisy
+estimate per sample (measurements: docs/unmix.md, "Round 3").
 
 The scheme, for ``k = tuple_sampling``:
 
@@ -17,9 +13,9 @@ The scheme, for ``k = tuple_sampling``:
   Terms of weight 0 and zero sub-sketches (the input of an object whose inputs all have weight
   0 or that has none) are not terms.
 * A tuple of one term is kept exactly. Otherwise ``k`` independent draws with replacement pick
-  term ``i`` with probability ``w_i / W`` (``W = sum_i w_i``); each draw adds ``W / k`` to its
-  term's weight. So ``E[kept weight of i] = w_i``: the sampled sketch is an unbiased estimate of
-  the plain one, and larger ``k`` brings it closer.
+  term ``i`` with probability ``w_i / W`` (``W = sum_i w_i``); a term drawn ``c`` times keeps
+  weight ``c (W / k)``. So ``E[kept weight of i] = w_i``: the sampled sketch is an unbiased
+  estimate of the plain one, and larger ``k`` brings it closer.
 * Each object draws once (its sketch is one vector, whichever parents read it), so a shared
   child is consistent across its parents. The ``(I + R) / 2`` factors are not sampled.
 
@@ -31,12 +27,18 @@ little-endian each) and the graph's content (:func:`graph_digest`); the ``n``-th
 more terms, the input tuple's even when the input term was not kept), then the output tuple's.
 A draw ``u`` picks the first term whose cumulative weight (summed in input order) exceeds
 ``u W`` (the last term if rounding leaves none). The same graph, Sketcher seed and
-``sample_seed`` give the same sketch, alone or in any batch.
+``sample_seed`` give the same sketch, alone or in any batch; so identical graphs in one batch
+get identical draws (pass a different ``sample_seed`` per graph for independent samples).
 
 The sketch is evaluated in float64 with the Sketcher's own matrices (``RandomMatrix.half`` and
-``apply_short``), graph by graph (no batching across graphs, unlike the plain kernel), only for
-the objects a kept term reaches, and returned in the Sketcher's dtype. With ``k = 1`` that is
-one chain of objects per graph: about three products per level of the chain.
+``apply_short``), graph by graph, only for the objects a kept term reaches, depth-first from
+the output's kept terms (inputs in position order, each object after its inputs), and returned
+in the Sketcher's dtype. Memory: an object's sketch is freed once its last reader (a parent
+that kept it, or the output) has used it, so at most the *frontier* is live: one float64
+``d_sketch`` vector per evaluated object that an unevaluated reader still needs, plus a few
+scratch vectors. Depth-first, on a tree that is at most the kept inputs of the objects on one
+path from the output (at most depth x fan-in); a child shared by several parents stays live
+until the last of them is evaluated.
 """
 
 from __future__ import annotations
@@ -51,17 +53,15 @@ from .graph import Graph
 
 __all__ = ["MAX_TUPLE_SAMPLING", "draw_key", "graph_digest", "sample_draws", "sampled_sketch"]
 
-_MASK = (1 << 64) - 1
-# The largest k accepted: every tuple of two or more terms costs k draws in Python, and beyond a
-# few draws the sketch is close to the plain one anyway.
-MAX_TUPLE_SAMPLING = 1 << 16
+# The largest k accepted. A tuple's kept weights deviate from the plain ones by
+# E|kept - w|^2 = (W^2 - sum_i w_i^2) / k <= W^2 / k, so at k = 1024 every tuple is within
+# W / 32 (rms) of the plain sketch's: larger k buys closeness the plain sketch gives exactly, at
+# k draws per tuple.
+MAX_TUPLE_SAMPLING = 1 << 10
 
-
-def _splitmix64(x: int) -> int:
-    z = (x + 0x9E3779B97F4A7C15) & _MASK
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
-    return z ^ (z >> 31)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
 
 
 def graph_digest(graph: Graph) -> bytes:
@@ -86,36 +86,38 @@ def graph_digest(graph: Graph) -> bytes:
 
 
 class _Uniforms:
-    """The uniforms ``(splitmix64(key + n) >> 11) / 2^53``, n = 0, 1, ..."""
+    """The uniforms ``(splitmix64(key + n) >> 11) / 2^53``, n = 0, 1, ..., ``k`` at a time
+    (uint64 arithmetic wraps mod 2^64, as splitmix64 needs)."""
 
     def __init__(self, key: int):
-        self._key = key
+        self._key = np.uint64(key)
         self._n = 0
 
-    def __call__(self) -> float:
-        z = _splitmix64((self._key + self._n) & _MASK)
-        self._n += 1
-        return (z >> 11) * 2.0 ** -53
+    def take(self, k: int) -> np.ndarray:
+        z = np.arange(self._n, self._n + k, dtype=np.uint64) + self._key
+        self._n += k
+        z += _GOLDEN
+        z = (z ^ (z >> np.uint64(30))) * _MIX1
+        z = (z ^ (z >> np.uint64(27))) * _MIX2
+        z ^= z >> np.uint64(31)
+        return (z >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
 
 
 def _keep(weights: Sequence[float], k: int, uniform: _Uniforms) -> List[float]:
     """Kept weight of each term (input order; 0 for a term of weight 0 or not drawn)."""
-    live = [i for i, w in enumerate(weights) if w > 0]
-    kept = [0.0] * len(weights)
-    if len(live) == 1:
-        kept[live[0]] = float(weights[live[0]])
-        return kept
-    if not live:
-        return kept
-    cum, total = [], 0.0
-    for i in live:
-        total += float(weights[i])
-        cum.append(total)
-    for _ in range(k):
-        t = uniform() * total
-        pick = next((i for i, c in zip(live, cum) if t < c), live[-1])
-        kept[pick] += total / k
-    return kept
+    w = np.asarray(weights, dtype=np.float64)
+    live = np.flatnonzero(w > 0)
+    kept = np.zeros(len(w))
+    if len(live) <= 1:
+        kept[live] = w[live]
+        return kept.tolist()
+    cum = np.cumsum(w[live])  # sequential, in input order
+    total = float(cum[-1])
+    # side="right": the first term whose cumulative weight exceeds u W
+    picks = np.searchsorted(cum, uniform.take(k) * total, side="right")
+    np.minimum(picks, len(live) - 1, out=picks)
+    kept[live] = np.bincount(picks, minlength=len(live)) * (total / k)
+    return kept.tolist()
 
 
 def sample_draws(graph: Graph, k: int, key: int
@@ -152,26 +154,43 @@ def draw_key(seed: int, sample_seed: int, graph: Graph) -> int:
 
 
 def sampled_sketch(sketcher, graph: Graph, k: int, sample_seed: int,
-                   num_threads: Optional[int]) -> np.ndarray:
-    """The sampled overall sketch of one (validated) graph, float64 ``(d_sketch,)``."""
+                   num_threads: Optional[int], trace: Optional[List[Tuple[int, int]]] = None
+                   ) -> np.ndarray:
+    """The sampled overall sketch of one (validated) graph, float64 ``(d_sketch,)``.
+
+    ``trace``: if a list, receives ``(object index, number of live object sketches)`` after
+    each object is evaluated, in evaluation order (the live count never exceeds its largest
+    entry: the tests check it against the module docstring's frontier)."""
     per, top = sample_draws(graph, k, draw_key(sketcher.seed, sample_seed, graph))
     objs = {obj.index: obj for obj in graph}
     t = num_threads
-    # the objects a kept term reaches, children before parents (iterative: any depth)
+    # the objects a kept term reaches, children before parents (iterative: any depth), and
+    # how many kept terms read each (its sketch is freed after the last)
     order: List[int] = []
-    state: Dict[int, bool] = {}
-    stack = [(i, False) for _, (i, _) in sorted(top.items())]
+    readers: Dict[int, int] = {}
+    for _, (i, _) in top.items():
+        readers[i] = readers.get(i, 0) + 1
+    stack = [(i, False) for _, (i, _) in sorted(top.items(), reverse=True)]
+    seen = set()
     while stack:
         i, done = stack.pop()
         if done:
             order.append(i)
             continue
-        if i in state:
+        if i in seen:
             continue
-        state[i] = True
+        seen.add(i)
         stack.append((i, True))
-        stack += [(j, False) for _, (j, _) in sorted(per[i][1].items()) if j not in state]
+        for _, (j, _) in sorted(per[i][1].items(), reverse=True):
+            readers[j] = readers.get(j, 0) + 1
+            if j not in seen:
+                stack.append((j, False))
     memo: Dict[int, np.ndarray] = {}
+
+    def read(j: int) -> np.ndarray:
+        readers[j] -= 1
+        return memo[j] if readers[j] else memo.pop(j)
+
     for i in order:
         o = objs[i]
         attr_w, child = per[i]
@@ -186,11 +205,13 @@ def sampled_sketch(sketcher, graph: Graph, k: int, sample_seed: int,
             s_in = np.zeros(sketcher.d_sketch)
             for p in sorted(child):
                 j, w = child[p]
-                s_in += w * sketcher.position_matrix(p).half(memo[j], num_threads=t)
+                s_in += w * sketcher.position_matrix(p).half(read(j), num_threads=t)
             tup += sketcher.position_matrix(2).half(s_in, num_threads=t)
         memo[i] = sketcher.module_matrix(o.module, 0).half(tup, num_threads=t)
+        if trace is not None:
+            trace.append((i, len(memo)))
     overall = np.zeros(sketcher.d_sketch)
     for p in sorted(top):
         i, w = top[p]
-        overall += w * sketcher.position_matrix(p).half(memo[i], num_threads=t)
+        overall += w * sketcher.position_matrix(p).half(read(i), num_threads=t)
     return overall
