@@ -15,7 +15,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["RandomMatrix"]
 
 # Materialising more than this many bytes (to_dense, or to_scipy of the orthogonal family, whose
-# matrices have no zero entry) is refused: use the products instead.
+# matrices have few zero entries) is refused: use the products instead.
 _DENSE_LIMIT_BYTES = 4 << 30
 # Columns of an orthogonal matrix are generated this many bytes (float64) at a time, so that
 # materialising it holds little more than the result.
@@ -168,7 +168,7 @@ class RandomMatrix:
         return out if format == "csc" else out.tocsr()
 
     def _orthogonal_scipy(self, dt: np.dtype, m: int, format: str) -> "scipy.sparse.spmatrix":
-        # Every entry of an orthogonal matrix is nonzero (up to rare cancellations, dropped at
+        # Nearly every entry of an orthogonal matrix is nonzero (exact cancellations are dropped at
         # the end): the sparse form stores all d * m of them plus an index each, so it is
         # refused above the dense limit, before anything is allocated.
         import scipy.sparse as sp
