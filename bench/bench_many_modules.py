@@ -95,13 +95,13 @@ def test_sketch(benchmark, scene, family, size, impl):
         return _scipy_baseline(benchmark, sk, scene, size)
     graphs0 = _graphs(scene, 0)
     # "many" and "eighty" take fresh modules in every round (a stream of real inputs), built
-    # before the timing; "chain" and "fifty" reuse theirs (warmed here).
+    # before the timing; "chain" and "fifty" reuse theirs. A warm-up call on graphs0 (other
+    # modules than the rounds' on fresh scenes) keeps a cold first call out of the minimum.
     fresh = scene in ("many", "eighty")
     n_rounds = ROUNDS[size]
     rounds = iter([_graphs(scene, c, impl) for c in range(1, n_rounds + 1)] if fresh
                   else [graphs0] * n_rounds)
-    if not fresh:
-        sk.sketch_many(graphs0)
+    sk.sketch_many(graphs0)
     if impl.startswith("recsketch"):
         threads = 1 if impl == "recsketch_1thread" else None
         run = lambda: sk.sketch_many(next(rounds), num_threads=threads)
@@ -148,10 +148,12 @@ def test_eighty_at_the_papers_density(benchmark, impl):
 
 def _scipy_baseline(benchmark, sk, scene, size):
     """The same level-batched algebra with SciPy/NumPy products (real_shapes.SciPyProducts).
-    On fresh scenes every call generates its modules' matrices: the benchmark's time is
-    "build + products", extra_info["products_only_s"] the best round's time minus the seconds
-    it spent generating matrices ("products only", as if they had been prebuilt). Position
-    matrices are built before the timing (every call reuses them)."""
+    On fresh scenes every call generates its modules' matrices (and frees each after its last
+    use in the call; extra_info["rebuilds"]: matrices generated again, see SciPyProducts): the
+    benchmark's time is "build + products", extra_info["products_only_s"] the best
+    round's time minus the seconds it spent generating matrices ("products only", as if they
+    had been prebuilt). Position matrices are built before the timing (every call reuses them).
+    Same rounds as recsketch (new graphs each, after an untimed warm-up call on graphs0)."""
     d = sk.d_sketch
     fresh = scene in ("many", "eighty")
     products = SciPyProducts(sk, keep_modules=not fresh)
@@ -161,22 +163,24 @@ def _scipy_baseline(benchmark, sk, scene, size):
     embeddings = LevelBaseline.embeddings_like(sk, graphs0, products)
     assert not (fresh and embeddings), "a fresh scene's call would build embeddings"
     base = LevelBaseline(d, products, embeddings=embeddings)
+    n_rounds = ROUNDS[size]
     if fresh:
-        # a user would build one module's matrices per call: one round (the build dominates)
-        n_rounds = 1
         calls = [_graphs(scene, c, "scipy") for c in range(1, n_rounds + 1)]
         products.prebuild_positions(graphs0 + [g for c in calls for g in c])
     else:
-        n_rounds = ROUNDS[size]
         calls = [graphs0] * n_rounds
-        base.sketch_many(graphs0)   # builds and keeps every matrix (not timed)
-    rounds, outs, parts = iter(calls), [], []
+    # warm-up (not timed): on fresh scenes a call on other modules than the rounds', else it
+    # builds and keeps every matrix
+    products.new_call()
+    base.sketch_many(graphs0)
+    rounds, outs, parts, rebuilds = iter(calls), [], [], []
 
     def run():
         products.new_call()
         t = time.perf_counter()
         outs.append(base.sketch_many(next(rounds)))
         parts.append((time.perf_counter() - t, products.build_seconds))
+        rebuilds.append(products.rebuilds)
 
     benchmark.pedantic(run, rounds=n_rounds, iterations=1, warmup_rounds=0)
     # the baseline computes the library's sketches (checked after the timing: on fresh scenes
@@ -190,7 +194,7 @@ def _scipy_baseline(benchmark, sk, scene, size):
         + (", matrices generated per call" if fresh else ", matrices prebuilt"),
         objects=objects, ms_per_object=1e3 * benchmark.stats.stats.min / objects,
         objects_per_s=objects / benchmark.stats.stats.min, d=d,
-        build_s=[b for _, b in parts], products_only_s=products_only,
+        build_s=[b for _, b in parts], rebuilds=rebuilds, products_only_s=products_only,
         products_only_ms_per_object=1e3 * products_only / objects)
 
 

@@ -141,8 +141,12 @@ class LevelBaseline:
         e1 = {}
         obj: Dict[int, np.ndarray] = {}
         by_level = defaultdict(list)
+        last_level = {}
         for r, lv in enumerate(level):
             by_level[lv].append(r)
+            last_level[rows[r][0]] = max(lv, last_level.get(rows[r][0], lv))
+        # matrix.release(role), if it has one, frees a module's matrix after its last use
+        release = getattr(self.matrix, "release", lambda role: None)
         for lv in sorted(by_level):
             level_rows = by_level[lv]
             s_in = np.zeros((len(level_rows), d), self.dtype)
@@ -175,6 +179,9 @@ class LevelBaseline:
                 if module not in e1:
                     e1[module] = self.matrix(("module", module, 2))(np.ones((1, 1), self.dtype))[0]
                 s_attr[ps] = 0.5 * self.matrix(("module", module, 1))(X) + 0.5 * e1[module]
+                if last_level[module] == lv:
+                    release(("module", module, 1))
+                release(("module", module, 2))   # R[M,2] e_1 is kept in e1
             has_in = np.array([len(rows[r][2]) > 0 for r in level_rows])
             rest = np.array(sorted(rest))
             tup = np.zeros_like(s_in)
@@ -184,6 +191,8 @@ class LevelBaseline:
                 tup[with_in] += 0.5 * self._half(("position", 2), s_in[with_in])
             for module, ps in groups.items():
                 S = self._half(("module", module, 0), tup[ps])
+                if last_level[module] == lv:
+                    release(("module", module, 0))
                 for k, p in enumerate(ps):
                     obj[level_rows[p]] = S[k]
         out = np.zeros((len(graphs), d), self.dtype)
@@ -274,9 +283,11 @@ class SciPyProducts:
     ``new_call()`` drops the module matrices (on fresh-module scenes each call brings new ones)
     and zeroes ``build_seconds``, the time spent generating matrices since, so that a timed call
     reports both "build + products" and "products only" (its time minus ``build_seconds``).
-    Fresh module matrices are held least-recently-used within ``module_bytes`` (a call's
-    modules at d = 16k would take ~50 GB; a module's matrices are used within one level, so
-    the bound costs no rebuilds on these scenes).
+    Without ``keep_modules``, ``release(role)`` (called by LevelBaseline after a module's last
+    product of the call) frees that matrix, as a user sketching a stream of new modules would.
+    A module used at several levels (65 of the ~400 of a many-module call) keeps its matrices
+    between them, held least-recently-used within ``module_bytes`` (at d = 16k its ``R[M,0]``
+    takes ~114 MiB); ``rebuilds`` counts the matrices generated again after such an eviction.
     """
 
     def __init__(self, sk: rs.Sketcher, keep_modules: bool, dtype=np.float32,
@@ -287,12 +298,21 @@ class SciPyProducts:
         self.modules: "OrderedDict[Tuple, Tuple[Callable, int]]" = OrderedDict()
         self.held = 0
         self.build_seconds = 0.0
+        self.built: set = set()
+        self.rebuilds = 0
 
     def new_call(self) -> None:
         if not self.keep_modules:
             self.modules.clear()
             self.held = 0
+            self.built.clear()
         self.build_seconds = 0.0
+        self.rebuilds = 0
+
+    def release(self, role) -> None:
+        if not self.keep_modules:
+            for key in [k for k in self.modules if k[0] == role]:
+                self.held -= self.modules.pop(key)[1]
 
     def _build(self, role, m: int):
         sk = self.sk
@@ -327,6 +347,8 @@ class SciPyProducts:
             self.modules.move_to_end(key)
             return got[0]
         t = time.perf_counter()
+        self.rebuilds += key in self.built
+        self.built.add(key)
         fn, nbytes = self._build(role, m)
         while self.modules and self.held + nbytes > self.module_bytes:
             self.held -= self.modules.popitem(last=False)[1][1]

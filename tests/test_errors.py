@@ -94,6 +94,32 @@ def test_dense_materialisation_refuses_huge_matrices():
     big = rs.Sketcher(2**20, family="orthogonal").position_matrix(1)
     with pytest.raises(ValueError, match="GiB"):
         big.to_dense()
+    # the orthogonal family's sparse form holds every entry: to_scipy points to no way out
+    with pytest.raises(ValueError, match="to_scipy\\(columns=m\\)"):
+        big.to_dense()
+
+
+def test_orthogonal_to_scipy_refuses_huge_matrices_before_allocating():
+    import tracemalloc
+
+    import scipy.sparse  # noqa: F401  (imported before the memory is traced)
+
+    R = rs.Sketcher(2**15, family="orthogonal").module_matrix("a", 0)
+    tracemalloc.start()
+    try:
+        # 2**30 nonzeros of 8 + 4 bytes and 2**15 + 1 row pointers of 4: 12 GiB
+        with pytest.raises(ValueError, match=r"need 12885032964 bytes \(12\.0 GiB"):
+            R.to_scipy()
+        with pytest.raises(ValueError, match="orthogonal"):
+            R.to_scipy(np.float32, columns=2**14, format="csc")   # 4 GiB + indptr
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20, peak   # refused before anything was allocated
+    S = R.to_scipy(np.float32, columns=3, format="csc")   # a few columns are fine
+    assert S.shape == (2**15, 3) and S.nnz <= 3 * 2**15
+    # an orthogonal matrix's columns have unit norm
+    np.testing.assert_allclose(np.sqrt(S.multiply(S).sum(axis=0)), 1.0, rtol=1e-5)
 
 
 def test_enc_and_decoder_arguments():

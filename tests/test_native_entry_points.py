@@ -108,6 +108,33 @@ def test_python_num_threads_bounds(name):
         call(0)
 
 
+def test_csc_refuses_bools_and_non_integers():
+    # bool is a subclass of int, and pybind11's int caster converts NumPy bools: the Python
+    # layer refuses both as integers, so the native entry point does too
+    reference = BS.csc(True, 1, 5)
+    for bad in (True, False, np.True_, np.bool_(False)):
+        with pytest.raises(TypeError, match="num_threads must be an integer, got a bool"):
+            BS.csc(True, bad)
+        with pytest.raises(TypeError, match="columns must be an integer, got a bool"):
+            BS.csc(True, 0, bad)
+    for bad in (1.0, "1", None):
+        with pytest.raises(TypeError, match="num_threads must be an integer"):
+            BS.csc(True, bad)
+        with pytest.raises(TypeError, match="columns must be an integer"):
+            BS.csc(True, 0, bad)
+    with pytest.raises(ValueError, match="num_threads is out of range"):
+        BS.csc(True, 2**40)
+    with pytest.raises(ValueError, match="columns is out of range"):
+        BS.csc(True, 0, 2**70)
+    # float64 is a flag: a bool (Python or NumPy), not any object with a truth value
+    for bad in (1, 0, "yes", None):
+        with pytest.raises(TypeError):
+            BS.csc(bad, 0, 5)
+    # NumPy integers are integers, and a NumPy bool is a flag
+    for a, b in zip(BS.csc(np.True_, np.int64(1), np.int32(5)), reference):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_huge_thread_counts_do_not_crash_the_process():
     # 2,000 aborted the process and 100,000 segfaulted it (issue 12, defect 5)
     code, out = run_isolated("""

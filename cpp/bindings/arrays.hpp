@@ -27,6 +27,24 @@ namespace recsketch_bind {
 // thousands, so larger requests are refused rather than clamped.
 inline constexpr int kMaxNumThreads = recsketch::kMaxThreads;
 
+// An integer argument taken as a py::object: pybind11's int caster accepts True/False (bool is a
+// subclass of int) and, converting, NumPy bools; the Python layer refuses both, so the native
+// entry points do too.
+template <class T>
+T int_arg(const py::handle& h, const char* name) {
+  if (PyBool_Check(h.ptr()) || py::isinstance(h, py::module_::import("numpy").attr("bool_")))
+    throw py::type_error(std::string(name) + " must be an integer, got a bool");
+  if (!PyLong_Check(h.ptr()) && !py::isinstance(h, py::module_::import("numpy").attr("integer")))
+    throw py::type_error(std::string(name) + " must be an integer, got " +
+                         std::string(py::str(py::type::of(h).attr("__name__"))));
+  try {
+    return h.cast<T>();
+  } catch (const py::cast_error&) {
+    throw std::invalid_argument(std::string(name) + " is out of range, got " +
+                                std::string(py::str(h)));
+  }
+}
+
 inline int check_num_threads(int num_threads) {
   if (num_threads < 0 || num_threads > kMaxNumThreads)
     throw std::invalid_argument("num_threads must be in [0, " + std::to_string(kMaxNumThreads) +

@@ -121,8 +121,11 @@ void register_matrices(py::module_& m) {
           py::arg("num_threads") = 0, "Number of nonzero blocks of every column.")
       .def(
           "csc",
-          [](const BlockSparseMatrix& R, bool f64, int num_threads, std::int64_t columns) {
-            recsketch_bind::check_num_threads(num_threads);
+          [](const BlockSparseMatrix& R, bool f64, const py::object& num_threads_arg,
+             const py::object& columns_arg) {
+            const int num_threads = recsketch_bind::check_num_threads(
+                recsketch_bind::int_arg<int>(num_threads_arg, "num_threads"));
+            const auto columns = recsketch_bind::int_arg<std::int64_t>(columns_arg, "columns");
             const std::int64_t d = R.family().d();
             if (columns < -1 || columns > d)
               throw std::invalid_argument("columns must be in [0, " + std::to_string(d) +
@@ -138,7 +141,8 @@ void register_matrices(py::module_& m) {
             return nnz < 2147483647 ? csc_arrays<std::int32_t>(R, counts, f64, num_threads)
                                     : csc_arrays<std::int64_t>(R, counts, f64, num_threads);
           },
-          py::arg("float64") = true, py::arg("num_threads") = 0, py::arg("columns") = -1,
+          py::arg("float64").noconvert() = true, py::arg("num_threads") = 0,
+          py::arg("columns") = -1,
           "(data, indices, indptr) of the matrix's first `columns` columns (-1: all) in CSC "
           "form.")
       .def("signature",

@@ -14,8 +14,12 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["RandomMatrix"]
 
-# Dense materialisation above this many bytes is refused: use to_scipy() or the products.
+# Materialising more than this many bytes (to_dense, or to_scipy of the orthogonal family, whose
+# matrices have few zero entries) is refused: use the products instead.
 _DENSE_LIMIT_BYTES = 4 << 30
+# Columns of an orthogonal matrix are generated this many bytes (float64) at a time, so that
+# materialising it holds little more than the result.
+_CHUNK_BYTES = 32 << 20
 
 _Native = Union["_core.BlockSparseMatrix", "_core.OrthogonalMatrix"]
 
@@ -158,21 +162,68 @@ class RandomMatrix:
         m = self._d if columns is None else check_int(columns, "columns", minimum=0,
                                                        maximum=self._d)
         if self._family == "orthogonal":
-            dense = self.matvec(np.eye(m, self._d)).T if m else np.zeros((self._d, 0))
-            return sp.csr_matrix(dense.astype(dt, copy=False)).asformat(format)
+            return self._orthogonal_scipy(dt, m, format)
         data, indices, indptr = self._native.csc(dt == np.float64, 0, m)
         out = sp.csc_matrix((data, indices, indptr), shape=(self._d, m))
         return out if format == "csc" else out.tocsr()
+
+    def _orthogonal_scipy(self, dt: np.dtype, m: int, format: str) -> "scipy.sparse.spmatrix":
+        # Nearly every entry of an orthogonal matrix is nonzero (exact cancellations are dropped at
+        # the end): the sparse form stores all d * m of them plus an index each, so it is
+        # refused above the dense limit, before anything is allocated.
+        import scipy.sparse as sp
+
+        d = self._d
+        nnz = d * m
+        index = np.int32 if max(nnz, d) < 2**31 - 1 else np.int64
+        nbytes = nnz * (dt.itemsize + np.dtype(index).itemsize) \
+            + ((m if format == "csc" else d) + 1) * np.dtype(index).itemsize
+        if nbytes > _DENSE_LIMIT_BYTES:
+            raise ValueError(
+                f"the first {m} columns of a {d} x {d} orthogonal matrix have {nnz} nonzeros: "
+                f"to_scipy() would need {nbytes} bytes ({nbytes / 2**30:.1f} GiB, limit "
+                f"{_DENSE_LIMIT_BYTES / 2**30:.0f} GiB); use fewer columns or the products "
+                f"(matvec, apply_short) instead")
+        if format == "csc":
+            # column j's values in row order: row j of the (m, d) array
+            values = np.empty((m, d), dt)
+            self._fill_columns(values, m)
+            indices = np.tile(np.arange(d, dtype=index), m)
+            indptr = np.arange(0, nnz + 1, d, dtype=index)
+            out = sp.csc_matrix((values.reshape(-1), indices, indptr), shape=(d, m))
+        else:
+            values = np.empty((d, m), dt)
+            self._fill_columns(values.T, m)
+            indices = np.tile(np.arange(m, dtype=index), d)
+            indptr = np.arange(0, nnz + 1, m, dtype=index) if m else np.zeros(d + 1, index)
+            out = sp.csr_matrix((values.reshape(-1), indices, indptr), shape=(d, m))
+        out.eliminate_zeros()
+        return out
+
+    def _fill_columns(self, out: np.ndarray, m: int) -> None:
+        """out[j] = column j of R for j < m (``out``: an (m, d) array or view), generated
+        _CHUNK_BYTES at a time."""
+        step = max(1, _CHUNK_BYTES // (8 * self._d))
+        for j0 in range(0, m, step):
+            j1 = min(m, j0 + step)
+            unit = np.zeros((j1 - j0, self._d))
+            unit[np.arange(j1 - j0), np.arange(j0, j1)] = 1.0
+            out[j0:j1] = self.matvec(unit)
 
     def to_dense(self) -> np.ndarray:
         """The matrix as a dense float64 array (refused above 4 GiB)."""
         nbytes = self._d * self._d * 8
         if nbytes > _DENSE_LIMIT_BYTES:
             raise ValueError(
-                f"a dense {self._d} x {self._d} float64 matrix needs {nbytes / 2**30:.1f} GiB; "
-                f"use to_scipy() or the products instead")
+                f"a dense {self._d} x {self._d} float64 matrix needs {nbytes} bytes "
+                f"({nbytes / 2**30:.1f} GiB, limit {_DENSE_LIMIT_BYTES / 2**30:.0f} GiB); use "
+                + ("to_scipy() (sparse), " if self._family == "block_sparse" else
+                   "to_scipy(columns=m) for the first m columns, ")
+                + "or the products (matvec, apply_short) instead")
         if self._family == "orthogonal":
-            return np.ascontiguousarray(self.matvec(np.eye(self._d)).T)
+            dense = np.empty((self._d, self._d))
+            self._fill_columns(dense.T, self._d)
+            return dense
         data, indices, indptr = self._native.csc(True)
         dense = np.zeros(self.shape)
         cols = np.repeat(np.arange(self._d), np.diff(indptr))
