@@ -221,6 +221,26 @@ def test_joint_batch_equals_single_and_is_deterministic():
     assert np.array_equal(out, again)
 
 
+def _in_threads(call, n=4):
+    """``call()`` from ``n`` threads at once: their results (the first error is raised)."""
+    got, errors = [None] * n, []
+
+    def run(k):
+        try:
+            got[k] = call()
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return got
+
+
 def test_joint_from_threads_equals_one_thread():
     rng = np.random.default_rng(3)
     g, _ = small_room(rng)
@@ -228,21 +248,8 @@ def test_joint_from_threads_equals_one_thread():
     s = sk.sketch(g)
     want = sk.summed_attributes(s, "wall", 0.25, method="joint", fan_in=3)
     sk.decoder.clear_cache()
-    got, errors = [None] * 4, []
-
-    def run(k):
-        try:
-            got[k] = sk.summed_attributes(s, "wall", 0.25, method="joint", fan_in=3)
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
-    for x in got:
+    for x in _in_threads(lambda: sk.summed_attributes(s, "wall", 0.25, method="joint",
+                                                      fan_in=3)):
         assert np.array_equal(x, want)
 
 
@@ -272,21 +279,7 @@ def test_joint_from_threads_with_a_cache_that_rebuilds_equals_one_thread():
         assert cache < plan["cache_bytes_fast"]
         sk = rs.Sketcher(1024, family="orthogonal", seed=5, query_cache_bytes=cache)
         sk.sketch(g)
-        got, errors = [None] * 4, []
-
-        def run(k):
-            try:
-                got[k] = queries(sk)
-            except Exception as exc:  # pragma: no cover - reported below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=run, args=(k,)) for k in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert not errors
-        for answers in got:
+        for answers in _in_threads(lambda: queries(sk)):
             for a, b in zip(answers, want, strict=True):
                 np.testing.assert_array_equal(a, b)
 

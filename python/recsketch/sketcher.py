@@ -453,15 +453,15 @@ class Sketcher:
     def from_dict(cls, config: Dict[str, Any]) -> "Sketcher":
         if not isinstance(config, dict):
             raise TypeError(f"config must be a dict, got {type(config).__name__}")
-        unknown = config.keys() - _CONFIG_KEYS
-        if unknown:
-            # a key this version does not know may change the answers: never ignored
-            raise ValueError(f"Sketcher configuration has unknown keys {sorted(map(str, unknown))}")
         if config.get("format") != _FORMAT:
             raise ValueError(f"not a Sketcher configuration (format={config.get('format')!r})")
         version = config.get("format_version")
         if version not in (1, _FORMAT_VERSION):  # version 1 had no module registry
             raise ValueError(f"unsupported Sketcher format_version {version!r}")
+        unknown = sorted(map(str, config.keys() - _CONFIG_KEYS))
+        if unknown:
+            # a key this version does not know may change the answers: never ignored
+            raise ValueError(f"Sketcher configuration has unknown keys {unknown}")
         missing = {"d_sketch", "family", "block_size", "density", "seed", "dtype"} - config.keys()
         if missing:
             raise ValueError(f"Sketcher configuration lacks {sorted(missing)}")
