@@ -23,6 +23,9 @@ import numpy as np
 
 import recsketch as rs
 
+sys.path.insert(0, os.path.dirname(__file__))
+from joint_accuracy import all_paths  # noqa: E402  (every path of a graph, with its weight)
+
 
 def train_cnn(seed=0, epochs=20):
     import torch
@@ -67,19 +70,6 @@ def train_cnn(seed=0, epochs=20):
     return net, x[1340:], y[1340:].numpy(), acc
 
 
-def all_paths(g):
-    out = []
-
-    def walk(h, w):
-        out.append((h, w))
-        for c, wc in g.inputs(h):
-            walk(c, w * wc)
-
-    for h, w in g.output:
-        walk(h, w)
-    return out
-
-
 def main(n_rooms=12, d=4096, family="orthogonal", top_k=8):
     from recsketch.torch import capture
 
@@ -115,7 +105,7 @@ def main(n_rooms=12, d=4096, family="orthogonal", top_k=8):
     refusals = {}
     for r, (g, s) in enumerate(zip(rooms, sketches)):
         truth = {}
-        for h, w in all_paths(g):
+        for h, _, w in all_paths(g):
             truth[h.module] = truth.get(h.module, 0.0) + w
         for name, m, kw in (("paper", "paper", {}), ("matched", "matched", {}),
                             ("joint", "joint", {})):

@@ -101,12 +101,29 @@ class Decoder:
         cache must then hold the plan's factor and one probe
         (``joint_plan()["cache_bytes_needed"]``). Part of the Sketcher's configuration when not
         the default (``Sketcher.to_json``, pickling): a Repository created with this Sketcher,
-        and reopened, answers with it (it keeps the value its Sketcher had at ``create``)."""
+        and reopened, answers with it (it keeps the value its Sketcher had at ``create``;
+        setting it later on ``repo.sketcher.decoder`` changes that session only, it is not
+        saved)."""
         return self._joint.max_unknowns
 
     @joint_max_unknowns.setter
     def joint_max_unknowns(self, value: int) -> None:
         self._joint.max_unknowns = value
+
+    @property
+    def joint_max_build_bytes(self) -> int:
+        """Most working memory (bytes) one ``method="joint"`` build of a design and its Gram
+        factor may take (default :data:`recsketch.joint.JOINT_MAX_BUILD_BYTES`, 4 GiB;
+        settable, a nonnegative int). The design is not kept by the query cache, so this is
+        what bounds a query's allocation: a plan whose ``joint_plan()["design_bytes"]`` exceeds
+        it is refused with a ValueError before anything is allocated. It never changes the
+        plan or the answers of the plans that fit; not part of the configuration (like
+        :attr:`cache_bytes`, it is the machine's, not the answers')."""
+        return self._joint.max_build_bytes
+
+    @joint_max_build_bytes.setter
+    def joint_max_build_bytes(self, value: int) -> None:
+        self._joint.max_build_bytes = value
 
     @property
     def cache_bytes(self) -> int:
@@ -130,8 +147,10 @@ class Decoder:
         """What ``method="joint"`` fits for the current registry: ``unknowns``, the depths whose
         paths are enumerated (``path_depths``) and those fitted path-free (``path_free_depths``),
         ``budget`` (the most unknowns it may fit: half of the coordinates read, at most
-        :attr:`joint_max_unknowns`), ``design_bytes`` (design and Gram factor,
-        ``8 * unknowns * (d_sketch + unknowns)``: the working memory of a build),
+        :attr:`joint_max_unknowns`), ``design_bytes`` (the peak working memory of a build: the
+        design, ``8 * unknowns * d_sketch``, with its shared partial products, or with the Gram
+        matrix and factor, :func:`recsketch.joint.design_bytes`; queries refuse a plan above
+        :attr:`joint_max_build_bytes`),
         ``cache_bytes_needed`` (the factor, ``8 * unknowns^2``, and one query's probe,
         ``8 * d_sketch * (attribute_dim + 1)`` of the largest planned module: a smaller
         :attr:`cache_bytes` refuses the queries) and ``cache_bytes_fast`` (the design, the factor

@@ -48,7 +48,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["JOINT_FAN_IN", "JOINT_MAX_UNKNOWNS", "Block", "Extension", "unknowns_budget",
            "design_bytes", "cache_bytes_needed", "cache_bytes_fast", "over_budget",
-           "cache_too_small",
+           "cache_too_small", "build_too_large", "JOINT_MAX_BUILD_BYTES",
            "check_method", "reachable",
            "plan_blocks", "extra_blocks", "design_rows", "gram_factor", "extend", "solve_normal",
            "read_out", "check_fan_in"]
@@ -57,16 +57,52 @@ JOINT_FAN_IN = 8              # default bound on the input positions the fit enu
 # Default cap on the unknowns n (``Decoder.joint_max_unknowns``): the Gram matrix costs n^2 d
 # flops once, its factor n^3 / 3, each query's probe n k d once.
 JOINT_MAX_UNKNOWNS = 4096
+# Default cap on a build's working memory (``Decoder.joint_max_build_bytes``, design_bytes):
+# the design is not kept by the query cache, so this is the only bound on what a query allocates.
+# 4 GiB: the README's room at d = 64k (2.8 GiB) fits; a 10 GB design does not.
+JOINT_MAX_BUILD_BYTES = 4 * 2**30
 _MAX_FAN_IN = 64
 # Smallest admissible min(diag L)^2 / max(diag L)^2 of the Gram factor: below it the fitted
 # columns are numerically dependent and the solve would amplify rounding into garbage.
 _MIN_PIVOT_RATIO = 1e-12
 
 
-def design_bytes(n: int, d: int) -> int:
-    """Bytes of a plan's design (``8 n d``) and Gram factor (``8 n^2``): the working memory of
-    the build, not what the query cache must keep (:func:`cache_bytes_needed`)."""
-    return 8 * n * (d + n)
+def design_bytes(blocks: Sequence["Block"], d: int, d_kept: Optional[int] = None) -> int:
+    """Peak working memory of building a plan's design and Gram factor (bytes): the design
+    (``8 n d``) with, while :func:`design_rows` runs, its shared partial products (one
+    ``(dim + 1, d)`` array per distinct (module, letters applied so far), counted from the
+    blocks) and two temporaries of the largest block; then the design beside its restriction
+    to ``d_kept`` coordinates (an erased sketch) and the Gram matrix and its factor
+    (``16 n^2``). Not what the query cache must keep (:func:`cache_bytes_needed`); capped by
+    ``Decoder.joint_max_build_bytes`` (:func:`build_too_large`)."""
+    n = sum(b.size for b in blocks)
+    seen = set()
+    partial = 0
+    for b in blocks:
+        if b.path is not None:
+            words = [tuple(reversed(_chain(b)))]
+        else:
+            words = [tuple(reversed(w)) for w, _ in path_free_words(b.depth, b.module)]
+        for w in words:
+            for length in range(len(w) + 1):
+                key = (b.module, b.path is not None, w[:length])
+                if key not in seen:
+                    seen.add(key)
+                    partial += 8 * b.size * d
+    temporaries = 2 * 8 * max((b.size for b in blocks), default=0) * d
+    restricted = 0 if d_kept is None else 8 * n * d_kept
+    return 8 * n * d + max(partial + temporaries, restricted + 16 * n * n)
+
+
+def build_too_large(need: int, limit: int) -> ValueError:
+    """The error for a plan whose build (:func:`design_bytes`) exceeds
+    ``Decoder.joint_max_build_bytes``: the plan stays what it is, so the query is refused."""
+    return ValueError(
+        f"method='joint' needs {need} bytes ({need / 2**30:.2f} GiB) of working memory to "
+        f"build its design and Gram factor, more than sk.decoder.joint_max_build_bytes "
+        f"({limit} bytes, {limit / 2**30:.2f} GiB): raise joint_max_build_bytes if the "
+        "machine has the memory, or lower sk.decoder.joint_max_unknowns (or fan_in) for a "
+        "smaller plan, which changes the answers (sk.decoder.joint_plan() shows the plan)")
 
 
 def cache_bytes_needed(n: int, d: int, probe_rows: int) -> int:
@@ -123,7 +159,7 @@ def over_budget(n: int, n_modules: int, d_kept: int, max_unknowns: int,
 
 
 def cache_too_small(n: int, d: int, need: int, cache_bytes: int) -> ValueError:
-    """The error for a plan whose design does not fit the query cache
+    """The error for a plan whose Gram factor and one probe do not fit the query cache
     (:func:`cache_bytes_needed`): the plan stays what it is, so the query is refused."""
     return ValueError(
         f"method='joint' plans {n} unknowns, whose Gram factor and probes need a query cache of "

@@ -19,8 +19,9 @@ import numpy as np
 
 from ._cache import ByteLRU
 from ._checks import check_int
-from .joint import (JOINT_FAN_IN, JOINT_MAX_UNKNOWNS, Block, Extension, cache_bytes_fast,
-                    cache_bytes_needed, cache_too_small, check_fan_in, design_rows, extend,
+from .joint import (JOINT_FAN_IN, JOINT_MAX_BUILD_BYTES, JOINT_MAX_UNKNOWNS, Block, Extension,
+                    build_too_large, cache_bytes_fast, cache_bytes_needed, cache_too_small,
+                    check_fan_in, design_bytes, design_rows, extend,
                     extra_blocks, gram_factor, over_budget, plan_blocks, read_out,
                     unknowns_budget)
 
@@ -71,6 +72,7 @@ class JointReadout:
         self._d = sketcher.d_sketch
         self._cache = cache
         self._max_unknowns = JOINT_MAX_UNKNOWNS
+        self._max_build_bytes = JOINT_MAX_BUILD_BYTES
 
     @property
     def max_unknowns(self) -> int:
@@ -80,6 +82,15 @@ class JointReadout:
     @max_unknowns.setter
     def max_unknowns(self, value: int) -> None:
         self._max_unknowns = check_int(value, "joint_max_unknowns", minimum=1)
+
+    @property
+    def max_build_bytes(self) -> int:
+        """``Decoder.joint_max_build_bytes``."""
+        return self._max_build_bytes
+
+    @max_build_bytes.setter
+    def max_build_bytes(self, value: int) -> None:
+        self._max_build_bytes = check_int(value, "joint_max_build_bytes", minimum=0)
 
     def describe(self, fan_in: Optional[int] = None, d_kept: Optional[int] = None
                  ) -> Dict[str, Any]:
@@ -97,7 +108,8 @@ class JointReadout:
                 "budget": budget,
                 "path_depths": sorted({b.depth for b in blocks if b.path is not None}),
                 "path_free_depths": sorted({b.depth for b in blocks if b.path is None}),
-                "design_bytes": 8 * n * (self._d + n),
+                "design_bytes": design_bytes(blocks, self._d,
+                                             None if d_kept is None else kept),
                 "cache_bytes_needed": cache_bytes_needed(n, self._d, max(sizes, default=0)),
                 "cache_bytes_fast": cache_bytes_fast(n, self._d, sum(sizes))}
 
@@ -118,8 +130,9 @@ class JointReadout:
              ) -> JointPlan:
         """The plan of one query, made once: its blocks, budget and cache keys, from a snapshot
         of the registry, ``fan_in``, the coordinates read and :attr:`max_unknowns` only.
-        Refuses a plan over the budget, and one whose factor and probes the cache cannot keep
-        (the cache never changes the plan), before anything is built."""
+        Refuses a plan over the budget, one whose factor and probe the cache cannot keep, and
+        one whose build exceeds :attr:`max_build_bytes` (neither limit ever changes the plan),
+        before anything is built."""
         registry = self._sk.modules
         kept = values.shape[1]
         max_unknowns = self._max_unknowns
@@ -134,6 +147,9 @@ class JointReadout:
         limit = self._cache.limit
         if need > limit:
             raise cache_too_small(n, self._d, need, limit)
+        build = design_bytes(blocks, self._d, None if indices is None else kept)
+        if build > self._max_build_bytes:
+            raise build_too_large(build, self._max_build_bytes)
         reg_key = tuple(sorted((m, i.depth, i.attribute_dim) for m, i in registry.items()))
         kept_key = None
         if indices is not None:
@@ -182,6 +198,11 @@ class JointReadout:
             raise over_budget(n_all, len(registry), kept, plan.max_unknowns,
                               f"the path {list(path or ())} of {module!r} ({len(more)} "
                               f"blocks, {n_all - sum(b.size for b in blocks)} unknowns)")
+        if more:
+            # the extension's rows and partial products come on top of the plan's design
+            build = design_bytes(every, self._d, None if indices is None else kept)
+            if build > self._max_build_bytes:
+                raise build_too_large(build, self._max_build_bytes)
         if path is None and all(b.path is None for b in blocks if b.module == module):
             # its objects are read on the path-free words only, beside every other module's
             # words: not exact (docs/joint.md); cheap, so said on every such query
@@ -206,15 +227,22 @@ class JointReadout:
                 ext = Extension(erows, both[:, :factor.shape[0]], both[:, factor.shape[0]:])
             z = _select_probe(rows(), factor, every, registry[module].attribute_dim, module,
                               path, ext)
-            if path is None and plan.fast - 8 * n_all * self._d <= self._cache.limit:
-                # the design is at hand and the cache has room for every module's probe: make
-                # them now (each exactly as its own query would), not one design build each
+            if path is None:
+                # the design is at hand: make the other modules' probes now (each exactly as
+                # its own query would), as many as the cache has room for beside the factor
+                # and this probe, so that they do not each rebuild the design
+                room = self._cache.limit - factor.nbytes - z.nbytes
+                if plan.fast <= self._cache.limit:
+                    room -= 8 * n_all * self._d       # the design is kept too
                 for other in plan.probe_modules:
-                    if other != module:
-                        self._cache.get(key + ("z", other, None, kept_key),
-                                        lambda o=other: _select_probe(
-                                            rows(), factor, blocks, registry[o].attribute_dim,
-                                            o, None, None))
+                    size = 8 * (registry[other].attribute_dim + 1) * kept
+                    if other == module or size > room:
+                        continue
+                    room -= size
+                    self._cache.get(key + ("z", other, None, kept_key),
+                                    lambda o=other: _select_probe(
+                                        rows(), factor, blocks, registry[o].attribute_dim,
+                                        o, None, None))
             return z
 
         # both channels of the module's (path's) unknowns in one probe: attributes, then count

@@ -16,7 +16,6 @@ from .block_sparse import default_block_size, resolve_density, suggest_block_spa
 from .decoder import QUERY_CACHE_BYTES, Decoder
 from .embeddings import LeafEmbeddings
 from .graph import Graph, flatten
-from .joint import JOINT_MAX_UNKNOWNS
 from .matrices import RandomMatrix
 from .queries import AttributeEstimate, SubSketch
 from .tuple_sampling import MAX_TUPLE_SAMPLING, sampled_sketch
@@ -26,6 +25,8 @@ __all__ = ["Sketcher", "FAMILIES", "ModuleInfo"]
 FAMILIES = ("block_sparse", "orthogonal")
 _FORMAT = "recsketch.Sketcher"
 _FORMAT_VERSION = 2
+_CONFIG_KEYS = frozenset({"format", "format_version", "d_sketch", "family", "block_size",
+                          "density", "seed", "dtype", "modules", "joint_max_unknowns"})
 
 
 @dataclass(frozen=True)
@@ -435,8 +436,9 @@ class Sketcher:
     # -- serialisation -------------------------------------------------------------------------
     def to_dict(self) -> Dict[str, Any]:
         """The configuration as plain JSON-compatible values. ``decoder.joint_max_unknowns``
-        is part of it when it is not the default (it decides what ``method="joint"``
-        answers), so a Repository and a pickled Sketcher (Dask) answer as this one does."""
+        is part of it, always (it decides what ``method="joint"`` answers, so a stored value
+        never follows a later change of the default), so a Repository and a pickled Sketcher
+        (Dask) answer as this one does."""
         config = {
             "format": _FORMAT,
             "format_version": _FORMAT_VERSION,
@@ -448,9 +450,8 @@ class Sketcher:
             "dtype": self._dtype.name,
             "modules": {name: {"depth": info.depth, "attribute_dim": info.attribute_dim}
                         for name, info in sorted(self._modules.items())},
+            "joint_max_unknowns": self._decoder.joint_max_unknowns,
         }
-        if self._decoder.joint_max_unknowns != JOINT_MAX_UNKNOWNS:
-            config["joint_max_unknowns"] = self._decoder.joint_max_unknowns
         return config
 
     def to_json(self) -> str:
@@ -466,6 +467,10 @@ class Sketcher:
         version = config.get("format_version")
         if version not in (1, _FORMAT_VERSION):  # version 1 had no module registry
             raise ValueError(f"unsupported Sketcher format_version {version!r}")
+        unknown = sorted(map(str, config.keys() - _CONFIG_KEYS))
+        if unknown:
+            # a key this version does not know may change the answers: never ignored
+            raise ValueError(f"Sketcher configuration has unknown keys {unknown}")
         missing = {"d_sketch", "family", "block_size", "density", "seed", "dtype"} - config.keys()
         if missing:
             raise ValueError(f"Sketcher configuration lacks {sorted(missing)}")
@@ -479,7 +484,7 @@ class Sketcher:
                 raise ValueError(f"Sketcher configuration: module {name!r} needs depth and "
                                  "attribute_dim")
             sk.register_module(name, info["depth"], info["attribute_dim"])
-        if "joint_max_unknowns" in config:
+        if "joint_max_unknowns" in config:   # configurations written before it was stored lack it
             try:
                 sk.decoder.joint_max_unknowns = config["joint_max_unknowns"]
             except (TypeError, ValueError) as exc:

@@ -65,6 +65,10 @@ class Repository:
     sketches in chunks of at most :attr:`chunk_bytes` bytes of float32 values (default
     ``DEFAULT_CHUNK_BYTES`` = 64 MiB; they use about 2.5 times that), so a repository larger
     than memory can be aggregated.
+
+    ``method="joint"`` queries use the ``joint_max_unknowns`` stored with the Sketcher at
+    :meth:`create`; setting ``repo.sketcher.decoder.joint_max_unknowns`` later changes this
+    session's answers only and is not saved (a reopened repository uses the stored value).
     """
 
     # -- lifecycle ------------------------------------------------------------------------------
