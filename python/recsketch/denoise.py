@@ -79,12 +79,6 @@ def check_same_sketcher(fitted: Optional[Identity], current: Identity, what: str
                          "differ, so the answers would be wrong")
 
 
-def _cond(a: np.ndarray) -> float:
-    """Condition number of ``a`` (inf when it is rank-deficient)."""
-    sv = np.linalg.svd(a, compute_uv=False)
-    return float(sv[0] / sv[-1]) if sv.size and sv[-1] > 0 else math.inf
-
-
 class Subspace:
     """An orthonormal basis of the principal subspace of a batch of sketches.
 
@@ -191,16 +185,17 @@ class Subspace:
     def _fit_kept(self, e: ErasedSketch) -> np.ndarray:
         vals = checked_erased(e, self.d_sketch, self.rank, "the subspace's rank")
         kept = self.basis[:, e.indices]                     # (rank, d_kept)
-        cond = _cond(kept)
+        # least squares on the kept coordinates; rows (not the rescaled sketch): the kept values
+        # are the sketch's own, only the missing ones are unknown
+        coef, _, _, sv = np.linalg.lstsq(kept.T, vals.reshape(-1, e.d_kept).T, rcond=None)
+        # lstsq's singular values are those of the kept columns: the guard costs nothing more
+        cond = float(sv[0] / sv[-1]) if sv[-1] > 0 else math.inf
         if cond > COND_WARN:
             warnings.warn(f"completing an erased sketch from {e.d_kept} kept coordinates is "
                           f"ill-conditioned (cond={cond:.3g} > {COND_WARN:g}, rank "
                           f"{self.rank}): its error is about the noise outside the subspace "
                           "times cond; keep more coordinates or fit a lower rank",
                           RuntimeWarning, stacklevel=3)
-        # least squares on the kept coordinates; rows (not the rescaled sketch): the kept values
-        # are the sketch's own, only the missing ones are unknown
-        coef, *_ = np.linalg.lstsq(kept.T, vals.reshape(-1, e.d_kept).T, rcond=None)
         out = coef.T
         return out[0] if vals.ndim == 1 else out
 
