@@ -217,7 +217,8 @@ class SubspaceFitter:
     64)`` rows per fold: the stack, LAPACK's copy of it, its right singular vectors and the
     rows and directions themselves, about ``8 d (k + m)`` bytes each, plus the SVD's
     workspace, about ``7 (k + m)^2`` doubles: in all about ``32 d (k + m) + 56 (k + m)^2``
-    bytes (d = 4096: about 80 MiB at max_rank 256, 480 MiB at 1024). With the default
+    bytes (d = 4096: about 80-95 MiB at max_rank 256, 480-500 MiB at 1024; measured in
+    docs/denoise.md). With the default
     ``max_rank = d // 2``, ``k + m`` reaches ``d`` for ``d <= 2048``: each fold is then a
     ``d x d`` SVD (about ``88 d^2`` bytes); pass a smaller ``max_rank`` when the batch's rank
     is known to be smaller.
