@@ -4,12 +4,14 @@ layout's words built from dense matrices (test_joint.DenseModel, MATH.md §2.3),
 erased sketches, rank rules, streaming, Repository integration, bad input and determinism."""
 
 import threading
+import warnings
 
 import numpy as np
 import pytest
 
 import recsketch as rs
 from recsketch.denoise import DEFAULT_RTOL, Subspace, SubspaceFitter, fit_subspace
+from recsketch.guided import GuidedReader
 from scenes import unit
 from test_joint import DenseModel
 
@@ -344,3 +346,95 @@ def test_repository_denoise_bad_arguments(tmp_path):
         # nothing leaked: the repository still answers
         assert repo.count("wall", 0.2)[0].size == 20
 
+
+
+def test_repository_refuses_a_subspace_of_another_sketcher(tmp_path):
+    repo_a, _ = _layout_repo(tmp_path, n=30, name="a")          # orthogonal, d=256, seed 3
+    sk_b = rs.Sketcher(256, family="orthogonal", seed=4)
+    rng = np.random.default_rng(10)
+    repo_b = rs.Repository.create(tmp_path / "b", sk_b, index_dim=32)
+    repo_b.add_graphs([layout_graph(rng) for _ in range(30)])
+    with repo_a, repo_b:
+        sub_a = repo_a.denoiser()
+        assert dict(sub_a.sketcher_identity)["seed"] == 3
+        with pytest.raises(ValueError, match="seed=3.*seed=4"):
+            repo_b.mass("wall", denoise=sub_a)
+        with pytest.raises(ValueError, match="seed=3.*seed=4"):
+            repo_b.guided_reader(sub_a)
+        reader_a = repo_a.guided_reader(sub_a)
+        with pytest.raises(ValueError, match="GuidedReader.*seed=3.*seed=4"):
+            repo_b.mass("wall", method="joint", denoise=reader_a)
+        # the same configuration is accepted; a subspace of bare arrays is checked on d only
+        assert repo_b.mass("wall", denoise=repo_b.denoiser())[1].size == 30
+        bare = fit_subspace(repo_b.get(repo_b.ids()).astype(np.float64))
+        assert bare.sketcher_identity is None
+        assert repo_b.mass("wall", denoise=bare)[1].size == 30
+
+
+def test_fitter_records_the_sketcher_and_checks_it():
+    sk = sketcher("orthogonal")
+    rng = np.random.default_rng(11)
+    sub = fit_subspace(sk.sketch_many([layout_graph(rng) for _ in range(30)]), sketcher=sk)
+    assert dict(sub.sketcher_identity) == {"format": sk.to_dict()["format"],
+                                           "format_version": sk.to_dict()["format_version"],
+                                           "d_sketch": 256, "family": "orthogonal",
+                                           "block_size": None, "density": None, "seed": 3}
+    with pytest.raises(ValueError, match="d_sketch"):
+        SubspaceFitter(128, sketcher=sk)
+    # block_sparse: the same d and seed with another block size or family has other words
+    bs = rs.Sketcher(1008, family="block_sparse", seed=3)
+    sub_bs = fit_subspace(bs.sketch_many([layout_graph(rng) for _ in range(20)]), sketcher=bs)
+    assert dict(sub_bs.sketcher_identity)["block_size"] == bs.block_size
+    assert bs.block_size == 42
+    for other in (rs.Sketcher(1008, family="block_sparse", block_size=72, seed=3),
+                  rs.Sketcher(1008, family="block_sparse", density=0.5, seed=3)):
+        with pytest.raises(ValueError, match="the subspace was fitted.*block_size=42"):
+            GuidedReader(other, sub_bs)
+    GuidedReader(rs.Sketcher(1008, family="block_sparse", seed=3, dtype="float64"), sub_bs,
+                 fan_in=3)   # dtype does not change the words
+    with pytest.raises(TypeError, match="Sketcher"):
+        SubspaceFitter(256, sketcher="sk")
+
+
+def test_ill_conditioned_completion_warns():
+    # two orthonormal rows whose first two coordinates have condition number exactly 1000
+    e = 1e-3
+    basis = np.array([[1.0, 0, 0, 0], [0, e, 0, np.sqrt(1 - e * e)]])
+    sub = Subspace(basis, np.ones(2), np.ones(2), 2, 0.0, "rank=2")
+    x = np.array([0.5, 0.2 * e, 0.0, 0.2 * np.sqrt(1 - e * e)])   # in the span
+    with pytest.warns(RuntimeWarning, match=r"cond=1e\+03.*2 kept|2 kept.*cond=1e\+03"):
+        done = sub.project(rs.erase(x, 2))
+    np.testing.assert_allclose(done, x, atol=1e-9)                # exact without noise
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_allclose(sub.project(rs.erase(x, 4)), x, atol=1e-12)
+
+
+def test_fitter_dtype_check_matches_project_and_a_failed_add_changes_nothing(monkeypatch):
+    x = low_rank(np.random.default_rng(12))
+    f = SubspaceFitter(x.shape[1], max_rank=8)
+    sub = f.add(x).subspace(rank=7)
+    for dt in (np.float16, np.longdouble):
+        if np.dtype(dt) == np.dtype(np.float64):
+            continue
+        with pytest.raises(TypeError, match="float32 or float64"):
+            f.add(x.astype(dt))
+        with pytest.raises(TypeError, match="float32 or float64"):
+            sub.project(x.astype(dt))
+    before = (f.n_added, f.spectrum().copy())
+    calls = []
+    svd = np.linalg.svd
+
+    def failing(a, *args, **kw):       # the second fold of the chunk fails
+        calls.append(1)
+        if len(calls) == 2:
+            raise np.linalg.LinAlgError("SVD did not converge")
+        return svd(a, *args, **kw)
+
+    monkeypatch.setattr(np.linalg, "svd", failing)
+    with pytest.raises(np.linalg.LinAlgError):
+        f.add(np.concatenate([x, x]))              # 160 rows: folded 64 at a time
+    monkeypatch.setattr(np.linalg, "svd", svd)
+    assert f.n_added == before[0]
+    np.testing.assert_array_equal(f.spectrum(), before[1])
+    assert f.subspace(rank=7).n_fitted == 80

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import recsketch as rs
+import recsketch.guided
 from recsketch.denoise import fit_subspace
 from recsketch.guided import GuidedReader
 from test_denoise import LAYOUT, layout_graph, layout_words, sketcher
@@ -190,3 +191,21 @@ def test_repository_guided_reader(tmp_path):
             repo.mass("edge", denoise=reader)
         with pytest.raises(ValueError, match="fan_in=3"):
             repo.mass("edge", method="joint", fan_in=3, denoise=reader)
+
+
+def test_guided_warns_when_an_erased_fit_is_ill_conditioned(monkeypatch):
+    sk, sub, graphs, s = fitted()
+    reader = GuidedReader(sk, sub, fan_in=3)
+    words = layout_words(sk)                        # independent: dense words (d, K)
+    assert reader.unknowns == words.shape[1]
+    full = np.linalg.cond(words)
+    # random words are well conditioned (6.5x the full sketch's at the shortest prefix here):
+    # a lower threshold shows the guard, decided against the independent condition numbers
+    monkeypatch.setattr(recsketch.guided, "COND_WARN", 4.0)
+    short, long = words.shape[1], 64
+    assert np.linalg.cond(words[:short]) > 4.0 * full > np.linalg.cond(words[:long])
+    with pytest.warns(RuntimeWarning, match=f"{short} kept coordinates.*cond="):
+        reader.mass(rs.erase(s, short), "edge")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        reader.mass(rs.erase(s, long), "edge")      # well conditioned: silent

@@ -18,7 +18,8 @@ are biased toward the batch). The subspace also tells which paths the layout use
 ``recsketch.guided.GuidedReader`` fits the joint read-out on those only.
 
 :class:`SubspaceFitter` accumulates the batch in chunks (a streamed, truncated SVD: memory
-about ``16 d (2 max_rank + 64)`` bytes beside the chunk, never ``d x d``); :meth:`SubspaceFitter.subspace` chooses the
+about ``32 d (k + m) + 56 (k + m)^2`` bytes beside the chunk, ``k + m`` up to
+``2 max(max_rank, 64)``; see the class); :meth:`SubspaceFitter.subspace` chooses the
 rank by a documented rule and returns a :class:`Subspace`, whose :meth:`Subspace.project` denoises
 arrays and completes :class:`recsketch.ErasedSketch` batches.
 """
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from typing import Any, Iterable, Optional, Tuple, Union
 
 import numpy as np
@@ -34,8 +36,9 @@ import numpy as np
 from ._checks import FLOAT_DTYPES, check_int
 from .erasure import ErasedSketch
 
-__all__ = ["DEFAULT_RTOL", "Subspace", "SubspaceFitter", "check_rule", "checked_erased",
-           "checked_sketches", "fit_subspace"]
+__all__ = ["COND_WARN", "DEFAULT_RTOL", "Subspace", "SubspaceFitter", "check_rule",
+           "check_same_sketcher", "checked_erased", "checked_sketches", "fit_subspace",
+           "sketcher_identity"]
 
 # Default noise floor of the rank rule, relative to the largest singular value: float32 rounding
 # of a sketch sits near 1e-7 of its norm, so components above 1e-5 of the largest are signal
@@ -44,6 +47,36 @@ DEFAULT_RTOL = 1e-5
 # The fitter folds rows into its basis this many at a time at least: each fold is an SVD of
 # (max_rank + rows) x d, so a few hundred rows keep it a matrix-matrix computation.
 _MIN_STEP = 64
+# Completing an erased sketch solves least squares on the kept coordinates; its error is about
+# the noise outside the subspace times the condition number of the kept columns, so above this
+# the completion warns (RuntimeWarning) rather than return an amplified answer silently.
+COND_WARN = 100.0
+
+Identity = Tuple[Tuple[str, Any], ...]
+
+
+def sketcher_identity(sketcher: Any) -> Identity:
+    """What defines a Sketcher's matrices (its configuration without the module registry,
+    the sketches' dtype and query settings): family, ``d_sketch``, seed, block size, density,
+    format. Two Sketchers with the same identity produce the same words."""
+    config = dict(sketcher.to_dict())
+    for key in ("modules", "joint_max_unknowns", "dtype"):
+        config.pop(key, None)
+    return tuple(sorted(config.items()))
+
+
+def _describe(identity: Identity) -> str:
+    return "(" + ", ".join(f"{k}={v!r}" for k, v in identity if k not in ("format",)) + ")"
+
+
+def check_same_sketcher(fitted: Optional[Identity], current: Identity, what: str,
+                        against: str) -> None:
+    """ValueError naming both when ``fitted`` (the Sketcher a subspace or reader was fitted
+    with; None when unknown, then nothing is checked) is not ``current``."""
+    if fitted is not None and tuple(fitted) != tuple(current):
+        raise ValueError(f"{what} was fitted on sketches of the Sketcher {_describe(fitted)}, "
+                         f"but {against} uses the Sketcher {_describe(current)}: its words "
+                         "differ, so the answers would be wrong")
 
 
 class Subspace:
@@ -68,12 +101,20 @@ class Subspace:
     rule : str
         The rank rule that chose ``rank`` (``"rank"``, ``"energy"``, ``"noise_std"`` or
         ``"rtol"``), with its value.
+    sketcher_identity : tuple or None
+        What defines the matrices of the Sketcher whose sketches were fitted
+        (:func:`sketcher_identity`: family, d, seed, block size, density), when the fit was
+        given one (``Repository.denoiser()`` always is); a Repository or GuidedReader with
+        another Sketcher refuses the subspace (ValueError). None: fitted on bare arrays,
+        not checked.
     """
 
-    __slots__ = ("basis", "singular_values", "spectrum", "n_fitted", "discarded_energy", "rule")
+    __slots__ = ("basis", "singular_values", "spectrum", "n_fitted", "discarded_energy", "rule",
+                 "sketcher_identity")
 
     def __init__(self, basis: np.ndarray, singular_values: np.ndarray, spectrum: np.ndarray,
-                 n_fitted: int, discarded_energy: float, rule: str):
+                 n_fitted: int, discarded_energy: float, rule: str,
+                 sketcher_identity: Optional[Identity] = None):
         basis = np.array(basis, dtype=np.float64, order="C")   # a copy: frozen below
         if basis.ndim != 2 or basis.shape[0] == 0 or not np.all(np.isfinite(basis)):
             raise ValueError(f"basis must be a finite (rank, d) array with rank >= 1, got "
@@ -90,6 +131,7 @@ class Subspace:
         self.n_fitted = int(n_fitted)
         self.discarded_energy = float(discarded_energy)
         self.rule = rule
+        self.sketcher_identity = None if sketcher_identity is None else tuple(sketcher_identity)
 
     @property
     def rank(self) -> int:
@@ -110,7 +152,9 @@ class Subspace:
         sketch is *completed*: its coefficients in the basis are fitted by least squares on the
         coordinates it kept, and the full sketch ``basis^T c`` is returned (exact when the
         sketch lies in the subspace and the kept coordinates determine the coefficients;
-        ValueError when it keeps fewer coordinates than the rank).
+        ValueError when it keeps fewer coordinates than the rank). The completion's error is
+        about the noise outside the subspace times the condition number of the kept columns
+        ``basis[:, kept]``: above :data:`COND_WARN` (100) a RuntimeWarning names it.
         """
         if isinstance(s, ErasedSketch):
             return self._complete(s)
@@ -143,7 +187,15 @@ class Subspace:
         kept = self.basis[:, e.indices]                     # (rank, d_kept)
         # least squares on the kept coordinates; rows (not the rescaled sketch): the kept values
         # are the sketch's own, only the missing ones are unknown
-        coef, *_ = np.linalg.lstsq(kept.T, vals.reshape(-1, e.d_kept).T, rcond=None)
+        coef, _, _, sv = np.linalg.lstsq(kept.T, vals.reshape(-1, e.d_kept).T, rcond=None)
+        # lstsq's singular values are those of the kept columns: the guard costs nothing more
+        cond = float(sv[0] / sv[-1]) if sv[-1] > 0 else math.inf
+        if cond > COND_WARN:
+            warnings.warn(f"completing an erased sketch from {e.d_kept} kept coordinates is "
+                          f"ill-conditioned (cond={cond:.3g} > {COND_WARN:g}, rank "
+                          f"{self.rank}): its error is about the noise outside the subspace "
+                          "times cond; keep more coordinates or fit a lower rank",
+                          RuntimeWarning, stacklevel=3)
         out = coef.T
         return out[0] if vals.ndim == 1 else out
 
@@ -156,11 +208,20 @@ class SubspaceFitter:
 
     Keeps at most ``max_rank`` directions (their singular values times the directions, a
     ``(max_rank, d)`` array); each :meth:`add` folds its rows in by an SVD of the
-    ``(kept + rows) x d`` stack (rows taken ``max(max_rank, 64)`` at a time), so memory is
-    about ``16 d (2 max_rank + 64)`` bytes beside the chunk, never ``d x d``. Exact (to
+    ``(kept + rows) x d`` stack (rows taken ``max(max_rank, 64)`` at a time). Exact (to
     rounding) while the batch's rank stays within ``max_rank``; beyond it, each fold drops its
     smallest directions (reported as :attr:`Subspace.discarded_energy`), the usual streamed
     approximation of the top singular directions.
+
+    Memory beside the chunk, with ``k <= max_rank`` directions kept and ``m = max(max_rank,
+    64)`` rows per fold: the stack, LAPACK's copy of it, its right singular vectors and the
+    rows and directions themselves, about ``8 d (k + m)`` bytes each, plus the SVD's
+    workspace, about ``7 (k + m)^2`` doubles: in all about ``32 d (k + m) + 56 (k + m)^2``
+    bytes (d = 4096: about 80-95 MiB at max_rank 256, 480-500 MiB at 1024; measured in
+    docs/denoise.md). With the default
+    ``max_rank = d // 2``, ``k + m`` reaches ``d`` for ``d <= 2048``: each fold is then a
+    ``d x d`` SVD (about ``88 d^2`` bytes); pass a smaller ``max_rank`` when the batch's rank
+    is known to be smaller.
 
     Parameters
     ----------
@@ -170,8 +231,19 @@ class SubspaceFitter:
         Most directions kept (default ``min(d_sketch // 2, 1024)``).
     """
 
-    def __init__(self, d_sketch: int, max_rank: Optional[int] = None):
+    def __init__(self, d_sketch: int, max_rank: Optional[int] = None, *,
+                 sketcher: Any = None):
         self._d = check_int(d_sketch, "d_sketch", minimum=1)
+        self._identity: Optional[Identity] = None
+        if sketcher is not None:
+            from .sketcher import Sketcher
+            if not isinstance(sketcher, Sketcher):
+                raise TypeError(f"sketcher must be a recsketch.Sketcher or None, got "
+                                f"{type(sketcher).__name__}")
+            if sketcher.d_sketch != self._d:
+                raise ValueError(f"the Sketcher has d_sketch={sketcher.d_sketch}, the fitter "
+                                 f"{self._d}")
+            self._identity = sketcher_identity(sketcher)
         cap = min(max(self._d // 2, 1), 1024) if max_rank is None else \
             check_int(max_rank, "max_rank", minimum=1, maximum=self._d)
         self._max_rank = cap
@@ -189,10 +261,12 @@ class SubspaceFitter:
 
     def add(self, sketches: Any) -> "SubspaceFitter":
         """Fold a chunk ``(n, d)`` (or one sketch ``(d,)``) into the fit; returns ``self``.
-        Checked before anything changes (dtype, shape, finiteness)."""
+        Checked before anything changes (dtype float32/float64, as :meth:`Subspace.project`;
+        shape; finiteness); the fit is updated only once the whole chunk is folded, so a
+        failure leaves it as it was."""
         arr = sketches if isinstance(sketches, np.ndarray) else np.asarray(sketches, np.float64)
-        if arr.dtype.kind != "f":
-            raise TypeError(f"sketches must be a float array, got dtype {arr.dtype}")
+        if arr.dtype not in FLOAT_DTYPES:
+            raise TypeError(f"sketches must have dtype float32 or float64, got {arr.dtype}")
         if arr.ndim == 1:
             arr = arr[None, :]
         if arr.ndim != 2 or arr.shape[1] != self._d:
@@ -200,18 +274,22 @@ class SubspaceFitter:
         if not np.all(np.isfinite(arr)):
             raise ValueError("sketches contain NaN or infinity")
         step = max(self._max_rank, _MIN_STEP)
+        scaled, total = self._scaled, self._total
         for start in range(0, arr.shape[0], step):
-            self._fold(arr[start:start + step].astype(np.float64))
+            scaled, total = self._fold(scaled, total,
+                                       arr[start:start + step].astype(np.float64, copy=False))
+        self._scaled, self._total = scaled, total
+        self._n += arr.shape[0]
         return self
 
-    def _fold(self, rows: np.ndarray) -> None:
-        self._total += float(np.einsum("ij,ij->", rows, rows))
-        stack = np.concatenate([self._scaled, rows])
-        # thin SVD of a (k + m) x d stack: O(d (k + m)^2), (k + m) x d memory
+    def _fold(self, scaled: np.ndarray, total: float, rows: np.ndarray
+              ) -> Tuple[np.ndarray, float]:
+        total += float(np.einsum("ij,ij->", rows, rows))
+        stack = np.concatenate([scaled, rows])
+        # thin SVD of a (k + m) x d stack: O(d (k + m)^2) time; memory in the class docstring
         _, sv, vt = np.linalg.svd(stack, full_matrices=False)
         keep = min(self._max_rank, int(np.count_nonzero(sv > 0)))
-        self._scaled = sv[:keep, None] * vt[:keep]
-        self._n += rows.shape[0]
+        return sv[:keep, None] * vt[:keep], total
 
     def spectrum(self) -> np.ndarray:
         """The singular values kept so far, largest first."""
@@ -229,7 +307,13 @@ class SubspaceFitter:
           reaches on an ``n x d`` batch, ``noise_std (sqrt(n) + sqrt(d))`` (Marchenko-Pastur
           edge), times 1.1;
         - ``rtol`` (default :data:`DEFAULT_RTOL`): singular values above ``rtol`` times the
-          largest (a floor for float32 rounding; it keeps any noise above it).
+          largest (a floor for float32 rounding; it keeps any noise above it). Relative to
+          the *largest*: real directions that are weak because their words carry small
+          products of weights fall below it too (a chain of 6 modules with weights 0.05-0.15
+          at d = 1024: rank 12 of 24 unknowns), and a GuidedReader then reads those present
+          deep modules as exactly 0. For deep or weakly weighted layouts pass ``rank`` (the
+          layout's ``sum (attribute_dim + 1)``) or a smaller ``rtol``, after a look at
+          :meth:`spectrum`.
         """
         rule = check_rule(rank=rank, energy=energy, noise_std=noise_std, rtol=rtol)
         if self._n == 0:
@@ -257,7 +341,7 @@ class SubspaceFitter:
         basis = self._scaled[:r] / sv[:r, None]
         kept = float(np.sum(sv[:r] ** 2))
         left = max(self._total - kept, 0.0) / self._total if self._total > 0 else 0.0
-        return Subspace(basis, sv[:r], sv, self._n, left, rule_text)
+        return Subspace(basis, sv[:r], sv, self._n, left, rule_text, self._identity)
 
 
 def check_rule(*, rank: Optional[int] = None, energy: Optional[float] = None,
@@ -287,10 +371,11 @@ def check_rule(*, rank: Optional[int] = None, energy: Optional[float] = None,
 def fit_subspace(sketches: Union[np.ndarray, Iterable[np.ndarray]], *,
                  max_rank: Optional[int] = None, rank: Optional[int] = None,
                  energy: Optional[float] = None, noise_std: Optional[float] = None,
-                 rtol: Optional[float] = None) -> Subspace:
+                 rtol: Optional[float] = None, sketcher: Any = None) -> Subspace:
     """The principal subspace of a batch ``(n, d)`` (or of an iterable of chunks ``(m, d)``),
     its rank chosen by the rule given (see :meth:`SubspaceFitter.subspace`; default
-    ``rtol=DEFAULT_RTOL``)."""
+    ``rtol=DEFAULT_RTOL``). ``sketcher``: the Sketcher that made the sketches, recorded in
+    :attr:`Subspace.sketcher_identity` so that another Sketcher's reads refuse it."""
     chunks = [sketches] if isinstance(sketches, np.ndarray) else sketches
     fitter: Optional[SubspaceFitter] = None
     for chunk in chunks:
@@ -298,7 +383,7 @@ def fit_subspace(sketches: Union[np.ndarray, Iterable[np.ndarray]], *,
         if fitter is None:
             if arr.ndim not in (1, 2) or arr.shape[-1] == 0:
                 raise ValueError(f"sketches must have shape (n, d), got {arr.shape}")
-            fitter = SubspaceFitter(arr.shape[-1], max_rank)
+            fitter = SubspaceFitter(arr.shape[-1], max_rank, sketcher=sketcher)
         fitter.add(arr)
     if fitter is None:
         raise ValueError("no sketch was given: nothing to fit")

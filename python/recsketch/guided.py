@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Un
 import numpy as np
 
 from ._checks import check_int
-from .denoise import Subspace, checked_erased, checked_sketches
+from .denoise import (COND_WARN, Subspace, check_same_sketcher, checked_erased,
+                      checked_sketches, sketcher_identity)
 from .erasure import ErasedSketch
 from .joint import JOINT_FAN_IN, Block, check_fan_in, design_rows, plan_blocks
 
@@ -40,7 +41,7 @@ MAX_CANDIDATES = 1 << 16
 # A block is a candidate when the median of its columns' out-of-span fractions is at most this:
 # a used path's attribute columns lie in the span (0 up to rounding; its count column may not,
 # when the weights are linearly tied, e.g. children's weights summing to their parent's),
-# an unused path's are mostly outside (0.6-0.8 measured on the room at d = 1k-16k).
+# an unused path's are mostly outside (measured: docs/denoise.md).
 MAX_SCORE = 0.5
 # The selection stops at the fewest candidates whose words leave at most this fraction of the
 # subspace's squared basis norm unexplained.
@@ -80,6 +81,10 @@ class GuidedReader:
         Every candidate's median column out-of-span fraction (0: inside the subspace).
     unsearched_depths : list of int
         Depths beyond ``max_candidates`` (a RuntimeWarning says so): their modules read 0.
+    sketcher_identity : tuple
+        What defines the matrices of the Sketcher it was built with
+        (:func:`recsketch.denoise.sketcher_identity`); a Repository with another Sketcher
+        refuses the reader (ValueError).
     """
 
     def __init__(self, sketcher: "Sketcher", subspace: Subspace, *,
@@ -94,6 +99,9 @@ class GuidedReader:
         if subspace.d_sketch != sketcher.d_sketch:
             raise ValueError(f"the subspace has d_sketch={subspace.d_sketch}, the Sketcher "
                              f"{sketcher.d_sketch}")
+        identity = sketcher_identity(sketcher)
+        check_same_sketcher(subspace.sketcher_identity, identity, "the subspace",
+                            "this GuidedReader")
         self.fan_in = check_fan_in(JOINT_FAN_IN if fan_in is None else fan_in)
         limit = check_int(max_candidates, "max_candidates", minimum=1)
         self._sk = sketcher
@@ -112,7 +120,8 @@ class GuidedReader:
         self.scores = scores
         self.blocks, rows = self._select(candidates, scores, kept_rows, subspace)
         self.coverage = _coverage(rows, subspace.basis)
-        self._probe = _pseudo_inverse(rows)
+        self.sketcher_identity = identity
+        self._probe, self._cond = _pseudo_inverse(rows)
         self._probe.setflags(write=False)
         self._rows = rows
         del self._sk      # the matrices are needed to build only; the reader is then plain data
@@ -197,7 +206,16 @@ class GuidedReader:
         :class:`ErasedSketch`, fitted on its kept coordinates)."""
         if isinstance(s, ErasedSketch):
             vals = checked_erased(s, self._d, self.unknowns, "the fit's unknowns")
-            theta = vals.reshape(-1, s.d_kept) @ _pseudo_inverse(self._rows[:, s.indices]).T
+            probe, cond = _pseudo_inverse(self._rows[:, s.indices])
+            # the full sketch's fit has its own conditioning (tied words); warn on what the
+            # erasure adds to it
+            if cond > COND_WARN * max(self._cond, 1.0):
+                warnings.warn(f"fitting an erased sketch from {s.d_kept} kept coordinates is "
+                              f"ill-conditioned (cond={cond:.3g}, {cond / self._cond:.3g} "
+                              f"times the full sketch's, above {COND_WARN:g}): its error is "
+                              "about the noise times that factor; keep more coordinates",
+                              RuntimeWarning, stacklevel=2)
+            theta = vals.reshape(-1, s.d_kept) @ probe.T
             return theta[0] if vals.ndim == 1 else theta
         x = checked_sketches(s, self._d)
         return x @ self._probe.T
@@ -292,11 +310,13 @@ def _coverage(rows: np.ndarray, basis: np.ndarray) -> float:
     return float(np.sum(inside ** 2) / basis.shape[0])
 
 
-def _pseudo_inverse(rows: np.ndarray) -> np.ndarray:
+def _pseudo_inverse(rows: np.ndarray) -> Tuple[np.ndarray, float]:
     """``(A A^T)^+ A`` for rows ``A`` (K, d), by a thin SVD (rank-revealing: words tied by the
-    layout's weights are fitted jointly, not refused)."""
+    layout's weights are fitted jointly, not refused), and the condition number of ``A``
+    (over the whole spectrum: a rank lost to an erasure counts as inf)."""
     if rows.shape[0] == 0:
-        return np.zeros((0, rows.shape[1]))
+        return np.zeros((0, rows.shape[1])), 1.0
     u, sv, vt = np.linalg.svd(rows, full_matrices=False)
     keep = sv > sv[0] * max(rows.shape) * np.finfo(np.float64).eps
-    return (u[:, keep] / sv[keep]) @ vt[keep]
+    cond = float(sv[0] / sv[-1]) if sv[-1] > 0 else float("inf")
+    return (u[:, keep] / sv[keep]) @ vt[keep], cond

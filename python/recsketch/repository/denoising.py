@@ -5,7 +5,9 @@ subspace to project on, or a ``recsketch.guided.GuidedReader``).
 The fit reads the selected sketches that keep all ``d`` coordinates, in the aggregates' chunks
 (at most ``chunk_bytes`` of float32 values at a time), and folds each into a
 :class:`recsketch.denoise.SubspaceFitter`: memory is the chunk plus about
-``16 d (2 max_rank + 64)`` bytes, whatever the number of sketches. Forgotten (truncated)
+``32 d (k + m) + 56 (k + m)^2`` bytes (``k + m <= 2 max(max_rank, 64)``; a ``d x d`` SVD
+when that reaches ``d``: see :class:`recsketch.denoise.SubspaceFitter`), whatever the number
+of sketches. Forgotten (truncated)
 sketches are left out of the fit (their missing coordinates would be read as zeros); the
 aggregates complete them from the subspace instead.
 """
@@ -18,7 +20,7 @@ from typing import Any, Callable, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 
-from ..denoise import Subspace, SubspaceFitter
+from ..denoise import Identity, Subspace, SubspaceFitter, check_same_sketcher
 from ..erasure import ErasedSketch
 from ..guided import GuidedReader
 from .aggregates import Aggregates
@@ -56,11 +58,16 @@ class DenoisedRead(NamedTuple):
     subspace: Optional[Subspace]
 
 
-def check_denoise(denoise: Any, d: int, method: str, fan_in: Optional[int]) -> DenoisedRead:
+def check_denoise(denoise: Any, d: int, method: str, fan_in: Optional[int],
+                  identity: Identity) -> DenoisedRead:
     """Check an aggregate's ``denoise=`` before anything is read: ``None``; a
     :class:`Subspace` of this repository's ``d`` (each chunk projected, a forgotten sketch
     completed, then read by ``method``); or a :class:`GuidedReader` (``method="joint"`` only,
-    and ``fan_in`` its own or None: the fit restricted to the words the subspace spans)."""
+    and ``fan_in`` its own or None: the fit restricted to the words the subspace spans).
+    Either must come from this repository's Sketcher (``identity``,
+    :func:`recsketch.denoise.sketcher_identity`): another seed, family, block size or density
+    gives other words, and is refused naming both (a Subspace fitted on bare arrays records
+    none and is checked on ``d`` only)."""
     if denoise is None:
         return DenoisedRead(None, None, None)
     if isinstance(denoise, GuidedReader):
@@ -74,6 +81,8 @@ def check_denoise(denoise: Any, d: int, method: str, fan_in: Optional[int]) -> D
         if denoise.d_sketch != d:
             raise ValueError(f"the GuidedReader has d_sketch={denoise.d_sketch}, this "
                              f"repository stores d={d}")
+        check_same_sketcher(denoise.sketcher_identity, identity, "the GuidedReader",
+                            "this repository")
         return DenoisedRead(None, denoise, None)
     if not isinstance(denoise, Subspace):
         raise TypeError("denoise must be a recsketch.denoise.Subspace (Repository.denoiser()), "
@@ -82,6 +91,7 @@ def check_denoise(denoise: Any, d: int, method: str, fan_in: Optional[int]) -> D
     if denoise.d_sketch != d:
         raise ValueError(f"the subspace has d_sketch={denoise.d_sketch}, this repository "
                          f"stores d={d}")
+    check_same_sketcher(denoise.sketcher_identity, identity, "the subspace", "this repository")
 
     def transform(s: Union[np.ndarray, ErasedSketch]) -> np.ndarray:
         return denoise.project(s)

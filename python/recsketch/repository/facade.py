@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .._checks import check_fraction
-from ..denoise import Subspace, SubspaceFitter, check_rule
+from ..denoise import Subspace, SubspaceFitter, check_rule, sketcher_identity
 from ..erasure import ErasedSketch
 from ..guided import GuidedReader
 from ..joint import check_method
@@ -607,10 +607,14 @@ class Repository:
         ``denoise``: a :class:`recsketch.denoise.Subspace` (:meth:`denoiser`): each sketch is
         projected on it (a forgotten one completed) and read by ``method``; or a
         :class:`recsketch.guided.GuidedReader` (:meth:`guided_reader`, ``method="joint"``):
-        the joint fit on the words the subspace spans. See :meth:`denoiser` for when each
-        helps."""
+        the joint fit on the words the subspace spans. Either must come from this repository's
+        Sketcher (the same family, d, seed, block size and density; ValueError naming both
+        otherwise). On full-length clean sketches a Subspace changes nothing (they are their
+        own projection): it pays off for forgotten sketches (completed from their prefixes;
+        a RuntimeWarning when that is ill-conditioned) and through a GuidedReader. See
+        :meth:`denoiser` for when each helps."""
         weight = self._query_args(module, method, weight, fan_in)
-        how = check_denoise(denoise, self._store.d, method, fan_in)
+        how = check_denoise(denoise, self._store.d, method, fan_in, self._identity())
         rows, fd = self._streamed_for(how, since, until, where)
         if how.reader is not None:
             reader = how.reader
@@ -626,9 +630,10 @@ class Repository:
              denoise: Optional[Union[Subspace, GuidedReader]] = None
              ) -> Tuple[np.ndarray, np.ndarray]:
         """Per-sketch summed effective weight of ``module``: ``(ids, masses)`` (``denoise``
-        as in :meth:`count`)."""
+        as in :meth:`count`: no change for full-length clean sketches; pays off for
+        forgotten ones and through a GuidedReader)."""
         self._query_args(module, method, fan_in=fan_in)
-        how = check_denoise(denoise, self._store.d, method, fan_in)
+        how = check_denoise(denoise, self._store.d, method, fan_in, self._identity())
         rows, fd = self._streamed_for(how, since, until, where)
         if how.reader is not None:
             reader = how.reader
@@ -645,9 +650,10 @@ class Repository:
                         ) -> np.ndarray:
         """The weight-averaged attribute vector of ``module`` pooled over the selected sketches
         (sum over sketches of the summed attributes / sum of the masses; ``denoise`` as in
-        :meth:`count`)."""
+        :meth:`count`: no change for full-length clean sketches; pays off for forgotten ones
+        and through a GuidedReader)."""
         self._query_args(module, method, fan_in=fan_in)
-        how = check_denoise(denoise, self._store.d, method, fan_in)
+        how = check_denoise(denoise, self._store.d, method, fan_in, self._identity())
         rows, fd = self._streamed_for(how, since, until, where)
         read = None
         if how.reader is not None:
@@ -672,6 +678,11 @@ class Repository:
             raise
         return rows, fd
 
+    def _identity(self) -> Any:
+        """What defines this repository's matrices (checked against a ``denoise=``)."""
+        with self._sketcher_lock:
+            return sketcher_identity(self._sketcher)
+
     def guided_reader(self, subspace: Subspace, *, fan_in: Optional[int] = None
                       ) -> GuidedReader:
         """The joint read-out restricted to the words ``subspace`` spans
@@ -685,7 +696,9 @@ class Repository:
         (docs/denoise.md); modules the layout does not hold read 0. ``reader.coverage`` below 1
         means the subspace spans something no searched path does (noise kept by the rank
         rule, positions above ``fan_in``): the read is then not exact. Building costs one
-        design row per candidate unknown (seconds at d = 16k); queries one product."""
+        design row per candidate unknown (measured: docs/denoise.md); queries one product.
+        ``subspace`` must come from this repository's Sketcher (ValueError naming both
+        otherwise)."""
         with self._sketcher_lock:
             return GuidedReader(self._sketcher, subspace, fan_in=fan_in)
 
@@ -698,10 +711,14 @@ class Repository:
         to call ``.project(s)`` on any sketch.
 
         Fitted chunk by chunk (:attr:`chunk_bytes` at a time; memory the chunk plus about
-        ``16 d (2 max_rank + 64)`` bytes, never ``d x d``) on the selected sketches that keep
+        ``32 d (k + m) + 56 (k + m)^2`` bytes with ``k + m <= 2 max(max_rank, 64)``, a
+        ``d x d`` SVD when that reaches ``d``: see
+        :class:`recsketch.denoise.SubspaceFitter`) on the selected sketches that keep
         all their coordinates; forgotten ones are left out of the fit and completed from it
         when read. The rank: one rule of ``rank``, ``energy``, ``noise_std`` or ``rtol``
-        (default ``rtol=recsketch.denoise.DEFAULT_RTOL``; see
+        (default ``rtol=recsketch.denoise.DEFAULT_RTOL``, relative to the largest singular
+        value: it drops real but weak directions of deep or weakly weighted layouts, whose
+        modules a GuidedReader then reads as 0; pass ``rank=`` there; see
         :meth:`recsketch.denoise.SubspaceFitter.subspace`); ``max_rank`` bounds what the
         streamed fit keeps (default ``min(d // 2, 1024)``).
 
@@ -718,7 +735,8 @@ class Repository:
         """
         rule = check_rule(rank=rank, energy=energy, noise_std=noise_std, rtol=rtol)
         d = self._store.d
-        fitter = SubspaceFitter(d, max_rank)          # checks max_rank before any read
+        with self._sketcher_lock:
+            fitter = SubspaceFitter(d, max_rank, sketcher=self._sketcher)   # checks max_rank
         rows, fd = self._store.streamed(*selection(since, until, where))
         if rows.ids.size == 0:
             raise ValueError("no sketch matches the selection: nothing to fit the subspace on")
