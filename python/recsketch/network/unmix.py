@@ -36,12 +36,14 @@ columns are the rows of spikes, beyond ``max_attribute_dim``) and are scored the
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from .._checks import check_int, check_num_threads
 from ..dictionary import DictionaryLearner, RecoveredMatrix
@@ -110,9 +112,18 @@ def sketch_basis(Y: np.ndarray, rank: Optional[int] = None, *, chunk: int = 1 <<
     """(singular values, ``(d, K)`` orthonormal basis of the row space of ``Y``, ``K``).
 
     Memory beyond ``Y``: ``S x S`` for the Gram matrix and ``d x K`` float64 for the basis."""
+    s, V, K, _ = _basis(Y, rank, chunk)
+    return s, V, K
+
+
+def _basis(Y: np.ndarray, rank: Optional[int], chunk: int
+           ) -> Tuple[np.ndarray, np.ndarray, int, np.ndarray]:
+    """:func:`sketch_basis` and ``Y V`` (``(S, K)``), which costs no further pass over ``Y``:
+    ``V = Y^T U T`` gives ``Y V = G U T`` with ``G`` the Gram matrix."""
     n, d = Y.shape
     G = _gram(Y, chunk)
-    evals, evecs = np.linalg.eigh(G)
+    with _serial_lapack():
+        evals, evecs = np.linalg.eigh(G)
     order = np.argsort(evals)[::-1]
     evals, evecs = np.maximum(evals[order], 0.0), evecs[:, order]
     s = np.sqrt(evals)
@@ -129,9 +140,24 @@ def sketch_basis(Y: np.ndarray, rank: Optional[int] = None, *, chunk: int = 1 <<
     V = np.empty((d, K))
     for lo in range(0, d, chunk):
         V[lo:lo + chunk] = np.asarray(Y[:, lo:lo + chunk], dtype=np.float64).T @ U
-    # one re-orthonormalisation removes the loss of orthogonality of the Gram route
-    V, _ = np.linalg.qr(V)
-    return s, V, K
+    # One Cholesky re-orthonormalisation (V <- V T, T = L^-T with V^T V = L L^T) removes the
+    # loss of orthogonality of the Gram route; Householder QR of the tall d x K basis cost
+    # 10 s at d = 524k under load against ~0.3 s for this (the Gram matrix of V is one GEMM).
+    T = np.eye(K)
+    with _serial_lapack():
+        L = np.linalg.cholesky(V.T @ V)
+        T = np.linalg.solve(L, T).T  # L^-T
+    V = V @ T
+    return s, V, K, G @ U @ T
+
+
+@contextlib.contextmanager
+def _serial_lapack() -> Iterator[None]:
+    """One BLAS/LAPACK thread for small matrices. Measured at d = 524k (7,598 blocks of 27 x 27
+    eigenproblems, load 8 on 2 cores): OpenBLAS's threads turned a 0.8 s batched ``eigh`` into
+    31 s; the large GEMMs stay threaded."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 def block_directions(V: np.ndarray, block_size: int, *, chunk_blocks: int = 2048
@@ -146,8 +172,9 @@ def block_directions(V: np.ndarray, block_size: int, *, chunk_blocks: int = 2048
     blocks = V.reshape(L, b, K)
     for lo in range(0, L, chunk_blocks):
         part = blocks[lo:lo + chunk_blocks]
-        G = np.einsum("lbk,lbj->lkj", part, part)  # K x K per block: cheaper than b x K SVDs
-        w, vec = np.linalg.eigh(G)
+        G = np.matmul(part.transpose(0, 2, 1), part)  # K x K per block: cheaper than b x K SVDs
+        with _serial_lapack():
+            w, vec = np.linalg.eigh(G)
         top = vec[:, :, -1]
         sv = np.sqrt(np.maximum(w[:, -1], 0.0))
         u = np.einsum("lbk,lk->lb", part, top) / np.where(sv > 0, sv, 1.0)[:, None]
@@ -185,7 +212,8 @@ def _directions(mat: RecoveredMatrix, strength: np.ndarray, left: np.ndarray,
 
 def unmix_coefficients(Y: np.ndarray, V: np.ndarray, matrices: List[RecoveredMatrix],
                        strength: np.ndarray, left: np.ndarray, right: np.ndarray, *,
-                       refine: int = 20, chunk: int = 1 << 16) -> np.ndarray:
+                       refine: int = 20, chunk: int = 1 << 16,
+                       YV: Optional[np.ndarray] = None) -> np.ndarray:
     """Per-sample coefficients ``(S, n_atoms)`` of the recovered columns ``R e_j`` (atoms in
     the order of ``matrices`` and their ``columns``).
 
@@ -194,7 +222,8 @@ def unmix_coefficients(Y: np.ndarray, V: np.ndarray, matrices: List[RecoveredMat
     (:func:`_directions` gives ``m_k`` from the word's own blocks). ``refine > 0`` replaces it
     by that many rounds of nonnegative least squares of every sample's rows in each column's
     trusted blocks (:func:`screen_blocks`) on the recovered columns, started from the mean of
-    the trusted blocks' own estimates. Measured in ``bench/teacher_unmix.py``: at d = 262,143,
+    the trusted blocks' own estimates. ``YV``: ``Y V`` when the caller has it (one pass over
+    ``Y`` less). Measured in ``bench/teacher_unmix.py``: at d = 262,143,
     q = 5e-4 the direct estimate left a median depth-3 attribute error of 0.40 (the top right
     singular vector of a block also picks up the other words' diffuse parts, and a heavy word
     leaks through them), NNLS on every decoded block 0.12; at d = 524,262, q = 4e-4 the same
@@ -207,9 +236,10 @@ def unmix_coefficients(Y: np.ndarray, V: np.ndarray, matrices: List[RecoveredMat
         return np.zeros((n, 0))
     dirs = [wd for mat in matrices for wd in _directions(mat, strength, left, right)]
     Mt = np.stack([w * norm for w, norm in dirs], axis=1)  # (K, m): the m_k
-    YV = np.zeros((n, V.shape[1]))
-    for lo in range(0, V.shape[0], chunk):
-        YV += np.asarray(Y[:, lo:lo + chunk], dtype=np.float64) @ V[lo:lo + chunk]
+    if YV is None:
+        YV = np.zeros((n, V.shape[1]))
+        for lo in range(0, V.shape[0], chunk):
+            YV += np.asarray(Y[:, lo:lo + chunk], dtype=np.float64) @ V[lo:lo + chunk]
     C = YV @ Mt
     if refine > 0:
         C = _refine(Y, matrices, C, refine)
@@ -277,7 +307,8 @@ def _refine(Y: np.ndarray, matrices: List[RecoveredMatrix], C: np.ndarray, round
     np.add.at(R, (inv, np.concatenate(col_of)), np.concatenate(vals))
     target = np.asarray(Y[:, uniq], dtype=np.float64)  # (S, rows)
     gram = R.T @ R
-    lip = float(np.linalg.eigvalsh(gram)[-1]) if a else 1.0
+    with _serial_lapack():
+        lip = float(np.linalg.eigvalsh(gram)[-1]) if a else 1.0
     rhs = target @ R
     X = np.maximum(np.stack(start, axis=1) if screen else C, 0.0)
     for _ in range(rounds):
@@ -308,7 +339,7 @@ def unmix(Y: np.ndarray, block_size: int, density: float, *, rank: Optional[int]
         check_int(rank, "rank", minimum=1, maximum=n)
     learner = DictionaryLearner(d, b, density, tau=0.99, min_votes=votes,
                                 num_threads=num_threads)  # validates b, q against d
-    s, V, K = sketch_basis(Y, rank)
+    s, V, K, YV = _basis(Y, rank, 1 << 16)
     strength, left, right = block_directions(V, b)
     # Rounded to signs: the hypercube test has nothing left to reject, so Enc's padding, the
     # parity check and the votes are the filters (a false key needs two blocks to agree on
@@ -316,5 +347,5 @@ def unmix(Y: np.ndarray, block_size: int, density: float, *, rank: Optional[int]
     row = np.where(left >= 0, 1.0, -1.0).reshape(1, d)
     learner.fit(row)
     matrices, atoms = learner.matrices_, learner.atoms_
-    C = unmix_coefficients(Y, V, matrices, strength, left, right, refine=rounds)
+    C = unmix_coefficients(Y, V, matrices, strength, left, right, refine=rounds, YV=YV)
     return UnmixResult(s, K, V, strength, matrices, atoms, C)
