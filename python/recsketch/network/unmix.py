@@ -26,6 +26,11 @@ mixed by per-sample coefficients ``C`` (``g x_j`` and ``g``). The row space of `
    column's decoded blocks are screened for a heavy word's leak (:func:`screen_blocks`) and
    the coefficients come from nonnegative least squares on the kept rows of every sample
    (``refine`` rounds; measured in :func:`unmix_coefficients`).
+5. :func:`word_vectors`, :func:`leak_corrected_estimates` -- below the top level a block's read
+   is shifted by the heavier words that overlap it through products of matrices; with the
+   heavier words' coefficients known, their vectors come from the basis (the dual rows of
+   ``Y V``, distinct words being nearly orthogonal), and their share of each block's read is
+   removed (``learn_network(..., correct_leaks=True)``, attribute columns only).
 
 The clusters and coefficients this returns have the same form as the per-sample learner's, so
 :func:`~recsketch.network.learn_network` (``method="unmix"``) applies the same garbage rules,
@@ -46,10 +51,12 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from .._checks import check_int, check_num_threads
+from ..block_sparse import decode_blocks
 from ..dictionary import DictionaryLearner, RecoveredMatrix
 
 __all__ = ["UnmixResult", "sketch_basis", "choose_rank", "block_directions",
-           "unmix_coefficients", "unmix", "block_estimates", "screen_blocks", "RANK_FLOOR"]
+           "unmix_coefficients", "unmix", "block_estimates", "screen_blocks", "word_vectors",
+           "leak_corrected_estimates", "word_blocks", "RANK_FLOOR"]
 
 
 @dataclass
@@ -61,8 +68,9 @@ class UnmixResult:
     value of every block of the basis (``(d / b,)``; larger where one word's spike owns the
     block: measured 0.06-0.3 there against 0.03-0.13 elsewhere at d = 131k),
     ``matrices`` the recovered matrices (voted keys clustered by matrix signature, as
-    :attr:`DictionaryLearner.matrices_`), ``atoms`` ``(n_atoms, 2)`` (matrix, column) and
-    ``coefficients`` ``(n_samples, n_atoms)`` the per-sample coefficients of every atom.
+    :attr:`DictionaryLearner.matrices_`), ``atoms`` ``(n_atoms, 2)`` (matrix, column),
+    ``coefficients`` ``(n_samples, n_atoms)`` the per-sample coefficients of every atom and
+    ``projections`` ``Y V`` (``(n_samples, K)``), the sketches in the basis.
     """
 
     singular_values: np.ndarray
@@ -72,6 +80,7 @@ class UnmixResult:
     matrices: List[RecoveredMatrix]
     atoms: np.ndarray
     coefficients: np.ndarray
+    projections: np.ndarray
 
 
 def _gram(Y: np.ndarray, chunk: int) -> np.ndarray:
@@ -279,6 +288,65 @@ def screen_blocks(est: np.ndarray, agree: float = 1.5) -> np.ndarray:
     return keep & (med <= agree * mid) & (med >= mid / agree)
 
 
+def word_vectors(YV: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
+    """``(K, m)``: the words whose per-sample coefficients are ``coefficients`` (``(S, m)``),
+    in the coordinates of the basis ``V`` (``YV = Y V``): word ``k`` of the sketches is
+    ``V n_k``.
+
+    Why this works without the words' matrices: ``Y V = C N^T`` with ``N`` the words in the
+    basis, so the dual row ``m_k`` with ``(Y V) m_k = c_k`` is the least-squares solution, exact
+    when ``c_k`` is exact; distinct words are nearly orthogonal (products of independent random
+    matrices: ``|<A_j, A_k>| ~ sqrt(b / d)`` of their norms), so ``N^T N`` is diagonal and
+    ``n_k = m_k / |m_k|^2``. Where coefficients are linearly dependent (importance weights that
+    sum to a constant make the count coefficients of siblings and their parent dependent), the
+    dual of the dependent combination is what is returned; ``leak_corrected_estimates`` is
+    therefore applied to attribute columns only."""
+    M = np.linalg.lstsq(YV, coefficients, rcond=None)[0]
+    return M / np.maximum(np.sum(M * M, axis=0), 1e-300)
+
+
+def leak_corrected_estimates(Y: np.ndarray, V: np.ndarray, mat: RecoveredMatrix, c: int,
+                             words: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
+    """:func:`block_estimates` of column ``mat.columns[c]`` minus what the given (heavier) words
+    put on each block's read: ``words`` ``(K, m)`` from :func:`word_vectors`, their per-sample
+    ``coefficients`` ``(S, m)``.
+
+    Why: a block's read ``Y[:, rows] . p / (b / sqrt(dq))`` of a depth-3 column is off by an
+    almost constant amount wherever a heavier word (the parent's count word, coefficient
+    2^-5, or its attribute words) overlaps the block through a product of matrices; the read
+    of the heavier word ``V n_k`` on the same rows is exactly that share, per unit coefficient.
+    Measured at d = 524,262, q = 4e-4 (``docs/unmix.md``): depth-3 block reads off by up to 1.3
+    (in units of the gain) came within about 0.1 on seeds 1 and 2."""
+    est = block_estimates(Y, mat, c)
+    b = mat.block_size
+    for i, (blk, pat) in enumerate(zip(mat.blocks[c], mat.patterns[c])):
+        per_unit = (pat.astype(np.float64) @ V[int(blk) * b:(int(blk) + 1) * b]) @ words
+        est[i] -= coefficients @ (per_unit / (b * mat.scale))
+    return est
+
+
+def word_blocks(V: np.ndarray, word: np.ndarray, column: int, signature: np.ndarray,
+                scale: float) -> Tuple[np.ndarray, np.ndarray]:
+    """(blocks, ``(n, b)`` +-1 patterns) where the word ``V word`` (a column of
+    :func:`word_vectors`) shows the spike of ``column`` of the matrix with ``signature``: the
+    block's signs decode to that column, carry the matrix signature in their last third, and
+    the word's mean absolute entry there is at least half the spike height ``scale``.
+
+    Why: a block that two spikes share decodes to neither in the basis (its top singular
+    vector mixes them), so a column can miss a block (measured: 4 of 29 depth-3 columns at
+    d = 524,262, ``docs/unmix.md``); the word itself holds only its own spike there."""
+    b = 3 * signature.size
+    A = (V @ word).reshape(-1, b)
+    S = np.where(A >= 0, 1, -1).astype(np.int8)
+    dec = decode_blocks(S, V.shape[0])
+    height = np.sum(A * S, axis=1) / b
+    sig = np.abs(S[:, 2 * b // 3:].astype(np.int64) @ signature.astype(np.int64))
+    ok = ((dec.status == 0) & (dec.column == column) & (height >= 0.5 * scale)
+          & (sig == signature.size))
+    idx = np.flatnonzero(ok)
+    return idx, S[idx]
+
+
 def _refine(Y: np.ndarray, matrices: List[RecoveredMatrix], C: np.ndarray, rounds: int,
             screen: bool = True) -> np.ndarray:
     """Nonnegative least squares of every sample's decoded rows on the recovered columns, by
@@ -348,4 +416,4 @@ def unmix(Y: np.ndarray, block_size: int, density: float, *, rank: Optional[int]
     learner.fit(row)
     matrices, atoms = learner.matrices_, learner.atoms_
     C = unmix_coefficients(Y, V, matrices, strength, left, right, refine=rounds, YV=YV)
-    return UnmixResult(s, K, V, strength, matrices, atoms, C)
+    return UnmixResult(s, K, V, strength, matrices, atoms, C, YV)
