@@ -26,6 +26,11 @@ mixed by per-sample coefficients ``C`` (``g x_j`` and ``g``). The row space of `
    column's decoded blocks are screened for a heavy word's leak (:func:`screen_blocks`) and
    the coefficients come from nonnegative least squares on the kept rows of every sample
    (``refine`` rounds; measured in :func:`unmix_coefficients`).
+5. :func:`word_vectors`, :func:`leak_corrected_estimates` -- below the top level a block's read
+   is shifted by the heavier words that overlap it through products of matrices; with the
+   heavier words' coefficients known, their vectors come from the basis (the dual rows of
+   ``Y V``, distinct words being nearly orthogonal), and their share of each block's read is
+   removed (``learn_network(..., correct_leaks=True)``, attribute columns only).
 
 The clusters and coefficients this returns have the same form as the per-sample learner's, so
 :func:`~recsketch.network.learn_network` (``method="unmix"``) applies the same garbage rules,
@@ -36,18 +41,22 @@ columns are the rows of spikes, beyond ``max_attribute_dim``) and are scored the
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from .._checks import check_int, check_num_threads
+from ..block_sparse import decode_blocks
 from ..dictionary import DictionaryLearner, RecoveredMatrix
 
 __all__ = ["UnmixResult", "sketch_basis", "choose_rank", "block_directions",
-           "unmix_coefficients", "unmix", "block_estimates", "screen_blocks", "RANK_FLOOR"]
+           "unmix_coefficients", "unmix", "block_estimates", "screen_blocks", "word_vectors",
+           "leak_corrected_estimates", "word_blocks", "RANK_FLOOR"]
 
 
 @dataclass
@@ -59,8 +68,9 @@ class UnmixResult:
     value of every block of the basis (``(d / b,)``; larger where one word's spike owns the
     block: measured 0.06-0.3 there against 0.03-0.13 elsewhere at d = 131k),
     ``matrices`` the recovered matrices (voted keys clustered by matrix signature, as
-    :attr:`DictionaryLearner.matrices_`), ``atoms`` ``(n_atoms, 2)`` (matrix, column) and
-    ``coefficients`` ``(n_samples, n_atoms)`` the per-sample coefficients of every atom.
+    :attr:`DictionaryLearner.matrices_`), ``atoms`` ``(n_atoms, 2)`` (matrix, column),
+    ``coefficients`` ``(n_samples, n_atoms)`` the per-sample coefficients of every atom and
+    ``projections`` ``Y V`` (``(n_samples, K)``), the sketches in the basis.
     """
 
     singular_values: np.ndarray
@@ -70,6 +80,7 @@ class UnmixResult:
     matrices: List[RecoveredMatrix]
     atoms: np.ndarray
     coefficients: np.ndarray
+    projections: np.ndarray
 
 
 def _gram(Y: np.ndarray, chunk: int) -> np.ndarray:
@@ -110,9 +121,18 @@ def sketch_basis(Y: np.ndarray, rank: Optional[int] = None, *, chunk: int = 1 <<
     """(singular values, ``(d, K)`` orthonormal basis of the row space of ``Y``, ``K``).
 
     Memory beyond ``Y``: ``S x S`` for the Gram matrix and ``d x K`` float64 for the basis."""
+    s, V, K, _ = _basis(Y, rank, chunk)
+    return s, V, K
+
+
+def _basis(Y: np.ndarray, rank: Optional[int], chunk: int
+           ) -> Tuple[np.ndarray, np.ndarray, int, np.ndarray]:
+    """:func:`sketch_basis` and ``Y V`` (``(S, K)``), which costs no further pass over ``Y``:
+    ``V = Y^T U T`` gives ``Y V = G U T`` with ``G`` the Gram matrix."""
     n, d = Y.shape
     G = _gram(Y, chunk)
-    evals, evecs = np.linalg.eigh(G)
+    with _serial_lapack():
+        evals, evecs = np.linalg.eigh(G)
     order = np.argsort(evals)[::-1]
     evals, evecs = np.maximum(evals[order], 0.0), evecs[:, order]
     s = np.sqrt(evals)
@@ -129,9 +149,24 @@ def sketch_basis(Y: np.ndarray, rank: Optional[int] = None, *, chunk: int = 1 <<
     V = np.empty((d, K))
     for lo in range(0, d, chunk):
         V[lo:lo + chunk] = np.asarray(Y[:, lo:lo + chunk], dtype=np.float64).T @ U
-    # one re-orthonormalisation removes the loss of orthogonality of the Gram route
-    V, _ = np.linalg.qr(V)
-    return s, V, K
+    # One Cholesky re-orthonormalisation (V <- V T, T = L^-T with V^T V = L L^T) removes the
+    # loss of orthogonality of the Gram route; Householder QR of the tall d x K basis cost
+    # 10 s at d = 524k under load against ~0.3 s for this (the Gram matrix of V is one GEMM).
+    T = np.eye(K)
+    with _serial_lapack():
+        L = np.linalg.cholesky(V.T @ V)
+        T = np.linalg.solve(L, T).T  # L^-T
+    V = V @ T
+    return s, V, K, G @ U @ T
+
+
+@contextlib.contextmanager
+def _serial_lapack() -> Iterator[None]:
+    """One BLAS/LAPACK thread for small matrices. Measured at d = 524k (7,598 blocks of 27 x 27
+    eigenproblems, load 8 on 2 cores): OpenBLAS's threads turned a 0.8 s batched ``eigh`` into
+    31 s; the large GEMMs stay threaded."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 def block_directions(V: np.ndarray, block_size: int, *, chunk_blocks: int = 2048
@@ -146,8 +181,9 @@ def block_directions(V: np.ndarray, block_size: int, *, chunk_blocks: int = 2048
     blocks = V.reshape(L, b, K)
     for lo in range(0, L, chunk_blocks):
         part = blocks[lo:lo + chunk_blocks]
-        G = np.einsum("lbk,lbj->lkj", part, part)  # K x K per block: cheaper than b x K SVDs
-        w, vec = np.linalg.eigh(G)
+        G = np.matmul(part.transpose(0, 2, 1), part)  # K x K per block: cheaper than b x K SVDs
+        with _serial_lapack():
+            w, vec = np.linalg.eigh(G)
         top = vec[:, :, -1]
         sv = np.sqrt(np.maximum(w[:, -1], 0.0))
         u = np.einsum("lbk,lk->lb", part, top) / np.where(sv > 0, sv, 1.0)[:, None]
@@ -185,7 +221,8 @@ def _directions(mat: RecoveredMatrix, strength: np.ndarray, left: np.ndarray,
 
 def unmix_coefficients(Y: np.ndarray, V: np.ndarray, matrices: List[RecoveredMatrix],
                        strength: np.ndarray, left: np.ndarray, right: np.ndarray, *,
-                       refine: int = 20, chunk: int = 1 << 16) -> np.ndarray:
+                       refine: int = 20, chunk: int = 1 << 16,
+                       YV: Optional[np.ndarray] = None) -> np.ndarray:
     """Per-sample coefficients ``(S, n_atoms)`` of the recovered columns ``R e_j`` (atoms in
     the order of ``matrices`` and their ``columns``).
 
@@ -194,7 +231,8 @@ def unmix_coefficients(Y: np.ndarray, V: np.ndarray, matrices: List[RecoveredMat
     (:func:`_directions` gives ``m_k`` from the word's own blocks). ``refine > 0`` replaces it
     by that many rounds of nonnegative least squares of every sample's rows in each column's
     trusted blocks (:func:`screen_blocks`) on the recovered columns, started from the mean of
-    the trusted blocks' own estimates. Measured in ``bench/teacher_unmix.py``: at d = 262,143,
+    the trusted blocks' own estimates. ``YV``: ``Y V`` when the caller has it (one pass over
+    ``Y`` less). Measured in ``bench/teacher_unmix.py``: at d = 262,143,
     q = 5e-4 the direct estimate left a median depth-3 attribute error of 0.40 (the top right
     singular vector of a block also picks up the other words' diffuse parts, and a heavy word
     leaks through them), NNLS on every decoded block 0.12; at d = 524,262, q = 4e-4 the same
@@ -207,9 +245,10 @@ def unmix_coefficients(Y: np.ndarray, V: np.ndarray, matrices: List[RecoveredMat
         return np.zeros((n, 0))
     dirs = [wd for mat in matrices for wd in _directions(mat, strength, left, right)]
     Mt = np.stack([w * norm for w, norm in dirs], axis=1)  # (K, m): the m_k
-    YV = np.zeros((n, V.shape[1]))
-    for lo in range(0, V.shape[0], chunk):
-        YV += np.asarray(Y[:, lo:lo + chunk], dtype=np.float64) @ V[lo:lo + chunk]
+    if YV is None:
+        YV = np.zeros((n, V.shape[1]))
+        for lo in range(0, V.shape[0], chunk):
+            YV += np.asarray(Y[:, lo:lo + chunk], dtype=np.float64) @ V[lo:lo + chunk]
     C = YV @ Mt
     if refine > 0:
         C = _refine(Y, matrices, C, refine)
@@ -249,6 +288,65 @@ def screen_blocks(est: np.ndarray, agree: float = 1.5) -> np.ndarray:
     return keep & (med <= agree * mid) & (med >= mid / agree)
 
 
+def word_vectors(YV: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
+    """``(K, m)``: the words whose per-sample coefficients are ``coefficients`` (``(S, m)``),
+    in the coordinates of the basis ``V`` (``YV = Y V``): word ``k`` of the sketches is
+    ``V n_k``.
+
+    Why this works without the words' matrices: ``Y V = C N^T`` with ``N`` the words in the
+    basis, so the dual row ``m_k`` with ``(Y V) m_k = c_k`` is the least-squares solution, exact
+    when ``c_k`` is exact; distinct words are nearly orthogonal (products of independent random
+    matrices: ``|<A_j, A_k>| ~ sqrt(b / d)`` of their norms), so ``N^T N`` is diagonal and
+    ``n_k = m_k / |m_k|^2``. Where coefficients are linearly dependent (importance weights that
+    sum to a constant make the count coefficients of siblings and their parent dependent), the
+    dual of the dependent combination is what is returned; ``leak_corrected_estimates`` is
+    therefore applied to attribute columns only."""
+    M = np.linalg.lstsq(YV, coefficients, rcond=None)[0]
+    return M / np.maximum(np.sum(M * M, axis=0), 1e-300)
+
+
+def leak_corrected_estimates(Y: np.ndarray, V: np.ndarray, mat: RecoveredMatrix, c: int,
+                             words: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
+    """:func:`block_estimates` of column ``mat.columns[c]`` minus what the given (heavier) words
+    put on each block's read: ``words`` ``(K, m)`` from :func:`word_vectors`, their per-sample
+    ``coefficients`` ``(S, m)``.
+
+    Why: a block's read ``Y[:, rows] . p / (b / sqrt(dq))`` of a depth-3 column is off by an
+    almost constant amount wherever a heavier word (the parent's count word, coefficient
+    2^-5, or its attribute words) overlaps the block through a product of matrices; the read
+    of the heavier word ``V n_k`` on the same rows is exactly that share, per unit coefficient.
+    Measured at d = 524,262, q = 4e-4 (``docs/unmix.md``): depth-3 block reads off by up to 1.3
+    (in units of the gain) came within about 0.1 on seeds 1 and 2."""
+    est = block_estimates(Y, mat, c)
+    b = mat.block_size
+    for i, (blk, pat) in enumerate(zip(mat.blocks[c], mat.patterns[c])):
+        per_unit = (pat.astype(np.float64) @ V[int(blk) * b:(int(blk) + 1) * b]) @ words
+        est[i] -= coefficients @ (per_unit / (b * mat.scale))
+    return est
+
+
+def word_blocks(V: np.ndarray, word: np.ndarray, column: int, signature: np.ndarray,
+                scale: float) -> Tuple[np.ndarray, np.ndarray]:
+    """(blocks, ``(n, b)`` +-1 patterns) where the word ``V word`` (a column of
+    :func:`word_vectors`) shows the spike of ``column`` of the matrix with ``signature``: the
+    block's signs decode to that column, carry the matrix signature in their last third, and
+    the word's mean absolute entry there is at least half the spike height ``scale``.
+
+    Why: a block that two spikes share decodes to neither in the basis (its top singular
+    vector mixes them), so a column can miss a block (measured: 4 of 29 depth-3 columns at
+    d = 524,262, ``docs/unmix.md``); the word itself holds only its own spike there."""
+    b = 3 * signature.size
+    A = (V @ word).reshape(-1, b)
+    S = np.where(A >= 0, 1, -1).astype(np.int8)
+    dec = decode_blocks(S, V.shape[0])
+    height = np.sum(A * S, axis=1) / b
+    sig = np.abs(S[:, 2 * b // 3:].astype(np.int64) @ signature.astype(np.int64))
+    ok = ((dec.status == 0) & (dec.column == column) & (height >= 0.5 * scale)
+          & (sig == signature.size))
+    idx = np.flatnonzero(ok)
+    return idx, S[idx]
+
+
 def _refine(Y: np.ndarray, matrices: List[RecoveredMatrix], C: np.ndarray, rounds: int,
             screen: bool = True) -> np.ndarray:
     """Nonnegative least squares of every sample's decoded rows on the recovered columns, by
@@ -277,7 +375,8 @@ def _refine(Y: np.ndarray, matrices: List[RecoveredMatrix], C: np.ndarray, round
     np.add.at(R, (inv, np.concatenate(col_of)), np.concatenate(vals))
     target = np.asarray(Y[:, uniq], dtype=np.float64)  # (S, rows)
     gram = R.T @ R
-    lip = float(np.linalg.eigvalsh(gram)[-1]) if a else 1.0
+    with _serial_lapack():
+        lip = float(np.linalg.eigvalsh(gram)[-1]) if a else 1.0
     rhs = target @ R
     X = np.maximum(np.stack(start, axis=1) if screen else C, 0.0)
     for _ in range(rounds):
@@ -308,7 +407,7 @@ def unmix(Y: np.ndarray, block_size: int, density: float, *, rank: Optional[int]
         check_int(rank, "rank", minimum=1, maximum=n)
     learner = DictionaryLearner(d, b, density, tau=0.99, min_votes=votes,
                                 num_threads=num_threads)  # validates b, q against d
-    s, V, K = sketch_basis(Y, rank)
+    s, V, K, YV = _basis(Y, rank, 1 << 16)
     strength, left, right = block_directions(V, b)
     # Rounded to signs: the hypercube test has nothing left to reject, so Enc's padding, the
     # parity check and the votes are the filters (a false key needs two blocks to agree on
@@ -316,5 +415,5 @@ def unmix(Y: np.ndarray, block_size: int, density: float, *, rank: Optional[int]
     row = np.where(left >= 0, 1.0, -1.0).reshape(1, d)
     learner.fit(row)
     matrices, atoms = learner.matrices_, learner.atoms_
-    C = unmix_coefficients(Y, V, matrices, strength, left, right, refine=rounds)
-    return UnmixResult(s, K, V, strength, matrices, atoms, C)
+    C = unmix_coefficients(Y, V, matrices, strength, left, right, refine=rounds, YV=YV)
+    return UnmixResult(s, K, V, strength, matrices, atoms, C, YV)
