@@ -413,3 +413,19 @@ def test_a_block_shared_with_another_spike_is_found_from_the_word():
     idx, pats = word_blocks(res.basis, word, j, mat.signature, mat.scale)
     assert idx.tolist() == blks.tolist()
     assert np.array_equal(pats, np.sign(col.reshape(-1, b)[blks]))
+
+
+def test_recsketch_imports_and_unmixes_without_threadpoolctl():
+    # the sanitizer job installs recsketch with numpy and scipy only: threadpoolctl (which
+    # comes with scikit-learn) must be optional at import and in unmix's serial-BLAS section
+    import subprocess
+    import sys
+    code = ("import sys\n"
+            "for m in ('threadpoolctl', 'sklearn'): sys.modules[m] = None\n"
+            "import numpy as np, recsketch\n"
+            "from recsketch.network.unmix import block_directions\n"
+            "V = np.linalg.qr(np.random.default_rng(0).normal(size=(60, 3)))[0]\n"
+            "print(block_directions(V, 6)[1].shape)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "(10, 6)"

@@ -48,7 +48,6 @@ from dataclasses import dataclass
 from typing import Iterator, List, Optional, Tuple
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from .._checks import check_int, check_num_threads
 from ..block_sparse import decode_blocks
@@ -162,9 +161,16 @@ def _basis(Y: np.ndarray, rank: Optional[int], chunk: int
 
 @contextlib.contextmanager
 def _serial_lapack() -> Iterator[None]:
-    """One BLAS/LAPACK thread for small matrices. Measured at d = 524k (7,598 blocks of 27 x 27
-    eigenproblems, load 8 on 2 cores): OpenBLAS's threads turned a 0.8 s batched ``eigh`` into
-    31 s; the large GEMMs stay threaded."""
+    """One BLAS/LAPACK thread for the many small per-block eigenproblems: on a busy machine a
+    threaded BLAS spends far longer waking its threads than solving them (docs/unmix.md, round
+    3); the large GEMMs stay threaded."""
+    try:  # threadpoolctl comes with scikit-learn; imported here so that `import recsketch`
+        # works in an environment without it (the sanitizer job's), which then keeps BLAS's
+        # own thread count
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
+        return
     with threadpool_limits(limits=1, user_api="blas"):
         yield
 
