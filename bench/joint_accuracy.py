@@ -105,6 +105,27 @@ def room_errors(family, d, seeds, fan_ins):
     return {k: float(np.mean(v)) for k, v in err.items()}
 
 
+def print_query_table(queries, sizes, table, cell):
+    """A markdown table: one row per query, one column per d, ``cell(table[d], query)``."""
+    print("| query | " + " | ".join(f"d = {d}" for d in sizes) + " |")
+    print("|---|" + "---|" * len(sizes))
+    for q in queries:
+        print(f"| {q} | " + " | ".join(cell(table[d], q) for d in sizes) + " |")
+
+
+def room_errors_cell(t, q):
+    """paper / matched / **joint F=3** (/ joint F=8 where run)."""
+    j8 = t.get((q, "joint F=8"))
+    return (f"{t[q, 'paper']:.3g} / {t[q, 'matched']:.3g} / **{t[q, 'joint F=3']:.2g}**"
+            + (f" / {j8:.2g}" if j8 is not None else ""))
+
+
+def room_ratio_cell(t, q):
+    """paper / joint at F=3 (; at F=8 where run)."""
+    r8 = ratio(t[q, "paper"], t[q, "joint F=8"]) if (q, "joint F=8") in t else None
+    return ratio(t[q, "paper"], t[q, "joint F=3"]) + (f"; {r8}" if r8 is not None else "")
+
+
 def section_room(n_seeds=8, max_d=65536):
     queries = ["cat (i)", "wall (ii)", "edge (ii), depth 3", "wall count", "edge mass (depth 3)"]
     for family, sizes in SIZES.items():
@@ -120,30 +141,9 @@ def section_room(n_seeds=8, max_d=65536):
             print(f"  {family} d={d} done ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
         print(f"\n{family} ({n_seeds} matrix draws per d, 3 at d > 60k; {time.time() - t0:.0f} s; "
               f"load {os.getloadavg()[0]:.1f})\n")
-        print("| query | " + " | ".join(f"d = {d}" for d in sizes) + " |")
-        print("|---|" + "---|" * len(sizes))
-        for q in queries:
-            cells = []
-            for d in sizes:
-                t = table[d]
-                j3 = t[q, "joint F=3"]
-                j8 = t.get((q, "joint F=8"))
-                cell = (f"{t[q, 'paper']:.3g} / {t[q, 'matched']:.3g} / **{j3:.2g}**"
-                        + (f" / {j8:.2g}" if j8 is not None else ""))
-                cells.append(cell)
-            print(f"| {q} | " + " | ".join(cells) + " |")
+        print_query_table(queries, sizes, table, room_errors_cell)
         print("\nratio paper / joint (F=3; F=8):\n")
-        print("| query | " + " | ".join(f"d = {d}" for d in sizes) + " |")
-        print("|---|" + "---|" * len(sizes))
-        for q in queries:
-            cells = []
-            for d in sizes:
-                t = table[d]
-                r3 = ratio(t[q, "paper"], t[q, "joint F=3"])
-                r8 = (ratio(t[q, "paper"], t[q, "joint F=8"])
-                      if (q, "joint F=8") in t else None)
-                cells.append(r3 + (f"; {r8}" if r8 is not None else ""))
-            print(f"| {q} | " + " | ".join(cells) + " |")
+        print_query_table(queries, sizes, table, room_ratio_cell)
 
 
 # -- random scenes --------------------------------------------------------------------------------
