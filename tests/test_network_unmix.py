@@ -429,3 +429,15 @@ def test_recsketch_imports_and_unmixes_without_threadpoolctl():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "(10, 6)"
+
+
+def test_a_rank_above_the_numerical_rank_is_refused():
+    # a rank-3 sample matrix asked for 5 words: the two extra directions have no scale, and the
+    # basis would be NaN (Cholesky of a singular Gram) without the check
+    rng = np.random.default_rng(1)
+    Y = rng.normal(size=(8, 3)) @ rng.normal(size=(3, 600))
+    with pytest.raises(ValueError, match="numerical rank of the sketches, 3"):
+        sketch_basis(Y, rank=5)
+    s, V, K = sketch_basis(Y, rank=3)
+    assert K == 3 and np.allclose(V.T @ V, np.eye(3), atol=1e-12)
+    assert np.allclose(Y @ V @ V.T, Y)  # the basis spans the rows, checked by projection
