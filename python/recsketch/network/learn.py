@@ -431,9 +431,8 @@ def _correct_leaks(Y: np.ndarray, V: np.ndarray, YV: np.ndarray,
     (a depth-4 module sees the corrected depth-3 coefficients), the blocks screened as before
     and averaged. Gains (count columns) are kept: with importance weights summing to a
     constant, count words are linearly dependent and their word vectors are not the single
-    words the correction assumes (measured: count reads off by 0.6-1.9 of the gain after it).
-    A second round correcting every level with the words of all other levels changed the
-    depth-3 error by less than 0.01 on seed 0 (``docs/unmix.md``) and was dropped."""
+    words the correction assumes (``docs/unmix.md``: what it gives per seed, and a second
+    round over all levels that was measured and dropped)."""
     out = list(modules)
     depths = sorted({m.depth for m in modules})
     for h in depths[1:]:

@@ -326,9 +326,8 @@ def leak_corrected_estimates(Y: np.ndarray, V: np.ndarray, mat: RecoveredMatrix,
     Why: a block's read ``Y[:, rows] . p / (b / sqrt(dq))`` of a depth-3 column is off by an
     almost constant amount wherever a heavier word (the parent's count word, coefficient
     2^-5, or its attribute words) overlaps the block through a product of matrices; the read
-    of the heavier word ``V n_k`` on the same rows is exactly that share, per unit coefficient.
-    Measured at d = 524,262, q = 4e-4 (``docs/unmix.md``): depth-3 block reads off by up to 1.3
-    (in units of the gain) came within about 0.1 on seeds 1 and 2."""
+    of the heavier word ``V n_k`` on the same rows is exactly that share, per unit coefficient
+    (measurements, including a seed where it does harm: ``docs/unmix.md``)."""
     est = block_estimates(Y, mat, c)
     b = mat.block_size
     for i, (blk, pat) in enumerate(zip(mat.blocks[c], mat.patterns[c])):
@@ -345,8 +344,8 @@ def word_blocks(V: np.ndarray, word: np.ndarray, column: int, signature: np.ndar
     the word's mean absolute entry there is at least half the spike height ``scale``.
 
     Why: a block that two spikes share decodes to neither in the basis (its top singular
-    vector mixes them), so a column can miss a block (measured: 4 of 29 depth-3 columns at
-    d = 524,262, ``docs/unmix.md``); the word itself holds only its own spike there."""
+    vector mixes them), so a column can miss a block (how often: ``docs/unmix.md``); the word
+    itself holds only its own spike there."""
     b = 3 * signature.size
     A = (V @ word).reshape(-1, b)
     S = np.where(A >= 0, 1, -1).astype(np.int8)
