@@ -75,14 +75,18 @@ def block_table(sk: rs.Sketcher, truth: NetworkTruth, Y: np.ndarray) -> Dict[int
     return out
 
 
+def cache_path(cache: Path, d: int, b: int, q: float, S: int, seed: int) -> Path:
+    """The cache file of the teacher ``deep``'s sketches for (d, b, q, S, seed)."""
+    return cache / f"deep_d{d}_b{b}_q{q:g}_S{S}_seed{seed}.npy"
+
+
 def sketches(sk: rs.Sketcher, graphs: List[rs.Graph], seed: int, cache: Optional[Path]
              ) -> Tuple[np.ndarray, float]:
     """(the sketches, seconds to make them; NaN when read from ``cache``). The cache file is
     keyed by (d, b, q, S, seed) of the teacher ``deep``."""
     path = None
     if cache is not None:
-        path = cache / (f"deep_d{sk.d_sketch}_b{sk.block_size}_q{sk.density:g}_S{len(graphs)}"
-                        f"_seed{seed}.npy")
+        path = cache_path(cache, sk.d_sketch, sk.block_size, sk.density, len(graphs), seed)
         if path.exists():
             return np.load(path), float("nan")
     t0 = time.perf_counter()
