@@ -98,18 +98,19 @@ def sketches(sk: rs.Sketcher, graphs: List[rs.Graph], seed: int, cache: Optional
     return Y, t
 
 
-def criteria(model, truth: NetworkTruth, depth: int) -> dict:
+def criteria(model, truth: NetworkTruth, depth: int, report=None) -> dict:
     """The issue's target at one depth, from the truth: essential columns with >= 2 nonzero
     blocks (``cols2``) and how many a *module* (not garbage) holds within the Hamming radius
     0.2 q d with <= 5% wrong signs on its recovered entries (``ok2``); ``wrong`` module
     columns with wrong indices or signs (the report's ``columns_wrong``); per identified
     module the median over samples of the l-inf error of its attributes on the recovered
     true coordinates, gain divided out (``linf``: the worst module's); modules whose depth is
-    right and true edges into the depth (``depth ok``, ``edges``)."""
+    right and true edges into the depth (``depth ok``, ``edges``). ``report``: the model's
+    ``model.report(truth)`` if already computed (it is most of the time taken here)."""
     from recsketch.network.evaluate import _compare, _essential
 
     sk = truth.sketcher
-    rep = model.report(truth)
+    rep = model.report(truth) if report is None else report
     lv = rep.levels[depth]
     limit = 0.2 * model.density * model.d_sketch
     names = [n for n, h in truth.depths.items() if h == depth]
