@@ -27,7 +27,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -40,7 +40,7 @@ from recsketch.network.learn import OUTPUT  # noqa: E402
 Label = Tuple[str, int]  # (module, j): j < attribute dim is R[M,1] e_j, j == dim the count word
 
 
-def tree_words(sk: rs.Sketcher, truth: NetworkTruth, num_threads=None
+def tree_words(sk: rs.Sketcher, truth: NetworkTruth, num_threads: Optional[int] = None
                ) -> Tuple[np.ndarray, List[Label]]:
     """(W, labels): the float64 words ``(K, d)`` of the tree in ``truth`` (edges with their
     positions, attribute lengths), one row per label, K = sum over modules of (dim + 1)."""
@@ -59,12 +59,12 @@ def tree_words(sk: rs.Sketcher, truth: NetworkTruth, num_threads=None
                                                          num_threads=num_threads)[0]
         parts = [P1.half(own, num_threads=num_threads) / 2]
         labels = [(name, j) for j in range(dim + 1)]
-        below = [_placed(sk, *words(c), pos, num_threads) + (c,)
+        below = [_placed(sk, *words(c), pos, num_threads)
                  for c, pos in sorted(children.get(name, []), key=lambda cp: cp[1])]
         if below:
-            inputs = np.concatenate([w for w, _, _ in below])
+            inputs = np.concatenate([w for w, _ in below])
             parts.append(P2.half(inputs, num_threads=num_threads) / 2)
-            labels += [lab for _, labs, _ in below for lab in labs]
+            labels += [lab for _, labs in below for lab in labs]
         return sk.module_matrix(name, 0).half(np.concatenate(parts),
                                               num_threads=num_threads), labels
 
@@ -74,8 +74,8 @@ def tree_words(sk: rs.Sketcher, truth: NetworkTruth, num_threads=None
             [lab for _, labs in placed for lab in labs])
 
 
-def _placed(sk: rs.Sketcher, W: np.ndarray, labels: List[Label], position: int, num_threads
-            ) -> Tuple[np.ndarray, List[Label]]:
+def _placed(sk: rs.Sketcher, W: np.ndarray, labels: List[Label], position: int,
+            num_threads: Optional[int]) -> Tuple[np.ndarray, List[Label]]:
     """Words of a child at tuple position ``position``: ``P(R[position]) W``."""
     return sk.position_matrix(position).half(W, num_threads=num_threads), labels
 

@@ -18,7 +18,7 @@ the Sketcher's own matrices) mixed by the coefficients ``Z`` read off the graphs
 checks the synthesis against the Sketcher on real sketches of two samples before anything is
 learned: float64 sketches to 1e-12 of their largest entry (measured 8e-16: the algebra is
 exact), float32 sketches to 1e-6 (measured 1.5e-7: the Sketcher rounds every object sketch of
-a float32 call to float32, the synthesis once). Timings: docs/unmix.md, "The CI test".
+a float32 call to float32, the synthesis once). Timings: docs/unmix.md, "The CI test, CI-sized".
 
 Criteria that fail today are listed in ``FAILING`` with their measured values and checked
 strictly (xfail while failing, a failure once they pass): the issue is done when it is empty.
