@@ -4,7 +4,8 @@ On a fixed tree the overall sketch (cpp/include/recsketch/sketch.hpp) is linear 
 ``path weight * [x; 1]``: with ``P(R) = (I + R) / 2``,
 
     s_attr(M)   = R[M,1] x / 2 + R[M,2] e_1 / 2
-    s_object(M) = P(R[M,0]) ( P(R[1]) s_attr(M) / 2 + P(R[2]) sum_c w_c P(R[pos c]) s_object(c) / 2 )
+    s_input(M)  = sum_c w_c P(R[pos c]) s_object(c)
+    s_object(M) = P(R[M,0]) ( P(R[1]) s_attr(M) / 2 + P(R[2]) s_input(M) / 2 )
     overall     = sum_top w_top P(R[pos top]) s_object(top)
 
 so ``overall = sum_M sum_j g_M [x_M; 1]_j W[M, j]`` where ``g_M`` is the product of the weights
