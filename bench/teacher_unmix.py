@@ -75,14 +75,18 @@ def block_table(sk: rs.Sketcher, truth: NetworkTruth, Y: np.ndarray) -> Dict[int
     return out
 
 
+def cache_path(cache: Path, d: int, b: int, q: float, S: int, seed: int) -> Path:
+    """The cache file of the teacher ``deep``'s sketches for (d, b, q, S, seed)."""
+    return cache / f"deep_d{d}_b{b}_q{q:g}_S{S}_seed{seed}.npy"
+
+
 def sketches(sk: rs.Sketcher, graphs: List[rs.Graph], seed: int, cache: Optional[Path]
              ) -> Tuple[np.ndarray, float]:
     """(the sketches, seconds to make them; NaN when read from ``cache``). The cache file is
     keyed by (d, b, q, S, seed) of the teacher ``deep``."""
     path = None
     if cache is not None:
-        path = cache / (f"deep_d{sk.d_sketch}_b{sk.block_size}_q{sk.density:g}_S{len(graphs)}"
-                        f"_seed{seed}.npy")
+        path = cache_path(cache, sk.d_sketch, sk.block_size, sk.density, len(graphs), seed)
         if path.exists():
             return np.load(path), float("nan")
     t0 = time.perf_counter()
@@ -94,18 +98,19 @@ def sketches(sk: rs.Sketcher, graphs: List[rs.Graph], seed: int, cache: Optional
     return Y, t
 
 
-def criteria(model, truth: NetworkTruth, depth: int) -> dict:
+def criteria(model, truth: NetworkTruth, depth: int, report=None) -> dict:
     """The issue's target at one depth, from the truth: essential columns with >= 2 nonzero
     blocks (``cols2``) and how many a *module* (not garbage) holds within the Hamming radius
     0.2 q d with <= 5% wrong signs on its recovered entries (``ok2``); ``wrong`` module
     columns with wrong indices or signs (the report's ``columns_wrong``); per identified
     module the median over samples of the l-inf error of its attributes on the recovered
     true coordinates, gain divided out (``linf``: the worst module's); modules whose depth is
-    right and true edges into the depth (``depth ok``, ``edges``)."""
+    right and true edges into the depth (``depth ok``, ``edges``). ``report``: the model's
+    ``model.report(truth)`` if already computed (it is most of the time taken here)."""
     from recsketch.network.evaluate import _compare, _essential
 
     sk = truth.sketcher
-    rep = model.report(truth)
+    rep = model.report(truth) if report is None else report
     lv = rep.levels[depth]
     limit = 0.2 * model.density * model.d_sketch
     names = [n for n, h in truth.depths.items() if h == depth]
