@@ -441,3 +441,109 @@ def test_a_rank_above_the_numerical_rank_is_refused():
     s, V, K = sketch_basis(Y, rank=3)
     assert K == 3 and np.allclose(V.T @ V, np.eye(3), atol=1e-12)
     assert np.allclose(Y @ V @ V.T, Y)  # the basis spans the rows, checked by projection
+
+
+def _tiny_column():
+    """A decoded column on planted data (one word, three blocks): (Y, basis, projections,
+    matrix, its column index)."""
+    d, b, q, n = 16371, 51, 0.02, 12
+    R = rs.Sketcher(d, block_size=b, density=q, seed=3).module_matrix("P", 1)
+    j = int(np.flatnonzero(R.column_block_counts() >= 3)[0])
+    c = np.random.default_rng(0).uniform(0.5, 1.0, n)
+    Y = np.outer(c, _true_signs_d(R, j, d) / np.sqrt(d * q))
+    res = unmix(Y, b, q, refine=0)
+    mat = next(m for m in res.matrices if j in m.columns.tolist())
+    return Y, res.basis, res.projections, mat, mat.columns.tolist().index(j)
+
+
+@pytest.mark.parametrize("which, bad, exc, match", [
+    ("YV", [[1.0, 2.0]], TypeError, "YV must be a numpy array"),
+    ("YV", np.ones((12, 1), bool), TypeError, "YV must have a real numeric dtype"),
+    ("YV", np.ones(12), ValueError, "YV must be 2-D"),
+    ("YV", np.full((12, 1), np.nan), ValueError, "YV contains NaN"),
+    ("coefficients", np.ones((5, 1)), ValueError, "5 rows"),
+    ("coefficients", np.full((12, 1), np.inf), ValueError, "coefficients contains NaN"),
+    ("coefficients", np.ones((12, 1), complex), TypeError, "real numeric dtype"),
+])
+def test_word_vectors_validates(which, bad, exc, match):
+    args = {"YV": np.ones((12, 1)), "coefficients": np.ones((12, 1))}
+    args[which] = bad
+    with pytest.raises(exc, match=match):
+        word_vectors(args["YV"], args["coefficients"])
+
+
+def test_leak_corrected_estimates_and_word_blocks_validate():
+    from recsketch.network.unmix import word_blocks
+    Y, V, YV, mat, c = _tiny_column()
+    words, coef = np.zeros((V.shape[1], 1)), np.zeros((Y.shape[0], 1))
+    ok = leak_corrected_estimates(Y, V, mat, c, words, coef)  # zero words: the plain reads
+    assert np.allclose(ok, block_estimates(Y, mat, c))
+    for args, exc, match in [
+            ((Y.astype(np.int64), V, mat, c, words, coef), TypeError, "float32 or float64"),
+            ((Y, V[:-1], mat, c, words, coef), ValueError, "V has"),
+            ((Y, V, "mat", c, words, coef), TypeError, "RecoveredMatrix"),
+            ((Y, V, mat, 99, words, coef), ValueError, "c must be <="),
+            ((Y, V, mat, 1.0, words, coef), TypeError, "c must be an integer"),
+            ((Y, V, mat, c, words[:0], coef), ValueError, "words must be 2-D and non-empty"),
+            ((Y, V, mat, c, np.zeros((V.shape[1] + 1, 1)), coef), ValueError, "K="),
+            ((Y, V, mat, c, words, coef[:-1]), ValueError, "coefficients must be"),
+            ((Y, V, mat, c, words, np.full_like(coef, np.nan)), ValueError, "NaN"),
+            ((np.full_like(Y, np.nan), V, mat, c, words, coef), ValueError, "NaN")]:
+        with pytest.raises(exc, match=match):
+            leak_corrected_estimates(*args)
+    word = np.ones(V.shape[1])
+    idx, _ = word_blocks(V, word, int(mat.columns[c]), mat.signature, mat.scale)
+    assert idx.tolist() == sorted(mat.blocks[c].tolist())
+    for args, exc, match in [
+            ((V, word[:0], 1, mat.signature, mat.scale), ValueError, "word must be 1-D"),
+            ((V, np.ones(V.shape[1] + 1), 1, mat.signature, mat.scale), ValueError, "K="),
+            ((V, word * np.nan, 1, mat.signature, mat.scale), ValueError, "NaN"),
+            ((V, word, -1, mat.signature, mat.scale), ValueError, "column"),
+            ((V, word, 1, mat.signature * 2, mat.scale), ValueError, "must hold"),
+            ((V, word, 1, mat.signature[:-1], mat.scale), ValueError, "does not divide"),
+            ((V, word, 1, mat.signature, 0.0), ValueError, "scale"),
+            ((V, word, 1, mat.signature, "1"), TypeError, "scale"),
+            ((V.astype(bool), word, 1, mat.signature, mat.scale), TypeError, "V must")]:
+        with pytest.raises(exc, match=match):
+            word_blocks(*args)
+
+
+def test_serial_lapack_is_thread_safe():
+    """Sections entered and left by 8 threads in interleaved order (some nested): inside every
+    section BLAS runs on one thread, and afterwards the process's count is what it was.
+    Per-thread ``threadpool_limits`` (the code before) restored in the wrong order when the
+    sections interleaved: measured 60 of 213 reads of 2 threads inside sections and the
+    process left at 1. In a fresh interpreter: once OpenBLAS's pool has run a call, this
+    build applies a count set from a worker thread to that thread only, which hides it."""
+    import subprocess
+    import sys
+    pytest.importorskip("threadpoolctl")
+    code = """if True:
+        import threading, threadpoolctl
+        import numpy as np
+        from recsketch.network.unmix import _serial_lapack
+        def blas():
+            return [p["num_threads"] for p in threadpoolctl.threadpool_info()
+                    if p["user_api"] == "blas"]
+        before = blas()
+        inside, go = [], threading.Barrier(8)
+        def worker(k):
+            go.wait()
+            for r in range(20):
+                with _serial_lapack():
+                    inside.append(blas())
+                    if (k + r) % 3 == 0:
+                        with _serial_lapack():
+                            inside.append(blas())
+        ts = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+        [t.start() for t in ts]
+        [t.join() for t in ts]
+        print(len(inside), sum(v != [1] * len(before) for v in inside), blas() == before,
+              len(before))
+    """
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    n, bad, restored, libs = out.stdout.split()
+    if libs == "0":
+        pytest.skip("no BLAS library visible to threadpoolctl")
+    assert int(n) > 160 and bad == "0" and restored == "True", out.stdout
