@@ -547,3 +547,118 @@ def test_serial_lapack_is_thread_safe():
     if libs == "0":
         pytest.skip("no BLAS library visible to threadpoolctl")
     assert int(n) > 160 and bad == "0" and restored == "True", out.stdout
+
+
+def _planted_module(n=60, seed=4):
+    """A two-block column (R[P,1] column j) of a module with a count column: gains varying
+    with the sample, a constant leak (3x the coefficient) along the pattern on one block."""
+    from recsketch.network.learn import RecoveredModule
+    d, b, q = 16371, 51, 0.02
+    R = rs.Sketcher(d, block_size=b, density=q, seed=3).module_matrix("P", 1)
+    j = int(np.flatnonzero(R.column_block_counts() == 2)[0])
+    rng = np.random.default_rng(seed)
+    g = rng.uniform(0.3, 0.7, n) * 1e-3
+    c = g * rng.uniform(0.45, 0.55, n)
+    col = _true_signs_d(R, j, d) / np.sqrt(d * q)
+    blk = np.flatnonzero(np.abs(col.reshape(-1, b)).max(axis=1))[1]
+    Y = np.outer(c, col)
+    Y[:, blk * b:(blk + 1) * b] += 3 * np.median(c) * col[blk * b:(blk + 1) * b]
+    res = unmix(Y, b, q, refine=0)
+    mat = next(m for m in res.matrices if j in m.columns.tolist())
+    ci = mat.columns.tolist().index(j)
+    x = np.zeros((n, mat.columns.size))
+    m = RecoveredModule(0, mat, mat, mat.columns.copy(), x, g, 3, g * 2.0 ** 9)
+    return Y, m, ci, c / g
+
+
+def test_the_leak_corrected_read_keeps_the_two_block_rule():
+    """Re-reading a module with the shallower words removed applies the same rule as the plain
+    read: here nothing is removed (a zero leak) and the two-block column must come from its
+    clean block, x = c / g exactly, where a mean of its two blocks (the re-read before) is off
+    by 1.5 x."""
+    from recsketch.network.learn import _reread
+    Y, m, ci, x = _planted_module()
+    out = _reread(Y, m, lambda rows: np.zeros((Y.shape[0], rows.size)), 20, 2.0 ** -3.5)
+    assert np.allclose(out.attributes[:, ci], x, rtol=1e-6)
+    assert out.depth == 3 and np.allclose(out.path_weights, out.gains * 2.0 ** 9)
+
+
+def test_a_correction_that_adds_variation_against_the_gain_is_not_kept():
+    """Per column, the corrected read is kept only where x = c / g varies no more than the
+    plain one: a corrected column carrying a constant offset (in c, so 1/g-shaped in x) is
+    replaced by the plain one; a plain column carrying it keeps the corrected read. Without a
+    count column (gain = |c|) the corrected module is kept whole."""
+    import dataclasses
+    from recsketch.network.learn import _steadier
+    rng = np.random.default_rng(0)
+    n = 200
+    g = rng.uniform(0.3, 0.7, n) * 2.0 ** -9
+    x = rng.uniform(0.4, 0.6, (n, 2))
+    off = 0.3 * np.median(g) / g  # a constant offset of c, divided by the gain
+    Y, m, _, _ = _planted_module()
+    base = dataclasses.replace(m, columns=np.array([0, 1]), gains=g)
+    plain = dataclasses.replace(base, attributes=np.column_stack([x[:, 0], x[:, 1] + off]))
+    fixed = dataclasses.replace(base, attributes=np.column_stack([x[:, 0] + off, x[:, 1]]))
+    out = _steadier(plain, fixed)
+    assert np.array_equal(out.attributes, x) and out.leak_corrected.tolist() == [False, True]
+    lone = _steadier(dataclasses.replace(plain, count_matrix=None),
+                     dataclasses.replace(fixed, count_matrix=None))
+    assert np.array_equal(lone.attributes, fixed.attributes)
+    assert lone.leak_corrected.tolist() == [True, True]
+
+
+def test_negative_reads_are_counted_not_silently_clipped():
+    """Negative coefficient reads become x = 0 (identity-word coefficients are >= 0) and their
+    share is recorded in RecoveredModule.clipped."""
+    from recsketch.network.learn import _module
+    Y, m, ci, x = _planted_module()
+    coef = np.tile(np.array([[0.5e-3, -1e-4]]), (Y.shape[0], 1))
+    coef[::4, 1] = 2e-4  # a quarter of the second column's reads is positive
+    mat = m.attribute_matrix
+    two = type(mat)(mat.d_sketch, mat.block_size, mat.density, mat.signature,
+                    np.array([0, 1]), [mat.blocks[0]] * 2, [mat.patterns[0]] * 2)
+    out = _module(0, (two, coef), None, 2.0 ** -3.5)
+    assert out.clipped == pytest.approx(0.375)  # 3/4 of one column of two
+    assert np.all(out.attributes >= 0)
+
+
+def test_learn_network_completes_a_column_whose_block_is_shared(monkeypatch):
+    """End to end: a module (three attribute columns of R[P,1] and its count column R[P,2]
+    column 0), one attribute block shared with another matrix's spike. learn_network's module
+    holds that column with all its true blocks and signs; without the completion step
+    (``_complete_columns`` replaced by the identity) the shared block is missing."""
+    import recsketch.network.learn as learn_mod
+    d, b, q, n = 16371, 51, 0.02, 80
+    sk = rs.Sketcher(d, block_size=b, density=q, seed=3)
+    R1, R2, Rq = sk.module_matrix("P", 1), sk.module_matrix("P", 2), sk.module_matrix("Q", 1)
+    counts = R1.column_block_counts()
+    cols = [0, 1, 2]
+    assert counts[cols].min() >= 2 and R2.column_block_counts()[0] >= 2
+    j = max(cols, key=lambda c: counts[c])
+    assert counts[j] >= 3
+    rng = np.random.default_rng(7)
+    g = rng.uniform(0.5, 1.0, n)
+    x = np.abs(rng.normal(1.0, 0.3, (n, 3)))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    Y = np.outer(g, _true_signs_d(R2, 0, d))
+    for k, c in enumerate(cols):
+        Y += np.outer(g * x[:, k], _true_signs_d(R1, c, d))
+    blks = np.flatnonzero(np.abs(_true_signs_d(R1, j, d).reshape(-1, b)).max(axis=1))
+    other = _true_signs_d(Rq, 5, d).reshape(-1, b)
+    spike = np.zeros(d)
+    spike[blks[0] * b:(blks[0] + 1) * b] = other[np.flatnonzero(np.abs(other).max(axis=1))[0]]
+    Y = (Y + np.outer(rng.uniform(0.5, 1.0, n), spike)) / np.sqrt(d * q)
+
+    def column_blocks(model):
+        for m in model.modules:
+            if j in m.columns.tolist():
+                k = m.columns.tolist().index(j)
+                return sorted(m.attribute_matrix.blocks[k].tolist()), m.attribute_matrix, k
+        raise AssertionError("no module holds the column")
+
+    got, mat, k = column_blocks(learn_network(None, Y, sketcher=sk, method="unmix"))
+    assert got == blks.tolist()
+    assert np.array_equal(_signs_of(mat, k, d, b), _true_signs_d(R1, j, d))
+    monkeypatch.setattr(learn_mod, "_complete_columns", lambda V, YV, m: m)
+    assert column_blocks(learn_network(None, Y, sketcher=sk, method="unmix"))[0] == \
+        blks[1:].tolist()
