@@ -293,6 +293,16 @@ def test_screen_blocks_drops_offset_blocks():
     assert screen_blocks(np.array([c - 3.0, c - 4.0])).tolist() == [True, True]  # nothing to go on
 
 
+def test_screen_blocks_never_returns_an_empty_selection():
+    """Four positive blocks spread wider than `agree` around their median (medians 1, 10, 100,
+    1000: the band around 55 holds none) keep the block nearest the median in ratio; an empty
+    selection made every coefficient NaN (seen on a held-out seed of the deep teacher)."""
+    est = np.outer([1.0, 10.0, 100.0, 1000.0], np.ones(20))
+    keep = screen_blocks(est)
+    assert keep.tolist() == [False, False, True, False]  # |log(100/55)| < |log(10/55)|
+    assert screen_blocks(np.vstack([est, -est[:1]])).any()
+
+
 def test_refinement_ignores_a_block_with_a_heavy_leak():
     """A light column (3 nonzero blocks) plus a heavy word (coefficient ~400x larger) whose
     dense part overlaps one of its blocks: the refined coefficient stays within 5% where the

@@ -339,7 +339,15 @@ def screen_blocks(est: np.ndarray, agree: float = 1.5) -> np.ndarray:
     if keep.sum() < 3:
         return keep if keep.any() else np.ones(est.shape[0], dtype=bool)
     mid = float(np.median(med[keep]))
-    return keep & (med <= agree * mid) & (med >= mid / agree)
+    band = keep & (med <= agree * mid) & (med >= mid / agree)
+    if band.any():
+        return band
+    # an even number of blocks spread wider than `agree` around their median (e.g. medians
+    # 1, 10, 100, 1000): none is in the band, and an empty selection would make the column's
+    # coefficients NaN (and, through the joint refinement, every column's); keep the block
+    # nearest the median in ratio
+    ratio = np.where(keep, np.abs(np.log(np.where(keep, med, 1.0) / mid)), np.inf)
+    return ratio == ratio.min()
 
 
 def _real_array(x: object, name: str, ndim: int) -> np.ndarray:
