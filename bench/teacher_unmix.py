@@ -144,23 +144,25 @@ def criteria(model, truth: NetworkTruth, depth: int, report=None) -> dict:
             "edges": lv.edges, "edges_ok": lv.edges_recovered, "edges_wrong": lv.edges_wrong}
 
 
+LEARNERS = {"sample": {}, "unmix, uncorrected": {"method": "unmix", "correct_leaks": False},
+            "unmix": {"method": "unmix"}}
+
+
 def run(d: int, q: float, S: int, seed: int, cache: Optional[Path] = None,
-        criteria_only: bool = False) -> dict:
+        criteria_only: bool = False, learners: Tuple[str, ...] = tuple(LEARNERS)) -> dict:
     d, b, q = rs.suggest_block_sparse(d, q if q > 0 else None)  # q <= 0: the paper's
     sk = rs.Sketcher(d, block_size=b, density=q, seed=seed + 101)
     inputs, graphs = build_teacher("deep", S, seed)
     Y, t_sketch = sketches(sk, graphs, seed, cache)
     truth = NetworkTruth.from_graphs(sk, graphs)
     res = {"d": d, "b": b, "q": q, "S": S, "seed": seed, "t_sketch": t_sketch}
-    for label, kw in (("sample", {}), ("unmix, uncorrected", {"method": "unmix",
-                                                              "correct_leaks": False}),
-                      ("unmix", {"method": "unmix"})):
+    for label in learners:
         t0 = time.perf_counter()
-        model = learn_network(inputs, Y, sketcher=sk, **kw)
+        model = learn_network(inputs, Y, sketcher=sk, **LEARNERS[label])
         res[f"t {label}"] = time.perf_counter() - t0
         res[label] = model.report(truth)
         res[f"garbage {label}"] = res[label].garbage_roles
-        res[f"criteria {label}"] = {h: criteria(model, truth, h) for h in (2, 3)}
+        res[f"criteria {label}"] = {h: criteria(model, truth, h, res[label]) for h in (2, 3)}
     res["maxrss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     if criteria_only:
         return res
@@ -177,8 +179,9 @@ def table(rows: List[dict]) -> str:
            "(wrong) | attr err med/max | gain err | depth ok | edges (wrong) |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        for h in sorted(r["sample"].levels):
-            for label in ("sample", "unmix, uncorrected", "unmix"):
+        done = [label for label in LEARNERS if label in r]
+        for h in sorted(r[done[0]].levels):
+            for label in done:
                 s = r[label].levels[h]
                 out.append(f"| {r['d']}, {r['q']:g} | {r['S']} | {r['seed']} | {h} | {label} | "
                            + " | ".join(s.cells()) + " |")
@@ -197,7 +200,7 @@ def table(rows: List[dict]) -> str:
             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         for h in (2, 3):
-            for label in ("sample", "unmix, uncorrected", "unmix"):
+            for label in [label for label in LEARNERS if label in r]:
                 c = r[f"criteria {label}"][h]
                 per = ", ".join(f"{n} {v:.3f}" for n, v in sorted(c["linf_modules"].items()))
                 out.append(f"| {r['d']}, {r['q']:g} | {r['S']} | {r['seed']} | {h} | {label} | "
@@ -208,10 +211,12 @@ def table(rows: List[dict]) -> str:
             "garbage roles (unmix) |",
             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        roles = sorted({str(g) for g in r["garbage unmix"] if g is not None})
+        garbage = r.get("garbage unmix", [])
+        roles = sorted({str(g) for g in garbage if g is not None})
         out.append(f"| {r['d']} | {r['S']} | {r['seed']} | {r['t_sketch']:.1f} | "
-                   f"{r['t sample']:.1f} | {r['t unmix']:.1f} | {r['maxrss_gib']:.2f} | "
-                   f"{', '.join(roles)} ({sum(g is None for g in r['garbage unmix'])} unmatched) |")
+                   f"{r.get('t sample', math.nan):.1f} | {r.get('t unmix', math.nan):.1f} | "
+                   f"{r['maxrss_gib']:.2f} | "
+                   f"{', '.join(roles)} ({sum(g is None for g in garbage)} unmatched) |")
     return "\n".join(out)
 
 
@@ -272,6 +277,8 @@ def main() -> None:
     ap.add_argument("--criteria-only", action="store_true",
                     help="only the learners and the issue's criteria (no block table, no "
                          "per-sample noise ratio)")
+    ap.add_argument("--learners", nargs="+", choices=list(LEARNERS), default=list(LEARNERS),
+                    metavar="LEARNER", help=f"which of {list(LEARNERS)} to run (default: all)")
     ap.add_argument("--cache", type=Path, default=None,
                     help="directory for the sketches (.npy; 0.4 GB per seed at d = 524k, S = 200)")
     ap.add_argument("--varying", action="store_true",
@@ -286,7 +293,8 @@ def main() -> None:
     rows = []
     t0 = time.perf_counter()
     for seed in args.seeds:
-        rows.append(run(args.d, args.q, args.samples, seed, args.cache, args.criteria_only))
+        rows.append(run(args.d, args.q, args.samples, seed, args.cache, args.criteria_only,
+                         tuple(args.learners)))
         print(table(rows[-1:]), flush=True)
     print("\nall runs\n" + table(rows))
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")

@@ -293,6 +293,16 @@ def test_screen_blocks_drops_offset_blocks():
     assert screen_blocks(np.array([c - 3.0, c - 4.0])).tolist() == [True, True]  # nothing to go on
 
 
+def test_screen_blocks_never_returns_an_empty_selection():
+    """Four positive blocks spread wider than `agree` around their median (medians 1, 10, 100,
+    1000: the band around 55 holds none) keep the block nearest the median in ratio; an empty
+    selection made every coefficient NaN (seen on a held-out seed of the deep teacher)."""
+    est = np.outer([1.0, 10.0, 100.0, 1000.0], np.ones(20))
+    keep = screen_blocks(est)
+    assert keep.tolist() == [False, False, True, False]  # |log(100/55)| < |log(10/55)|
+    assert screen_blocks(np.vstack([est, -est[:1]])).any()
+
+
 def test_refinement_ignores_a_block_with_a_heavy_leak():
     """A light column (3 nonzero blocks) plus a heavy word (coefficient ~400x larger) whose
     dense part overlaps one of its blocks: the refined coefficient stays within 5% where the
@@ -441,3 +451,224 @@ def test_a_rank_above_the_numerical_rank_is_refused():
     s, V, K = sketch_basis(Y, rank=3)
     assert K == 3 and np.allclose(V.T @ V, np.eye(3), atol=1e-12)
     assert np.allclose(Y @ V @ V.T, Y)  # the basis spans the rows, checked by projection
+
+
+def _tiny_column():
+    """A decoded column on planted data (one word, three blocks): (Y, basis, projections,
+    matrix, its column index)."""
+    d, b, q, n = 16371, 51, 0.02, 12
+    R = rs.Sketcher(d, block_size=b, density=q, seed=3).module_matrix("P", 1)
+    j = int(np.flatnonzero(R.column_block_counts() >= 3)[0])
+    c = np.random.default_rng(0).uniform(0.5, 1.0, n)
+    Y = np.outer(c, _true_signs_d(R, j, d) / np.sqrt(d * q))
+    res = unmix(Y, b, q, refine=0)
+    mat = next(m for m in res.matrices if j in m.columns.tolist())
+    return Y, res.basis, res.projections, mat, mat.columns.tolist().index(j)
+
+
+@pytest.mark.parametrize("which, bad, exc, match", [
+    ("YV", [[1.0, 2.0]], TypeError, "YV must be a numpy array"),
+    ("YV", np.ones((12, 1), bool), TypeError, "YV must have a real numeric dtype"),
+    ("YV", np.ones(12), ValueError, "YV must be 2-D"),
+    ("YV", np.full((12, 1), np.nan), ValueError, "YV contains NaN"),
+    ("coefficients", np.ones((5, 1)), ValueError, "5 rows"),
+    ("coefficients", np.full((12, 1), np.inf), ValueError, "coefficients contains NaN"),
+    ("coefficients", np.ones((12, 1), complex), TypeError, "real numeric dtype"),
+])
+def test_word_vectors_validates(which, bad, exc, match):
+    args = {"YV": np.ones((12, 1)), "coefficients": np.ones((12, 1))}
+    args[which] = bad
+    with pytest.raises(exc, match=match):
+        word_vectors(args["YV"], args["coefficients"])
+
+
+def test_leak_corrected_estimates_and_word_blocks_validate():
+    from recsketch.network.unmix import word_blocks
+    Y, V, YV, mat, c = _tiny_column()
+    words, coef = np.zeros((V.shape[1], 1)), np.zeros((Y.shape[0], 1))
+    ok = leak_corrected_estimates(Y, V, mat, c, words, coef)  # zero words: the plain reads
+    assert np.allclose(ok, block_estimates(Y, mat, c))
+    for args, exc, match in [
+            ((Y.astype(np.int64), V, mat, c, words, coef), TypeError, "float32 or float64"),
+            ((Y, V[:-1], mat, c, words, coef), ValueError, "V has"),
+            ((Y, V, "mat", c, words, coef), TypeError, "RecoveredMatrix"),
+            ((Y, V, mat, 99, words, coef), ValueError, "c must be <="),
+            ((Y, V, mat, 1.0, words, coef), TypeError, "c must be an integer"),
+            ((Y, V, mat, c, words[:0], coef), ValueError, "words must be 2-D and non-empty"),
+            ((Y, V, mat, c, np.zeros((V.shape[1] + 1, 1)), coef), ValueError, "K="),
+            ((Y, V, mat, c, words, coef[:-1]), ValueError, "coefficients must be"),
+            ((Y, V, mat, c, words, np.full_like(coef, np.nan)), ValueError, "NaN"),
+            ((np.full_like(Y, np.nan), V, mat, c, words, coef), ValueError, "NaN")]:
+        with pytest.raises(exc, match=match):
+            leak_corrected_estimates(*args)
+    word = np.ones(V.shape[1])
+    idx, _ = word_blocks(V, word, int(mat.columns[c]), mat.signature, mat.scale)
+    assert idx.tolist() == sorted(mat.blocks[c].tolist())
+    for args, exc, match in [
+            ((V, word[:0], 1, mat.signature, mat.scale), ValueError, "word must be 1-D"),
+            ((V, np.ones(V.shape[1] + 1), 1, mat.signature, mat.scale), ValueError, "K="),
+            ((V, word * np.nan, 1, mat.signature, mat.scale), ValueError, "NaN"),
+            ((V, word, -1, mat.signature, mat.scale), ValueError, "column"),
+            ((V, word, 1, mat.signature * 2, mat.scale), ValueError, "must hold"),
+            ((V, word, 1, mat.signature[:-1], mat.scale), ValueError, "does not divide"),
+            ((V, word, 1, mat.signature, 0.0), ValueError, "scale"),
+            ((V, word, 1, mat.signature, "1"), TypeError, "scale"),
+            ((V.astype(bool), word, 1, mat.signature, mat.scale), TypeError, "V must")]:
+        with pytest.raises(exc, match=match):
+            word_blocks(*args)
+
+
+def test_serial_lapack_is_thread_safe():
+    """Sections entered and left by 8 threads in interleaved order (some nested): inside every
+    section BLAS runs on one thread, and afterwards the process's count is what it was.
+    Per-thread ``threadpool_limits`` (the code before) restored in the wrong order when the
+    sections interleaved: measured 60 of 213 reads of 2 threads inside sections and the
+    process left at 1. In a fresh interpreter: once OpenBLAS's pool has run a call, this
+    build applies a count set from a worker thread to that thread only, which hides it."""
+    import subprocess
+    import sys
+    pytest.importorskip("threadpoolctl")
+    code = """if True:
+        import threading, threadpoolctl
+        import numpy as np
+        from recsketch.network.unmix import _serial_lapack
+        def blas():
+            return [p["num_threads"] for p in threadpoolctl.threadpool_info()
+                    if p["user_api"] == "blas"]
+        before = blas()
+        inside, go = [], threading.Barrier(8)
+        def worker(k):
+            go.wait()
+            for r in range(20):
+                with _serial_lapack():
+                    inside.append(blas())
+                    if (k + r) % 3 == 0:
+                        with _serial_lapack():
+                            inside.append(blas())
+        ts = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+        [t.start() for t in ts]
+        [t.join() for t in ts]
+        print(len(inside), sum(v != [1] * len(before) for v in inside), blas() == before,
+              len(before))
+    """
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    n, bad, restored, libs = out.stdout.split()
+    if libs == "0":
+        pytest.skip("no BLAS library visible to threadpoolctl")
+    assert int(n) > 160 and bad == "0" and restored == "True", out.stdout
+
+
+def _planted_module(n=60, seed=4):
+    """A two-block column (R[P,1] column j) of a module with a count column: gains varying
+    with the sample, a constant leak (3x the coefficient) along the pattern on one block."""
+    from recsketch.network.learn import RecoveredModule
+    d, b, q = 16371, 51, 0.02
+    R = rs.Sketcher(d, block_size=b, density=q, seed=3).module_matrix("P", 1)
+    j = int(np.flatnonzero(R.column_block_counts() == 2)[0])
+    rng = np.random.default_rng(seed)
+    g = rng.uniform(0.3, 0.7, n) * 1e-3
+    c = g * rng.uniform(0.45, 0.55, n)
+    col = _true_signs_d(R, j, d) / np.sqrt(d * q)
+    blk = np.flatnonzero(np.abs(col.reshape(-1, b)).max(axis=1))[1]
+    Y = np.outer(c, col)
+    Y[:, blk * b:(blk + 1) * b] += 3 * np.median(c) * col[blk * b:(blk + 1) * b]
+    res = unmix(Y, b, q, refine=0)
+    mat = next(m for m in res.matrices if j in m.columns.tolist())
+    ci = mat.columns.tolist().index(j)
+    x = np.zeros((n, mat.columns.size))
+    m = RecoveredModule(0, mat, mat, mat.columns.copy(), x, g, 3, g * 2.0 ** 9)
+    return Y, m, ci, c / g
+
+
+def test_the_leak_corrected_read_keeps_the_two_block_rule():
+    """Re-reading a module with the shallower words removed applies the same rule as the plain
+    read: here nothing is removed (a zero leak) and the two-block column must come from its
+    clean block, x = c / g exactly, where a mean of its two blocks (the re-read before) is off
+    by 1.5 x."""
+    from recsketch.network.learn import _reread
+    Y, m, ci, x = _planted_module()
+    out = _reread(Y, m, lambda rows: np.zeros((Y.shape[0], rows.size)), 20, 2.0 ** -3.5)
+    assert np.allclose(out.attributes[:, ci], x, rtol=1e-6)
+    assert out.depth == 3 and np.allclose(out.path_weights, out.gains * 2.0 ** 9)
+
+
+def test_a_correction_that_adds_variation_against_the_gain_is_not_kept():
+    """Per column, the corrected read is kept only where x = c / g varies no more than the
+    plain one: a corrected column carrying a constant offset (in c, so 1/g-shaped in x) is
+    replaced by the plain one; a plain column carrying it keeps the corrected read. Without a
+    count column (gain = |c|) the corrected module is kept whole."""
+    import dataclasses
+    from recsketch.network.learn import _steadier
+    rng = np.random.default_rng(0)
+    n = 200
+    g = rng.uniform(0.3, 0.7, n) * 2.0 ** -9
+    x = rng.uniform(0.4, 0.6, (n, 2))
+    off = 0.3 * np.median(g) / g  # a constant offset of c, divided by the gain
+    Y, m, _, _ = _planted_module()
+    base = dataclasses.replace(m, columns=np.array([0, 1]), gains=g)
+    plain = dataclasses.replace(base, attributes=np.column_stack([x[:, 0], x[:, 1] + off]))
+    fixed = dataclasses.replace(base, attributes=np.column_stack([x[:, 0] + off, x[:, 1]]))
+    out = _steadier(plain, fixed)
+    assert np.array_equal(out.attributes, x) and out.leak_corrected.tolist() == [False, True]
+    lone = _steadier(dataclasses.replace(plain, count_matrix=None),
+                     dataclasses.replace(fixed, count_matrix=None))
+    assert np.array_equal(lone.attributes, fixed.attributes)
+    assert lone.leak_corrected.tolist() == [True, True]
+
+
+def test_negative_reads_are_counted_not_silently_clipped():
+    """Negative coefficient reads become x = 0 (identity-word coefficients are >= 0) and their
+    share is recorded in RecoveredModule.clipped."""
+    from recsketch.network.learn import _module
+    Y, m, ci, x = _planted_module()
+    coef = np.tile(np.array([[0.5e-3, -1e-4]]), (Y.shape[0], 1))
+    coef[::4, 1] = 2e-4  # a quarter of the second column's reads is positive
+    mat = m.attribute_matrix
+    two = type(mat)(mat.d_sketch, mat.block_size, mat.density, mat.signature,
+                    np.array([0, 1]), [mat.blocks[0]] * 2, [mat.patterns[0]] * 2)
+    out = _module(0, (two, coef), None, 2.0 ** -3.5)
+    assert out.clipped == pytest.approx(0.375)  # 3/4 of one column of two
+    assert np.all(out.attributes >= 0)
+
+
+def test_learn_network_completes_a_column_whose_block_is_shared(monkeypatch):
+    """End to end: a module (three attribute columns of R[P,1] and its count column R[P,2]
+    column 0), one attribute block shared with another matrix's spike. learn_network's module
+    holds that column with all its true blocks and signs; without the completion step
+    (``_complete_columns`` replaced by the identity) the shared block is missing."""
+    import recsketch.network.learn as learn_mod
+    d, b, q, n = 16371, 51, 0.02, 80
+    sk = rs.Sketcher(d, block_size=b, density=q, seed=3)
+    R1, R2, Rq = sk.module_matrix("P", 1), sk.module_matrix("P", 2), sk.module_matrix("Q", 1)
+    counts = R1.column_block_counts()
+    cols = [0, 1, 2]
+    assert counts[cols].min() >= 2 and R2.column_block_counts()[0] >= 2
+    j = max(cols, key=lambda c: counts[c])
+    assert counts[j] >= 3
+    rng = np.random.default_rng(7)
+    g = rng.uniform(0.5, 1.0, n)
+    x = np.abs(rng.normal(1.0, 0.3, (n, 3)))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    Y = np.outer(g, _true_signs_d(R2, 0, d))
+    for k, c in enumerate(cols):
+        Y += np.outer(g * x[:, k], _true_signs_d(R1, c, d))
+    blks = np.flatnonzero(np.abs(_true_signs_d(R1, j, d).reshape(-1, b)).max(axis=1))
+    other = _true_signs_d(Rq, 5, d).reshape(-1, b)
+    spike = np.zeros(d)
+    spike[blks[0] * b:(blks[0] + 1) * b] = other[np.flatnonzero(np.abs(other).max(axis=1))[0]]
+    Y = (Y + np.outer(rng.uniform(0.5, 1.0, n), spike)) / np.sqrt(d * q)
+
+    def column_blocks(model):
+        for m in model.modules:
+            if j in m.columns.tolist():
+                k = m.columns.tolist().index(j)
+                return sorted(m.attribute_matrix.blocks[k].tolist()), m.attribute_matrix, k
+        raise AssertionError("no module holds the column")
+
+    got, mat, k = column_blocks(learn_network(None, Y, sketcher=sk, method="unmix"))
+    assert got == blks.tolist()
+    assert np.array_equal(_signs_of(mat, k, d, b), _true_signs_d(R1, j, d))
+    monkeypatch.setattr(learn_mod, "_complete_columns", lambda V, YV, m: m)
+    assert column_blocks(learn_network(None, Y, sketcher=sk, method="unmix"))[0] == \
+        blks[1:].tolist()

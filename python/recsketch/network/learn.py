@@ -51,8 +51,8 @@ import numpy as np
 from .._checks import check_fraction, check_int, check_num_threads
 from ..dictionary import DictionaryLearner, RecoveredMatrix
 from ..sketcher import Sketcher
-from .unmix import (block_estimates, leak_corrected_estimates, screen_blocks, unmix,
-                    word_blocks, word_vectors)
+from .unmix import (Leak, _reads, _refine, _word_blocks, _word_leak, screen_blocks, unmix,
+                    word_vectors)
 
 if TYPE_CHECKING:
     from .evaluate import NetworkScore, NetworkTruth
@@ -84,7 +84,11 @@ class RecoveredModule:
     ``R[M,2]`` (None if it was not recovered: then ``gains`` is the lower bound
     ``|g x_recovered|_2`` and ``depth`` may be too deep by one). ``columns`` are the recovered attribute coordinates, ``attributes`` the
     ``(n_samples, len(columns))`` estimates of ``x`` on them (gain divided out, clipped at 0),
-    ``gains`` the ``(n_samples,)`` estimates of ``g = w 2^-(4h-3)``, ``path_weights`` of ``w``.
+    ``gains`` the ``(n_samples,)`` estimates of ``g = w 2^-(4h-3)``, ``path_weights`` of ``w``,
+    ``clipped`` the fraction of the attribute coefficient reads that came out negative and were
+    set to 0 (a sign of a leak-biased read), ``leak_corrected`` per column whether its
+    coefficients were read with the shallower modules' words removed (None where the
+    correction was not applied: ``method="sample"``, ``correct_leaks=False``, the top level).
     """
 
     id: int
@@ -96,6 +100,8 @@ class RecoveredModule:
     depth: int
     path_weights: np.ndarray
     input_r2: Optional[float] = None
+    clipped: float = 0.0
+    leak_corrected: Optional[np.ndarray] = None
 
 
 @dataclass
@@ -293,7 +299,7 @@ def learn_network(inputs: Any, sketches: Any, *, sketcher: Optional[Sketcher] = 
     modules = [_module(i, clusters[a], None if c is None else clusters[c], w0)
                for i, (a, c) in enumerate(pairs)]
     if method == "unmix" and leaks:
-        modules = _correct_leaks(Y, un.basis, un.projections, modules)
+        modules = _correct_leaks(Y, un.basis, un.projections, modules, rounds, w0)
     if method == "unmix":
         modules = [_complete_columns(un.basis, un.projections, m) for m in modules]
     if X_in is not None:
@@ -397,10 +403,12 @@ def _pair(clusters: List[_Cluster], kept: Sequence[int]
     return pairs, [k for k in kept if k not in used]
 
 
-def _two_block_columns(Y: np.ndarray, attr: _Cluster, gains: np.ndarray) -> _Cluster:
+def _two_block_columns(Y: np.ndarray, attr: _Cluster, gains: np.ndarray,
+                       leak: Optional[Leak] = None) -> _Cluster:
     """For every attribute column whose coefficient rests on exactly two trusted blocks (as
     :func:`~recsketch.network.unmix.screen_blocks` keeps them), the coefficient read off the
-    one block whose ``estimate / g`` varies least over samples.
+    one block whose ``estimate / g`` varies least over samples. ``leak``: the heavier words'
+    share of the rows, removed before the blocks are read (``_correct_leaks``).
 
     Why: a heavy word's leak into a block is nearly constant over samples while ``g`` varies
     with the input, so on the leaky block ``estimate / g = x_j + leak / g`` carries the extra
@@ -413,37 +421,62 @@ def _two_block_columns(Y: np.ndarray, attr: _Cluster, gains: np.ndarray) -> _Clu
         return attr
     coef = coef.copy()
     for c in range(mat.columns.size):
-        est = block_estimates(Y, mat, c)
+        est = _reads(Y, mat, c, leak)
         keep = screen_blocks(est)
         if keep.sum() != 2:
             continue
         est = est[keep]
         spread = np.std(est[:, live] / gains[live], axis=1)
-        coef[:, c] = np.maximum(est[int(np.argmin(spread))], 0.0)
+        coef[:, c] = est[int(np.argmin(spread))]
     return mat, coef
 
 
 def _correct_leaks(Y: np.ndarray, V: np.ndarray, YV: np.ndarray,
-                   modules: List[RecoveredModule]) -> List[RecoveredModule]:
+                   modules: List[RecoveredModule], rounds: int, w0: float
+                   ) -> List[RecoveredModule]:
     """The attributes of every module below the shallowest depth re-read with the words of all
-    shallower modules removed from each block
-    (:func:`~recsketch.network.unmix.leak_corrected_estimates`), level by level from the top
-    (a depth-4 module sees the corrected depth-3 coefficients), the blocks screened as before
-    and averaged. Gains (count columns) are kept: with importance weights summing to a
-    constant, count words are linearly dependent and their word vectors are not the single
-    words the correction assumes (``docs/unmix.md``: what it gives per seed, and a second
-    round over all levels that was measured and dropped)."""
+    shallower modules removed from each block, level by level from the top (a depth-4 module
+    sees the corrected depth-3 coefficients): the same rule as the uncorrected read (screened
+    nonnegative least squares on the module's decoded rows, then the two-block rule), applied
+    to the sketches minus the shallower words' share (``_word_leak``; per block
+    :func:`~recsketch.network.unmix.leak_corrected_estimates`). The shallower words are their
+    attribute words and their count words; gains (count columns) are kept.
+
+    Where the module has a count column, each column keeps the corrected read only if its
+    ``x_j = c_j / g`` varies over samples no more than the uncorrected one (``_steadier``):
+    the correction can also carry a common offset into every block of a column (the shallower
+    words, taken from their coefficients, pick up a share of the column's own word, the
+    shallower coefficients being 16-32x larger and estimated to ~1%), and such an offset is
+    nearly constant while ``g`` varies, so it shows as extra variation of ``c_j / g``, as a
+    leak does in the uncorrected read. Without a count column ``g`` is ``|c|_2`` itself and the
+    criterion is void: the corrected read is kept. Measurements per seed: ``docs/unmix.md``."""
     out = list(modules)
     depths = sorted({m.depth for m in modules})
     for h in depths[1:]:
         heavy = [m for m in out if m.depth < h]
         C = np.hstack([m.attributes * m.gains[:, None] for m in heavy]
                       + [m.gains[:, None] for m in heavy if m.count_matrix is not None])
-        words = word_vectors(YV, C)
+        leak = _word_leak(V, word_vectors(YV, C), C)
         for i, m in enumerate(out):
             if m.depth == h:
-                out[i] = _reread(Y, V, m, words, C)
+                out[i] = _steadier(m, _reread(Y, m, leak, rounds, w0))
     return out
+
+
+def _steadier(plain: RecoveredModule, fixed: RecoveredModule) -> RecoveredModule:
+    """``fixed`` (the leak-corrected module) with each column's attributes taken from
+    ``plain`` where they vary less over the live samples (gain above a quarter of the
+    largest); ``leak_corrected`` records the choice. Modules without a count column: ``fixed``.
+    """
+    if plain.count_matrix is None:
+        return dataclasses.replace(fixed, leak_corrected=np.ones(fixed.columns.size, bool))
+    live = plain.gains > 0.25 * np.max(plain.gains, initial=0.0)
+    if live.sum() < 3:
+        return dataclasses.replace(fixed, leak_corrected=np.ones(fixed.columns.size, bool))
+    keep = (np.std(fixed.attributes[live], axis=0)
+            <= np.std(plain.attributes[live], axis=0))
+    x = np.where(keep[None, :], fixed.attributes, plain.attributes)
+    return dataclasses.replace(fixed, attributes=x, leak_corrected=keep)
 
 
 def _complete_columns(V: np.ndarray, YV: np.ndarray, m: RecoveredModule) -> RecoveredModule:
@@ -455,7 +488,7 @@ def _complete_columns(V: np.ndarray, YV: np.ndarray, m: RecoveredModule) -> Reco
     words = word_vectors(YV, m.attributes * m.gains[:, None])
     blocks, patterns = list(mat.blocks), list(mat.patterns)
     for k, j in enumerate(mat.columns):
-        idx, pats = word_blocks(V, words[:, k], int(j), mat.signature, mat.scale)
+        idx, pats = _word_blocks(V, words[:, k], int(j), mat.signature, mat.scale)
         found = dict(zip(idx.tolist(), pats))
         have = [int(x) for x in blocks[k]]
         if len(found) <= len(have) or not all(
@@ -471,33 +504,37 @@ def _complete_columns(V: np.ndarray, YV: np.ndarray, m: RecoveredModule) -> Reco
     return dataclasses.replace(m, attribute_matrix=full)
 
 
-def _reread(Y: np.ndarray, V: np.ndarray, m: RecoveredModule, words: np.ndarray,
-            C: np.ndarray) -> RecoveredModule:
+def _reread(Y: np.ndarray, m: RecoveredModule, leak: Leak, rounds: int, w0: float
+            ) -> RecoveredModule:
+    """Module ``m`` with its attribute coefficients read again from ``Y`` minus ``leak``."""
     mat = m.attribute_matrix
-    c = np.empty((Y.shape[0], mat.columns.size))
-    for k in range(mat.columns.size):
-        est = leak_corrected_estimates(Y, V, mat, k, words, C)
-        c[:, k] = np.mean(est[screen_blocks(est)], axis=0)
-    c = np.maximum(c, 0.0)
-    gains = m.gains if m.count_matrix is not None else np.linalg.norm(c, axis=1)
-    safe = np.where(gains > 0, gains, 1.0)
-    x = np.where(gains[:, None] > 0, c / safe[:, None], 0.0)
-    return dataclasses.replace(m, attributes=x, gains=gains,
-                               path_weights=gains * 2.0 ** (4 * m.depth - 3))
+    coef = _refine(Y, [mat], None, rounds, leak=leak)
+    if m.count_matrix is not None:
+        coef = _two_block_columns(Y, (mat, coef), m.gains, leak)[1]
+    return _module(m.id, (mat, coef), None if m.count_matrix is None
+                   else (m.count_matrix, m.gains[:, None]), w0)
 
 
 def _module(i: int, attr: _Cluster, count: Optional[_Cluster], w0: float) -> RecoveredModule:
+    """The module of an attribute cluster and its count cluster (or None): gains from the
+    count column (else the lower bound ``|g x|_2``), depth from the median gain, ``x = c / g``.
+    Negative reads are set to 0 (identity-word coefficients are ``g x >= 0``) and counted
+    (``RecoveredModule.clipped``; the nonnegative least squares never returns one, the
+    two-block rule's single-block reads and the per-sample learner's can)."""
+    c = np.asarray(attr[1], dtype=np.float64)
+    clipped = float(np.mean(c < 0)) if c.size else 0.0
+    c = np.maximum(c, 0.0)
     if count is not None:
         gains = np.maximum(count[1][:, 0], 0.0)
     else:  # |g x_recovered|_2 <= g: exact when every essential coordinate was recovered
-        gains = np.linalg.norm(np.maximum(attr[1], 0.0), axis=1)
+        gains = np.linalg.norm(c, axis=1)
     safe = np.where(gains > 0, gains, 1.0)
-    x = np.where(gains[:, None] > 0, np.maximum(attr[1], 0.0) / safe[:, None], 0.0)
+    x = np.where(gains[:, None] > 0, c / safe[:, None], 0.0)
     g = float(np.median(gains[gains > 0])) if np.any(gains > 0) else 0.0
     depth = depth_from_gain(g, w0) if g > 0 else 0
-    weights = gains * 2.0 ** (4 * depth - 3)
+    weights = gains * 2.0 ** (4 * depth - 3)  # g = w 2^-(4h-3)
     return RecoveredModule(i, attr[0], None if count is None else count[0],
-                           attr[0].columns.copy(), x, gains, depth, weights)
+                           attr[0].columns.copy(), x, gains, depth, weights, clipped=clipped)
 
 
 def depth_from_gain(gain: float, min_path_weight: float = 2.0 ** -3.5) -> int:

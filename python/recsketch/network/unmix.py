@@ -43,9 +43,10 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 import warnings
 from dataclasses import dataclass
-from typing import Iterator, List, Optional, Tuple
+from typing import Callable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -165,20 +166,42 @@ def _basis(Y: np.ndarray, rank: Optional[int], chunk: int
     return s, V, K, G @ U @ T
 
 
+# The BLAS thread count is a process-wide setting: callers of unmix in several Python threads
+# share one limit, set by the first to enter and restored by the last to leave (a plain nested
+# ``threadpool_limits`` per caller restores in the wrong order when calls interleave and can
+# leave the process at one BLAS thread for good).
+_SERIAL_LOCK = threading.Lock()
+_SERIAL_STATE: dict = {"depth": 0, "limiter": None}
+
+
 @contextlib.contextmanager
 def _serial_lapack() -> Iterator[None]:
     """One BLAS/LAPACK thread for the many small per-block eigenproblems: on a busy machine a
     threaded BLAS spends far longer waking its threads than solving them (docs/unmix.md, round
-    3); the large GEMMs stay threaded."""
-    try:  # threadpoolctl comes with scikit-learn; imported here so that `import recsketch`
-        # works in an environment without it (the sanitizer job's), which then keeps BLAS's
-        # own thread count
+    3); the large GEMMs stay threaded.
+
+    Thread-safe: concurrent sections share one limit, restored when the last one leaves. While
+    any section is open, BLAS calls of *other* threads of the process also run on one thread
+    (the setting is process-wide; a BLAS library offers no per-thread count). Without
+    ``threadpoolctl`` (it comes with scikit-learn) BLAS keeps its own thread count."""
+    try:  # imported here so that `import recsketch` works without it (the sanitizer job's
+        # environment has numpy and scipy only)
         from threadpoolctl import threadpool_limits
     except ImportError:
         yield
         return
-    with threadpool_limits(limits=1, user_api="blas"):
+    with _SERIAL_LOCK:
+        if _SERIAL_STATE["depth"] == 0:
+            _SERIAL_STATE["limiter"] = threadpool_limits(limits=1, user_api="blas")
+        _SERIAL_STATE["depth"] += 1
+    try:
         yield
+    finally:
+        with _SERIAL_LOCK:
+            _SERIAL_STATE["depth"] -= 1
+            if _SERIAL_STATE["depth"] == 0:
+                _SERIAL_STATE["limiter"].restore_original_limits()
+                _SERIAL_STATE["limiter"] = None
 
 
 def block_directions(V: np.ndarray, block_size: int, *, chunk_blocks: int = 2048
@@ -270,12 +293,31 @@ def unmix_coefficients(Y: np.ndarray, V: np.ndarray, matrices: List[RecoveredMat
 def block_estimates(Y: np.ndarray, mat: RecoveredMatrix, c: int) -> np.ndarray:
     """``(n_blocks, S)``: every sample's coefficient of column ``mat.columns[c]`` read off each
     of its decoded blocks alone, ``Y[:, rows] . p / (b / sqrt(dq))``."""
+    return _reads(Y, mat, c)
+
+
+# What the heavier words put on given rows of the sketches: rows -> (S, len(rows)).
+Leak = Callable[[np.ndarray], np.ndarray]
+
+
+def _reads(Y: np.ndarray, mat: RecoveredMatrix, c: int, leak: Optional[Leak] = None
+           ) -> np.ndarray:
+    """:func:`block_estimates`, of ``Y`` minus ``leak`` on the rows read when it is given."""
     b = mat.block_size
     out = np.empty((len(mat.blocks[c]), Y.shape[0]))
     for i, (blk, pat) in enumerate(zip(mat.blocks[c], mat.patterns[c])):
         rows = int(blk) * b + np.arange(b)
-        out[i] = np.asarray(Y[:, rows], dtype=np.float64) @ pat.astype(np.float64)
+        part = np.asarray(Y[:, rows], dtype=np.float64)
+        if leak is not None:
+            part = part - leak(rows)
+        out[i] = part @ pat.astype(np.float64)
     return out / (b * mat.scale)
+
+
+def _word_leak(V: np.ndarray, words: np.ndarray, coefficients: np.ndarray) -> Leak:
+    """The share ``coefficients @ (V[rows] @ words)^T`` of the given words on any rows of the
+    sketches (``words`` ``(K, m)`` from :func:`word_vectors`, ``coefficients`` ``(S, m)``)."""
+    return lambda rows: coefficients @ (V[rows] @ words).T
 
 
 def screen_blocks(est: np.ndarray, agree: float = 1.5) -> np.ndarray:
@@ -297,7 +339,44 @@ def screen_blocks(est: np.ndarray, agree: float = 1.5) -> np.ndarray:
     if keep.sum() < 3:
         return keep if keep.any() else np.ones(est.shape[0], dtype=bool)
     mid = float(np.median(med[keep]))
-    return keep & (med <= agree * mid) & (med >= mid / agree)
+    band = keep & (med <= agree * mid) & (med >= mid / agree)
+    if band.any():
+        return band
+    # an even number of blocks spread wider than `agree` around their median (e.g. medians
+    # 1, 10, 100, 1000): none is in the band, and an empty selection would make the column's
+    # coefficients NaN (and, through the joint refinement, every column's); keep the block
+    # nearest the median in ratio
+    ratio = np.where(keep, np.abs(np.log(np.where(keep, med, 1.0) / mid)), np.inf)
+    return ratio == ratio.min()
+
+
+def _real_array(x: object, name: str, ndim: int) -> np.ndarray:
+    """``x`` as a finite float64 array of ``ndim`` dimensions, non-empty; TypeError for a non-array
+    or a non-real dtype (bools included), ValueError for the wrong dimensions or NaN/inf."""
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array, got {type(x).__name__}")
+    if x.dtype == np.bool_ or x.dtype.kind not in "fiu":
+        raise TypeError(f"{name} must have a real numeric dtype, got {x.dtype}")
+    if x.ndim != ndim or 0 in x.shape:
+        raise ValueError(f"{name} must be {ndim}-D and non-empty, got shape {x.shape}")
+    out = np.asarray(x, dtype=np.float64)
+    if not np.all(np.isfinite(out)):
+        raise ValueError(f"{name} contains NaN or infinity")
+    return out
+
+
+def _check_sketches_and_basis(Y: object, V: object) -> np.ndarray:
+    """Shapes and dtypes of the sketches ``Y`` ``(S, d)`` and the basis ``V`` ``(d, K)``;
+    returns ``V`` as float64. ``Y`` is not scanned for NaN here (it can be a memory map of
+    gigabytes): the rows a caller reads are checked after the read."""
+    if not isinstance(Y, np.ndarray) or Y.dtype not in (np.float32, np.float64):
+        raise TypeError("Y must be a float32 or float64 numpy array")
+    if Y.ndim != 2 or 0 in Y.shape:
+        raise ValueError(f"Y must be 2-D (n_samples, d_sketch) and non-empty, got {Y.shape}")
+    V = _real_array(V, "V", 2)
+    if V.shape[0] != Y.shape[1]:
+        raise ValueError(f"V has {V.shape[0]} rows but the sketches have d_sketch={Y.shape[1]}")
+    return V
 
 
 def word_vectors(YV: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
@@ -312,7 +391,14 @@ def word_vectors(YV: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
     ``n_k = m_k / |m_k|^2``. Where coefficients are linearly dependent (importance weights that
     sum to a constant make the count coefficients of siblings and their parent dependent), the
     dual of the dependent combination is what is returned; ``leak_corrected_estimates`` is
-    therefore applied to attribute columns only."""
+    therefore applied to attribute columns only.
+
+    Raises TypeError (not float arrays) or ValueError (not 2-D, rows differ, NaN/inf) first."""
+    YV = _real_array(YV, "YV", 2)
+    coefficients = _real_array(coefficients, "coefficients", 2)
+    if coefficients.shape[0] != YV.shape[0]:
+        raise ValueError(f"coefficients has {coefficients.shape[0]} rows (samples) but YV has "
+                         f"{YV.shape[0]}")
     M = np.linalg.lstsq(YV, coefficients, rcond=None)[0]
     return M / np.maximum(np.sum(M * M, axis=0), 1e-300)
 
@@ -327,12 +413,28 @@ def leak_corrected_estimates(Y: np.ndarray, V: np.ndarray, mat: RecoveredMatrix,
     almost constant amount wherever a heavier word (the parent's count word, coefficient
     2^-5, or its attribute words) overlaps the block through a product of matrices; the read
     of the heavier word ``V n_k`` on the same rows is exactly that share, per unit coefficient
-    (measurements, including a seed where it does harm: ``docs/unmix.md``)."""
-    est = block_estimates(Y, mat, c)
-    b = mat.block_size
-    for i, (blk, pat) in enumerate(zip(mat.blocks[c], mat.patterns[c])):
-        per_unit = (pat.astype(np.float64) @ V[int(blk) * b:(int(blk) + 1) * b]) @ words
-        est[i] -= coefficients @ (per_unit / (b * mat.scale))
+    (measurements, including a seed where it does harm: ``docs/unmix.md``).
+
+    Raises TypeError/ValueError before any work: arrays of the wrong type, dimensions or
+    shapes (``V`` ``(d, K)``, ``words`` ``(K, m)``, ``coefficients`` ``(S, m)``), NaN/inf, a
+    matrix of another ``d_sketch``, ``c`` out of range."""
+    V = _check_sketches_and_basis(Y, V)
+    if not isinstance(mat, RecoveredMatrix):
+        raise TypeError(f"mat must be a RecoveredMatrix, got {type(mat).__name__}")
+    if mat.d_sketch != Y.shape[1]:
+        raise ValueError(f"mat has d_sketch={mat.d_sketch} but the sketches have "
+                         f"{Y.shape[1]}")
+    c = check_int(c, "c", minimum=0, maximum=mat.columns.size - 1)
+    words = _real_array(words, "words", 2)
+    coefficients = _real_array(coefficients, "coefficients", 2)
+    if words.shape[0] != V.shape[1]:
+        raise ValueError(f"words has {words.shape[0]} rows but the basis has K={V.shape[1]}")
+    if coefficients.shape != (Y.shape[0], words.shape[1]):
+        raise ValueError(f"coefficients must be (n_samples, n_words) = "
+                         f"{(Y.shape[0], words.shape[1])}, got {coefficients.shape}")
+    est = _reads(Y, mat, c, _word_leak(V, words, coefficients))
+    if not np.all(np.isfinite(est)):
+        raise ValueError("Y contains NaN or infinity on the column's blocks")
     return est
 
 
@@ -345,7 +447,34 @@ def word_blocks(V: np.ndarray, word: np.ndarray, column: int, signature: np.ndar
 
     Why: a block that two spikes share decodes to neither in the basis (its top singular
     vector mixes them), so a column can miss a block (how often: ``docs/unmix.md``); the word
-    itself holds only its own spike there."""
+    itself holds only its own spike there.
+
+    Raises TypeError/ValueError before any work: ``V`` not ``(d, K)`` real, ``word`` not
+    ``(K,)``, NaN/inf, a ``signature`` that is not a 1-D array of +-1 whose block size
+    ``3 * signature.size`` divides ``d``, a negative ``column``, a ``scale`` not positive."""
+    V = _real_array(V, "V", 2)
+    word = _real_array(word, "word", 1)
+    if word.shape[0] != V.shape[1]:
+        raise ValueError(f"word has {word.shape[0]} entries but the basis has K={V.shape[1]}")
+    column = check_int(column, "column", minimum=0)
+    signature = _real_array(signature, "signature", 1)
+    if not np.all(np.abs(signature) == 1):
+        raise ValueError("signature must hold +-1 entries")
+    b = 3 * signature.size
+    if V.shape[0] % b:
+        raise ValueError(f"block size 3 * signature.size = {b} does not divide d={V.shape[0]}")
+    if isinstance(scale, (bool, np.bool_)) or not isinstance(scale, (int, float, np.floating,
+                                                                      np.integer)):
+        raise TypeError(f"scale must be a real number, got {type(scale).__name__}")
+    if not (math.isfinite(float(scale)) and float(scale) > 0):
+        raise ValueError(f"scale must be positive and finite, got {scale!r}")
+    return _word_blocks(V, word, column, signature, float(scale))
+
+
+def _word_blocks(V: np.ndarray, word: np.ndarray, column: int, signature: np.ndarray,
+                 scale: float) -> Tuple[np.ndarray, np.ndarray]:
+    """:func:`word_blocks` without the checks (for callers whose arguments come from
+    :func:`unmix`; the check of ``V`` for NaN is a pass over ``d x K``)."""
     b = 3 * signature.size
     A = (V @ word).reshape(-1, b)
     S = np.where(A >= 0, 1, -1).astype(np.int8)
@@ -358,12 +487,13 @@ def word_blocks(V: np.ndarray, word: np.ndarray, column: int, signature: np.ndar
     return idx, S[idx]
 
 
-def _refine(Y: np.ndarray, matrices: List[RecoveredMatrix], C: np.ndarray, rounds: int,
-            screen: bool = True) -> np.ndarray:
+def _refine(Y: np.ndarray, matrices: List[RecoveredMatrix], C: Optional[np.ndarray],
+            rounds: int, screen: bool = True, leak: Optional[Leak] = None) -> np.ndarray:
     """Nonnegative least squares of every sample's decoded rows on the recovered columns, by
     projected gradient. With ``screen`` only each column's trusted blocks (:func:`screen_blocks`)
     enter, and the start is the per-sample mean of their estimates; otherwise every decoded
-    block enters and the start is ``C`` (the unmixed estimate)."""
+    block enters and the start is ``C`` (the unmixed estimate). ``leak``: the heavier words'
+    share of the rows (:func:`_word_leak`), removed from the rows before anything is read."""
     b = matrices[0].block_size
     scale = matrices[0].scale
     rows_all, col_of, vals, start = [], [], [], []
@@ -371,7 +501,7 @@ def _refine(Y: np.ndarray, matrices: List[RecoveredMatrix], C: np.ndarray, round
     for mat in matrices:
         for c, (blks, pats) in enumerate(zip(mat.blocks, mat.patterns)):
             if screen:
-                est = block_estimates(Y, mat, c)
+                est = _reads(Y, mat, c, leak)
                 keep = screen_blocks(est)
                 blks, pats = blks[keep], pats[keep]
                 start.append(np.mean(est[keep], axis=0))
@@ -385,6 +515,8 @@ def _refine(Y: np.ndarray, matrices: List[RecoveredMatrix], C: np.ndarray, round
     R = np.zeros((uniq.size, a))
     np.add.at(R, (inv, np.concatenate(col_of)), np.concatenate(vals))
     target = np.asarray(Y[:, uniq], dtype=np.float64)  # (S, rows)
+    if leak is not None:
+        target -= leak(uniq)
     gram = R.T @ R
     with _serial_lapack():
         lip = float(np.linalg.eigvalsh(gram)[-1]) if a else 1.0
