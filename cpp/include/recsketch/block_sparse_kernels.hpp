@@ -230,6 +230,31 @@ RECSKETCH_ALWAYS_INLINE void block_update_panel(A* a, const A* pos, const A* neg
   for (std::int64_t t = 0; t < L; ++t) add(third + 4 + t, nc);
 }
 
+// Adds one column's contributions to the block-rows of its walk (entries as stored, 16 or 32
+// bits): v is the column's scaled base, neg its negation (panels only). A named always-inline
+// function rather than a generic lambda: GCC may compile a lambda's instantiation out of line,
+// and out of line it is built for the baseline ISA, outside the caller's AVX2 clone
+// (multiversion.hpp), with its registers spilled through the closure.
+template <int W, class A, class E>
+RECSKETCH_ALWAYS_INLINE void column_updates(const E* entries, std::int64_t n, A* acc,
+                                            std::int64_t row_size, const A* v, const A* neg,
+                                            const FlipSigns<A>& signs, std::int64_t third,
+                                            std::int64_t L) noexcept {
+  constexpr std::int64_t kLine = 64 / static_cast<std::int64_t>(sizeof(A));
+  for (std::int64_t k = 0; k < n; ++k) {
+    if (W == 1 && k + 2 < n) {
+      const A* ahead = acc + static_cast<std::int64_t>(entries[k + 2] >> 3) * row_size;
+      for (std::int64_t c = 0; c < row_size; c += kLine) RECSKETCH_PREFETCH_WRITE(ahead + c);
+    }
+    const std::uint32_t e = entries[k];
+    A* a = acc + static_cast<std::int64_t>(e >> 3) * row_size;
+    if constexpr (W == 1)
+      block_update(a, v, signs.row(e), signs.slots);
+    else
+      block_update_panel<W>(a, v, neg, e, third, L);
+  }
+}
+
 // Column j's base (the table above) into b[0 .. lay.slots()) of one vector's layout; the
 // padding is left as it is (zero).
 template <class A>
@@ -286,21 +311,10 @@ RECSKETCH_MULTIVERSION void forward_chunk(const BlockSparseMatrix& R, const Colu
       for (int w = 0; w < W; ++w) v[s * W + w] = b[s] * x[w];
     if constexpr (W > 1)
       for (std::int64_t s = 0; s < row_size; ++s) negated[static_cast<std::size_t>(s)] = -v[s];
-    constexpr std::int64_t kLine = 64 / static_cast<std::int64_t>(sizeof(A));
-    with_entries(walk, [&](const auto* entries, std::int64_t n) {
-      for (std::int64_t k = 0; k < n; ++k) {
-        if (W == 1 && k + 2 < n) {
-          const A* ahead = acc + static_cast<std::int64_t>(entries[k + 2] >> 3) * row_size;
-          for (std::int64_t c = 0; c < row_size; c += kLine) RECSKETCH_PREFETCH_WRITE(ahead + c);
-        }
-        const std::uint32_t e = entries[k];
-        A* a = acc + static_cast<std::int64_t>(e >> 3) * row_size;
-        if constexpr (W == 1)
-          block_update(a, v, signs.row(e), slots);
-        else
-          block_update_panel<W>(a, v, negated.data(), e, third, L);
-      }
-    });
+    if (walk.e16)
+      column_updates<W>(walk.e16, walk.n, acc, row_size, v, negated.data(), signs, third, L);
+    else
+      column_updates<W>(walk.e32, walk.n, acc, row_size, v, negated.data(), signs, third, L);
   }
 }
 
