@@ -255,12 +255,37 @@ RECSKETCH_ALWAYS_INLINE void column_updates(const E* entries, std::int64_t n, A*
   }
 }
 
-// Column j's base (the table above) into b[0 .. lay.slots()) of one vector's layout; the
-// padding is left as it is (zero).
+// +-1 for each bit of a byte, lane i negative when bit i is set: eight signs of sigma_{s,j} per
+// table read.
 template <class A>
-void column_base(const ColumnCode& code, const ForwardLayout<1>& lay, std::int64_t j, A* b) {
-  for (std::int64_t r = 0; r < lay.third; ++r)
-    b[lay.s(r)] = code.sign<A>(r);
+struct ByteSigns {
+  A rows[256][8];
+  ByteSigns() noexcept {
+    for (int k = 0; k < 256; ++k)
+      for (int i = 0; i < 8; ++i) rows[k][i] = ((k >> i) & 1) ? A(-1) : A(1);
+  }
+  static const ByteSigns& get() noexcept {
+    static const ByteSigns table;
+    return table;
+  }
+};
+
+// Column j's base (the table above) into b[0 .. lay.slots()) of one vector's layout; the
+// padding is left as it is (zero). It runs once per column: inlined into the kernels' clones,
+// eight random-string signs per table read (bit by bit, out of line, it cost as much as a
+// fifth of a one-vector product).
+template <class A>
+RECSKETCH_ALWAYS_INLINE void column_base(const ColumnCode& code, const ByteSigns<A>& table,
+                                         const ForwardLayout<1>& lay, std::int64_t j, A* b) {
+  for (std::int64_t r0 = 0; r0 < lay.third; r0 += 8) {
+    const std::uint64_t word = code.words[static_cast<std::size_t>(r0 >> 6)];
+    const A* signs = table.rows[(word >> (r0 & 63)) & 0xFFU];
+    A* out = b + lay.s(r0);
+    if (r0 + 8 <= lay.third)
+      std::memcpy(out, signs, 8 * sizeof(A));
+    else
+      for (std::int64_t r = 0; r < lay.third - r0; ++r) out[r] = signs[r];
+  }
   b[lay.m()] = A(1);
   b[lay.a()] = A(1);
   b[lay.pm()] = code.m0_negative ? A(-1) : A(1);
@@ -281,6 +306,7 @@ RECSKETCH_MULTIVERSION void forward_chunk(const BlockSparseMatrix& R, const Colu
   const ForwardLayout<W> lay = forward_layout<A, W>(f);
   const ForwardLayout<1> lay1{lay.third, lay.L, lay.align};  // one vector's view of the slots
   const FlipSigns<A> signs(lay1);
+  const ByteSigns<A>& byte_signs = ByteSigns<A>::get();
   const std::int64_t slots = lay.slots(), third = f.third(), L = f.index_bits();
   const std::int64_t row_size = slots * W;
   std::vector<A> base(static_cast<std::size_t>(slots), A(0));
@@ -305,7 +331,7 @@ RECSKETCH_MULTIVERSION void forward_chunk(const BlockSparseMatrix& R, const Colu
     }
     code.load(R, j);
     A* b = base.data();
-    column_base(code, lay1, j, b);
+    column_base(code, byte_signs, lay1, j, b);
     A* __restrict v = scaled.data();
     for (std::int64_t s = 0; s < slots; ++s)
       for (int w = 0; w < W; ++w) v[s * W + w] = b[s] * x[w];
@@ -447,6 +473,7 @@ RECSKETCH_MULTIVERSION void transpose_columns(const BlockSparseMatrix& R, const 
   const ForwardLayout<W> lay = forward_layout<double, W>(f);
   const ForwardLayout<1> lay1{lay.third, lay.L, lay.align};
   const FlipSigns<double> signs(lay1);
+  const ByteSigns<double>& byte_signs = ByteSigns<double>::get();
   const std::int64_t d = f.d(), slots = lay.slots(), row_size = slots * W;
   const double scale = f.scale();
   ColumnCode code(f.third());
@@ -456,7 +483,7 @@ RECSKETCH_MULTIVERSION void transpose_columns(const BlockSparseMatrix& R, const 
   static_assert(W == 1 || W % 4 == 0, "panel widths are 1 or multiples of 4");
   for (std::int64_t j = j0; j < j1; ++j) {
     code.load(R, j);
-    column_base(code, lay1, j, base.data());
+    column_base(code, byte_signs, lay1, j, base.data());
     const double* bj = base.data();
     double total[W] = {};
     with_entries(column_walk(R, walks, j, buffer.data()),
