@@ -78,8 +78,6 @@ inline bool parity_negative(bool flip_negative, bool signature0_negative) noexce
   return flip_negative != signature0_negative;
 }
 
-// Column j's walk as encoded entries (ColumnWalks::encode): from the cache when there is one
-// (16- or 32-bit entries, as stored), else walked now into `buffer` (n_blocks entries).
 // Column j's part of a cache entry, for columns read in increasing order.
 struct PartCursor {
   std::size_t part = 0;
@@ -95,6 +93,8 @@ struct PartCursor {
   }
 };
 
+// Column j's walk as encoded entries (ColumnWalks::encode): from the cache when there is one
+// (16- or 32-bit entries, as stored), else walked now into `buffer` (n_blocks entries).
 inline ColumnWalks::View column_walk(const BlockSparseMatrix& R, const ColumnWalks* walks,
                                      std::int64_t j, std::uint32_t* buffer, PartCursor& cursor) {
   if (walks) return walks->column(j, cursor.at(*walks, j));
@@ -234,7 +234,7 @@ inline int lowest_bit(std::uint64_t w) noexcept {
 // by the block's flips (the table above), so there is no product: pos and neg hold the
 // column's scaled base and its negation. The groups are spelled out rather than read from the
 // FlipSigns row slot by slot: that read cost a fifth of the batch time.
-// The index-bit slots only where bit t of j is set: elsewhere the column adds +-0, and adding
+// The index-bit slots are updated only where their bit of j is set: elsewhere the column adds +-0, and adding
 // +-0 to a sum that started at +0 never changes it (such a sum is never -0: IEEE round to
 // nearest gives +0 for +0 + -0 and for an exact cancellation; inputs are finite, checked at
 // every entry point, so 0 * x is never NaN). Same bits, a fifth fewer updates.
