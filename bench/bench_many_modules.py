@@ -255,42 +255,60 @@ def test_sketch_beside_torch(benchmark, threads):
 
 
 _MEMORY = """
-import os, sys, threading, time
+import gc, os, sys, threading, time
 sys.path.insert(0, {bench!r})
 import recsketch as rs
+from recsketch.graph import flatten
 from real_shapes import many_module_scene
 family, d = {family!r}, {d}
-sk = rs.Sketcher(d, family="orthogonal", seed=1) if family == "orthogonal" else rs.Sketcher(d, seed=1)
-graphs = [many_module_scene(5000 + k) for k in range(54)]
-names = {{h.module for g in graphs for h in g}}
+def sketcher():
+    return rs.Sketcher(d, family="orthogonal", seed=1) if family == "orthogonal" else rs.Sketcher(d, seed=1)
 page = os.sysconf("SC_PAGE_SIZE")
 def rss():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * page
+# the matrix handles a Sketcher keeps for every module it has seen (3 per module), measured
+# first (on a heap nothing was freed to yet: freed memory would hide them) on another
+# Sketcher, and dropped
+other = sketcher()
+h0 = rss()
+kept = [other.module_matrix(f"handle{{i}}", k) for i in range(3000) for k in range(3)]
+per_handle = (rss() - h0) / len(kept)
+del kept, other
+gc.collect()
+graphs = [many_module_scene(5000 + k) for k in range(54)]
+names = sorted({{h.module for g in graphs for h in g}})
+# the call's own copy of its input, which it holds throughout (measured here, then freed, so
+# that the resident set read after the call does not hold a second copy)
+flat = flatten(graphs, d)
+inputs = sum(a.nbytes for a in (flat.attr, flat.attr_ptr, flat.module, flat.input_ptr,
+                                flat.input_row, flat.input_weight))
+del flat
+sk = sketcher()
 peak, done = [0], []
 def watch():  # the call releases the GIL: sample the resident set while it runs
     while not done:
         peak[0] = max(peak[0], rss())
-        time.sleep(0.005)
+        time.sleep(0.002)
 before = rss()
 w = threading.Thread(target=watch); w.start()
 out = sk.sketch_many(graphs)
 done.append(1); w.join()
-from recsketch.graph import flatten
-flat = flatten(graphs, d)  # the call's own copy of its input, which it holds throughout
-inputs = sum(a.nbytes for a in (flat.attr, flat.attr_ptr, flat.module, flat.input_ptr,
-                                flat.input_row, flat.input_weight))
-print(len(names), max(peak[0], rss()) - before, out.nbytes, inputs)
+embeddings = sk._leaf_embeddings._cache._bytes
+print(len(names), max(peak[0], rss()) - before, out.nbytes, inputs,
+      int(per_handle * 3 * len(names)), embeddings)
 """
 
 
 @pytest.mark.parametrize("family,size", [("orthogonal", "4k"), ("block_sparse", "4k")])
 def test_memory_of_10000_distinct_modules(benchmark, family, size):
-    """Peak resident-set growth (sampled every 5 ms) while one sketch_many call sketches 54
-    graphs with >= 10,000 distinct modules; the documented budget is kSketchWorkingBytes
-    (256 MiB) of working memory plus the walk cache's limit (64 MiB) plus the outputs plus the
-    call's flattened copy of its input (8 bytes per attribute; the Sketcher's matrix handles,
-    a few hundred bytes per module, come on top)."""
+    """Peak resident-set growth (sampled every 2 ms) while one sketch_many call sketches 54
+    graphs with >= 10,000 distinct modules, against the documented budget
+    (docs/sketch_schedule.md, Memory): kSketchWorkingBytes (256 MiB) of working memory, the
+    walk cache's limit (64 MiB, block_sparse only), the leaf embeddings the Sketcher holds
+    after the call, the outputs, the call's flattened copy of its input (8 bytes per
+    attribute) and the matrix handles the Sketcher keeps for every new module (3 per module,
+    their bytes measured in the same process)."""
     import os
     import subprocess
     import sys
@@ -301,15 +319,24 @@ def test_memory_of_10000_distinct_modules(benchmark, family, size):
     def run():
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                              check=True)
-        (result["modules"], result["grew"], result["outputs"],
-         result["inputs"]) = map(int, out.stdout.split())
+        (result["modules"], result["grew"], result["outputs"], result["inputs"],
+         result["handles"], result["embeddings"]) = map(int, out.stdout.split())
 
     benchmark.group = "memory: 10,000 distinct modules in one call"
     benchmark.pedantic(run, rounds=1, iterations=1, warmup_rounds=0)
-    budget = (256 << 20) + (64 << 20) + result["outputs"] + result["inputs"]
+    walk_cache = (64 << 20) if family == "block_sparse" else 0
+    budget = ((256 << 20) + walk_cache + result["embeddings"] + result["outputs"] +
+              result["inputs"] + result["handles"])
     assert result["modules"] >= 10000
     benchmark.extra_info.update(d=d, modules=result["modules"],
                                 peak_rss_growth_mib=result["grew"] / 2**20,
                                 input_copy_mib=result["inputs"] / 2**20,
+                                matrix_handles_mib=result["handles"] / 2**20,
+                                embeddings_mib=result["embeddings"] / 2**20,
                                 budget_mib=budget / 2**20,
                                 within_budget=result["grew"] <= budget)
+    print(f"\n[memory] {family} d={d}: {result['modules']} modules, peak growth "
+          f"{result['grew'] / 2**20:.1f} MiB, budget {budget / 2**20:.1f} MiB (input copy "
+          f"{result['inputs'] / 2**20:.1f}, handles {result['handles'] / 2**20:.1f}, "
+          f"embeddings {result['embeddings'] / 2**20:.1f}, outputs "
+          f"{result['outputs'] / 2**20:.2f})")

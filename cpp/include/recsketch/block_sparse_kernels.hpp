@@ -78,11 +78,26 @@ inline bool parity_negative(bool flip_negative, bool signature0_negative) noexce
   return flip_negative != signature0_negative;
 }
 
+// Column j's part of a cache entry, for columns read in increasing order.
+struct PartCursor {
+  std::size_t part = 0;
+  std::int64_t end = 0;  // first column of the next part
+  PartCursor(const ColumnWalks* walks, std::int64_t j0) {
+    if (!walks) return;
+    part = static_cast<std::size_t>(j0 / walks->part_columns);
+    end = (static_cast<std::int64_t>(part) + 1) * walks->part_columns;
+  }
+  std::size_t at(const ColumnWalks& walks, std::int64_t j) noexcept {
+    for (; j >= end; end += walks.part_columns) ++part;
+    return part;
+  }
+};
+
 // Column j's walk as encoded entries (ColumnWalks::encode): from the cache when there is one
 // (16- or 32-bit entries, as stored), else walked now into `buffer` (n_blocks entries).
 inline ColumnWalks::View column_walk(const BlockSparseMatrix& R, const ColumnWalks* walks,
-                                     std::int64_t j, std::uint32_t* buffer) {
-  if (walks) return walks->column(j);
+                                     std::int64_t j, std::uint32_t* buffer, PartCursor& cursor) {
+  if (walks) return walks->column(j, cursor.at(*walks, j));
   std::int64_t n = 0;
   R.walk_column(j, [&](const BlockFlips& fl) { buffer[n++] = ColumnWalks::encode(fl); });
   return ColumnWalks::View{nullptr, buffer, n};
@@ -204,14 +219,29 @@ RECSKETCH_ALWAYS_INLINE void block_update(A* a, const A* v, const A* sign,
   }
 }
 
+// Index of the lowest set bit of a nonzero word.
+inline int lowest_bit(std::uint64_t w) noexcept {
+#if defined(__GNUC__) || defined(__clang__)
+  return __builtin_ctzll(w);
+#else
+  int k = 0;
+  while (((w >> k) & 1U) == 0) ++k;
+  return k;
+#endif
+}
+
 // A panel of W vectors: a[s][0..W) += (+-v)[s][0..W), the sign of each group of slots picked
 // by the block's flips (the table above), so there is no product: pos and neg hold the
 // column's scaled base and its negation. The groups are spelled out rather than read from the
 // FlipSigns row slot by slot: that read cost a fifth of the batch time.
+// The index-bit slots are updated only where their bit of j is set: elsewhere the column adds +-0, and adding
+// +-0 to a sum that started at +0 never changes it (such a sum is never -0: IEEE round to
+// nearest gives +0 for +0 + -0 and for an exact cancellation; inputs are finite, checked at
+// every entry point, so 0 * x is never NaN). Same bits, a fifth fewer updates.
 template <int W, class A>
 RECSKETCH_ALWAYS_INLINE void block_update_panel(A* a, const A* pos, const A* neg,
                                                       std::uint32_t entry, std::int64_t third,
-                                                      std::int64_t L) noexcept {
+                                                      std::int64_t L, std::uint64_t j) noexcept {
   using V = typename Vec<A, W>::type;
   auto add = [&](std::int64_t s, bool negative) {
     const A* src = (negative ? neg : pos) + s * W;
@@ -227,21 +257,86 @@ RECSKETCH_ALWAYS_INLINE void block_update_panel(A* a, const A* pos, const A* neg
   add(third + 1, nc);
   add(third + 2, nc != nm);
   add(third + 3, nc != ns);
-  for (std::int64_t t = 0; t < L; ++t) add(third + 4 + t, nc);
+  for (std::uint64_t bits = j; bits != 0; bits &= bits - 1)
+    add(third + 4 + (L - 1 - lowest_bit(bits)), nc);  // slot bit(t) holds bit L-1-t of j
 }
 
-// Column j's base (the table above) into b[0 .. lay.slots()) of one vector's layout; the
-// padding is left as it is (zero).
+// Adds one column's contributions to the block-rows of its walk (entries as stored, 16 or 32
+// bits): v is the column's scaled base, neg its negation (panels only). A named always-inline
+// function rather than a generic lambda: GCC may compile a lambda's instantiation out of line,
+// and out of line it is built for the baseline ISA, outside the caller's AVX2 clone
+// (multiversion.hpp), with its registers spilled through the closure.
+template <int W, class A, class E>
+RECSKETCH_ALWAYS_INLINE void column_updates(const E* entries, std::int64_t n, A* acc,
+                                            std::int64_t row_size, const A* v, const A* neg,
+                                            const FlipSigns<A>& signs, std::int64_t third,
+                                            std::int64_t L, std::uint64_t j) noexcept {
+  constexpr std::int64_t kLine = 64 / static_cast<std::int64_t>(sizeof(A));
+  for (std::int64_t k = 0; k < n; ++k) {
+    if (W == 1 && k + 2 < n) {
+      const A* ahead = acc + static_cast<std::int64_t>(entries[k + 2] >> 3) * row_size;
+      for (std::int64_t c = 0; c < row_size; c += kLine) RECSKETCH_PREFETCH_WRITE(ahead + c);
+    }
+    const std::uint32_t e = entries[k];
+    A* a = acc + static_cast<std::int64_t>(e >> 3) * row_size;
+    if constexpr (W == 1)
+      block_update(a, v, signs.row(e), signs.slots);
+    else
+      block_update_panel<W>(a, v, neg, e, third, L, j);
+  }
+}
+
+// rows[k][i]: +-1 for bit i of k, negative when it is set (eight signs of sigma_{s,j} per read);
+// msb_first[k][i]: bit 7 - i of k as 0 or 1 (the index bits of Enc, most significant first).
 template <class A>
-void column_base(const ColumnCode& code, const ForwardLayout<1>& lay, std::int64_t j, A* b) {
-  for (std::int64_t r = 0; r < lay.third; ++r)
-    b[lay.s(r)] = code.sign<A>(r);
+struct ByteSigns {
+  A rows[256][8];
+  A msb_first[256][8];
+  ByteSigns() noexcept {
+    for (int k = 0; k < 256; ++k)
+      for (int i = 0; i < 8; ++i) {
+        rows[k][i] = ((k >> i) & 1) ? A(-1) : A(1);
+        msb_first[k][i] = static_cast<A>((k >> (7 - i)) & 1);
+      }
+  }
+  static const ByteSigns& get() noexcept {
+    static const ByteSigns table;
+    return table;
+  }
+};
+
+// Column j's base (the table above) into b[0 .. lay.slots()) of one vector's layout; the
+// padding is left as it is (zero). It runs once per column: inlined into the kernels' clones,
+// eight random-string signs per table read (bit by bit, out of line, it cost as much as a
+// fifth of a one-vector product).
+template <class A>
+RECSKETCH_ALWAYS_INLINE void column_base(const ColumnCode& code, const ByteSigns<A>& table,
+                                         const ForwardLayout<1>& lay, std::int64_t j, A* b) {
+  for (std::int64_t r0 = 0; r0 < lay.third; r0 += 8) {
+    const std::uint64_t word = code.words[static_cast<std::size_t>(r0 >> 6)];
+    const A* signs = table.rows[(word >> (r0 & 63)) & 0xFFU];
+    A* out = b + lay.s(r0);
+    if (r0 + 8 <= lay.third)
+      std::memcpy(out, signs, 8 * sizeof(A));
+    else
+      for (std::int64_t r = 0; r < lay.third - r0; ++r) out[r] = signs[r];
+  }
   b[lay.m()] = A(1);
   b[lay.a()] = A(1);
   b[lay.pm()] = code.m0_negative ? A(-1) : A(1);
   b[lay.ps()] = code.s0_negative ? A(-1) : A(1);
-  for (std::int64_t t = 0; t < lay.L; ++t)
-    b[lay.bit(t)] = static_cast<A>((j >> (lay.L - 1 - t)) & 1);
+  // Slot bit(t) holds bit L-1-t of j: eight slots per read of the bit-reversed 0/1 table.
+  for (std::int64_t t0 = 0; t0 < lay.L; t0 += 8) {
+    const std::int64_t shift = lay.L - t0 - 8;
+    const auto byte = static_cast<std::uint64_t>(shift >= 0 ? j >> shift : j << -shift) & 0xFFU;
+    const A* bits = table.msb_first[byte];
+    A* out = b + lay.bit(t0);
+    const std::int64_t n = std::min<std::int64_t>(8, lay.L - t0);
+    if (n == 8)
+      std::memcpy(out, bits, 8 * sizeof(A));
+    else
+      for (std::int64_t t = 0; t < n; ++t) out[t] = bits[t];
+  }
 }
 
 // acc += contributions of columns [j0, j1) of R; xp holds column j's W inputs at xp + j*W.
@@ -256,6 +351,7 @@ RECSKETCH_MULTIVERSION void forward_chunk(const BlockSparseMatrix& R, const Colu
   const ForwardLayout<W> lay = forward_layout<A, W>(f);
   const ForwardLayout<1> lay1{lay.third, lay.L, lay.align};  // one vector's view of the slots
   const FlipSigns<A> signs(lay1);
+  const ByteSigns<A>& byte_signs = ByteSigns<A>::get();
   const std::int64_t slots = lay.slots(), third = f.third(), L = f.index_bits();
   const std::int64_t row_size = slots * W;
   std::vector<A> base(static_cast<std::size_t>(slots), A(0));
@@ -264,6 +360,7 @@ RECSKETCH_MULTIVERSION void forward_chunk(const BlockSparseMatrix& R, const Colu
   ColumnCode code(third);
   std::vector<std::uint32_t> buffer(static_cast<std::size_t>(f.n_blocks()));
   if (record) record->reserve(part, ColumnWalks::reserve_for(f, j1 - j0));
+  PartCursor cursor(walks, j0);
   for (std::int64_t j = j0; j < j1; ++j) {
     const A* x = xp + j * W;
     bool any = false;
@@ -272,7 +369,7 @@ RECSKETCH_MULTIVERSION void forward_chunk(const BlockSparseMatrix& R, const Colu
     // The whole walk first, then the updates: they no longer wait on the walk's hashes, and for
     // one vector the accumulator row of the block two steps ahead can be prefetched (a panel's
     // rows are 18 lines or more: prefetching them only stalled on full fill buffers).
-    const ColumnWalks::View walk = column_walk(R, walks, j, buffer.data());
+    const ColumnWalks::View walk = column_walk(R, walks, j, buffer.data(), cursor);
     if (record) {  // walks is null: the entries are the 32-bit buffer
       record->append(part, walk.e32, walk.n);
       record->ends[static_cast<std::size_t>(j)] = record->part_size(part);
@@ -280,27 +377,18 @@ RECSKETCH_MULTIVERSION void forward_chunk(const BlockSparseMatrix& R, const Colu
     }
     code.load(R, j);
     A* b = base.data();
-    column_base(code, lay1, j, b);
+    column_base(code, byte_signs, lay1, j, b);
     A* __restrict v = scaled.data();
     for (std::int64_t s = 0; s < slots; ++s)
       for (int w = 0; w < W; ++w) v[s * W + w] = b[s] * x[w];
     if constexpr (W > 1)
       for (std::int64_t s = 0; s < row_size; ++s) negated[static_cast<std::size_t>(s)] = -v[s];
-    constexpr std::int64_t kLine = 64 / static_cast<std::int64_t>(sizeof(A));
-    with_entries(walk, [&](const auto* entries, std::int64_t n) {
-      for (std::int64_t k = 0; k < n; ++k) {
-        if (W == 1 && k + 2 < n) {
-          const A* ahead = acc + static_cast<std::int64_t>(entries[k + 2] >> 3) * row_size;
-          for (std::int64_t c = 0; c < row_size; c += kLine) RECSKETCH_PREFETCH_WRITE(ahead + c);
-        }
-        const std::uint32_t e = entries[k];
-        A* a = acc + static_cast<std::int64_t>(e >> 3) * row_size;
-        if constexpr (W == 1)
-          block_update(a, v, signs.row(e), slots);
-        else
-          block_update_panel<W>(a, v, negated.data(), e, third, L);
-      }
-    });
+    if (walk.e16)
+      column_updates<W>(walk.e16, walk.n, acc, row_size, v, negated.data(), signs, third, L,
+                        static_cast<std::uint64_t>(j));
+    else
+      column_updates<W>(walk.e32, walk.n, acc, row_size, v, negated.data(), signs, third, L,
+                        static_cast<std::uint64_t>(j));
   }
 }
 
@@ -383,12 +471,21 @@ void forward_panel(const BlockSparseMatrix& R, const ColumnWalks* walks,
       forward_chunk<W, T>(R, walks, xp.data(), chunks[cu].first, chunks[cu].second, part.data(),
                           record, cu);
     });
-    for (const auto& part : parts) add_into(total, part);
+    // The chunk sums are added and the panel's vectors expanded by the threads too (else one
+    // thread does them while the others wait); each element still adds the chunks in order.
+    constexpr std::int64_t kSpan = 8192;
+    parallel_for((static_cast<std::int64_t>(size) + kSpan - 1) / kSpan, threads, [&](std::int64_t t) {
+      const std::size_t k0 = static_cast<std::size_t>(t * kSpan);
+      const std::size_t k1 = std::min(size, k0 + static_cast<std::size_t>(kSpan));
+      for (const auto& part : parts)
+        for (std::size_t k = k0; k < k1; ++k) total[k] += static_cast<double>(part[k]);
+    });
   }
   const std::int64_t d = f.d();
-  for (int v = 0; v < W; ++v)
-    forward_expand<W, T>(R, sig, total.data(), v, half ? x + (p0 + v) * m : nullptr,
-                         y + (p0 + v) * d);
+  parallel_for(W, threads, [&](std::int64_t v) {
+    forward_expand<W, T>(R, sig, total.data(), static_cast<int>(v),
+                         half ? x + (p0 + v) * m : nullptr, y + (p0 + v) * d);
+  });
 }
 
 // R^T y reads y through the same slots: a nonzero block (j, B) contributes
@@ -433,6 +530,7 @@ RECSKETCH_MULTIVERSION void transpose_columns(const BlockSparseMatrix& R, const 
   const ForwardLayout<W> lay = forward_layout<double, W>(f);
   const ForwardLayout<1> lay1{lay.third, lay.L, lay.align};
   const FlipSigns<double> signs(lay1);
+  const ByteSigns<double>& byte_signs = ByteSigns<double>::get();
   const std::int64_t d = f.d(), slots = lay.slots(), row_size = slots * W;
   const double scale = f.scale();
   ColumnCode code(f.third());
@@ -440,12 +538,13 @@ RECSKETCH_MULTIVERSION void transpose_columns(const BlockSparseMatrix& R, const 
   std::vector<std::uint32_t> buffer(static_cast<std::size_t>(f.n_blocks()));
   using V = typename Vec<double, 4>::type;
   static_assert(W == 1 || W % 4 == 0, "panel widths are 1 or multiples of 4");
+  PartCursor cursor(walks, j0);
   for (std::int64_t j = j0; j < j1; ++j) {
     code.load(R, j);
-    column_base(code, lay1, j, base.data());
+    column_base(code, byte_signs, lay1, j, base.data());
     const double* bj = base.data();
     double total[W] = {};
-    with_entries(column_walk(R, walks, j, buffer.data()),
+    with_entries(column_walk(R, walks, j, buffer.data(), cursor),
                  [&](const auto* entries, std::int64_t n) {
     for (std::int64_t k = 0; k < n; ++k) {
       const std::uint32_t e = entries[k];

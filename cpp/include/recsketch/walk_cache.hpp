@@ -106,9 +106,14 @@ struct ColumnWalks {
     std::int64_t n;
   };
   View column(std::int64_t j) const noexcept {
+    return column(j, static_cast<std::size_t>(j / part_columns));
+  }
+  // The same, for a reader that knows column j's part p (kernels walking consecutive columns
+  // step p instead of dividing once per column).
+  View column(std::int64_t j, std::size_t p) const noexcept {
     const auto ju = static_cast<std::size_t>(j);
-    const auto p = static_cast<std::size_t>(j / part_columns);
-    const std::uint64_t begin = j % part_columns == 0 ? 0 : ends[ju - 1];
+    const std::uint64_t begin =
+        j == static_cast<std::int64_t>(p) * part_columns ? 0 : ends[ju - 1];
     const auto n = static_cast<std::int64_t>(ends[ju] - begin);
     if (compact) return View{parts16[p].data() + begin, nullptr, n};
     return View{nullptr, parts32[p].data() + begin, n};
