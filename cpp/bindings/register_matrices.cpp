@@ -49,6 +49,16 @@ py::array_t<T> sign_array(const std::uint64_t* bits, std::int64_t n) {
   return out;
 }
 
+// The number of leading columns an entry point was asked for: [0, d], or -1 for all d.
+std::int64_t columns_arg(const BlockSparseMatrix& R, const py::object& h) {
+  const auto columns = recsketch_bind::int_arg<std::int64_t>(h, "columns");
+  const std::int64_t d = R.family().d();
+  if (columns < -1 || columns > d)
+    throw std::invalid_argument("columns must be in [0, " + std::to_string(d) +
+                                "] (or -1 for all), got " + std::to_string(columns));
+  return columns < 0 ? d : columns;
+}
+
 template <class I>
 py::tuple csc_arrays(const BlockSparseMatrix& R, const std::vector<std::int64_t>& counts, bool f64,
                      int num_threads) {
@@ -78,10 +88,12 @@ py::tuple csc_arrays(const BlockSparseMatrix& R, const std::vector<std::int64_t>
 
 void register_matrices(py::module_& m) {
   py::class_<BlockSparseMatrix>(m, "BlockSparseMatrix")
-      .def(py::init([](std::shared_ptr<const BlockSparseFamily> family, std::uint64_t seed,
-                       std::uint64_t key) {
+      .def(py::init([](std::shared_ptr<const BlockSparseFamily> family, const py::object& seed,
+                       const py::object& key) {
              if (!family) throw py::type_error("family must be a BlockSparseFamily, got None");
-             return std::make_unique<BlockSparseMatrix>(std::move(family), seed, key);
+             return std::make_unique<BlockSparseMatrix>(
+                 std::move(family), recsketch_bind::int_arg<std::uint64_t>(seed, "seed"),
+                 recsketch_bind::int_arg<std::uint64_t>(key, "key"));
            }),
            py::arg("family"), py::arg("seed"), py::arg("key"))
       .def_property_readonly("seed", &BlockSparseMatrix::seed)
@@ -94,8 +106,8 @@ void register_matrices(py::module_& m) {
       .def(
           "apply",
           [](const BlockSparseMatrix& R, const py::array& x, bool transpose, bool half,
-             int num_threads) {
-            recsketch_bind::check_num_threads(num_threads);
+             const py::object& num_threads_arg) {
+            const int num_threads = recsketch_bind::num_threads_arg(num_threads_arg);
             return apply_checked(R.family().d(), x, transpose, half,
                                  [&](auto* src, std::int64_t n, std::int64_t cols, auto* dst) {
                                    if (transpose)
@@ -106,31 +118,28 @@ void register_matrices(py::module_& m) {
                                                                      num_threads);
                                  });
           },
-          py::arg("x"), py::arg("transpose") = false, py::arg("half") = false,
-          py::arg("num_threads") = 0)
+          py::arg("x"), py::arg("transpose").noconvert() = false,
+          py::arg("half").noconvert() = false, py::arg("num_threads") = 0)
       .def(
           "column_counts",
-          [](const BlockSparseMatrix& R, int num_threads) {
-            recsketch_bind::check_num_threads(num_threads);
-            py::array_t<std::int64_t> counts(R.family().d());
+          [](const BlockSparseMatrix& R, const py::object& num_threads_arg,
+             const py::object& columns) {
+            const int num_threads = recsketch_bind::num_threads_arg(num_threads_arg);
+            const std::int64_t m = columns_arg(R, columns);
+            py::array_t<std::int64_t> counts(m);
             std::int64_t* p = counts.mutable_data();
             recsketch_bind::without_gil(
-                [&] { recsketch::block_sparse_column_counts(R, p, num_threads); });
+                [&] { recsketch::block_sparse_column_counts(R, p, num_threads, m); });
             return counts;
           },
-          py::arg("num_threads") = 0, "Number of nonzero blocks of every column.")
+          py::arg("num_threads") = 0, py::arg("columns") = -1,
+          "Number of nonzero blocks of each of the first `columns` columns (-1: all).")
       .def(
           "csc",
           [](const BlockSparseMatrix& R, bool f64, const py::object& num_threads_arg,
-             const py::object& columns_arg) {
-            const int num_threads = recsketch_bind::check_num_threads(
-                recsketch_bind::int_arg<int>(num_threads_arg, "num_threads"));
-            const auto columns = recsketch_bind::int_arg<std::int64_t>(columns_arg, "columns");
-            const std::int64_t d = R.family().d();
-            if (columns < -1 || columns > d)
-              throw std::invalid_argument("columns must be in [0, " + std::to_string(d) +
-                                          "] (or -1 for all), got " + std::to_string(columns));
-            const std::int64_t m = columns < 0 ? d : columns;
+             const py::object& columns) {
+            const int num_threads = recsketch_bind::num_threads_arg(num_threads_arg);
+            const std::int64_t m = columns_arg(R, columns);
             std::vector<std::int64_t> counts(static_cast<std::size_t>(m));
             recsketch_bind::without_gil([&] {
               recsketch::block_sparse_column_counts(R, counts.data(), num_threads, m);
@@ -151,9 +160,12 @@ void register_matrices(py::module_& m) {
            })
       .def(
           "random_string",
-          [](const BlockSparseMatrix& R, std::int64_t j) {
+          [](const BlockSparseMatrix& R, const py::object& column) {
+            const auto j = recsketch_bind::int_arg<std::int64_t>(column, "column");
             if (j < 0 || j >= R.family().d())
-              throw std::invalid_argument("column index out of range");
+              throw std::invalid_argument("column must be in [0, " +
+                                          std::to_string(R.family().d()) + "), got " +
+                                          std::to_string(j));
             std::vector<std::uint64_t> bits(static_cast<std::size_t>((R.family().third() + 63) / 64));
             R.random_string_bits(j, bits.data());
             return sign_array<std::int8_t>(bits.data(), R.family().third());
@@ -161,29 +173,36 @@ void register_matrices(py::module_& m) {
           py::arg("column"));
 
   py::class_<OrthogonalMatrix>(m, "OrthogonalMatrix")
-      .def(py::init<std::int64_t, std::uint64_t, std::uint64_t>(), py::arg("d_sketch"),
-           py::arg("seed"), py::arg("key"))
+      .def(py::init([](const py::object& d, const py::object& seed, const py::object& key) {
+             return std::make_unique<OrthogonalMatrix>(
+                 recsketch_bind::int_arg<std::int64_t>(d, "d_sketch"),
+                 recsketch_bind::int_arg<std::uint64_t>(seed, "seed"),
+                 recsketch_bind::int_arg<std::uint64_t>(key, "key"));
+           }),
+           py::arg("d_sketch"), py::arg("seed"), py::arg("key"))
       .def_property_readonly("seed", &OrthogonalMatrix::seed)
       .def_property_readonly("key", &OrthogonalMatrix::key)
       .def(
           "apply",
           [](const OrthogonalMatrix& R, const py::array& x, bool transpose, bool half,
-             int num_threads) {
-            recsketch_bind::check_num_threads(num_threads);
+             const py::object& num_threads_arg) {
+            const int num_threads = recsketch_bind::num_threads_arg(num_threads_arg);
             return apply_checked(R.d(), x, transpose, half,
                                  [&](auto* src, std::int64_t n, std::int64_t cols, auto* dst) {
                                    recsketch::orthogonal_apply(R, src, n, cols, dst, transpose,
                                                                half, num_threads);
                                  });
           },
-          py::arg("x"), py::arg("transpose") = false, py::arg("half") = false,
-          py::arg("num_threads") = 0)
+          py::arg("x"), py::arg("transpose").noconvert() = false,
+          py::arg("half").noconvert() = false, py::arg("num_threads") = 0)
       .def(
           "signs",
-          [](const OrthogonalMatrix& R, int round) {
-            if (round < 1 || round > 3) throw std::invalid_argument("round must be 1, 2 or 3");
+          [](const OrthogonalMatrix& R, const py::object& round_arg) {
+            const auto round = recsketch_bind::int_arg<std::int64_t>(round_arg, "round");
+            if (round < 1 || round > 3)
+              throw std::invalid_argument("round must be 1, 2 or 3, got " + std::to_string(round));
             std::vector<std::uint64_t> bits(static_cast<std::size_t>((R.d() + 63) / 64));
-            R.sign_bits(round, bits.data());
+            R.sign_bits(static_cast<int>(round), bits.data());
             return sign_array<std::int8_t>(bits.data(), R.d());
           },
           py::arg("round"));
