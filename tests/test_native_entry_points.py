@@ -349,7 +349,7 @@ def test_max_d_sketch_comes_from_the_core():
 # runs the cases in order until one kills it; the next child resumes after it), so an abort,
 # a segfault or a hang fails that case, not the test run.
 
-INT, UINT, REAL, FLAG, THREADS, ARRAY = "int", "uint", "real", "flag", "threads", "array"
+INT, UINT, REAL, FLAG, THREADS, ARRAY, STR = "int", "uint", "real", "flag", "threads", "array", "str"
 
 X256 = X[:, :256].copy()
 Y_DECODE = np.ones((3, 36), np.int8)
@@ -409,7 +409,7 @@ ENTRY_POINTS = {
                     dict(column=INT, b_m=INT, b_s=INT, d_sketch=INT, block_size=INT)),
     "min_block_size": (_core.min_block_size, dict(d_sketch=360), dict(d_sketch=INT)),
     "mix64": (_core.mix64, dict(z=12345), dict(z=UINT)),
-    "module_key": (_core.module_key, dict(name="a", slot=1), dict(slot=UINT)),
+    "module_key": (_core.module_key, dict(name="a", slot=1), dict(name=STR, slot=UINT)),
     "paper_density": (_core.paper_density, dict(d_sketch=360), dict(d_sketch=INT)),
     "position_key": (_core.position_key, dict(i=3), dict(i=UINT)),
     "scan_blocks": (_core.scan_blocks, dict(Y=Y_SCAN, block_size=36, density=0.3, tau=0.3,
@@ -418,7 +418,7 @@ ENTRY_POINTS = {
                          num_threads=THREADS)),
     "set_walk_cache_limit": (_core.set_walk_cache_limit,
                              dict(bytes=_core.walk_cache_info()["limit"]), dict(bytes=UINT)),
-    "set_wht_path": (_core.set_wht_path, dict(path="auto"), {}),
+    "set_wht_path": (_core.set_wht_path, dict(path="auto"), dict(path=STR)),
     "sketch_graphs": (_sketch_call, dict(d=360, float64=True, return_objects=False, num_threads=1),
                       dict(d=INT, float64=FLAG, return_objects=FLAG, num_threads=THREADS)),
     "walk_cache_info": (_core.walk_cache_info, {}, {}),
@@ -476,6 +476,11 @@ def _bad_values(kind, arg):
         for label, value in [("nan", np.nan), ("inf", np.inf), ("-inf", -np.inf), ("-0.3", -0.3),
                              ("0", 0.0), ("1e400", 10**400)]:
             yield label, value, ValueError, arg
+    if kind == STR:
+        for label, value, what in [("bytes", b"auto", "bytes"), ("int", 1, "int"),
+                                   ("None", None, "NoneType")]:
+            yield label, value, TypeError, f"{arg} must be a str, got {what}"
+        yield "lone surrogate", "\ud800", ValueError, f"{arg} is not encodable as UTF-8"
     if kind == FLAG:
         # a flag is True/False (or a NumPy bool), not any object with a truth value
         for label, value in [("2", 2), ("1", 1), ("0", 0), ("None", None), ("1.0", 1.0),
@@ -508,6 +513,7 @@ _OUT_OF_RANGE = {
     ("scan_blocks", "block_size"): [0, 35, 195, 2**62],
     ("scan_blocks", "first_sample"): [-1, 2**63 - 1],
     ("sketch_graphs", "d"): [0, -360, 512, 2**31, 2**62],
+    ("set_wht_path", "path"): ["AVX2", "", "auto\0"],
 }
 
 # Bad reals of the right type, beyond the generic ones.
@@ -576,10 +582,10 @@ def bad_argument_cases():
             for label, value, exc, pattern in _bad_values(kind, arg):
                 yield f"{name}:{arg}={label}", name, {arg: value}, exc, pattern
             for value in _OUT_OF_RANGE.get((name, arg), []):
-                yield f"{name}:{arg}={value}", name, {arg: value}, ValueError, ""
+                yield f"{name}:{arg}={value!r}", name, {arg: value}, ValueError, ""
             for value in _REAL_OUT_OF_RANGE.get((name, arg), []):
                 yield f"{name}:{arg}={value}", name, {arg: value}, ValueError, arg
-        # a keyword nobody takes, and a missing one
+        # a keyword nobody takes
         yield f"{name}:unknown keyword", name, {"no_such_argument": 1}, TypeError, ""
     # sketch_graphs' arrays and lists (sizes and orders are in bad_batches above)
     for label, value in [("complex", np.array([0.6, 0.8, 1.0, 0.0, 1.0]) + 0j),
@@ -746,3 +752,51 @@ def test_sketch_graphs_holds_its_matrices_while_the_kernel_runs():
     """)
     assert code == 0, out
     assert "same sketches" in out, out
+
+
+def test_an_uninitialised_instance_is_refused():
+    # Cls.__new__(Cls) skips __init__; pybind11 then handed methods unconstructed storage:
+    # OrthogonalMatrix.apply tried to allocate 688 TiB, BlockSparseFamily.gap segfaulted.
+    code, out = run_isolated("""
+        import numpy as np
+        from recsketch import _core
+        import test_native_entry_points as t
+
+        def blank(cls):
+            return cls.__new__(cls)
+
+        calls = {}
+        for name, (call, good, _) in t.ENTRY_POINTS.items():
+            cls_name, _, method = name.partition(".")
+            cls = getattr(_core, cls_name)
+            if method and isinstance(cls, type):
+                calls[name] = lambda cls=cls, method=method, good=good: \\
+                    getattr(blank(cls), method)(**good)
+        for cls, props in [(_core.BlockSparseFamily, ["d_sketch", "block_size", "density",
+                                                      "n_blocks", "index_bits", "scale"]),
+                           (_core.BlockSparseMatrix, ["seed", "key", "block_size", "density"]),
+                           (_core.OrthogonalMatrix, ["seed", "key"])]:
+            for p in props:
+                calls[f"{cls.__name__}.{p}"] = lambda cls=cls, p=p: getattr(blank(cls), p)
+        calls["BlockSparseMatrix(blank family)"] = \\
+            lambda: _core.BlockSparseMatrix(blank(_core.BlockSparseFamily), 1, 2)
+        calls["sketch_graphs(blank matrix)"] = lambda: t._sketch_call(
+            modules=[(blank(_core.BlockSparseMatrix),) * 3] * 2)
+        for name, call in calls.items():
+            try:
+                call()
+            except (TypeError, ValueError, RuntimeError) as exc:
+                print(name, "refused:", type(exc).__name__, exc, flush=True)
+            else:
+                print(name, "ACCEPTED", flush=True)
+        print("done", len(calls))
+    """.replace("import test_native_entry_points",
+                f"import sys; sys.path.insert(0, {os.path.dirname(__file__)!r}); "
+                "import test_native_entry_points"))
+    assert code == 0, out
+    lines = out.splitlines()
+    assert lines[-1].startswith("done"), out
+    n = int(lines[-1].split()[1])
+    refused = [line for line in lines if " refused: TypeError" in line
+               and "is not initialised" in line]
+    assert len(refused) == n, out

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "arrays.hpp"
+#include "initialized.hpp"
 #include "recsketch/block_sparse.hpp"
 #include "recsketch/enc.hpp"
 #include "recsketch/walk_cache.hpp"

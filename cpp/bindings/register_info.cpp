@@ -72,7 +72,8 @@ void register_info(py::module_& m) {
 
   m.def(
       "set_wht_path",
-      [](const std::string& path) {
+      [](const py::object& path_arg) {
+        const std::string path = recsketch_bind::str_arg(path_arg, "path");
         if (path == "auto")
           recsketch::set_wht_path(recsketch::WhtPath::automatic);
         else if (path == "portable")
@@ -139,8 +140,9 @@ void register_info(py::module_& m) {
       "Test hook: pool threads created, times one woke up, times one joined a loop.");
 
   m.def("module_key",
-        [](const std::string& name, const py::object& slot) {
-          return recsketch::module_key(name, recsketch_bind::int_arg<std::uint64_t>(slot, "slot"));
+        [](const py::object& name, const py::object& slot) {
+          return recsketch::module_key(recsketch_bind::str_arg(name, "name"),
+                                       recsketch_bind::int_arg<std::uint64_t>(slot, "slot"));
         },
         py::arg("name"), py::arg("slot"),
         "64-bit key of R[name, slot]: FNV-1a of the UTF-8 name, mixed with the slot.");

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "arrays.hpp"
+#include "initialized.hpp"
 #include "recsketch/block_sparse_kernels.hpp"
 #include "recsketch/orthogonal.hpp"
 
@@ -88,9 +89,13 @@ py::tuple csc_arrays(const BlockSparseMatrix& R, const std::vector<std::int64_t>
 
 void register_matrices(py::module_& m) {
   py::class_<BlockSparseMatrix>(m, "BlockSparseMatrix")
-      .def(py::init([](std::shared_ptr<const BlockSparseFamily> family, const py::object& seed,
+      .def(py::init([](const py::object& family_arg, const py::object& seed,
                        const py::object& key) {
-             if (!family) throw py::type_error("family must be a BlockSparseFamily, got None");
+             if (!py::isinstance<BlockSparseFamily>(family_arg))
+               throw py::type_error("family must be a BlockSparseFamily, got " +
+                                    recsketch_bind::type_name(family_arg));
+             family_arg.cast<const BlockSparseFamily&>();  // TypeError if never initialised
+             auto family = family_arg.cast<std::shared_ptr<const BlockSparseFamily>>();
              return std::make_unique<BlockSparseMatrix>(
                  std::move(family), recsketch_bind::int_arg<std::uint64_t>(seed, "seed"),
                  recsketch_bind::int_arg<std::uint64_t>(key, "key"));
@@ -125,11 +130,11 @@ void register_matrices(py::module_& m) {
           [](const BlockSparseMatrix& R, const py::object& num_threads_arg,
              const py::object& columns) {
             const int num_threads = recsketch_bind::num_threads_arg(num_threads_arg);
-            const std::int64_t m = columns_arg(R, columns);
-            py::array_t<std::int64_t> counts(m);
+            const std::int64_t cols = columns_arg(R, columns);
+            py::array_t<std::int64_t> counts(cols);
             std::int64_t* p = counts.mutable_data();
             recsketch_bind::without_gil(
-                [&] { recsketch::block_sparse_column_counts(R, p, num_threads, m); });
+                [&] { recsketch::block_sparse_column_counts(R, p, num_threads, cols); });
             return counts;
           },
           py::arg("num_threads") = 0, py::arg("columns") = -1,
@@ -139,10 +144,10 @@ void register_matrices(py::module_& m) {
           [](const BlockSparseMatrix& R, bool f64, const py::object& num_threads_arg,
              const py::object& columns) {
             const int num_threads = recsketch_bind::num_threads_arg(num_threads_arg);
-            const std::int64_t m = columns_arg(R, columns);
-            std::vector<std::int64_t> counts(static_cast<std::size_t>(m));
+            const std::int64_t cols = columns_arg(R, columns);
+            std::vector<std::int64_t> counts(static_cast<std::size_t>(cols));
             recsketch_bind::without_gil([&] {
-              recsketch::block_sparse_column_counts(R, counts.data(), num_threads, m);
+              recsketch::block_sparse_column_counts(R, counts.data(), num_threads, cols);
             });
             std::int64_t nnz = 0;
             for (std::int64_t c : counts) nnz += c * R.family().block_size();

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "arrays.hpp"
+#include "initialized.hpp"
 #include "recsketch/sketch.hpp"
 
 namespace py = pybind11;

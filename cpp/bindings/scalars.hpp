@@ -1,8 +1,9 @@
-// Scalar arguments of the native entry points: integers, reals and thread counts, checked with
-// errors that name the argument. They are taken as py::object because pybind11's own casters
-// convert too much: its int caster accepts True/False (bool is a subclass of int) and, converting,
-// NumPy bools and any NumPy float (np.float32(1.5) became 1); its float caster accepts bools.
-// The Python layer refuses all of these, so the native entry points do too.
+// Scalar arguments of the native entry points: integers, reals, strings and thread counts,
+// checked with errors that name the argument. They are taken as py::object because pybind11's
+// own casters convert too much: its int caster accepts True/False (bool is a subclass of int)
+// and, converting, NumPy bools and any NumPy float (np.float32(1.5) became 1); its float caster
+// accepts bools; its string caster accepts bytes. The Python layer refuses all of these, so the
+// native entry points do too.
 #pragma once
 
 #include <pybind11/pybind11.h>
@@ -64,6 +65,17 @@ inline double real_arg(const py::handle& h, const char* name) {
   } catch (const py::cast_error&) {  // an integer beyond the range of double
     throw std::invalid_argument(std::string(name) + " is out of range, got " +
                                 std::string(py::str(h)));
+  }
+}
+
+// A str (not bytes), as UTF-8.
+inline std::string str_arg(const py::handle& h, const char* name) {
+  if (!PyUnicode_Check(h.ptr()))
+    throw py::type_error(std::string(name) + " must be a str, got " + type_name(h));
+  try {
+    return h.cast<std::string>();
+  } catch (const py::cast_error&) {  // a lone surrogate has no UTF-8 form
+    throw std::invalid_argument(std::string(name) + " is not encodable as UTF-8");
   }
 }
 
