@@ -201,6 +201,8 @@ def bad_batches():
     yield "input_ptr decreasing", dict(input_ptr=np.array([0, 0, 0, 3, 2]))
     yield "input_row out of range", dict(input_row=np.array([0, 99, 2]))
     yield "input_row negative", dict(input_row=np.array([0, -1, 2]))
+    yield "input_row a self-loop", dict(input_row=np.array([0, 2, 2]))
+    yield "input_row a later row (cycle)", dict(input_row=np.array([0, 3, 2]))
     yield "weights NaN", dict(input_weight=np.array([0.5, np.nan, 1.0]))
     yield "weights negative", dict(input_weight=np.array([0.5, -0.5, 1.0]))
     yield "attributes infinite", dict(attr=np.array([0.6, np.inf, 1.0, 0.0, 1.0]))
