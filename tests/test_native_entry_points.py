@@ -487,7 +487,7 @@ def _bad_values(kind, arg):
         # a flag is True/False (or a NumPy bool), not any object with a truth value
         for label, value in [("2", 2), ("1", 1), ("0", 0), ("None", None), ("1.0", 1.0),
                              ("str", "yes"), ("array", np.array([True]))]:
-            yield label, value, TypeError, "incompatible function arguments"
+            yield label, value, TypeError, f"{arg} must be a bool, got {type(value).__name__}"
 
 
 # Out-of-range integers of the right type, per entry point and argument.

@@ -110,8 +110,10 @@ void register_matrices(py::module_& m) {
                              [](const BlockSparseMatrix& R) { return R.family().density(); })
       .def(
           "apply",
-          [](const BlockSparseMatrix& R, const py::array& x, bool transpose, bool half,
-             const py::object& num_threads_arg) {
+          [](const BlockSparseMatrix& R, const py::array& x, const py::object& transpose_arg,
+             const py::object& half_arg, const py::object& num_threads_arg) {
+            const bool transpose = recsketch_bind::flag_arg(transpose_arg, "transpose");
+            const bool half = recsketch_bind::flag_arg(half_arg, "half");
             const int num_threads = recsketch_bind::num_threads_arg(num_threads_arg);
             return apply_checked(R.family().d(), x, transpose, half,
                                  [&](auto* src, std::int64_t n, std::int64_t cols, auto* dst) {
@@ -123,8 +125,8 @@ void register_matrices(py::module_& m) {
                                                                      num_threads);
                                  });
           },
-          py::arg("x"), py::arg("transpose").noconvert() = false,
-          py::arg("half").noconvert() = false, py::arg("num_threads") = 0)
+          py::arg("x"), py::arg("transpose") = false, py::arg("half") = false,
+          py::arg("num_threads") = 0)
       .def(
           "column_counts",
           [](const BlockSparseMatrix& R, const py::object& num_threads_arg,
@@ -141,8 +143,9 @@ void register_matrices(py::module_& m) {
           "Number of nonzero blocks of each of the first `columns` columns (-1: all).")
       .def(
           "csc",
-          [](const BlockSparseMatrix& R, bool f64, const py::object& num_threads_arg,
-             const py::object& columns) {
+          [](const BlockSparseMatrix& R, const py::object& float64,
+             const py::object& num_threads_arg, const py::object& columns) {
+            const bool f64 = recsketch_bind::flag_arg(float64, "float64");
             const int num_threads = recsketch_bind::num_threads_arg(num_threads_arg);
             const std::int64_t cols = columns_arg(R, columns);
             std::vector<std::int64_t> counts(static_cast<std::size_t>(cols));
@@ -155,7 +158,7 @@ void register_matrices(py::module_& m) {
             return nnz < 2147483647 ? csc_arrays<std::int32_t>(R, counts, f64, num_threads)
                                     : csc_arrays<std::int64_t>(R, counts, f64, num_threads);
           },
-          py::arg("float64").noconvert() = true, py::arg("num_threads") = 0,
+          py::arg("float64") = true, py::arg("num_threads") = 0,
           py::arg("columns") = -1,
           "(data, indices, indptr) of the matrix's first `columns` columns (-1: all) in CSC "
           "form.")
@@ -189,8 +192,10 @@ void register_matrices(py::module_& m) {
       .def_property_readonly("key", &OrthogonalMatrix::key)
       .def(
           "apply",
-          [](const OrthogonalMatrix& R, const py::array& x, bool transpose, bool half,
-             const py::object& num_threads_arg) {
+          [](const OrthogonalMatrix& R, const py::array& x, const py::object& transpose_arg,
+             const py::object& half_arg, const py::object& num_threads_arg) {
+            const bool transpose = recsketch_bind::flag_arg(transpose_arg, "transpose");
+            const bool half = recsketch_bind::flag_arg(half_arg, "half");
             const int num_threads = recsketch_bind::num_threads_arg(num_threads_arg);
             return apply_checked(R.d(), x, transpose, half,
                                  [&](auto* src, std::int64_t n, std::int64_t cols, auto* dst) {
@@ -198,8 +203,8 @@ void register_matrices(py::module_& m) {
                                                                half, num_threads);
                                  });
           },
-          py::arg("x"), py::arg("transpose").noconvert() = false,
-          py::arg("half").noconvert() = false, py::arg("num_threads") = 0)
+          py::arg("x"), py::arg("transpose") = false, py::arg("half") = false,
+          py::arg("num_threads") = 0)
       .def(
           "signs",
           [](const OrthogonalMatrix& R, const py::object& round_arg) {

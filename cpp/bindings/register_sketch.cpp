@@ -83,9 +83,11 @@ void register_sketch(py::module_& m) {
          const IndexArray<std::int64_t>& graph_ptr, const IndexArray<std::int32_t>& module,
          const IndexArray<std::int64_t>& attr_ptr, const py::object& attr_arg,
          const IndexArray<std::int64_t>& input_ptr, const IndexArray<std::int64_t>& input_row,
-         const py::object& input_weight_arg, bool float64, bool return_objects,
-         const py::object& num_threads_arg, const py::list& leaf_embed_arg,
-         const py::object& embedded) {
+         const py::object& input_weight_arg, const py::object& float64_arg,
+         const py::object& return_objects_arg, const py::object& num_threads_arg,
+         const py::list& leaf_embed_arg, const py::object& embedded) {
+        const bool float64 = recsketch_bind::flag_arg(float64_arg, "float64");
+        const bool return_objects = recsketch_bind::flag_arg(return_objects_arg, "return_objects");
         // Tuples of the caller's lists, owned for the whole call: the kernel runs without the
         // GIL, and another thread emptying a list would free the matrices or leaf embeddings
         // under it.
@@ -184,8 +186,8 @@ void register_sketch(py::module_& m) {
       },
       py::arg("modules"), py::arg("positions"), py::arg("d"), py::arg("graph_ptr"),
       py::arg("module"), py::arg("attr_ptr"), py::arg("attr"), py::arg("input_ptr"),
-      py::arg("input_row"), py::arg("input_weight"), py::arg("float64").noconvert(),
-      py::arg("return_objects").noconvert(), py::arg("num_threads") = 0,
+      py::arg("input_row"), py::arg("input_weight"), py::arg("float64"),
+      py::arg("return_objects"), py::arg("num_threads") = 0,
       py::arg("leaf_embed") = py::list(), py::arg("embedded") = py::none(),
       "Sketches a batch of flattened graphs, level by level (recsketch/sketch.hpp); returns "
       "(overall, objects or None).");

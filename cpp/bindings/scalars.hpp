@@ -1,9 +1,9 @@
-// Scalar arguments of the native entry points: integers, reals, strings and thread counts,
-// checked with errors that name the argument. They are taken as py::object because pybind11's
-// own casters convert too much: its int caster accepts True/False (bool is a subclass of int)
-// and, converting, NumPy bools and any NumPy float (np.float32(1.5) became 1); its float caster
-// accepts bools; its string caster accepts bytes. The Python layer refuses all of these, so the
-// native entry points do too.
+// Scalar arguments of the native entry points: integers, reals, flags, strings and thread
+// counts, checked with errors that name the argument. They are taken as py::object because
+// pybind11's own casters convert too much: its int caster accepts True/False (bool is a
+// subclass of int) and, converting, NumPy bools and any NumPy float (np.float32(1.5) became 1);
+// its float caster accepts bools; its bool caster any object with a truth value; its string
+// caster bytes. The Python layer refuses all of these, so the native entry points do too.
 #pragma once
 
 #include <pybind11/pybind11.h>
@@ -66,6 +66,14 @@ inline double real_arg(const py::handle& h, const char* name) {
     throw std::invalid_argument(std::string(name) + " is out of range, got " +
                                 std::string(py::str(h)));
   }
+}
+
+// A flag: True/False or a NumPy bool, not any object with a truth value (pybind11's bool caster,
+// converting, took 2, None, 1.0 and one-element arrays).
+inline bool flag_arg(const py::handle& h, const char* name) {
+  if (!is_bool(h))
+    throw py::type_error(std::string(name) + " must be a bool, got " + type_name(h));
+  return h.cast<bool>();
 }
 
 // A str (not bytes), as UTF-8.
