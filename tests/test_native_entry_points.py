@@ -351,7 +351,8 @@ def test_max_d_sketch_comes_from_the_core():
 # runs the cases in order until one kills it; the next child resumes after it), so an abort,
 # a segfault or a hang fails that case, not the test run.
 
-INT, UINT, REAL, FLAG, THREADS, ARRAY, STR = "int", "uint", "real", "flag", "threads", "array", "str"
+INT, UINT, REAL, FLAG, THREADS, ARRAY, STR = ("int", "uint", "real", "flag", "threads", "array",
+                                             "str")
 
 X256 = X[:, :256].copy()
 Y_DECODE = np.ones((3, 36), np.int8)
@@ -453,7 +454,8 @@ def test_every_native_entry_point_is_listed():
 # Bad values by kind: (label, value, exception, message pattern).
 _NOT_INTEGERS = [("True", True, "a bool"), ("np.True_", np.True_, "a bool"),
                  ("False", False, "a bool"), ("1.0", 1.0, "float"),
-                 ("np.float32", np.float32(2.0), "float32"), ("np.float64", np.float64(2.0), "float"),
+                 ("np.float32", np.float32(2.0), "float32"),
+                 ("np.float64", np.float64(2.0), "float"),
                  ("str", "1", "str"), ("None", None, "NoneType"), ("complex", 1 + 0j, "complex"),
                  ("array", np.array([1]), "ndarray")]
 
@@ -536,7 +538,8 @@ def _float_matrix_cases(arg, good):
     """Bad float matrices for an argument that takes a C-contiguous float32/float64 (n, d)."""
     n, d = good.shape
     for dt in (np.int64, np.int32, np.float16, np.complex128, np.bool_, object, "U3"):
-        yield f"dtype {np.dtype(dt)}", good.astype(dt), TypeError, f"{arg} must be a float32 or float64"
+        yield (f"dtype {np.dtype(dt)}", good.astype(dt), TypeError,
+               f"{arg} must be a float32 or float64")
     yield "a list", good.tolist(), TypeError, "incompatible function arguments"
     yield "1-D", good[0].copy(), ValueError, f"{arg} must be 2-D"
     yield "3-D", good[None].copy(), ValueError, f"{arg} must be 2-D"
