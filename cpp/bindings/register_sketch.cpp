@@ -91,8 +91,9 @@ void register_sketch(py::module_& m) {
         // Tuples of the caller's lists, owned for the whole call: the kernel runs without the
         // GIL, and another thread emptying a list would free the matrices or leaf embeddings
         // under it.
-        const py::tuple modules(modules_arg), positions(positions_arg),
-            leaf_embed(leaf_embed_arg);
+        using recsketch_bind::gil_owned;
+        const gil_owned<py::tuple> modules{py::tuple(modules_arg)},
+            positions{py::tuple(positions_arg)}, leaf_embed{py::tuple(leaf_embed_arg)};
         const int num_threads = recsketch_bind::num_threads_arg(num_threads_arg);
         const auto d = recsketch_bind::int_arg<std::int64_t>(d_arg, "d");
         if (d < 1 || d > recsketch::kMaxDSketch)
@@ -144,12 +145,13 @@ void register_sketch(py::module_& m) {
         g.module = data_of(module, rows, "module");
         g.attr_ptr = data_of(attr_ptr, rows + 1, "attr_ptr");
         check_offsets(g.attr_ptr, rows + 1, "attr_ptr");
-        const auto attr = recsketch_bind::real_array(attr_arg, "attr");
+        const gil_owned<recsketch_bind::RealArray> attr{recsketch_bind::real_array(attr_arg, "attr")};
         g.attr = data_of(attr, g.attr_ptr[rows], "attr");
         g.input_ptr = data_of(input_ptr, rows + 1, "input_ptr");
         check_offsets(g.input_ptr, rows + 1, "input_ptr");
         g.input_row = data_of(input_row, g.input_ptr[rows], "input_row");
-        const auto input_weight = recsketch_bind::real_array(input_weight_arg, "input_weight");
+        const gil_owned<recsketch_bind::RealArray> input_weight{
+            recsketch_bind::real_array(input_weight_arg, "input_weight")};
         g.input_weight = data_of(input_weight, g.input_ptr[rows], "input_weight");
         IndexArray<std::uint8_t> flags;
         if (!embedded.is_none()) {
