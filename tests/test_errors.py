@@ -122,6 +122,39 @@ def test_orthogonal_to_scipy_refuses_huge_matrices_before_allocating():
     np.testing.assert_allclose(np.sqrt(S.multiply(S).sum(axis=0)), 1.0, rtol=1e-5)
 
 
+def test_block_sparse_to_scipy_refuses_huge_matrices_before_allocating():
+    import tracemalloc
+
+    import scipy.sparse  # noqa: F401  (imported before the memory is traced)
+
+    d = 24576
+    # density 1: all d / b blocks of every column are nonzero, b entries each: d per column
+    R = rs.Sketcher(d, block_size=96, density=1.0).module_matrix("a", 0)
+    csc = d * d * (8 + 4) + (d + 1) * 4        # float64 values, int32 indices and indptr
+    csr = d * d * (8 + 4) + (d + 1) * 4        # CSR is converted from CSC: both at once
+    big = rs.Sketcher(3 * 2**28, block_size=192).module_matrix("a", 0)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=rf"have {d * d} nonzeros: to_scipy\(\) would need "
+                                             rf"{csc} bytes \(6\.8 GiB, limit 4 GiB\)"):
+            R.to_scipy(format="csc")
+        with pytest.raises(ValueError, match=rf"would need {csc + csr} bytes"):
+            R.to_scipy()
+        # counting the nonzeros of 2^29 + 1 columns alone takes more than 4 GiB
+        with pytest.raises(ValueError, match=rf"more than {8 * (2**29 + 1)} bytes .* to count"):
+            big.to_scipy(columns=2**29 + 1)
+        with pytest.raises(ValueError, match="columns must be <="):
+            big.to_scipy(columns=2**62)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20, peak   # refused before anything of that size was allocated
+    # a few columns are fine, and are the matrix's columns
+    S = R.to_scipy(np.float32, columns=3, format="csc")
+    assert S.shape == (d, 3) and S.nnz == 3 * d
+    np.testing.assert_allclose(S.toarray().T, R.matvec(np.eye(3, d)).astype(np.float32))
+
+
 def test_enc_and_decoder_arguments():
     with pytest.raises(ValueError, match="outside"):
         rs.enc_pattern(360, 1, 1, 360, 36)

@@ -201,6 +201,8 @@ def bad_batches():
     yield "input_ptr decreasing", dict(input_ptr=np.array([0, 0, 0, 3, 2]))
     yield "input_row out of range", dict(input_row=np.array([0, 99, 2]))
     yield "input_row negative", dict(input_row=np.array([0, -1, 2]))
+    yield "input_row a self-loop", dict(input_row=np.array([0, 2, 2]))
+    yield "input_row a later row (cycle)", dict(input_row=np.array([0, 3, 2]))
     yield "weights NaN", dict(input_weight=np.array([0.5, np.nan, 1.0]))
     yield "weights negative", dict(input_weight=np.array([0.5, -0.5, 1.0]))
     yield "attributes infinite", dict(attr=np.array([0.6, np.inf, 1.0, 0.0, 1.0]))
@@ -339,3 +341,467 @@ def test_num_threads_above_the_openmp_thread_limit_is_refused():
 def test_max_d_sketch_comes_from_the_core():
     from recsketch import _checks
     assert _checks.MAX_D_SKETCH == _core.MAX_D_SKETCH == 2**31 - 1
+
+
+# -- every entry point of recsketch._core against bad arguments -------------------------------
+#
+# Each entry point has a valid call (ENTRY_POINTS: callable, keyword arguments, and the kind of
+# each argument); bad_argument_cases() derives the bad calls from the kinds, so a new argument
+# of a known kind is covered by listing it. All cases run in child interpreters (one child
+# runs the cases in order until one kills it; the next child resumes after it), so an abort,
+# a segfault or a hang fails that case, not the test run.
+
+INT, UINT, REAL, FLAG, THREADS, ARRAY, STR = ("int", "uint", "real", "flag", "threads", "array",
+                                             "str")
+
+X256 = X[:, :256].copy()
+Y_DECODE = np.ones((3, 36), np.int8)
+
+
+def _sketch_call(**changes):
+    args = sketch_args(SK, [small_graph()])
+    args.update(changes)
+    return _core.sketch_graphs(**args)
+
+
+def _embedded_leaf_args():
+    """sketch_graphs arguments with a leaf embedding for module "leaf" (k = 2) and its two
+    leaves flagged embedded."""
+    args = sketch_args(SK, [small_graph()])
+    A = np.random.default_rng(3).standard_normal((3, SK.d_sketch))
+    embedded = np.zeros(4, np.uint8)
+    embedded[:2] = 1
+    args.update(leaf_embed=[A, None], embedded=embedded)
+    return args
+
+
+# name -> (callable, valid keyword arguments, {argument: kind})
+ENTRY_POINTS = {
+    "BlockSparseFamily": (_core.BlockSparseFamily,
+                          dict(d_sketch=360, block_size=36, density=0.3),
+                          dict(d_sketch=INT, block_size=INT, density=REAL)),
+    "BlockSparseFamily.gap": (FAMILY.gap, dict(u32=5), dict(u32=UINT)),
+    "BlockSparseMatrix": (_core.BlockSparseMatrix, dict(family=FAMILY, seed=1, key=2),
+                          dict(seed=UINT, key=UINT)),
+    "BlockSparseMatrix.apply": (BS.apply, dict(x=X, transpose=False, half=False, num_threads=1),
+                                dict(x=ARRAY, transpose=FLAG, half=FLAG, num_threads=THREADS)),
+    "BlockSparseMatrix.column_counts": (BS.column_counts, dict(num_threads=1, columns=-1),
+                                        dict(num_threads=THREADS, columns=INT)),
+    "BlockSparseMatrix.csc": (BS.csc, dict(float64=True, num_threads=1, columns=5),
+                              dict(float64=FLAG, num_threads=THREADS, columns=INT)),
+    "BlockSparseMatrix.random_string": (BS.random_string, dict(column=3), dict(column=INT)),
+    "BlockSparseMatrix.signature": (BS.signature, {}, {}),
+    "OrthogonalMatrix": (_core.OrthogonalMatrix, dict(d_sketch=256, seed=1, key=2),
+                         dict(d_sketch=INT, seed=UINT, key=UINT)),
+    "OrthogonalMatrix.apply": (ORTH.apply, dict(x=X256, transpose=False, half=False,
+                                                num_threads=1),
+                               dict(x=ARRAY, transpose=FLAG, half=FLAG, num_threads=THREADS)),
+    "OrthogonalMatrix.signs": (ORTH.signs, dict(round=2), dict(round=INT)),
+    "_parallel_probe": (_core._parallel_probe, dict(n=4, num_threads=1, throw_from=-1),
+                        dict(n=INT, num_threads=THREADS, throw_from=INT)),
+    "_pool_stats": (_core._pool_stats, {}, {}),
+    "_set_sketch_working_bytes": (_core._set_sketch_working_bytes,
+                                  dict(n=_core._set_sketch_working_bytes(1 << 28)), dict(n=INT)),
+    "add_rate_probe": (_core.add_rate_probe, dict(rounds=10), dict(rounds=INT)),
+    "build_info": (_core.build_info, {}, {}),
+    "ceil_log2": (_core.ceil_log2, dict(n=5), dict(n=INT)),
+    "clear_walk_cache": (_core.clear_walk_cache, {}, {}),
+    "decode_blocks": (_core.decode_blocks, dict(blocks=Y_DECODE, d_sketch=360),
+                      dict(blocks=ARRAY, d_sketch=INT)),
+    "enc_pattern": (_core.enc_pattern, dict(column=7, b_m=1, b_s=-1, d_sketch=360, block_size=36),
+                    dict(column=INT, b_m=INT, b_s=INT, d_sketch=INT, block_size=INT)),
+    "min_block_size": (_core.min_block_size, dict(d_sketch=360), dict(d_sketch=INT)),
+    "mix64": (_core.mix64, dict(z=12345), dict(z=UINT)),
+    "module_key": (_core.module_key, dict(name="a", slot=1), dict(name=STR, slot=UINT)),
+    "paper_density": (_core.paper_density, dict(d_sketch=360), dict(d_sketch=INT)),
+    "position_key": (_core.position_key, dict(i=3), dict(i=UINT)),
+    "scan_blocks": (_core.scan_blocks, dict(Y=Y_SCAN, block_size=36, density=0.3, tau=0.3,
+                                            first_sample=0, num_threads=1),
+                    dict(Y=ARRAY, block_size=INT, density=REAL, tau=REAL, first_sample=INT,
+                         num_threads=THREADS)),
+    "set_walk_cache_limit": (_core.set_walk_cache_limit,
+                             dict(bytes=_core.walk_cache_info()["limit"]), dict(bytes=UINT)),
+    "set_wht_path": (_core.set_wht_path, dict(path="auto"), dict(path=STR)),
+    "sketch_graphs": (_sketch_call, dict(d=360, float64=True, return_objects=False, num_threads=1),
+                      dict(d=INT, float64=FLAG, return_objects=FLAG, num_threads=THREADS)),
+    "walk_cache_info": (_core.walk_cache_info, {}, {}),
+}
+
+
+def native_entry_points():
+    """Every function of recsketch._core and every method (constructors included) of its
+    classes, by introspection."""
+    names = set()
+    for name, obj in vars(_core).items():
+        if name.startswith("__"):
+            continue
+        if isinstance(obj, type):
+            for attr, member in vars(obj).items():
+                if attr == "__init__":
+                    names.add(name)
+                elif not attr.startswith("_") and callable(member):
+                    names.add(f"{name}.{attr}")
+        elif callable(obj):
+            names.add(name)
+    return names
+
+
+def test_every_native_entry_point_is_listed():
+    # a new entry point must join ENTRY_POINTS (and so the bad-argument cases below)
+    assert native_entry_points() == set(ENTRY_POINTS)
+
+
+# Bad values by kind: (label, value, exception, message pattern).
+_NOT_INTEGERS = [("True", True, "a bool"), ("np.True_", np.True_, "a bool"),
+                 ("False", False, "a bool"), ("1.0", 1.0, "float"),
+                 ("np.float32", np.float32(2.0), "float32"),
+                 ("np.float64", np.float64(2.0), "float"),
+                 ("str", "1", "str"), ("None", None, "NoneType"), ("complex", 1 + 0j, "complex"),
+                 ("array", np.array([1]), "ndarray")]
+
+
+def _bad_values(kind, arg):
+    if kind in (INT, UINT, THREADS):
+        for label, value, what in _NOT_INTEGERS:
+            yield label, value, TypeError, f"{arg} must be an integer, got {what}"
+        for huge in (2**64, 2**70, -(2**70)):
+            yield str(huge), huge, ValueError, f"{arg} is out of range"
+    if kind == UINT:
+        yield "-1", -1, ValueError, f"{arg} is out of range"
+    if kind == THREADS:
+        for bad in (-1, MAX_NUM_THREADS + 1, 2**31 - 1, 2**62):
+            yield str(bad), bad, ValueError, "num_threads"
+    if kind == REAL:
+        for label, value, what in [("True", True, "a bool"), ("np.True_", np.True_, "a bool"),
+                                   ("str", "0.3", "str"), ("None", None, "NoneType"),
+                                   ("complex", 0.3 + 0j, "complex"),
+                                   ("array", np.array([0.3]), "ndarray")]:
+            yield label, value, TypeError, f"{arg} must be a real number, got {what}"
+        for label, value in [("nan", np.nan), ("inf", np.inf), ("-inf", -np.inf), ("-0.3", -0.3),
+                             ("0", 0.0), ("1e400", 10**400)]:
+            yield label, value, ValueError, arg
+    if kind == STR:
+        for label, value, what in [("bytes", b"auto", "bytes"), ("int", 1, "int"),
+                                   ("None", None, "NoneType")]:
+            yield label, value, TypeError, f"{arg} must be a str, got {what}"
+        yield "lone surrogate", "\ud800", ValueError, f"{arg} is not encodable as UTF-8"
+    if kind == FLAG:
+        # a flag is True/False (or a NumPy bool), not any object with a truth value
+        for label, value in [("2", 2), ("1", 1), ("0", 0), ("None", None), ("1.0", 1.0),
+                             ("str", "yes"), ("array", np.array([True]))]:
+            yield label, value, TypeError, f"{arg} must be a bool, got {type(value).__name__}"
+
+
+# Out-of-range integers of the right type, per entry point and argument.
+_OUT_OF_RANGE = {
+    ("BlockSparseFamily", "d_sketch"): [0, -360, 2**31, 2**62],
+    ("BlockSparseFamily", "block_size"): [0, -36, 35, 33, 2**62],
+    ("BlockSparseFamily.gap", "u32"): [2**32],
+    ("BlockSparseMatrix.column_counts", "columns"): [-2, 361, 2**62],
+    ("BlockSparseMatrix.csc", "columns"): [-2, 361, 2**62],
+    ("BlockSparseMatrix.random_string", "column"): [-1, 360, 2**62],
+    ("OrthogonalMatrix", "d_sketch"): [0, -256, 255, 2**31, 2**62],
+    ("OrthogonalMatrix.signs", "round"): [0, 4, -1, 2**40],
+    ("_parallel_probe", "n"): [-1, 2**21, 2**62],
+    ("_set_sketch_working_bytes", "n"): [0, -1],
+    ("add_rate_probe", "rounds"): [-1, 2**31, 2**62],
+    ("ceil_log2", "n"): [0, -1],
+    ("decode_blocks", "d_sketch"): [0, -360, 2**31, 2**62, 361],
+    ("enc_pattern", "column"): [-1, 360, 2**62],
+    ("enc_pattern", "b_m"): [0, 2, -2],
+    ("enc_pattern", "b_s"): [0, 3],
+    ("enc_pattern", "d_sketch"): [0, 2**31, 2**62],
+    ("enc_pattern", "block_size"): [0, 35, 2**62],
+    ("min_block_size", "d_sketch"): [0, -1, 2**31, 2**62],
+    ("paper_density", "d_sketch"): [0, -1, 2**31, 2**62],
+    ("scan_blocks", "block_size"): [0, 35, 195, 2**62],
+    ("scan_blocks", "first_sample"): [-1, 2**63 - 1],
+    ("sketch_graphs", "d"): [0, -360, 512, 2**31, 2**62],
+    ("set_wht_path", "path"): ["AVX2", "", "auto\0"],
+}
+
+# Bad reals of the right type, beyond the generic ones.
+_REAL_OUT_OF_RANGE = {
+    ("BlockSparseFamily", "density"): [1.5, 2.0**-33],
+    ("scan_blocks", "density"): [1.5],
+    ("scan_blocks", "tau"): [1.0, 2.0],
+}
+
+
+def _unaligned(dtype, n, m):
+    item = np.dtype(dtype).itemsize
+    x = np.frombuffer(bytearray(item * n * m + 1), dtype=dtype, count=n * m, offset=1)
+    return x.reshape(n, m)
+
+
+def _float_matrix_cases(arg, good):
+    """Bad float matrices for an argument that takes a C-contiguous float32/float64 (n, d)."""
+    n, d = good.shape
+    for dt in (np.int64, np.int32, np.float16, np.complex128, np.bool_, object, "U3"):
+        yield (f"dtype {np.dtype(dt)}", good.astype(dt), TypeError,
+               f"{arg} must be a float32 or float64")
+    yield "a list", good.tolist(), TypeError, "incompatible function arguments"
+    yield "1-D", good[0].copy(), ValueError, f"{arg} must be 2-D"
+    yield "3-D", good[None].copy(), ValueError, f"{arg} must be 2-D"
+    yield "0-D", np.float64(1.0), (TypeError, ValueError), arg
+    yield "strided", np.repeat(good, 2, axis=1)[:, ::2], ValueError, "C-contiguous"
+    yield "negative stride", good[:, ::-1], ValueError, "C-contiguous"
+    yield "Fortran order", np.asfortranarray(np.vstack([good, good])), ValueError, "C-contiguous"
+    yield "broadcast 2**50 rows", np.broadcast_to(good[0], (2**50, d)), ValueError, "C-contiguous"
+    yield "unaligned", _unaligned(np.float64, n, d), ValueError, "aligned"
+    for label, value in [("NaN", np.nan), ("inf", np.inf), ("-inf", -np.inf)]:
+        bad = good.copy()
+        bad[-1, -1] = value
+        yield label, bad, ValueError, "NaN or infinity"
+        yield f"{label} float32", bad.astype(np.float32), ValueError, "NaN or infinity"
+
+
+def _array_cases(name):
+    if name.endswith(".apply"):
+        good = ENTRY_POINTS[name][1]["x"]
+        yield from _float_matrix_cases("x", good)
+        yield "too many columns", np.zeros((2, good.shape[1] + 1)), ValueError, "columns"
+    elif name == "scan_blocks":
+        yield from _float_matrix_cases("Y", Y_SCAN)
+        yield "no columns", np.zeros((2, 0)), ValueError, "columns"
+        yield "columns not a multiple of block_size", np.zeros((2, 350)), ValueError, "block_size"
+    elif name == "decode_blocks":
+        for dt in (np.float64, np.int64, np.uint8, np.complex128, object):
+            yield f"dtype {np.dtype(dt)}", Y_DECODE.astype(dt), TypeError, "Cannot cast"
+        yield "1-D", Y_DECODE[0].copy(), ValueError, "2-D"
+        yield "3-D", Y_DECODE[None].copy(), ValueError, "2-D"
+        yield "width 0", np.ones((3, 0), np.int8), ValueError, "block_size"
+        yield "width 33", np.ones((3, 33), np.int8), ValueError, "block_size"
+        yield "width 2**62 (broadcast)", np.broadcast_to(np.int8(1), (1, 2**62)), ValueError, \
+            "block_size"
+
+
+def bad_argument_cases():
+    """(id, entry point, keyword changes, exception, message pattern)."""
+    for name, (_, good, kinds) in ENTRY_POINTS.items():
+        for arg, kind in kinds.items():
+            if kind == ARRAY:
+                for label, value, exc, pattern in _array_cases(name):
+                    yield f"{name}:{arg}={label}", name, {arg: value}, exc, pattern
+                continue
+            for label, value, exc, pattern in _bad_values(kind, arg):
+                yield f"{name}:{arg}={label}", name, {arg: value}, exc, pattern
+            for value in _OUT_OF_RANGE.get((name, arg), []):
+                yield f"{name}:{arg}={value!r}", name, {arg: value}, ValueError, ""
+            for value in _REAL_OUT_OF_RANGE.get((name, arg), []):
+                yield f"{name}:{arg}={value}", name, {arg: value}, ValueError, arg
+        # a keyword nobody takes
+        yield f"{name}:unknown keyword", name, {"no_such_argument": 1}, TypeError, ""
+    # sketch_graphs' arrays and lists (sizes and orders are in bad_batches above)
+    for label, value in [("complex", np.array([0.6, 0.8, 1.0, 0.0, 1.0]) + 0j),
+                         ("bool", np.ones(5, bool)), ("object", np.array([0.6] * 5, object)),
+                         ("str", np.array(["0.6"] * 5)), ("None", None)]:
+        yield f"sketch_graphs:attr={label}", "sketch_graphs", dict(attr=value), TypeError, "attr"
+        yield (f"sketch_graphs:input_weight={label}", "sketch_graphs",
+               dict(input_weight=value[:3] if value is not None else None), TypeError,
+               "input_weight")
+    embedded = _embedded_leaf_args()
+    for label, value in [("NaN", np.nan), ("inf", np.inf)]:
+        bad = embedded["leaf_embed"][0].copy()
+        bad[1, 7] = value
+        yield (f"sketch_graphs:leaf_embed {label}", "sketch_graphs",
+               dict(leaf_embed=[bad, None], embedded=embedded["embedded"]), ValueError,
+               "leaf embedding contains NaN or infinity")
+    yield ("sketch_graphs:graph_ptr huge", "sketch_graphs", dict(graph_ptr=np.array([0, 2**62])),
+           ValueError, "")
+    yield ("sketch_graphs:module list", "sketch_graphs", dict(modules=(1, 2)), TypeError, "")
+    yield ("sketch_graphs:positions not matrices", "sketch_graphs",
+           dict(positions=[None, None]), TypeError, "matrix")
+
+
+def valid_argument_cases():
+    """(id, entry point, keyword changes) that must be accepted."""
+    args = _embedded_leaf_args()
+    yield "sketch_graphs:leaf_embed", "sketch_graphs", {k: args[k] for k in ("leaf_embed",
+                                                                           "embedded")}
+    for name, (_, good, kinds) in ENTRY_POINTS.items():
+        yield f"{name}:valid", name, {}
+        for arg, kind in kinds.items():
+            if kind in (INT, UINT, THREADS) and not isinstance(good[arg], np.ndarray):
+                yield f"{name}:{arg}=np.int64", name, {arg: np.int64(good[arg])}
+            if kind == REAL:
+                yield f"{name}:{arg}=np.float32", name, {arg: np.float32(good[arg])}
+            if kind == FLAG:
+                yield f"{name}:{arg}=np.bool_", name, {arg: np.bool_(good[arg])}
+            if kind == ARRAY:
+                ro = good[arg].copy()
+                ro.flags.writeable = False
+                yield f"{name}:{arg}=read-only", name, {arg: ro}
+                yield f"{name}:{arg}=no rows", name, {arg: good[arg][:0].copy()}
+                if name.endswith(".apply") or name == "scan_blocks":
+                    yield f"{name}:{arg}=float32", name, {arg: good[arg].astype(np.float32)}
+
+
+BAD_CASES = {case[0]: case[1:] for case in bad_argument_cases()}
+VALID_CASES = {case[0]: case[1:] for case in valid_argument_cases()}
+
+
+def _run_case(case_id):
+    """Runs one case here; returns "ok" or "raised <type>: <message>"."""
+    name, changes = (BAD_CASES.get(case_id) or VALID_CASES[case_id])[:2]
+    call, good, _ = ENTRY_POINTS[name]
+    try:
+        call(**{**good, **changes})
+    except Exception as exc:  # noqa: BLE001  (reported to the parent, which judges it)
+        return f"raised {type(exc).__name__}: {' '.join(str(exc).split())}"
+    return "ok"
+
+
+def _child_main(first):
+    """In a child interpreter: run every case from index `first` on, one line each."""
+    import faulthandler
+    ids = list(BAD_CASES) + list(VALID_CASES)
+    for k in range(first, len(ids)):
+        faulthandler.dump_traceback_later(60, exit=True)  # a hang ends the child
+        print(f"{k}\t{_run_case(ids[k])}", flush=True)
+    faulthandler.cancel_dump_traceback_later()
+
+
+_CHILD_RESULTS = {}
+
+
+def child_result(case_id):
+    """The outcome of a case, run in child interpreters (all cases at once, on first use)."""
+    if not _CHILD_RESULTS:
+        ids = list(BAD_CASES) + list(VALID_CASES)
+        here = os.path.dirname(os.path.abspath(__file__))
+        first = 0
+        while first < len(ids):
+            code = (f"import sys; sys.path.insert(0, {here!r}); "
+                    f"import test_native_entry_points as t; t._child_main({first})")
+            proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                  timeout=1200)
+            for line in proc.stdout.splitlines():
+                k, outcome = line.split("\t", 1)
+                _CHILD_RESULTS[ids[int(k)]] = outcome
+                first = int(k) + 1
+            if proc.returncode != 0 and first < len(ids):
+                # the case after the last reported one ended the child
+                _CHILD_RESULTS[ids[first]] = (f"the child died (exit code {proc.returncode}): "
+                                              f"{proc.stderr[-3000:]}")
+                first += 1
+    return _CHILD_RESULTS[case_id]
+
+
+@pytest.mark.parametrize("case_id", list(BAD_CASES))
+def test_native_entry_point_refuses_bad_arguments(case_id):
+    _, _, exc, pattern = BAD_CASES[case_id]
+    outcome = child_result(case_id)
+    names = tuple(e.__name__ for e in (exc if isinstance(exc, tuple) else (exc,)))
+    assert outcome.startswith("raised "), outcome
+    raised, message = outcome[len("raised "):].split(": ", 1)
+    assert raised in names, outcome
+    assert pattern in message, outcome
+
+
+@pytest.mark.parametrize("case_id", list(VALID_CASES))
+def test_native_entry_point_accepts_valid_arguments(case_id):
+    assert child_result(case_id) == "ok"
+
+
+def test_sketch_graphs_holds_its_matrices_while_the_kernel_runs():
+    # The kernel runs without the GIL; another thread that empties the caller's lists then
+    # freed the matrices (and leaf embeddings) under it: a use after free (AddressSanitizer:
+    # heap-use-after-free), or sketches of freed memory. Run in a child: it may crash.
+    code, out = run_isolated("""
+        import threading, time
+        import numpy as np
+        import recsketch as rs
+        from recsketch import _core
+        from recsketch.graph import flatten
+
+        d = 3072
+        def graph(k):
+            g = rs.Graph()
+            a = g.add("leaf", np.eye(4)[k % 4])
+            b = g.add("mid", [0.6, 0.8], [(a, 1.0)])
+            g.set_output([(b, 1.0)])
+            return g
+        flat = flatten([graph(k) for k in range(64)], d)
+
+        def fresh_lists():
+            # matrices referenced by these lists only
+            family = _core.BlockSparseFamily(d, 96, 0.5)
+            mats = lambda key: tuple(_core.BlockSparseMatrix(family, 7, key + c) for c in range(3))
+            return ([mats(10 * (k + 1)) for k in range(len(flat.modules))],
+                    [_core.BlockSparseMatrix(family, 7, 1000 + i) for i in range(2)])
+
+        def run(modules, positions):
+            return _core.sketch_graphs(modules, positions, d, flat.graph_ptr, flat.module,
+                                       flat.attr_ptr, flat.attr, flat.input_ptr, flat.input_row,
+                                       flat.input_weight, True, True, 1)
+
+        reference = run(*fresh_lists())
+        for trial in range(3):
+            modules, positions = fresh_lists()
+            started = threading.Event()
+            def empty_the_lists():
+                started.wait()
+                time.sleep(0.001)   # takes the GIL once the kernel has released it
+                modules.clear()
+                positions.clear()
+            t = threading.Thread(target=empty_the_lists)
+            t.start()
+            started.set()
+            out = run(modules, positions)
+            t.join()
+            assert not modules
+            for a, b in zip(out, reference):
+                np.testing.assert_array_equal(a, b)
+        print("same sketches")
+    """)
+    assert code == 0, out
+    assert "same sketches" in out, out
+
+
+def test_an_uninitialised_instance_is_refused():
+    # Cls.__new__(Cls) skips __init__; pybind11 then handed methods unconstructed storage:
+    # OrthogonalMatrix.apply tried to allocate 688 TiB, BlockSparseFamily.gap segfaulted.
+    code, out = run_isolated("""
+        import numpy as np
+        from recsketch import _core
+        import test_native_entry_points as t
+
+        def blank(cls):
+            return cls.__new__(cls)
+
+        calls = {}
+        for name, (call, good, _) in t.ENTRY_POINTS.items():
+            cls_name, _, method = name.partition(".")
+            cls = getattr(_core, cls_name)
+            if method and isinstance(cls, type):
+                calls[name] = lambda cls=cls, method=method, good=good: \\
+                    getattr(blank(cls), method)(**good)
+        for cls, props in [(_core.BlockSparseFamily, ["d_sketch", "block_size", "density",
+                                                      "n_blocks", "index_bits", "scale"]),
+                           (_core.BlockSparseMatrix, ["seed", "key", "block_size", "density"]),
+                           (_core.OrthogonalMatrix, ["seed", "key"])]:
+            for p in props:
+                calls[f"{cls.__name__}.{p}"] = lambda cls=cls, p=p: getattr(blank(cls), p)
+        calls["BlockSparseMatrix(blank family)"] = \\
+            lambda: _core.BlockSparseMatrix(blank(_core.BlockSparseFamily), 1, 2)
+        calls["sketch_graphs(blank matrix)"] = lambda: t._sketch_call(
+            modules=[(blank(_core.BlockSparseMatrix),) * 3] * 2)
+        for name, call in calls.items():
+            try:
+                call()
+            except (TypeError, ValueError, RuntimeError) as exc:
+                print(name, "refused:", type(exc).__name__, exc, flush=True)
+            else:
+                print(name, "ACCEPTED", flush=True)
+        print("done", len(calls))
+    """.replace("import test_native_entry_points",
+                f"import sys; sys.path.insert(0, {os.path.dirname(__file__)!r}); "
+                "import test_native_entry_points"))
+    assert code == 0, out
+    lines = out.splitlines()
+    assert lines[-1].startswith("done"), out
+    n = int(lines[-1].split()[1])
+    refused = [line for line in lines if " refused: TypeError" in line
+               and "is not initialised" in line]
+    assert len(refused) == n, out

@@ -17,6 +17,33 @@
 
 namespace recsketch_bind {
 
+// Whether this thread is taking the GIL back in without_gil, or was ended there by CPython:
+// then the unwind that follows runs without the GIL and must not release Python objects.
+inline bool& retaking_gil() noexcept {
+  static thread_local bool flag = false;
+  return flag;
+}
+
+inline void retake_gil(PyThreadState* state) {
+  retaking_gil() = true;
+  PyEval_RestoreThread(state);
+  retaking_gil() = false;
+}
+
+// A Python object a binding owns while a kernel runs without the GIL. If the thread is ended
+// while retaking the GIL, the reference is leaked: releasing it then could deallocate it (a
+// tuple unlinks itself from the garbage collector) while the main thread finalises.
+template <class T>
+class gil_owned : public T {
+ public:
+  explicit gil_owned(T o) : T(std::move(o)) {}
+  gil_owned(const gil_owned&) = delete;
+  gil_owned& operator=(const gil_owned&) = delete;
+  ~gil_owned() {
+    if (retaking_gil()) this->release();
+  }
+};
+
 // Returns f() run with the GIL released; the GIL is held again when it returns or throws.
 template <class F>
 auto without_gil(F&& f) {
@@ -26,19 +53,19 @@ auto without_gil(F&& f) {
     try {
       f();
     } catch (...) {
-      PyEval_RestoreThread(state);  // before the exception reaches pybind11, which needs the GIL
+      retake_gil(state);  // before the exception reaches pybind11, which needs the GIL
       throw;
     }
-    PyEval_RestoreThread(state);
+    retake_gil(state);
   } else {
     std::optional<R> result;
     try {
       result.emplace(f());
     } catch (...) {
-      PyEval_RestoreThread(state);
+      retake_gil(state);
       throw;
     }
-    PyEval_RestoreThread(state);
+    retake_gil(state);
     return std::move(*result);
   }
 }

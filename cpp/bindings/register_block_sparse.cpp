@@ -8,6 +8,7 @@
 #include <string>
 
 #include "arrays.hpp"
+#include "initialized.hpp"
 #include "recsketch/block_sparse.hpp"
 #include "recsketch/enc.hpp"
 #include "recsketch/walk_cache.hpp"
@@ -16,34 +17,54 @@ namespace py = pybind11;
 using recsketch::BlockSparseFamily;
 
 void register_block_sparse(py::module_& m) {
-  auto check_d = [](std::int64_t d) {
+  auto check_d = [](const py::object& d_arg) {
+    const auto d = recsketch_bind::int_arg<std::int64_t>(d_arg, "d_sketch");
     if (d < 1 || d > recsketch::kMaxDSketch)
       throw std::invalid_argument("d_sketch must be in [1, 2^31 - 1], got " + std::to_string(d));
     return d;
   };
-  m.def("min_block_size", [=](std::int64_t d) { return recsketch::min_block_size(check_d(d)); },
+  m.def("min_block_size",
+        [=](const py::object& d) { return recsketch::min_block_size(check_d(d)); },
         py::arg("d_sketch"));
-  m.def("paper_density", [=](std::int64_t d) { return recsketch::paper_density(check_d(d)); },
+  m.def("paper_density",
+        [=](const py::object& d) { return recsketch::paper_density(check_d(d)); },
         py::arg("d_sketch"));
-  m.def("ceil_log2", [](std::int64_t n) {
+  m.def("ceil_log2", [](const py::object& n_arg) {
+    const auto n = recsketch_bind::int_arg<std::int64_t>(n_arg, "n");
     if (n < 1) throw std::invalid_argument("ceil_log2 needs n >= 1, got " + std::to_string(n));
     return recsketch::ceil_log2(n);
   }, py::arg("n"));
 
   py::class_<BlockSparseFamily, std::shared_ptr<BlockSparseFamily>>(m, "BlockSparseFamily")
-      .def(py::init<std::int64_t, std::int64_t, double>(), py::arg("d_sketch"),
-           py::arg("block_size"), py::arg("density"))
+      .def(py::init([](const py::object& d, const py::object& b, const py::object& q) {
+             return std::make_shared<BlockSparseFamily>(
+                 recsketch_bind::int_arg<std::int64_t>(d, "d_sketch"),
+                 recsketch_bind::int_arg<std::int64_t>(b, "block_size"),
+                 recsketch_bind::real_arg(q, "density"));
+           }),
+           py::arg("d_sketch"), py::arg("block_size"), py::arg("density"))
       .def_property_readonly("d_sketch", &BlockSparseFamily::d)
       .def_property_readonly("block_size", &BlockSparseFamily::block_size)
       .def_property_readonly("density", &BlockSparseFamily::density)
       .def_property_readonly("n_blocks", &BlockSparseFamily::n_blocks)
       .def_property_readonly("index_bits", &BlockSparseFamily::index_bits)
       .def_property_readonly("scale", &BlockSparseFamily::scale)
-      .def("gap", &BlockSparseFamily::gap, py::arg("u32"));
+      .def(
+          "gap",
+          [](const BlockSparseFamily& f, const py::object& u) {
+            return f.gap(recsketch_bind::int_arg<std::uint32_t>(u, "u32"));
+          },
+          py::arg("u32"));
 
   m.def(
       "enc_pattern",
-      [](std::int64_t j, int b_m, int b_s, std::int64_t d, std::int64_t b) {
+      [](const py::object& column, const py::object& b_m_arg, const py::object& b_s_arg,
+         const py::object& d_arg, const py::object& b_arg) {
+        const auto j = recsketch_bind::int_arg<std::int64_t>(column, "column");
+        const auto b_m = recsketch_bind::int_arg<int>(b_m_arg, "b_m");
+        const auto b_s = recsketch_bind::int_arg<int>(b_s_arg, "b_s");
+        const auto d = recsketch_bind::int_arg<std::int64_t>(d_arg, "d_sketch");
+        const auto b = recsketch_bind::int_arg<std::int64_t>(b_arg, "block_size");
         recsketch::validate_block_sparse(d, b, 1.0);
         if (j < 0 || j >= d)
           throw std::invalid_argument("column " + std::to_string(j) + " is outside [0, d_sketch)");
@@ -57,7 +78,17 @@ void register_block_sparse(py::module_& m) {
 
   m.def(
       "decode_blocks",
-      [](py::array_t<std::int8_t, py::array::c_style> u, std::int64_t d) {
+      [](const py::object& blocks, const py::object& d_arg) {
+        const auto d = recsketch_bind::int_arg<std::int64_t>(d_arg, "d_sketch");
+        // The shape before the conversion: a view that is wrong (say 2^62 columns broadcast
+        // from one byte) is refused, not copied. The conversion is NumPy's safe casting.
+        if (py::isinstance<py::array>(blocks)) {
+          const auto a = py::reinterpret_borrow<py::array>(blocks);
+          if (a.ndim() != 2)
+            throw std::invalid_argument("blocks must be a 2-D (n, block_size) int8 array");
+          recsketch::validate_block_sparse(d, a.shape(1), 1.0);
+        }
+        const py::array_t<std::int8_t, py::array::c_style> u(blocks);
         if (u.ndim() != 2)
           throw std::invalid_argument("blocks must be a 2-D (n, block_size) int8 array");
         const std::int64_t n = u.shape(0), b = u.shape(1);
@@ -100,7 +131,8 @@ void register_block_sparse(py::module_& m) {
       "Resident bytes, limit, cached matrices, hits and misses of the block-walk cache.");
   m.def(
       "set_walk_cache_limit",
-      [](std::uint64_t bytes) {
+      [](const py::object& bytes_arg) {
+        const auto bytes = recsketch_bind::int_arg<std::uint64_t>(bytes_arg, "bytes");
         recsketch::WalkCache::global().set_limit(static_cast<std::size_t>(bytes));
       },
       py::arg("bytes"));

@@ -19,14 +19,17 @@ namespace py = pybind11;
 void register_dictionary(py::module_& m) {
   m.def(
       "scan_blocks",
-      [](const py::array& Y, std::int64_t b, double density, double tau,
-         std::int64_t first_sample, int num_threads) {
-        recsketch_bind::check_num_threads(num_threads);
+      [](const py::array& Y, const py::object& b_arg, const py::object& density_arg,
+         const py::object& tau_arg, const py::object& first_sample_arg,
+         const py::object& num_threads_arg) {
+        const int num_threads = recsketch_bind::num_threads_arg(num_threads_arg);
+        const auto b = recsketch_bind::int_arg<std::int64_t>(b_arg, "block_size");
+        const double density = recsketch_bind::real_arg(density_arg, "density");
+        const double tau = recsketch_bind::real_arg(tau_arg, "tau");
+        const auto first_sample =
+            recsketch_bind::int_arg<std::int64_t>(first_sample_arg, "first_sample");
         // dtype and layout here; finiteness inside the scan (one pass over Y, not two)
-        const auto dt = recsketch_bind::float_dtype(Y, "Y");
-        if (Y.ndim() != 2) throw std::invalid_argument("Y must be 2-D");
-        if (!(Y.flags() & py::array::c_style))
-          throw std::invalid_argument("Y must be C-contiguous (use numpy.ascontiguousarray)");
+        const auto dt = recsketch_bind::check_matrix_layout(Y, "Y");
         recsketch::ScanParams p;
         p.d = Y.shape(1);
         if (p.d < 1 || p.d > recsketch::kMaxDSketch)

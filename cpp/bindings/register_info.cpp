@@ -72,7 +72,8 @@ void register_info(py::module_& m) {
 
   m.def(
       "set_wht_path",
-      [](const std::string& path) {
+      [](const py::object& path_arg) {
+        const std::string path = recsketch_bind::str_arg(path_arg, "path");
         if (path == "auto")
           recsketch::set_wht_path(recsketch::WhtPath::automatic);
         else if (path == "portable")
@@ -88,7 +89,8 @@ void register_info(py::module_& m) {
 
   m.def(
       "add_rate_probe",
-      [](std::int64_t rounds) {
+      [](const py::object& rounds_arg) {
+        const auto rounds = recsketch_bind::int_arg<std::int64_t>(rounds_arg, "rounds");
         if (rounds < 0 || rounds > (std::int64_t{1} << 30))
           throw std::invalid_argument("rounds must be in [0, 2^30]");
         return recsketch_bind::without_gil([&] { return recsketch::add_rate_probe(rounds); });
@@ -99,7 +101,12 @@ void register_info(py::module_& m) {
 
   m.def(
       "_parallel_probe",
-      [](std::int64_t n, int num_threads, std::int64_t throw_from) {
+      [](const py::object& n_arg, const py::object& num_threads_arg,
+         const py::object& throw_from_arg) {
+        const auto n = recsketch_bind::int_arg<std::int64_t>(n_arg, "n");
+        const int num_threads = recsketch_bind::num_threads_arg(num_threads_arg);
+        const auto throw_from =
+            recsketch_bind::int_arg<std::int64_t>(throw_from_arg, "throw_from");
         if (n < 0 || n > (std::int64_t{1} << 20)) throw std::invalid_argument("n must be in [0, 2^20]");
         const int threads = recsketch::check_threads(num_threads);
         std::vector<std::atomic<int>> runs(static_cast<std::size_t>(n));
@@ -133,11 +140,22 @@ void register_info(py::module_& m) {
       "Test hook: pool threads created, times one woke up, times one joined a loop.");
 
   m.def("module_key",
-        [](const std::string& name, std::uint64_t slot) { return recsketch::module_key(name, slot); },
+        [](const py::object& name, const py::object& slot) {
+          return recsketch::module_key(recsketch_bind::str_arg(name, "name"),
+                                       recsketch_bind::int_arg<std::uint64_t>(slot, "slot"));
+        },
         py::arg("name"), py::arg("slot"),
         "64-bit key of R[name, slot]: FNV-1a of the UTF-8 name, mixed with the slot.");
-  m.def("position_key", [](std::uint64_t i) { return recsketch::position_key(i); }, py::arg("i"),
+  m.def("position_key",
+        [](const py::object& i) {
+          return recsketch::position_key(recsketch_bind::int_arg<std::uint64_t>(i, "i"));
+        },
+        py::arg("i"),
         "64-bit key of the tuple-position matrix R[i].");
-  m.def("mix64", [](std::uint64_t z) { return recsketch::mix64(z); }, py::arg("z"),
+  m.def("mix64",
+        [](const py::object& z) {
+          return recsketch::mix64(recsketch_bind::int_arg<std::uint64_t>(z, "z"));
+        },
+        py::arg("z"),
         "The SplitMix64 finaliser (exposed so tests can check the generator independently).");
 }

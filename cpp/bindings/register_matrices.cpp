@@ -8,6 +8,7 @@
 #include <string>
 
 #include "arrays.hpp"
+#include "initialized.hpp"
 #include "recsketch/block_sparse_kernels.hpp"
 #include "recsketch/orthogonal.hpp"
 
@@ -49,6 +50,16 @@ py::array_t<T> sign_array(const std::uint64_t* bits, std::int64_t n) {
   return out;
 }
 
+// The number of leading columns an entry point was asked for: [0, d], or -1 for all d.
+std::int64_t columns_arg(const BlockSparseMatrix& R, const py::object& h) {
+  const auto columns = recsketch_bind::int_arg<std::int64_t>(h, "columns");
+  const std::int64_t d = R.family().d();
+  if (columns < -1 || columns > d)
+    throw std::invalid_argument("columns must be in [0, " + std::to_string(d) +
+                                "] (or -1 for all), got " + std::to_string(columns));
+  return columns < 0 ? d : columns;
+}
+
 template <class I>
 py::tuple csc_arrays(const BlockSparseMatrix& R, const std::vector<std::int64_t>& counts, bool f64,
                      int num_threads) {
@@ -78,10 +89,16 @@ py::tuple csc_arrays(const BlockSparseMatrix& R, const std::vector<std::int64_t>
 
 void register_matrices(py::module_& m) {
   py::class_<BlockSparseMatrix>(m, "BlockSparseMatrix")
-      .def(py::init([](std::shared_ptr<const BlockSparseFamily> family, std::uint64_t seed,
-                       std::uint64_t key) {
-             if (!family) throw py::type_error("family must be a BlockSparseFamily, got None");
-             return std::make_unique<BlockSparseMatrix>(std::move(family), seed, key);
+      .def(py::init([](const py::object& family_arg, const py::object& seed,
+                       const py::object& key) {
+             if (!py::isinstance<BlockSparseFamily>(family_arg))
+               throw py::type_error("family must be a BlockSparseFamily, got " +
+                                    recsketch_bind::type_name(family_arg));
+             family_arg.cast<const BlockSparseFamily&>();  // TypeError if never initialised
+             auto family = family_arg.cast<std::shared_ptr<const BlockSparseFamily>>();
+             return std::make_unique<BlockSparseMatrix>(
+                 std::move(family), recsketch_bind::int_arg<std::uint64_t>(seed, "seed"),
+                 recsketch_bind::int_arg<std::uint64_t>(key, "key"));
            }),
            py::arg("family"), py::arg("seed"), py::arg("key"))
       .def_property_readonly("seed", &BlockSparseMatrix::seed)
@@ -93,9 +110,11 @@ void register_matrices(py::module_& m) {
                              [](const BlockSparseMatrix& R) { return R.family().density(); })
       .def(
           "apply",
-          [](const BlockSparseMatrix& R, const py::array& x, bool transpose, bool half,
-             int num_threads) {
-            recsketch_bind::check_num_threads(num_threads);
+          [](const BlockSparseMatrix& R, const py::array& x, const py::object& transpose_arg,
+             const py::object& half_arg, const py::object& num_threads_arg) {
+            const bool transpose = recsketch_bind::flag_arg(transpose_arg, "transpose");
+            const bool half = recsketch_bind::flag_arg(half_arg, "half");
+            const int num_threads = recsketch_bind::num_threads_arg(num_threads_arg);
             return apply_checked(R.family().d(), x, transpose, half,
                                  [&](auto* src, std::int64_t n, std::int64_t cols, auto* dst) {
                                    if (transpose)
@@ -110,30 +129,28 @@ void register_matrices(py::module_& m) {
           py::arg("num_threads") = 0)
       .def(
           "column_counts",
-          [](const BlockSparseMatrix& R, int num_threads) {
-            recsketch_bind::check_num_threads(num_threads);
-            py::array_t<std::int64_t> counts(R.family().d());
+          [](const BlockSparseMatrix& R, const py::object& num_threads_arg,
+             const py::object& columns) {
+            const int num_threads = recsketch_bind::num_threads_arg(num_threads_arg);
+            const std::int64_t cols = columns_arg(R, columns);
+            py::array_t<std::int64_t> counts(cols);
             std::int64_t* p = counts.mutable_data();
             recsketch_bind::without_gil(
-                [&] { recsketch::block_sparse_column_counts(R, p, num_threads); });
+                [&] { recsketch::block_sparse_column_counts(R, p, num_threads, cols); });
             return counts;
           },
-          py::arg("num_threads") = 0, "Number of nonzero blocks of every column.")
+          py::arg("num_threads") = 0, py::arg("columns") = -1,
+          "Number of nonzero blocks of each of the first `columns` columns (-1: all).")
       .def(
           "csc",
-          [](const BlockSparseMatrix& R, bool f64, const py::object& num_threads_arg,
-             const py::object& columns_arg) {
-            const int num_threads = recsketch_bind::check_num_threads(
-                recsketch_bind::int_arg<int>(num_threads_arg, "num_threads"));
-            const auto columns = recsketch_bind::int_arg<std::int64_t>(columns_arg, "columns");
-            const std::int64_t d = R.family().d();
-            if (columns < -1 || columns > d)
-              throw std::invalid_argument("columns must be in [0, " + std::to_string(d) +
-                                          "] (or -1 for all), got " + std::to_string(columns));
-            const std::int64_t m = columns < 0 ? d : columns;
-            std::vector<std::int64_t> counts(static_cast<std::size_t>(m));
+          [](const BlockSparseMatrix& R, const py::object& float64,
+             const py::object& num_threads_arg, const py::object& columns) {
+            const bool f64 = recsketch_bind::flag_arg(float64, "float64");
+            const int num_threads = recsketch_bind::num_threads_arg(num_threads_arg);
+            const std::int64_t cols = columns_arg(R, columns);
+            std::vector<std::int64_t> counts(static_cast<std::size_t>(cols));
             recsketch_bind::without_gil([&] {
-              recsketch::block_sparse_column_counts(R, counts.data(), num_threads, m);
+              recsketch::block_sparse_column_counts(R, counts.data(), num_threads, cols);
             });
             std::int64_t nnz = 0;
             for (std::int64_t c : counts) nnz += c * R.family().block_size();
@@ -141,7 +158,7 @@ void register_matrices(py::module_& m) {
             return nnz < 2147483647 ? csc_arrays<std::int32_t>(R, counts, f64, num_threads)
                                     : csc_arrays<std::int64_t>(R, counts, f64, num_threads);
           },
-          py::arg("float64").noconvert() = true, py::arg("num_threads") = 0,
+          py::arg("float64") = true, py::arg("num_threads") = 0,
           py::arg("columns") = -1,
           "(data, indices, indptr) of the matrix's first `columns` columns (-1: all) in CSC "
           "form.")
@@ -151,9 +168,12 @@ void register_matrices(py::module_& m) {
            })
       .def(
           "random_string",
-          [](const BlockSparseMatrix& R, std::int64_t j) {
+          [](const BlockSparseMatrix& R, const py::object& column) {
+            const auto j = recsketch_bind::int_arg<std::int64_t>(column, "column");
             if (j < 0 || j >= R.family().d())
-              throw std::invalid_argument("column index out of range");
+              throw std::invalid_argument("column must be in [0, " +
+                                          std::to_string(R.family().d()) + "), got " +
+                                          std::to_string(j));
             std::vector<std::uint64_t> bits(static_cast<std::size_t>((R.family().third() + 63) / 64));
             R.random_string_bits(j, bits.data());
             return sign_array<std::int8_t>(bits.data(), R.family().third());
@@ -161,15 +181,22 @@ void register_matrices(py::module_& m) {
           py::arg("column"));
 
   py::class_<OrthogonalMatrix>(m, "OrthogonalMatrix")
-      .def(py::init<std::int64_t, std::uint64_t, std::uint64_t>(), py::arg("d_sketch"),
-           py::arg("seed"), py::arg("key"))
+      .def(py::init([](const py::object& d, const py::object& seed, const py::object& key) {
+             return std::make_unique<OrthogonalMatrix>(
+                 recsketch_bind::int_arg<std::int64_t>(d, "d_sketch"),
+                 recsketch_bind::int_arg<std::uint64_t>(seed, "seed"),
+                 recsketch_bind::int_arg<std::uint64_t>(key, "key"));
+           }),
+           py::arg("d_sketch"), py::arg("seed"), py::arg("key"))
       .def_property_readonly("seed", &OrthogonalMatrix::seed)
       .def_property_readonly("key", &OrthogonalMatrix::key)
       .def(
           "apply",
-          [](const OrthogonalMatrix& R, const py::array& x, bool transpose, bool half,
-             int num_threads) {
-            recsketch_bind::check_num_threads(num_threads);
+          [](const OrthogonalMatrix& R, const py::array& x, const py::object& transpose_arg,
+             const py::object& half_arg, const py::object& num_threads_arg) {
+            const bool transpose = recsketch_bind::flag_arg(transpose_arg, "transpose");
+            const bool half = recsketch_bind::flag_arg(half_arg, "half");
+            const int num_threads = recsketch_bind::num_threads_arg(num_threads_arg);
             return apply_checked(R.d(), x, transpose, half,
                                  [&](auto* src, std::int64_t n, std::int64_t cols, auto* dst) {
                                    recsketch::orthogonal_apply(R, src, n, cols, dst, transpose,
@@ -180,10 +207,12 @@ void register_matrices(py::module_& m) {
           py::arg("num_threads") = 0)
       .def(
           "signs",
-          [](const OrthogonalMatrix& R, int round) {
-            if (round < 1 || round > 3) throw std::invalid_argument("round must be 1, 2 or 3");
+          [](const OrthogonalMatrix& R, const py::object& round_arg) {
+            const auto round = recsketch_bind::int_arg<std::int64_t>(round_arg, "round");
+            if (round < 1 || round > 3)
+              throw std::invalid_argument("round must be 1, 2 or 3, got " + std::to_string(round));
             std::vector<std::uint64_t> bits(static_cast<std::size_t>((R.d() + 63) / 64));
-            R.sign_bits(round, bits.data());
+            R.sign_bits(static_cast<int>(round), bits.data());
             return sign_array<std::int8_t>(bits.data(), R.d());
           },
           py::arg("round"));

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "arrays.hpp"
+#include "initialized.hpp"
 #include "recsketch/sketch.hpp"
 
 namespace py = pybind11;
@@ -26,10 +27,9 @@ MatrixRef as_matrix(const py::handle& h) {
   throw py::type_error("expected a native matrix object");
 }
 
-// Real-valued inputs convert from any real dtype; index arrays only by NumPy's safe casting
-// (a float or a wider integer would be truncated or wrapped silently: TypeError instead).
-template <class T>
-using CArray = py::array_t<T, py::array::c_style | py::array::forcecast>;
+// Real-valued inputs convert from any real dtype (recsketch_bind::real_array); index arrays only
+// by NumPy's safe casting (a float or a wider integer would be truncated or wrapped silently:
+// TypeError instead).
 template <class T>
 using IndexArray = py::array_t<T, py::array::c_style>;
 
@@ -68,7 +68,8 @@ std::atomic<std::size_t> sketch_working_bytes{recsketch::kSketchWorkingBytes};
 void register_sketch(py::module_& m) {
   m.def(
       "_set_sketch_working_bytes",
-      [](std::int64_t n) {
+      [](const py::object& n_arg) {
+        const auto n = recsketch_bind::int_arg<std::int64_t>(n_arg, "n");
         if (n < 1) throw std::invalid_argument("working bytes must be positive");
         return static_cast<std::int64_t>(sketch_working_bytes.exchange(static_cast<std::size_t>(n)));
       },
@@ -78,13 +79,23 @@ void register_sketch(py::module_& m) {
 
   m.def(
       "sketch_graphs",
-      [](const py::list& modules, const py::list& positions, std::int64_t d,
+      [](const py::list& modules_arg, const py::list& positions_arg, const py::object& d_arg,
          const IndexArray<std::int64_t>& graph_ptr, const IndexArray<std::int32_t>& module,
-         const IndexArray<std::int64_t>& attr_ptr, const CArray<double>& attr,
+         const IndexArray<std::int64_t>& attr_ptr, const py::object& attr_arg,
          const IndexArray<std::int64_t>& input_ptr, const IndexArray<std::int64_t>& input_row,
-         const CArray<double>& input_weight, bool float64, bool return_objects,
-         int num_threads, const py::list& leaf_embed, const py::object& embedded) {
-        recsketch_bind::check_num_threads(num_threads);
+         const py::object& input_weight_arg, const py::object& float64_arg,
+         const py::object& return_objects_arg, const py::object& num_threads_arg,
+         const py::list& leaf_embed_arg, const py::object& embedded) {
+        const bool float64 = recsketch_bind::flag_arg(float64_arg, "float64");
+        const bool return_objects = recsketch_bind::flag_arg(return_objects_arg, "return_objects");
+        // Tuples of the caller's lists, owned for the whole call: the kernel runs without the
+        // GIL, and another thread emptying a list would free the matrices or leaf embeddings
+        // under it.
+        using recsketch_bind::gil_owned;
+        const gil_owned<py::tuple> modules{py::tuple(modules_arg)},
+            positions{py::tuple(positions_arg)}, leaf_embed{py::tuple(leaf_embed_arg)};
+        const int num_threads = recsketch_bind::num_threads_arg(num_threads_arg);
+        const auto d = recsketch_bind::int_arg<std::int64_t>(d_arg, "d");
         if (d < 1 || d > recsketch::kMaxDSketch)
           throw std::invalid_argument("d must be in [1, 2^31 - 1], got " + std::to_string(d));
         recsketch::MatrixBank bank;
@@ -98,8 +109,7 @@ void register_sketch(py::module_& m) {
         for (const auto& mats : bank.modules)
           for (const auto& r : mats)
             if (r.d() != d) throw std::invalid_argument("module matrix of the wrong size");
-        // leaf_embed[m]: None or a C-contiguous float64 (k + 1, d) array A_M; the arrays stay
-        // alive in the caller's list for the whole call.
+        // leaf_embed[m]: None or a C-contiguous float64 (k + 1, d) array A_M of finite entries.
         if (leaf_embed.size() > 0) {
           if (leaf_embed.size() != bank.modules.size())
             throw std::invalid_argument("leaf_embed needs one entry per module");
@@ -115,6 +125,8 @@ void register_sketch(py::module_& m) {
                 a.shape(0) < 2 || !(a.flags() & py::array::c_style) ||
                 !(a.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_))
               throw std::invalid_argument("leaf embeddings must be C-contiguous float64 (k + 1, d)");
+            recsketch_bind::check_finite(static_cast<const double*>(a.data()),
+                                         static_cast<std::int64_t>(a.size()), "leaf embedding");
             bank.leaf_embed.push_back(static_cast<const double*>(a.data()));
             bank.leaf_embed_k.push_back(static_cast<std::int64_t>(a.shape(0)) - 1);
           }
@@ -133,10 +145,13 @@ void register_sketch(py::module_& m) {
         g.module = data_of(module, rows, "module");
         g.attr_ptr = data_of(attr_ptr, rows + 1, "attr_ptr");
         check_offsets(g.attr_ptr, rows + 1, "attr_ptr");
+        const gil_owned<recsketch_bind::RealArray> attr{recsketch_bind::real_array(attr_arg, "attr")};
         g.attr = data_of(attr, g.attr_ptr[rows], "attr");
         g.input_ptr = data_of(input_ptr, rows + 1, "input_ptr");
         check_offsets(g.input_ptr, rows + 1, "input_ptr");
         g.input_row = data_of(input_row, g.input_ptr[rows], "input_row");
+        const gil_owned<recsketch_bind::RealArray> input_weight{
+            recsketch_bind::real_array(input_weight_arg, "input_weight")};
         g.input_weight = data_of(input_weight, g.input_ptr[rows], "input_weight");
         IndexArray<std::uint8_t> flags;
         if (!embedded.is_none()) {

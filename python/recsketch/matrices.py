@@ -14,8 +14,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["RandomMatrix"]
 
-# Materialising more than this many bytes (to_dense, or to_scipy of the orthogonal family, whose
-# matrices have few zero entries) is refused: use the products instead.
+# Materialising more than this many bytes (to_dense, or to_scipy, which counts a block-sparse
+# matrix's nonzeros first) is refused: use the products instead.
 _DENSE_LIMIT_BYTES = 4 << 30
 # Columns of an orthogonal matrix are generated this many bytes (float64) at a time, so that
 # materialising it holds little more than the result.
@@ -163,9 +163,39 @@ class RandomMatrix:
                                                        maximum=self._d)
         if self._family == "orthogonal":
             return self._orthogonal_scipy(dt, m, format)
+        # refused before anything of the size of the result is allocated (CSR is converted
+        # from CSC: both are held at once)
+        held = ("csc",) if format == "csc" else ("csc", "csr")
+        self._check_scipy_bytes(dt, m, self._block_sparse_nnz(m), *held)
         data, indices, indptr = self._native.csc(dt == np.float64, 0, m)
         out = sp.csc_matrix((data, indices, indptr), shape=(self._d, m))
         return out if format == "csc" else out.tocsr()
+
+    def _check_scipy_bytes(self, dt: np.dtype, m: int, nnz: int, *formats: str) -> np.dtype:
+        """The index dtype of the sparse forms (held at once) of the first ``m`` columns with
+        ``nnz`` nonzeros; ValueError, naming the bytes, if they would exceed the dense limit."""
+        d = self._d
+        index = np.dtype(np.int32 if max(nnz, d) < 2**31 - 1 else np.int64)
+        nbytes = sum(nnz * (dt.itemsize + index.itemsize)
+                     + ((m if f == "csc" else d) + 1) * index.itemsize for f in formats)
+        if nbytes > _DENSE_LIMIT_BYTES:
+            raise ValueError(
+                f"the first {m} columns of a {d} x {d} {self._family.replace('_', '-')} matrix "
+                f"have {nnz} nonzeros: to_scipy() would need {nbytes} bytes "
+                f"({nbytes / 2**30:.1f} GiB, limit {_DENSE_LIMIT_BYTES / 2**30:.0f} GiB); use "
+                f"fewer columns or the products (matvec, apply_short) instead")
+        return index
+
+    def _block_sparse_nnz(self, m: int) -> int:
+        """Nonzeros of the first ``m`` columns, counted without generating a value (one int64
+        per column; refused when that alone would exceed the dense limit)."""
+        if 8 * m > _DENSE_LIMIT_BYTES:
+            raise ValueError(
+                f"to_scipy() of the first {m} columns would need more than {8 * m} bytes "
+                f"({8 * m / 2**30:.1f} GiB, limit {_DENSE_LIMIT_BYTES / 2**30:.0f} GiB) to count "
+                f"their nonzeros alone; use fewer columns or the products (matvec, apply_short) "
+                f"instead")
+        return int(self._native.column_counts(0, m).sum()) * int(self._native.block_size)
 
     def _orthogonal_scipy(self, dt: np.dtype, m: int, format: str) -> "scipy.sparse.spmatrix":
         # Nearly every entry of an orthogonal matrix is nonzero (exact cancellations are dropped at
@@ -175,15 +205,7 @@ class RandomMatrix:
 
         d = self._d
         nnz = d * m
-        index = np.int32 if max(nnz, d) < 2**31 - 1 else np.int64
-        nbytes = nnz * (dt.itemsize + np.dtype(index).itemsize) \
-            + ((m if format == "csc" else d) + 1) * np.dtype(index).itemsize
-        if nbytes > _DENSE_LIMIT_BYTES:
-            raise ValueError(
-                f"the first {m} columns of a {d} x {d} orthogonal matrix have {nnz} nonzeros: "
-                f"to_scipy() would need {nbytes} bytes ({nbytes / 2**30:.1f} GiB, limit "
-                f"{_DENSE_LIMIT_BYTES / 2**30:.0f} GiB); use fewer columns or the products "
-                f"(matvec, apply_short) instead")
+        index = self._check_scipy_bytes(dt, m, nnz, format)
         if format == "csc":
             # column j's values in row order: row j of the (m, d) array
             values = np.empty((m, d), dt)
