@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 import recsketch as rs
-from recsketch.dictionary import RecoveredMatrix
 from recsketch.network import NetworkTruth, learn_network
 from recsketch.network.unmix import (RANK_FLOOR, block_directions, block_estimates, choose_rank,
                                      leak_corrected_estimates, screen_blocks, sketch_basis, unmix,
@@ -594,57 +593,28 @@ def test_the_leak_corrected_read_keeps_the_two_block_rule():
     assert out.depth == 3 and np.allclose(out.path_weights, out.gains * 2.0 ** 9)
 
 
-def _unit_norm_module(n_recovered, kappa_share=0.3, n=200, seed=0):
-    """A depth-3 module with a count column whose read is ``g + kappa`` (kappa = kappa_share
-    x the median gain), attribute vectors of 4 nonnegative unit-norm coordinates of which the
-    first ``n_recovered`` were recovered, read exactly: (module, g, x, kappa)."""
+def test_a_correction_that_adds_variation_against_the_gain_is_not_kept():
+    """Per column, the corrected read is kept only where x = c / g varies no more than the
+    plain one: a corrected column carrying a constant offset (in c, so 1/g-shaped in x) is
+    replaced by the plain one; a plain column carrying it keeps the corrected read. Without a
+    count column (gain = |c|) the corrected module is kept whole."""
     import dataclasses
-    rng = np.random.default_rng(seed)
+    from recsketch.network.learn import _steadier
+    rng = np.random.default_rng(0)
+    n = 200
     g = rng.uniform(0.3, 0.7, n) * 2.0 ** -9
-    z = rng.uniform(0.5, 1.5, (n, 4)) * np.array([1.0, 2.0, 1.5, 0.7])
-    x = z / np.linalg.norm(z, axis=1, keepdims=True)
-    kappa = kappa_share * float(np.median(g))
-    read = g + kappa
-    _, m, _, _ = _planted_module()
-    cols = np.arange(n_recovered)
-    a = m.attribute_matrix  # its one column's blocks stand in for every column's (unread here)
-    mat = RecoveredMatrix(a.d_sketch, a.block_size, a.density, a.signature, cols,
-                          [a.blocks[0]] * cols.size, [a.patterns[0]] * cols.size)
-    m = dataclasses.replace(m, attribute_matrix=mat, columns=cols, gains=read,
-                            path_weights=read * 2.0 ** 9,
-                            attributes=x[:, cols] * g[:, None] / read[:, None])
-    return m, g, x[:, cols], kappa
-
-
-def test_the_count_reads_constant_offset_is_fitted_from_the_unit_norm():
-    """Where every coordinate was recovered, |c|_2 = g exactly, so the line of |c|_2 against
-    the count read g + kappa has slope 1 and gives kappa: the gains, x = c / g and the depth
-    come back exactly (against the planted g and x, not the code's own arithmetic)."""
-    from recsketch.network.learn import _fit_gain_offset
-    m, g, x, kappa = _unit_norm_module(4)
-    assert np.max(np.abs(m.attributes - x)) > 0.05  # the offset read is visibly off
-    out = _fit_gain_offset(m, 2.0 ** -3.5)
-    assert out.gain_offset == pytest.approx(kappa, rel=1e-9)
-    assert np.allclose(out.gains, g, rtol=1e-9) and np.allclose(out.attributes, x, atol=1e-9)
-    assert out.depth == 3 and np.allclose(out.path_weights, g * 2.0 ** 9, rtol=1e-9)
-    assert np.array_equal(out.columns, m.columns) and out.count_matrix is m.count_matrix
-
-
-def test_the_gain_offset_is_not_fitted_where_the_norm_does_not_determine_it():
-    """Left unchanged: recovered columns holding too little of the unit norm (the missing
-    coordinates may vary with g: the slope is no estimate of anything), no count column (the
-    gain is |c|_2 already), a gain that does not vary (no line to fit)."""
-    import dataclasses
-    from recsketch.network.learn import MIN_NORM_SHARE, _fit_gain_offset
-    w0 = 2.0 ** -3.5
-    m, g, x, _ = _unit_norm_module(2)
-    assert np.median(np.linalg.norm(x, axis=1)) < MIN_NORM_SHARE
-    for case in (m, dataclasses.replace(_unit_norm_module(4)[0], count_matrix=None)):
-        out = _fit_gain_offset(case, w0)
-        assert out is case and out.gain_offset == 0.0
-    flat = _unit_norm_module(4)[0]
-    flat = dataclasses.replace(flat, gains=np.full(flat.gains.size, 1e-3))
-    assert _fit_gain_offset(flat, w0) is flat
+    x = rng.uniform(0.4, 0.6, (n, 2))
+    off = 0.3 * np.median(g) / g  # a constant offset of c, divided by the gain
+    Y, m, _, _ = _planted_module()
+    base = dataclasses.replace(m, columns=np.array([0, 1]), gains=g)
+    plain = dataclasses.replace(base, attributes=np.column_stack([x[:, 0], x[:, 1] + off]))
+    fixed = dataclasses.replace(base, attributes=np.column_stack([x[:, 0] + off, x[:, 1]]))
+    out = _steadier(plain, fixed)
+    assert np.array_equal(out.attributes, x) and out.leak_corrected.tolist() == [False, True]
+    lone = _steadier(dataclasses.replace(plain, count_matrix=None),
+                     dataclasses.replace(fixed, count_matrix=None))
+    assert np.array_equal(lone.attributes, fixed.attributes)
+    assert lone.leak_corrected.tolist() == [True, True]
 
 
 def test_negative_reads_are_counted_not_silently_clipped():

@@ -88,9 +88,7 @@ class RecoveredModule:
     ``clipped`` the fraction of the attribute coefficient reads that came out negative and were
     set to 0 (a sign of a leak-biased read), ``leak_corrected`` per column whether its
     coefficients were read with the shallower modules' words removed (None where the
-    correction was not applied: ``method="sample"``, ``correct_leaks=False``, the top level),
-    ``gain_offset`` the constant removed from the count column's read, fitted from the unit
-    norm of the attributes (0.0 where no fit was made; ``_fit_gain_offset``).
+    correction was not applied: ``method="sample"``, ``correct_leaks=False``, the top level).
     """
 
     id: int
@@ -104,7 +102,6 @@ class RecoveredModule:
     input_r2: Optional[float] = None
     clipped: float = 0.0
     leak_corrected: Optional[np.ndarray] = None
-    gain_offset: float = 0.0
 
 
 @dataclass
@@ -229,9 +226,7 @@ def learn_network(inputs: Any, sketches: Any, *, sketcher: Optional[Sketcher] = 
         ``method="unmix"`` only (default True): below the top level, read each attribute
         column's blocks with the share of every shallower module's words removed
         (:func:`recsketch.network.unmix.leak_corrected_estimates`), the words taken from the
-        shallower modules' coefficients (:func:`recsketch.network.unmix.word_vectors`), and
-        remove the count read's constant offset where the unit norm of the attributes
-        determines it (``RecoveredModule.gain_offset``).
+        shallower modules' coefficients (:func:`recsketch.network.unmix.word_vectors`).
     num_threads : threads of the block scan (None: all). progress : tqdm bar while scanning.
 
     Returns
@@ -445,14 +440,16 @@ def _correct_leaks(Y: np.ndarray, V: np.ndarray, YV: np.ndarray,
     nonnegative least squares on the module's decoded rows, then the two-block rule), applied
     to the sketches minus the shallower words' share (``_word_leak``; per block
     :func:`~recsketch.network.unmix.leak_corrected_estimates`). The shallower words are their
-    attribute words and their count words. Count columns keep the plain read (the shallower
-    count words are linearly dependent on theirs), with its constant offset fitted from the
-    unit norm of the attributes where the fit is determined (``_fit_gain_offset``).
+    attribute words and their count words; gains (count columns) are kept.
 
-    Every attribute column keeps the corrected read: with the true gain it was the better read
-    in 11 of the 12 depth-3 modules of six seeds; the per-column choice by steadiness against
-    the (offset) count read that preceded this was confounded by that offset
-    (``docs/unmix.md``, round 5)."""
+    Where the module has a count column, each column keeps the corrected read only if its
+    ``x_j = c_j / g`` varies over samples no more than the uncorrected one (``_steadier``):
+    the correction can also carry a common offset into every block of a column (the shallower
+    words, taken from their coefficients, pick up a share of the column's own word, the
+    shallower coefficients being 16-32x larger and estimated to ~1%), and such an offset is
+    nearly constant while ``g`` varies, so it shows as extra variation of ``c_j / g``, as a
+    leak does in the uncorrected read. Without a count column ``g`` is ``|c|_2`` itself and the
+    criterion is void: the corrected read is kept. Measurements per seed: ``docs/unmix.md``."""
     out = list(modules)
     depths = sorted({m.depth for m in modules})
     for h in depths[1:]:
@@ -462,56 +459,24 @@ def _correct_leaks(Y: np.ndarray, V: np.ndarray, YV: np.ndarray,
         leak = _word_leak(V, word_vectors(YV, C), C)
         for i, m in enumerate(out):
             if m.depth == h:
-                fixed = _reread(Y, m, leak, rounds, w0)
-                fixed = dataclasses.replace(fixed, leak_corrected=np.ones(fixed.columns.size,
-                                                                          bool))
-                out[i] = _fit_gain_offset(fixed, w0)
+                out[i] = _steadier(m, _reread(Y, m, leak, rounds, w0))
     return out
 
 
-# ``_fit_gain_offset``: the fitted slope |c|_2 / (g + offset) is the share of the unit norm that
-# the recovered columns hold; below this share the missing coordinates may vary with g and the
-# fit is not determined (measured slopes: 0.89-0.98 where the fit was right, 0.60-0.82 where it
-# was not; docs/unmix.md, round 5).
-MIN_NORM_SHARE = 0.85
-MIN_FIT_R2 = 0.5  # |c|_2 must follow the count read (both are proportional to g)
-
-
-def _fit_gain_offset(m: RecoveredModule, w0: float) -> RecoveredModule:
-    """``m`` with the constant offset of its count read removed from its gains, where the unit
-    norm of the attributes determines it.
-
-    Why: below the top level the count read is ``g + kappa`` (measured slope 0.98-1.04 against
-    the true gain): the shallower count coefficients are constant or sum to a constant, so a
-    constant leak into the count blocks cannot be told from the count itself by any read of
-    the sketches, and it was up to +0.38 of the gain. Attribute vectors are unit-norm (paper
-    §3), so ``|c(s)|_2 = g(s) |x_recovered(s)|_2``; where the recovered columns hold nearly the
-    whole norm, ``|c|_2 = k (read - kappa)`` across samples with ``k`` close to 1, and the
-    least-squares line of ``|c|_2`` on the read gives ``kappa`` (intercept / slope). The fit is
-    used only where the slope is within [MIN_NORM_SHARE, 1 / MIN_NORM_SHARE], the line
-    explains at least MIN_FIT_R2 of ``|c|_2``'s variance and every live gain stays positive;
-    otherwise ``m`` is returned unchanged. (Fitting offsets of the attribute reads too, from
-    ``|c - o|_2 = read - kappa``, is not determined: ``o = x_mean t`` with ``kappa = t`` fits
-    every sample to first order when ``x`` varies little.)"""
-    if m.count_matrix is None:
-        return m
-    g = m.gains
-    live = g > 0.25 * np.max(g, initial=0.0)
-    if live.sum() < 3 or not np.ptp(g[live]) > 0:
-        return m
-    c = m.attributes * g[:, None]
-    norm = np.linalg.norm(c, axis=1)
-    slope, intercept = np.polyfit(g[live], norm[live], 1)
-    r = np.corrcoef(g[live], norm[live])[0, 1]
-    if not (MIN_NORM_SHARE <= slope <= 1.0 / MIN_NORM_SHARE and r * r >= MIN_FIT_R2):
-        return m
-    kappa = -intercept / slope
-    gains = np.maximum(g - kappa, 0.0)
-    if not np.all(gains[live] > 0):
-        return m
-    out = _module(m.id, (m.attribute_matrix, c), (m.count_matrix, gains[:, None]), w0)
-    return dataclasses.replace(out, clipped=m.clipped, leak_corrected=m.leak_corrected,
-                               gain_offset=float(kappa))
+def _steadier(plain: RecoveredModule, fixed: RecoveredModule) -> RecoveredModule:
+    """``fixed`` (the leak-corrected module) with each column's attributes taken from
+    ``plain`` where they vary less over the live samples (gain above a quarter of the
+    largest); ``leak_corrected`` records the choice. Modules without a count column: ``fixed``.
+    """
+    if plain.count_matrix is None:
+        return dataclasses.replace(fixed, leak_corrected=np.ones(fixed.columns.size, bool))
+    live = plain.gains > 0.25 * np.max(plain.gains, initial=0.0)
+    if live.sum() < 3:
+        return dataclasses.replace(fixed, leak_corrected=np.ones(fixed.columns.size, bool))
+    keep = (np.std(fixed.attributes[live], axis=0)
+            <= np.std(plain.attributes[live], axis=0))
+    x = np.where(keep[None, :], fixed.attributes, plain.attributes)
+    return dataclasses.replace(fixed, attributes=x, leak_corrected=keep)
 
 
 def _complete_columns(V: np.ndarray, YV: np.ndarray, m: RecoveredModule) -> RecoveredModule:
