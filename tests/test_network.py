@@ -290,3 +290,31 @@ def test_report_skips_samples_where_a_module_has_zero_weight():
     level = score.levels[2]
     assert level.modules_identified == 2
     assert np.isfinite(level.gain_relative_error) and level.gain_relative_error < 0.5
+
+
+def test_tree_step_attaches_a_weak_child_that_completes_its_parents_weight():
+    """A true child that explains too little of its parent's attributes for the R^2 test (here
+    its attributes are made independent of the parent's) still hangs from the parent when the
+    children's path weights sum to the parent's (importance weights sum to 1); it does not
+    when the parent's weight is already carried by other children, nor with the sum test off
+    (tolerance below the mismatch)."""
+    att, depth, w, true = _tree_truth(300)
+    rng = np.random.default_rng(7)
+    noise = np.abs(rng.normal(size=att["midB"].shape))
+    weak = dict(att, midB=noise / np.linalg.norm(noise, axis=1, keepdims=True))
+    off = dict(w, midB=1.05 * w["midB"])  # estimated weights: the sum is 1.02-1.03, not 1
+    got = {(e.parent, e.child) for e in infer_tree(weak, depth, off, min_r2_gain=0.05)}
+    assert got == true
+    strict = infer_tree(weak, depth, off, weight_sum_tolerance=0.01)
+    assert ("root", "midB") not in {(e.parent, e.child) for e in strict}
+    # the root's weight already carried by midA: midB would push the sum to ~1.5
+    over = dict(w, midA=np.ones_like(w["midA"]))
+    got = {(e.parent, e.child) for e in infer_tree(weak, depth, over)}
+    assert ("root", "midB") not in got
+
+
+def test_tree_step_rejects_a_bad_weight_sum_tolerance():
+    att, depth, w, _ = _tree_truth(50)
+    for bad, exc in ((0.0, ValueError), (float("nan"), ValueError), ("0.1", TypeError)):
+        with pytest.raises(exc, match="weight_sum_tolerance"):
+            infer_tree(att, depth, w, weight_sum_tolerance=bad)
