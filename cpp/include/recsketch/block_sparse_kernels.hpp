@@ -344,9 +344,10 @@ RECSKETCH_ALWAYS_INLINE void column_base(const ColumnCode& code, const ByteSigns
 // to its part `part` as it is generated (walk_cache.hpp: a first product fills the cache in the
 // same pass, without a separate build).
 template <int W, class A>
-RECSKETCH_MULTIVERSION void forward_chunk(const BlockSparseMatrix& R, const ColumnWalks* walks,
-                                          const A* xp, std::int64_t j0, std::int64_t j1, A* acc,
-                                          ColumnWalks* record, std::size_t part) {
+RECSKETCH_ALWAYS_INLINE void forward_chunk_body(const BlockSparseMatrix& R,
+                                                const ColumnWalks* walks, const A* xp,
+                                                std::int64_t j0, std::int64_t j1, A* acc,
+                                                ColumnWalks* record, std::size_t part) {
   const BlockSparseFamily& f = R.family();
   const ForwardLayout<W> lay = forward_layout<A, W>(f);
   const ForwardLayout<1> lay1{lay.third, lay.L, lay.align};  // one vector's view of the slots
@@ -390,6 +391,33 @@ RECSKETCH_MULTIVERSION void forward_chunk(const BlockSparseMatrix& R, const Colu
       column_updates<W>(walk.e32, walk.n, acc, row_size, v, negated.data(), signs, third, L,
                         static_cast<std::uint64_t>(j));
   }
+}
+
+// forward_chunk_body compiled for the ISAs of multiversion.hpp and chosen at load time ...
+template <int W, class A>
+RECSKETCH_MULTIVERSION void forward_chunk_clones(const BlockSparseMatrix& R,
+                                                 const ColumnWalks* walks, const A* xp,
+                                                 std::int64_t j0, std::int64_t j1, A* acc,
+                                                 ColumnWalks* record, std::size_t part) {
+  forward_chunk_body<W>(R, walks, xp, j0, j1, acc, record, part);
+}
+
+// ... and for the baseline ISA only (tests: baseline_isa_forced).
+template <int W, class A>
+void forward_chunk_baseline(const BlockSparseMatrix& R, const ColumnWalks* walks, const A* xp,
+                            std::int64_t j0, std::int64_t j1, A* acc, ColumnWalks* record,
+                            std::size_t part) {
+  forward_chunk_body<W>(R, walks, xp, j0, j1, acc, record, part);
+}
+
+template <int W, class A>
+void forward_chunk(const BlockSparseMatrix& R, const ColumnWalks* walks, const A* xp,
+                   std::int64_t j0, std::int64_t j1, A* acc, ColumnWalks* record,
+                   std::size_t part) {
+  if (baseline_isa_forced().load(std::memory_order_relaxed))
+    forward_chunk_baseline<W>(R, walks, xp, j0, j1, acc, record, part);
+  else
+    forward_chunk_clones<W>(R, walks, xp, j0, j1, acc, record, part);
 }
 
 // Writes output vector v of a panel from its structured accumulator. If x_half is not null the
@@ -578,10 +606,10 @@ RECSKETCH_ALWAYS_INLINE void transpose_entries(const E* entries, std::int64_t n,
 
 // out[v][j] for the columns j in [j0, j1) of one panel; u holds the panel's slot values.
 template <int W, class T>
-RECSKETCH_MULTIVERSION void transpose_columns(const BlockSparseMatrix& R, const ColumnWalks* walks,
-                                              const double* u, const T* y, std::int64_t p0,
-                                              std::int64_t j0, std::int64_t j1, T* out,
-                                              bool half) {
+RECSKETCH_ALWAYS_INLINE void transpose_columns_body(const BlockSparseMatrix& R,
+                                                    const ColumnWalks* walks, const double* u,
+                                                    const T* y, std::int64_t p0, std::int64_t j0,
+                                                    std::int64_t j1, T* out, bool half) {
   const BlockSparseFamily& f = R.family();
   const ForwardLayout<W> lay = forward_layout<double, W>(f);
   const ForwardLayout<1> lay1{lay.third, lay.L, lay.align};
@@ -609,6 +637,33 @@ RECSKETCH_MULTIVERSION void transpose_columns(const BlockSparseMatrix& R, const 
       *o = static_cast<T>(half ? 0.5 * (static_cast<double>(y[(p0 + v) * d + j]) + rt) : rt);
     }
   }
+}
+
+// transpose_columns_body for the ISAs of multiversion.hpp, chosen at load time, and for the
+// baseline ISA only (tests: baseline_isa_forced), as forward_chunk.
+template <int W, class T>
+RECSKETCH_MULTIVERSION void transpose_columns_clones(const BlockSparseMatrix& R,
+                                                     const ColumnWalks* walks, const double* u,
+                                                     const T* y, std::int64_t p0, std::int64_t j0,
+                                                     std::int64_t j1, T* out, bool half) {
+  transpose_columns_body<W>(R, walks, u, y, p0, j0, j1, out, half);
+}
+
+template <int W, class T>
+void transpose_columns_baseline(const BlockSparseMatrix& R, const ColumnWalks* walks,
+                                const double* u, const T* y, std::int64_t p0, std::int64_t j0,
+                                std::int64_t j1, T* out, bool half) {
+  transpose_columns_body<W>(R, walks, u, y, p0, j0, j1, out, half);
+}
+
+template <int W, class T>
+void transpose_columns(const BlockSparseMatrix& R, const ColumnWalks* walks, const double* u,
+                       const T* y, std::int64_t p0, std::int64_t j0, std::int64_t j1, T* out,
+                       bool half) {
+  if (baseline_isa_forced().load(std::memory_order_relaxed))
+    transpose_columns_baseline<W>(R, walks, u, y, p0, j0, j1, out, half);
+  else
+    transpose_columns_clones<W>(R, walks, u, y, p0, j0, j1, out, half);
 }
 
 // R^T y for one panel of W vectors, threads over groups of columns.
