@@ -305,10 +305,14 @@ def test_memory_of_10000_distinct_modules(benchmark, family, size):
     """Peak resident-set growth (sampled every 2 ms) while one sketch_many call sketches 54
     graphs with >= 10,000 distinct modules, against the documented budget
     (docs/sketch_schedule.md, Memory): kSketchWorkingBytes (256 MiB) of working memory, the
-    walk cache's limit (64 MiB, block_sparse only), the leaf embeddings the Sketcher holds
-    after the call, the outputs, the call's flattened copy of its input (8 bytes per
-    attribute) and the matrix handles the Sketcher keeps for every new module (3 per module,
-    their bytes measured in the same process)."""
+    walk cache's limit (64 MiB, block_sparse only), the leaf-embedding cache's cap
+    (EMBEDDING_BUDGET_BYTES, 256 MiB), the outputs, the call's flattened copy of its input
+    (8 bytes per attribute) and the matrix handles the Sketcher keeps for every new module
+    (3 per module, their bytes measured in the same process). The growth must stay within
+    that budget (a memory bound, not a wall-clock one). The tighter figure with the embeddings
+    the Sketcher actually holds after the call (0 here) in place of the cap is reported
+    beside it. Not counted by either: the temporaries of building a leaf embedding (about
+    3 (k + 1) x d float64) and the kernels' scratch per running product."""
     import os
     import subprocess
     import sys
@@ -324,9 +328,11 @@ def test_memory_of_10000_distinct_modules(benchmark, family, size):
 
     benchmark.group = "memory: 10,000 distinct modules in one call"
     benchmark.pedantic(run, rounds=1, iterations=1, warmup_rounds=0)
+    from recsketch.embeddings import EMBEDDING_BUDGET_BYTES
     walk_cache = (64 << 20) if family == "block_sparse" else 0
-    budget = ((256 << 20) + walk_cache + result["embeddings"] + result["outputs"] +
-              result["inputs"] + result["handles"])
+    others = (256 << 20) + walk_cache + result["outputs"] + result["inputs"] + result["handles"]
+    budget = others + EMBEDDING_BUDGET_BYTES
+    held = others + result["embeddings"]  # with the embeddings actually held in place of the cap
     assert result["modules"] >= 10000
     benchmark.extra_info.update(d=d, modules=result["modules"],
                                 peak_rss_growth_mib=result["grew"] / 2**20,
@@ -334,9 +340,12 @@ def test_memory_of_10000_distinct_modules(benchmark, family, size):
                                 matrix_handles_mib=result["handles"] / 2**20,
                                 embeddings_mib=result["embeddings"] / 2**20,
                                 budget_mib=budget / 2**20,
+                                budget_with_embeddings_held_mib=held / 2**20,
                                 within_budget=result["grew"] <= budget)
     print(f"\n[memory] {family} d={d}: {result['modules']} modules, peak growth "
-          f"{result['grew'] / 2**20:.1f} MiB, budget {budget / 2**20:.1f} MiB (input copy "
+          f"{result['grew'] / 2**20:.1f} MiB, budget {budget / 2**20:.1f} MiB, "
+          f"{held / 2**20:.1f} MiB with the embeddings held (input copy "
           f"{result['inputs'] / 2**20:.1f}, handles {result['handles'] / 2**20:.1f}, "
           f"embeddings {result['embeddings'] / 2**20:.1f}, outputs "
           f"{result['outputs'] / 2**20:.2f})")
+    assert result["grew"] <= budget, (result["grew"], budget)

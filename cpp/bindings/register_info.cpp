@@ -10,6 +10,7 @@
 
 #include "arrays.hpp"
 #include "recsketch/block_sparse_params.hpp"
+#include "recsketch/multiversion.hpp"
 #include "recsketch/parallel.hpp"
 #include "recsketch/rng.hpp"
 #include "recsketch/wht.hpp"
@@ -86,6 +87,13 @@ void register_info(py::module_& m) {
       py::arg("path"),
       "Force the Walsh-Hadamard kernel of the orthogonal family for the whole process (tests and "
       "benchmarks: every path gives the same bits). 'auto' restores the CPU's best.");
+
+  m.def(
+      "_set_baseline_isa",
+      [](bool forced) { recsketch::baseline_isa_forced().store(forced); },
+      py::arg("forced"),
+      "Tests only: run the block-sparse kernels' copy built for the baseline ISA (True) or the "
+      "one chosen at load time (False, the default), for the whole process.");
 
   m.def(
       "add_rate_probe",

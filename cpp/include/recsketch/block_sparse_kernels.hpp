@@ -103,15 +103,6 @@ inline ColumnWalks::View column_walk(const BlockSparseMatrix& R, const ColumnWal
   return ColumnWalks::View{nullptr, buffer, n};
 }
 
-// Calls f(entries, n) with the walk's entries as a pointer to their stored type.
-template <class F>
-RECSKETCH_ALWAYS_INLINE void with_entries(const ColumnWalks::View& w, F&& f) {
-  if (w.e16)
-    f(w.e16, w.n);
-  else
-    f(w.e32, w.n);
-}
-
 // Signs of one column shared by all its blocks: sigma_{s,j}'s sign bits and the two signs the
 // parity bits depend on.
 struct ColumnCode {
@@ -230,6 +221,20 @@ inline int lowest_bit(std::uint64_t w) noexcept {
 #endif
 }
 
+// a[s][0..W) += (negative ? neg : pos)[s][0..W), one register. A named always-inline function
+// rather than a lambda, for the reason given at column_updates.
+template <int W, class A>
+RECSKETCH_ALWAYS_INLINE void panel_add(A* a, const A* pos, const A* neg, std::int64_t s,
+                                       bool negative) noexcept {
+  using V = typename Vec<A, W>::type;
+  const A* src = (negative ? neg : pos) + s * W;
+  V acc, val;
+  std::memcpy(&acc, a + s * W, sizeof acc);
+  std::memcpy(&val, src, sizeof val);
+  acc += val;
+  std::memcpy(a + s * W, &acc, sizeof acc);
+}
+
 // A panel of W vectors: a[s][0..W) += (+-v)[s][0..W), the sign of each group of slots picked
 // by the block's flips (the table above), so there is no product: pos and neg hold the
 // column's scaled base and its negation. The groups are spelled out rather than read from the
@@ -237,28 +242,23 @@ inline int lowest_bit(std::uint64_t w) noexcept {
 // The index-bit slots are updated only where their bit of j is set: elsewhere the column adds +-0, and adding
 // +-0 to a sum that started at +0 never changes it (such a sum is never -0: IEEE round to
 // nearest gives +0 for +0 + -0 and for an exact cancellation; inputs are finite, checked at
-// every entry point, so 0 * x is never NaN). Same bits, a fifth fewer updates.
+// every entry point, so 0 * x is never NaN). This assumes the default floating-point
+// environment: round to nearest, and no flush-to-zero / denormals-are-zero (with FTZ a tiny
+// difference could round to a zero of either sign). Should a chunk's part still be -0, the
+// chunk sums are added into a total that starts at +0.0, which turns it into +0 either way.
+// Same bits, a fifth fewer updates.
 template <int W, class A>
 RECSKETCH_ALWAYS_INLINE void block_update_panel(A* a, const A* pos, const A* neg,
                                                       std::uint32_t entry, std::int64_t third,
                                                       std::int64_t L, std::uint64_t j) noexcept {
-  using V = typename Vec<A, W>::type;
-  auto add = [&](std::int64_t s, bool negative) {
-    const A* src = (negative ? neg : pos) + s * W;
-    V acc, val;
-    std::memcpy(&acc, a + s * W, sizeof acc);
-    std::memcpy(&val, src, sizeof val);
-    acc += val;
-    std::memcpy(a + s * W, &acc, sizeof acc);
-  };
   const bool ns = (entry & 4U) != 0, nc = (entry & 2U) != 0, nm = (entry & 1U) != 0;
-  for (std::int64_t r = 0; r < third; ++r) add(r, ns);
-  add(third, nm);
-  add(third + 1, nc);
-  add(third + 2, nc != nm);
-  add(third + 3, nc != ns);
-  for (std::uint64_t bits = j; bits != 0; bits &= bits - 1)
-    add(third + 4 + (L - 1 - lowest_bit(bits)), nc);  // slot bit(t) holds bit L-1-t of j
+  for (std::int64_t r = 0; r < third; ++r) panel_add<W>(a, pos, neg, r, ns);
+  panel_add<W>(a, pos, neg, third, nm);
+  panel_add<W>(a, pos, neg, third + 1, nc);
+  panel_add<W>(a, pos, neg, third + 2, nc != nm);
+  panel_add<W>(a, pos, neg, third + 3, nc != ns);
+  for (std::uint64_t bits = j; bits != 0; bits &= bits - 1)  // slot bit(t) holds bit L-1-t of j
+    panel_add<W>(a, pos, neg, third + 4 + (L - 1 - lowest_bit(bits)), nc);
 }
 
 // Adds one column's contributions to the block-rows of its walk (entries as stored, 16 or 32
@@ -344,9 +344,10 @@ RECSKETCH_ALWAYS_INLINE void column_base(const ColumnCode& code, const ByteSigns
 // to its part `part` as it is generated (walk_cache.hpp: a first product fills the cache in the
 // same pass, without a separate build).
 template <int W, class A>
-RECSKETCH_MULTIVERSION void forward_chunk(const BlockSparseMatrix& R, const ColumnWalks* walks,
-                                          const A* xp, std::int64_t j0, std::int64_t j1, A* acc,
-                                          ColumnWalks* record, std::size_t part) {
+RECSKETCH_ALWAYS_INLINE void forward_chunk_body(const BlockSparseMatrix& R,
+                                                const ColumnWalks* walks, const A* xp,
+                                                std::int64_t j0, std::int64_t j1, A* acc,
+                                                ColumnWalks* record, std::size_t part) {
   const BlockSparseFamily& f = R.family();
   const ForwardLayout<W> lay = forward_layout<A, W>(f);
   const ForwardLayout<1> lay1{lay.third, lay.L, lay.align};  // one vector's view of the slots
@@ -390,6 +391,33 @@ RECSKETCH_MULTIVERSION void forward_chunk(const BlockSparseMatrix& R, const Colu
       column_updates<W>(walk.e32, walk.n, acc, row_size, v, negated.data(), signs, third, L,
                         static_cast<std::uint64_t>(j));
   }
+}
+
+// forward_chunk_body compiled for the ISAs of multiversion.hpp and chosen at load time ...
+template <int W, class A>
+RECSKETCH_MULTIVERSION void forward_chunk_clones(const BlockSparseMatrix& R,
+                                                 const ColumnWalks* walks, const A* xp,
+                                                 std::int64_t j0, std::int64_t j1, A* acc,
+                                                 ColumnWalks* record, std::size_t part) {
+  forward_chunk_body<W>(R, walks, xp, j0, j1, acc, record, part);
+}
+
+// ... and for the baseline ISA only (tests: baseline_isa_forced).
+template <int W, class A>
+void forward_chunk_baseline(const BlockSparseMatrix& R, const ColumnWalks* walks, const A* xp,
+                            std::int64_t j0, std::int64_t j1, A* acc, ColumnWalks* record,
+                            std::size_t part) {
+  forward_chunk_body<W>(R, walks, xp, j0, j1, acc, record, part);
+}
+
+template <int W, class A>
+void forward_chunk(const BlockSparseMatrix& R, const ColumnWalks* walks, const A* xp,
+                   std::int64_t j0, std::int64_t j1, A* acc, ColumnWalks* record,
+                   std::size_t part) {
+  if (baseline_isa_forced().load(std::memory_order_relaxed))
+    forward_chunk_baseline<W>(R, walks, xp, j0, j1, acc, record, part);
+  else
+    forward_chunk_clones<W>(R, walks, xp, j0, j1, acc, record, part);
 }
 
 // Writes output vector v of a panel from its structured accumulator. If x_half is not null the
@@ -520,12 +548,68 @@ void transpose_slots(const BlockSparseFamily& f, const std::vector<double>& sig,
     }
 }
 
+// q[i][0..H) += u_k[si][0..W) * (base[si] * sign[si]): slot si's part of W dot products, kept
+// by si % 4 (i) in H registers of 4 doubles. Named and always inline, as panel_add.
+template <int H>
+RECSKETCH_ALWAYS_INLINE void transpose_add(typename Vec<double, 4>::type (&q)[4][H], int i,
+                                           std::int64_t si, const double* bj, const double* sign,
+                                           const double* uk) noexcept {
+  constexpr int W = 4 * H;
+  const double c = bj[si] * sign[si];
+  for (int h = 0; h < H; ++h) {
+    typename Vec<double, 4>::type uv;
+    std::memcpy(&uv, uk + si * W + 4 * h, sizeof uv);
+    q[i][h] += uv * c;
+  }
+}
+
+// total[0..W) += column j's dot products with the slot values u of the block-rows of its walk
+// (entries as stored, 16 or 32 bits); bj is the column's base. Called once per entry type rather
+// than through a generic lambda, for the reason given at column_updates.
+template <int W, class E>
+RECSKETCH_ALWAYS_INLINE void transpose_entries(const E* entries, std::int64_t n, const double* u,
+                                               std::int64_t row_size,
+                                               const FlipSigns<double>& signs, const double* bj,
+                                               std::int64_t slots, double* total) noexcept {
+  using V = typename Vec<double, 4>::type;
+  static_assert(W == 1 || W % 4 == 0, "panel widths are 1 or multiples of 4");
+  for (std::int64_t k = 0; k < n; ++k) {
+    const std::uint32_t e = entries[k];
+    const double* uk = u + static_cast<std::int64_t>(e >> 3) * row_size;
+    const double* sign = signs.row(e);
+    if constexpr (W == 1) {
+      V p = {0.0, 0.0, 0.0, 0.0};
+      for (std::int64_t s = 0; s < slots; s += 4) {
+        V bv, sv, uv;
+        std::memcpy(&bv, bj + s, sizeof bv);
+        std::memcpy(&sv, sign + s, sizeof sv);
+        std::memcpy(&uv, uk + s, sizeof uv);
+        p += (bv * sv) * uv;
+      }
+      total[0] += (p[0] + p[1]) + (p[2] + p[3]);
+    } else {
+      // Partial sums by slot % 4, each W/4 registers of 4 doubles (wider GCC vectors are
+      // lowered through memory without AVX-512).
+      constexpr int H = W / 4;
+      V q[4][H] = {};
+      std::int64_t s = 0;
+      for (; s + 4 <= slots; s += 4)
+        for (int i = 0; i < 4; ++i) transpose_add<H>(q, i, s + i, bj, sign, uk);
+      for (int i = 0; s + i < slots; ++i) transpose_add<H>(q, i, s + i, bj, sign, uk);
+      for (int h = 0; h < H; ++h) {
+        const V contrib = (q[0][h] + q[1][h]) + (q[2][h] + q[3][h]);
+        for (int v = 0; v < 4; ++v) total[4 * h + v] += contrib[v];
+      }
+    }
+  }
+}
+
 // out[v][j] for the columns j in [j0, j1) of one panel; u holds the panel's slot values.
 template <int W, class T>
-RECSKETCH_MULTIVERSION void transpose_columns(const BlockSparseMatrix& R, const ColumnWalks* walks,
-                                              const double* u, const T* y, std::int64_t p0,
-                                              std::int64_t j0, std::int64_t j1, T* out,
-                                              bool half) {
+RECSKETCH_ALWAYS_INLINE void transpose_columns_body(const BlockSparseMatrix& R,
+                                                    const ColumnWalks* walks, const double* u,
+                                                    const T* y, std::int64_t p0, std::int64_t j0,
+                                                    std::int64_t j1, T* out, bool half) {
   const BlockSparseFamily& f = R.family();
   const ForwardLayout<W> lay = forward_layout<double, W>(f);
   const ForwardLayout<1> lay1{lay.third, lay.L, lay.align};
@@ -536,61 +620,50 @@ RECSKETCH_MULTIVERSION void transpose_columns(const BlockSparseMatrix& R, const 
   ColumnCode code(f.third());
   std::vector<double> base(static_cast<std::size_t>(slots), 0.0);
   std::vector<std::uint32_t> buffer(static_cast<std::size_t>(f.n_blocks()));
-  using V = typename Vec<double, 4>::type;
-  static_assert(W == 1 || W % 4 == 0, "panel widths are 1 or multiples of 4");
   PartCursor cursor(walks, j0);
   for (std::int64_t j = j0; j < j1; ++j) {
     code.load(R, j);
     column_base(code, byte_signs, lay1, j, base.data());
     const double* bj = base.data();
     double total[W] = {};
-    with_entries(column_walk(R, walks, j, buffer.data(), cursor),
-                 [&](const auto* entries, std::int64_t n) {
-    for (std::int64_t k = 0; k < n; ++k) {
-      const std::uint32_t e = entries[k];
-      const double* uk = u + static_cast<std::int64_t>(e >> 3) * row_size;
-      const double* sign = signs.row(e);
-      if constexpr (W == 1) {
-        V p = {0.0, 0.0, 0.0, 0.0};
-        for (std::int64_t s = 0; s < slots; s += 4) {
-          V bv, sv, uv;
-          std::memcpy(&bv, bj + s, sizeof bv);
-          std::memcpy(&sv, sign + s, sizeof sv);
-          std::memcpy(&uv, uk + s, sizeof uv);
-          p += (bv * sv) * uv;
-        }
-        total[0] += (p[0] + p[1]) + (p[2] + p[3]);
-      } else {
-        // Partial sums by slot % 4, each W/4 registers of 4 doubles (wider GCC vectors are
-        // lowered through memory without AVX-512).
-        constexpr int H = W / 4;
-        using V4 = typename Vec<double, 4>::type;
-        V4 q[4][H] = {};
-        auto add = [&](int i, std::int64_t si) {
-          const double c = bj[si] * sign[si];
-          for (int h = 0; h < H; ++h) {
-            V4 uv;
-            std::memcpy(&uv, uk + si * W + 4 * h, sizeof uv);
-            q[i][h] += uv * c;
-          }
-        };
-        std::int64_t s = 0;
-        for (; s + 4 <= slots; s += 4)
-          for (int i = 0; i < 4; ++i) add(i, s + i);
-        for (int i = 0; s + i < slots; ++i) add(i, s + i);
-        for (int h = 0; h < H; ++h) {
-          const V4 contrib = (q[0][h] + q[1][h]) + (q[2][h] + q[3][h]);
-          for (int v = 0; v < 4; ++v) total[4 * h + v] += contrib[v];
-        }
-      }
-    }
-                 });
+    const ColumnWalks::View walk = column_walk(R, walks, j, buffer.data(), cursor);
+    if (walk.e16)
+      transpose_entries<W>(walk.e16, walk.n, u, row_size, signs, bj, slots, total);
+    else
+      transpose_entries<W>(walk.e32, walk.n, u, row_size, signs, bj, slots, total);
     for (int v = 0; v < W; ++v) {
       const double rt = scale * total[v];
       T* o = out + (p0 + v) * d + j;
       *o = static_cast<T>(half ? 0.5 * (static_cast<double>(y[(p0 + v) * d + j]) + rt) : rt);
     }
   }
+}
+
+// transpose_columns_body for the ISAs of multiversion.hpp, chosen at load time, and for the
+// baseline ISA only (tests: baseline_isa_forced), as forward_chunk.
+template <int W, class T>
+RECSKETCH_MULTIVERSION void transpose_columns_clones(const BlockSparseMatrix& R,
+                                                     const ColumnWalks* walks, const double* u,
+                                                     const T* y, std::int64_t p0, std::int64_t j0,
+                                                     std::int64_t j1, T* out, bool half) {
+  transpose_columns_body<W>(R, walks, u, y, p0, j0, j1, out, half);
+}
+
+template <int W, class T>
+void transpose_columns_baseline(const BlockSparseMatrix& R, const ColumnWalks* walks,
+                                const double* u, const T* y, std::int64_t p0, std::int64_t j0,
+                                std::int64_t j1, T* out, bool half) {
+  transpose_columns_body<W>(R, walks, u, y, p0, j0, j1, out, half);
+}
+
+template <int W, class T>
+void transpose_columns(const BlockSparseMatrix& R, const ColumnWalks* walks, const double* u,
+                       const T* y, std::int64_t p0, std::int64_t j0, std::int64_t j1, T* out,
+                       bool half) {
+  if (baseline_isa_forced().load(std::memory_order_relaxed))
+    transpose_columns_baseline<W>(R, walks, u, y, p0, j0, j1, out, half);
+  else
+    transpose_columns_clones<W>(R, walks, u, y, p0, j0, j1, out, half);
 }
 
 // R^T y for one panel of W vectors, threads over groups of columns.

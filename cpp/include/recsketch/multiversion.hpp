@@ -11,3 +11,17 @@
 #else
 #define RECSKETCH_MULTIVERSION
 #endif
+
+#include <atomic>
+
+namespace recsketch {
+
+// Tests only (recsketch._native._core._set_baseline_isa): when set, the block-sparse kernels
+// run their copy built for the baseline ISA instead of the one chosen at load time, so a test can
+// check that both copies give the same bits on a machine with AVX2. Process-wide.
+inline std::atomic<bool>& baseline_isa_forced() noexcept {
+  static std::atomic<bool> forced{false};
+  return forced;
+}
+
+}  // namespace recsketch
