@@ -759,6 +759,52 @@ def test_sketch_graphs_holds_its_matrices_while_the_kernel_runs():
     assert "same sketches" in out, out
 
 
+def test_sketch_graphs_reads_its_own_copy_of_the_index_arrays():
+    # The index arrays were checked with the GIL held and read again by the kernel without it:
+    # another thread writing an out-of-range index in between segfaulted the process. Every
+    # call must now either refuse the batch (the check saw a bad index) or return exactly the
+    # sketches of the unmodified batch. Run in a child: it may crash.
+    code, out = run_isolated("""
+        import sys, threading
+        import numpy as np
+        sys.path.insert(0, %r)
+        from test_native_entry_points import sketch_args, SK, small_graph
+        from recsketch import _core
+
+        args = sketch_args(SK, [small_graph() for _ in range(3000)], num_threads=1)
+        args["embedded"] = np.zeros(len(args["module"]), dtype=np.uint8)
+        reference = _core.sketch_graphs(**args)[0]
+        names = ["graph_ptr", "module", "attr_ptr", "input_ptr", "input_row", "embedded"]
+        good = {n: args[n].copy() for n in names}
+        bad = {n: np.full_like(good[n], np.iinfo(good[n].dtype).max) for n in names}
+        bad["embedded"][:] = 1     # a flagged row with no leaf embedding
+        stop = threading.Event()
+        def mutate():
+            while not stop.is_set():
+                for n in names:
+                    args[n][:] = bad[n]
+                    args[n][:] = good[n]
+        refused = same = 0
+        t = threading.Thread(target=mutate)
+        t.start()
+        try:
+            for trial in range(30):
+                try:
+                    overall = _core.sketch_graphs(**args)[0]
+                except ValueError:
+                    refused += 1
+                    continue
+                np.testing.assert_array_equal(overall, reference)
+                same += 1
+        finally:
+            stop.set()
+            t.join()
+        print("refused", refused, "same", same)
+    """ % os.path.dirname(os.path.abspath(__file__)), timeout=300)
+    assert code == 0, out
+    assert "same" in out, out
+
+
 def test_an_uninitialised_instance_is_refused():
     # Cls.__new__(Cls) skips __init__; pybind11 then handed methods unconstructed storage:
     # OrthogonalMatrix.apply tried to allocate 688 TiB, BlockSparseFamily.gap segfaulted.
