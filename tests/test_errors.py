@@ -132,14 +132,22 @@ def test_block_sparse_to_scipy_refuses_huge_matrices_before_allocating():
     R = rs.Sketcher(d, block_size=96, density=1.0).module_matrix("a", 0)
     csc = d * d * (8 + 4) + (d + 1) * 4        # float64 values, int32 indices and indptr
     csr = d * d * (8 + 4) + (d + 1) * 4        # CSR is converted from CSC: both at once
+    counts = 8 * d                             # the native csc's int64 count per column
+    # 14563 columns: their CSC arrays alone (4294861712 bytes) fit in 4 GiB; with the count
+    # held beside them (116504 bytes) they do not
+    m = 14563
+    csc_m = m * d * (8 + 4) + (m + 1) * 4
+    assert csc_m <= 4 << 30 < csc_m + 8 * m
     big = rs.Sketcher(3 * 2**28, block_size=192).module_matrix("a", 0)
     tracemalloc.start()
     try:
         with pytest.raises(ValueError, match=rf"have {d * d} nonzeros: to_scipy\(\) would need "
-                                             rf"{csc} bytes \(6\.8 GiB, limit 4 GiB\)"):
+                                             rf"{csc + counts} bytes \(6\.8 GiB, limit 4 GiB\)"):
             R.to_scipy(format="csc")
-        with pytest.raises(ValueError, match=rf"would need {csc + csr} bytes"):
+        with pytest.raises(ValueError, match=rf"would need {csc + csr + counts} bytes"):
             R.to_scipy()
+        with pytest.raises(ValueError, match=rf"would need {csc_m + 8 * m} bytes"):
+            R.to_scipy(format="csc", columns=m)
         # counting the nonzeros of 2^29 + 1 columns alone takes more than 4 GiB
         with pytest.raises(ValueError, match=rf"more than {8 * (2**29 + 1)} bytes .* to count"):
             big.to_scipy(columns=2**29 + 1)

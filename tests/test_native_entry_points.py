@@ -652,14 +652,65 @@ def _run_case(case_id):
     return "ok"
 
 
+# A case still running after HANG_SECONDS has hung: faulthandler ends its child (exit code 1,
+# "Timeout" and the stack on stderr). CHILD_SECONDS bounds a whole child in case that fails.
+HANG_SECONDS = 20
+CHILD_SECONDS = 1200
+_READY = "cases ready"
+
+
 def _child_main(first):
     """In a child interpreter: run every case from index `first` on, one line each."""
     import faulthandler
     ids = list(BAD_CASES) + list(VALID_CASES)
+    print(_READY, flush=True)
     for k in range(first, len(ids)):
-        faulthandler.dump_traceback_later(60, exit=True)  # a hang ends the child
+        faulthandler.dump_traceback_later(HANG_SECONDS, exit=True)
         print(f"{k}\t{_run_case(ids[k])}", flush=True)
     faulthandler.cancel_dump_traceback_later()
+
+
+def _text(out):
+    return out.decode(errors="replace") if isinstance(out, bytes) else (out or "")
+
+
+def _run_cases_in_children():
+    """Every case's outcome: children run the cases in order; after a child dies or hangs, the
+    case after its last reported one is marked with its end, and the next child resumes."""
+    ids = list(BAD_CASES) + list(VALID_CASES)
+    here = os.path.dirname(os.path.abspath(__file__))
+    results = {}
+    first = 0
+    while first < len(ids):
+        code = (f"import sys; sys.path.insert(0, {here!r}); "
+                f"import test_native_entry_points as t; t._child_main({first})")
+        try:
+            proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                  timeout=CHILD_SECONDS)
+            out, err, code_ = proc.stdout, proc.stderr, proc.returncode
+            end = (f"hung (over {HANG_SECONDS} s)" if "Timeout (" in err else
+                   f"the child died (exit code {code_})")
+        except subprocess.TimeoutExpired as exc:
+            out, err, code_ = _text(exc.stdout), _text(exc.stderr), None
+            end = f"hung (the child was killed after {CHILD_SECONDS} s)"
+        lines = out.splitlines()
+        if _READY not in lines:
+            # the child could not even import the cases: every case fails with its stderr
+            for case_id in ids[first:]:
+                results[case_id] = f"no child started ({end}): {err[-3000:]}"
+            break
+        resumed = first
+        for line in lines:
+            k, tab, outcome = line.partition("\t")
+            if not tab or not k.isdigit() or not resumed <= int(k) < len(ids):
+                continue  # not a case line (something the code under test printed)
+            results[ids[int(k)]] = outcome
+            first = max(first, int(k) + 1)
+        if first < len(ids) and (code_ != 0 or first == resumed):
+            # the case after the last reported one ended (or stalled) the child
+            results[ids[first]] = f"{end}: {err[-3000:]}"
+            first += 1
+    return results
 
 
 _CHILD_RESULTS = {}
@@ -668,23 +719,7 @@ _CHILD_RESULTS = {}
 def child_result(case_id):
     """The outcome of a case, run in child interpreters (all cases at once, on first use)."""
     if not _CHILD_RESULTS:
-        ids = list(BAD_CASES) + list(VALID_CASES)
-        here = os.path.dirname(os.path.abspath(__file__))
-        first = 0
-        while first < len(ids):
-            code = (f"import sys; sys.path.insert(0, {here!r}); "
-                    f"import test_native_entry_points as t; t._child_main({first})")
-            proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                  timeout=1200)
-            for line in proc.stdout.splitlines():
-                k, outcome = line.split("\t", 1)
-                _CHILD_RESULTS[ids[int(k)]] = outcome
-                first = int(k) + 1
-            if proc.returncode != 0 and first < len(ids):
-                # the case after the last reported one ended the child
-                _CHILD_RESULTS[ids[first]] = (f"the child died (exit code {proc.returncode}): "
-                                              f"{proc.stderr[-3000:]}")
-                first += 1
+        _CHILD_RESULTS.update(_run_cases_in_children())
     return _CHILD_RESULTS[case_id]
 
 
@@ -757,6 +792,52 @@ def test_sketch_graphs_holds_its_matrices_while_the_kernel_runs():
     """)
     assert code == 0, out
     assert "same sketches" in out, out
+
+
+def test_sketch_graphs_reads_its_own_copy_of_the_index_arrays():
+    # The index arrays were checked with the GIL held and read again by the kernel without it:
+    # another thread writing an out-of-range index in between segfaulted the process. Every
+    # call must now either refuse the batch (the check saw a bad index) or return exactly the
+    # sketches of the unmodified batch. Run in a child: it may crash.
+    code, out = run_isolated("""
+        import sys, threading
+        import numpy as np
+        sys.path.insert(0, %r)
+        from test_native_entry_points import sketch_args, SK, small_graph
+        from recsketch import _core
+
+        args = sketch_args(SK, [small_graph() for _ in range(3000)], num_threads=1)
+        args["embedded"] = np.zeros(len(args["module"]), dtype=np.uint8)
+        reference = _core.sketch_graphs(**args)[0]
+        names = ["graph_ptr", "module", "attr_ptr", "input_ptr", "input_row", "embedded"]
+        good = {n: args[n].copy() for n in names}
+        bad = {n: np.full_like(good[n], np.iinfo(good[n].dtype).max) for n in names}
+        bad["embedded"][:] = 1     # a flagged row with no leaf embedding
+        stop = threading.Event()
+        def mutate():
+            while not stop.is_set():
+                for n in names:
+                    args[n][:] = bad[n]
+                    args[n][:] = good[n]
+        refused = same = 0
+        t = threading.Thread(target=mutate)
+        t.start()
+        try:
+            for trial in range(30):
+                try:
+                    overall = _core.sketch_graphs(**args)[0]
+                except ValueError:
+                    refused += 1
+                    continue
+                np.testing.assert_array_equal(overall, reference)
+                same += 1
+        finally:
+            stop.set()
+            t.join()
+        print("refused", refused, "same", same)
+    """ % os.path.dirname(os.path.abspath(__file__)), timeout=300)
+    assert code == 0, out
+    assert "same" in out, out
 
 
 def test_an_uninitialised_instance_is_refused():

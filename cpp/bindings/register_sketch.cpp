@@ -43,6 +43,16 @@ auto data_of(const A& a, std::int64_t expected, const char* name) {
   return a.data();
 }
 
+// A copy of an index array: the caller's buffer could be rewritten by another thread while the
+// kernel runs without the GIL, after the checks, and an index changed then would read out of
+// bounds; the checks and the kernel both read the copy.
+template <class A>
+auto copy_of(const A& a, std::int64_t expected, const char* name) {
+  const auto* p = data_of(a, expected, name);
+  using T = std::remove_cv_t<std::remove_pointer_t<decltype(p)>>;
+  return std::vector<T>(p, p + expected);
+}
+
 // An offsets array (graph_ptr, attr_ptr, input_ptr): starts at 0 and never decreases.
 void check_offsets(const std::int64_t* p, std::int64_t n, const char* name) {
   if (n > 0 && p[0] != 0) throw std::invalid_argument(std::string(name) + " must start at 0");
@@ -132,33 +142,42 @@ void register_sketch(py::module_& m) {
           }
         }
 
+        // The six index arrays are copied before they are checked (copy_of): the kernel reads
+        // only the copies. attr and input_weight stay the caller's (or converted) buffers: a
+        // concurrent write to them can only change the numbers, never an index.
         recsketch::GraphBatch g;
         if (graph_ptr.ndim() != 1) throw std::invalid_argument("graph_ptr must be 1-D");
         g.n_graphs = static_cast<std::int64_t>(graph_ptr.size()) - 1;
         if (g.n_graphs < 0) throw std::invalid_argument("graph_ptr is empty");
-        g.graph_ptr = data_of(graph_ptr, g.n_graphs + 1, "graph_ptr");
+        const auto graph_ptr_copy = copy_of(graph_ptr, g.n_graphs + 1, "graph_ptr");
+        g.graph_ptr = graph_ptr_copy.data();
         // Offsets first: every later length and index check relies on them.
         check_offsets(g.graph_ptr, g.n_graphs + 1, "graph_ptr");
         const std::int64_t rows = g.graph_ptr[g.n_graphs];
         if (rows < 0) throw std::invalid_argument("graph_ptr must end at the number of rows");
         g.rows = rows;
-        g.module = data_of(module, rows, "module");
-        g.attr_ptr = data_of(attr_ptr, rows + 1, "attr_ptr");
+        const auto module_copy = copy_of(module, rows, "module");
+        g.module = module_copy.data();
+        const auto attr_ptr_copy = copy_of(attr_ptr, rows + 1, "attr_ptr");
+        g.attr_ptr = attr_ptr_copy.data();
         check_offsets(g.attr_ptr, rows + 1, "attr_ptr");
         const gil_owned<recsketch_bind::RealArray> attr{recsketch_bind::real_array(attr_arg, "attr")};
         g.attr = data_of(attr, g.attr_ptr[rows], "attr");
-        g.input_ptr = data_of(input_ptr, rows + 1, "input_ptr");
+        const auto input_ptr_copy = copy_of(input_ptr, rows + 1, "input_ptr");
+        g.input_ptr = input_ptr_copy.data();
         check_offsets(g.input_ptr, rows + 1, "input_ptr");
-        g.input_row = data_of(input_row, g.input_ptr[rows], "input_row");
+        const auto input_row_copy = copy_of(input_row, g.input_ptr[rows], "input_row");
+        g.input_row = input_row_copy.data();
         const gil_owned<recsketch_bind::RealArray> input_weight{
             recsketch_bind::real_array(input_weight_arg, "input_weight")};
         g.input_weight = data_of(input_weight, g.input_ptr[rows], "input_weight");
-        IndexArray<std::uint8_t> flags;
+        std::vector<std::uint8_t> embedded_copy;
         if (!embedded.is_none()) {
           if (!IndexArray<std::uint8_t>::check_(embedded))
             throw py::type_error("embedded must be a C-contiguous uint8 array");
-          flags = py::reinterpret_borrow<IndexArray<std::uint8_t>>(embedded);
-          g.embedded = data_of(flags, rows, "embedded");
+          embedded_copy = copy_of(py::reinterpret_borrow<IndexArray<std::uint8_t>>(embedded), rows,
+                                  "embedded");
+          g.embedded = embedded_copy.data();
         }
         recsketch_bind::check_finite(g.attr, g.attr_ptr[rows], "attr");
         for (std::int64_t e = 0; e < g.input_ptr[rows]; ++e)

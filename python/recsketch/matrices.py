@@ -164,19 +164,23 @@ class RandomMatrix:
         if self._family == "orthogonal":
             return self._orthogonal_scipy(dt, m, format)
         # refused before anything of the size of the result is allocated (CSR is converted
-        # from CSC: both are held at once)
+        # from CSC: both are held at once). The native csc keeps its own count of each
+        # column's blocks (one int64 each) while it fills the arrays; the count made here
+        # is freed before csc runs, and alone was checked by _block_sparse_nnz.
         held = ("csc",) if format == "csc" else ("csc", "csr")
-        self._check_scipy_bytes(dt, m, self._block_sparse_nnz(m), *held)
+        self._check_scipy_bytes(dt, m, self._block_sparse_nnz(m), *held, work=8 * m)
         data, indices, indptr = self._native.csc(dt == np.float64, 0, m)
         out = sp.csc_matrix((data, indices, indptr), shape=(self._d, m))
         return out if format == "csc" else out.tocsr()
 
-    def _check_scipy_bytes(self, dt: np.dtype, m: int, nnz: int, *formats: str) -> np.dtype:
+    def _check_scipy_bytes(self, dt: np.dtype, m: int, nnz: int, *formats: str,
+                           work: int = 0) -> np.dtype:
         """The index dtype of the sparse forms (held at once) of the first ``m`` columns with
-        ``nnz`` nonzeros; ValueError, naming the bytes, if they would exceed the dense limit."""
+        ``nnz`` nonzeros; ValueError, naming the bytes, if they and ``work`` bytes held with
+        them would exceed the dense limit."""
         d = self._d
         index = np.dtype(np.int32 if max(nnz, d) < 2**31 - 1 else np.int64)
-        nbytes = sum(nnz * (dt.itemsize + index.itemsize)
+        nbytes = work + sum(nnz * (dt.itemsize + index.itemsize)
                      + ((m if f == "csc" else d) + 1) * index.itemsize for f in formats)
         if nbytes > _DENSE_LIMIT_BYTES:
             raise ValueError(
