@@ -400,6 +400,7 @@ ENTRY_POINTS = {
     "_parallel_probe": (_core._parallel_probe, dict(n=4, num_threads=1, throw_from=-1),
                         dict(n=INT, num_threads=THREADS, throw_from=INT)),
     "_pool_stats": (_core._pool_stats, {}, {}),
+    "_set_baseline_isa": (_core._set_baseline_isa, dict(forced=False), dict(forced=FLAG)),
     "_set_sketch_working_bytes": (_core._set_sketch_working_bytes,
                                   dict(n=_core._set_sketch_working_bytes(1 << 28)), dict(n=INT)),
     "add_rate_probe": (_core.add_rate_probe, dict(rounds=10), dict(rounds=INT)),

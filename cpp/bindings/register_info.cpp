@@ -90,7 +90,9 @@ void register_info(py::module_& m) {
 
   m.def(
       "_set_baseline_isa",
-      [](bool forced) { recsketch::baseline_isa_forced().store(forced); },
+      [](const py::object& forced) {
+        recsketch::baseline_isa_forced().store(recsketch_bind::flag_arg(forced, "forced"));
+      },
       py::arg("forced"),
       "Tests only: run the block-sparse kernels' copy built for the baseline ISA (True) or the "
       "one chosen at load time (False, the default), for the whole process.");
