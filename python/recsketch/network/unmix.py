@@ -170,9 +170,9 @@ def _basis(Y: np.ndarray, rank: Optional[int], chunk: int
 # the one that restores it: an OpenMP BLAS keeps the count in the calling thread's ICVs, and
 # threadpoolctl >= 3.8 ignores limits set on a pthreads OpenBLAS by any thread but the one that
 # controls it. A shared limit set by the first caller and restored by the last left the process
-# at one BLAS thread for good when those were different threads. Each section therefore holds one process-wide lock from entry to exit (the sections
-# are short eigensolves, so the serialisation costs little) and only the outermost section of
-# a thread sets and restores the limit.
+# at one BLAS thread for good when those were different threads. Each section therefore holds
+# one process-wide lock from entry to exit (the sections are short eigensolves, so the
+# serialisation costs little) and only the outermost section of a thread sets and restores it.
 _SERIAL_LOCK = threading.RLock()
 _SERIAL_DEPTH = threading.local()
 
