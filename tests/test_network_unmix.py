@@ -9,6 +9,8 @@ unmixed one of ~0.3: unmixing recovered three columns of R[midA, 1] exactly (Ham
 nonzero blocks each) where the per-sample learner recovered no depth-3 column.
 """
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -498,7 +500,9 @@ def test_leak_corrected_estimates_and_word_blocks_validate():
             ((Y, V, mat, c, np.zeros((V.shape[1] + 1, 1)), coef), ValueError, "K="),
             ((Y, V, mat, c, words, coef[:-1]), ValueError, "coefficients must be"),
             ((Y, V, mat, c, words, np.full_like(coef, np.nan)), ValueError, "NaN"),
-            ((np.full_like(Y, np.nan), V, mat, c, words, coef), ValueError, "NaN")]:
+            ((np.full_like(Y, np.nan), V, mat, c, words, coef), ValueError, "NaN"),
+            ((Y, V, dataclasses.replace(mat, columns=mat.columns[:0], blocks=[], patterns=[]),
+              0, words, coef), ValueError, "no recovered columns")]:
         with pytest.raises(exc, match=match):
             leak_corrected_estimates(*args)
     word = np.ones(V.shape[1])

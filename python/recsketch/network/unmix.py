@@ -433,13 +433,15 @@ def leak_corrected_estimates(Y: np.ndarray, V: np.ndarray, mat: RecoveredMatrix,
 
     Raises TypeError/ValueError before any work: arrays of the wrong type, dimensions or
     shapes (``V`` ``(d, K)``, ``words`` ``(K, m)``, ``coefficients`` ``(S, m)``), NaN/inf, a
-    matrix of another ``d_sketch``, ``c`` out of range."""
+    matrix of another ``d_sketch``, a matrix with no columns, ``c`` out of range."""
     V = _check_sketches_and_basis(Y, V)
     if not isinstance(mat, RecoveredMatrix):
         raise TypeError(f"mat must be a RecoveredMatrix, got {type(mat).__name__}")
     if mat.d_sketch != Y.shape[1]:
         raise ValueError(f"mat has d_sketch={mat.d_sketch} but the sketches have "
                          f"{Y.shape[1]}")
+    if mat.columns.size == 0:
+        raise ValueError("mat has no recovered columns: there is no column c to estimate")
     c = check_int(c, "c", minimum=0, maximum=mat.columns.size - 1)
     words = _real_array(words, "words", 2)
     coefficients = _real_array(coefficients, "coefficients", 2)
