@@ -188,11 +188,12 @@ def _serial_lapack() -> Iterator[None]:
     thread count is back to its value on entry when the section ends. While a section is open,
     BLAS calls of *other* threads of the process also run on one thread (the setting is
     process-wide). A ``threadpool_limits`` that another thread sets while a section is open is
-    overwritten when the section restores the count it found on entry; with threadpoolctl >= 3.8
-    and a pthreads OpenBLAS, a ``threadpool_limits`` context of another thread open at entry
-    keeps the control of OpenBLAS instead, and the section then runs with that thread's count
-    (only slower). Without
-    ``threadpoolctl`` (it comes with scikit-learn) BLAS keeps its own thread count."""
+    overwritten when the section restores the count it found on entry (with threadpoolctl >=
+    3.8 and a pthreads OpenBLAS it is ignored instead: only the thread in control may change
+    the count). The other way round, with that threadpoolctl, a ``threadpool_limits`` context
+    of another thread open at entry keeps the control of OpenBLAS, and the section runs with
+    that thread's count (only slower). Without ``threadpoolctl`` (it comes with scikit-learn)
+    BLAS keeps its own thread count."""
     try:  # imported here so that `import recsketch` works without it (the sanitizer job's
         # environment has numpy and scipy only)
         from threadpoolctl import threadpool_limits
