@@ -587,7 +587,8 @@ def infer_tree(attributes: Mapping[Hashable, np.ndarray], depths: Mapping[Hashab
     assumes that every child of ``p`` but this one was recovered and attached by its gain, and
     that ``p``'s importance weights sum to 1 (MATH.md §1). :class:`recsketch.Graph` accepts
     sums below 1 (MATH.md §3.3 relaxes the sum to at most one): where they sum to less, or a
-    child of ``p`` is missing, the rule may not fire and the weak child stays unattached.
+    child of ``p`` is missing, the rule may not fire and the weak child stays unattached, and
+    a parent whose weights sum to less than 1 by about the child's share can take it.
     Why: the R^2 gain measures how much of the parent's attributes the child alone
     explains, which can be below ``min_r2_gain`` for a true child even on the true attributes
     (0.037 on one seed of ``bench/teacher_unmix.py``'s teacher, ``docs/unmix.md`` round 5).
