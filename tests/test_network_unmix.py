@@ -9,6 +9,8 @@ unmixed one of ~0.3: unmixing recovered three columns of R[midA, 1] exactly (Ham
 nonzero blocks each) where the per-sample learner recovered no depth-3 column.
 """
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -498,7 +500,9 @@ def test_leak_corrected_estimates_and_word_blocks_validate():
             ((Y, V, mat, c, np.zeros((V.shape[1] + 1, 1)), coef), ValueError, "K="),
             ((Y, V, mat, c, words, coef[:-1]), ValueError, "coefficients must be"),
             ((Y, V, mat, c, words, np.full_like(coef, np.nan)), ValueError, "NaN"),
-            ((np.full_like(Y, np.nan), V, mat, c, words, coef), ValueError, "NaN")]:
+            ((np.full_like(Y, np.nan), V, mat, c, words, coef), ValueError, "NaN"),
+            ((Y, V, dataclasses.replace(mat, columns=mat.columns[:0], blocks=[], patterns=[]),
+              0, words, coef), ValueError, "no recovered columns")]:
         with pytest.raises(exc, match=match):
             leak_corrected_estimates(*args)
     word = np.ones(V.shape[1])
@@ -523,8 +527,9 @@ def test_serial_lapack_is_thread_safe():
     section BLAS runs on one thread, and afterwards the process's count is what it was.
     Per-thread ``threadpool_limits`` (the code before) restored in the wrong order when the
     sections interleaved: measured 60 of 213 reads of 2 threads inside sections and the
-    process left at 1. In a fresh interpreter: once OpenBLAS's pool has run a call, this
-    build applies a count set from a worker thread to that thread only, which hides it."""
+    process left at 1. In a fresh interpreter: threadpoolctl >= 3.8 lets only the thread that
+    controls a pthreads OpenBLAS change its count, until that thread leaves its
+    ``threadpool_limits`` context."""
     import subprocess
     import sys
     pytest.importorskip("threadpoolctl")
@@ -557,6 +562,54 @@ def test_serial_lapack_is_thread_safe():
     if libs == "0":
         pytest.skip("no BLAS library visible to threadpoolctl")
     assert int(n) > 160 and bad == "0" and restored == "True", out.stdout
+
+
+def test_serial_lapack_restores_with_warm_worker_pools():
+    """Two threads that have each run BLAS (so OpenBLAS's pool is warm in both) open sections in
+    the order A enters, B tries to enter, A leaves, B leaves. With one shared limit set by the
+    first to enter and restored by the last to leave, B restored a limit that A had set (and,
+    threadpoolctl 3.8 giving the control of a pthreads OpenBLAS to A, B's restore did nothing):
+    the process was left at one BLAS thread (2 of 2 runs). With the lock held for the whole section
+    B waits for A, each thread restores its own limit, and the count is back to the original.
+    Fresh interpreter: the limit is process state."""
+    import subprocess
+    import sys
+    pytest.importorskip("threadpoolctl")
+    code = """if True:
+        import threading, threadpoolctl
+        import numpy as np
+        from recsketch.network.unmix import _serial_lapack
+        def blas():
+            return [p["num_threads"] for p in threadpoolctl.threadpool_info()
+                    if p["user_api"] == "blas"]
+        a = np.ones((400, 400))
+        a @ a
+        before = blas()
+        a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+        def A():
+            a @ a
+            with _serial_lapack():
+                a_in.set()
+                # B enters here unless sections exclude each other (then this times out)
+                b_in.wait(timeout=2.0)
+            a_out.set()
+        def B():
+            a @ a
+            a_in.wait()
+            with _serial_lapack():
+                b_in.set()
+                a_out.wait(timeout=10.0)
+        ts = [threading.Thread(target=A), threading.Thread(target=B)]
+        [t.start() for t in ts]
+        [t.join() for t in ts]
+        print(before == blas(), len(before), before, blas())
+    """
+    for _ in range(2):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        if out.stdout.split()[1] == "0":
+            pytest.skip("no BLAS library visible to threadpoolctl")
+        assert out.stdout.split()[0] == "True", out.stdout
 
 
 def _planted_module(n=60, seed=4):

@@ -557,6 +557,18 @@ def _r2(X: np.ndarray, T: np.ndarray) -> float:
     return 1.0 - resid / total if total > 0 else 0.0
 
 
+def _weight_ratio(w_child: np.ndarray, w_parent: np.ndarray) -> float:
+    """Median over samples of ``w_child / w_parent``."""
+    return float(np.median(w_child / np.maximum(w_parent, 1e-300)))
+
+
+def _weight_share(w_children: Sequence[np.ndarray], w_parent: np.ndarray) -> float:
+    """Median over samples of ``sum_c w_c / w_parent`` (0 for no children)."""
+    if not w_children:
+        return 0.0
+    return _weight_ratio(np.sum(w_children, axis=0), w_parent)
+
+
 def infer_tree(attributes: Mapping[Hashable, np.ndarray], depths: Mapping[Hashable, int],
                path_weights: Mapping[Hashable, np.ndarray], *, min_r2_gain: float = 0.05,
                weight_slack: float = 1.1, weight_sum_tolerance: float = 0.15
@@ -568,11 +580,16 @@ def infer_tree(attributes: Mapping[Hashable, np.ndarray], depths: Mapping[Hashab
     added last. A fixed tree gives each child one parent: the one it explains most, if by at
     least ``min_r2_gain`` and if ``w_c <= weight_slack * w_p`` in the median (a child's path
     weight is its parent's times an importance weight <= 1). A child it explains by less is
-    still attached to that parent when, with it, the children attached to the parent carry
-    the parent's whole path weight: the median over samples of ``sum_c w_c / w_p`` within
-    ``weight_sum_tolerance`` of 1 (an object's importance weights sum to 1, MATH.md §1; where
-    they sum to less the test does not fire, and a child of another parent would push the sum
-    above 1). Why: the R^2 gain measures how much of the parent's attributes the child alone
+    still attached to a parent ``p`` when (a) the median over samples of
+    ``sum_c w_c / w_p`` over the children attached to ``p`` by their gain is *not* within
+    ``weight_sum_tolerance`` of 1, (b) adding the child brings it within, and (c) exactly one
+    parent satisfies (a) and (b) for that child; each weak child is tested on its own. The rule
+    assumes that every child of ``p`` but this one was recovered and attached by its gain, and
+    that ``p``'s importance weights sum to 1 (MATH.md §1). :class:`recsketch.Graph` accepts
+    sums below 1 (MATH.md §3.3 relaxes the sum to at most one): where they sum to less, or a
+    child of ``p`` is missing, the rule may not fire and the weak child stays unattached, and
+    a parent whose weights sum to less than 1 by about the child's share can take it.
+    Why: the R^2 gain measures how much of the parent's attributes the child alone
     explains, which can be below ``min_r2_gain`` for a true child even on the true attributes
     (0.037 on one seed of ``bench/teacher_unmix.py``'s teacher, ``docs/unmix.md`` round 5).
     ``attributes[k]`` is ``(n_samples, dim)``, ``path_weights[k]`` ``(n_samples,)``. Edges to
@@ -595,21 +612,33 @@ def infer_tree(attributes: Mapping[Hashable, np.ndarray], depths: Mapping[Hashab
                 rest = [attributes[o] for o in children if o != c]
                 without = _r2(np.hstack(rest), attributes[p]) if rest else 0.0
                 gain[i, j] = base - without
-        weak: Dict[Hashable, List[Tuple[Hashable, float]]] = {}
+        strong: Dict[Hashable, List[Hashable]] = {p: [] for p in parents}
+        weak: List[Hashable] = []
         for j, c in enumerate(children):
             i = int(np.argmax(gain[:, j]))
             p = parents[i]
-            ratio = float(np.median(path_weights[c] / np.maximum(path_weights[p], 1e-300)))
+            ratio = _weight_ratio(path_weights[c], path_weights[p])
             if ratio > weight_slack:
                 continue
             if gain[i, j] >= min_r2_gain:
                 edges.append(TreeEdge(p, c, min(ratio, 1.0)))
+                strong[p].append(c)
             else:
-                weak.setdefault(p, []).append((c, ratio))
-        for p, pending in weak.items():
-            kids = [e.child for e in edges if e.parent == p] + [c for c, _ in pending]
-            total = np.sum([path_weights[c] for c in kids], axis=0)
-            share = float(np.median(total / np.maximum(path_weights[p], 1e-300)))
-            if abs(share - 1.0) <= tolerance:
-                edges += [TreeEdge(p, c, min(ratio, 1.0)) for c, ratio in pending]
+                weak.append(c)
+        # Each weak child on its own, against the strongly attached children only: attaching
+        # weak children in groups, or to their best-R^2 parent whatever its share, lets a
+        # parent whose children already carry its weight absorb another parent's child.
+        for c in weak:
+            fits = []
+            for p in parents:
+                ratio = _weight_ratio(path_weights[c], path_weights[p])
+                if ratio > weight_slack:
+                    continue
+                without = _weight_share([path_weights[k] for k in strong[p]], path_weights[p])
+                with_c = _weight_share([path_weights[k] for k in strong[p]] + [path_weights[c]],
+                                       path_weights[p])
+                if abs(without - 1.0) > tolerance and abs(with_c - 1.0) <= tolerance:
+                    fits.append((p, ratio))
+            if len(fits) == 1:
+                edges.append(TreeEdge(fits[0][0], c, min(fits[0][1], 1.0)))
     return edges

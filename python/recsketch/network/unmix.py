@@ -166,12 +166,15 @@ def _basis(Y: np.ndarray, rank: Optional[int], chunk: int
     return s, V, K, G @ U @ T
 
 
-# The BLAS thread count is a process-wide setting: callers of unmix in several Python threads
-# share one limit, set by the first to enter and restored by the last to leave (a plain nested
-# ``threadpool_limits`` per caller restores in the wrong order when calls interleave and can
-# leave the process at one BLAS thread for good).
-_SERIAL_LOCK = threading.Lock()
-_SERIAL_STATE: dict = {"depth": 0, "limiter": None}
+# The BLAS thread count is a process-wide setting, but the thread that sets the limit must be
+# the one that restores it: an OpenMP BLAS keeps the count in the calling thread's ICVs, and
+# threadpoolctl >= 3.8 ignores limits set on a pthreads OpenBLAS by any thread but the one that
+# controls it. A shared limit set by the first caller and restored by the last left the process
+# at one BLAS thread for good when those were different threads. Each section therefore holds
+# one process-wide lock from entry to exit (the sections are short eigensolves, so the
+# serialisation costs little) and only the outermost section of a thread sets and restores it.
+_SERIAL_LOCK = threading.RLock()
+_SERIAL_DEPTH = threading.local()
 
 
 @contextlib.contextmanager
@@ -180,10 +183,17 @@ def _serial_lapack() -> Iterator[None]:
     threaded BLAS spends far longer waking its threads than solving them (docs/unmix.md, round
     3); the large GEMMs stay threaded.
 
-    Thread-safe: concurrent sections share one limit, restored when the last one leaves. While
-    any section is open, BLAS calls of *other* threads of the process also run on one thread
-    (the setting is process-wide; a BLAS library offers no per-thread count). Without
-    ``threadpoolctl`` (it comes with scikit-learn) BLAS keeps its own thread count."""
+    Thread-safe: sections of different Python threads run one at a time (a process-wide lock is
+    held for the whole section) and the thread that lowers the limit restores it, so the BLAS
+    thread count is back to its value on entry when the section ends. While a section is open,
+    BLAS calls of *other* threads of the process also run on one thread (the setting is
+    process-wide). A ``threadpool_limits`` that another thread sets while a section is open is
+    overwritten when the section restores the count it found on entry (with threadpoolctl >=
+    3.8 and a pthreads OpenBLAS it is ignored instead: only the thread in control may change
+    the count). The other way round, with that threadpoolctl, a ``threadpool_limits`` context
+    of another thread open at entry keeps the control of OpenBLAS, and the section runs with
+    that thread's count (only slower). Without ``threadpoolctl`` (it comes with scikit-learn)
+    BLAS keeps its own thread count."""
     try:  # imported here so that `import recsketch` works without it (the sanitizer job's
         # environment has numpy and scipy only)
         from threadpoolctl import threadpool_limits
@@ -191,17 +201,24 @@ def _serial_lapack() -> Iterator[None]:
         yield
         return
     with _SERIAL_LOCK:
-        if _SERIAL_STATE["depth"] == 0:
-            _SERIAL_STATE["limiter"] = threadpool_limits(limits=1, user_api="blas")
-        _SERIAL_STATE["depth"] += 1
-    try:
-        yield
-    finally:
-        with _SERIAL_LOCK:
-            _SERIAL_STATE["depth"] -= 1
-            if _SERIAL_STATE["depth"] == 0:
-                _SERIAL_STATE["limiter"].restore_original_limits()
-                _SERIAL_STATE["limiter"] = None
+        depth = getattr(_SERIAL_DEPTH, "depth", 0)
+        if depth > 0:  # nested in this thread: the outer section holds the limit
+            _SERIAL_DEPTH.depth = depth + 1
+            try:
+                yield
+            finally:
+                _SERIAL_DEPTH.depth = depth
+            return
+        # As a context manager, not a call: threadpoolctl >= 3.8 lets one thread at a time
+        # control a pthreads OpenBLAS and releases that control only on ``__exit__``; a limiter
+        # kept and restored by hand would keep the control, and other threads' limits would
+        # then do nothing.
+        _SERIAL_DEPTH.depth = 1
+        try:
+            with threadpool_limits(limits=1, user_api="blas"):
+                yield
+        finally:
+            _SERIAL_DEPTH.depth = 0
 
 
 def block_directions(V: np.ndarray, block_size: int, *, chunk_blocks: int = 2048
@@ -417,13 +434,15 @@ def leak_corrected_estimates(Y: np.ndarray, V: np.ndarray, mat: RecoveredMatrix,
 
     Raises TypeError/ValueError before any work: arrays of the wrong type, dimensions or
     shapes (``V`` ``(d, K)``, ``words`` ``(K, m)``, ``coefficients`` ``(S, m)``), NaN/inf, a
-    matrix of another ``d_sketch``, ``c`` out of range."""
+    matrix of another ``d_sketch``, a matrix with no columns, ``c`` out of range."""
     V = _check_sketches_and_basis(Y, V)
     if not isinstance(mat, RecoveredMatrix):
         raise TypeError(f"mat must be a RecoveredMatrix, got {type(mat).__name__}")
     if mat.d_sketch != Y.shape[1]:
         raise ValueError(f"mat has d_sketch={mat.d_sketch} but the sketches have "
                          f"{Y.shape[1]}")
+    if mat.columns.size == 0:
+        raise ValueError("mat has no recovered columns: there is no column c to estimate")
     c = check_int(c, "c", minimum=0, maximum=mat.columns.size - 1)
     words = _real_array(words, "words", 2)
     coefficients = _real_array(coefficients, "coefficients", 2)
