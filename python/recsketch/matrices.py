@@ -168,7 +168,12 @@ class RandomMatrix:
         # column's blocks (one int64 each) while it fills the arrays; the count made here
         # is freed before csc runs, and alone was checked by _block_sparse_nnz.
         held = ("csc",) if format == "csc" else ("csc", "csr")
-        self._check_scipy_bytes(dt, m, self._block_sparse_nnz(m), *held, work=8 * m)
+        # counting the exact nonzeros walks every column a second time, so it is done only
+        # when the dense bound (d nonzeros a column) does not already fit
+        nnz = self._d * m
+        if self._scipy_bytes(dt, m, nnz, *held, work=8 * m)[1] > _DENSE_LIMIT_BYTES:
+            nnz = self._block_sparse_nnz(m)
+        self._check_scipy_bytes(dt, m, nnz, *held, work=8 * m)
         data, indices, indptr = self._native.csc(dt == np.float64, 0, m)
         out = sp.csc_matrix((data, indices, indptr), shape=(self._d, m))
         return out if format == "csc" else out.tocsr()
@@ -179,9 +184,7 @@ class RandomMatrix:
         ``nnz`` nonzeros; ValueError, naming the bytes, if they and ``work`` bytes held with
         them would exceed the dense limit."""
         d = self._d
-        index = np.dtype(np.int32 if max(nnz, d) < 2**31 - 1 else np.int64)
-        nbytes = work + sum(nnz * (dt.itemsize + index.itemsize)
-                     + ((m if f == "csc" else d) + 1) * index.itemsize for f in formats)
+        index, nbytes = self._scipy_bytes(dt, m, nnz, *formats, work=work)
         if nbytes > _DENSE_LIMIT_BYTES:
             raise ValueError(
                 f"the first {m} columns of a {d} x {d} {self._family.replace('_', '-')} matrix "
@@ -189,6 +192,16 @@ class RandomMatrix:
                 f"({nbytes / 2**30:.1f} GiB, limit {_DENSE_LIMIT_BYTES / 2**30:.0f} GiB); use "
                 f"fewer columns or the products (matvec, apply_short) instead")
         return index
+
+    def _scipy_bytes(self, dt: np.dtype, m: int, nnz: int, *formats: str, work: int = 0
+                     ) -> Tuple[np.dtype, int]:
+        """(index dtype, bytes) of the sparse forms of the first ``m`` columns with ``nnz``
+        nonzeros, held at once, plus ``work`` bytes."""
+        d = self._d
+        index = np.dtype(np.int32 if max(nnz, d) < 2**31 - 1 else np.int64)
+        return index, work + sum(nnz * (dt.itemsize + index.itemsize)
+                                 + ((m if f == "csc" else d) + 1) * index.itemsize
+                                 for f in formats)
 
     def _block_sparse_nnz(self, m: int) -> int:
         """Nonzeros of the first ``m`` columns, counted without generating a value (one int64
