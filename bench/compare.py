@@ -8,11 +8,16 @@ ratios of the CI subset with a tolerance per ratio set from the spread of repeat
 Commands (run from the repository root, in an environment with ``.[test]`` installed)::
 
     python bench/compare.py update          # run the subset REPEATS times, store the baseline
-    python bench/compare.py check           # run the subset once, exit 1 on a regression
+    python bench/compare.py check           # run the subset, exit 1 on a regression
     python bench/compare.py check --json bench.json   # gate an existing pytest-benchmark file
 
 A ratio regresses when it falls below ``baseline * (1 - tolerance)``; ratios that rise are
-reported, never failed. A ratio whose run-to-run spread during ``update`` was too large
+reported, never failed. A run with a regression is repeated (``--attempts``, default 3 runs in
+all) and each ratio keeps its best run: a regression must reproduce in every run to fail the
+gate. Why: on a shared machine another process can hold a core or the memory bus for a whole
+benchmark (a CI run measured 0.655 for a ratio that reads 0.98-1.03 in every local run, and
+the memory-bound stored-sketch queries are the most exposed), while a real slowdown of the code
+is there in every run. A ratio whose run-to-run spread during ``update`` was too large
 (tolerance above CEILING) is stored as not gated: reported, never failed. A ratio of the baseline that the run did not measure is a failure too
 (a renamed or vanished benchmark must be re-baselined with ``update``, not silently dropped).
 """
@@ -30,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 HERE = Path(__file__).resolve().parent
 BASELINE = HERE / "baseline.json"
@@ -138,6 +143,24 @@ def compare(baseline: Dict[str, Dict[str, float]], current: Ratios
     return regressions, missing, lines
 
 
+def gate(baseline: Dict[str, Dict[str, float]], run: Callable[[], Ratios], attempts: int
+         ) -> Tuple[List[str], List[str], List[str]]:
+    """:func:`compare` on the best ratio per key over up to ``attempts`` calls of ``run``; the
+    runs stop as soon as nothing regresses. The report says how many runs were taken."""
+    best: Ratios = {}
+    for k in range(attempts):
+        for key, value in run().items():
+            best[key] = max(value, best.get(key, value))
+        regressions, missing, lines = compare(baseline, best)
+        if not regressions:
+            break
+        if k + 1 < attempts:
+            print(f"regressed in run {k + 1}: {regressions}; running the subset again "
+                  f"({k + 2} of {attempts}), each ratio keeps its best run", flush=True)
+    lines.append(f"({k + 1} run{'s' if k else ''} of the subset; each ratio its best run)")
+    return regressions, missing, lines
+
+
 def load_baseline(path: Path) -> Dict[str, Dict[str, float]]:
     try:
         doc = json.loads(path.read_text())
@@ -197,6 +220,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     check = sub.add_parser("check", help="run the subset (or read --json) and gate on ratios")
     check.add_argument("--json", type=Path, help="a pytest-benchmark JSON file instead of a run")
     check.add_argument("--baseline", type=Path, default=BASELINE)
+    check.add_argument("--attempts", type=int, default=3,
+                       help="runs of the subset at most (a regression must hold in all of "
+                            "them; default 3; with --json one)")
     args = parser.parse_args(argv)
 
     if args.command == "update":
@@ -208,9 +234,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                   f"tolerance {r['tolerance']:.0%}{'' if r['gated'] else ', not gated'})")
         print(f"wrote {args.baseline} ({len(doc['ratios'])} ratios)")
         return 0
+    if args.attempts < 1:
+        parser.error("--attempts must be at least 1")
     baseline = load_baseline(args.baseline)
-    data = json.loads(args.json.read_text()) if args.json else run_subset(SUBSET)
-    regressions, missing, lines = compare(baseline, ratios_of(data))
+    if args.json:
+        data = json.loads(args.json.read_text())
+        regressions, missing, lines = gate(baseline, lambda: ratios_of(data), 1)
+    else:
+        regressions, missing, lines = gate(baseline, lambda: ratios_of(run_subset(SUBSET)),
+                                           args.attempts)
     print("\n".join(lines))
     if regressions or missing:
         print(f"FAILED: {len(regressions)} ratio(s) regressed, {len(missing)} missing",
