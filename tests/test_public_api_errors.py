@@ -64,12 +64,12 @@ for label, attrs, exc, pattern in [
         ("negative", [-0.6, 0.8], ValueError, "nonnegative"),
         ("empty", [], ValueError, "empty"), ("2-D", [[0.6, 0.8]], ValueError, "1-D"),
         ("0-D", 1.0, ValueError, "1-D"),
-        ("None", None, TypeError, "attributes must be real numbers"),
+        ("None", None, TypeError, "attributes must be an array of numbers"),
         ("not unit norm", [0.5, 0.5], ValueError, "unit"),
-        ("complex", np.array([0.6, 0.8]) + 0j, TypeError, "attributes must be real numbers"),
-        ("bool", np.array([True, False]), TypeError, "attributes must be real numbers"),
-        ("str", ["0.6", "0.8"], TypeError, "attributes must be real numbers"),
-        ("object", np.array([0.6, 0.8], object), TypeError, "attributes must be real numbers"),
+        ("complex", np.array([0.6, 0.8]) + 0j, TypeError, "attributes must be an array of numbers"),
+        ("bool", np.array([True, False]), TypeError, "attributes must be an array of numbers"),
+        ("str", ["0.6", "0.8"], TypeError, "attributes must be an array of numbers"),
+        ("object", np.array([0.6, 0.8], object), TypeError, "attributes must be an array of numbers"),
         ("ragged", [[0.6], [0.8, 0.0]], TypeError, "attributes"),
         ("2**40 broadcast", HUGE_VIEW, ValueError, "allocation limit")]:
     category = {"NaN": "nan/inf", "inf": "nan/inf", "negative": "range", "empty": "zero-size",
@@ -186,6 +186,9 @@ case("nan/inf", "erase keep=NaN", lambda: rs.erase(S, np.nan), ValueError, "keep
 case("range", "erase keep=2.0", lambda: rs.erase(S, 2.0), ValueError, "keep")
 case("range", "erase keep=400", lambda: rs.erase(S, 400), ValueError, "keep")
 case("dtype", "erase s=str", lambda: rs.erase("s", 0.5), TypeError, "s must be")
+case("huge", "ErasedSketch.to_dense at d_sketch=2**40",
+     lambda: rs.ErasedSketch(np.ones(2), np.arange(2), 2**40, "prefix", 0).to_dense(),
+     ValueError, "allocation limit")
 
 # Matrices
 R = SK.module_matrix("leaf", 0)
@@ -216,7 +219,9 @@ for label, kw, exc, pattern, category in [
         ("density=str", dict(d_sketch=D, block_size=36, density="0.3"), TypeError, "density",
          "dtype"),
         ("block_size=35", dict(d_sketch=D, block_size=35, density=0.3), ValueError,
-         "block_size", "range")]:
+         "block_size", "range"),
+        ("progress='yes'", dict(d_sketch=D, block_size=36, density=0.3, progress="yes"),
+         TypeError, "progress", "dtype")]:
     case(category, f"DictionaryLearner({label})", lambda kw=kw: rs.DictionaryLearner(**kw), exc,
          pattern)
 for label, y, exc, pattern, category in [
@@ -250,7 +255,8 @@ for label, kw, exc, pattern, category in [
          "nan/inf"),
         ("method=x", dict(method="x"), ValueError, "method", "range"),
         ("num_threads=0", dict(num_threads=0), ValueError, "num_threads", "range"),
-        ("sketcher=str", dict(sketcher="x"), TypeError, "sketcher", "dtype")]:
+        ("sketcher=str", dict(sketcher="x"), TypeError, "sketcher", "dtype"),
+        ("progress='yes'", dict(progress="yes"), TypeError, "progress", "dtype")]:
     args = dict(inputs=None, sketches=SS, sketcher=SK)
     args.update(kw)
     case(category, f"learn_network({label})", lambda args=args: rs.learn_network(**args), exc,

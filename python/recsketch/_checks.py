@@ -25,6 +25,14 @@ def check_int(value: object, name: str, *, minimum: Optional[int] = None,
     return out
 
 
+def check_flag(value: object, name: str) -> bool:
+    """A flag is True/False or a NumPy bool, not any object with a truth value (as in the native
+    core): TypeError otherwise."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return bool(value)
+
+
 def check_real(value: object, name: str) -> float:
     """Return ``value`` as a float: the one rule for real scalars, in the Python layer and the
     native core alike (cpp/bindings/scalars.hpp, real_arg). Any ``numbers.Real`` is accepted

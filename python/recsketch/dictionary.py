@@ -15,7 +15,7 @@ from typing import Any, List, Optional, Tuple
 
 import numpy as np
 
-from ._checks import as_real_array, check_fraction, check_int, check_num_threads
+from ._checks import as_real_array, check_flag, check_fraction, check_int, check_num_threads
 from ._native import _core
 
 __all__ = ["DictionaryLearner", "RecoveredMatrix", "RULES"]
@@ -139,7 +139,7 @@ class DictionaryLearner:
         self.num_threads = num_threads if num_threads is not None else n_jobs
         check_num_threads(self.num_threads)
         self.random_state = random_state
-        self.progress = bool(progress)
+        self.progress = check_flag(progress, "progress")
         self.chunk_size = check_int(chunk_size, "chunk_size", minimum=1)
         self._reset()
 

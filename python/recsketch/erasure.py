@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any, Tuple, Union
 
 import numpy as np
 
 from ._checks import FLOAT_DTYPES, as_real_array, check_int, check_real
+from .alloc import check_alloc
 
 __all__ = ["ErasedSketch", "erase", "random_mask"]
 
@@ -48,6 +50,8 @@ class ErasedSketch:
 
     def to_dense(self) -> np.ndarray:
         """The kept coordinates in place and zeros elsewhere (not rescaled)."""
+        check_alloc(math.prod(self.shape) * self.values.dtype.itemsize,
+                    f"ErasedSketch.to_dense() of shape {self.shape}")
         out = np.zeros(self.shape, dtype=self.values.dtype)
         out[..., self.indices] = self.values
         return out

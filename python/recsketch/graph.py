@@ -10,6 +10,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ._checks import check_flag
 from .alloc import check_alloc
 
 __all__ = ["Graph", "Handle", "FlatGraphs"]
@@ -200,8 +201,7 @@ class Graph:
 
     @staticmethod
     def _check_attributes(attributes: Any, what: str, normalize: bool) -> np.ndarray:
-        if not isinstance(normalize, (bool, np.bool_)):
-            raise TypeError(f"{what}: normalize must be a bool, got {type(normalize).__name__}")
+        check_flag(normalize, f"{what}: normalize")
         if isinstance(attributes, np.ndarray):   # (a broadcast view is copied in full)
             check_alloc(attributes.size * 8, f"{what}: a copy of {attributes.size} attributes")
         try:
@@ -211,8 +211,8 @@ class Graph:
         # bools, complex, strings and objects are refused, as by the native core, rather than
         # cast (NumPy would drop imaginary parts, parse strings, call each __float__)
         if x.dtype.kind not in "iuf":
-            raise TypeError(f"{what}: attributes must be real numbers (a float or integer "
-                            f"dtype), got dtype {x.dtype}")
+            raise TypeError(f"{what}: attributes must be an array of numbers (a float or "
+                            f"integer dtype), got dtype {x.dtype}")
         x = x.astype(np.float64)
         if x.ndim != 1:
             raise ValueError(f"{what}: attributes must be 1-D, got shape {x.shape}")
