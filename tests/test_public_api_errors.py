@@ -16,21 +16,13 @@ import numpy as np
 import pytest
 
 import recsketch as rs
+from test_native_entry_points import small_graph
 
 D = 360
 SK = rs.Sketcher(D, block_size=36, density=0.3, seed=1, dtype="float64")
 
 
-def graph():
-    g = rs.Graph()
-    a = g.add("leaf", [0.6, 0.8])
-    b = g.add("leaf", [1.0, 0.0])
-    top = g.add("top", [1.0], [(a, 0.5), (b, 0.5)])
-    g.set_output([(top, 1.0)])
-    return g
-
-
-G = graph()
+G = small_graph()
 S = SK.sketch(G)
 SS = SK.sketch_many([G] * 6)
 NAN_S = S.copy()
