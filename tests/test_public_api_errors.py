@@ -51,17 +51,18 @@ def case(category, case_id, call, exc, pattern):
 
 
 # Graph construction
+NOT_NUMBERS = "attributes must be an array of numbers"
 for label, attrs, exc, pattern in [
         ("NaN", [np.nan, 1.0], ValueError, "NaN"), ("inf", [np.inf, 0.0], ValueError, "NaN"),
         ("negative", [-0.6, 0.8], ValueError, "nonnegative"),
         ("empty", [], ValueError, "empty"), ("2-D", [[0.6, 0.8]], ValueError, "1-D"),
         ("0-D", 1.0, ValueError, "1-D"),
-        ("None", None, TypeError, "attributes must be an array of numbers"),
+        ("None", None, TypeError, NOT_NUMBERS),
         ("not unit norm", [0.5, 0.5], ValueError, "unit"),
-        ("complex", np.array([0.6, 0.8]) + 0j, TypeError, "attributes must be an array of numbers"),
-        ("bool", np.array([True, False]), TypeError, "attributes must be an array of numbers"),
-        ("str", ["0.6", "0.8"], TypeError, "attributes must be an array of numbers"),
-        ("object", np.array([0.6, 0.8], object), TypeError, "attributes must be an array of numbers"),
+        ("complex", np.array([0.6, 0.8]) + 0j, TypeError, NOT_NUMBERS),
+        ("bool", np.array([True, False]), TypeError, NOT_NUMBERS),
+        ("str", ["0.6", "0.8"], TypeError, NOT_NUMBERS),
+        ("object", np.array([0.6, 0.8], object), TypeError, NOT_NUMBERS),
         ("ragged", [[0.6], [0.8, 0.0]], TypeError, "attributes"),
         ("2**40 broadcast", HUGE_VIEW, ValueError, "allocation limit")]:
     category = {"NaN": "nan/inf", "inf": "nan/inf", "negative": "range", "empty": "zero-size",
@@ -92,6 +93,28 @@ case("weights", "Graph.combine weights sum above 1",
 case("shape", "Graph.combine weights of the wrong length",
      lambda: rs.Graph.combine([G, G], [0.5]), ValueError, "weights")
 case("zero-size", "Graph.combine no graph", lambda: rs.Graph.combine([]), ValueError, "graph")
+_OBJ = {"module": "a", "attributes": ["x"], "inputs": []}
+case("dtype", "Graph.from_dict attributes of strings",
+     lambda: rs.Graph.from_dict({"objects": [_OBJ], "output": [[0, 1.0]]}), TypeError,
+     "attributes must be an array of numbers")
+case("dtype", "Graph.from_dict normalize=1", lambda: rs.Graph.from_dict({"objects": []},
+                                                                        normalize=1),
+     TypeError, "normalize")
+case("range", "Graph.from_dict input index 2**70",
+     lambda: rs.Graph.from_dict({"objects": [dict(_OBJ, attributes=[1.0], inputs=[[2**70, 0.5]])],
+                                 "output": [[0, 1.0]]}), ValueError, "missing object")
+case("range", "Sketcher.register_module attribute_dim=0", lambda: SK.register_module("zz", 2, 0),
+     ValueError, "attribute_dim")
+case("huge", "Sketcher.register_module attribute_dim=2**40",
+     lambda: SK.register_module("zz", 2, 2**40), ValueError, "attribute_dim")
+case("range", "Sketcher.register_module depth=0", lambda: SK.register_module("zz", 0, 2),
+     ValueError, "depth")
+case("range", "Sketcher.sketch tuple_sampling=0", lambda: SK.sketch(G, tuple_sampling=0),
+     ValueError, "tuple_sampling")
+case("huge", "Sketcher.sketch tuple_sampling=2**40", lambda: SK.sketch(G, tuple_sampling=2**40),
+     ValueError, "tuple_sampling")
+case("range", "Sketcher.sketch sample_seed=-1",
+     lambda: SK.sketch(G, tuple_sampling=2, sample_seed=-1), ValueError, "sample_seed")
 
 # Sketcher construction
 for label, kw, exc, pattern in [
@@ -309,6 +332,29 @@ case("dtype", "Repository.delete([0.5])", on_repo("delete", [0.5]), TypeError, "
 case("huge", "Repository.delete(uint64 2**63)", on_repo("delete", np.array([2**63], np.uint64)),
      ValueError, "ids")
 case("range", "Repository.delete unknown id", on_repo("delete", [999]), ValueError, "999")
+case("dtype", "Repository.explain(0.5, 1)", on_repo("explain", 0.5, 1), TypeError, "ids")
+case("dtype", "Repository.labels([0.5])", on_repo("labels", [0.5]), TypeError, "ids")
+case("dtype", "Repository.timestamps(['a'])", on_repo("timestamps", ["a"]), TypeError, "ids")
+case("dtype", "Repository.object_sketches(0.5)", on_repo("object_sketches", 0.5), TypeError,
+     "graph_id")
+case("dtype", "Repository.select(where=3)", on_repo("select", where=3), TypeError, "where")
+case("dtype", "Repository.compact(force=1)", on_repo("compact", force=1), TypeError, "force")
+case("range", "Repository.denoiser(rank=-1)", on_repo("denoiser", rank=-1), ValueError, "rank")
+case("huge", "Repository.get of 2**40 broadcast ids",
+     on_repo("get", np.broadcast_to(np.int32(0), (2**40,))), ValueError, "ids: a copy")
+
+
+def get_under_limit(repo, ids, nbytes):
+    previous = rs.set_alloc_limit(nbytes)
+    try:
+        return repo.get(ids)
+    finally:
+        rs.set_alloc_limit(previous)
+
+
+case("huge", "Repository.get of 1000 repeated ids, limit one byte short",
+     lambda repo: get_under_limit(repo, np.zeros(1000, np.int64), 1000 * D * 4 - 1), ValueError,
+     "reading 1000 sketches of 360 float32 values")
 case("dtype", "Repository.get([0.5])", on_repo("get", [0.5]), TypeError, "ids")
 case("range", "Repository.forget fraction 2", on_repo("forget", [(1.0, 2.0)]), ValueError,
      "fraction")

@@ -362,6 +362,7 @@ class Graph:
         the list: the objects keep the dict's numbering (``Handle.index`` and the rows of
         ``sketch(..., return_objects=True)`` follow it) and are sketched children first. A cycle
         or a reference to a missing object is a ValueError."""
+        check_flag(normalize, "normalize")
         if not isinstance(data, dict) or not isinstance(data.get("objects"), list):
             raise ValueError("a graph dict needs an 'objects' list")
         objects = data["objects"]

@@ -31,6 +31,7 @@ from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Se
 
 import numpy as np
 
+from ..alloc import check_alloc
 from .times import to_seconds
 
 __all__ = ["Store", "Rows", "selection", "fsync_dir", "FORMAT", "FORMAT_VERSION"]
@@ -62,6 +63,7 @@ def id_array(ids: Any, name: str = "ids") -> np.ndarray:
         raise TypeError(f"{name} must be integers, got dtype {arr.dtype}")
     if arr.dtype.kind == "u" and int(arr.max()) > np.iinfo(np.int64).max:
         raise ValueError(f"{name} must fit int64, got {int(arr.max())}")
+    check_alloc(arr.size * 8, f"{name}: a copy of {arr.size} ids")   # (a broadcast view)
     return arr.astype(np.int64)
 
 class Rows(NamedTuple):
@@ -496,6 +498,8 @@ class Store:
         access: get, search)."""
         self.check_open()
         w = self._d if width is None else width
+        check_alloc(offsets.size * w * 4, f"reading {offsets.size} sketches of {w} float32 "
+                                          f"values")
         out = np.zeros((offsets.size, w), dtype=np.float32)
         if offsets.size == 0:
             return out
