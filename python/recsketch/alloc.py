@@ -12,9 +12,6 @@ budget) nor the arrays a call receives from you.
 
 from __future__ import annotations
 
-import math
-from typing import Iterable
-
 from ._native import _core
 
 __all__ = ["DEFAULT_ALLOC_LIMIT", "alloc_limit", "check_alloc", "set_alloc_limit"]
@@ -51,7 +48,3 @@ def check_alloc(nbytes: int, what: str, hint: str = "") -> None:
                          f"allocation limit of {_gib(limit)} (recsketch.set_alloc_limit "
                          f"changes it)" + (f"; {hint}" if hint else ""))
 
-
-def array_bytes(shape: Iterable[int], itemsize: int) -> int:
-    """Bytes of an array of this shape (exact: Python integers do not overflow)."""
-    return math.prod(int(n) for n in shape) * int(itemsize)
