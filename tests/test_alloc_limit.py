@@ -126,6 +126,34 @@ def test_sketch_many_refuses_a_batch_beyond_the_limit_and_stores_nothing(limit, 
     np.testing.assert_array_equal(many, np.repeat(one, 100, axis=0))
 
 
+def test_one_wide_graph_is_bounded_by_its_object_sketches_in_flight():
+    # 3000 leaves feeding one object: their sketches are all in flight at once (a graph larger
+    # than the working budget is sketched alone, whatever the budget). At d = 2^20 float32
+    # that is 12 GiB for a 4 MiB output.
+    g = rs.Graph()
+    leaves = [g.add("leaf", [1.0]) for _ in range(3000)]
+    g.set_output([(g.add("top", [1.0], [(h, 1 / 3000) for h in leaves]), 1.0)])
+    with pytest.raises(ValueError, match="a graph of up to 3002 objects"):
+        rs.Sketcher(2**20, family="orthogonal").sketch(g)
+    # The bound, from its documented parts, at d = 4096 with a 1 MiB working budget: the
+    # output, the graph's 3002 object sketches in flight with a quarter of the budget for a
+    # level slice, and one product's scratch (three sign bit-vectors and one d-vector).
+    d, work = 4096, 1 << 20
+    sk = rs.Sketcher(d, family="orthogonal", seed=1)
+    reference = sk.sketch(g)
+    need = d * 4 + max(work, 3002 * d * 4 + work // 4) + 3 * (d // 64) * 8 + d * 8
+    previous_work = _core._set_sketch_working_bytes(work)
+    previous = rs.set_alloc_limit(need - 1)
+    try:
+        with pytest.raises(ValueError, match=rf"would need {need} bytes"):
+            sk.sketch(g)
+        rs.set_alloc_limit(need)
+        np.testing.assert_array_equal(sk.sketch(g), reference)   # same bits, any budget
+    finally:
+        rs.set_alloc_limit(previous)
+        _core._set_sketch_working_bytes(previous_work)
+
+
 def test_column_counts_at_d_1_7e9_is_refused_at_once():
     R = rs.Sketcher(102 * 2**24, block_size=102, density=0.01).module_matrix("a", 0)
     with pytest.raises(ValueError, match=r"column_counts\(columns=1711276032\): a count of 8 "
@@ -137,9 +165,12 @@ def test_column_counts_at_d_1_7e9_is_refused_at_once():
 
 
 def test_honest_benchmark_sizes_fit_the_default():
-    # The largest single outputs the benchmarks make (bench/, docs/): 200 float32 sketches at
-    # d = 524,262 (0.4 GB), a 10,000-object batch at d = 64k float32 with object sketches,
-    # and 54 graphs at d = 64k float64. Checked against the native estimate, not run.
-    assert 200 * 524262 * 4 + (256 << 20) < rs.DEFAULT_ALLOC_LIMIT
-    assert (10_000 + 54) * 65536 * 4 + (256 << 20) < rs.DEFAULT_ALLOC_LIMIT
-    assert 54 * 65536 * 8 + (256 << 20) < rs.DEFAULT_ALLOC_LIMIT
+    # The largest single calls the benchmarks and docs make: 200 float32 sketches at
+    # d = 524,262 (0.4 GB); one graph of 10,000 objects at d = 64k float32 (its object
+    # sketches in flight, 2.6 GB); 20,000 leaves at d = 16k float64 (docs/sketch_schedule.md);
+    # 54 graphs at d = 64k float64. Checked against the binding's estimate, not run.
+    work = 256 << 20
+    assert 200 * 524262 * 4 + work < rs.DEFAULT_ALLOC_LIMIT
+    assert 65536 * 4 + 10_000 * 65536 * 4 + work // 4 < rs.DEFAULT_ALLOC_LIMIT
+    assert 16384 * 8 + 20_001 * 16384 * 8 + work // 4 < rs.DEFAULT_ALLOC_LIMIT
+    assert 54 * 65536 * 8 + work < rs.DEFAULT_ALLOC_LIMIT
