@@ -6,6 +6,10 @@
 // every argument of these types) check that the instance holds a constructed object and raise
 // TypeError otherwise. Include this header before any use of the classes in a binding file:
 // every translation unit must see the same caster.
+//
+// The converse: pybind11 ignores __init__ called again on a constructed instance (its dispatcher
+// returns None before the constructor runs), so x.__init__(other arguments) succeeded and
+// changed nothing, a silent surprise. refuse_second_init makes it a TypeError.
 #pragma once
 
 #include <pybind11/pybind11.h>
@@ -36,6 +40,31 @@ class initialized_caster : public pybind11::detail::type_caster_base<T> {
     return true;
   }
 };
+
+// Wraps cls.__init__ so that a call on an instance already constructed raises TypeError naming
+// the class. (Not a new-style constructor itself: pybind11 treats any function named __init__
+// as one and would skip it on a constructed instance, as it skips the original.)
+template <class Cls>
+void refuse_second_init(Cls& cls) {
+  namespace pd = pybind11::detail;
+  pybind11::object init = cls.attr("__init__");
+  const std::string doc = pybind11::str(init.attr("__doc__"));  // (pybind11 copies it)
+  const pd::type_info* tinfo = pd::get_type_info(typeid(typename Cls::type));
+  cls.attr("__init__") = pybind11::cpp_function(
+      [init, tinfo](pybind11::handle self, pybind11::args args, pybind11::kwargs kwargs) {
+        if (PyObject_TypeCheck(self.ptr(), tinfo->type)) {
+          auto* inst = reinterpret_cast<pd::instance*>(self.ptr());
+          const auto v_h = inst->get_value_and_holder(tinfo, false);
+          if (v_h && v_h.holder_constructed())
+            throw pybind11::type_error(
+                std::string(pybind11::str(pybind11::type::of(self).attr("__name__"))) +
+                ".__init__ called on an instance already initialised (create a new one "
+                "instead)");
+        }
+        return init(self, *args, **kwargs);
+      },
+      pybind11::name("init_once"), pybind11::is_method(cls), doc.c_str());
+}
 
 }  // namespace recsketch_bind
 

@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "alloc_limit.hpp"
 #include "arrays.hpp"
 #include "initialized.hpp"
 #include "recsketch/block_sparse.hpp"
@@ -35,7 +36,8 @@ void register_block_sparse(py::module_& m) {
     return recsketch::ceil_log2(n);
   }, py::arg("n"));
 
-  py::class_<BlockSparseFamily, std::shared_ptr<BlockSparseFamily>>(m, "BlockSparseFamily")
+  py::class_<BlockSparseFamily, std::shared_ptr<BlockSparseFamily>> family(m, "BlockSparseFamily");
+  family
       .def(py::init([](const py::object& d, const py::object& b, const py::object& q) {
              return std::make_shared<BlockSparseFamily>(
                  recsketch_bind::int_arg<std::int64_t>(d, "d_sketch"),
@@ -55,6 +57,7 @@ void register_block_sparse(py::module_& m) {
             return f.gap(recsketch_bind::int_arg<std::uint32_t>(u, "u32"));
           },
           py::arg("u32"));
+  recsketch_bind::refuse_second_init(family);
 
   m.def(
       "enc_pattern",
@@ -87,6 +90,17 @@ void register_block_sparse(py::module_& m) {
           if (a.ndim() != 2)
             throw std::invalid_argument("blocks must be a 2-D (n, block_size) int8 array");
           recsketch::validate_block_sparse(d, a.shape(1), 1.0);
+        }
+        // A view that is not C-contiguous int8 is copied: its rows times its width, bounded
+        // by the allocation limit (a broadcast of 2^40 rows is one row in memory).
+        if (py::isinstance<py::array>(blocks)) {
+          const auto a = py::reinterpret_borrow<py::array>(blocks);
+          if (!a.dtype().is(py::dtype::of<std::int8_t>()) || !(a.flags() & py::array::c_style))
+            recsketch_bind::check_alloc(
+                recsketch_bind::mul_bytes(static_cast<std::uint64_t>(a.shape(0)),
+                                          static_cast<std::uint64_t>(a.shape(1))),
+                "decode_blocks: copying blocks (" + std::to_string(a.shape(0)) + " rows of " +
+                    std::to_string(a.shape(1)) + ") to C-contiguous int8");
         }
         const py::array_t<std::int8_t, py::array::c_style> u(blocks);
         if (u.ndim() != 2)

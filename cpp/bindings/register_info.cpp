@@ -8,6 +8,7 @@
 #include <vector>
 #include <string>
 
+#include "alloc_limit.hpp"
 #include "arrays.hpp"
 #include "recsketch/block_sparse_params.hpp"
 #include "recsketch/multiversion.hpp"
@@ -70,6 +71,18 @@ void register_info(py::module_& m) {
   m.attr("MAX_NUM_THREADS") = recsketch_bind::kMaxNumThreads;
   m.attr("MIN_DENSITY") = recsketch::kMinDensity;
   m.attr("MAX_D_SKETCH") = recsketch::kMaxDSketch;
+
+  m.def(
+      "alloc_limit", [] { return recsketch_bind::alloc_limit().load(); },
+      "Bytes a native call may allocate for outputs and scratch sized by its arguments.");
+  m.def(
+      "set_alloc_limit",
+      [](const py::object& bytes_arg) {
+        const auto bytes = recsketch_bind::int_arg<std::uint64_t>(bytes_arg, "nbytes");
+        return recsketch_bind::alloc_limit().exchange(bytes);
+      },
+      py::arg("nbytes"),
+      "Sets the allocation limit in bytes for the whole process; returns the previous one.");
 
   m.def(
       "set_wht_path",

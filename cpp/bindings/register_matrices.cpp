@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "alloc_limit.hpp"
 #include "arrays.hpp"
 #include "initialized.hpp"
 #include "recsketch/block_sparse_kernels.hpp"
@@ -20,16 +21,25 @@ using recsketch_bind::Dtype;
 
 namespace {
 
-// Checks x (n x m) against a d x d matrix and runs kernel(x_ptr, n, m, out_ptr) without the GIL.
-template <class Kernel>
+// Checks x (n x m) against a d x d matrix, and the output with scratch(n, m) bytes of the
+// kernel's scratch against the allocation limit; runs kernel(x_ptr, n, m, out_ptr) without the
+// GIL.
+template <class Scratch, class Kernel>
 py::array apply_checked(std::int64_t d, const py::array& x, bool transpose, bool half,
-                        Kernel&& kernel) {
+                        Scratch&& scratch, Kernel&& kernel) {
   const Dtype dt = recsketch_bind::check_matrix_arg(x, "x");
   const std::int64_t n = x.shape(0), m = x.shape(1);
   if ((transpose || half) ? m != d : m > d)
     throw std::invalid_argument("x has " + std::to_string(m) + " columns but the matrix is " +
                                 std::to_string(d) + " x " + std::to_string(d) +
                                 ((transpose || half) ? "" : " (short vectors need m <= d_sketch)"));
+  using recsketch_bind::mul_bytes;
+  const std::uint64_t itemsize = dt == Dtype::f32 ? 4 : 8;
+  recsketch_bind::check_alloc(
+      recsketch_bind::add_bytes(mul_bytes(mul_bytes(static_cast<std::uint64_t>(n), d), itemsize),
+                                scratch(n, m)),
+      "apply: the product of x (" + std::to_string(n) + " rows) with a " + std::to_string(d) +
+          " x " + std::to_string(d) + " matrix (output and scratch)");
   auto run = [&](auto tag) -> py::array {
     using T = decltype(tag);
     py::array_t<T> out({n, d});
@@ -71,6 +81,13 @@ py::tuple csc_arrays(const BlockSparseMatrix& R, const std::vector<std::int64_t>
   for (std::int64_t j = 0; j < d; ++j)
     ip[j + 1] = static_cast<I>(ip[j] + counts[static_cast<std::size_t>(j)] * b);
   const std::int64_t nnz = static_cast<std::int64_t>(ip[d]);
+  using recsketch_bind::mul_bytes;
+  recsketch_bind::check_alloc(
+      recsketch_bind::add_bytes(
+          mul_bytes(static_cast<std::uint64_t>(nnz), sizeof(I) + (f64 ? 8 : 4)),
+          mul_bytes(static_cast<std::uint64_t>(d), sizeof(I) + 8)),
+      "csc(columns=" + std::to_string(d) + "): " + std::to_string(nnz) +
+          " nonzeros (values, indices, indptr and a count per column)");
   py::array_t<I> indices(nnz);
   auto fill = [&](auto tag) -> py::array {
     using V = decltype(tag);
@@ -85,10 +102,18 @@ py::tuple csc_arrays(const BlockSparseMatrix& R, const std::vector<std::int64_t>
   return py::make_tuple(data, indices, indptr);
 }
 
+// column_counts' and csc's count of each column's blocks (one int64 each).
+void check_counts_bytes(std::int64_t cols, const char* call) {
+  recsketch_bind::check_alloc(recsketch_bind::mul_bytes(static_cast<std::uint64_t>(cols), 8),
+                              std::string(call) + "(columns=" + std::to_string(cols) +
+                                  "): a count of 8 bytes per column");
+}
+
 }  // namespace
 
 void register_matrices(py::module_& m) {
-  py::class_<BlockSparseMatrix>(m, "BlockSparseMatrix")
+  py::class_<BlockSparseMatrix> block_sparse(m, "BlockSparseMatrix");
+  block_sparse
       .def(py::init([](const py::object& family_arg, const py::object& seed,
                        const py::object& key) {
              if (!py::isinstance<BlockSparseFamily>(family_arg))
@@ -116,6 +141,10 @@ void register_matrices(py::module_& m) {
             const bool half = recsketch_bind::flag_arg(half_arg, "half");
             const int num_threads = recsketch_bind::num_threads_arg(num_threads_arg);
             return apply_checked(R.family().d(), x, transpose, half,
+                                 [&](std::int64_t n, std::int64_t cols) {
+                                   return recsketch::block_sparse_scratch_bytes(
+                                       R.family(), n, cols, transpose, num_threads);
+                                 },
                                  [&](auto* src, std::int64_t n, std::int64_t cols, auto* dst) {
                                    if (transpose)
                                      recsketch::block_sparse_transpose(R, src, n, dst, half,
@@ -133,6 +162,7 @@ void register_matrices(py::module_& m) {
              const py::object& columns) {
             const int num_threads = recsketch_bind::num_threads_arg(num_threads_arg);
             const std::int64_t cols = columns_arg(R, columns);
+            check_counts_bytes(cols, "column_counts");
             py::array_t<std::int64_t> counts(cols);
             std::int64_t* p = counts.mutable_data();
             recsketch_bind::without_gil(
@@ -148,6 +178,7 @@ void register_matrices(py::module_& m) {
             const bool f64 = recsketch_bind::flag_arg(float64, "float64");
             const int num_threads = recsketch_bind::num_threads_arg(num_threads_arg);
             const std::int64_t cols = columns_arg(R, columns);
+            check_counts_bytes(cols, "csc");
             std::vector<std::int64_t> counts(static_cast<std::size_t>(cols));
             recsketch_bind::without_gil([&] {
               recsketch::block_sparse_column_counts(R, counts.data(), num_threads, cols);
@@ -155,6 +186,7 @@ void register_matrices(py::module_& m) {
             std::int64_t nnz = 0;
             for (std::int64_t c : counts) nnz += c * R.family().block_size();
             // 32-bit indices when they fit, as SciPy would choose them.
+            // (csc_arrays checks the arrays against the allocation limit)
             return nnz < 2147483647 ? csc_arrays<std::int32_t>(R, counts, f64, num_threads)
                                     : csc_arrays<std::int64_t>(R, counts, f64, num_threads);
           },
@@ -162,6 +194,25 @@ void register_matrices(py::module_& m) {
           py::arg("columns") = -1,
           "(data, indices, indptr) of the matrix's first `columns` columns (-1: all) in CSC "
           "form.")
+      .def(
+          "dense",
+          [](const BlockSparseMatrix& R, const py::object& num_threads_arg) {
+            const int num_threads = recsketch_bind::num_threads_arg(num_threads_arg);
+            const std::int64_t d = R.family().d();
+            recsketch_bind::check_alloc(
+                recsketch_bind::mul_bytes(recsketch_bind::mul_bytes(d, d), 8),
+                "dense(): a " + std::to_string(d) + " x " + std::to_string(d) + " float64 matrix");
+            py::array_t<double> out({d, d});
+            double* p = out.mutable_data();
+            recsketch_bind::without_gil([&] {
+              std::fill(p, p + d * d, 0.0);
+              recsketch::block_sparse_fill_dense(R, p, num_threads);
+            });
+            return out;
+          },
+          py::arg("num_threads") = 0,
+          "The matrix as a dense d x d float64 array, written in place (no sparse form in "
+          "between).")
       .def("signature",
            [](const BlockSparseMatrix& R) {
              return sign_array<std::int8_t>(R.signature_bits(), R.family().third());
@@ -179,8 +230,10 @@ void register_matrices(py::module_& m) {
             return sign_array<std::int8_t>(bits.data(), R.family().third());
           },
           py::arg("column"));
+  recsketch_bind::refuse_second_init(block_sparse);
 
-  py::class_<OrthogonalMatrix>(m, "OrthogonalMatrix")
+  py::class_<OrthogonalMatrix> orthogonal(m, "OrthogonalMatrix");
+  orthogonal
       .def(py::init([](const py::object& d, const py::object& seed, const py::object& key) {
              return std::make_unique<OrthogonalMatrix>(
                  recsketch_bind::int_arg<std::int64_t>(d, "d_sketch"),
@@ -198,6 +251,10 @@ void register_matrices(py::module_& m) {
             const bool half = recsketch_bind::flag_arg(half_arg, "half");
             const int num_threads = recsketch_bind::num_threads_arg(num_threads_arg);
             return apply_checked(R.d(), x, transpose, half,
+                                 [&](std::int64_t n, std::int64_t) {
+                                   return recsketch::orthogonal_scratch_bytes(R.d(), n,
+                                                                              num_threads);
+                                 },
                                  [&](auto* src, std::int64_t n, std::int64_t cols, auto* dst) {
                                    recsketch::orthogonal_apply(R, src, n, cols, dst, transpose,
                                                                half, num_threads);
@@ -211,9 +268,13 @@ void register_matrices(py::module_& m) {
             const auto round = recsketch_bind::int_arg<std::int64_t>(round_arg, "round");
             if (round < 1 || round > 3)
               throw std::invalid_argument("round must be 1, 2 or 3, got " + std::to_string(round));
+            recsketch_bind::check_alloc(
+                static_cast<std::uint64_t>(R.d()) + static_cast<std::uint64_t>(R.d()) / 8 + 8,
+                "signs(): " + std::to_string(R.d()) + " signs (one byte each)");
             std::vector<std::uint64_t> bits(static_cast<std::size_t>((R.d() + 63) / 64));
             R.sign_bits(static_cast<int>(round), bits.data());
             return sign_array<std::int8_t>(bits.data(), R.d());
           },
           py::arg("round"));
+  recsketch_bind::refuse_second_init(orthogonal);
 }

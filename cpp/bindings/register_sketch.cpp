@@ -3,6 +3,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <stdexcept>
@@ -10,6 +11,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "alloc_limit.hpp"
 #include "arrays.hpp"
 #include "initialized.hpp"
 #include "recsketch/sketch.hpp"
@@ -185,6 +187,36 @@ void register_sketch(py::module_& m) {
             throw std::invalid_argument("input_weight must be in [0, 1] (and not NaN)");
         // Every row and index against the bank, before any output is allocated.
         recsketch::detail::check_batch(g, bank, d);
+        // The outputs, the object sketches in flight, the working budget and one product's
+        // scratch (at one vector) against the allocation limit: each is a product of the
+        // batch's size and d. Graphs are sketched in groups whose object sketches fit the
+        // working budget, but a larger graph alone keeps its frontier in flight: bounded here
+        // by its rows (sketch.hpp, sketch_graphs).
+        {
+          using recsketch_bind::add_bytes;
+          using recsketch_bind::mul_bytes;
+          const std::uint64_t item = float64 ? 8 : 4, ud = static_cast<std::uint64_t>(d);
+          std::uint64_t product = 0;
+          for (const auto& mats : bank.modules)
+            for (const auto& r : mats) product = std::max(product, r.scratch_bytes());
+          for (const auto& r : bank.positions) product = std::max(product, r.scratch_bytes());
+          std::int64_t widest = 0;
+          for (std::int64_t k = 0; k < g.n_graphs; ++k)
+            widest = std::max(widest, g.graph_ptr[k + 1] - g.graph_ptr[k]);
+          const std::uint64_t working = sketch_working_bytes.load();
+          const std::uint64_t in_flight = std::max(
+              working,
+              add_bytes(mul_bytes(static_cast<std::uint64_t>(widest), ud * item), working / 4));
+          const std::uint64_t outputs = mul_bytes(
+              static_cast<std::uint64_t>(g.n_graphs) + (return_objects ? rows : 0), ud * item);
+          recsketch_bind::check_alloc(
+              add_bytes(add_bytes(outputs, in_flight), product),
+              "sketch_graphs: " + std::to_string(g.n_graphs) + " sketches" +
+                  (return_objects ? " and " + std::to_string(rows) + " object sketches" : "") +
+                  " of d=" + std::to_string(d) + (float64 ? " float64" : " float32") +
+                  " (outputs, object sketches in flight for a graph of up to " +
+                  std::to_string(widest) + " objects, working budget and a product's scratch)");
+        }
 
         auto run = [&](auto tag) -> py::tuple {
           using T = decltype(tag);

@@ -50,15 +50,30 @@ T int_arg(const py::handle& h, const char* name) {
   }
 }
 
-// A real number: a Python or NumPy float or integer, not a bool (nor a complex, a string, ...).
+// A real number: a Python or NumPy float or integer, or any other numbers.Real (such as
+// fractions.Fraction, rounded to the nearest float64 as float() does); not a bool, nor a
+// complex, a string or a decimal.Decimal (which Python itself keeps apart from floats: it is
+// not a numbers.Real). The Python layer's checks (recsketch._checks) follow the same rule.
 // Finiteness and range are the caller's checks, which name what the value means.
 inline double real_arg(const py::handle& h, const char* name) {
   if (!PyFloat_CheckExact(h.ptr())) {
     if (is_bool(h)) throw py::type_error(std::string(name) + " must be a real number, got a bool");
     const auto np = py::module_::import("numpy");
     if (!PyFloat_Check(h.ptr()) && !PyLong_Check(h.ptr()) &&
-        !py::isinstance(h, np.attr("integer")) && !py::isinstance(h, np.attr("floating")))
-      throw py::type_error(std::string(name) + " must be a real number, got " + type_name(h));
+        !py::isinstance(h, np.attr("integer")) && !py::isinstance(h, np.attr("floating"))) {
+      if (!py::isinstance(h, py::module_::import("numbers").attr("Real")))
+        throw py::type_error(std::string(name) + " must be a real number, got " + type_name(h));
+      PyObject* f = PyNumber_Float(h.ptr());
+      if (!f) {
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError)) throw py::error_already_set();
+        PyErr_Clear();
+        throw std::invalid_argument(std::string(name) + " is out of range, got " +
+                                    std::string(py::str(h)));
+      }
+      const double value = PyFloat_AS_DOUBLE(f);
+      Py_DECREF(f);
+      return value;
+    }
   }
   try {
     return h.cast<double>();

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from ._native import _core
 from ._version import __version__
+from .alloc import DEFAULT_ALLOC_LIMIT, alloc_limit, set_alloc_limit
 from .decoder import Decoder
 from .block_sparse import (
     MIN_DENSITY,
@@ -38,6 +39,7 @@ from .similarity import Similarity, similarity
 from .sketcher import FAMILIES, ModuleInfo, Sketcher
 
 __all__ = [
+    "DEFAULT_ALLOC_LIMIT",
     "FAMILIES",
     "METHODS",
     "MIN_DENSITY",
@@ -62,6 +64,7 @@ __all__ = [
     "SubSketch",
     "TreeEdge",
     "__version__",
+    "alloc_limit",
     "build_info",
     "decode_blocks",
     "default_block_size",
@@ -71,6 +74,7 @@ __all__ = [
     "learn_network",
     "min_block_size",
     "paper_density",
+    "set_alloc_limit",
     "set_walk_cache_limit",
     "similarity",
     "suggest_block_sparse",

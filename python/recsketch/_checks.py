@@ -25,15 +25,54 @@ def check_int(value: object, name: str, *, minimum: Optional[int] = None,
     return out
 
 
-def check_fraction(value: object, name: str, *, upper: float = 1.0) -> float:
-    """Return ``value`` as a float in (0, upper]; TypeError if it is not a real number,
-    ValueError if out of range (NaN included)."""
+def check_flag(value: object, name: str) -> bool:
+    """A flag is True/False or a NumPy bool, not any object with a truth value (as in the native
+    core): TypeError otherwise."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return bool(value)
+
+
+def check_real(value: object, name: str) -> float:
+    """Return ``value`` as a float: the one rule for real scalars, in the Python layer and the
+    native core alike (cpp/bindings/scalars.hpp, real_arg). Any ``numbers.Real`` is accepted
+    (int, float, NumPy integers and floats, ``fractions.Fraction``: rounded to the nearest
+    float64, as ``float()`` does); TypeError for a bool, a complex, a string, a
+    ``decimal.Decimal`` (not a ``numbers.Real``: Python keeps it apart from floats) or anything
+    else; ValueError if it is beyond the range of float64. Finiteness and range are the
+    caller's checks."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    out = float(value)
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(f"{name} is out of range, got {value!r}") from None
+
+
+def check_fraction(value: object, name: str, *, upper: float = 1.0) -> float:
+    """Return ``value`` as a float in (0, upper]; TypeError if it is not a real number
+    (:func:`check_real`), ValueError if out of range (NaN included)."""
+    out = check_real(value, name)
     if not 0.0 < out <= upper:
         raise ValueError(f"{name} must be in (0, {upper}], got {value!r}")
     return out
+
+
+def as_real_array(x: object, name: str) -> np.ndarray:
+    """``x`` as an ndarray: an ndarray as it is (its dtype and layout are the caller's checks),
+    anything else through ``numpy.asarray`` as float64. TypeError naming ``name`` for what is
+    not an array of real numbers: strings, None, ragged lists, bools, complex or object
+    values (NumPy would parse the strings, drop the imaginary parts, call ``__float__``)."""
+    if isinstance(x, np.ndarray):
+        return x
+    try:
+        arr = np.asarray(x)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be an array of real numbers ({exc})") from None
+    if arr.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must be an array of real numbers, got "
+                        f"{type(x).__name__} of dtype {arr.dtype}")
+    return arr.astype(np.float64, copy=False)
 
 
 # Largest d_sketch of any family (block and row indices stay within 32 bits in the core).
@@ -64,7 +103,7 @@ def as_float_batch(x: object, name: str, d: int, *, allow_short: bool = False
     ``numpy.asarray``. m must equal d unless ``allow_short`` (then 1 <= m <= d). NaN and
     infinity are rejected by the core.
     """
-    arr = x if isinstance(x, np.ndarray) else np.asarray(x, dtype=np.float64)
+    arr = as_real_array(x, name)
     if arr.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name} must have dtype float32 or float64, got {arr.dtype}")
     if arr.ndim not in (1, 2):

@@ -8,7 +8,7 @@ from typing import Dict, NamedTuple, Optional, Union
 
 import numpy as np
 
-from ._checks import MAX_D_SKETCH, check_int
+from ._checks import MAX_D_SKETCH, check_int, check_real
 from ._native import _core
 
 __all__ = [
@@ -41,10 +41,7 @@ DENSITY_NAMES = ("paper",)
 def check_density(density: object) -> float:
     """``density`` as a float in ``[MIN_DENSITY, 1]``; TypeError if it is not a real number,
     ValueError (naming the bound) if out of range."""
-    if isinstance(density, (bool, np.bool_)) or not isinstance(
-            density, (int, float, np.floating, np.integer)):
-        raise TypeError(f"density must be a float, got {type(density).__name__}")
-    q = float(density)
+    q = check_real(density, "density")
     if not 0.0 < q <= 1.0:
         raise ValueError(f"density must be in (0, 1], got {q!r}")
     if q < MIN_DENSITY:

@@ -24,7 +24,9 @@ from typing import TYPE_CHECKING, Any, Dict, NamedTuple, Optional, Sequence, Tup
 import numpy as np
 
 from ._cache import ByteLRU
-from ._checks import FLOAT_DTYPES, MAX_POSITION, check_int, check_num_threads
+from ._checks import (FLOAT_DTYPES, MAX_POSITION, as_real_array, check_int, check_num_threads,
+                      check_real)
+from .alloc import check_alloc
 from ._probes import POSITION, Letter, Probe, WeightedWord, Word, build_probe
 from .erasure import ErasedSketch
 from .joint import JOINT_FAN_IN, check_fan_in, check_method
@@ -194,7 +196,7 @@ class Decoder:
             was_1d = vals.ndim == 1
             return _Input(vals.reshape(1, -1) if was_1d else vals, arr.indices,
                           arr.d_sketch / arr.d_kept, depth, module, path, was_1d)
-        a = arr if isinstance(arr, np.ndarray) else np.asarray(arr, dtype=np.float64)
+        a = as_real_array(arr, "sketch")
         if a.dtype not in FLOAT_DTYPES:
             raise TypeError(f"sketch must have dtype float32 or float64, got {a.dtype}")
         if a.ndim not in (1, 2) or a.shape[-1] != self._d:
@@ -279,6 +281,9 @@ class Decoder:
     def _probe_matrix(self, probe: Probe, module: str, channel: int, k: int, normalise: bool,
                       threads: Optional[int]) -> np.ndarray:
         """The (k, d) matrix Z with estimate = Z s: rows are (sum_u a_u u) R[M,ch] e_j / gain."""
+        # the identity, its columns' products and Z, held at once (k attributes, up to d)
+        check_alloc(8 * k * k + 3 * 8 * k * self._d,
+                    f"the read-out of module {module!r} ({k} attributes, d_sketch={self._d})")
         cols = self._sk.module_matrix(module, channel).apply_short(np.eye(k), num_threads=threads)
         memo: Dict[Word, np.ndarray] = {(): cols}
 
@@ -355,9 +360,7 @@ class Decoder:
 
     @staticmethod
     def _weight(weight: Any, name: str = "weight") -> float:
-        if isinstance(weight, (bool, np.bool_)) or not isinstance(weight, (int, float, np.number)):
-            raise TypeError(f"{name} must be a number, got {type(weight).__name__}")
-        w = float(weight)
+        w = check_real(weight, name)
         if not np.isfinite(w) or not 0.0 < w <= 1.0:
             raise ValueError(f"{name} must be in (0, 1], got {w!r}")
         return w

@@ -15,7 +15,7 @@ from typing import Any, List, Optional, Tuple
 
 import numpy as np
 
-from ._checks import check_fraction, check_int, check_num_threads
+from ._checks import as_real_array, check_flag, check_fraction, check_int, check_num_threads
 from ._native import _core
 
 __all__ = ["DictionaryLearner", "RecoveredMatrix", "RULES"]
@@ -139,7 +139,7 @@ class DictionaryLearner:
         self.num_threads = num_threads if num_threads is not None else n_jobs
         check_num_threads(self.num_threads)
         self.random_state = random_state
-        self.progress = bool(progress)
+        self.progress = check_flag(progress, "progress")
         self.chunk_size = check_int(chunk_size, "chunk_size", minimum=1)
         self._reset()
 
@@ -156,7 +156,7 @@ class DictionaryLearner:
                                 / self.block_size - 1e-9))
 
     def _check(self, Y: Any) -> np.ndarray:
-        arr = Y if isinstance(Y, np.ndarray) else np.asarray(Y, dtype=np.float64)
+        arr = as_real_array(Y, "Y")
         if arr.dtype not in (np.float32, np.float64):
             raise TypeError(f"Y must have dtype float32 or float64, got {arr.dtype}")
         if arr.ndim != 2 or arr.shape[1] != self.d_sketch:

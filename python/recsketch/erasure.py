@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any, Tuple, Union
 
 import numpy as np
 
-from ._checks import FLOAT_DTYPES, check_int
+from ._checks import FLOAT_DTYPES, as_real_array, check_int, check_real
+from .alloc import check_alloc
 
 __all__ = ["ErasedSketch", "erase", "random_mask"]
 
@@ -48,6 +50,8 @@ class ErasedSketch:
 
     def to_dense(self) -> np.ndarray:
         """The kept coordinates in place and zeros elsewhere (not rescaled)."""
+        check_alloc(math.prod(self.shape) * self.values.dtype.itemsize,
+                    f"ErasedSketch.to_dense() of shape {self.shape}")
         out = np.zeros(self.shape, dtype=self.values.dtype)
         out[..., self.indices] = self.values
         return out
@@ -95,11 +99,13 @@ def erase(s: Any, keep: Union[int, float], mode: str = "prefix", seed: int = 0) 
     """
     if isinstance(s, ErasedSketch):
         raise TypeError("the sketch is already erased; erase the original sketch")
-    arr = s if isinstance(s, np.ndarray) else np.asarray(s, dtype=np.float64)
+    arr = as_real_array(s, "s")
     if arr.dtype not in FLOAT_DTYPES:
         raise TypeError(f"s must have dtype float32 or float64, got {arr.dtype}")
     if arr.ndim not in (1, 2):
         raise ValueError(f"s must be a sketch (d,) or a batch (n, d), got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError("s contains NaN or infinity")
     if mode not in _MODES:
         raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
     d = arr.shape[-1]
@@ -108,7 +114,7 @@ def erase(s: Any, keep: Union[int, float], mode: str = "prefix", seed: int = 0) 
     if isinstance(keep, numbers.Integral):
         d_kept = check_int(keep, "keep", minimum=1, maximum=d)
     elif isinstance(keep, numbers.Real):
-        frac = float(keep)
+        frac = check_real(keep, "keep")
         if not 0.0 < frac <= 1.0:
             raise ValueError(f"a fractional keep must be in (0, 1], got {frac!r}")
         d_kept = max(1, int(round(frac * d)))

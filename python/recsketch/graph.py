@@ -10,6 +10,9 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ._checks import check_flag
+from .alloc import check_alloc
+
 __all__ = ["Graph", "Handle", "FlatGraphs"]
 
 # Tolerances: attributes are unit-norm and weights sum to at most one "up to rounding" of the
@@ -198,10 +201,19 @@ class Graph:
 
     @staticmethod
     def _check_attributes(attributes: Any, what: str, normalize: bool) -> np.ndarray:
+        check_flag(normalize, f"{what}: normalize")
+        if isinstance(attributes, np.ndarray):   # (a broadcast view is copied in full)
+            check_alloc(attributes.size * 8, f"{what}: a copy of {attributes.size} attributes")
         try:
-            x = np.array(_plain_array(attributes), dtype=np.float64)
+            x = np.array(_plain_array(attributes))
         except (TypeError, ValueError, RuntimeError) as exc:
             raise TypeError(f"{what}: attributes must be a 1-D array of numbers ({exc})") from exc
+        # bools, complex, strings and objects are refused, as by the native core, rather than
+        # cast (NumPy would drop imaginary parts, parse strings, call each __float__)
+        if x.dtype.kind not in "iuf":
+            raise TypeError(f"{what}: attributes must be an array of numbers (a float or "
+                            f"integer dtype), got dtype {x.dtype}")
+        x = x.astype(np.float64)
         if x.ndim != 1:
             raise ValueError(f"{what}: attributes must be 1-D, got shape {x.shape}")
         if x.size == 0:
@@ -350,6 +362,7 @@ class Graph:
         the list: the objects keep the dict's numbering (``Handle.index`` and the rows of
         ``sketch(..., return_objects=True)`` follow it) and are sketched children first. A cycle
         or a reference to a missing object is a ValueError."""
+        check_flag(normalize, "normalize")
         if not isinstance(data, dict) or not isinstance(data.get("objects"), list):
             raise ValueError("a graph dict needs an 'objects' list")
         objects = data["objects"]

@@ -19,13 +19,12 @@ batch did not span are read on the wrong words (check ``subspace.residual(s)``).
 
 from __future__ import annotations
 
-import numbers
 import warnings
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ._checks import check_int
+from ._checks import check_int, check_real
 from .denoise import (COND_WARN, Subspace, check_same_sketcher, checked_erased,
                       checked_sketches, sketcher_identity)
 from .erasure import ErasedSketch
@@ -293,9 +292,7 @@ class GuidedReader:
 
 
 def _weight(weight: Any) -> float:
-    if isinstance(weight, (bool, np.bool_)) or not isinstance(weight, numbers.Real):
-        raise TypeError(f"weight must be a number, got {type(weight).__name__}")
-    w = float(weight)
+    w = check_real(weight, "weight")
     if not np.isfinite(w) or not 0.0 < w <= 1.0:
         raise ValueError(f"weight must be in (0, 1], got {w!r}")
     return w

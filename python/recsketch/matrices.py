@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Optional, Tuple, Union
 import numpy as np
 
 from ._checks import as_float_batch, check_int, check_num_threads
+from .alloc import alloc_limit, check_alloc
 from ._native import _core
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -14,9 +15,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["RandomMatrix"]
 
-# Materialising more than this many bytes (to_dense, or to_scipy, which counts a block-sparse
-# matrix's nonzeros first) is refused: use the products instead.
-_DENSE_LIMIT_BYTES = 4 << 30
+# Materialising more than the allocation limit (recsketch.alloc_limit(), default 4 GiB: to_dense,
+# or to_scipy, which counts a block-sparse matrix's nonzeros first) is refused: use the products
+# instead.
 # Columns of an orthogonal matrix are generated this many bytes (float64) at a time, so that
 # materialising it holds little more than the result.
 _CHUNK_BYTES = 32 << 20
@@ -171,7 +172,7 @@ class RandomMatrix:
         # counting the exact nonzeros walks every column a second time, so it is done only
         # when the dense bound (d nonzeros a column) does not already fit
         nnz = self._d * m
-        if self._scipy_bytes(dt, m, nnz, *held, work=8 * m)[1] > _DENSE_LIMIT_BYTES:
+        if self._scipy_bytes(dt, m, nnz, *held, work=8 * m)[1] > alloc_limit():
             nnz = self._block_sparse_nnz(m)
         self._check_scipy_bytes(dt, m, nnz, *held, work=8 * m)
         data, indices, indptr = self._native.csc(dt == np.float64, 0, m)
@@ -185,12 +186,10 @@ class RandomMatrix:
         them would exceed the dense limit."""
         d = self._d
         index, nbytes = self._scipy_bytes(dt, m, nnz, *formats, work=work)
-        if nbytes > _DENSE_LIMIT_BYTES:
-            raise ValueError(
-                f"the first {m} columns of a {d} x {d} {self._family.replace('_', '-')} matrix "
-                f"have {nnz} nonzeros: to_scipy() would need {nbytes} bytes "
-                f"({nbytes / 2**30:.1f} GiB, limit {_DENSE_LIMIT_BYTES / 2**30:.0f} GiB); use "
-                f"fewer columns or the products (matvec, apply_short) instead")
+        check_alloc(nbytes, f"the first {m} columns of a {d} x {d} "
+                            f"{self._family.replace('_', '-')} matrix have {nnz} nonzeros: "
+                            f"to_scipy()", "use fewer columns or the products (matvec, "
+                            "apply_short) instead")
         return index
 
     def _scipy_bytes(self, dt: np.dtype, m: int, nnz: int, *formats: str, work: int = 0
@@ -206,12 +205,9 @@ class RandomMatrix:
     def _block_sparse_nnz(self, m: int) -> int:
         """Nonzeros of the first ``m`` columns, counted without generating a value (one int64
         per column; refused when that alone would exceed the dense limit)."""
-        if 8 * m > _DENSE_LIMIT_BYTES:
-            raise ValueError(
-                f"to_scipy() of the first {m} columns would need more than {8 * m} bytes "
-                f"({8 * m / 2**30:.1f} GiB, limit {_DENSE_LIMIT_BYTES / 2**30:.0f} GiB) to count "
-                f"their nonzeros alone; use fewer columns or the products (matvec, apply_short) "
-                f"instead")
+        check_alloc(8 * m, f"to_scipy() of the first {m} columns, to count their nonzeros "
+                           f"alone,", "use fewer columns or the products (matvec, apply_short) "
+                           "instead")
         return int(self._native.column_counts(0, m).sum()) * int(self._native.block_size)
 
     def _orthogonal_scipy(self, dt: np.dtype, m: int, format: str) -> "scipy.sparse.spmatrix":
@@ -249,24 +245,20 @@ class RandomMatrix:
             unit[np.arange(j1 - j0), np.arange(j0, j1)] = 1.0
             out[j0:j1] = self.matvec(unit)
 
-    def to_dense(self) -> np.ndarray:
-        """The matrix as a dense float64 array (refused above 4 GiB)."""
-        nbytes = self._d * self._d * 8
-        if nbytes > _DENSE_LIMIT_BYTES:
-            raise ValueError(
-                f"a dense {self._d} x {self._d} float64 matrix needs {nbytes} bytes "
-                f"({nbytes / 2**30:.1f} GiB, limit {_DENSE_LIMIT_BYTES / 2**30:.0f} GiB); use "
-                + ("to_scipy() (sparse), " if self._family == "block_sparse" else
-                   "to_scipy(columns=m) for the first m columns, ")
-                + "or the products (matvec, apply_short) instead")
-        if self._family == "orthogonal":
-            dense = np.empty((self._d, self._d))
-            self._fill_columns(dense.T, self._d)
-            return dense
-        data, indices, indptr = self._native.csc(True)
-        dense = np.zeros(self.shape)
-        cols = np.repeat(np.arange(self._d), np.diff(indptr))
-        dense[indices, cols] = data
+    def to_dense(self, *, num_threads: Optional[int] = None) -> np.ndarray:
+        """The matrix as a dense float64 array, refused (ValueError) above the allocation limit
+        (:func:`recsketch.set_alloc_limit`, default 4 GiB). Written in place: the call holds
+        the result and a few MiB besides."""
+        d = self._d
+        threads = check_num_threads(num_threads)
+        check_alloc(d * d * 8, f"to_dense(): a dense {d} x {d} float64 matrix",
+                    "use " + ("to_scipy() (sparse), " if self._family == "block_sparse" else
+                              "to_scipy(columns=m) for the first m columns, ")
+                    + "or the products (matvec, apply_short) instead")
+        if self._family == "block_sparse":
+            return self._native.dense(threads)
+        dense = np.empty((d, d))
+        self._fill_columns(dense.T, d)
         return dense
 
     def column_block_counts(self) -> np.ndarray:

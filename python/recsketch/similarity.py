@@ -6,7 +6,7 @@ from typing import Any, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 
-from ._checks import FLOAT_DTYPES
+from ._checks import FLOAT_DTYPES, as_real_array
 from .erasure import ErasedSketch
 
 __all__ = ["Similarity", "similarity"]
@@ -23,7 +23,7 @@ def _parts(s: Any, name: str) -> Tuple[np.ndarray, Optional[np.ndarray], int, bo
     if isinstance(s, ErasedSketch):
         v, idx, d = s.values, s.indices, s.d_sketch
     else:
-        v = s if isinstance(s, np.ndarray) else np.asarray(s, dtype=np.float64)
+        v = as_real_array(s, name)
         idx, d = None, v.shape[-1] if v.ndim else 0
     if v.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name} must have dtype float32 or float64, got {v.dtype}")

@@ -780,47 +780,91 @@ inline void block_sparse_column_counts(const BlockSparseMatrix& R, std::int64_t*
   });
 }
 
+// Calls emit(j, row, value) for every stored entry of columns [j0, j1), column by column and
+// in increasing row order within a column. `code` and `enc` are the caller's per-thread scratch.
+template <class Emit>
+void block_sparse_entries(const BlockSparseMatrix& R, const std::vector<double>& sig,
+                          std::int64_t j0, std::int64_t j1, Emit&& emit) {
+  using namespace detail;
+  const BlockSparseFamily& f = R.family();
+  const std::int64_t b = f.block_size(), third = f.third();
+  const int L = f.index_bits();
+  const double scale = f.scale();
+  ColumnCode code(third);
+  std::vector<std::int8_t> enc(static_cast<std::size_t>(third));
+  for (std::int64_t j = j0; j < j1; ++j) {
+    code.load(R, j);
+    R.walk_column(j, [&](const BlockFlips& fl) {
+      const int bm = parity_negative(fl.neg_m, code.m0_negative) ? -1 : 1;
+      const int bs = parity_negative(fl.neg_s, code.s0_negative) ? -1 : 1;
+      enc_pattern(j, bm, bs, L, third, enc.data());
+      const double fs = fl.neg_s ? -scale : scale, fc = fl.neg_c ? -scale : scale,
+                   fm = fl.neg_m ? -scale : scale;
+      const std::int64_t base = fl.block * b;
+      for (std::int64_t r = 0; r < b; ++r) {
+        double value;
+        if (r < third)
+          value = fs * code.sign<double>(r);
+        else if (r < 2 * third)
+          value = fc * enc[static_cast<std::size_t>(r - third)];
+        else
+          value = fm * sig[static_cast<std::size_t>(r - 2 * third)];
+        emit(j, base + r, value);
+      }
+    });
+  }
+}
+
 // Fills the CSC arrays of the first n_cols columns (all when n_cols < 0); indptr (n_cols + 1
 // entries) must already hold the prefix sums of b * counts.
 template <class I, class V>
 void block_sparse_fill_csc(const BlockSparseMatrix& R, const I* indptr, I* indices, V* data,
                            int num_threads, std::int64_t n_cols = -1) {
-  using namespace detail;
   const BlockSparseFamily& f = R.family();
   const std::int64_t d = n_cols < 0 ? f.d() : std::min(n_cols, f.d());
-  const std::int64_t b = f.block_size(), third = f.third();
-  const int L = f.index_bits();
-  const double scale = f.scale();
-  const std::vector<double> sig = signature_signs(R);
+  const std::vector<double> sig = detail::signature_signs(R);
   parallel_for((d + 255) / 256, num_threads, [&](std::int64_t task) {
-    ColumnCode code(third);
-    std::vector<std::int8_t> enc(static_cast<std::size_t>(third));
-    const std::int64_t j1 = std::min(d, (task + 1) * 256);
-    for (std::int64_t j = task * 256; j < j1; ++j) {
-      code.load(R, j);
-      std::int64_t k = static_cast<std::int64_t>(indptr[j]);
-      R.walk_column(j, [&](const BlockFlips& fl) {
-        const int bm = parity_negative(fl.neg_m, code.m0_negative) ? -1 : 1;
-        const int bs = parity_negative(fl.neg_s, code.s0_negative) ? -1 : 1;
-        enc_pattern(j, bm, bs, L, third, enc.data());
-        const double fs = fl.neg_s ? -scale : scale, fc = fl.neg_c ? -scale : scale,
-                     fm = fl.neg_m ? -scale : scale;
-        const std::int64_t base = fl.block * b;
-        for (std::int64_t r = 0; r < b; ++r) {
-          double value;
-          if (r < third)
-            value = fs * code.sign<double>(r);
-          else if (r < 2 * third)
-            value = fc * enc[static_cast<std::size_t>(r - third)];
-          else
-            value = fm * sig[static_cast<std::size_t>(r - 2 * third)];
-          indices[k] = static_cast<I>(base + r);
-          data[k] = static_cast<V>(value);
-          ++k;
-        }
-      });
-    }
+    const std::int64_t j0 = task * 256, j1 = std::min(d, j0 + 256);
+    std::int64_t k = static_cast<std::int64_t>(indptr[j0]);
+    block_sparse_entries(R, sig, j0, j1, [&](std::int64_t, std::int64_t row, double value) {
+      indices[k] = static_cast<I>(row);
+      data[k] = static_cast<V>(value);
+      ++k;
+    });
   });
+}
+
+// Writes the matrix into out (d x d, row-major, zero-filled by the caller): no sparse form in
+// between, so materialising it holds the result and nothing of its size besides. Threads take
+// whole columns: no two write the same entry.
+inline void block_sparse_fill_dense(const BlockSparseMatrix& R, double* out, int num_threads) {
+  const std::int64_t d = R.family().d();
+  const std::vector<double> sig = detail::signature_signs(R);
+  parallel_for((d + 255) / 256, num_threads, [&](std::int64_t task) {
+    const std::int64_t j0 = task * 256, j1 = std::min(d, j0 + 256);
+    block_sparse_entries(R, sig, j0, j1, [&](std::int64_t j, std::int64_t row, double value) {
+      out[row * d + j] = value;
+    });
+  });
+}
+
+// Upper bound on the bytes block_sparse_forward (transpose = false) or block_sparse_transpose
+// allocates besides its output for n vectors of m columns (the bindings add it to the output
+// before checking the allocation limit). A panel (up to 8 vectors) holds its inputs and two
+// accumulators of every block-row's slots; threads run up to one panel each, or the chunks of
+// one panel (kColumnChunks accumulators). The walk cache is bounded by its own limit.
+inline std::uint64_t block_sparse_scratch_bytes(const BlockSparseFamily& f, std::int64_t n,
+                                                std::int64_t m, bool transpose, int num_threads) {
+  constexpr std::uint64_t W = 8, item = 8;  // widest panel; the widest element
+  // slots per block-row, rounded up for any SIMD alignment
+  const auto slots = static_cast<std::uint64_t>(f.third() + 4 + f.index_bits() + 16);
+  const std::uint64_t panel = static_cast<std::uint64_t>(f.n_blocks()) * slots * W * item;
+  if (transpose) return static_cast<std::uint64_t>(f.d()) * W * item + panel;
+  const auto panels = static_cast<std::uint64_t>((n + 7) / 8);
+  const std::uint64_t threads = static_cast<std::uint64_t>(resolve_threads(num_threads));
+  const std::uint64_t running = std::max<std::uint64_t>(1, std::min(threads, panels));
+  return running * (static_cast<std::uint64_t>(m) * W * item + 2 * panel) +
+         static_cast<std::uint64_t>(kColumnChunks) * panel;
 }
 
 }  // namespace recsketch

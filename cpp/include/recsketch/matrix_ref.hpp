@@ -32,6 +32,13 @@ class MatrixRef {
       orthogonal_apply(*orthogonal_, x, n, m, y, false, half, num_threads);
   }
 
+  // Bytes one product of a single full-length vector allocates besides its output, at one
+  // thread (the sketch's allocation check counts one such product).
+  std::uint64_t scratch_bytes() const {
+    return block_sparse_ ? block_sparse_scratch_bytes(block_sparse_->family(), 1, d(), false, 1)
+                         : orthogonal_scratch_bytes(d(), 1, 1);
+  }
+
   // out = R^T y (or (y + R^T y)/2 if half) for the n rows of y (n x d).
   template <class T>
   void transpose(const T* y, std::int64_t n, T* out, bool half, int num_threads) const {

@@ -111,4 +111,14 @@ void orthogonal_apply(const OrthogonalMatrix& R, const T* x, std::int64_t n, std
   });
 }
 
+// Bytes orthogonal_apply allocates besides its output for n vectors: the three sign diagonals
+// and one d-vector per running task (the bindings check it with the output against the
+// allocation limit).
+inline std::uint64_t orthogonal_scratch_bytes(std::int64_t d, std::int64_t n, int num_threads) {
+  const auto running = static_cast<std::uint64_t>(
+      std::max<std::int64_t>(1, std::min<std::int64_t>(resolve_threads(num_threads), n)));
+  return 3 * static_cast<std::uint64_t>((d + 63) / 64) * 8 +
+         running * static_cast<std::uint64_t>(d) * sizeof(double);
+}
+
 }  // namespace recsketch

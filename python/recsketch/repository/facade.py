@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .._checks import check_fraction
+from .._checks import as_real_array, check_fraction, check_int
 from ..denoise import Subspace, SubspaceFitter, check_rule, sketcher_identity
 from ..erasure import ErasedSketch
 from ..guided import GuidedReader
@@ -237,7 +237,7 @@ class Repository:
         store = self._store
         store.check_open()
         d = store.d
-        arr = sketches if isinstance(sketches, np.ndarray) else np.asarray(sketches, np.float64)
+        arr = as_real_array(sketches, "sketches")
         if arr.dtype.kind != "f":
             raise TypeError(f"sketches must be a float array, got dtype {arr.dtype}")
         if arr.ndim == 1:
@@ -762,6 +762,7 @@ class Repository:
         (ids, ts, off, ln, _, _), data = store.selected(*selection(since, until, where))
         if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= ids.size:
             raise ValueError(f"k must be an integer in [1, {ids.size}] (the selected sketches)")
+        seed = check_int(seed, "seed", minimum=0, maximum=2**32 - 1)   # (scikit-learn's range)
         prefixes = store.load(off, ln, data, width=store.index_dim)
         return kmeans(ids, ts, prefixes, int(k), seed)
 

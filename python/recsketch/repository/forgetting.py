@@ -33,6 +33,8 @@ def parse_policy(policy: Optional[ForgetPolicy]) -> List[Tuple[float, float]]:
     for (a, f), prev in zip(tiers, [(-math.inf, 1.0)] + tiers[:-1]):
         if not 0.0 < f <= 1.0:
             raise ValueError(f"policy fractions must be in (0, 1], got {f!r}")
+        if math.isnan(a) or a < 0:   # (an infinite last age is a tier for ever)
+            raise ValueError(f"policy ages must be >= 0 (not NaN), got {a!r}")
         if a <= prev[0]:
             raise ValueError("policy ages must increase")
     return tiers

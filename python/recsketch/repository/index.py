@@ -14,7 +14,8 @@ from typing import Any, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .store import Store
+from .._checks import as_real_array
+from .store import Store, id_array
 
 __all__ = ["RetrievalIndex"]
 
@@ -86,14 +87,17 @@ class RetrievalIndex:
         d = store.d
         if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
-        skip = set() if exclude is None else {int(i) for i in exclude}
+        if candidates is not None and (isinstance(candidates, bool) or not isinstance(
+                candidates, numbers.Integral) or candidates < 1):
+            raise ValueError(f"candidates must be a positive integer, got {candidates!r}")
+        skip = set() if exclude is None else set(id_array(exclude, "exclude").tolist())
         if isinstance(query, numbers.Integral) and not isinstance(query, bool):
             skip.add(int(query))
             r, data = store.located([int(query)])
             q = store.load(r.offsets, r.lengths, data)[0]
             q_len = int(r.lengths[0])
         else:
-            q = np.asarray(query, dtype=np.float32)
+            q = as_real_array(query, "query").astype(np.float32)
             if q.shape != (d,):
                 raise ValueError(f"query must be an id or a sketch of shape ({d},)")
             if not np.all(np.isfinite(q)):

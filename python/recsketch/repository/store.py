@@ -31,6 +31,7 @@ from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Se
 
 import numpy as np
 
+from ..alloc import check_alloc
 from .times import to_seconds
 
 __all__ = ["Store", "Rows", "selection", "fsync_dir", "FORMAT", "FORMAT_VERSION"]
@@ -44,6 +45,26 @@ ROWS_PER_FETCH = 8192
 # Largest read asked of the kernel at once (Linux caps a read call at 0x7ffff000 bytes anyway).
 MAX_READ_BYTES = 1 << 30
 
+
+
+def id_array(ids: Any, name: str = "ids") -> np.ndarray:
+    """``ids`` (one id or a sequence) as a 1-D int64 array. TypeError unless they are integers
+    (a float id is never truncated to another sketch's id), ValueError for a shape other than
+    1-D or an id beyond int64 (a uint64 would wrap)."""
+    try:
+        arr = np.atleast_1d(np.asarray(ids))
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be integers ({exc})") from None
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be one id or a 1-D sequence of ids, got shape {arr.shape}")
+    if arr.size == 0:
+        return np.zeros(0, np.int64)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{name} must be integers, got dtype {arr.dtype}")
+    if arr.dtype.kind == "u" and int(arr.max()) > np.iinfo(np.int64).max:
+        raise ValueError(f"{name} must fit int64, got {int(arr.max())}")
+    check_alloc(arr.size * 8, f"{name}: a copy of {arr.size} ids")   # (a broadcast view)
+    return arr.astype(np.int64)
 
 class Rows(NamedTuple):
     """Where selected sketches live, in one consistent snapshot (rows in id order)."""
@@ -279,7 +300,7 @@ class Store:
                in_transaction: Optional[Callable[[np.ndarray], None]] = None) -> int:
         """Delete sketches by id, all or nothing; ``in_transaction(ids)`` runs inside the
         committing transaction (the objects of those sketches go with them)."""
-        want = np.unique(np.atleast_1d(np.asarray(ids)).astype(np.int64))
+        want = np.unique(id_array(ids))
         with self.writer():
             found = self.existing(want)
             missing = np.setdiff1d(want, found)
@@ -382,10 +403,7 @@ class Store:
         """Where the given ids live (rows in their order, timestamps included), in one
         snapshot; ValueError naming unknown ids (with ``missing_ok``, they are left out)."""
         self.check_open()
-        want = np.atleast_1d(np.asarray(ids))
-        if want.dtype.kind not in "iu":
-            raise TypeError(f"ids must be integers, got dtype {want.dtype}")
-        want = want.astype(np.int64)
+        want = id_array(ids)
         found: Dict[int, Tuple[float, int, int]] = {}
         with self._lock:
             self.check_open()
@@ -414,7 +432,7 @@ class Store:
 
     def labels(self, ids: Any) -> List[Any]:
         out = []
-        for i in np.atleast_1d(np.asarray(ids)).astype(np.int64).tolist():
+        for i in id_array(ids).tolist():
             with self._lock:
                 self.check_open()
                 row = self._db.execute("SELECT labels FROM sketches WHERE id = ?",
@@ -480,6 +498,8 @@ class Store:
         access: get, search)."""
         self.check_open()
         w = self._d if width is None else width
+        check_alloc(offsets.size * w * 4, f"reading {offsets.size} sketches of {w} float32 "
+                                          f"values")
         out = np.zeros((offsets.size, w), dtype=np.float32)
         if offsets.size == 0:
             return out

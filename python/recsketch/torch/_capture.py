@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._checks import MAX_D_SKETCH
 from ..graph import Graph, Handle
 from ._dataflow import fx_producers, order_producers
 from ._encoding import LayerEncoding, fold_width
@@ -352,9 +353,18 @@ def capture(model: nn.Module, inputs: Any, layers: Any = None, *, objects: str =
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name} must be a positive int, got {v!r}")
     if d_sketch is not None and (isinstance(d_sketch, bool) or not isinstance(d_sketch, int)
-                                 or d_sketch < 2):
-        raise ValueError(f"d_sketch must be an int >= 2 or None, got {d_sketch!r}")
+                                 or not 2 <= d_sketch <= MAX_D_SKETCH):
+        raise ValueError(f"d_sketch must be an int in [2, {MAX_D_SKETCH}] or None, got "
+                         f"{d_sketch!r}")
+    for name, flag in (("signed", signed), ("token_modules", token_modules)):
+        if not isinstance(flag, (bool, np.bool_)):
+            raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
+    if target is not None and not callable(target):
+        raise TypeError(f"target must be None or a callable (output -> score), got "
+                        f"{type(target).__name__}")
     n = _rows(inputs)
+    if n == 0:
+        raise ValueError("inputs has no rows (axis 0): nothing to capture")
     need_grad = objects == "units" or (weights == "attribution" and objects != "tokens")
     if need_grad and torch.is_inference_mode_enabled():
         raise ValueError(f"objects={objects!r} with weights={weights!r} needs gradients, which "

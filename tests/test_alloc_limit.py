@@ -1,0 +1,176 @@
+"""The allocation limit (recsketch.set_alloc_limit, default 4 GiB): outputs and scratch sized by
+the caller's arguments are refused before anything of that size is allocated, with a message
+naming the bytes and the arguments; honest sizes pass; the limit is one for both layers."""
+
+import subprocess
+import sys
+import textwrap
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import recsketch as rs
+from recsketch import _core
+
+import reference
+
+
+@pytest.fixture
+def limit():
+    """Sets the process-wide limit for one test and restores it."""
+    previous = rs.alloc_limit()
+    yield rs.set_alloc_limit
+    rs.set_alloc_limit(previous)
+
+
+def test_default_and_round_trip(limit):
+    assert rs.alloc_limit() == rs.DEFAULT_ALLOC_LIMIT == 4 << 30 == _core.alloc_limit()
+    assert limit(123) == 4 << 30
+    assert rs.alloc_limit() == _core.alloc_limit() == 123   # one limit, both layers
+    assert limit(2**64 - 1) == 123
+    with pytest.raises(ValueError, match="nbytes"):
+        limit(2**64)
+    with pytest.raises(TypeError, match="nbytes must be an integer"):
+        limit(True)
+
+
+def test_block_sparse_to_dense_refuses_one_byte_over_and_builds_in_place(limit):
+    d, b = 1536, 48
+    sk = rs.Sketcher(d, block_size=b, density=1.0, seed=3)
+    R = sk.module_matrix("m", 1)
+    need = d * d * 8
+    limit(need - 1)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=rf"a dense {d} x {d} float64 matrix would need "
+                                             rf"{need} bytes .* allocation limit"):
+            R.to_dense()
+        with pytest.raises(ValueError, match="dense"):   # the native entry point too
+            R._native.dense(1)
+        refused_peak = tracemalloc.get_traced_memory()[1]
+        limit(need)
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        dense = R.to_dense()
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    assert refused_peak < 1 << 20, refused_peak
+    # density 1: every entry of the matrix is stored; the CSC form alone (8 + 4 bytes an entry)
+    # would be 1.5x the result. Built in place, the peak is the result and a few KiB.
+    assert need <= peak < need + (1 << 20), (peak, need)
+    key = R.key
+    expected = reference.block_sparse_dense(sk.seed, key, d, b, 1.0)
+    np.testing.assert_array_equal(dense, expected)
+    np.testing.assert_array_equal(R._native.dense(2), expected)   # any thread count
+
+
+def test_to_dense_peak_in_a_child_under_rlimit_as():
+    # The old to_dense built the CSC arrays first (about 2.5x the result at density 1): under
+    # an address-space limit that admits the result with little room, it must still succeed.
+    code = textwrap.dedent("""
+        import resource
+        import numpy as np
+        import recsketch as rs
+        d = 3072
+        R = rs.Sketcher(d, block_size=48, density=1.0, seed=1).module_matrix("m", 1)
+        R.matvec(np.ones(d))   # imports and pools warmed before the limit is measured
+        import resource, os
+        with open("/proc/self/statm") as f:
+            vm = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        need = d * d * 8
+        room = vm + need + (need // 2)   # the result and half of it again (the CSC path
+        #                                     failed below 4x: measured)
+        resource.setrlimit(resource.RLIMIT_AS, (room, room))
+        dense = R.to_dense(num_threads=1)
+        print("ok", dense.shape, bool(dense[0].any()))   # (no temporary of its size)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0 and out.stdout.startswith("ok (3072, 3072) True"), \
+        out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("family", ["block_sparse", "orthogonal"])
+def test_products_refuse_huge_outputs_and_pass_just_under(family, limit):
+    d = 1024 if family == "orthogonal" else 1020
+    kw = dict(block_size=60, density=0.25) if family == "block_sparse" else {}
+    R = rs.Sketcher(d, family=family, seed=2, **kw).module_matrix("m", 0)
+    x = np.random.default_rng(0).random((64, d))
+    ref = R.matvec(x, num_threads=1)
+    limit(64 * d * 8)   # the output alone fits; its scratch does not
+    with pytest.raises(ValueError, match=r"apply: the product of x \(64 rows\) with a "
+                                         rf"{d} x {d} matrix \(output and scratch\) would need"):
+        R.matvec(x, num_threads=1)
+    limit(64 * d * 8 * 64)
+    np.testing.assert_array_equal(R.matvec(x, num_threads=1), ref)
+
+
+def test_sketch_many_refuses_a_batch_beyond_the_limit_and_stores_nothing(limit, tmp_path):
+    sk = rs.Sketcher(4096, family="orthogonal", seed=1)
+    g = rs.Graph()
+    g.set_output([(g.add("leaf", [0.6, 0.8]), 1.0)])
+    repo = rs.Repository.create(tmp_path / "r", sk)
+    first = repo.add_graphs([g])
+    one = sk.sketch_many([g])
+    # 100 float32 sketches of d = 4096 and the 256 MiB working budget
+    limit(256 << 20)
+    with pytest.raises(ValueError, match="sketch_graphs: 100 sketches of d=4096 float32"):
+        sk.sketch_many([g] * 100)
+    with pytest.raises(ValueError, match="allocation limit"):
+        repo.add_graphs([g] * 100)
+    np.testing.assert_array_equal(repo.ids(), first)
+    limit(4 << 30)
+    many = sk.sketch_many([g] * 100)
+    np.testing.assert_array_equal(many, np.repeat(one, 100, axis=0))
+
+
+def test_one_wide_graph_is_bounded_by_its_object_sketches_in_flight():
+    # 3000 leaves feeding one object: their sketches are all in flight at once (a graph larger
+    # than the working budget is sketched alone, whatever the budget). At d = 2^20 float32
+    # that is 12 GiB for a 4 MiB output.
+    g = rs.Graph()
+    leaves = [g.add("leaf", [1.0]) for _ in range(3000)]
+    g.set_output([(g.add("top", [1.0], [(h, 1 / 3000) for h in leaves]), 1.0)])
+    with pytest.raises(ValueError, match="a graph of up to 3002 objects"):
+        rs.Sketcher(2**20, family="orthogonal").sketch(g)
+    # The bound, from its documented parts, at d = 4096 with a 1 MiB working budget: the
+    # output, the graph's 3002 object sketches in flight with a quarter of the budget for a
+    # level slice, and one product's scratch (three sign bit-vectors and one d-vector).
+    d, work = 4096, 1 << 20
+    sk = rs.Sketcher(d, family="orthogonal", seed=1)
+    reference = sk.sketch(g)
+    need = d * 4 + max(work, 3002 * d * 4 + work // 4) + 3 * (d // 64) * 8 + d * 8
+    previous_work = _core._set_sketch_working_bytes(work)
+    previous = rs.set_alloc_limit(need - 1)
+    try:
+        with pytest.raises(ValueError, match=rf"would need {need} bytes"):
+            sk.sketch(g)
+        rs.set_alloc_limit(need)
+        np.testing.assert_array_equal(sk.sketch(g), reference)   # same bits, any budget
+    finally:
+        rs.set_alloc_limit(previous)
+        _core._set_sketch_working_bytes(previous_work)
+
+
+def test_column_counts_at_d_1_7e9_is_refused_at_once():
+    R = rs.Sketcher(102 * 2**24, block_size=102, density=0.01).module_matrix("a", 0)
+    with pytest.raises(ValueError, match=r"column_counts\(columns=1711276032\): a count of 8 "
+                                         r"bytes per column would need 13690208256 bytes "
+                                         r"\(12\.8 GiB\), above the allocation limit of 4\.0"):
+        R.column_block_counts()
+    counts = R._native.column_counts(1, 2000)   # a few columns are honest
+    assert counts.shape == (2000,) and counts.min() >= 0
+
+
+def test_honest_benchmark_sizes_fit_the_default():
+    # The largest single calls the benchmarks and docs make: 200 float32 sketches at
+    # d = 524,262 (0.4 GB); one graph of 10,000 objects at d = 64k float32 (its object
+    # sketches in flight, 2.6 GB); 20,000 leaves at d = 16k float64 (docs/sketch_schedule.md);
+    # 54 graphs at d = 64k float64. Checked against the binding's estimate, not run.
+    work = 256 << 20
+    assert 200 * 524262 * 4 + work < rs.DEFAULT_ALLOC_LIMIT
+    assert 65536 * 4 + 10_000 * 65536 * 4 + work // 4 < rs.DEFAULT_ALLOC_LIMIT
+    assert 16384 * 8 + 20_001 * 16384 * 8 + work // 4 < rs.DEFAULT_ALLOC_LIMIT
+    assert 54 * 65536 * 8 + work < rs.DEFAULT_ALLOC_LIMIT
