@@ -725,3 +725,129 @@ def test_learn_network_completes_a_column_whose_block_is_shared(monkeypatch):
     monkeypatch.setattr(learn_mod, "_complete_columns", lambda V, YV, m: m)
     assert column_blocks(learn_network(None, Y, sketcher=sk, method="unmix"))[0] == \
         blks[1:].tolist()
+
+
+def test_a_column_with_one_vote_is_rescued_through_its_word():
+    """A column with exactly two nonzero blocks, one of them shared with a heavier word's spike
+    (another matrix's column pattern on that block, a word of its own): in the basis that block
+    is the other word's, so the column has one vote and the block scan drops it. Followed
+    through its word (:func:`rescue_columns`), the column comes back with both its true blocks
+    and the Sketcher's signs; not with the rescue off or the column at or above
+    ``rescue_below``."""
+    d, b, q, n = 16371, 51, 0.02, 60
+    sk = rs.Sketcher(d, block_size=b, density=q, seed=3)
+    R, R2 = sk.module_matrix("P", 1), sk.module_matrix("Q", 1)
+    j = int(np.flatnonzero(R.column_block_counts() == 2)[0])
+    col = _true_signs_d(R, j, d)
+    blks = np.flatnonzero(np.abs(col.reshape(-1, b)).max(axis=1))
+    other = _true_signs_d(R2, 5, d).reshape(-1, b)
+    spike = np.zeros(d)
+    spike[blks[0] * b:(blks[0] + 1) * b] = other[np.flatnonzero(np.abs(other).max(axis=1))[0]]
+    rng = np.random.default_rng(11)
+    Y = (np.outer(rng.uniform(0.5, 1.0, n), col)
+         + np.outer(rng.uniform(2.0, 4.0, n), spike)) / np.sqrt(d * q)
+
+    def holds(res):
+        return [(m, m.columns.tolist().index(j)) for m in res.matrices
+                if j in m.columns.tolist()]
+
+    assert holds(unmix(Y, b, q, refine=0, rescue_below=0)) == []  # one vote: dropped
+    assert holds(unmix(Y, b, q, refine=0, rescue_below=j)) == []  # column not below the limit
+    got = holds(unmix(Y, b, q, refine=0, rescue_below=j + 1))
+    assert len(got) == 1
+    mat, k = got[0]
+    assert mat.blocks[k].tolist() == blks.tolist()
+    assert np.array_equal(_signs_of(mat, k, d, b), col)
+
+
+def test_rescue_columns_adds_nothing_to_a_clean_scan():
+    """Every column of a clean planted module already has its votes: the rescue returns the
+    block scan's matrices unchanged (same columns, blocks and patterns)."""
+    from recsketch.network.unmix import rescue_columns
+
+    d, b, q, n = 16371, 51, 0.02, 40
+    sk = rs.Sketcher(d, block_size=b, density=q, seed=3)
+    R = sk.module_matrix("P", 1)
+    cols = np.flatnonzero(R.column_block_counts() >= 2)[:4]
+    rng = np.random.default_rng(5)
+    Y = sum(np.outer(rng.uniform(0.2, 1.0, n), _true_signs_d(R, int(c), d)) for c in cols)
+    Y = Y / np.sqrt(d * q)
+    plain = unmix(Y, b, q, refine=0, rescue_below=0)
+    _, left, right = block_directions(plain.basis, b)
+    out = rescue_columns(plain.basis, left, right, plain.matrices, q)
+    assert len(out) == len(plain.matrices)
+    for m, p in zip(out, plain.matrices):
+        assert m.columns.tolist() == p.columns.tolist()
+        assert all(np.array_equal(x, y) for x, y in zip(m.blocks, p.blocks))
+        assert all(np.array_equal(x, y) for x, y in zip(m.patterns, p.patterns))
+
+
+def test_a_constant_gain_keeps_both_blocks_of_a_two_block_column(monkeypatch):
+    """A module whose gain is the same in every sample (a top-level module under a fixed output
+    weight) and an attribute column with exactly two blocks, one of them with a constant leak:
+    the two-block rule has no variation of ``1 / g`` to tell the leaky block by, so it is not
+    applied and the column keeps the mean of its two block reads (computed here from ``Y`` and
+    the Sketcher's signs); forcing the rule picks a single block instead."""
+    import recsketch.network.learn as learn_mod
+    from recsketch.network.learn import _gain_varies
+
+    d, b, q, n = 16371, 51, 0.02, 80
+    sk = rs.Sketcher(d, block_size=b, density=q, seed=3)
+    R1, R2 = sk.module_matrix("P", 1), sk.module_matrix("P", 2)
+    counts = R1.column_block_counts()
+    j = int(np.flatnonzero(counts == 2)[0])
+    cols = [j] + [int(c) for c in np.flatnonzero(counts >= 2) if c != j][:2]
+    assert R2.column_block_counts()[0] >= 2
+    rng = np.random.default_rng(8)
+    g = np.full(n, 0.8)
+    x = np.abs(rng.normal(1.0, 0.3, (n, 3)))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    Y = np.outer(g, _true_signs_d(R2, 0, d))
+    for k, c in enumerate(cols):
+        Y += np.outer(g * x[:, k], _true_signs_d(R1, c, d))
+    col = _true_signs_d(R1, j, d)
+    blks = np.flatnonzero(np.abs(col.reshape(-1, b)).max(axis=1))
+    rows = slice(blks[1] * b, (blks[1] + 1) * b)
+    Y[:, rows] += 0.4 * np.median(g * x[:, 0]) * col[rows]  # a constant leak on one block
+    Y /= np.sqrt(d * q)
+    reads = np.stack([Y[:, blk * b:(blk + 1) * b] @ col[blk * b:(blk + 1) * b]
+                      for blk in blks]) / (b / np.sqrt(d * q))
+    assert not _gain_varies(g) and _gain_varies(g * np.linspace(0.8, 1.2, n))
+
+    def coefficient(model):
+        m = next(m for m in model.modules if j in m.columns.tolist())
+        return m.attributes[:, m.columns.tolist().index(j)] * m.gains
+
+    got = coefficient(learn_network(None, Y, sketcher=sk, method="unmix"))
+    assert np.allclose(got, reads.mean(axis=0), rtol=1e-6)
+    monkeypatch.setattr(learn_mod, "_gain_varies", lambda gains: True)
+    forced = coefficient(learn_network(None, Y, sketcher=sk, method="unmix"))
+    assert any(np.allclose(forced, r, rtol=1e-6) for r in reads)
+    assert not np.allclose(forced, reads.mean(axis=0), rtol=1e-3)
+
+
+def test_rescue_columns_validates():
+    from recsketch.network.unmix import rescue_columns
+
+    d, b, K = 510, 51, 4
+    V, left, right = np.zeros((d, K)), np.ones((d // b, b)), np.zeros((d // b, K))
+    good = dict(V=V, left=left, right=right, matrices=[], density=0.1)
+    cases = [
+        (dict(V=[[1.0]]), TypeError, "V"),
+        (dict(V=np.full((d, K), np.nan)), ValueError, "NaN"),
+        (dict(left=np.ones((d // b, 50))), ValueError, "left"),
+        (dict(right=np.zeros((d // b, K + 1))), ValueError, "right"),
+        (dict(matrices=[object()]), TypeError, "RecoveredMatrix"),
+        (dict(matrices=[rs.RecoveredMatrix(1020, b, 0.1, np.ones(17, np.int8),
+                                           np.zeros(0, np.int64), [], [])]),
+         ValueError, "d_sketch"),
+        (dict(density=1.5), ValueError, "density"),
+    ]
+    for bad, exc, match in cases:
+        with pytest.raises(exc, match=match):
+            rescue_columns(**{**good, **bad})
+    with pytest.raises(ValueError, match="min_votes"):
+        rescue_columns(**good, min_votes=0)
+    with pytest.raises(ValueError, match="below"):
+        rescue_columns(**good, below=-1)
+    assert rescue_columns(**good) == []

@@ -19,6 +19,8 @@ mixed by per-sample coefficients ``C`` (``g x_j`` and ``g``). The row space of `
 3. The signs are decoded with the Enc decoder of the block scan and voted on exactly as
    :class:`~recsketch.DictionaryLearner` does for samples (a key needs ``min_votes`` blocks):
    the "samples" handed to it are one row holding every block's rounded top singular vector.
+   A key that decoded in fewer than ``min_votes`` blocks (a block shared with a heavier word's
+   spike decodes to neither) is followed through its word ``V r_l`` (:func:`rescue_columns`).
 4. :func:`unmix_coefficients` -- per-sample coefficients of every recovered column: with
    ``V = A M``, ``C = (Y V) M^T``, and a word's row ``m_k`` of ``M`` is read off its own decoded
    blocks (direction: their top right singular vectors; norm: their top singular values
@@ -50,13 +52,13 @@ from typing import Callable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from .._checks import check_int, check_num_threads
+from .._checks import check_fraction, check_int, check_num_threads
 from ..block_sparse import decode_blocks
 from ..dictionary import DictionaryLearner, RecoveredMatrix
 
 __all__ = ["UnmixResult", "sketch_basis", "choose_rank", "block_directions",
            "unmix_coefficients", "unmix", "block_estimates", "screen_blocks", "word_vectors",
-           "leak_corrected_estimates", "word_blocks", "RANK_FLOOR"]
+           "leak_corrected_estimates", "word_blocks", "rescue_columns", "RANK_FLOOR"]
 
 
 @dataclass
@@ -506,6 +508,139 @@ def _word_blocks(V: np.ndarray, word: np.ndarray, column: int, signature: np.nda
     return idx, S[idx]
 
 
+# Sign errors in the string part (first third) of a block that rescue_columns corrects to the
+# column's most common string: one weak entry flipped by noise (measured: 1, at d = 98,280).
+STRING_ERRORS = 2
+
+
+def rescue_columns(V: np.ndarray, left: np.ndarray, right: np.ndarray,
+                   matrices: List[RecoveredMatrix], density: float, *, min_votes: int = 2,
+                   below: int = 256) -> List[RecoveredMatrix]:
+    """``matrices`` with the columns that decoded in the basis (column below ``below``) but
+    are missing from ``matrices`` (fewer than ``min_votes`` blocks under one key), whose word
+    shows them in at least ``min_votes`` blocks: the word is ``V sum_l r_l`` over the blocks
+    ``l`` that decoded to the column and signature (``r_l`` a block's top right singular
+    vector, :func:`block_directions`, signs aligned), rounded to signs and decoded block by
+    block; the blocks that decode to the same column, signature and coefficient sign, with a
+    mean absolute entry at least half the largest on those blocks ``l``, are the column's
+    blocks (patterns with the coefficient's sign divided out, as the block scan stores them),
+    those that agree on the string part (the first third, up to its flip) with the most
+    common string, within :data:`STRING_ERRORS` signs (corrected to it), with at least one
+    block ``l`` among them. Rescued columns join the matrix of their signature (columns kept sorted) or a new matrix
+    at the end.
+
+    Why: a block that one word's spike owns gives that word's direction in the span, and the
+    word holds only its own spike on its other blocks, even on a block where a heavier word's
+    product term (a two-matrix word, spiky at small q) also sits and the block's top singular
+    vector mixes the two (it then decodes to neither, or to the other). A column with two
+    nonzero blocks, one of them shared, has one vote in the basis. Measured at d = 524,262,
+    q = 4e-4 (``docs/unmix.md``, round 6): the count columns ``R[midB,2]`` (seed 1) and
+    ``R[midA,2]`` (seed 5) were lost this way, their second block shared with a root word
+    holding 0.67-0.68 of that word's share of the block. ``below`` keeps it to attribute
+    coordinates: the basis decodes ~4,600 blocks there, ~4,150 of them single keys (product
+    terms show columns anywhere in ``[0, d)``), against 5-7 below 256; following all of them
+    took 130 s and found only garbage beyond the one true column. A key also splits where
+    one block's signs carry an error in the string part (the block scan's key includes it):
+    each part has one vote (seen at d = 98,280, q = 1e-3, S = 40); the word summed over both
+    blocks has the error in neither.
+
+    Raises TypeError/ValueError before any work: ``V`` not ``(d, K)`` real, ``left`` not
+    ``(d / b, b)``, ``right`` not ``(d / b, K)``, NaN/inf, ``matrices`` not a list of
+    :class:`RecoveredMatrix` of this ``d`` and block size, ``density`` not in (0, 1],
+    ``min_votes`` < 1, ``below`` < 0."""
+    V = _real_array(V, "V", 2)
+    left = _real_array(left, "left", 2)
+    right = _real_array(right, "right", 2)
+    d, K = V.shape
+    b = left.shape[1]
+    if b < 3 or b % 3 or d % b or left.shape[0] != d // b:
+        raise ValueError(f"left must be (d / b, b) with b a multiple of 3 dividing d={d}, got "
+                         f"{left.shape}")
+    if right.shape != (d // b, K):
+        raise ValueError(f"right must be (d / b, K) = {(d // b, K)}, got {right.shape}")
+    if not isinstance(matrices, list) or not all(isinstance(m, RecoveredMatrix)
+                                                 for m in matrices):
+        raise TypeError("matrices must be a list of RecoveredMatrix")
+    if any(m.d_sketch != d or m.block_size != b for m in matrices):
+        raise ValueError(f"every matrix must have d_sketch={d} and block_size={b}")
+    density = check_fraction(density, "density")
+    votes = check_int(min_votes, "min_votes", minimum=1)
+    below = check_int(below, "below", minimum=0)
+    return _rescue_columns(V, left, right, matrices, density, votes, below)
+
+
+def _rescue_columns(V: np.ndarray, left: np.ndarray, right: np.ndarray,
+                    matrices: List[RecoveredMatrix], density: float, min_votes: int,
+                    below: int) -> List[RecoveredMatrix]:
+    """:func:`rescue_columns` without the checks (arguments from :func:`unmix`)."""
+    d = V.shape[0]
+    b = left.shape[1]
+    third = b // 3
+    S = np.where(left >= 0, 1, -1).astype(np.int8)
+    dec = decode_blocks(S, d)
+    have = {(m.signature.tobytes(), int(c)) for m in matrices for c in m.columns}
+    cand: dict = {}
+    for l in np.flatnonzero((dec.status == 0) & (dec.column >= 0) & (dec.column < below)):
+        pat = S[l] * dec.sign[l]
+        sig = (pat[2 * third:] * pat[2 * third]).astype(np.int8)
+        key = (sig.tobytes(), int(dec.column[l]))
+        if key not in have:
+            cand.setdefault(key, []).append(int(l))
+    found = []
+    for key, ls in cand.items():
+        # the word from every block of the key, each direction's sign aligned with the first
+        # (V is orthonormal: the words' inner products are those of the directions)
+        r = right[ls]
+        r = r * np.where(r @ r[0] >= 0, 1.0, -1.0)[:, None]
+        A = (V @ r.sum(axis=0)).reshape(-1, b)
+        Sw = np.where(A >= 0, 1, -1).astype(np.int8)
+        dw = decode_blocks(Sw, d)
+        pats = Sw * dw.sign[:, None]
+        sig = np.frombuffer(key[0], dtype=np.int8).astype(np.int64)
+        height = np.mean(np.abs(A), axis=1)
+        ok = ((dw.status == 0) & (dw.column == key[1]) & (dw.sign == dw.sign[ls[0]])
+              & (np.abs(pats[:, 2 * third:].astype(np.int64) @ sig) == third)
+              & (height >= 0.5 * np.max(height[ls])))
+        blks = np.flatnonzero(ok)
+        if blks.size == 0:
+            continue
+        # as in the block scan's key, the blocks must agree on the string part (the first
+        # third, up to its flip): the most common string is the column's, and a block within
+        # STRING_ERRORS signs of it (noise on a weak entry) takes it
+        strings = pats[blks, :third] * pats[blks, :1]
+        uniq, n_of = np.unique(strings, axis=0, return_counts=True)
+        if n_of.max() < 2:  # no string seen twice: no column (min_votes >= 2 here)
+            continue
+        mode = uniq[int(np.argmax(n_of))].astype(np.int64)
+        dot = pats[blks, :third].astype(np.int64) @ mode
+        near = (third - np.abs(dot)) // 2 <= STRING_ERRORS
+        blks, flip = blks[near], np.where(dot[near] >= 0, 1, -1)
+        fixed = pats[blks].astype(np.int8)
+        fixed[:, :third] = flip[:, None] * mode[None, :]
+        if np.isin(blks, ls).any() and blks.size >= min_votes:
+            found.append((sig.astype(np.int8), key[1], blks, fixed))
+    out = list(matrices)
+    for sig, col, blks, pats in found:
+        k = next((i for i, m in enumerate(out) if np.array_equal(m.signature, sig)), None)
+        if k is None:
+            out.append(RecoveredMatrix(d, b, density, sig, np.array([col], np.int64), [blks],
+                                       [pats]))
+            continue
+        m = out[k]
+        at = int(np.searchsorted(m.columns, col))
+        out[k] = RecoveredMatrix(m.d_sketch, b, m.density, m.signature,
+                                 np.insert(m.columns, at, col),
+                                 list(m.blocks[:at]) + [blks] + list(m.blocks[at:]),
+                                 list(m.patterns[:at]) + [pats] + list(m.patterns[at:]))
+    return out
+
+
+def _atoms(matrices: List[RecoveredMatrix]) -> np.ndarray:
+    """``(n_atoms, 2)`` (matrix, column) in the order of ``matrices`` and their columns."""
+    rows = [(k, int(c)) for k, m in enumerate(matrices) for c in m.columns]
+    return np.array(rows, dtype=np.int64).reshape(-1, 2)
+
+
 def _refine(Y: np.ndarray, matrices: List[RecoveredMatrix], C: Optional[np.ndarray],
             rounds: int, screen: bool = True, leak: Optional[Leak] = None) -> np.ndarray:
     """Nonnegative least squares of every sample's decoded rows on the recovered columns, by
@@ -547,13 +682,15 @@ def _refine(Y: np.ndarray, matrices: List[RecoveredMatrix], C: Optional[np.ndarr
 
 
 def unmix(Y: np.ndarray, block_size: int, density: float, *, rank: Optional[int] = None,
-          min_votes: int = 2, refine: int = 20, num_threads: Optional[int] = None
-          ) -> UnmixResult:
+          min_votes: int = 2, refine: int = 20, rescue_below: int = 256,
+          num_threads: Optional[int] = None) -> UnmixResult:
     """Recover the block-sparse columns and their per-sample coefficients from sketches of a
     fixed tree by unmixing across samples (module docstring). ``Y`` is ``(S, d)`` float32 or
     float64, finite; ``rank`` overrides :func:`choose_rank`; ``min_votes`` decoded blocks make a
     column (as :class:`DictionaryLearner`); ``refine`` rounds of the nonnegative coefficient
-    refinement (0: the unmixed start only)."""
+    refinement (0: the unmixed start only); ``rescue_below``: keys of columns below this index
+    that decoded in fewer than ``min_votes`` blocks are followed through their word
+    (:func:`rescue_columns`; 0 turns it off; ``learn_network`` passes ``max_attribute_dim``)."""
     if not isinstance(Y, np.ndarray) or Y.dtype not in (np.float32, np.float64):
         raise TypeError("Y must be a float32 or float64 numpy array")
     if Y.ndim != 2 or 0 in Y.shape:
@@ -564,6 +701,7 @@ def unmix(Y: np.ndarray, block_size: int, density: float, *, rank: Optional[int]
     b = check_int(block_size, "block_size", minimum=3)
     votes = check_int(min_votes, "min_votes", minimum=1)
     rounds = check_int(refine, "refine", minimum=0)
+    below = check_int(rescue_below, "rescue_below", minimum=0)
     check_num_threads(num_threads)
     if rank is not None:
         check_int(rank, "rank", minimum=1, maximum=n)
@@ -577,5 +715,8 @@ def unmix(Y: np.ndarray, block_size: int, density: float, *, rank: Optional[int]
     row = np.where(left >= 0, 1.0, -1.0).reshape(1, d)
     learner.fit(row)
     matrices, atoms = learner.matrices_, learner.atoms_
+    if below > 0:
+        matrices = _rescue_columns(V, left, right, matrices, float(density), votes, below)
+        atoms = _atoms(matrices)
     C = unmix_coefficients(Y, V, matrices, strength, left, right, refine=rounds, YV=YV)
     return UnmixResult(s, K, V, strength, matrices, atoms, C, YV)
