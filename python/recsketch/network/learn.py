@@ -298,6 +298,8 @@ def learn_network(inputs: Any, sketches: Any, *, sketcher: Optional[Sketcher] = 
                 clusters[a] = _two_block_columns(Y, clusters[a], clusters[c][1][:, 0])
     modules = [_module(i, clusters[a], None if c is None else clusters[c], w0)
                for i, (a, c) in enumerate(pairs)]
+    if method == "unmix":
+        modules = [_top_level_reads(Y, m, w0) if m.depth == 2 else m for m in modules]
     if method == "unmix" and leaks:
         modules = _correct_leaks(Y, un.basis, un.projections, modules, rounds, w0)
     if method == "unmix":
@@ -401,6 +403,26 @@ def _pair(clusters: List[_Cluster], kept: Sequence[int]
             pairs.append((a, c))
             used.update((a, c))
     return pairs, [k for k in kept if k not in used]
+
+
+def _top_level_reads(Y: np.ndarray, m: RecoveredModule, w0: float) -> RecoveredModule:
+    """A top-level module (depth 2) with each attribute coefficient read as the mean of its
+    decoded blocks' reads, every block kept (count column and gains unchanged).
+
+    Why: the screening of :func:`~recsketch.network.unmix.screen_blocks` and the two-block
+    rule look for a *heavier* word's leak, a multiple of the coefficient; a top-level
+    module's words are the heaviest, and what shifts its blocks are lighter words' and its
+    own diffuse parts, small additive offsets that the ratio test reads as leaks where the
+    coordinate is small. Measured at d = 524,262, q = 4e-4 (``docs/unmix.md``, round 6): on
+    seed 8 the screen kept 3 of the 7 blocks of the root's column 0 (offsets +0.006 to +0.015
+    in units of ``x``, against -0.038 to +0.063 on the dropped ones, whose mean is near 0):
+    median l-inf 0.0103 screened against 0.0089 with every block (per-sample learner
+    0.0083); on seeds 0-5 the screen kept every root block and both reads agree."""
+    mat = m.attribute_matrix
+    coef = np.stack([np.mean(_reads(Y, mat, c), axis=0) for c in range(mat.columns.size)],
+                    axis=1)
+    return _module(m.id, (mat, coef), None if m.count_matrix is None
+                   else (m.count_matrix, m.gains[:, None]), w0)
 
 
 # Relative spread (std / mean over the live samples) below which a module's gain counts as

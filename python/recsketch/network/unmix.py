@@ -19,8 +19,11 @@ mixed by per-sample coefficients ``C`` (``g x_j`` and ``g``). The row space of `
 3. The signs are decoded with the Enc decoder of the block scan and voted on exactly as
    :class:`~recsketch.DictionaryLearner` does for samples (a key needs ``min_votes`` blocks):
    the "samples" handed to it are one row holding every block's rounded top singular vector.
-   A key that decoded in fewer than ``min_votes`` blocks (a block shared with a heavier word's
-   spike decodes to neither) is followed through its word ``V r_l`` (:func:`rescue_columns`).
+   Each column that decoded somewhere is then followed through its word ``V sum_l r_l``
+   (:func:`rescue_columns`): a block shared with other words' spikes decodes to neither in the
+   basis, but the word holds only its own spike there; columns gain the blocks the scan
+   missed, and keys with fewer than ``min_votes`` blocks become columns where the word shows
+   enough.
 4. :func:`unmix_coefficients` -- per-sample coefficients of every recovered column: with
    ``V = A M``, ``C = (Y V) M^T``, and a word's row ``m_k`` of ``M`` is read off its own decoded
    blocks (direction: their top right singular vectors; norm: their top singular values
@@ -516,33 +519,33 @@ STRING_ERRORS = 2
 def rescue_columns(V: np.ndarray, left: np.ndarray, right: np.ndarray,
                    matrices: List[RecoveredMatrix], density: float, *, min_votes: int = 2,
                    below: int = 256) -> List[RecoveredMatrix]:
-    """``matrices`` with the columns that decoded in the basis (column below ``below``) but
-    are missing from ``matrices`` (fewer than ``min_votes`` blocks under one key), whose word
-    shows them in at least ``min_votes`` blocks: the word is ``V sum_l r_l`` over the blocks
-    ``l`` that decoded to the column and signature (``r_l`` a block's top right singular
-    vector, :func:`block_directions`, signs aligned), rounded to signs and decoded block by
-    block; the blocks that decode to the same column, signature and coefficient sign, with a
-    mean absolute entry at least half the largest on those blocks ``l``, are the column's
-    blocks (patterns with the coefficient's sign divided out, as the block scan stores them),
-    those that agree on the string part (the first third, up to its flip) with the most
-    common string, within :data:`STRING_ERRORS` signs (corrected to it), with at least one
-    block ``l`` among them. Rescued columns join the matrix of their signature (columns kept sorted) or a new matrix
-    at the end.
+    """``matrices`` completed through the words of the basis: for every column (below
+    ``below``) that decoded in some block of the basis, the word ``V sum_l r_l`` over the
+    blocks ``l`` that decoded to it or that ``matrices`` holds for it (``r_l`` a block's top
+    right singular vector, :func:`block_directions`) is rounded to signs and decoded block by
+    block (:func:`_word_column`: same column, signature and coefficient sign, at least half
+    the seeds' height, the string part within :data:`STRING_ERRORS` signs of the column's,
+    corrected to it). A column that ``matrices`` holds gains the blocks its word shows beyond
+    its own (none is removed; only if the word also shows one of its blocks); a column it
+    does not hold (fewer than ``min_votes`` blocks under one key) is added where its word
+    shows it in at least ``min_votes`` blocks, to the matrix of its signature (columns kept
+    sorted) or as a new matrix at the end. Patterns have the coefficient's sign divided out,
+    as the block scan stores them.
 
     Why: a block that one word's spike owns gives that word's direction in the span, and the
-    word holds only its own spike on its other blocks, even on a block where a heavier word's
-    product term (a two-matrix word, spiky at small q) also sits and the block's top singular
-    vector mixes the two (it then decodes to neither, or to the other). A column with two
-    nonzero blocks, one of them shared, has one vote in the basis. Measured at d = 524,262,
-    q = 4e-4 (``docs/unmix.md``, round 6): the count columns ``R[midB,2]`` (seed 1) and
-    ``R[midA,2]`` (seed 5) were lost this way, their second block shared with a root word
-    holding 0.67-0.68 of that word's share of the block. ``below`` keeps it to attribute
-    coordinates: the basis decodes ~4,600 blocks there, ~4,150 of them single keys (product
-    terms show columns anywhere in ``[0, d)``), against 5-7 below 256; following all of them
-    took 130 s and found only garbage beyond the one true column. A key also splits where
-    one block's signs carry an error in the string part (the block scan's key includes it):
-    each part has one vote (seen at d = 98,280, q = 1e-3, S = 40); the word summed over both
-    blocks has the error in neither.
+    word holds only its own spike on its other blocks, even where a heavier word's product
+    term (a two-matrix word, spiky at small q) or the diffuse parts of many words also sit
+    and the block's top singular vector mixes them (it then decodes to neither, to the
+    other, or to the column with a sign error in the string part, which splits the block
+    scan's key). Measured at d = 524,262, q = 4e-4 (``docs/unmix.md``, round 6): on seeds 1
+    and 5 the count columns ``R[midB,2]``, ``R[midA,2]`` (two blocks, one shared with a root
+    word) had one vote; on seeds 7 and 8 the count columns of 4-6 blocks were held with 2-3
+    of them (each block carries a small share of its word, and 20-30 other words put 0.2-0.9
+    of their share on it); the words completed them, and every block added on seeds 0-8 was
+    a true one. ``below`` keeps it to attribute coordinates: the basis decodes ~4,600
+    blocks, ~4,150 of them single keys of product terms (columns anywhere in ``[0, d)``),
+    against 5-7 single keys below 256; following all of them took 130 s and found only
+    garbage beyond the one true column.
 
     Raises TypeError/ValueError before any work: ``V`` not ``(d, K)`` real, ``left`` not
     ``(d / b, b)``, ``right`` not ``(d / b, K)``, NaN/inf, ``matrices`` not a list of
@@ -578,53 +581,45 @@ def _rescue_columns(V: np.ndarray, left: np.ndarray, right: np.ndarray,
     third = b // 3
     S = np.where(left >= 0, 1, -1).astype(np.int8)
     dec = decode_blocks(S, d)
-    have = {(m.signature.tobytes(), int(c)) for m in matrices for c in m.columns}
-    cand: dict = {}
+    decoded: dict = {}  # (signature, column) -> the basis blocks that decode to it
     for l in np.flatnonzero((dec.status == 0) & (dec.column >= 0) & (dec.column < below)):
         pat = S[l] * dec.sign[l]
         sig = (pat[2 * third:] * pat[2 * third]).astype(np.int8)
-        key = (sig.tobytes(), int(dec.column[l]))
-        if key not in have:
-            cand.setdefault(key, []).append(int(l))
-    found = []
-    for key, ls in cand.items():
-        # the word from every block of the key, each direction's sign aligned with the first
-        # (V is orthonormal: the words' inner products are those of the directions)
-        r = right[ls]
-        r = r * np.where(r @ r[0] >= 0, 1.0, -1.0)[:, None]
-        A = (V @ r.sum(axis=0)).reshape(-1, b)
-        Sw = np.where(A >= 0, 1, -1).astype(np.int8)
-        dw = decode_blocks(Sw, d)
-        pats = Sw * dw.sign[:, None]
-        sig = np.frombuffer(key[0], dtype=np.int8).astype(np.int64)
-        height = np.mean(np.abs(A), axis=1)
-        ok = ((dw.status == 0) & (dw.column == key[1]) & (dw.sign == dw.sign[ls[0]])
-              & (np.abs(pats[:, 2 * third:].astype(np.int64) @ sig) == third)
-              & (height >= 0.5 * np.max(height[ls])))
-        blks = np.flatnonzero(ok)
-        if blks.size == 0:
-            continue
-        # as in the block scan's key, the blocks must agree on the string part (the first
-        # third, up to its flip): the most common string is the column's, and a block within
-        # STRING_ERRORS signs of it (noise on a weak entry) takes it
-        strings = pats[blks, :third] * pats[blks, :1]
-        uniq, n_of = np.unique(strings, axis=0, return_counts=True)
-        if n_of.max() < 2:  # no string seen twice: no column (min_votes >= 2 here)
-            continue
-        mode = uniq[int(np.argmax(n_of))].astype(np.int64)
-        dot = pats[blks, :third].astype(np.int64) @ mode
-        near = (third - np.abs(dot)) // 2 <= STRING_ERRORS
-        blks, flip = blks[near], np.where(dot[near] >= 0, 1, -1)
-        fixed = pats[blks].astype(np.int8)
-        fixed[:, :third] = flip[:, None] * mode[None, :]
-        if np.isin(blks, ls).any() and blks.size >= min_votes:
-            found.append((sig.astype(np.int8), key[1], blks, fixed))
+        decoded.setdefault((sig.tobytes(), int(dec.column[l])), []).append(int(l))
     out = list(matrices)
-    for sig, col, blks, pats in found:
+    for k, m in enumerate(matrices):  # columns held partly: blocks added, none removed
+        blocks, patterns = list(m.blocks), list(m.patterns)
+        for c, col in enumerate(m.columns):
+            if col >= below:
+                continue
+            have = np.asarray(blocks[c], dtype=np.int64)
+            seeds = np.union1d(have, decoded.get((m.signature.tobytes(), int(col)), []))
+            string = patterns[c][0, :third].astype(np.int64) * int(patterns[c][0, 0])
+            hit = _word_column(V, right, seeds, m.signature, int(col), string, third)
+            if hit is None or not np.isin(hit[0], have).any():
+                continue
+            new = ~np.isin(hit[0], have)
+            if new.any():
+                order = np.argsort(np.concatenate([have, hit[0][new]]), kind="stable")
+                blocks[c] = np.concatenate([have, hit[0][new]])[order].astype(
+                    np.asarray(m.blocks[c]).dtype)
+                patterns[c] = np.concatenate([patterns[c], hit[1][new]])[order].astype(
+                    np.asarray(m.patterns[c]).dtype)
+        out[k] = RecoveredMatrix(m.d_sketch, b, m.density, m.signature, m.columns, blocks,
+                                 patterns)
+    held = {(m.signature.tobytes(), int(c)) for m in matrices for c in m.columns}
+    for (key, col), seeds in decoded.items():  # columns missing: min_votes blocks needed
+        if (key, col) in held:
+            continue
+        sig = np.frombuffer(key, dtype=np.int8)
+        hit = _word_column(V, right, np.asarray(seeds), sig, col, None, third)
+        if hit is None or not np.isin(hit[0], seeds).any() or hit[0].size < min_votes:
+            continue
+        blks, pats = hit
         k = next((i for i, m in enumerate(out) if np.array_equal(m.signature, sig)), None)
         if k is None:
-            out.append(RecoveredMatrix(d, b, density, sig, np.array([col], np.int64), [blks],
-                                       [pats]))
+            out.append(RecoveredMatrix(d, b, density, sig.copy(), np.array([col], np.int64),
+                                       [blks], [pats]))
             continue
         m = out[k]
         at = int(np.searchsorted(m.columns, col))
@@ -633,6 +628,48 @@ def _rescue_columns(V: np.ndarray, left: np.ndarray, right: np.ndarray,
                                  list(m.blocks[:at]) + [blks] + list(m.blocks[at:]),
                                  list(m.patterns[:at]) + [pats] + list(m.patterns[at:]))
     return out
+
+
+def _word_column(V: np.ndarray, right: np.ndarray, seeds: np.ndarray, signature: np.ndarray,
+                 column: int, string: Optional[np.ndarray], third: int
+                 ) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """(blocks, patterns) where the word ``V sum_l r_l`` over the ``seeds`` blocks (directions'
+    signs aligned with the first: ``V`` is orthonormal, so the words' inner products are the
+    directions') shows ``column`` of the matrix with ``signature``: decoded to it, with the
+    coefficient sign of the seeds, at least half the seeds' largest mean absolute entry, and
+    the string part (the first third, up to its flip) within :data:`STRING_ERRORS` signs of
+    ``string`` (None: the most common string among those blocks, seen at least twice),
+    corrected to it. None where no block qualifies."""
+    b = 3 * third
+    r = right[seeds]
+    r = r * np.where(r @ r[0] >= 0, 1.0, -1.0)[:, None]
+    A = (V @ r.sum(axis=0)).reshape(-1, b)
+    Sw = np.where(A >= 0, 1, -1).astype(np.int8)
+    dw = decode_blocks(Sw, V.shape[0])
+    pats = Sw * dw.sign[:, None]
+    height = np.mean(np.abs(A), axis=1)
+    sign = 1 if np.sum(dw.sign[seeds]) >= 0 else -1
+    ok = ((dw.status == 0) & (dw.column == column) & (dw.sign == sign)
+          & (np.abs(pats[:, 2 * third:].astype(np.int64) @ signature.astype(np.int64))
+             == third)
+          & (height >= 0.5 * np.max(height[seeds])))
+    blks = np.flatnonzero(ok)
+    if blks.size == 0:
+        return None
+    if string is None:
+        strings = pats[blks, :third] * pats[blks, :1]
+        uniq, n_of = np.unique(strings, axis=0, return_counts=True)
+        if n_of.max() < 2:
+            return None
+        string = uniq[int(np.argmax(n_of))].astype(np.int64)
+    dot = pats[blks, :third].astype(np.int64) @ string
+    near = (third - np.abs(dot)) // 2 <= STRING_ERRORS
+    blks, flip = blks[near], np.where(dot[near] >= 0, 1, -1)
+    if blks.size == 0:
+        return None
+    fixed = pats[blks].astype(np.int8)
+    fixed[:, :third] = flip[:, None] * string[None, :]
+    return blks, fixed
 
 
 def _atoms(matrices: List[RecoveredMatrix]) -> np.ndarray:
