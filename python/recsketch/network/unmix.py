@@ -608,10 +608,11 @@ def _rescue_columns(V: np.ndarray, left: np.ndarray, right: np.ndarray,
         out[k] = RecoveredMatrix(m.d_sketch, b, m.density, m.signature, m.columns, blocks,
                                  patterns)
     held = {(m.signature.tobytes(), int(c)) for m in matrices for c in m.columns}
-    for (key, col), seeds in decoded.items():  # columns missing: min_votes blocks needed
-        if (key, col) in held:
-            continue
+    missing = {k: v for k, v in decoded.items() if k not in held}
+    for (key, col), seeds in missing.items():  # columns missing: min_votes blocks needed
         sig = np.frombuffer(key, dtype=np.int8)
+        if _signature_variant(sig, col, len(seeds), matrices, missing, third):
+            continue
         hit = _word_column(V, right, np.asarray(seeds), sig, col, None, third)
         if hit is None or not np.isin(hit[0], seeds).any() or hit[0].size < min_votes:
             continue
@@ -628,6 +629,25 @@ def _rescue_columns(V: np.ndarray, left: np.ndarray, right: np.ndarray,
                                  list(m.blocks[:at]) + [blks] + list(m.blocks[at:]),
                                  list(m.patterns[:at]) + [pats] + list(m.patterns[at:]))
     return out
+
+
+def _signature_variant(sig: np.ndarray, col: int, n_seeds: int,
+                       matrices: List[RecoveredMatrix], missing: dict, third: int) -> bool:
+    """Whether signature ``sig`` is within :data:`STRING_ERRORS` signs (but not equal) of a
+    held matrix's, or of another missing key of the same column with at least ``n_seeds``
+    blocks: then its blocks are a mixture that carries sign errors into the signature part
+    (two random signatures of ``b / 3`` signs are that close with probability ~1e-4), not
+    another matrix. Seen at d = 524,262 (seed 8): a count column's blocks split into two keys
+    whose signatures differ in two signs, both 2 blocks; neither is rescued."""
+    s = sig.astype(np.int64)
+    others = [m.signature for m in matrices]
+    others += [np.frombuffer(k, dtype=np.int8) for (k, c), v in missing.items()
+               if c == col and len(v) >= n_seeds]
+    for o in others:
+        dist = (third - int(s @ o.astype(np.int64))) // 2
+        if 0 < dist <= STRING_ERRORS:
+            return True
+    return False
 
 
 def _word_column(V: np.ndarray, right: np.ndarray, seeds: np.ndarray, signature: np.ndarray,
