@@ -425,9 +425,10 @@ def test_a_block_shared_with_another_spike_is_found_from_the_word():
     idx, pats = word_blocks(res.basis, word, j, mat.signature, mat.scale)
     assert idx.tolist() == blks.tolist()
     assert np.array_equal(pats, np.sign(col.reshape(-1, b)[blks]))
-    # the word from the basis blocks that decoded (rescue_columns, on by default) finds it too
-    full = unmix(Y, b, q, refine=0)
-    mat = next(m for m in full.matrices if j in m.columns.tolist())
+    # the word from the basis blocks that decoded (rescue_columns) finds it too
+    from recsketch.network.unmix import rescue_columns
+    full = rescue_columns(res.basis, res.block_left, res.block_right, res.matrices, q)
+    mat = next(m for m in full if j in m.columns.tolist())
     ci = mat.columns.tolist().index(j)
     assert mat.blocks[ci].tolist() == blks.tolist()
     assert np.array_equal(mat.patterns[ci], np.sign(col.reshape(-1, b)[blks]).astype(np.int8))
@@ -728,15 +729,15 @@ def test_learn_network_completes_a_column_whose_block_is_shared(monkeypatch):
     got, mat, k = column_blocks(learn_network(None, Y, sketcher=sk, method="unmix"))
     assert got == blks.tolist()
     assert np.array_equal(_signs_of(mat, k, d, b), _true_signs_d(R1, j, d))
-    # either completion alone finds the block: the word from the basis (rescue_columns, in
-    # unmix) or from the module's coefficients (_complete_columns); neither: it is missing
-    unmixer = learn_mod.unmix
-    monkeypatch.setattr(learn_mod, "unmix", lambda *a, **k: unmixer(*a, **{**k, "rescue_below": 0}))
+    # either completion alone finds the block: the word from the basis (_complete_from_basis)
+    # or from the module's coefficients (_complete_columns); neither: it is missing
+    from_basis = learn_mod._complete_from_basis
+    monkeypatch.setattr(learn_mod, "_complete_from_basis", lambda un, m, below, votes: m)
     assert column_blocks(learn_network(None, Y, sketcher=sk, method="unmix"))[0] == blks.tolist()
     monkeypatch.setattr(learn_mod, "_complete_columns", lambda V, YV, m: m)
     assert column_blocks(learn_network(None, Y, sketcher=sk, method="unmix"))[0] == \
         blks[1:].tolist()
-    monkeypatch.setattr(learn_mod, "unmix", unmixer)
+    monkeypatch.setattr(learn_mod, "_complete_from_basis", from_basis)
     got, mat, k = column_blocks(learn_network(None, Y, sketcher=sk, method="unmix"))
     assert got == blks.tolist()
     assert np.array_equal(_signs_of(mat, k, d, b), _true_signs_d(R1, j, d))
@@ -879,6 +880,10 @@ def test_rescue_columns_validates():
         rescue_columns(**good, min_votes=0)
     with pytest.raises(ValueError, match="below"):
         rescue_columns(**good, below=-1)
+    with pytest.raises(TypeError, match="complete"):
+        rescue_columns(**good, complete=1)
+    with pytest.raises(TypeError, match="add"):
+        rescue_columns(**good, add="yes")
     assert rescue_columns(**good) == []
 
 

@@ -51,8 +51,8 @@ import numpy as np
 from .._checks import check_fraction, check_int, check_num_threads
 from ..dictionary import DictionaryLearner, RecoveredMatrix
 from ..sketcher import Sketcher
-from .unmix import (Leak, _reads, _refine, _word_blocks, _word_leak, screen_blocks, unmix,
-                    word_vectors)
+from .unmix import (Leak, UnmixResult, _reads, _refine, _rescue_columns, _word_blocks,
+                    _word_leak, screen_blocks, unmix, word_vectors)
 
 if TYPE_CHECKING:
     from .evaluate import NetworkScore, NetworkTruth
@@ -304,6 +304,7 @@ def learn_network(inputs: Any, sketches: Any, *, sketcher: Optional[Sketcher] = 
         modules = _correct_leaks(Y, un.basis, un.projections, modules, rounds, w0)
     if method == "unmix":
         modules = [_complete_columns(un.basis, un.projections, m) for m in modules]
+        modules = [_complete_from_basis(un, m, max_dim, min_votes) for m in modules]
     if X_in is not None:
         for m in modules:
             m.input_r2 = _r2(X_in, m.attributes)
@@ -549,6 +550,21 @@ def _complete_columns(V: np.ndarray, YV: np.ndarray, m: RecoveredModule) -> Reco
     full = RecoveredMatrix(mat.d_sketch, mat.block_size, mat.density, mat.signature,
                            mat.columns, blocks, patterns)
     return dataclasses.replace(m, attribute_matrix=full)
+
+
+def _complete_from_basis(un: UnmixResult, m: RecoveredModule, below: int, min_votes: int
+                         ) -> RecoveredModule:
+    """The module's attribute and count columns with the blocks their words in the basis show
+    beyond the held ones (:func:`~recsketch.network.unmix.rescue_columns`, ``add=False``),
+    after every coefficient read: a completed block is one that other words overlap, so it
+    serves the recovered matrix, not the reads. Measured (``docs/unmix.md``, round 6): seed
+    7's count columns of 4 and 6 blocks held with 2 and 3 went to 3 and 6; all blocks added
+    on seeds 0-8 are true ones."""
+    mats = [m.attribute_matrix] + ([m.count_matrix] if m.count_matrix is not None else [])
+    done = _rescue_columns(un.basis, un.block_left, un.block_right, mats, m.attribute_matrix.density,
+                           min_votes, below, complete=True, add=False)
+    return dataclasses.replace(m, attribute_matrix=done[0],
+                               count_matrix=done[1] if len(done) > 1 else None)
 
 
 def _reread(Y: np.ndarray, m: RecoveredModule, leak: Leak, rounds: int, w0: float
