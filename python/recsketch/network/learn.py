@@ -558,11 +558,12 @@ def _complete_from_basis(un: UnmixResult, m: RecoveredModule, below: int, min_vo
     beyond the held ones (:func:`~recsketch.network.unmix.rescue_columns`, ``add=False``),
     after every coefficient read: a completed block is one that other words overlap, so it
     serves the recovered matrix, not the reads. Measured (``docs/unmix.md``, round 6): seed
-    7's count columns of 4 and 6 blocks held with 2 and 3 went to 3 and 6; all blocks added
-    on seeds 0-8 are true ones."""
+    7's count columns of 4 and 6 blocks held with 2 and 3 went to 3 and 6; no column at depth
+    2 or 3 of seeds 0-8 has a wrong block or sign."""
     mats = [m.attribute_matrix] + ([m.count_matrix] if m.count_matrix is not None else [])
-    done = _rescue_columns(un.basis, un.block_left, un.block_right, mats, m.attribute_matrix.density,
-                           min_votes, below, complete=True, add=False)
+    done = _rescue_columns(un.basis, un.block_left, un.block_right, mats,
+                           m.attribute_matrix.density, min_votes, below, complete=True,
+                           add=False)
     return dataclasses.replace(m, attribute_matrix=done[0],
                                count_matrix=done[1] if len(done) > 1 else None)
 
