@@ -810,7 +810,7 @@ def test_rescue_columns_only_adds_true_blocks_and_columns():
                for m in plain.matrices for c, bl in zip(m.columns, m.blocks))
 
 
-def _planted_module(R1, R2, cols, g, x, d, b):
+def _module_sketches(R1, R2, cols, g, x, d, b):
     """(unscaled sketches ``g R2 e_0 + sum_k g x_k R1 e_cols[k]``, the signs of column
     ``cols[0]`` of ``R1`` and its nonzero blocks)."""
     Y = np.outer(g, _true_signs_d(R2, 0, d))
@@ -840,7 +840,7 @@ def test_a_constant_gain_keeps_both_blocks_of_a_two_block_column(monkeypatch):
     g = np.full(n, 2.0 ** -9)  # depth 3 (path weight 1): not the top level
     x = np.abs(rng.normal(1.0, 0.3, (n, 3)))
     x /= np.linalg.norm(x, axis=1, keepdims=True)
-    Y, col, blks = _planted_module(R1, R2, cols, g, x, d, b)
+    Y, col, blks = _module_sketches(R1, R2, cols, g, x, d, b)
     rows = slice(blks[1] * b, (blks[1] + 1) * b)
     Y[:, rows] += 0.4 * np.median(g * x[:, 0]) * col[rows]  # a constant leak on one block
     Y /= np.sqrt(d * q)
@@ -910,7 +910,7 @@ def test_a_top_level_column_keeps_every_block():
     g = np.full(n, 2.0 ** -5)  # depth 2
     x = np.abs(rng.normal(1.0, 0.2, (n, 3))) * np.array([0.15, 1.0, 1.0])
     x /= np.linalg.norm(x, axis=1, keepdims=True)
-    Y, col, blks = _planted_module(R1, R2, cols, g, x, d, b)
+    Y, col, blks = _module_sketches(R1, R2, cols, g, x, d, b)
     for blk, shift in zip(blks, (0.8, 0.3, -0.9)):  # in units of the median coefficient
         rows = slice(blk * b, (blk + 1) * b)
         Y[:, rows] += shift * np.median(g * x[:, 0]) * col[rows]
