@@ -923,3 +923,21 @@ def test_a_top_level_column_keeps_every_block():
     assert m.depth == 2
     got = m.attributes[:, m.columns.tolist().index(j)] * m.gains
     assert np.allclose(got, reads.mean(axis=0), rtol=1e-6)
+
+
+def test_sibling_counts_are_not_paired_as_one_module():
+    """Two siblings' gains move against each other (importance weights w and 1 - w): their
+    count reads are ``_opposed`` and do not pair; a module's own ``|g x|_2`` and ``g`` do
+    pair; a constant gain (no sign either way) is never called opposed."""
+    from recsketch.network.learn import _opposed, _pair_score
+
+    rng = np.random.default_rng(3)
+    w = rng.uniform(0.35, 0.52, 200)  # the siblings' gains within 1.2x of each other
+    g_a, g_b = w * 2.0 ** -9, (1 - w) * 2.0 ** -9
+    count_b = g_b[:, None]
+    assert _pair_score(g_a[:, None], count_b) is not None  # the pair score alone lets it in
+    assert _opposed(g_a[:, None], count_b)
+    x = np.abs(rng.normal(1.0, 0.2, (200, 3)))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    assert not _opposed(g_b[:, None] * x * 0.9, count_b)
+    assert not _opposed(g_a[:, None], np.full((200, 1), 2.0 ** -9))
