@@ -552,10 +552,10 @@ def rescue_columns(V: np.ndarray, left: np.ndarray, right: np.ndarray,
     word) had one vote; on seeds 7 and 8 the count columns of 4-6 blocks were held with 2-3
     of them (each block carries a small share of its word, and 20-30 other words put 0.2-0.9
     of their share on it); the words completed them, and no column at depth 2 or 3 of seeds
-    0-8 has a wrong block or sign. ``below`` keeps it to attribute coordinates: the basis decodes ~4,600
-    blocks, ~4,150 of them single keys of product terms (columns anywhere in ``[0, d)``),
-    against 5-7 single keys below 256; following all of them took 130 s and found only
-    garbage beyond the one true column.
+    0-8 has a wrong block or sign. ``below`` keeps it to attribute coordinates: the basis
+    decodes ~4,600 blocks, ~4,150 of them single keys of product terms (columns anywhere in
+    ``[0, d)``), against 5-7 single keys below 256; following all of them took 130 s and
+    found only garbage beyond the one true column.
 
     Raises TypeError/ValueError before any work: ``V`` not ``(d, K)`` real, ``left`` not
     ``(d / b, b)``, ``right`` not ``(d / b, K)``, NaN/inf, ``matrices`` not a list of
