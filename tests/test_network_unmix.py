@@ -417,7 +417,7 @@ def test_a_block_shared_with_another_spike_is_found_from_the_word():
     rng = np.random.default_rng(2)
     c = rng.uniform(0.5, 1.0, n)
     Y = np.outer(c, col) + np.outer(rng.uniform(0.5, 1.0, n), spike)
-    res = unmix(Y, b, q, refine=0)
+    res = unmix(Y, b, q, refine=0, rescue_below=0)  # the block scan alone (no rescue_columns)
     mat = next(m for m in res.matrices if j in m.columns.tolist())
     ci = mat.columns.tolist().index(j)
     assert sorted(mat.blocks[ci].tolist()) == sorted(blks[1:].tolist())  # the shared one is lost
@@ -425,6 +425,13 @@ def test_a_block_shared_with_another_spike_is_found_from_the_word():
     idx, pats = word_blocks(res.basis, word, j, mat.signature, mat.scale)
     assert idx.tolist() == blks.tolist()
     assert np.array_equal(pats, np.sign(col.reshape(-1, b)[blks]))
+    # the word from the basis blocks that decoded (rescue_columns) finds it too
+    from recsketch.network.unmix import rescue_columns
+    full = rescue_columns(res.basis, res.block_left, res.block_right, res.matrices, q)
+    mat = next(m for m in full if j in m.columns.tolist())
+    ci = mat.columns.tolist().index(j)
+    assert mat.blocks[ci].tolist() == blks.tolist()
+    assert np.array_equal(mat.patterns[ci], np.sign(col.reshape(-1, b)[blks]).astype(np.int8))
 
 
 def test_recsketch_imports_and_unmixes_without_threadpoolctl():
@@ -722,6 +729,215 @@ def test_learn_network_completes_a_column_whose_block_is_shared(monkeypatch):
     got, mat, k = column_blocks(learn_network(None, Y, sketcher=sk, method="unmix"))
     assert got == blks.tolist()
     assert np.array_equal(_signs_of(mat, k, d, b), _true_signs_d(R1, j, d))
+    # either completion alone finds the block: the word from the basis (_complete_from_basis)
+    # or from the module's coefficients (_complete_columns); neither: it is missing
+    from_basis = learn_mod._complete_from_basis
+    monkeypatch.setattr(learn_mod, "_complete_from_basis", lambda un, m, below, votes: m)
+    assert column_blocks(learn_network(None, Y, sketcher=sk, method="unmix"))[0] == blks.tolist()
     monkeypatch.setattr(learn_mod, "_complete_columns", lambda V, YV, m: m)
     assert column_blocks(learn_network(None, Y, sketcher=sk, method="unmix"))[0] == \
         blks[1:].tolist()
+    monkeypatch.setattr(learn_mod, "_complete_from_basis", from_basis)
+    got, mat, k = column_blocks(learn_network(None, Y, sketcher=sk, method="unmix"))
+    assert got == blks.tolist()
+    assert np.array_equal(_signs_of(mat, k, d, b), _true_signs_d(R1, j, d))
+
+
+def test_a_column_with_one_vote_is_rescued_through_its_word():
+    """A column with exactly two nonzero blocks, one of them shared with a heavier word's spike
+    (another matrix's column pattern on that block, a word of its own): in the basis that block
+    is the other word's, so the column has one vote and the block scan drops it. Followed
+    through its word (:func:`rescue_columns`), the column comes back with both its true blocks
+    and the Sketcher's signs; not with the rescue off or the column at or above
+    ``rescue_below``."""
+    d, b, q, n = 16371, 51, 0.02, 60
+    sk = rs.Sketcher(d, block_size=b, density=q, seed=3)
+    R, R2 = sk.module_matrix("P", 1), sk.module_matrix("Q", 1)
+    j = int(np.flatnonzero(R.column_block_counts() == 2)[0])
+    col = _true_signs_d(R, j, d)
+    blks = np.flatnonzero(np.abs(col.reshape(-1, b)).max(axis=1))
+    other = _true_signs_d(R2, 5, d).reshape(-1, b)
+    spike = np.zeros(d)
+    spike[blks[0] * b:(blks[0] + 1) * b] = other[np.flatnonzero(np.abs(other).max(axis=1))[0]]
+    rng = np.random.default_rng(11)
+    Y = (np.outer(rng.uniform(0.5, 1.0, n), col)
+         + np.outer(rng.uniform(2.0, 4.0, n), spike)) / np.sqrt(d * q)
+
+    def holds(res):
+        return [(m, m.columns.tolist().index(j)) for m in res.matrices
+                if j in m.columns.tolist()]
+
+    assert holds(unmix(Y, b, q, refine=0, rescue_below=0)) == []  # one vote: dropped
+    assert holds(unmix(Y, b, q, refine=0, rescue_below=j)) == []  # column not below the limit
+    got = holds(unmix(Y, b, q, refine=0, rescue_below=j + 1))
+    assert len(got) == 1
+    mat, k = got[0]
+    assert mat.blocks[k].tolist() == blks.tolist()
+    assert np.array_equal(_signs_of(mat, k, d, b), col)
+
+
+def test_rescue_columns_only_adds_true_blocks_and_columns():
+    """Planted columns of one matrix, several with blocks shared among themselves: whatever the
+    rescue adds to the block scan's matrices is a true block of a true column with the
+    Sketcher's signs, nothing is removed, and every planted column ends complete."""
+    from recsketch.network.unmix import rescue_columns
+
+    d, b, q, n = 16371, 51, 0.02, 40
+    sk = rs.Sketcher(d, block_size=b, density=q, seed=3)
+    R = sk.module_matrix("P", 1)
+    cols = np.flatnonzero(R.column_block_counts() >= 2)[:6]
+    rng = np.random.default_rng(5)
+    Y = sum(np.outer(rng.uniform(0.2, 1.0, n), _true_signs_d(R, int(c), d)) for c in cols)
+    Y = Y / np.sqrt(d * q)
+    plain = unmix(Y, b, q, refine=0, rescue_below=0)
+    _, left, right = block_directions(plain.basis, b)
+    out = rescue_columns(plain.basis, left, right, plain.matrices, q)
+    before = {(m.signature.tobytes(), int(c)): set(bl.tolist())
+              for m in plain.matrices for c, bl in zip(m.columns, m.blocks)}
+    complete = set()
+    for m in out:
+        for c, (bl, pats) in enumerate(zip(m.blocks, m.patterns)):
+            j = int(m.columns[c])
+            assert before.get((m.signature.tobytes(), j), set()) <= set(bl.tolist())
+            assert j in cols.tolist()
+            assert np.array_equal(_signs_of(m, c, d, b)[_signs_of(m, c, d, b) != 0],
+                                  _true_signs_d(R, j, d)[_signs_of(m, c, d, b) != 0])
+            if np.array_equal(_signs_of(m, c, d, b), _true_signs_d(R, j, d)):
+                complete.add(j)
+    assert complete == set(cols.tolist())
+    # measured: the scan alone held column 3 with 4 of its 5 blocks (one shared)
+    assert any(len(bl) < R.column_block_counts()[int(c)]
+               for m in plain.matrices for c, bl in zip(m.columns, m.blocks))
+
+
+def _module_sketches(R1, R2, cols, g, x, d, b):
+    """(unscaled sketches ``g R2 e_0 + sum_k g x_k R1 e_cols[k]``, the signs of column
+    ``cols[0]`` of ``R1`` and its nonzero blocks)."""
+    Y = np.outer(g, _true_signs_d(R2, 0, d))
+    for k, c in enumerate(cols):
+        Y += np.outer(g * x[:, k], _true_signs_d(R1, c, d))
+    col = _true_signs_d(R1, cols[0], d)
+    return Y, col, np.flatnonzero(np.abs(col.reshape(-1, b)).max(axis=1))
+
+
+def test_a_constant_gain_keeps_both_blocks_of_a_two_block_column(monkeypatch):
+    """A depth-3 module whose gain is the same in every sample and an attribute column with
+    exactly two blocks, one of them with a constant leak:
+    the two-block rule has no variation of ``1 / g`` to tell the leaky block by, so it is not
+    applied and the column keeps the mean of its two block reads (computed here from ``Y`` and
+    the Sketcher's signs); forcing the rule picks a single block instead."""
+    import recsketch.network.learn as learn_mod
+    from recsketch.network.learn import _gain_varies
+
+    d, b, q, n = 16371, 51, 0.02, 80
+    sk = rs.Sketcher(d, block_size=b, density=q, seed=3)
+    R1, R2 = sk.module_matrix("P", 1), sk.module_matrix("P", 2)
+    counts = R1.column_block_counts()
+    j = int(np.flatnonzero(counts == 2)[0])
+    cols = [j] + [int(c) for c in np.flatnonzero(counts >= 2) if c != j][:2]
+    assert R2.column_block_counts()[0] >= 2
+    rng = np.random.default_rng(8)
+    g = np.full(n, 2.0 ** -9)  # depth 3 (path weight 1): not the top level
+    x = np.abs(rng.normal(1.0, 0.3, (n, 3)))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    Y, col, blks = _module_sketches(R1, R2, cols, g, x, d, b)
+    rows = slice(blks[1] * b, (blks[1] + 1) * b)
+    Y[:, rows] += 0.4 * np.median(g * x[:, 0]) * col[rows]  # a constant leak on one block
+    Y /= np.sqrt(d * q)
+    reads = np.stack([Y[:, blk * b:(blk + 1) * b] @ col[blk * b:(blk + 1) * b]
+                      for blk in blks]) / (b / np.sqrt(d * q))
+    assert not _gain_varies(g) and _gain_varies(g * np.linspace(0.8, 1.2, n))
+
+    def coefficient(model):
+        m = next(m for m in model.modules if j in m.columns.tolist())
+        return m.attributes[:, m.columns.tolist().index(j)] * m.gains
+
+    model = learn_network(None, Y, sketcher=sk, method="unmix")
+    assert [m.depth for m in model.modules if j in m.columns.tolist()] == [3]
+    got = coefficient(model)
+    assert np.allclose(got, reads.mean(axis=0), rtol=1e-6)
+    monkeypatch.setattr(learn_mod, "_gain_varies", lambda gains: True)
+    forced = coefficient(learn_network(None, Y, sketcher=sk, method="unmix"))
+    assert any(np.allclose(forced, r, rtol=1e-6) for r in reads)
+    assert not np.allclose(forced, reads.mean(axis=0), rtol=1e-3)
+
+
+def test_rescue_columns_validates():
+    from recsketch.network.unmix import rescue_columns
+
+    d, b, K = 510, 51, 4
+    V, left, right = np.zeros((d, K)), np.ones((d // b, b)), np.zeros((d // b, K))
+    good = dict(V=V, left=left, right=right, matrices=[], density=0.1)
+    cases = [
+        (dict(V=[[1.0]]), TypeError, "V"),
+        (dict(V=np.full((d, K), np.nan)), ValueError, "NaN"),
+        (dict(left=np.ones((d // b, 50))), ValueError, "left"),
+        (dict(right=np.zeros((d // b, K + 1))), ValueError, "right"),
+        (dict(matrices=[object()]), TypeError, "RecoveredMatrix"),
+        (dict(matrices=[rs.RecoveredMatrix(1020, b, 0.1, np.ones(17, np.int8),
+                                           np.zeros(0, np.int64), [], [])]),
+         ValueError, "d_sketch"),
+        (dict(density=1.5), ValueError, "density"),
+    ]
+    for bad, exc, match in cases:
+        with pytest.raises(exc, match=match):
+            rescue_columns(**{**good, **bad})
+    with pytest.raises(ValueError, match="min_votes"):
+        rescue_columns(**good, min_votes=0)
+    with pytest.raises(ValueError, match="below"):
+        rescue_columns(**good, below=-1)
+    with pytest.raises(TypeError, match="complete"):
+        rescue_columns(**good, complete=1)
+    with pytest.raises(TypeError, match="add"):
+        rescue_columns(**good, add="yes")
+    assert rescue_columns(**good) == []
+
+
+def test_a_top_level_column_keeps_every_block():
+    """A top-level (depth-2) module, a small attribute coordinate with four or more blocks,
+    three of them shifted by constant offsets of +0.8, +0.3 and -0.9 times its median
+    coefficient (what lighter words put on a heavy module's blocks): the ratio screen would
+    drop two of them (:func:`screen_blocks`), but at the top level there is no heavier word
+    to screen for, so the coefficient is the mean of every block's read (computed here from
+    ``Y`` and the Sketcher's signs)."""
+    d, b, q, n = 16371, 51, 0.02, 80
+    sk = rs.Sketcher(d, block_size=b, density=q, seed=3)
+    R1, R2 = sk.module_matrix("P", 1), sk.module_matrix("P", 2)
+    counts = R1.column_block_counts()
+    j = int(np.flatnonzero(counts >= 4)[0])
+    cols = [j] + [int(c) for c in np.flatnonzero(counts >= 2) if c != j][:2]
+    rng = np.random.default_rng(9)
+    g = np.full(n, 2.0 ** -5)  # depth 2
+    x = np.abs(rng.normal(1.0, 0.2, (n, 3))) * np.array([0.15, 1.0, 1.0])
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    Y, col, blks = _module_sketches(R1, R2, cols, g, x, d, b)
+    for blk, shift in zip(blks, (0.8, 0.3, -0.9)):  # in units of the median coefficient
+        rows = slice(blk * b, (blk + 1) * b)
+        Y[:, rows] += shift * np.median(g * x[:, 0]) * col[rows]
+    Y /= np.sqrt(d * q)
+    reads = np.stack([Y[:, blk * b:(blk + 1) * b] @ col[blk * b:(blk + 1) * b]
+                      for blk in blks]) / (b / np.sqrt(d * q))
+    assert not screen_blocks(reads).all()  # the screen would drop the shifted blocks
+    model = learn_network(None, Y, sketcher=sk, method="unmix")
+    m = next(m for m in model.modules if j in m.columns.tolist())
+    assert m.depth == 2
+    got = m.attributes[:, m.columns.tolist().index(j)] * m.gains
+    assert np.allclose(got, reads.mean(axis=0), rtol=1e-6)
+
+
+def test_sibling_counts_are_not_paired_as_one_module():
+    """Two siblings' gains move against each other (importance weights w and 1 - w): their
+    count reads are ``_opposed`` and do not pair; a module's own ``|g x|_2`` and ``g`` do
+    pair; a constant gain (no sign either way) is never called opposed."""
+    from recsketch.network.learn import _opposed, _pair_score
+
+    rng = np.random.default_rng(3)
+    w = rng.uniform(0.35, 0.52, 200)  # the siblings' gains within 1.2x of each other
+    g_a, g_b = w * 2.0 ** -9, (1 - w) * 2.0 ** -9
+    count_b = g_b[:, None]
+    assert _pair_score(g_a[:, None], count_b) is not None  # the pair score alone lets it in
+    assert _opposed(g_a[:, None], count_b)
+    x = np.abs(rng.normal(1.0, 0.2, (200, 3)))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    assert not _opposed(g_b[:, None] * x * 0.9, count_b)
+    assert not _opposed(g_a[:, None], np.full((200, 1), 2.0 ** -9))

@@ -72,12 +72,11 @@ DEPTH2_SLACK = 0.002  # see the module docstring
 FAILING = {
     (3, "linf"): {"midA": 0.0728, "midB": 0.1454},
     (6, "linf"): {"midA": 0.1578, "midB": 0.2426},
-    # unmix 0.0057 against the per-sample learner's 0.0034 (columns 5 against 3, none wrong)
-    (6, "depth2"): {"columns short": -2, "wrong": 0, "linf excess": 0.0023},
-    (7, "columns"): {"missed": 2},  # 6 of 8
-    (7, "linf"): {"midA": 0.1263, "midB": 0.0875},
-    # unmix 0.0116 against the per-sample learner's 0.0065 (columns 5 against 4, none wrong)
-    (7, "depth2"): {"columns short": -1, "wrong": 0, "linf excess": 0.0052},
+    # 7 of 8: R[midA,2] col 0 held with 3 of its 4 blocks (docs/unmix.md, round 6)
+    (7, "columns"): {"missed": 1},
+    # moved by round 6 (was midA 0.1263, midB 0.0875): the better root read changes the words
+    # the leak correction removes, and _steadier's choice for midB's columns flips
+    (7, "linf"): {"midA": 0.1131, "midB": 0.1717},
 }
 # How much worse than recorded a known failure may measure (the test is deterministic on one
 # build; the slack absorbs other machines' rounding and changes small at the criterion's

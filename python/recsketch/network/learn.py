@@ -51,8 +51,8 @@ import numpy as np
 from .._checks import check_fraction, check_int, check_num_threads
 from ..dictionary import DictionaryLearner, RecoveredMatrix
 from ..sketcher import Sketcher
-from .unmix import (Leak, _reads, _refine, _word_blocks, _word_leak, screen_blocks, unmix,
-                    word_vectors)
+from .unmix import (Leak, UnmixResult, _reads, _refine, _rescue_columns, _word_blocks,
+                    _word_leak, screen_blocks, unmix, word_vectors)
 
 if TYPE_CHECKING:
     from .evaluate import NetworkScore, NetworkTruth
@@ -274,7 +274,7 @@ def learn_network(inputs: Any, sketches: Any, *, sketcher: Optional[Sketcher] = 
             check_int(rank, "rank", minimum=1, maximum=n)
         rounds = 20 if refine is None else check_int(refine, "refine", minimum=0)
         un = unmix(Y, b, q, rank=rank, min_votes=min_votes, refine=rounds,
-                   num_threads=num_threads)
+                   rescue_below=max_dim, num_threads=num_threads)
         clusters = _split_atoms(un.matrices, un.atoms, un.coefficients)
         # Columns with a single nonzero block get one vote in the basis but one per sample in
         # the per-sample scan (measured: 2 vs 4 of 5 top-level columns on one seed), so the
@@ -294,14 +294,17 @@ def learn_network(inputs: Any, sketches: Any, *, sketcher: Optional[Sketcher] = 
     pairs.sort(key=lambda p: p[0])
     if method == "unmix":
         for a, c in pairs:
-            if c is not None:
+            if c is not None and _gain_varies(clusters[c][1][:, 0]):
                 clusters[a] = _two_block_columns(Y, clusters[a], clusters[c][1][:, 0])
     modules = [_module(i, clusters[a], None if c is None else clusters[c], w0)
                for i, (a, c) in enumerate(pairs)]
+    if method == "unmix":
+        modules = [_top_level_reads(Y, m, w0) if m.depth == 2 else m for m in modules]
     if method == "unmix" and leaks:
         modules = _correct_leaks(Y, un.basis, un.projections, modules, rounds, w0)
     if method == "unmix":
         modules = [_complete_columns(un.basis, un.projections, m) for m in modules]
+        modules = [_complete_from_basis(un, m, max_dim, min_votes) for m in modules]
     if X_in is not None:
         for m in modules:
             m.input_r2 = _r2(X_in, m.attributes)
@@ -383,6 +386,25 @@ def _pair_score(attr: np.ndarray, count: np.ndarray) -> Optional[float]:
     return float(np.mean(ratio))
 
 
+def _opposed(attr: np.ndarray, count: np.ndarray) -> bool:
+    """Whether ``|attr|_2`` and the count read move against each other over the samples
+    (correlation below -0.5) while the count varies (:func:`_gain_varies`): then they are not
+    one module's ``g x`` and ``g``, which share ``g``.
+
+    Why: sibling modules' gains move against each other (importance weights sum to 1), and
+    the pair score alone (``|g x|_2 <= g``) let two siblings' count columns pair as a module
+    of their own. Measured at d = 524,262, q = 4e-4, seed 5 (``docs/unmix.md``, round 6): the
+    mids' count reads correlate at -0.993 and paired, the right partners at +0.999. A constant
+    gain (the root's) gives no sign, so the test is not made there."""
+    g = count[:, 0]
+    if not _gain_varies(g):
+        return False
+    norm = np.linalg.norm(attr, axis=1)
+    if np.std(norm) == 0:
+        return False
+    return float(np.corrcoef(norm, g)[0, 1]) < -0.5
+
+
 def _pair(clusters: List[_Cluster], kept: Sequence[int]
           ) -> Tuple[List[Tuple[int, Optional[int]]], List[int]]:
     """Greedy one-to-one pairing of attribute and count clusters, best score first."""
@@ -390,7 +412,7 @@ def _pair(clusters: List[_Cluster], kept: Sequence[int]
     cand = []
     for a in kept:
         for c in counts:
-            if a != c:
+            if a != c and not _opposed(clusters[a][1], clusters[c][1]):
                 s = _pair_score(clusters[a][1], clusters[c][1])
                 if s is not None:
                     cand.append((-s, a, c))
@@ -401,6 +423,51 @@ def _pair(clusters: List[_Cluster], kept: Sequence[int]
             pairs.append((a, c))
             used.update((a, c))
     return pairs, [k for k in kept if k not in used]
+
+
+def _top_level_reads(Y: np.ndarray, m: RecoveredModule, w0: float) -> RecoveredModule:
+    """A top-level module (depth 2) with each attribute coefficient read as the mean of its
+    decoded blocks' reads, every block kept (count column and gains unchanged).
+
+    Why: the screening of :func:`~recsketch.network.unmix.screen_blocks` and the two-block
+    rule look for a *heavier* word's leak, a multiple of the coefficient; a top-level
+    module's words are the heaviest, and what shifts its blocks are lighter words' and its
+    own diffuse parts, small additive offsets that the ratio test reads as leaks where the
+    coordinate is small. Measured at d = 524,262, q = 4e-4 (``docs/unmix.md``, round 6): on
+    seed 8 the screen kept 3 of the 7 blocks of the root's column 0 (offsets +0.006 to +0.015
+    in units of ``x``, against -0.038 to +0.063 on the dropped ones, whose mean is near 0):
+    median l-inf 0.0103 screened against 0.0089 with every block (per-sample learner
+    0.0083); on seeds 0-5 the screen kept every root block and both reads agree."""
+    mat = m.attribute_matrix
+    coef = np.stack([np.mean(_reads(Y, mat, c), axis=0) for c in range(mat.columns.size)],
+                    axis=1)
+    return _module(m.id, (mat, coef), None if m.count_matrix is None
+                   else (m.count_matrix, m.gains[:, None]), w0)
+
+
+# Relative spread (std / mean over the live samples) below which a module's gain counts as
+# constant for the two-block rule; see _gain_varies.
+GAIN_CV_MIN = 0.01
+
+
+def _gain_varies(gains: np.ndarray) -> bool:
+    """Whether the gain varies over the live samples (gain above a quarter of the largest) by a
+    relative spread of at least :data:`GAIN_CV_MIN`: the condition under which
+    :func:`_two_block_columns` can tell a leaky block from a clean one.
+
+    Why: that rule sees a nearly constant leak as the extra variation of ``leak / g``, which
+    is nil where ``g`` itself is constant (a top-level module under a fixed output weight: the
+    deep teacher's root has path weight 1); it then keeps one of two blocks by their noise and
+    throws away the average. Measured at d = 524,262, q = 4e-4, seeds 0-5 (``docs/unmix.md``,
+    round 6): the root's read gain varies by 0.0000-0.0004, the depth-3 modules' by
+    0.031-0.224; on the root the rule raised the median l-inf on seeds 3, 4, 5 (0.0073 ->
+    0.0088, 0.0102 -> 0.0130, 0.0048 -> 0.0062) and changed nothing on seeds 0-2."""
+    g = np.asarray(gains, dtype=np.float64)
+    live = g > 0.25 * np.max(g, initial=0.0)
+    if live.sum() < 3:
+        return False
+    mean = float(np.mean(g[live]))
+    return mean > 0 and float(np.std(g[live])) >= GAIN_CV_MIN * mean
 
 
 def _two_block_columns(Y: np.ndarray, attr: _Cluster, gains: np.ndarray,
@@ -502,6 +569,22 @@ def _complete_columns(V: np.ndarray, YV: np.ndarray, m: RecoveredModule) -> Reco
     full = RecoveredMatrix(mat.d_sketch, mat.block_size, mat.density, mat.signature,
                            mat.columns, blocks, patterns)
     return dataclasses.replace(m, attribute_matrix=full)
+
+
+def _complete_from_basis(un: UnmixResult, m: RecoveredModule, below: int, min_votes: int
+                         ) -> RecoveredModule:
+    """The module's attribute and count columns with the blocks their words in the basis show
+    beyond the held ones (:func:`~recsketch.network.unmix.rescue_columns`, ``add=False``),
+    after every coefficient read: a completed block is one that other words overlap, so it
+    serves the recovered matrix, not the reads. Measured (``docs/unmix.md``, round 6): seed
+    7's count columns of 4 and 6 blocks held with 2 and 3 went to 3 and 6; no column at depth
+    2 or 3 of seeds 0-8 has a wrong block or sign."""
+    mats = [m.attribute_matrix] + ([m.count_matrix] if m.count_matrix is not None else [])
+    done = _rescue_columns(un.basis, un.block_left, un.block_right, mats,
+                           m.attribute_matrix.density, min_votes, below, complete=True,
+                           add=False)
+    return dataclasses.replace(m, attribute_matrix=done[0],
+                               count_matrix=done[1] if len(done) > 1 else None)
 
 
 def _reread(Y: np.ndarray, m: RecoveredModule, leak: Leak, rounds: int, w0: float

@@ -19,6 +19,11 @@ mixed by per-sample coefficients ``C`` (``g x_j`` and ``g``). The row space of `
 3. The signs are decoded with the Enc decoder of the block scan and voted on exactly as
    :class:`~recsketch.DictionaryLearner` does for samples (a key needs ``min_votes`` blocks):
    the "samples" handed to it are one row holding every block's rounded top singular vector.
+   Each column that decoded somewhere is then followed through its word ``V sum_l r_l``
+   (:func:`rescue_columns`): a block shared with other words' spikes decodes to neither in the
+   basis, but the word holds only its own spike there; keys with fewer than ``min_votes``
+   blocks become columns where the word shows enough (here), and ``learn_network`` completes
+   its modules' columns with the blocks their words show once every read is done.
 4. :func:`unmix_coefficients` -- per-sample coefficients of every recovered column: with
    ``V = A M``, ``C = (Y V) M^T``, and a word's row ``m_k`` of ``M`` is read off its own decoded
    blocks (direction: their top right singular vectors; norm: their top singular values
@@ -50,13 +55,13 @@ from typing import Callable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from .._checks import check_int, check_num_threads
+from .._checks import check_fraction, check_int, check_num_threads
 from ..block_sparse import decode_blocks
 from ..dictionary import DictionaryLearner, RecoveredMatrix
 
 __all__ = ["UnmixResult", "sketch_basis", "choose_rank", "block_directions",
            "unmix_coefficients", "unmix", "block_estimates", "screen_blocks", "word_vectors",
-           "leak_corrected_estimates", "word_blocks", "RANK_FLOOR"]
+           "leak_corrected_estimates", "word_blocks", "rescue_columns", "RANK_FLOOR"]
 
 
 @dataclass
@@ -70,7 +75,8 @@ class UnmixResult:
     ``matrices`` the recovered matrices (voted keys clustered by matrix signature, as
     :attr:`DictionaryLearner.matrices_`), ``atoms`` ``(n_atoms, 2)`` (matrix, column),
     ``coefficients`` ``(n_samples, n_atoms)`` the per-sample coefficients of every atom and
-    ``projections`` ``Y V`` (``(n_samples, K)``), the sketches in the basis.
+    ``projections`` ``Y V`` (``(n_samples, K)``), the sketches in the basis; ``block_left``,
+    ``block_right`` the blocks' top left and right singular vectors (:func:`block_directions`).
     """
 
     singular_values: np.ndarray
@@ -81,6 +87,8 @@ class UnmixResult:
     atoms: np.ndarray
     coefficients: np.ndarray
     projections: np.ndarray
+    block_left: Optional[np.ndarray] = None
+    block_right: Optional[np.ndarray] = None
 
 
 def _gram(Y: np.ndarray, chunk: int) -> np.ndarray:
@@ -506,6 +514,205 @@ def _word_blocks(V: np.ndarray, word: np.ndarray, column: int, signature: np.nda
     return idx, S[idx]
 
 
+# Sign errors in the string part (first third) of a block that rescue_columns corrects to the
+# column's most common string: one weak entry flipped by noise (measured: 1, at d = 98,280).
+STRING_ERRORS = 2
+
+
+def rescue_columns(V: np.ndarray, left: np.ndarray, right: np.ndarray,
+                   matrices: List[RecoveredMatrix], density: float, *, min_votes: int = 2,
+                   below: int = 256, complete: bool = True, add: bool = True
+                   ) -> List[RecoveredMatrix]:
+    """``matrices`` completed through the words of the basis: for every column (below
+    ``below``) that decoded in some block of the basis, the word ``V sum_l r_l`` over the
+    blocks ``l`` that decoded to it or that ``matrices`` holds for it (``r_l`` a block's top
+    right singular vector, :func:`block_directions`) is rounded to signs and decoded block by
+    block (:func:`_word_column`: same column, signature and coefficient sign, at least half
+    the seeds' height, the string part within :data:`STRING_ERRORS` signs of the column's,
+    corrected to it). A column that ``matrices`` holds gains the blocks its word shows beyond
+    its own (none is removed; only if the word also shows one of its blocks); a column it
+    does not hold (fewer than ``min_votes`` blocks under one key) is added where its word
+    shows it in at least ``min_votes`` blocks, to the matrix of its signature (columns kept
+    sorted) or as a new matrix at the end, unless its signature is a near variant of another
+    (:func:`_signature_variant`). Patterns have the coefficient's sign divided out, as the
+    block scan stores them. ``complete=False`` / ``add=False`` skip the first / second part:
+    :func:`unmix` adds columns before the coefficients are read and ``learn_network``
+    completes the modules' columns after every read, because a block the basis did not
+    decode is one that other words overlap, so its read carries their leak (measured: with
+    the completed blocks in the reads, the count read of seed 7's ``midA`` moved its median
+    l-inf from 0.125 to 0.168).
+
+    Why: a block that one word's spike owns gives that word's direction in the span, and the
+    word holds only its own spike on its other blocks, even where a heavier word's product
+    term (a two-matrix word, spiky at small q) or the diffuse parts of many words also sit
+    and the block's top singular vector mixes them (it then decodes to neither, to the
+    other, or to the column with a sign error in the string part, which splits the block
+    scan's key). Measured at d = 524,262, q = 4e-4 (``docs/unmix.md``, round 6): on seeds 1
+    and 5 the count columns ``R[midB,2]``, ``R[midA,2]`` (two blocks, one shared with a root
+    word) had one vote; on seeds 7 and 8 the count columns of 4-6 blocks were held with 2-3
+    of them (each block carries a small share of its word, and 20-30 other words put 0.2-0.9
+    of their share on it); the words completed them, and no column at depth 2 or 3 of seeds
+    0-8 has a wrong block or sign. ``below`` keeps it to attribute coordinates: the basis
+    decodes ~4,600 blocks, ~4,150 of them single keys of product terms (columns anywhere in
+    ``[0, d)``), against 5-7 single keys below 256; following all of them took 130 s and
+    found only garbage beyond the one true column.
+
+    Raises TypeError/ValueError before any work: ``V`` not ``(d, K)`` real, ``left`` not
+    ``(d / b, b)``, ``right`` not ``(d / b, K)``, NaN/inf, ``matrices`` not a list of
+    :class:`RecoveredMatrix` of this ``d`` and block size, ``density`` not in (0, 1],
+    ``min_votes`` < 1, ``below`` < 0."""
+    V = _real_array(V, "V", 2)
+    left = _real_array(left, "left", 2)
+    right = _real_array(right, "right", 2)
+    d, K = V.shape
+    b = left.shape[1]
+    if b < 3 or b % 3 or d % b or left.shape[0] != d // b:
+        raise ValueError(f"left must be (d / b, b) with b a multiple of 3 dividing d={d}, got "
+                         f"{left.shape}")
+    if right.shape != (d // b, K):
+        raise ValueError(f"right must be (d / b, K) = {(d // b, K)}, got {right.shape}")
+    if not isinstance(matrices, list) or not all(isinstance(m, RecoveredMatrix)
+                                                 for m in matrices):
+        raise TypeError("matrices must be a list of RecoveredMatrix")
+    if any(m.d_sketch != d or m.block_size != b for m in matrices):
+        raise ValueError(f"every matrix must have d_sketch={d} and block_size={b}")
+    density = check_fraction(density, "density")
+    votes = check_int(min_votes, "min_votes", minimum=1)
+    below = check_int(below, "below", minimum=0)
+    for flag, name in ((complete, "complete"), (add, "add")):
+        if not isinstance(flag, (bool, np.bool_)):
+            raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
+    return _rescue_columns(V, left, right, matrices, density, votes, below, bool(complete),
+                           bool(add))
+
+
+def _rescue_columns(V: np.ndarray, left: np.ndarray, right: np.ndarray,
+                    matrices: List[RecoveredMatrix], density: float, min_votes: int,
+                    below: int, complete: bool = True, add: bool = True
+                    ) -> List[RecoveredMatrix]:
+    """:func:`rescue_columns` without the checks (arguments from :func:`unmix`)."""
+    d = V.shape[0]
+    b = left.shape[1]
+    third = b // 3
+    S = np.where(left >= 0, 1, -1).astype(np.int8)
+    dec = decode_blocks(S, d)
+    decoded: dict = {}  # (signature, column) -> the basis blocks that decode to it
+    for l in np.flatnonzero((dec.status == 0) & (dec.column >= 0) & (dec.column < below)):
+        pat = S[l] * dec.sign[l]
+        sig = (pat[2 * third:] * pat[2 * third]).astype(np.int8)
+        decoded.setdefault((sig.tobytes(), int(dec.column[l])), []).append(int(l))
+    out = list(matrices)
+    for k, m in enumerate(matrices if complete else []):  # held partly: blocks added
+        blocks, patterns = list(m.blocks), list(m.patterns)
+        for c, col in enumerate(m.columns):
+            if col >= below:
+                continue
+            have = np.asarray(blocks[c], dtype=np.int64)
+            seeds = np.union1d(have, decoded.get((m.signature.tobytes(), int(col)), []))
+            string = patterns[c][0, :third].astype(np.int64) * int(patterns[c][0, 0])
+            hit = _word_column(V, right, seeds, m.signature, int(col), string, third)
+            if hit is None or not np.isin(hit[0], have).any():
+                continue
+            new = ~np.isin(hit[0], have)
+            if new.any():
+                order = np.argsort(np.concatenate([have, hit[0][new]]), kind="stable")
+                blocks[c] = np.concatenate([have, hit[0][new]])[order].astype(
+                    np.asarray(m.blocks[c]).dtype)
+                patterns[c] = np.concatenate([patterns[c], hit[1][new]])[order].astype(
+                    np.asarray(m.patterns[c]).dtype)
+        out[k] = RecoveredMatrix(m.d_sketch, b, m.density, m.signature, m.columns, blocks,
+                                 patterns)
+    held = {(m.signature.tobytes(), int(c)) for m in matrices for c in m.columns}
+    missing = {k: v for k, v in decoded.items() if k not in held} if add else {}
+    for (key, col), seeds in missing.items():  # columns missing: min_votes blocks needed
+        sig = np.frombuffer(key, dtype=np.int8)
+        if _signature_variant(sig, col, len(seeds), matrices, missing, third):
+            continue
+        hit = _word_column(V, right, np.asarray(seeds), sig, col, None, third)
+        if hit is None or not np.isin(hit[0], seeds).any() or hit[0].size < min_votes:
+            continue
+        blks, pats = hit
+        k = next((i for i, m in enumerate(out) if np.array_equal(m.signature, sig)), None)
+        if k is None:
+            out.append(RecoveredMatrix(d, b, density, sig.copy(), np.array([col], np.int64),
+                                       [blks], [pats]))
+            continue
+        m = out[k]
+        at = int(np.searchsorted(m.columns, col))
+        out[k] = RecoveredMatrix(m.d_sketch, b, m.density, m.signature,
+                                 np.insert(m.columns, at, col),
+                                 list(m.blocks[:at]) + [blks] + list(m.blocks[at:]),
+                                 list(m.patterns[:at]) + [pats] + list(m.patterns[at:]))
+    return out
+
+
+def _signature_variant(sig: np.ndarray, col: int, n_seeds: int,
+                       matrices: List[RecoveredMatrix], missing: dict, third: int) -> bool:
+    """Whether signature ``sig`` is within :data:`STRING_ERRORS` signs (but not equal) of a
+    held matrix's, or of another missing key of the same column with at least ``n_seeds``
+    blocks: then its blocks are a mixture that carries sign errors into the signature part
+    (two random signatures of ``b / 3`` signs are that close with probability ~1e-4), not
+    another matrix. Seen at d = 524,262 (seed 8): a count column's blocks split into two keys
+    whose signatures differ in two signs, both 2 blocks; neither is rescued."""
+    s = sig.astype(np.int64)
+    others = [m.signature for m in matrices]
+    others += [np.frombuffer(k, dtype=np.int8) for (k, c), v in missing.items()
+               if c == col and len(v) >= n_seeds]
+    for o in others:
+        dist = (third - int(s @ o.astype(np.int64))) // 2
+        if 0 < dist <= STRING_ERRORS:
+            return True
+    return False
+
+
+def _word_column(V: np.ndarray, right: np.ndarray, seeds: np.ndarray, signature: np.ndarray,
+                 column: int, string: Optional[np.ndarray], third: int
+                 ) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """(blocks, patterns) where the word ``V sum_l r_l`` over the ``seeds`` blocks (directions'
+    signs aligned with the first: ``V`` is orthonormal, so the words' inner products are the
+    directions') shows ``column`` of the matrix with ``signature``: decoded to it, with the
+    coefficient sign of the seeds, at least half the seeds' largest mean absolute entry, and
+    the string part (the first third, up to its flip) within :data:`STRING_ERRORS` signs of
+    ``string`` (None: the most common string among those blocks, seen at least twice),
+    corrected to it. None where no block qualifies."""
+    b = 3 * third
+    r = right[seeds]
+    r = r * np.where(r @ r[0] >= 0, 1.0, -1.0)[:, None]
+    A = (V @ r.sum(axis=0)).reshape(-1, b)
+    Sw = np.where(A >= 0, 1, -1).astype(np.int8)
+    dw = decode_blocks(Sw, V.shape[0])
+    pats = Sw * dw.sign[:, None]
+    height = np.mean(np.abs(A), axis=1)
+    sign = 1 if np.sum(dw.sign[seeds]) >= 0 else -1
+    ok = ((dw.status == 0) & (dw.column == column) & (dw.sign == sign)
+          & (np.abs(pats[:, 2 * third:].astype(np.int64) @ signature.astype(np.int64))
+             == third)
+          & (height >= 0.5 * np.max(height[seeds])))
+    blks = np.flatnonzero(ok)
+    if blks.size == 0:
+        return None
+    if string is None:
+        strings = pats[blks, :third] * pats[blks, :1]
+        uniq, n_of = np.unique(strings, axis=0, return_counts=True)
+        if n_of.max() < 2:
+            return None
+        string = uniq[int(np.argmax(n_of))].astype(np.int64)
+    dot = pats[blks, :third].astype(np.int64) @ string
+    near = (third - np.abs(dot)) // 2 <= STRING_ERRORS
+    blks, flip = blks[near], np.where(dot[near] >= 0, 1, -1)
+    if blks.size == 0:
+        return None
+    fixed = pats[blks].astype(np.int8)
+    fixed[:, :third] = flip[:, None] * string[None, :]
+    return blks, fixed
+
+
+def _atoms(matrices: List[RecoveredMatrix]) -> np.ndarray:
+    """``(n_atoms, 2)`` (matrix, column) in the order of ``matrices`` and their columns."""
+    rows = [(k, int(c)) for k, m in enumerate(matrices) for c in m.columns]
+    return np.array(rows, dtype=np.int64).reshape(-1, 2)
+
+
 def _refine(Y: np.ndarray, matrices: List[RecoveredMatrix], C: Optional[np.ndarray],
             rounds: int, screen: bool = True, leak: Optional[Leak] = None) -> np.ndarray:
     """Nonnegative least squares of every sample's decoded rows on the recovered columns, by
@@ -547,13 +754,15 @@ def _refine(Y: np.ndarray, matrices: List[RecoveredMatrix], C: Optional[np.ndarr
 
 
 def unmix(Y: np.ndarray, block_size: int, density: float, *, rank: Optional[int] = None,
-          min_votes: int = 2, refine: int = 20, num_threads: Optional[int] = None
-          ) -> UnmixResult:
+          min_votes: int = 2, refine: int = 20, rescue_below: int = 256,
+          num_threads: Optional[int] = None) -> UnmixResult:
     """Recover the block-sparse columns and their per-sample coefficients from sketches of a
     fixed tree by unmixing across samples (module docstring). ``Y`` is ``(S, d)`` float32 or
     float64, finite; ``rank`` overrides :func:`choose_rank`; ``min_votes`` decoded blocks make a
     column (as :class:`DictionaryLearner`); ``refine`` rounds of the nonnegative coefficient
-    refinement (0: the unmixed start only)."""
+    refinement (0: the unmixed start only); ``rescue_below``: keys of columns below this index
+    that decoded in fewer than ``min_votes`` blocks are followed through their word
+    (:func:`rescue_columns`; 0 turns it off; ``learn_network`` passes ``max_attribute_dim``)."""
     if not isinstance(Y, np.ndarray) or Y.dtype not in (np.float32, np.float64):
         raise TypeError("Y must be a float32 or float64 numpy array")
     if Y.ndim != 2 or 0 in Y.shape:
@@ -564,6 +773,7 @@ def unmix(Y: np.ndarray, block_size: int, density: float, *, rank: Optional[int]
     b = check_int(block_size, "block_size", minimum=3)
     votes = check_int(min_votes, "min_votes", minimum=1)
     rounds = check_int(refine, "refine", minimum=0)
+    below = check_int(rescue_below, "rescue_below", minimum=0)
     check_num_threads(num_threads)
     if rank is not None:
         check_int(rank, "rank", minimum=1, maximum=n)
@@ -577,5 +787,9 @@ def unmix(Y: np.ndarray, block_size: int, density: float, *, rank: Optional[int]
     row = np.where(left >= 0, 1.0, -1.0).reshape(1, d)
     learner.fit(row)
     matrices, atoms = learner.matrices_, learner.atoms_
+    if below > 0:
+        matrices = _rescue_columns(V, left, right, matrices, float(density), votes, below,
+                                   complete=False)
+        atoms = _atoms(matrices)
     C = unmix_coefficients(Y, V, matrices, strength, left, right, refine=rounds, YV=YV)
-    return UnmixResult(s, K, V, strength, matrices, atoms, C, YV)
+    return UnmixResult(s, K, V, strength, matrices, atoms, C, YV, left, right)
