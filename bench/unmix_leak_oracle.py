@@ -9,7 +9,8 @@ records the modules before that correction (and ``V``, ``Y V``), and replaces on
 a time by the truth:
 
 * **oracle** -- each depth-3 module's criterion (median over samples of the l-inf error of
-  ``x``, gain divided out) for: the plain reads; today's correction; the duals of the *true*
+  ``x``, gain divided out) for: ``learn_network``'s final module (the steadiness choice
+  included); the plain reads; the corrected reads of every column; the duals of the *true*
   heavy coefficients; the *true* heavy words with the estimated / true coefficients; every
   other word true. Each with the read gain (as the criterion), the true gain, and the count
   read corrected the same way as the attributes.
@@ -170,7 +171,10 @@ def analyse(seed: int, S: int, cache: Path, d0: int, q0: float) -> None:
         x = truth.attributes[n][:, m.columns]
         gt = Ct[:, li[(n, truth.attributes[n].shape[1])]]
         c0 = m.attributes * m.gains[:, None]
-        line = f"     {n}: plain {crit(c0, m.gains, x):.3f} / {crit(c0, gt, x):.3f}"
+        fin = [f for f in model.modules if f.id == m.id][0]
+        cf = fin.attributes * fin.gains[:, None]
+        line = (f"     {n}: learn_network {crit(cf, fin.gains, x):.3f} / {crit(cf, gt, x):.3f}"
+                f" | plain {crit(c0, m.gains, x):.3f} / {crit(c0, gt, x):.3f}")
         for lab, make in leaks.items():
             leak = make(m)
             mm = learn._reread(Y, m, leak, rounds, w0)
@@ -180,7 +184,7 @@ def analyse(seed: int, S: int, cache: Path, d0: int, q0: float) -> None:
                 gc = f"{crit(c, g, x):.3f} (g/g_true {np.median(g / gt):.2f})"
             else:
                 gc = "-"
-            line += f" | {lab} {crit(c, m.gains, x):.3f} / {crit(c, gt, x):.3f} / {gc}"
+            line += f" | {lab} {crit(c, mm.gains, x):.3f} / {crit(c, gt, x):.3f} / {gc}"
         print(line, flush=True)
 
     # -- heavy words on the depth-3 blocks -------------------------------------------------
