@@ -12,7 +12,8 @@ a time by the truth:
   ``x``, gain divided out) for: ``learn_network``'s final module (the steadiness choice
   included); the plain reads; the corrected reads of every column; the duals of the *true*
   heavy coefficients; the *true* heavy words with the estimated / true coefficients; every
-  other word true. Each with the read gain (as the criterion), the true gain, and the count
+  other word true ("true words, true c" also removes the root's words of columns the learner
+  did not recover). Each with the read gain (as the criterion), the true gain, and the count
   read corrected the same way as the attributes.
 * **words** -- the error of candidate heavy-word vectors on the depth-3 blocks, as the error
   they leave in a corrected read (x units, median over samples; median / max over blocks),
