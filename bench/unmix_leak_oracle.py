@@ -272,24 +272,24 @@ def analyse(seed: int, S: int, cache: Path, d0: int, q0: float) -> None:
     print(line, flush=True)
 
     # -- the dual of the constant on the sibling count words ------------------------------
-    dual_r = word_vectors(YV, np.column_stack([Ct[:, heavy[:-1]], Ct[:, heavy[-1]]]))[:, -1]
+    dual_r = word_vectors(YV, Ct[:, heavy])[:, -1]  # the root count (constant) column's
     shares = {}
     for m in mods3:
         if m.count_matrix is None:
             continue
         n = names[m.id]
-        k = li[(n, truth.attributes[n].shape[1])]
         rows = [int(blk) * b + np.arange(b) for blk in m.count_matrix.blocks[0]]
         dev = [(V[r] @ dual_r - A[heavy[-1]][r]) @ p / (b * scale)
                for r, p in zip(rows, m.count_matrix.patterns[0])]
-        shares[n] = (16 * float(np.mean(dev)), float(np.sum(A[k] ** 2)))
+        shares[n] = 16 * float(np.mean(dev))
     mids = [n for n, h in truth.depths.items() if h == 3]
     norms = {n: float(np.sum(A[li[(n, truth.attributes[n].shape[1])]] ** 2)) for n in mids}
+    formula = {n: sum(v for o, v in norms.items() if o != n) / sum(norms.values()) for n in mids}
     if shares:
         print("   share of the constant's dual on each mid's count word, measured vs "
               "|A_sibling|^2 / (|A_A|^2 + |A_B|^2): "
-              + ", ".join(f"{n} {s:.3f} vs {norms[[o for o in mids if o != n][0]] / sum(norms.values()):.3f}"
-                          for n, (s, _) in shares.items()), flush=True)
+              + ", ".join(f"{n} {v:.3f} vs {formula[n]:.3f}" for n, v in shares.items()),
+              flush=True)
 
 
 def _main() -> None:
