@@ -52,7 +52,7 @@ from recsketch.network import NetworkTruth, learn_network  # noqa: E402
 from recsketch.network.unmix import word_vectors  # noqa: E402
 from teacher_network import build_teacher  # noqa: E402
 from teacher_unmix import cache_path  # noqa: E402
-from tree_words import coefficients, tree_words  # noqa: E402
+from tree_words import coefficients, tree_words, word_cosines  # noqa: E402
 
 Leak = Callable[[np.ndarray], np.ndarray]
 
@@ -153,6 +153,7 @@ def analyse(seed: int, S: int, cache: Path, d0: int, q0: float) -> None:
         print("   the root's count column was not recovered: skipped")
         return
     hm = hm[0]
+    print("   true words: " + word_cosines(A, labels, truth), flush=True)
     est_idx = [li[(root, int(j))] for j in hm.columns] + [heavy[-1]]
     C_est = plain_coefficients(hm)
 
