@@ -120,6 +120,21 @@ def agreement(sk: rs.Sketcher, graphs: Sequence[rs.Graph], W: np.ndarray, Z: np.
     return out
 
 
+def word_cosines(W: np.ndarray, labels: Sequence[Label], truth: NetworkTruth) -> str:
+    """Median and max ``|cos|`` of the depth-2 words with the words of each deeper depth (zero
+    words left out): the non-orthogonality that the duals of the heavy coefficients turn into
+    a leak error (docs/unmix.md, round 6)."""
+    norms = np.linalg.norm(W, axis=1)
+    live = norms > 0
+    unit = np.where(live[:, None], W / np.where(live, norms, 1.0)[:, None], 0.0)
+    depth = np.array([truth.depths[n] for n, _ in labels])
+    out = []
+    for h in sorted(set(depth.tolist()) - {2}):
+        cos = np.abs(unit[(depth == 2) & live] @ unit[(depth == h) & live].T)
+        out.append(f"|cos| depth 2 vs {h}: median {np.median(cos):.4f}, max {cos.max():.4f}")
+    return "; ".join(out)
+
+
 def _main() -> None:
     from teacher_network import build_teacher
     from teacher_unmix import cache_path
@@ -132,6 +147,8 @@ def _main() -> None:
     ap.add_argument("--check", type=int, nargs="+", default=[0, 99, 199],
                     help="samples also sketched by the Sketcher to check the synthesis")
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--cosines", action="store_true",
+                    help="also print |cos| of the depth-2 words with the deeper words")
     args = ap.parse_args()
     d, b, q = rs.suggest_block_sparse(args.d, args.q)
     for seed in args.seeds:
@@ -141,6 +158,8 @@ def _main() -> None:
         t0 = time.perf_counter()
         W, labels = tree_words(sk, truth)
         t_words = time.perf_counter() - t0
+        if args.cosines:
+            print(f"seed {seed}: " + word_cosines(W, labels, truth), flush=True)
         Z = coefficients(truth, labels)
         t0 = time.perf_counter()
         Y = synthesise(W, Z)

@@ -416,7 +416,11 @@ def word_vectors(YV: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
     ``n_k = m_k / |m_k|^2``. Where coefficients are linearly dependent (importance weights that
     sum to a constant make the count coefficients of siblings and their parent dependent), the
     dual of the dependent combination is what is returned; ``leak_corrected_estimates`` is
-    therefore applied to attribute columns only.
+    therefore applied to attribute columns only. (For the root's constant count coefficient the
+    returned word holds ``share / 16`` of each child's count word, ``share`` about
+    ``|A_sibling|^2 / (|A_childA|^2 + |A_childB|^2)``, so a child's count read corrected with it
+    is ``g - (g_root / 16) share``: ``tests/test_unmix_dependent_duals.py``, ``docs/unmix.md``
+    round 6.)
 
     Raises TypeError (not float arrays) or ValueError (not 2-D, rows differ, NaN/inf) first."""
     YV = _real_array(YV, "YV", 2)
