@@ -241,3 +241,55 @@ def test_block_sparse_product_estimate_covers_the_measured_peak(n, m, threads):
     assert out.returncode == 0, out.stderr
     estimate, peak = (int(v) for v in out.stdout.split())
     assert peak <= estimate <= 2.5 * peak + (4 << 20), (estimate, peak)
+
+
+def test_erase_reads_and_checks_only_the_kept_coordinates():
+    # A broadcast view of 2**33 coordinates: the finiteness check covers what is kept, never a
+    # bool per coordinate (8 GiB). NaN beyond the kept prefix is not read, so not an error.
+    s = np.broadcast_to(np.float32(0.5), (2**33,))
+    e = rs.erase(s, 4)
+    np.testing.assert_array_equal(e.values, np.full(4, 0.5, np.float32))
+    t = np.array([0.5, 0.5, np.nan, 0.5])
+    assert rs.erase(t, 2).values.tolist() == [0.5, 0.5]
+    with pytest.raises(ValueError, match="NaN or infinity in the kept coordinates"):
+        rs.erase(t, 3)
+    with pytest.raises(ValueError, match="NaN or infinity in the kept coordinates"):
+        rs.erase(t, 4, mode="random")
+    # a random subset ranks all d coordinates: 2**40 of them is refused before any is hashed
+    with pytest.raises(ValueError, match=r"random_mask: ranking d=1099511627776 .* allocation limit"):
+        rs.erasure.random_mask(2**40, 1, 0)
+
+
+def test_similarity_checks_its_outputs_and_reads_in_blocks():
+    x = np.broadcast_to(np.float64(0.25), (200_000, 16))
+    # four 200k x 200k float64 arrays: 1.28 TB
+    with pytest.raises(ValueError, match=r"similarity: 200000 x 200000 dot products .* "
+                                         r"allocation limit"):
+        rs.similarity(x, x)
+    r = rs.similarity(x[:3], x[:2])
+    np.testing.assert_allclose(r.dot, np.full((3, 2), 16 * 0.0625))
+    y = np.array(x[:5])
+    y[4, 15] = np.inf
+    with pytest.raises(ValueError, match="s2 contains NaN"):
+        rs.similarity(x[:3], y)
+
+
+def test_sketch_outputs_built_in_python_are_checked(limit):
+    sk = rs.Sketcher(4096, family="orthogonal", seed=1)
+    g = rs.Graph()
+    leaves = [g.add("leaf", [0.6, 0.8]) for _ in range(3)]
+    g.set_output([(g.add("top", [1.0], [(h, 1 / 3) for h in leaves]), 1.0)])
+    one = sk.sketch_many([g], tuple_sampling=1)
+    objects = sk.sketch(g, return_objects=True)[1]
+    # 100 sampled float32 sketches of d = 4096: 1.6 MB, filled row by row
+    limit(1 << 20)
+    with pytest.raises(ValueError, match="sketch_many: 100 sampled sketches of d=4096 float32"):
+        sk.sketch_many([g] * 100, tuple_sampling=1)
+    limit(100_000)   # below 1 + 5 + 5 rows of 16 KiB: checked before the core is called
+    with pytest.raises(ValueError, match=r"object sketches of d=4096 float32 \(the core's rows "
+                                         r"and their reordered copy\)"):
+        sk.sketch(g, return_objects=True)
+    limit(4 << 30)
+    np.testing.assert_array_equal(sk.sketch_many([g] * 100, tuple_sampling=1),
+                                  np.repeat(one, 100, axis=0))
+    np.testing.assert_array_equal(sk.sketch(g, return_objects=True)[1], objects)

@@ -75,6 +75,23 @@ def as_real_array(x: object, name: str) -> np.ndarray:
     return arr.astype(np.float64, copy=False)
 
 
+def all_finite(arr: np.ndarray, chunk: int = 1 << 22) -> bool:
+    """Whether every element of ``arr`` (1-D or 2-D) is finite, checked in blocks of at most
+    ``chunk`` elements: ``np.isfinite`` of the whole array would hold a bool per element (8 GiB
+    for a broadcast view of 2**33 elements the caller never materialised)."""
+    if arr.size <= chunk:
+        return bool(np.isfinite(arr).all())
+    a2 = arr.reshape(1, -1) if arr.ndim == 1 else arr
+    rows, cols = a2.shape
+    per_row = max(1, chunk // cols)
+    per_col = min(cols, chunk)
+    for r0 in range(0, rows, per_row):
+        for c0 in range(0, cols, per_col):
+            if not np.isfinite(a2[r0:r0 + per_row, c0:c0 + per_col]).all():
+                return False
+    return True
+
+
 # Largest d_sketch of any family (block and row indices stay within 32 bits in the core).
 MAX_D_SKETCH: int = int(_core.MAX_D_SKETCH)
 
