@@ -363,3 +363,19 @@ def test_sketch_outputs_built_in_python_are_checked(limit):
     np.testing.assert_array_equal(sk.sketch_many([g] * 100, tuple_sampling=1),
                                   np.repeat(one, 100, axis=0))
     np.testing.assert_array_equal(sk.sketch(g, return_objects=True)[1], objects)
+
+
+def test_decode_blocks_checks_its_decoding(limit):
+    blocks = np.ones((10, 36), np.int8)
+    limit(12 * 10 - 1)   # the native core: four int8 and one int64 per block
+    with pytest.raises(ValueError, match=r"decode_blocks: the decoding of 10 blocks \(12 bytes "
+                                         r"each\) would need 120 bytes \(120 B\)"):
+        _core.decode_blocks(blocks, 360)
+    limit(12 * 10)
+    assert len(_core.decode_blocks(blocks, 360)[0]) == 10
+    # the Python layer adds its +-1 check (three bool arrays) and the int8 copy
+    limit(4 * 360 + 12 * 10 - 1)
+    with pytest.raises(ValueError, match="decode_blocks: checking and decoding 10 blocks of 36"):
+        rs.decode_blocks(blocks, 360)
+    limit(4 * 360 + 12 * 10)
+    assert rs.decode_blocks(blocks, 360).column.shape == (10,)
