@@ -343,8 +343,12 @@ case("dtype", "Repository.forget fraction '0.5'", on_repo("forget", [(1.0, "0.5"
 case("dtype", "Repository.forget fraction True", on_repo("forget", [(1.0, True)]), TypeError,
      "fraction")
 case("dtype", "Repository.timestamps(['a'])", on_repo("timestamps", ["a"]), TypeError, "ids")
-case("dtype", "Repository.object_sketches(0.5)", on_repo("object_sketches", 0.5), TypeError,
+case("dtype", "Repository.object_sketches(0.5)", on_repo("object_sketches", 0.5), ValueError,
+     "graph_id must be integers, got 0.5")
+case("dtype", "Repository.object_sketches('a')", on_repo("object_sketches", "a"), TypeError,
      "graph_id")
+case("dtype", "Repository.search query=0.5", on_repo("search", 0.5), ValueError,
+     "query must be integers, got 0.5")
 case("dtype", "Repository.select(where=3)", on_repo("select", where=3), TypeError, "where")
 case("dtype", "Repository.compact(force=1)", on_repo("compact", force=1), TypeError, "force")
 case("range", "Repository.denoiser(rank=-1)", on_repo("denoiser", rank=-1), ValueError, "rank")
@@ -528,6 +532,8 @@ def test_integral_float_ids_name_the_same_sketches_everywhere(tmp_path):
     assert r.labels([11.0]) == r.labels([11]) == ["b"]
     found, _ = r.search(SS[0], 3, exclude=[10.0])
     assert 10 not in found.tolist() and sorted(found.tolist()) == [11, 12]
+    by_float, _ = r.search(10.0, 2)
+    np.testing.assert_array_equal(by_float, r.search(10, 2)[0])
     assert r.delete(12.0) == 1 and r.ids().tolist() == [10, 11]
     with pytest.raises(ValueError, match="ids must be integers, got 1.5"):
         r.add(SS[:1], ids=[1.5])

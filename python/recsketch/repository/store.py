@@ -95,6 +95,13 @@ def id_array(ids: Any, name: str = "ids") -> np.ndarray:
     return arr.astype(np.int64)
 
 
+def one_id(value: Any, name: str) -> int:
+    """One id (a scalar) by the rule of :func:`id_array`: TypeError for a sequence."""
+    if np.ndim(value) != 0:
+        raise TypeError(f"{name} must be one integer id, got {type(value).__name__}")
+    return int(id_array(value, name)[0])
+
+
 class Rows(NamedTuple):
     """Where selected sketches live, in one consistent snapshot (rows in id order)."""
 
