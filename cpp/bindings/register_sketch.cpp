@@ -192,9 +192,10 @@ void register_sketch(py::module_& m) {
         // and d. Graphs are sketched in groups whose object sketches fit 3/4 of the working
         // budget, but a larger graph alone keeps its frontier in flight: bounded by its rows
         // (sketch.hpp, sketch_graphs). A slice holds five slice-sized buffers in the other
-        // quarter, but at least one row each, plus its attribute inputs (at most a sixth) and
-        // one column of R[M,2] per running task. Up to min(threads, rows) products of up to
-        // kVectorsPerTask vectors run at once at one thread each, or one at all threads.
+        // quarter, but at least one row each, plus its attribute inputs (at most one row of d
+        // per slice row: a fifth of those) and one column of R[M,2] per running task. Up to
+        // min(threads, rows) products of up to kVectorsPerTask vectors run at once at one
+        // thread each, or one at all threads.
         {
           using recsketch_bind::add_bytes;
           using recsketch_bind::mul_bytes;
