@@ -753,6 +753,8 @@ _READY = "cases ready"
 def _child_main(first):
     """In a child interpreter: run every case from index `first` on, one line each."""
     import faulthandler
+    import recsketch as rs
+    rs.set_alloc_limit(4 << 30)   # the default's floor, as in the parent (conftest.py)
     ids = list(BAD_CASES) + list(VALID_CASES)
     print(_READY, flush=True)
     for k in range(first, len(ids)):

@@ -328,20 +328,36 @@ case("range", "Repository.search candidates=0", on_repo("search", S, candidates=
 case("dtype", "Repository.search exclude=['a']", on_repo("search", S, exclude=["a"]),
      TypeError, "exclude")
 case("dtype", "Repository.delete(['a'])", on_repo("delete", ["a"]), TypeError, "ids")
-case("dtype", "Repository.delete([0.5])", on_repo("delete", [0.5]), TypeError, "ids")
+case("dtype", "Repository.delete([0.5])", on_repo("delete", [0.5]), ValueError, "ids must be integers, got 0.5")
 case("huge", "Repository.delete(uint64 2**63)", on_repo("delete", np.array([2**63], np.uint64)),
      ValueError, "ids")
 case("range", "Repository.delete unknown id", on_repo("delete", [999]), ValueError, "999")
-case("dtype", "Repository.explain(0.5, 1)", on_repo("explain", 0.5, 1), TypeError, "ids")
-case("dtype", "Repository.labels([0.5])", on_repo("labels", [0.5]), TypeError, "ids")
+case("dtype", "Repository.explain(0.5, 1)", on_repo("explain", 0.5, 1), ValueError, "ids")
+case("dtype", "Repository.labels([0.5])", on_repo("labels", [0.5]), ValueError, "ids")
+case("nan/inf", "Repository.labels([nan])", on_repo("labels", [np.nan]), ValueError, "ids")
+case("huge", "Repository.get([2**64])", on_repo("get", [2**64]), ValueError, "ids must fit int64")
+case("dtype", "Repository.search exclude=[0.5]", on_repo("search", S, exclude=[0.5]),
+     ValueError, "exclude must be integers")
+case("dtype", "Repository.forget fraction '0.5'", on_repo("forget", [(1.0, "0.5")]), TypeError,
+     "fraction")
+case("dtype", "Repository.forget fraction True", on_repo("forget", [(1.0, True)]), TypeError,
+     "fraction")
 case("dtype", "Repository.timestamps(['a'])", on_repo("timestamps", ["a"]), TypeError, "ids")
-case("dtype", "Repository.object_sketches(0.5)", on_repo("object_sketches", 0.5), TypeError,
+case("dtype", "Repository.object_sketches(0.5)", on_repo("object_sketches", 0.5), ValueError,
+     "graph_id must be integers, got 0.5")
+case("dtype", "Repository.object_sketches('a')", on_repo("object_sketches", "a"), TypeError,
      "graph_id")
+case("dtype", "Repository.search query=0.5", on_repo("search", 0.5), ValueError,
+     "query must be integers, got 0.5")
 case("dtype", "Repository.select(where=3)", on_repo("select", where=3), TypeError, "where")
 case("dtype", "Repository.compact(force=1)", on_repo("compact", force=1), TypeError, "force")
 case("range", "Repository.denoiser(rank=-1)", on_repo("denoiser", rank=-1), ValueError, "rank")
 case("huge", "Repository.get of 2**40 broadcast ids",
      on_repo("get", np.broadcast_to(np.int32(0), (2**40,))), ValueError, "ids: a copy")
+case("huge", "Repository.get of 2**40 broadcast uint64 ids beyond int64",   # size first
+     on_repo("get", np.broadcast_to(np.uint64(2**64 - 1), (2**40,))), ValueError, "ids: a copy")
+case("huge", "Repository.delete of 2**40 broadcast float ids",
+     on_repo("delete", np.broadcast_to(np.float64(0.5), (2**40,))), ValueError, "ids: a copy")
 
 
 def get_under_limit(repo, ids, nbytes):
@@ -355,7 +371,7 @@ def get_under_limit(repo, ids, nbytes):
 case("huge", "Repository.get of 1000 repeated ids, limit one byte short",
      lambda repo: get_under_limit(repo, np.zeros(1000, np.int64), 1000 * D * 4 - 1), ValueError,
      "reading 1000 sketches of 360 float32 values")
-case("dtype", "Repository.get([0.5])", on_repo("get", [0.5]), TypeError, "ids")
+case("dtype", "Repository.get([0.5])", on_repo("get", [0.5]), ValueError, "ids")
 case("range", "Repository.forget fraction 2", on_repo("forget", [(1.0, 2.0)]), ValueError,
      "fraction")
 case("nan/inf", "Repository.forget age NaN", on_repo("forget", [(np.nan, 0.5)]), ValueError,
@@ -486,10 +502,11 @@ def test_a_fraction_is_a_real_number_everywhere():
 
 
 def test_reversed_and_strided_sketches_read_like_their_contiguous_copies():
-    rev = S[::-1][::-1]   # a view with the same values
+    rev = np.ascontiguousarray(S[::-1])[::-1]   # a negative-stride view with S's values
+    assert rev.strides[0] < 0
     strided = np.repeat(S, 2)[::2]
     for s in (rev, strided):
-        assert not s.flags.c_contiguous or s is rev
+        assert not s.flags.c_contiguous
         np.testing.assert_array_equal(SK.attributes(s, "leaf").attributes,
                                       SK.attributes(S.copy(), "leaf").attributes)
     # a reversed sketch is another vector: its mass is the one of that vector's copy
@@ -503,6 +520,32 @@ def test_a_repository_stores_a_reversed_batch_as_its_copy(tmp_path):
     np.testing.assert_array_equal(r.get(ids), SS[::-1].astype(np.float32))
     assert r.add(SS[:0]).size == 0 and r.ids().size == len(SS)
     assert r.delete([]) == 0 and r.ids().size == len(SS)
+
+
+def test_integral_float_ids_name_the_same_sketches_everywhere(tmp_path):
+    # 1.0 is the id 1 at every id entry point (as before the allocation limit); 1.5 is a
+    # ValueError naming the argument (see the table)
+    r = rs.Repository.create(tmp_path / "r", SK)
+    ids = r.add(SS[:3], ids=[10.0, 11, 12.0], labels=["a", "b", "c"])
+    assert ids.tolist() == [10, 11, 12]
+    np.testing.assert_array_equal(r.get([10.0, 12.0]), r.get([10, 12]))
+    assert r.labels([11.0]) == r.labels([11]) == ["b"]
+    found, _ = r.search(SS[0], 3, exclude=[10.0])
+    assert 10 not in found.tolist() and sorted(found.tolist()) == [11, 12]
+    by_float, _ = r.search(10.0, 2)
+    np.testing.assert_array_equal(by_float, r.search(10, 2)[0])
+    assert r.delete(12.0) == 1 and r.ids().tolist() == [10, 11]
+    with pytest.raises(ValueError, match="ids must be integers, got 1.5"):
+        r.add(SS[:1], ids=[1.5])
+
+
+def test_graph_attributes_given_as_fractions_are_reals():
+    g = rs.Graph()
+    h = g.add("m", [Fraction(3, 5), Fraction(4, 5)])
+    np.testing.assert_array_equal(g.attributes(h), [0.6, 0.8])
+    for bad in ([Decimal("0.6"), Decimal("0.8")], [0.6 + 0j, 0.8], ["0.6", "0.8"]):
+        with pytest.raises(TypeError, match="attributes must be"):
+            g.add("m", bad)
 
 
 def test_an_empty_fit_sees_no_sample():

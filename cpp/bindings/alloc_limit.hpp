@@ -3,12 +3,16 @@
 // before it allocates anything of that size. The Python layer checks the same limit
 // (recsketch._checks.check_alloc), and materialisation (to_dense, to_scipy) obeys it too.
 //
-// Why a fixed budget and not "whatever the machine can hold": honest sizes are a few GiB at most
-// (a 64k sketch per graph, d = 524k samples); a mistyped size asks for terabytes, and on Linux an
-// overcommitted allocation of tens of GiB succeeds and then takes the machine down page by page.
-// A user who means it raises the limit (recsketch.set_alloc_limit).
+// The default is max(4 GiB, half the physical memory), read once when the module loads
+// (sysconf; 4 GiB where the memory size is unknown). Why a budget and not "whatever the machine
+// can hold": a mistyped size asks for terabytes, and on Linux an overcommitted allocation of
+// tens of GiB succeeds and then takes the machine down page by page; half the memory leaves
+// room for the rest of the process and the machine, and 4 GiB holds every honest size
+// recsketch's benchmarks use on any machine. A user who means it raises the limit
+// (recsketch.set_alloc_limit, or None for no limit).
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <cstdio>
@@ -16,12 +20,30 @@
 #include <stdexcept>
 #include <string>
 
+#if defined(__unix__) || defined(__APPLE__)
+#include <unistd.h>
+#endif
+
 namespace recsketch_bind {
 
-inline constexpr std::uint64_t kDefaultAllocLimit = std::uint64_t{4} << 30;  // 4 GiB
+inline constexpr std::uint64_t kMinDefaultAllocLimit = std::uint64_t{4} << 30;  // 4 GiB
+
+// max(4 GiB, half the physical memory); 4 GiB where sysconf cannot tell.
+inline std::uint64_t default_alloc_limit() noexcept {
+  static const std::uint64_t value = [] {
+    std::uint64_t half = 0;
+#if defined(_SC_PHYS_PAGES) && defined(_SC_PAGE_SIZE)
+    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+    if (pages > 0 && page > 0)
+      half = static_cast<std::uint64_t>(pages) / 2 * static_cast<std::uint64_t>(page);
+#endif
+    return std::max(kMinDefaultAllocLimit, half);
+  }();
+  return value;
+}
 
 inline std::atomic<std::uint64_t>& alloc_limit() noexcept {
-  static std::atomic<std::uint64_t> limit{kDefaultAllocLimit};
+  static std::atomic<std::uint64_t> limit{default_alloc_limit()};
   return limit;
 }
 
@@ -36,9 +58,21 @@ inline std::uint64_t add_bytes(std::uint64_t a, std::uint64_t b) noexcept {
                                                            : a + b;
 }
 
+// bytes in the largest binary unit that leaves at least 1 (B, KiB, MiB, GiB, TiB, PiB, EiB),
+// one decimal: "0.0 GiB" said nothing about a 300 KiB request.
 inline std::string gib(std::uint64_t bytes) {
+  static const char* const units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+  int u = 0;
+  double v = static_cast<double>(bytes);
+  while (u < 6 && v >= 1024.0) {
+    v /= 1024.0;
+    ++u;
+  }
   char buf[64];
-  std::snprintf(buf, sizeof buf, "%.1f GiB", static_cast<double>(bytes) / 1073741824.0);
+  if (u == 0)
+    std::snprintf(buf, sizeof buf, "%llu B", static_cast<unsigned long long>(bytes));
+  else
+    std::snprintf(buf, sizeof buf, "%.1f %s", v, units[u]);
   return buf;
 }
 

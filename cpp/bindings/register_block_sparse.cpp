@@ -107,6 +107,10 @@ void register_block_sparse(py::module_& m) {
           throw std::invalid_argument("blocks must be a 2-D (n, block_size) int8 array");
         const std::int64_t n = u.shape(0), b = u.shape(1);
         recsketch::validate_block_sparse(d, b, 1.0);
+        // four int8 and one int64 per block
+        recsketch_bind::check_alloc(
+            recsketch_bind::mul_bytes(12, static_cast<std::uint64_t>(n)),
+            "decode_blocks: the decoding of " + std::to_string(n) + " blocks (12 bytes each)");
         py::array_t<std::int8_t> status(n), b_m(n), b_s(n), sign(n);
         py::array_t<std::int64_t> column(n);
         const int L = recsketch::ceil_log2(d);

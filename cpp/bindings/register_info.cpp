@@ -72,6 +72,7 @@ void register_info(py::module_& m) {
   m.attr("MIN_DENSITY") = recsketch::kMinDensity;
   m.attr("MAX_D_SKETCH") = recsketch::kMaxDSketch;
 
+  m.attr("DEFAULT_ALLOC_LIMIT") = recsketch_bind::default_alloc_limit();
   m.def(
       "alloc_limit", [] { return recsketch_bind::alloc_limit().load(); },
       "Bytes a native call may allocate for outputs and scratch sized by its arguments.");

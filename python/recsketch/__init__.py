@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ._native import _core
 from ._version import __version__
-from .alloc import DEFAULT_ALLOC_LIMIT, alloc_limit, set_alloc_limit
+from .alloc import DEFAULT_ALLOC_LIMIT, alloc_limit, alloc_limit_set, set_alloc_limit
 from .decoder import Decoder
 from .block_sparse import (
     MIN_DENSITY,
@@ -65,6 +65,7 @@ __all__ = [
     "TreeEdge",
     "__version__",
     "alloc_limit",
+    "alloc_limit_set",
     "build_info",
     "decode_blocks",
     "default_block_size",

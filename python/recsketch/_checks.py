@@ -58,6 +58,22 @@ def check_fraction(value: object, name: str, *, upper: float = 1.0) -> float:
     return out
 
 
+def reals_as_float(arr: np.ndarray) -> np.ndarray:
+    """An object array whose elements are all real numbers (``numbers.Real``, not bool:
+    ``fractions.Fraction``, Python ints beyond int64, ...) as float64, element by element (the
+    rule of :func:`check_real`); any other array unchanged, for the caller's dtype check (a
+    Decimal, complex or string is not a ``numbers.Real`` and stays object)."""
+    if arr.dtype != object or arr.size == 0:
+        return arr
+    flat = arr.ravel().tolist()
+    if not all(isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)) for v in flat):
+        return arr
+    try:
+        return np.array([float(v) for v in flat], dtype=np.float64).reshape(arr.shape)
+    except OverflowError:
+        return arr
+
+
 def as_real_array(x: object, name: str) -> np.ndarray:
     """``x`` as an ndarray: an ndarray as it is (its dtype and layout are the caller's checks),
     anything else through ``numpy.asarray`` as float64. TypeError naming ``name`` for what is
@@ -69,10 +85,28 @@ def as_real_array(x: object, name: str) -> np.ndarray:
         arr = np.asarray(x)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"{name} must be an array of real numbers ({exc})") from None
+    arr = reals_as_float(arr)
     if arr.dtype.kind not in "iuf":
         raise TypeError(f"{name} must be an array of real numbers, got "
                         f"{type(x).__name__} of dtype {arr.dtype}")
     return arr.astype(np.float64, copy=False)
+
+
+def all_finite(arr: np.ndarray, chunk: int = 1 << 22) -> bool:
+    """Whether every element of ``arr`` (1-D or 2-D) is finite, checked in blocks of at most
+    ``chunk`` elements: ``np.isfinite`` of the whole array would hold a bool per element (8 GiB
+    for a broadcast view of 2**33 elements the caller never materialised)."""
+    if arr.size <= chunk:
+        return bool(np.isfinite(arr).all())
+    a2 = arr.reshape(1, -1) if arr.ndim == 1 else arr
+    rows, cols = a2.shape
+    per_row = max(1, chunk // cols)
+    per_col = min(cols, chunk)
+    for r0 in range(0, rows, per_row):
+        for c0 in range(0, cols, per_col):
+            if not np.isfinite(a2[r0:r0 + per_row, c0:c0 + per_col]).all():
+                return False
+    return True
 
 
 # Largest d_sketch of any family (block and row indices stay within 32 bits in the core).

@@ -3,40 +3,103 @@ product of the caller's arguments (d_sketch x rows, columns, nonzeros, graphs x 
 
 Every such call, native or Python, is refused with a ValueError naming the bytes and the
 arguments responsible before anything of that size is allocated, when it would need more than
-the limit. The default, 4 GiB, holds every honest size recsketch's benchmarks use (the largest
-single buffers are about 1 GiB) and refuses a mistyped size that would otherwise ask for
-terabytes, or overcommit the machine and take it down page by page. Raise it with
-:func:`set_alloc_limit` when you mean it. It does not bound the caches (each has its own byte
-budget) nor the arrays a call receives from you.
+the limit. The default, :data:`DEFAULT_ALLOC_LIMIT`, is max(4 GiB, half the physical memory),
+read once when recsketch is imported (``sysconf``; 4 GiB where the memory size is unknown): it
+holds every honest size recsketch's benchmarks use and refuses a mistyped size that would
+otherwise ask for terabytes, or overcommit the machine and take it down page by page. Raise it
+with :func:`set_alloc_limit` (``None``: no limit) or, for a block of code,
+:func:`alloc_limit_set`. It does not bound the caches (each has its own byte budget) nor the
+arrays a call receives from you.
+
+The limit is process-wide: every thread sees the same one.
 """
 
 from __future__ import annotations
 
+import threading
+from contextlib import contextmanager
+from typing import Iterator, List, Optional
+
 from ._native import _core
 
-__all__ = ["DEFAULT_ALLOC_LIMIT", "alloc_limit", "check_alloc", "set_alloc_limit"]
+__all__ = ["DEFAULT_ALLOC_LIMIT", "alloc_limit", "alloc_limit_set", "check_alloc",
+           "set_alloc_limit"]
 
-DEFAULT_ALLOC_LIMIT = 4 << 30
+#: max(4 GiB, half the physical memory), read once at import (the native core's value).
+DEFAULT_ALLOC_LIMIT: int = int(_core.DEFAULT_ALLOC_LIMIT)
+
+_NO_LIMIT = 2**64 - 1
 
 
 def alloc_limit() -> int:
-    """The allocation limit in bytes (process-wide; default :data:`DEFAULT_ALLOC_LIMIT`)."""
+    """The allocation limit in bytes (process-wide; default :data:`DEFAULT_ALLOC_LIMIT`;
+    ``2**64 - 1`` when there is none)."""
     return int(_core.alloc_limit())
 
 
-def set_alloc_limit(nbytes: int) -> int:
-    """Set the allocation limit in bytes for the whole process; returns the previous limit.
+def set_alloc_limit(nbytes: Optional[int]) -> int:
+    """Set the allocation limit in bytes for the whole process (every thread); ``None`` means
+    no limit. Returns the previous limit.
 
-    Raises TypeError for a non-integer and ValueError outside ``[0, 2**64 - 1]``.
+    Raises TypeError for a non-integer and ValueError outside ``[0, 2**64 - 1]``. To change
+    it for a block of code, from any number of threads, use :func:`alloc_limit_set`.
     """
     from ._checks import check_int
 
+    if nbytes is None:
+        nbytes = _NO_LIMIT
     return int(_core.set_alloc_limit(check_int(nbytes, "nbytes", minimum=0,
-                                                maximum=2**64 - 1)))
+                                                maximum=_NO_LIMIT)))
 
 
-def _gib(nbytes: int) -> str:
-    return f"{nbytes / 2**30:.1f} GiB"
+# The blocks of alloc_limit_set in progress, oldest first, and the limit before the first.
+_active_lock = threading.Lock()
+_active: List[List[int]] = []
+_base: List[int] = []
+
+
+@contextmanager
+def alloc_limit_set(nbytes: Optional[int]) -> Iterator[int]:
+    """Within the block, the allocation limit is ``nbytes`` (``None``: no limit); yields the
+    limit in force.
+
+    The limit is process-wide: while the block runs, calls from *every* thread are checked
+    against it. Blocks may overlap across threads: the limit in force is the one of the block
+    entered last among those still running, and when the last block ends the limit is back to
+    what it was before the first one began, whatever order the threads leave in (a save and
+    restore by hand, ``set_alloc_limit`` twice, can leave another thread's value behind).
+    ``set_alloc_limit`` called while blocks run lasts until the next block enters or leaves.
+    """
+    from ._checks import check_int
+
+    value = _NO_LIMIT if nbytes is None else check_int(nbytes, "nbytes", minimum=0,
+                                                         maximum=_NO_LIMIT)
+    entry = [value]
+    with _active_lock:
+        if not _active:
+            _base[:] = [alloc_limit()]
+        _active.append(entry)
+        _core.set_alloc_limit(value)
+    try:
+        yield value
+    finally:
+        with _active_lock:
+            for k, e in enumerate(_active):
+                if e is entry:
+                    del _active[k]
+                    break
+            _core.set_alloc_limit(_active[-1][0] if _active else _base[0])
+
+
+def _units(nbytes: int) -> str:
+    """``nbytes`` in the largest binary unit that leaves at least 1, as the native core says
+    it (cpp/bindings/alloc_limit.hpp)."""
+    units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"]
+    value, u = float(nbytes), 0
+    while u < 6 and value >= 1024.0:
+        value /= 1024.0
+        u += 1
+    return f"{nbytes} B" if u == 0 else f"{value:.1f} {units[u]}"
 
 
 def check_alloc(nbytes: int, what: str, hint: str = "") -> None:
@@ -44,7 +107,6 @@ def check_alloc(nbytes: int, what: str, hint: str = "") -> None:
     arguments responsible (the message is the native core's, word for word, then ``hint``)."""
     limit = alloc_limit()
     if nbytes > limit:
-        raise ValueError(f"{what} would need {nbytes} bytes ({_gib(nbytes)}), above the "
-                         f"allocation limit of {_gib(limit)} (recsketch.set_alloc_limit "
+        raise ValueError(f"{what} would need {nbytes} bytes ({_units(nbytes)}), above the "
+                         f"allocation limit of {_units(limit)} (recsketch.set_alloc_limit "
                          f"changes it)" + (f"; {hint}" if hint else ""))
-

@@ -10,6 +10,7 @@ import numpy as np
 
 from ._checks import MAX_D_SKETCH, check_int, check_real
 from ._native import _core
+from .alloc import check_alloc
 
 __all__ = [
     "MIN_DENSITY",
@@ -189,6 +190,9 @@ def decode_blocks(blocks: np.ndarray, d_sketch: int) -> DecodedBlocks:
         arr = arr[None, :]
     if arr.ndim != 2:
         raise ValueError(f"blocks must be (n, block_size) or (block_size,), got shape {arr.shape}")
+    # the +-1 check's three bool arrays, an int8 copy, and the decoding (12 bytes a block)
+    check_alloc(4 * arr.size + 12 * arr.shape[0],
+                f"decode_blocks: checking and decoding {arr.shape[0]} blocks of {arr.shape[1]}")
     if not np.all((arr == 1) | (arr == -1)):
         raise ValueError("blocks must contain only +1 and -1 (round them with numpy.sign first)")
     out = _core.decode_blocks(np.ascontiguousarray(arr, dtype=np.int8),

@@ -8,7 +8,7 @@ from typing import Any, Tuple, Union
 
 import numpy as np
 
-from ._checks import FLOAT_DTYPES, as_real_array, check_int, check_real
+from ._checks import FLOAT_DTYPES, all_finite, as_real_array, check_int, check_real
 from .alloc import check_alloc
 
 __all__ = ["ErasedSketch", "erase", "random_mask"]
@@ -76,6 +76,8 @@ def _mix64(x: np.ndarray) -> np.ndarray:
 def random_mask(d: int, d_kept: int, seed: int) -> np.ndarray:
     """The ``d_kept`` coordinates a random erasure keeps: a pure function of (d, d_kept, seed),
     the same on every platform and NumPy version (ranks of a SplitMix64 hash)."""
+    # d hashed keys, their order and the mixing temporaries: four d-vectors of 8 bytes.
+    check_alloc(32 * d, f"random_mask: ranking d={d} hashed coordinates")
     golden = np.uint64(0x9E3779B97F4A7C15)
     with np.errstate(over="ignore"):
         keys = _mix64(np.arange(d, dtype=np.uint64) * golden + _mix64(np.array(seed, np.uint64)))
@@ -104,8 +106,6 @@ def erase(s: Any, keep: Union[int, float], mode: str = "prefix", seed: int = 0) 
         raise TypeError(f"s must have dtype float32 or float64, got {arr.dtype}")
     if arr.ndim not in (1, 2):
         raise ValueError(f"s must be a sketch (d,) or a batch (n, d), got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError("s contains NaN or infinity")
     if mode not in _MODES:
         raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
     d = arr.shape[-1]
@@ -121,10 +121,18 @@ def erase(s: Any, keep: Union[int, float], mode: str = "prefix", seed: int = 0) 
     else:
         raise TypeError(f"keep must be an int count or a float fraction, got {type(keep).__name__}")
     seed = check_int(seed, "seed", minimum=0, maximum=2**64 - 1)
+    rows = arr.shape[0] if arr.ndim == 2 else 1
+    check_alloc(rows * d_kept * arr.dtype.itemsize + 8 * d_kept,
+                f"erase: {rows} x {d_kept} kept coordinates")
+    # Only the kept coordinates are read, so only they must be finite.
     if mode == "prefix":
         indices = np.arange(d_kept, dtype=np.int64)
+        if not all_finite(arr[..., :d_kept]):
+            raise ValueError("s contains NaN or infinity in the kept coordinates")
         values = np.ascontiguousarray(arr[..., :d_kept])
     else:
         indices = random_mask(d, d_kept, seed)
         values = np.ascontiguousarray(arr[..., indices])
+        if not all_finite(values):
+            raise ValueError("s contains NaN or infinity in the kept coordinates")
     return ErasedSketch(values, indices, d, mode, seed)

@@ -10,7 +10,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ._checks import check_flag
+from ._checks import check_flag, reals_as_float
 from .alloc import check_alloc
 
 __all__ = ["Graph", "Handle", "FlatGraphs"]
@@ -206,6 +206,8 @@ class Graph:
             check_alloc(attributes.size * 8, f"{what}: a copy of {attributes.size} attributes")
         try:
             x = np.array(_plain_array(attributes))
+            if not isinstance(attributes, np.ndarray):   # a list of Fractions, say
+                x = reals_as_float(x)
         except (TypeError, ValueError, RuntimeError) as exc:
             raise TypeError(f"{what}: attributes must be a 1-D array of numbers ({exc})") from exc
         # bools, complex, strings and objects are refused, as by the native core, rather than

@@ -15,9 +15,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["RandomMatrix"]
 
-# Materialising more than the allocation limit (recsketch.alloc_limit(), default 4 GiB: to_dense,
-# or to_scipy, which counts a block-sparse matrix's nonzeros first) is refused: use the products
-# instead.
+# Materialising more than the allocation limit (recsketch.alloc_limit(), default max(4 GiB, half
+# the memory): to_dense, or to_scipy, which counts a block-sparse matrix's nonzeros first) is
+# refused: use the products instead.
 # Columns of an orthogonal matrix are generated this many bytes (float64) at a time, so that
 # materialising it holds little more than the result.
 _CHUNK_BYTES = 32 << 20
@@ -247,7 +247,7 @@ class RandomMatrix:
 
     def to_dense(self, *, num_threads: Optional[int] = None) -> np.ndarray:
         """The matrix as a dense float64 array, refused (ValueError) above the allocation limit
-        (:func:`recsketch.set_alloc_limit`, default 4 GiB). Written in place: the call holds
+        (:func:`recsketch.set_alloc_limit`, default max(4 GiB, half the memory)). Written in place: the call holds
         the result and a few MiB besides."""
         d = self._d
         threads = check_num_threads(num_threads)

@@ -6,7 +6,8 @@ from typing import Any, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 
-from ._checks import FLOAT_DTYPES, as_real_array
+from ._checks import FLOAT_DTYPES, all_finite, as_real_array
+from .alloc import check_alloc
 from .erasure import ErasedSketch
 
 __all__ = ["Similarity", "similarity"]
@@ -29,7 +30,7 @@ def _parts(s: Any, name: str) -> Tuple[np.ndarray, Optional[np.ndarray], int, bo
         raise TypeError(f"{name} must have dtype float32 or float64, got {v.dtype}")
     if v.ndim not in (1, 2):
         raise ValueError(f"{name} must be a sketch (d,) or a batch (n, d), got shape {v.shape}")
-    if not np.all(np.isfinite(v)):
+    if not all_finite(v):
         raise ValueError(f"{name} contains NaN or infinity")
     return (v.reshape(1, -1) if v.ndim == 1 else v), idx, d, v.ndim == 1
 
@@ -59,6 +60,11 @@ def similarity(s1: Any, s2: Any) -> Similarity:
             raise ValueError("the erased sketches share no kept coordinate")
         a, b = a[:, pa], b[:, pb]
         scale = da / common.size
+    n, m, k = a.shape[0], b.shape[0], a.shape[1]
+    # Four n x m float64 arrays (products, norms' outer product, cosines, rescaled dots) and
+    # float64 copies of the compared coordinates.
+    check_alloc(4 * 8 * n * m + 8 * (n + m) * k,
+                f"similarity: {n} x {m} dot products and cosines over {k} coordinates")
     a64, b64 = a.astype(np.float64, copy=False), b.astype(np.float64, copy=False)
     raw = a64 @ b64.T
     na = np.linalg.norm(a64, axis=1)

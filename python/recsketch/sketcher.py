@@ -12,6 +12,7 @@ import numpy as np
 
 from ._checks import MAX_D_SKETCH, MAX_POSITION, check_int, check_num_threads
 from ._native import _core
+from .alloc import check_alloc
 from .block_sparse import default_block_size, resolve_density, suggest_block_sparse
 from .decoder import QUERY_CACHE_BYTES, Decoder
 from .embeddings import LeafEmbeddings
@@ -315,9 +316,13 @@ class Sketcher:
         self._check_registry(flat.module_depth, flat.module_dim)
         if tuple_sampling is not None:
             seeds = sample_seed if isinstance(sample_seed, list) else [sample_seed] * len(graphs)
-            overall = np.array([sampled_sketch(self, g, tuple_sampling, s, num_threads)
-                                for g, s in zip(graphs, seeds)])
-            overall = overall.astype(self._dtype, copy=False)
+            # The output, filled one sampled sketch at a time (no n x d float64 stack).
+            check_alloc(len(graphs) * self._d * self._dtype.itemsize,
+                        f"sketch_many: {len(graphs)} sampled sketches of d={self._d} "
+                        f"{self._dtype.name}")
+            overall = np.empty((len(graphs), self._d), dtype=self._dtype)
+            for row, (g, s) in enumerate(zip(graphs, seeds)):
+                overall[row] = sampled_sketch(self, g, tuple_sampling, s, num_threads)
             self._record(flat)
             return overall, None
         flags, chosen = self._leaf_embeddings.plan(self, flat)
@@ -326,11 +331,23 @@ class Sketcher:
             # The batch's embeddings do not fit the budget together (each graph's do): sketch it
             # in halves. A graph's rows are chosen from the graph alone, so its bits do not change.
             half = len(graphs) // 2
+            # Both halves and their concatenation are held at once at the end.
+            check_alloc(2 * len(graphs) * self._d * self._dtype.itemsize,
+                        f"sketch_many: {len(graphs)} sketches of d={self._d} "
+                        f"{self._dtype.name} in two halves (the halves and the result)")
             first = self._sketch(graphs[:half], False, num_threads)[0]
             return np.concatenate([first, self._sketch(graphs[half:], False, num_threads)[0]]), None
         modules = [tuple(self.module_matrix(name, k)._native for k in range(3))
                    for name in flat.modules]
         positions = [self.position_matrix(i)._native for i in range(1, flat.max_fan_in + 1)]
+        if return_objects:
+            # The object sketches in Handle.index order are a copy of the core's rows, held
+            # with them and the overall sketches.
+            check_alloc((len(graphs) + len(flat.module) + flat.object_rows.size)
+                        * self._d * self._dtype.itemsize,
+                        f"sketch: {len(graphs)} sketches and {flat.object_rows.size} object "
+                        f"sketches of d={self._d} {self._dtype.name} (the core's rows and their "
+                        f"reordered copy)")
         leaf_embed = (self._leaf_embeddings.arrays(self, flat, chosen, num_threads)
                       if chosen else [])
         overall, objects = _core.sketch_graphs(

@@ -850,21 +850,32 @@ inline void block_sparse_fill_dense(const BlockSparseMatrix& R, double* out, int
 
 // Upper bound on the bytes block_sparse_forward (transpose = false) or block_sparse_transpose
 // allocates besides its output for n vectors of m columns (the bindings add it to the output
-// before checking the allocation limit). A panel (up to 8 vectors) holds its inputs and two
-// accumulators of every block-row's slots; threads run up to one panel each, or the chunks of
-// one panel (kColumnChunks accumulators). The walk cache is bounded by its own limit.
+// before checking the allocation limit). A panel (cut_panels: widest W = 8, 4 or 1 vectors)
+// holds its inputs (m x W) and a double accumulator of every block-row's slots. Threads run
+// whole panels (each with one chunk part besides its accumulator), or, when there are fewer
+// panels than threads (or the first panel records the walks of a full product), the column
+// chunks of one panel at a time (one part per chunk that holds columns below m). The walk
+// cache is bounded by its own limit.
 inline std::uint64_t block_sparse_scratch_bytes(const BlockSparseFamily& f, std::int64_t n,
                                                 std::int64_t m, bool transpose, int num_threads) {
-  constexpr std::uint64_t W = 8, item = 8;  // widest panel; the widest element
+  constexpr std::uint64_t item = 8;  // the widest element
+  const std::uint64_t W = n >= 8 ? 8 : n >= 4 ? 4 : 1;
   // slots per block-row, rounded up for any SIMD alignment
   const auto slots = static_cast<std::uint64_t>(f.third() + 4 + f.index_bits() + 16);
   const std::uint64_t panel = static_cast<std::uint64_t>(f.n_blocks()) * slots * W * item;
   if (transpose) return static_cast<std::uint64_t>(f.d()) * W * item + panel;
-  const auto panels = static_cast<std::uint64_t>((n + 7) / 8);
+  const auto un = static_cast<std::uint64_t>(std::max<std::int64_t>(0, n));
+  const std::uint64_t panels = un / 8 + un % 8 / 4 + un % 4;
   const std::uint64_t threads = static_cast<std::uint64_t>(resolve_threads(num_threads));
+  const std::uint64_t input = static_cast<std::uint64_t>(m) * W * item;
   const std::uint64_t running = std::max<std::uint64_t>(1, std::min(threads, panels));
-  return running * (static_cast<std::uint64_t>(m) * W * item + 2 * panel) +
-         static_cast<std::uint64_t>(kColumnChunks) * panel;
+  const std::uint64_t by_panel = running * (input + 2 * panel);
+  const std::int64_t chunk = (f.d() + kColumnChunks - 1) / kColumnChunks;
+  const auto chunks = static_cast<std::uint64_t>(
+      std::min<std::int64_t>(kColumnChunks, (m + chunk - 1) / chunk));
+  if (threads > 1 && chunks > 1 && (panels <= threads || m == f.d()))
+    return std::max(by_panel, input + (1 + chunks) * panel);
+  return by_panel;
 }
 
 }  // namespace recsketch

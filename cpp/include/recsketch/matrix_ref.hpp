@@ -32,11 +32,12 @@ class MatrixRef {
       orthogonal_apply(*orthogonal_, x, n, m, y, false, half, num_threads);
   }
 
-  // Bytes one product of a single full-length vector allocates besides its output, at one
-  // thread (the sketch's allocation check counts one such product).
-  std::uint64_t scratch_bytes() const {
-    return block_sparse_ ? block_sparse_scratch_bytes(block_sparse_->family(), 1, d(), false, 1)
-                         : orthogonal_scratch_bytes(d(), 1, 1);
+  // Bytes one product of n full-length vectors at num_threads threads allocates besides its
+  // output (the sketch's allocation check counts its products with it).
+  std::uint64_t scratch_bytes(std::int64_t n, int num_threads) const {
+    return block_sparse_ ? block_sparse_scratch_bytes(block_sparse_->family(), n, d(), false,
+                                                      num_threads)
+                         : orthogonal_scratch_bytes(d(), n, num_threads);
   }
 
   // out = R^T y (or (y + R^T y)/2 if half) for the n rows of y (n x d).

@@ -44,7 +44,7 @@ from .objects import (ObjectBatch, ObjectMatches, ObjectStore, fingerprints,
                       rebuild_object_sketch)
 from .signed import SignatureTable
 from ..signatures import SignatureSpec, sign_graph
-from .store import Store, selection
+from .store import Store, one_id, selection
 from .times import TimeLike, to_seconds
 
 __all__ = ["Repository"]
@@ -450,10 +450,9 @@ class Repository:
         """``(modules, sketches)`` of the objects stored with a graph's sketch, in
         ``Handle.index`` order: ``sketches`` is float32 ``(n_objects, d)``. ValueError if the
         graph was stored without its objects (or is unknown)."""
-        if isinstance(graph_id, bool) or not isinstance(graph_id, numbers.Integral):
-            raise TypeError(f"graph_id must be an integer, got {graph_id!r}")
+        graph_id = one_id(graph_id, "graph_id")   # (1.0 as well: the ids' rule)
         for attempt in range(_SNAPSHOT_ATTEMPTS):
-            idx, modules, off, gen = self._objects.of_graph(int(graph_id))
+            idx, modules, off, gen = self._objects.of_graph(graph_id)
             if idx.size == 0:
                 raise ValueError(f"no objects stored for sketch {graph_id}")
             try:

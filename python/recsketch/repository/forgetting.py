@@ -12,6 +12,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .._checks import check_real
 from .times import duration_seconds
 
 __all__ = ["DEFAULT_POLICY", "ForgetPolicy", "parse_policy", "target_lengths"]
@@ -26,7 +27,7 @@ ForgetPolicy = Sequence[Tuple[Union[float, _dt.timedelta], float]]
 
 def parse_policy(policy: Optional[ForgetPolicy]) -> List[Tuple[float, float]]:
     """``(seconds, fraction)`` tiers, checked: ages increasing, fractions in (0, 1]."""
-    tiers = [(duration_seconds(a), float(f))
+    tiers = [(duration_seconds(a), check_real(f, "policy fraction"))
              for a, f in (DEFAULT_POLICY if policy is None else policy)]
     if not tiers:
         raise ValueError("policy needs at least one tier")

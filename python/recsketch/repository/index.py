@@ -15,7 +15,7 @@ from typing import Any, Optional, Sequence, Tuple
 import numpy as np
 
 from .._checks import as_real_array
-from .store import Store, id_array
+from .store import Store, id_array, one_id
 
 __all__ = ["RetrievalIndex"]
 
@@ -91,9 +91,11 @@ class RetrievalIndex:
                 candidates, numbers.Integral) or candidates < 1):
             raise ValueError(f"candidates must be a positive integer, got {candidates!r}")
         skip = set() if exclude is None else set(id_array(exclude, "exclude").tolist())
-        if isinstance(query, numbers.Integral) and not isinstance(query, bool):
-            skip.add(int(query))
-            r, data = store.located([int(query)])
+        # a scalar is a stored id (1.0 as well, by the ids' rule); a sketch is an array
+        if isinstance(query, numbers.Real) and not isinstance(query, (bool, np.bool_)):
+            query = one_id(query, "query")
+            skip.add(query)
+            r, data = store.located([query])
             q = store.load(r.offsets, r.lengths, data)[0]
             q_len = int(r.lengths[0])
         else:

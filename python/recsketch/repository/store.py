@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import numbers
 import os
 import sqlite3
 import threading
@@ -31,6 +32,7 @@ from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Se
 
 import numpy as np
 
+from .._checks import all_finite
 from ..alloc import check_alloc
 from .times import to_seconds
 
@@ -48,9 +50,12 @@ MAX_READ_BYTES = 1 << 30
 
 
 def id_array(ids: Any, name: str = "ids") -> np.ndarray:
-    """``ids`` (one id or a sequence) as a 1-D int64 array. TypeError unless they are integers
-    (a float id is never truncated to another sketch's id), ValueError for a shape other than
-    1-D or an id beyond int64 (a uint64 would wrap)."""
+    """``ids`` (one id or a sequence) as a 1-D int64 array: the one rule for ids at every entry
+    point (add, get, delete, labels, search's exclude, ...). Integers, and floats that are
+    exactly integral (``1.0``; a float id is never rounded or truncated to another sketch's
+    id). TypeError for bools, strings, complex or other objects; ValueError naming ``name`` for
+    a non-integral or non-finite float, an id beyond int64 (a uint64 or ``2**64`` would wrap),
+    or a shape other than 1-D."""
     try:
         arr = np.atleast_1d(np.asarray(ids))
     except (TypeError, ValueError) as exc:
@@ -59,12 +64,43 @@ def id_array(ids: Any, name: str = "ids") -> np.ndarray:
         raise ValueError(f"{name} must be one id or a 1-D sequence of ids, got shape {arr.shape}")
     if arr.size == 0:
         return np.zeros(0, np.int64)
+    # The int64 copy (and, for floats, the comparison with it) before anything reads the ids:
+    # a broadcast view may stand for more ids than memory holds.
+    check_alloc(arr.size * (9 if arr.dtype.kind == "f" else 8),
+                f"{name}: a copy of {arr.size} ids")
+    lo, hi = np.iinfo(np.int64).min, np.iinfo(np.int64).max
+    if arr.dtype == object:   # Python ints beyond uint64 (2**64), Fractions, ...
+        if not all(isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
+                   for v in arr.tolist()):
+            raise TypeError(f"{name} must be integers")
+        bad = [int(v) for v in arr.tolist() if not lo <= int(v) <= hi]
+        if bad:
+            raise ValueError(f"{name} must fit int64, got {bad[0]}")
+        return np.array([int(v) for v in arr.tolist()], dtype=np.int64)
+    if arr.dtype.kind == "f":
+        if not all_finite(arr):
+            raise ValueError(f"{name} must be integers, got NaN or infinity")
+        # float64(2**63) is the first float beyond int64
+        if float(arr.min()) < -2.0**63 or float(arr.max()) >= 2.0**63:
+            raise ValueError(f"{name} must fit int64, got {arr.min()!r} to {arr.max()!r}")
+        out = arr.astype(np.int64)
+        if not np.array_equal(out, arr):
+            k = int(np.flatnonzero(out != arr)[0])
+            raise ValueError(f"{name} must be integers, got {float(arr[k])!r}")
+        return out
     if arr.dtype.kind not in "iu":
         raise TypeError(f"{name} must be integers, got dtype {arr.dtype}")
-    if arr.dtype.kind == "u" and int(arr.max()) > np.iinfo(np.int64).max:
+    if arr.dtype.kind == "u" and int(arr.max()) > hi:
         raise ValueError(f"{name} must fit int64, got {int(arr.max())}")
-    check_alloc(arr.size * 8, f"{name}: a copy of {arr.size} ids")   # (a broadcast view)
     return arr.astype(np.int64)
+
+
+def one_id(value: Any, name: str) -> int:
+    """One id (a scalar) by the rule of :func:`id_array`: TypeError for a sequence."""
+    if np.ndim(value) != 0:
+        raise TypeError(f"{name} must be one integer id, got {type(value).__name__}")
+    return int(id_array(value, name)[0])
+
 
 class Rows(NamedTuple):
     """Where selected sketches live, in one consistent snapshot (rows in id order)."""
@@ -272,10 +308,9 @@ class Store:
     def _new_ids(self, ids: Any, n: int, next_id: int) -> np.ndarray:
         if ids is None:
             return np.arange(next_id, next_id + n, dtype=np.int64)
-        out = np.asarray(ids)
-        if out.shape != (n,) or out.dtype.kind not in "iu":
-            raise ValueError(f"ids must be {n} integers")
-        out = out.astype(np.int64)
+        out = id_array(ids)
+        if out.shape != (n,):
+            raise ValueError(f"ids must be {n} integers, got {out.size}")
         if np.any(out < 0) or np.unique(out).size != n:
             raise ValueError("ids must be distinct non-negative integers")
         taken = self.existing(out)
