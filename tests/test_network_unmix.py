@@ -879,6 +879,24 @@ def test_rescue_columns_validates():
          ValueError, "d_sketch"),
         (dict(density=1.5), ValueError, "density"),
     ]
+    # hand-built matrices that are not well formed: refused naming the entry, before any work
+    sig = np.ones(b // 3, np.int8)
+    pat = np.ones((1, b), np.int8)
+
+    def mat(columns, blocks, patterns, signature=sig):
+        return rs.RecoveredMatrix(d, b, 0.1, signature, np.asarray(columns, np.int64),
+                                  [np.asarray(x, np.int64) for x in blocks], patterns)
+    cases += [
+        (dict(matrices=[mat([3], [[]], [np.ones((0, b), np.int8)])]), ValueError,
+         r"matrices\[0\].blocks\[0\]"),
+        (dict(matrices=[mat([3], [[d // b]], [pat])]), ValueError, r"blocks\[0\]"),
+        (dict(matrices=[mat([3], [[1]], [np.ones((1, b - 3), np.int8)])]), ValueError,
+         r"patterns\[0\]"),
+        (dict(matrices=[mat([3, 5], [[1]], [pat])]), ValueError, "one entry"),
+        (dict(matrices=[mat([5, 3], [[1], [2]], [pat, pat])]), ValueError, "sorted"),
+        (dict(matrices=[mat([3], [[1]], [pat], np.ones(b // 3 - 1, np.int8))]), ValueError,
+         "signature"),
+    ]
     for bad, exc, match in cases:
         with pytest.raises(exc, match=match):
             rescue_columns(**{**good, **bad})
@@ -941,3 +959,39 @@ def test_sibling_counts_are_not_paired_as_one_module():
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     assert not _opposed(g_b[:, None] * x * 0.9, count_b)
     assert not _opposed(g_a[:, None], np.full((200, 1), 2.0 ** -9))
+
+
+def test_a_column_no_basis_block_decodes_to_is_completed_without_error():
+    """A one-block column of ``P`` whose block a column of ``Q`` shares (that one present in
+    every sample, ``P``'s large in a fifth of them): no block of the basis decodes to ``P``'s
+    column, the per-sample learner brings it in, and the completion after the reads must
+    take it as it is (it crashed: the union of its blocks with no decoded block was float64,
+    then used as indices). The module keeps exactly the column the per-sample learner found,
+    with its true block and signs (from the Sketcher's matrix)."""
+    d, b, q, n = 16371, 51, 0.02, 60
+    sk = rs.Sketcher(d, block_size=b, density=q, seed=3)
+    R, R2 = sk.module_matrix("P", 1), sk.module_matrix("Q", 1)
+
+    def true_column(M, j):
+        e = np.zeros((1, d))
+        e[0, j] = 1.0
+        return np.sign(np.round(M.matvec(e)[0], 12))
+
+    j = int(np.flatnonzero(R.column_block_counts()[1:] == 1)[0]) + 1
+    col = true_column(R, j)
+    blk = int(np.flatnonzero(np.abs(col.reshape(-1, b)).max(axis=1))[0])
+    k = int(np.flatnonzero(R2.column_block_counts() >= 2)[1])
+    other = true_column(R2, k).reshape(-1, b)
+    spike = np.zeros(d)
+    spike[blk * b:(blk + 1) * b] = other[np.flatnonzero(np.abs(other).max(axis=1))[0]]
+    rng = np.random.default_rng(1)
+    c1 = np.where(rng.random(n) < 0.2, rng.uniform(2, 3, n), rng.uniform(0.0, 0.3, n))
+    c2 = rng.uniform(1.0, 1.5, n)
+    Y = (np.outer(c1, col) + np.outer(c2, spike)) / np.sqrt(d * q)
+    model = learn_network(None, Y, sketcher=sk, method="unmix")
+    held = [(m.attribute_matrix, c) for m in model.modules
+            for c in range(m.attribute_matrix.columns.size) if m.attribute_matrix.columns[c] == j]
+    assert held, [m.attribute_matrix.columns.tolist() for m in model.modules]
+    mat, c = held[0]
+    assert mat.blocks[c].tolist() == [blk]
+    np.testing.assert_array_equal(mat.patterns[c][0], col[blk * b:(blk + 1) * b])

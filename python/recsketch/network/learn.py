@@ -285,7 +285,7 @@ def learn_network(inputs: Any, sketches: Any, *, sketcher: Optional[Sketcher] = 
         learner.fit(Y)
         clusters = _clusters(learner, learner.transform(Y))
     kept, garbage = _split_garbage(clusters, purity, max_dim)
-    pairs, unpaired = _pair(clusters, kept)
+    pairs, unpaired = _pair(clusters, kept, refuse_opposed=method == "unmix")
     # A lone column-0 cluster is a count column without its attribute matrix (or the reverse);
     # a lone multi-column cluster can only be an attribute matrix.
     garbage += [(clusters[c][0], "no partner: a lone column-0 cluster")
@@ -405,14 +405,17 @@ def _opposed(attr: np.ndarray, count: np.ndarray) -> bool:
     return float(np.corrcoef(norm, g)[0, 1]) < -0.5
 
 
-def _pair(clusters: List[_Cluster], kept: Sequence[int]
+def _pair(clusters: List[_Cluster], kept: Sequence[int], refuse_opposed: bool = False
           ) -> Tuple[List[Tuple[int, Optional[int]]], List[int]]:
-    """Greedy one-to-one pairing of attribute and count clusters, best score first."""
+    """Greedy one-to-one pairing of attribute and count clusters, best score first;
+    ``refuse_opposed``: never pair an attribute cluster with a count that moves against it
+    (:func:`_opposed`; measured for ``method="unmix"`` only, so the per-sample learner, the
+    baseline of the depth-2 criterion, keeps its pairing)."""
     counts = [k for k in kept if np.array_equal(clusters[k][0].columns, [0])]
     cand = []
     for a in kept:
         for c in counts:
-            if a != c and not _opposed(clusters[a][1], clusters[c][1]):
+            if a != c and not (refuse_opposed and _opposed(clusters[a][1], clusters[c][1])):
                 s = _pair_score(clusters[a][1], clusters[c][1])
                 if s is not None:
                     cand.append((-s, a, c))

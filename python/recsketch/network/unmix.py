@@ -563,7 +563,8 @@ def rescue_columns(V: np.ndarray, left: np.ndarray, right: np.ndarray,
 
     Raises TypeError/ValueError before any work: ``V`` not ``(d, K)`` real, ``left`` not
     ``(d / b, b)``, ``right`` not ``(d / b, K)``, NaN/inf, ``matrices`` not a list of
-    :class:`RecoveredMatrix` of this ``d`` and block size, ``density`` not in (0, 1],
+    :class:`RecoveredMatrix` of this ``d`` and block size or not well formed
+    (:func:`_check_recovered`), ``density`` not in (0, 1],
     ``min_votes`` < 1, ``below`` < 0."""
     V = _real_array(V, "V", 2)
     left = _real_array(left, "left", 2)
@@ -580,6 +581,8 @@ def rescue_columns(V: np.ndarray, left: np.ndarray, right: np.ndarray,
         raise TypeError("matrices must be a list of RecoveredMatrix")
     if any(m.d_sketch != d or m.block_size != b for m in matrices):
         raise ValueError(f"every matrix must have d_sketch={d} and block_size={b}")
+    for i, m in enumerate(matrices):
+        _check_recovered(m, f"matrices[{i}]", d // b)
     density = check_fraction(density, "density")
     votes = check_int(min_votes, "min_votes", minimum=1)
     below = check_int(below, "below", minimum=0)
@@ -588,6 +591,34 @@ def rescue_columns(V: np.ndarray, left: np.ndarray, right: np.ndarray,
             raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
     return _rescue_columns(V, left, right, matrices, density, votes, below, bool(complete),
                            bool(add))
+
+
+def _check_recovered(m: RecoveredMatrix, name: str, n_blocks: int) -> None:
+    """ValueError naming ``name`` unless ``m`` is a well-formed recovered matrix of blocks of
+    ``b = m.block_size`` rows: a signature of ``b / 3`` signs, sorted distinct columns, for
+    each a non-empty list of block indices in ``[0, n_blocks)`` and a ``(n, b)`` +-1 pattern
+    per block (:class:`~recsketch.DictionaryLearner` makes them so; a hand-built one may not
+    be, and the rescue indexes with all of them)."""
+    b = m.block_size
+    sig = np.asarray(m.signature)
+    if sig.ndim != 1 or sig.size != b // 3 or not np.all(np.abs(sig) == 1):
+        raise ValueError(f"{name}.signature must hold {b // 3} signs +-1")
+    cols = np.asarray(m.columns)
+    if cols.ndim != 1 or cols.dtype.kind not in "iu" or np.any(np.diff(cols) <= 0) or (
+            cols.size and cols[0] < 0):
+        raise ValueError(f"{name}.columns must be sorted distinct nonnegative integers")
+    if len(m.blocks) != cols.size or len(m.patterns) != cols.size:
+        raise ValueError(f"{name} must hold one entry of blocks and patterns per column "
+                         f"({cols.size}), got {len(m.blocks)} and {len(m.patterns)}")
+    for c, (blk, pat) in enumerate(zip(m.blocks, m.patterns)):
+        blk, pat = np.asarray(blk), np.asarray(pat)
+        if (blk.ndim != 1 or blk.size == 0 or blk.dtype.kind not in "iu"
+                or blk.min() < 0 or blk.max() >= n_blocks):
+            raise ValueError(f"{name}.blocks[{c}] must be a non-empty list of block indices "
+                             f"in [0, {n_blocks})")
+        if pat.shape != (blk.size, b) or not np.all(np.abs(pat) == 1):
+            raise ValueError(f"{name}.patterns[{c}] must be ({blk.size}, {b}) signs +-1, got "
+                             f"shape {pat.shape}")
 
 
 def _rescue_columns(V: np.ndarray, left: np.ndarray, right: np.ndarray,
@@ -612,7 +643,10 @@ def _rescue_columns(V: np.ndarray, left: np.ndarray, right: np.ndarray,
             if col >= below:
                 continue
             have = np.asarray(blocks[c], dtype=np.int64)
-            seeds = np.union1d(have, decoded.get((m.signature.tobytes(), int(col)), []))
+            # as int64 also when no basis block decoded to the column (an empty list would
+            # make the union float64, useless as indices)
+            seeds = np.union1d(have, np.asarray(
+                decoded.get((m.signature.tobytes(), int(col)), ()), dtype=np.int64))
             string = patterns[c][0, :third].astype(np.int64) * int(patterns[c][0, 0])
             hit = _word_column(V, right, seeds, m.signature, int(col), string, third)
             if hit is None or not np.isin(hit[0], have).any():
