@@ -55,7 +55,7 @@ from typing import Callable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from .._checks import check_fraction, check_int, check_num_threads
+from .._checks import check_flag, check_fraction, check_int, check_num_threads
 from ..block_sparse import decode_blocks
 from ..dictionary import DictionaryLearner, RecoveredMatrix
 
@@ -586,11 +586,8 @@ def rescue_columns(V: np.ndarray, left: np.ndarray, right: np.ndarray,
     density = check_fraction(density, "density")
     votes = check_int(min_votes, "min_votes", minimum=1)
     below = check_int(below, "below", minimum=0)
-    for flag, name in ((complete, "complete"), (add, "add")):
-        if not isinstance(flag, (bool, np.bool_)):
-            raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
-    return _rescue_columns(V, left, right, matrices, density, votes, below, bool(complete),
-                           bool(add))
+    return _rescue_columns(V, left, right, matrices, density, votes, below,
+                           check_flag(complete, "complete"), check_flag(add, "add"))
 
 
 def _check_recovered(m: RecoveredMatrix, name: str, n_blocks: int) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._checks import MAX_D_SKETCH
+from .._checks import MAX_D_SKETCH, check_flag
 from ..graph import Graph, Handle
 from ._dataflow import fx_producers, order_producers
 from ._encoding import LayerEncoding, fold_width
@@ -356,9 +356,8 @@ def capture(model: nn.Module, inputs: Any, layers: Any = None, *, objects: str =
                                  or not 2 <= d_sketch <= MAX_D_SKETCH):
         raise ValueError(f"d_sketch must be an int in [2, {MAX_D_SKETCH}] or None, got "
                          f"{d_sketch!r}")
-    for name, flag in (("signed", signed), ("token_modules", token_modules)):
-        if not isinstance(flag, (bool, np.bool_)):
-            raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
+    check_flag(signed, "signed")
+    check_flag(token_modules, "token_modules")
     if target is not None and not callable(target):
         raise TypeError(f"target must be None or a callable (output -> score), got "
                         f"{type(target).__name__}")
