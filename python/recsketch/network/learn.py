@@ -371,13 +371,20 @@ def _split_garbage(clusters: List[_Cluster], purity: float, max_dim: int
     return kept, garbage
 
 
+def _live_samples(gains: np.ndarray) -> np.ndarray:
+    """The samples whose gain is above a quarter of the largest (boolean mask): where a
+    module's reads are large enough to compare (the rules below judge ratios and spreads on
+    them only)."""
+    return gains > 0.25 * np.max(gains, initial=0.0)
+
+
 def _pair_score(attr: np.ndarray, count: np.ndarray) -> Optional[float]:
     """Mean of |g x|_2 / g over samples, or None if the pair breaks |g x|_2 <= g.
 
     The right partner gives the recovered share of |x|_2 = 1 (close to 1); a count cluster
     with a smaller gain breaks the bound, one with a larger gain gives a smaller ratio."""
     g = count[:, 0]
-    live = g > 0.25 * np.max(g, initial=0.0)
+    live = _live_samples(g)
     if not live.any():
         return None
     ratio = np.linalg.norm(attr[live], axis=1) / g[live]
@@ -466,7 +473,7 @@ def _gain_varies(gains: np.ndarray) -> bool:
     0.031-0.224; on the root the rule raised the median l-inf on seeds 3, 4, 5 (0.0073 ->
     0.0088, 0.0102 -> 0.0130, 0.0048 -> 0.0062) and changed nothing on seeds 0-2."""
     g = np.asarray(gains, dtype=np.float64)
-    live = g > 0.25 * np.max(g, initial=0.0)
+    live = _live_samples(g)
     if live.sum() < 3:
         return False
     mean = float(np.mean(g[live]))
@@ -486,7 +493,7 @@ def _two_block_columns(Y: np.ndarray, attr: _Cluster, gains: np.ndarray,
     Measured on the six two-block depth-3 columns of d = 524,262, q = 4e-4, seeds 0-2
     (``docs/unmix.md``): the block of lower spread was the right one in 6 of 6."""
     mat, coef = attr
-    live = gains > 0.25 * np.max(gains, initial=0.0)
+    live = _live_samples(gains)
     if live.sum() < 3:
         return attr
     coef = coef.copy()
@@ -540,7 +547,7 @@ def _steadier(plain: RecoveredModule, fixed: RecoveredModule) -> RecoveredModule
     """
     if plain.count_matrix is None:
         return dataclasses.replace(fixed, leak_corrected=np.ones(fixed.columns.size, bool))
-    live = plain.gains > 0.25 * np.max(plain.gains, initial=0.0)
+    live = _live_samples(plain.gains)
     if live.sum() < 3:
         return dataclasses.replace(fixed, leak_corrected=np.ones(fixed.columns.size, bool))
     keep = (np.std(fixed.attributes[live], axis=0)
