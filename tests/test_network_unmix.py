@@ -841,6 +841,37 @@ def test_a_completion_takes_the_held_blocks_majority_string():
                           * truth[2 * b // 3], truth)
 
 
+def test_a_word_block_lost_to_one_weak_sign_is_repaired(monkeypatch):
+    """A column's word whose last block has one near-zero entry of the wrong sign (at the
+    signature's first entry, which carries the parity: seen at d = 524,262) does not decode
+    there; ``_word_column`` flips the block's weakest entries one at a time and keeps the
+    block with the Sketcher's signs. Without the repair (REPAIR_ENTRIES = 0) it is lost."""
+    import importlib
+    from recsketch.block_sparse import decode_blocks
+    unmix_mod = importlib.import_module("recsketch.network.unmix")  # not the function
+
+    d, b, q = 16371, 51, 0.02
+    third = b // 3
+    R = rs.Sketcher(d, block_size=b, density=q, seed=3).module_matrix("P", 1)
+    j = int(np.flatnonzero(R.column_block_counts() >= 3)[0])
+    col = _true_signs_d(R, j, d)
+    blks = np.flatnonzero(np.abs(col.reshape(-1, b)).max(axis=1))
+    word = col.copy()
+    word[blks[-1] * b + 2 * third] *= -0.02  # weak, and of the wrong sign
+    assert decode_blocks(np.sign(word[blks[-1] * b:(blks[-1] + 1) * b]), d).status[0] != 0
+    V = (word / np.linalg.norm(word))[:, None]
+    right = np.ones((d // b, 1))
+    pats = col.reshape(-1, b)[blks].astype(np.int8)
+    sig = (pats[0, 2 * third:] * pats[0, 2 * third]).astype(np.int8)
+    string = pats[0, :third].astype(np.int64)
+    got, fixed = unmix_mod._word_column(V, right, blks[:-1], sig, j, string, third)
+    assert got.tolist() == blks.tolist()
+    assert np.array_equal(fixed * (fixed[:, :1] * pats[:, :1]), pats)
+    monkeypatch.setattr(unmix_mod, "REPAIR_ENTRIES", 0)
+    assert unmix_mod._word_column(V, right, blks[:-1], sig, j, string,
+                                  third)[0].tolist() == blks[:-1].tolist()
+
+
 def test_signature_variant_false_match_rate_is_as_documented():
     """Two independent signatures (b / 3 signs, the first +1) are within 1-2 signs of each
     other with probability ``(C(t-1, 1) + C(t-1, 2)) / 2^(t-1)``, t = b / 3: the rate at which

@@ -731,20 +731,31 @@ def _word_column(V: np.ndarray, right: np.ndarray, seeds: np.ndarray, signature:
     coefficient sign of the seeds, at least half the seeds' largest mean absolute entry, and
     the string part (the first third, up to its flip) within :data:`STRING_ERRORS` signs of
     ``string`` (None: the most common string among those blocks, seen at least twice),
-    corrected to it. None where no block qualifies."""
+    corrected to it. None where no block qualifies.
+
+    A block of that height that does not decode is tried again with each of its
+    :data:`REPAIR_ENTRIES` weakest entries flipped in turn (:func:`_repair_weak_entries`):
+    where other words' residue cancels the word's spike on one entry, its sign is noise, and
+    one wrong sign in the parity or column part loses the block. Seen at d = 524,262 (seed 7,
+    ``docs/unmix.md``): a count column's block failed on one sign whose entry was 0.02 of the
+    block's mean absolute entry."""
     b = 3 * third
     r = right[seeds]
     r = r * np.where(r @ r[0] >= 0, 1.0, -1.0)[:, None]
     A = (V @ r.sum(axis=0)).reshape(-1, b)
     Sw = np.where(A >= 0, 1, -1).astype(np.int8)
     dw = decode_blocks(Sw, V.shape[0])
-    pats = Sw * dw.sign[:, None]
+    status, cols, signs = dw.status.copy(), dw.column.copy(), dw.sign.copy()
     height = np.mean(np.abs(A), axis=1)
-    sign = 1 if np.sum(dw.sign[seeds]) >= 0 else -1
-    ok = ((dw.status == 0) & (dw.column == column) & (dw.sign == sign)
+    strong = height >= 0.5 * np.max(height[seeds])
+    _repair_weak_entries(A, Sw, np.flatnonzero(strong & (status != 0)), column,
+                         status, cols, signs)
+    pats = Sw * signs[:, None]
+    sign = 1 if np.sum(signs[seeds]) >= 0 else -1
+    ok = ((status == 0) & (cols == column) & (signs == sign)
           & (np.abs(pats[:, 2 * third:].astype(np.int64) @ signature.astype(np.int64))
              == third)
-          & (height >= 0.5 * np.max(height[seeds])))
+          & strong)
     blks = np.flatnonzero(ok)
     if blks.size == 0:
         return None
@@ -762,6 +773,31 @@ def _word_column(V: np.ndarray, right: np.ndarray, seeds: np.ndarray, signature:
     fixed = pats[blks].astype(np.int8)
     fixed[:, :third] = flip[:, None] * string[None, :]
     return blks, fixed
+
+
+# Weakest entries of an undecodable block that _word_column flips, one at a time.
+REPAIR_ENTRIES = 3
+
+
+def _repair_weak_entries(A: np.ndarray, S: np.ndarray, blocks: np.ndarray, column: int,
+                         status: np.ndarray, cols: np.ndarray, signs: np.ndarray) -> None:
+    """For each of ``blocks`` (rows of the word ``A`` whose signs ``S`` did not decode), the
+    first of its :data:`REPAIR_ENTRIES` weakest entries whose flip makes the signs decode to
+    ``column``: ``S``, ``status``, ``cols`` and ``signs`` are updated in place. The caller's
+    checks (coefficient sign, matrix signature, string part) still apply to the result, so a
+    flip cannot make another matrix's block pass."""
+    if blocks.size == 0:
+        return
+    weak = np.argsort(np.abs(A[blocks]), axis=1)[:, :REPAIR_ENTRIES]
+    trials = np.repeat(S[blocks], weak.shape[1], axis=0)
+    trials[np.arange(trials.shape[0]), weak.ravel()] *= -1
+    dt = decode_blocks(trials, A.size)
+    good = ((dt.status == 0) & (dt.column == column)).reshape(blocks.size, -1)
+    for i, l in enumerate(blocks):
+        hit = np.flatnonzero(good[i])
+        if hit.size:
+            k = i * weak.shape[1] + int(hit[0])
+            S[l], status[l], cols[l], signs[l] = trials[k], 0, column, dt.sign[k]
 
 
 def _atoms(matrices: List[RecoveredMatrix]) -> np.ndarray:
