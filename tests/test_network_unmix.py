@@ -776,20 +776,24 @@ def test_a_column_with_one_vote_is_rescued_through_its_word():
     assert np.array_equal(_signs_of(mat, k, d, b), col)
 
 
+def _six_planted_columns():
+    """(d, b, q, R, the columns, the block scan's unmix result) for 6 planted columns of one
+    matrix with >= 2 blocks each, some blocks shared among them (40 samples)."""
+    d, b, q, n = 16371, 51, 0.02, 40
+    R = rs.Sketcher(d, block_size=b, density=q, seed=3).module_matrix("P", 1)
+    cols = np.flatnonzero(R.column_block_counts() >= 2)[:6]
+    rng = np.random.default_rng(5)
+    Y = sum(np.outer(rng.uniform(0.2, 1.0, n), _true_signs_d(R, int(c), d)) for c in cols)
+    return d, b, q, R, cols, unmix(Y / np.sqrt(d * q), b, q, refine=0, rescue_below=0)
+
+
 def test_rescue_columns_only_adds_true_blocks_and_columns():
     """Planted columns of one matrix, several with blocks shared among themselves: whatever the
     rescue adds to the block scan's matrices is a true block of a true column with the
     Sketcher's signs, nothing is removed, and every planted column ends complete."""
     from recsketch.network.unmix import rescue_columns
 
-    d, b, q, n = 16371, 51, 0.02, 40
-    sk = rs.Sketcher(d, block_size=b, density=q, seed=3)
-    R = sk.module_matrix("P", 1)
-    cols = np.flatnonzero(R.column_block_counts() >= 2)[:6]
-    rng = np.random.default_rng(5)
-    Y = sum(np.outer(rng.uniform(0.2, 1.0, n), _true_signs_d(R, int(c), d)) for c in cols)
-    Y = Y / np.sqrt(d * q)
-    plain = unmix(Y, b, q, refine=0, rescue_below=0)
+    d, b, q, R, cols, plain = _six_planted_columns()
     _, left, right = block_directions(plain.basis, b)
     out = rescue_columns(plain.basis, left, right, plain.matrices, q)
     before = {(m.signature.tobytes(), int(c)): set(bl.tolist())
@@ -817,13 +821,7 @@ def test_a_completion_takes_the_held_blocks_majority_string():
     block's, so the error was copied into the added block)."""
     from recsketch.network.unmix import rescue_columns
 
-    d, b, q, n = 16371, 51, 0.02, 40
-    sk = rs.Sketcher(d, block_size=b, density=q, seed=3)
-    R = sk.module_matrix("P", 1)
-    cols = np.flatnonzero(R.column_block_counts() >= 2)[:6]
-    rng = np.random.default_rng(5)
-    Y = sum(np.outer(rng.uniform(0.2, 1.0, n), _true_signs_d(R, int(c), d)) for c in cols)
-    plain = unmix(Y / np.sqrt(d * q), b, q, refine=0, rescue_below=0)
+    d, b, q, R, _, plain = _six_planted_columns()
     m = plain.matrices[0]
     c = next(i for i, bl in enumerate(m.blocks) if len(bl) == 4)
     j = int(m.columns[c])
