@@ -406,13 +406,13 @@ def _opposed(norm: np.ndarray, gains: np.ndarray, gain_reads: Optional[np.ndarra
     the pair score alone (``|g x|_2 <= g``) let two siblings' count columns pair as a module
     of their own. Measured at d = 524,262, q = 4e-4, seed 5 (``docs/unmix.md``, round 6): the
     mids' count reads correlate at -0.993 and paired, the right partners at +0.999. ``k``
-    siblings whose weights sum to 1 correlate at about ``-1/(k-1)``: a fixed cutoff of -0.5
-    refused two siblings always, three about half the time and four never; a cutoff at
-    ``OPPOSED_SE`` standard errors of a zero correlation refuses them while ``1/(k-1)`` is
-    beyond it (200 samples, 300 draws of weights within 1.2x of ``1/k``: 300, 300, 298, 264
-    and 185 of 300 at ``k`` = 2-6, against 300, 152, 0, 0, 0 with the cutoff -0.5) and refuses a right partner whose correlation is 0 in about 1 case of 160 (it is
-    positive where ``|x_recovered|`` does not move against ``g``). A constant gain (the
-    root's) gives no sign, so the test is not made there."""
+    siblings whose weights sum to 1 correlate at about ``-1/(k-1)``, so a fixed cutoff of -0.5
+    holds for two only; a cutoff at ``OPPOSED_SE`` standard errors of a zero correlation
+    refuses them while ``1/(k-1)`` is beyond it (200 samples, 300 draws of weights within
+    1.2x of ``1/k``: 300, 300, 298, 264 and 185 of 300 refused at ``k`` = 2-6, against 300,
+    152, 0, 0, 0 with -0.5) and refuses a right partner whose correlation is 0 in about 1
+    case of 160 (it is positive where ``|x_recovered|`` does not move against ``g``). A
+    constant gain (the root's) gives no sign, so the test is not made there."""
     if not _gain_varies(gains, gain_reads):
         return False
     live = _live_samples(gains)
@@ -447,7 +447,8 @@ def _pair(clusters: List[_Cluster], kept: Sequence[int], Y: Optional[np.ndarray]
     cand = []
     for a in kept:
         for c in counts:
-            if a == c or (Y is not None and _opposed(norms[a], clusters[c][1][:, 0], reads[c])):
+            if a == c or (Y is not None
+                          and _opposed(norms[a], clusters[c][1][:, 0], reads[c])):
                 continue
             s = _pair_score(clusters[a][1], clusters[c][1])
             if s is not None:
