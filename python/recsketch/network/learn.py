@@ -274,7 +274,7 @@ def learn_network(inputs: Any, sketches: Any, *, sketcher: Optional[Sketcher] = 
             check_int(rank, "rank", minimum=1, maximum=n)
         rounds = 20 if refine is None else check_int(refine, "refine", minimum=0)
         un = unmix(Y, b, q, rank=rank, min_votes=min_votes, refine=rounds,
-                   rescue_below=max_dim, num_threads=num_threads)
+                   rescue_below=min(max_dim, d), num_threads=num_threads)
         clusters = _split_atoms(un.matrices, un.atoms, un.coefficients)
         # Columns with a single nonzero block get one vote in the basis but one per sample in
         # the per-sample scan (measured: 2 vs 4 of 5 top-level columns on one seed), so the
@@ -285,7 +285,7 @@ def learn_network(inputs: Any, sketches: Any, *, sketcher: Optional[Sketcher] = 
         learner.fit(Y)
         clusters = _clusters(learner, learner.transform(Y))
     kept, garbage = _split_garbage(clusters, purity, max_dim)
-    pairs, unpaired = _pair(clusters, kept, refuse_opposed=method == "unmix")
+    pairs, unpaired = _pair(clusters, kept, Y if method == "unmix" else None)
     # A lone column-0 cluster is a count column without its attribute matrix (or the reverse);
     # a lone multi-column cluster can only be an attribute matrix.
     garbage += [(clusters[c][0], "no partner: a lone column-0 cluster")
@@ -294,8 +294,9 @@ def learn_network(inputs: Any, sketches: Any, *, sketcher: Optional[Sketcher] = 
     pairs.sort(key=lambda p: p[0])
     if method == "unmix":
         for a, c in pairs:
-            if c is not None and _gain_varies(clusters[c][1][:, 0]):
-                clusters[a] = _two_block_columns(Y, clusters[a], clusters[c][1][:, 0])
+            if c is not None:
+                clusters[a] = _two_block_columns(Y, clusters[a], clusters[c][1][:, 0],
+                                                 gain_reads=_count_reads(Y, clusters[c][0]))
     modules = [_module(i, clusters[a], None if c is None else clusters[c], w0)
                for i, (a, c) in enumerate(pairs)]
     if method == "unmix":
@@ -304,7 +305,7 @@ def learn_network(inputs: Any, sketches: Any, *, sketcher: Optional[Sketcher] = 
         modules = _correct_leaks(Y, un.basis, un.projections, modules, rounds, w0)
     if method == "unmix":
         modules = [_complete_columns(un.basis, un.projections, m) for m in modules]
-        modules = [_complete_from_basis(un, m, max_dim, min_votes) for m in modules]
+        modules = _complete_from_basis(un, modules, max_dim, min_votes)
     if X_in is not None:
         for m in modules:
             m.input_r2 = _r2(X_in, m.attributes)
@@ -393,39 +394,65 @@ def _pair_score(attr: np.ndarray, count: np.ndarray) -> Optional[float]:
     return float(np.mean(ratio))
 
 
-def _opposed(attr: np.ndarray, count: np.ndarray) -> bool:
-    """Whether ``|attr|_2`` and the count read move against each other over the samples
-    (correlation below -0.5) while the count varies (:func:`_gain_varies`): then they are not
-    one module's ``g x`` and ``g``, which share ``g``.
+def _opposed(norm: np.ndarray, gains: np.ndarray, gain_reads: Optional[np.ndarray]) -> bool:
+    """Whether an attribute cluster's ``|c|_2`` per sample (``norm``) and a count cluster's
+    gain move against each other beyond chance: correlation below
+    ``-OPPOSED_SE / sqrt(n)`` over the ``n`` live samples, while the gain varies
+    (:func:`_gain_varies`, ``gain_reads`` its block reads): then they are not one module's
+    ``g x`` and ``g``, which share ``g`` (the right partner's correlation is positive, or
+    near 0 where ``|x_recovered|`` varies more than ``g``).
 
     Why: sibling modules' gains move against each other (importance weights sum to 1), and
     the pair score alone (``|g x|_2 <= g``) let two siblings' count columns pair as a module
     of their own. Measured at d = 524,262, q = 4e-4, seed 5 (``docs/unmix.md``, round 6): the
-    mids' count reads correlate at -0.993 and paired, the right partners at +0.999. A constant
-    gain (the root's) gives no sign, so the test is not made there."""
-    g = count[:, 0]
-    if not _gain_varies(g):
+    mids' count reads correlate at -0.993 and paired, the right partners at +0.999. ``k``
+    siblings whose weights sum to 1 correlate at about ``-1/(k-1)``, so a fixed cutoff of -0.5
+    holds for two only; a cutoff at ``OPPOSED_SE`` standard errors of a zero correlation
+    refuses them while ``1/(k-1)`` is beyond it (200 samples, 300 draws of weights within
+    1.2x of ``1/k``: 300, 300, 298, 264 and 185 of 300 refused at ``k`` = 2-6, against 300,
+    152, 0, 0, 0 with -0.5) and refuses a right partner whose correlation is 0 in about 1
+    case of 160 (it is positive where ``|x_recovered|`` does not move against ``g``). A
+    constant gain (the root's) gives no sign, so the test is not made there."""
+    if not _gain_varies(gains, gain_reads):
         return False
-    norm = np.linalg.norm(attr, axis=1)
-    if np.std(norm) == 0:
+    live = _live_samples(gains)
+    if np.std(norm[live]) == 0:
         return False
-    return float(np.corrcoef(norm, g)[0, 1]) < -0.5
+    corr = float(np.corrcoef(norm[live], gains[live])[0, 1])
+    return corr < -OPPOSED_SE / math.sqrt(int(live.sum()))
 
 
-def _pair(clusters: List[_Cluster], kept: Sequence[int], refuse_opposed: bool = False
+# Standard errors of a zero correlation beyond which _opposed calls a pair's norm and gain
+# opposed.
+OPPOSED_SE = 2.5
+
+
+def _count_reads(Y: np.ndarray, count: RecoveredMatrix) -> np.ndarray:
+    """``(n_blocks, S)``: a count column's per-block reads, the blocks the coefficient read
+    trusts (:func:`~recsketch.network.unmix.screen_blocks`): what :func:`_gain_varies`
+    measures the read noise on."""
+    est = _reads(Y, count, 0)
+    return est[screen_blocks(est)]
+
+
+def _pair(clusters: List[_Cluster], kept: Sequence[int], Y: Optional[np.ndarray] = None
           ) -> Tuple[List[Tuple[int, Optional[int]]], List[int]]:
-    """Greedy one-to-one pairing of attribute and count clusters, best score first;
-    ``refuse_opposed``: never pair an attribute cluster with a count that moves against it
-    (:func:`_opposed`; measured for ``method="unmix"`` only, so the per-sample learner, the
-    baseline of the depth-2 criterion, keeps its pairing)."""
+    """Greedy one-to-one pairing of attribute and count clusters, best score first; with the
+    sketches ``Y`` (``method="unmix"`` only, so the per-sample learner, the baseline of the
+    depth-2 criterion, keeps its pairing) never an attribute cluster with a count that moves
+    against it (:func:`_opposed`)."""
     counts = [k for k in kept if np.array_equal(clusters[k][0].columns, [0])]
+    norms = {a: np.linalg.norm(clusters[a][1], axis=1) for a in kept} if Y is not None else {}
+    reads = {c: _count_reads(Y, clusters[c][0]) for c in counts} if Y is not None else {}
     cand = []
     for a in kept:
         for c in counts:
-            if a != c and not (refuse_opposed and _opposed(clusters[a][1], clusters[c][1])):
-                s = _pair_score(clusters[a][1], clusters[c][1])
-                if s is not None:
-                    cand.append((-s, a, c))
+            if a == c or (Y is not None
+                          and _opposed(norms[a], clusters[c][1][:, 0], reads[c])):
+                continue
+            s = _pair_score(clusters[a][1], clusters[c][1])
+            if s is not None:
+                cand.append((-s, a, c))
     used: set = set()
     pairs: List[Tuple[int, Optional[int]]] = []
     for _, a, c in sorted(cand):
@@ -458,11 +485,19 @@ def _top_level_reads(Y: np.ndarray, m: RecoveredModule, w0: float) -> RecoveredM
 # Relative spread (std / mean over the live samples) below which a module's gain counts as
 # constant for the two-block rule; see _gain_varies.
 GAIN_CV_MIN = 0.01
+# How many times its read noise the gain's spread over samples must be to count as varying
+# (both as standard deviations of a sample's gain); see _gain_varies.
+GAIN_NOISE_RATIO = 2.0
 
 
-def _gain_varies(gains: np.ndarray) -> bool:
-    """Whether the gain varies over the live samples (gain above a quarter of the largest) by a
-    relative spread of at least :data:`GAIN_CV_MIN`: the condition under which
+def _gain_varies(gains: np.ndarray, reads: Optional[np.ndarray] = None) -> bool:
+    """Whether the gain varies over the live samples (gain above a quarter of the largest):
+    by a relative spread of at least :data:`GAIN_CV_MIN`, and, given its block reads
+    ``reads`` (``(n_blocks, S)``, :func:`_count_reads`) on two or more blocks, by at least
+    :data:`GAIN_NOISE_RATIO` times the read noise of a sample's mean over the blocks. That
+    noise comes from the blocks' disagreement: the reads less each block's mean over the
+    samples and each sample's mean over the blocks (a block's constant leak is not noise, the
+    gain's variation moves every block alike). This is the condition under which
     :func:`_two_block_columns` can tell a leaky block from a clean one.
 
     Why: that rule sees a nearly constant leak as the extra variation of ``leak / g``, which
@@ -471,21 +506,34 @@ def _gain_varies(gains: np.ndarray) -> bool:
     throws away the average. Measured at d = 524,262, q = 4e-4, seeds 0-5 (``docs/unmix.md``,
     round 6): the root's read gain varies by 0.0000-0.0004, the depth-3 modules' by
     0.031-0.224; on the root the rule raised the median l-inf on seeds 3, 4, 5 (0.0073 ->
-    0.0088, 0.0102 -> 0.0130, 0.0048 -> 0.0062) and changed nothing on seeds 0-2."""
+    0.0088, 0.0102 -> 0.0130, 0.0048 -> 0.0062) and changed nothing on seeds 0-2. A relative
+    spread alone would also count a constant gain read with noise as varying (``sigma`` of
+    0.3 relative per read is far above 0.01), hence the comparison with the noise."""
     g = np.asarray(gains, dtype=np.float64)
     live = _live_samples(g)
     if live.sum() < 3:
         return False
     mean = float(np.mean(g[live]))
-    return mean > 0 and float(np.std(g[live])) >= GAIN_CV_MIN * mean
+    if not (mean > 0 and float(np.std(g[live])) >= GAIN_CV_MIN * mean):
+        return False
+    if reads is None or reads.shape[0] < 2:  # one block: no noise estimate
+        return True
+    R = np.asarray(reads, dtype=np.float64)[:, live]
+    per_sample = R.mean(axis=0)
+    resid = R - R.mean(axis=1, keepdims=True) - per_sample[None, :] + per_sample.mean()
+    noise = float(np.sum(resid ** 2)) / ((R.shape[0] - 1) * (R.shape[1] - 1)) / R.shape[0]
+    return float(np.var(per_sample, ddof=1)) >= GAIN_NOISE_RATIO ** 2 * noise
 
 
 def _two_block_columns(Y: np.ndarray, attr: _Cluster, gains: np.ndarray,
-                       leak: Optional[Leak] = None) -> _Cluster:
+                       leak: Optional[Leak] = None,
+                       gain_reads: Optional[np.ndarray] = None) -> _Cluster:
     """For every attribute column whose coefficient rests on exactly two trusted blocks (as
     :func:`~recsketch.network.unmix.screen_blocks` keeps them), the coefficient read off the
-    one block whose ``estimate / g`` varies least over samples. ``leak``: the heavier words'
-    share of the rows, removed before the blocks are read (``_correct_leaks``).
+    one block whose ``estimate / g`` varies least over samples, where the gain varies
+    (:func:`_gain_varies`, with ``gain_reads`` its block reads; otherwise ``attr`` as it is).
+    ``leak``: the heavier words' share of the rows, removed before the blocks are read
+    (``_correct_leaks``).
 
     Why: a heavy word's leak into a block is nearly constant over samples while ``g`` varies
     with the input, so on the leaky block ``estimate / g = x_j + leak / g`` carries the extra
@@ -493,9 +541,9 @@ def _two_block_columns(Y: np.ndarray, attr: _Cluster, gains: np.ndarray,
     Measured on the six two-block depth-3 columns of d = 524,262, q = 4e-4, seeds 0-2
     (``docs/unmix.md``): the block of lower spread was the right one in 6 of 6."""
     mat, coef = attr
-    live = _live_samples(gains)
-    if live.sum() < 3:
+    if not _gain_varies(gains, gain_reads):
         return attr
+    live = _live_samples(gains)
     coef = coef.copy()
     for c in range(mat.columns.size):
         est = _reads(Y, mat, c, leak)
@@ -581,20 +629,29 @@ def _complete_columns(V: np.ndarray, YV: np.ndarray, m: RecoveredModule) -> Reco
     return dataclasses.replace(m, attribute_matrix=full)
 
 
-def _complete_from_basis(un: UnmixResult, m: RecoveredModule, below: int, min_votes: int
-                         ) -> RecoveredModule:
-    """The module's attribute and count columns with the blocks their words in the basis show
+def _complete_from_basis(un: UnmixResult, modules: List[RecoveredModule], below: int,
+                         min_votes: int) -> List[RecoveredModule]:
+    """The modules' attribute and count columns with the blocks their words in the basis show
     beyond the held ones (:func:`~recsketch.network.unmix.rescue_columns`, ``add=False``),
     after every coefficient read: a completed block is one that other words overlap, so it
     serves the recovered matrix, not the reads. Measured (``docs/unmix.md``, round 6): seed
     7's count columns of 4 and 6 blocks held with 2 and 3 went to 3 and 6; no column at depth
-    2 or 3 of seeds 0-8 has a wrong block or sign."""
-    mats = [m.attribute_matrix] + ([m.count_matrix] if m.count_matrix is not None else [])
-    done = _rescue_columns(un.basis, un.block_left, un.block_right, mats,
-                           m.attribute_matrix.density, min_votes, below, complete=True,
-                           add=False)
-    return dataclasses.replace(m, attribute_matrix=done[0],
-                               count_matrix=done[1] if len(done) > 1 else None)
+    2 or 3 of seeds 0-8 has a wrong block or sign. One call for all modules: each matrix is
+    completed on its own, and the basis blocks are decoded once."""
+    mats = [[m.attribute_matrix] + ([m.count_matrix] if m.count_matrix is not None else [])
+            for m in modules]
+    if not mats:
+        return []
+    density = modules[0].attribute_matrix.density
+    done = iter(_rescue_columns(un.basis, un.block_left, un.block_right,
+                                [x for ms in mats for x in ms], density, min_votes, below,
+                                complete=True, add=False))
+    out = []
+    for m, ms in zip(modules, mats):
+        attr = next(done)
+        count = next(done) if len(ms) > 1 else None
+        out.append(dataclasses.replace(m, attribute_matrix=attr, count_matrix=count))
+    return out
 
 
 def _reread(Y: np.ndarray, m: RecoveredModule, leak: Leak, rounds: int, w0: float

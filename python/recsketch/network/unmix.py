@@ -565,7 +565,7 @@ def rescue_columns(V: np.ndarray, left: np.ndarray, right: np.ndarray,
     ``(d / b, b)``, ``right`` not ``(d / b, K)``, NaN/inf, ``matrices`` not a list of
     :class:`RecoveredMatrix` of this ``d`` and block size or not well formed
     (:func:`_check_recovered`), ``density`` not in (0, 1],
-    ``min_votes`` < 1, ``below`` < 0."""
+    ``min_votes`` < 1, ``below`` < 0 or > ``d``."""
     V = _real_array(V, "V", 2)
     left = _real_array(left, "left", 2)
     right = _real_array(right, "right", 2)
@@ -585,7 +585,8 @@ def rescue_columns(V: np.ndarray, left: np.ndarray, right: np.ndarray,
         _check_recovered(m, f"matrices[{i}]", d // b)
     density = check_fraction(density, "density")
     votes = check_int(min_votes, "min_votes", minimum=1)
-    below = check_int(below, "below", minimum=0)
+    # a column index is below d: a larger bound is a mistake, not "every column"
+    below = check_int(below, "below", minimum=0, maximum=d)
     return _rescue_columns(V, left, right, matrices, density, votes, below,
                            check_flag(complete, "complete"), check_flag(add, "add"))
 
@@ -644,8 +645,8 @@ def _rescue_columns(V: np.ndarray, left: np.ndarray, right: np.ndarray,
             # make the union float64, useless as indices)
             seeds = np.union1d(have, np.asarray(
                 decoded.get((m.signature.tobytes(), int(col)), ()), dtype=np.int64))
-            string = patterns[c][0, :third].astype(np.int64) * int(patterns[c][0, 0])
-            hit = _word_column(V, right, seeds, m.signature, int(col), string, third)
+            hit = _word_column(V, right, seeds, m.signature, int(col),
+                               _held_string(patterns[c], third), third)
             if hit is None or not np.isin(hit[0], have).any():
                 continue
             new = ~np.isin(hit[0], have)
@@ -681,14 +682,35 @@ def _rescue_columns(V: np.ndarray, left: np.ndarray, right: np.ndarray,
     return out
 
 
+def _held_string(patterns: np.ndarray, third: int) -> Optional[np.ndarray]:
+    """The string part (first third, up to its flip) of a held column, entry by entry the
+    majority of its blocks' (``patterns`` ``(n, b)``, each string flipped to agree with the
+    first block's), so that one block with a sign error there does not carry it into the
+    blocks a completion adds; None where an entry is tied (then :func:`_word_column` takes the
+    most common string of the word's blocks)."""
+    strings = patterns[:, :third].astype(np.int64)
+    strings *= np.where(strings @ strings[0] >= 0, 1, -1)[:, None]
+    total = strings.sum(axis=0)
+    if np.any(total == 0):
+        return None
+    return np.where(total > 0, 1, -1).astype(np.int64)
+
+
 def _signature_variant(sig: np.ndarray, col: int, n_seeds: int,
                        matrices: List[RecoveredMatrix], missing: dict, third: int) -> bool:
     """Whether signature ``sig`` is within :data:`STRING_ERRORS` signs (but not equal) of a
     held matrix's, or of another missing key of the same column with at least ``n_seeds``
     blocks: then its blocks are a mixture that carries sign errors into the signature part
-    (two random signatures of ``b / 3`` signs are that close with probability ~1e-4), not
+    (two independent signatures are rarely that close, see below), not
     another matrix. Seen at d = 524,262 (seed 8): a count column's blocks split into two keys
-    whose signatures differ in two signs, both 2 blocks; neither is rescued."""
+    whose signatures differ in two signs, both 2 blocks; neither is rescued.
+
+    The price: two independent signatures (``t = b / 3`` signs, the first +1) are within 1-2
+    signs with probability ``(C(t-1, 1) + C(t-1, 2)) / 2^(t-1)`` per pair: 6.0e-5 at b = 69,
+    2.1e-3 at b = 51 (``tests/test_network_unmix.py`` checks the formula on random pairs).
+    A false match only keeps a column of a distinct matrix from being added (a miss, never a
+    wrong block): with the 7-8 held matrices of the d = 524,262 runs, about 5e-4 of such
+    columns at b = 69 and 1.7e-2 at b = 51."""
     s = sig.astype(np.int64)
     others = [m.signature for m in matrices]
     others += [np.frombuffer(k, dtype=np.int8) for (k, c), v in missing.items()
@@ -709,20 +731,31 @@ def _word_column(V: np.ndarray, right: np.ndarray, seeds: np.ndarray, signature:
     coefficient sign of the seeds, at least half the seeds' largest mean absolute entry, and
     the string part (the first third, up to its flip) within :data:`STRING_ERRORS` signs of
     ``string`` (None: the most common string among those blocks, seen at least twice),
-    corrected to it. None where no block qualifies."""
+    corrected to it. None where no block qualifies.
+
+    A block of that height that does not decode is tried again with each of its
+    :data:`REPAIR_ENTRIES` weakest entries flipped in turn (:func:`_repair_weak_entries`):
+    where other words' residue cancels the word's spike on one entry, its sign is noise, and
+    one wrong sign in the parity or column part loses the block. Seen at d = 524,262 (seed 7,
+    ``docs/unmix.md``): a count column's block failed on one sign whose entry was 0.02 of the
+    block's mean absolute entry."""
     b = 3 * third
     r = right[seeds]
     r = r * np.where(r @ r[0] >= 0, 1.0, -1.0)[:, None]
     A = (V @ r.sum(axis=0)).reshape(-1, b)
     Sw = np.where(A >= 0, 1, -1).astype(np.int8)
     dw = decode_blocks(Sw, V.shape[0])
-    pats = Sw * dw.sign[:, None]
+    status, cols, signs = dw.status.copy(), dw.column.copy(), dw.sign.copy()
     height = np.mean(np.abs(A), axis=1)
-    sign = 1 if np.sum(dw.sign[seeds]) >= 0 else -1
-    ok = ((dw.status == 0) & (dw.column == column) & (dw.sign == sign)
+    strong = height >= 0.5 * np.max(height[seeds])
+    _repair_weak_entries(A, Sw, np.flatnonzero(strong & (status != 0)), column,
+                         status, cols, signs)
+    pats = Sw * signs[:, None]
+    sign = 1 if np.sum(signs[seeds]) >= 0 else -1
+    ok = ((status == 0) & (cols == column) & (signs == sign)
           & (np.abs(pats[:, 2 * third:].astype(np.int64) @ signature.astype(np.int64))
              == third)
-          & (height >= 0.5 * np.max(height[seeds])))
+          & strong)
     blks = np.flatnonzero(ok)
     if blks.size == 0:
         return None
@@ -740,6 +773,31 @@ def _word_column(V: np.ndarray, right: np.ndarray, seeds: np.ndarray, signature:
     fixed = pats[blks].astype(np.int8)
     fixed[:, :third] = flip[:, None] * string[None, :]
     return blks, fixed
+
+
+# Weakest entries of an undecodable block that _word_column flips, one at a time.
+REPAIR_ENTRIES = 3
+
+
+def _repair_weak_entries(A: np.ndarray, S: np.ndarray, blocks: np.ndarray, column: int,
+                         status: np.ndarray, cols: np.ndarray, signs: np.ndarray) -> None:
+    """For each of ``blocks`` (rows of the word ``A`` whose signs ``S`` did not decode), the
+    first of its :data:`REPAIR_ENTRIES` weakest entries whose flip makes the signs decode to
+    ``column``: ``S``, ``status``, ``cols`` and ``signs`` are updated in place. The caller's
+    checks (coefficient sign, matrix signature, string part) still apply to the result, so a
+    flip cannot make another matrix's block pass."""
+    if blocks.size == 0:
+        return
+    weak = np.argsort(np.abs(A[blocks]), axis=1)[:, :REPAIR_ENTRIES]
+    trials = np.repeat(S[blocks], weak.shape[1], axis=0)
+    trials[np.arange(trials.shape[0]), weak.ravel()] *= -1
+    dt = decode_blocks(trials, A.size)
+    good = ((dt.status == 0) & (dt.column == column)).reshape(blocks.size, -1)
+    for i, l in enumerate(blocks):
+        hit = np.flatnonzero(good[i])
+        if hit.size:
+            k = i * weak.shape[1] + int(hit[0])
+            S[l], status[l], cols[l], signs[l] = trials[k], 0, column, dt.sign[k]
 
 
 def _atoms(matrices: List[RecoveredMatrix]) -> np.ndarray:
@@ -797,7 +855,8 @@ def unmix(Y: np.ndarray, block_size: int, density: float, *, rank: Optional[int]
     column (as :class:`DictionaryLearner`); ``refine`` rounds of the nonnegative coefficient
     refinement (0: the unmixed start only); ``rescue_below``: keys of columns below this index
     that decoded in fewer than ``min_votes`` blocks are followed through their word
-    (:func:`rescue_columns`; 0 turns it off; ``learn_network`` passes ``max_attribute_dim``)."""
+    (:func:`rescue_columns`; 0 turns it off, at most ``d``; ``learn_network`` passes
+    ``max_attribute_dim``)."""
     if not isinstance(Y, np.ndarray) or Y.dtype not in (np.float32, np.float64):
         raise TypeError("Y must be a float32 or float64 numpy array")
     if Y.ndim != 2 or 0 in Y.shape:
@@ -808,7 +867,7 @@ def unmix(Y: np.ndarray, block_size: int, density: float, *, rank: Optional[int]
     b = check_int(block_size, "block_size", minimum=3)
     votes = check_int(min_votes, "min_votes", minimum=1)
     rounds = check_int(refine, "refine", minimum=0)
-    below = check_int(rescue_below, "rescue_below", minimum=0)
+    below = check_int(rescue_below, "rescue_below", minimum=0, maximum=d)
     check_num_threads(num_threads)
     if rank is not None:
         check_int(rank, "rank", minimum=1, maximum=n)
