@@ -571,12 +571,10 @@ def _whole_norm(plain: RecoveredModule, fixed: RecoveredModule, w0: float
     1 / WHOLE_NORM_SLOPE]`` and ``R^2 >= WHOLE_NORM_R2`` (a missing coordinate that varies with
     ``g`` lowers the slope; the intercept, ``-kappa``, is free). Measured at d = 524,262,
     q = 4e-4 (``docs/unmix.md``, round 7)."""
-    if plain.count_matrix is None:
-        return None
+    if plain.count_matrix is None or not _gain_varies(plain.gains):
+        return None  # a constant gain gives no slope
     g = plain.gains
     live = _live_samples(g)
-    if live.sum() < 3 or np.std(g[live]) == 0:
-        return None
     c = fixed.attributes * fixed.gains[:, None]
     norm = np.linalg.norm(c, axis=1)
     if np.std(norm[live]) == 0:
