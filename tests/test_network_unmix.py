@@ -677,6 +677,36 @@ def test_a_correction_that_adds_variation_against_the_gain_is_not_kept():
     assert lone.leak_corrected.tolist() == [True, True]
 
 
+def test_a_module_whose_columns_hold_the_whole_norm_takes_its_gain_from_the_norm():
+    """Attributes have unit norm, so where the corrected columns hold all of x, |c|_2 is the
+    gain and a count read off by a constant (kappa) is not used: the planted x and g come
+    back exactly (depth and path weights from g). Where a coordinate is missing (|c|_2 = 0.6
+    g: slope 0.6 on the read), where the gain does not vary, and without a count column, the
+    rule does not apply (None: the per-column choice decides)."""
+    import dataclasses
+    from recsketch.network.learn import _whole_norm
+    rng = np.random.default_rng(1)
+    n = 200
+    g = rng.uniform(0.3, 0.7, n) * 2.0 ** -9
+    x = rng.uniform(0.2, 1.0, (n, 4))
+    x /= np.sqrt((x ** 2).sum(axis=1))[:, None]
+    read = g + 0.3 * np.median(g)  # the count read: g + kappa
+    _, m, _, _ = _planted_module()
+    plain = dataclasses.replace(m, columns=np.arange(4), gains=read,
+                                attributes=np.zeros((n, 4)))
+    fixed = dataclasses.replace(plain, attributes=g[:, None] * x / read[:, None])
+    out = _whole_norm(plain, fixed, 2.0 ** -3.5)
+    assert out is not None and out.count_matrix is m.count_matrix
+    assert np.allclose(out.gains, g, rtol=1e-12) and np.allclose(out.attributes, x, rtol=1e-12)
+    assert out.depth == 3 and np.allclose(out.path_weights, g * 2.0 ** 9)
+    assert out.leak_corrected.tolist() == [True] * 4
+    part = dataclasses.replace(fixed, attributes=0.6 * fixed.attributes)
+    assert _whole_norm(plain, part, 2.0 ** -3.5) is None
+    flat = dataclasses.replace(plain, gains=np.full(n, read[0]))
+    assert _whole_norm(flat, fixed, 2.0 ** -3.5) is None
+    assert _whole_norm(dataclasses.replace(plain, count_matrix=None), fixed, 2.0 ** -3.5) is None
+
+
 def test_negative_reads_are_counted_not_silently_clipped():
     """Negative coefficient reads become x = 0 (identity-word coefficients are >= 0) and their
     share is recorded in RecoveredModule.clipped."""
