@@ -167,8 +167,9 @@ def test_sketch_many_refuses_a_batch_beyond_the_limit_and_stores_nothing(limit, 
     repo = rs.Repository.create(tmp_path / "r", sk)
     first = repo.add_graphs([g])
     one = sk.sketch_many([g])
-    # 100 float32 sketches of d = 4096 and the 256 MiB working budget
-    limit(256 << 20)
+    # 100 float32 sketches of d = 4096: 1.6 MB of outputs (the estimate counted the 256 MiB
+    # working budget whatever the batch, refused under 256 MiB)
+    limit(1 << 20)
     with pytest.raises(ValueError, match="sketch_graphs: 100 sketches of d=4096 float32"):
         sk.sketch_many([g] * 100)
     with pytest.raises(ValueError, match="allocation limit"):
@@ -190,14 +191,16 @@ def test_one_wide_graph_is_bounded_by_its_object_sketches_in_flight():
         rs.Sketcher(2**20, family="orthogonal").sketch(g)
     # The bound, from its documented parts (docs/sketch_schedule.md), at d = 4096 with a 1 MiB
     # working budget and two threads: the output; the graph's 3002 object sketches in flight
-    # (at least 3/4 of the budget); a level slice's five buffers (a quarter of the budget, at
-    # least one row each) plus its attribute inputs (a fifth of that) and one column of R[M,2]
-    # per thread; and two products at once (three sign bit-vectors and one d-vector each).
-    d, work, threads = 4096, 1 << 20, 2
+    # (the rows 3/4 of the budget hold, or the graph's, at most the batch's); a level slice's
+    # five buffers (the rows a quarter of the budget holds, at least one, at most the batch's)
+    # plus its attribute inputs (a fifth of that) and one column of R[M,2] per thread; and two
+    # products at once (three sign bit-vectors and one d-vector each).
+    d, work, threads, rows = 4096, 1 << 20, 2, 3002
     sk = rs.Sketcher(d, family="orthogonal", seed=1)
     reference = sk.sketch(g, num_threads=threads)
-    slice_buffers = max(work // 4, 5 * d * 4)
-    need = (d * 4 + max(work // 4 * 3, 3002 * d * 4) + slice_buffers + slice_buffers // 5
+    slice_buffers = 5 * min(max(1, work // 4 // (5 * d * 4)), rows) * d * 4
+    in_flight = min(rows, max(max(1, work // 4 * 3 // (d * 4)), 3002)) * d * 4
+    need = (d * 4 + in_flight + slice_buffers + slice_buffers // 5
             + threads * d * 4 + threads * (3 * (d // 64) * 8 + d * 8))
     previous_work = _core._set_sketch_working_bytes(work)
     previous = rs.set_alloc_limit(need - 1)
