@@ -272,15 +272,20 @@ def test_one_short_vector_and_a_one_leaf_sketch_at_a_large_d_pass_the_default():
         rs.set_alloc_limit(previous)
 
 
-_PEAK_CHILD = textwrap.dedent("""
-    import re, sys
-    import numpy as np
-    import recsketch as rs
+# A child's resident memory (bytes) from /proc/self/status, in the child scripts below
+_STATUS = """
     def status(key):
         with open("/proc/self/status") as f:
             for line in f:
                 if line.startswith(key):
                     return int(line.split()[1]) << 10
+"""
+
+_PEAK_CHILD = textwrap.dedent("""
+    import re, sys
+    import numpy as np
+    import recsketch as rs
+""" + _STATUS + """
     d, n, m, threads = (int(a) for a in sys.argv[1:5])
     rs.set_walk_cache_limit(0)   # the walk cache has its own bound
     R = rs.Sketcher(d, seed=1).module_matrix("m", 1)._native
@@ -320,11 +325,7 @@ def test_block_sparse_product_estimate_covers_the_measured_peak(n, m, threads):
 _SKETCH_PEAK_CHILD = textwrap.dedent("""
     import re, sys
     import recsketch as rs
-    def status(key):
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(key):
-                    return int(line.split()[1]) << 10
+""" + _STATUS + """
     d, n_graphs, threads = (int(a) for a in sys.argv[1:4])
     rs.set_walk_cache_limit(0)   # the walk cache has its own bound
     sk = rs.Sketcher(d, seed=1)

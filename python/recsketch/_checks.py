@@ -112,6 +112,17 @@ def as_real_array(x: object, name: str) -> np.ndarray:
     return arr.astype(np.float64, copy=False)
 
 
+def as_sketches(x: object, name: str, width: int) -> np.ndarray:
+    """``x`` as a float32/float64 array ``(width,)`` or ``(n, width)`` (:func:`as_real_array`;
+    layout and finiteness are the caller's checks): TypeError or ValueError naming ``name``."""
+    arr = as_real_array(x, name)
+    if arr.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must have dtype float32 or float64, got {arr.dtype}")
+    if arr.ndim not in (1, 2) or arr.shape[-1] != width:
+        raise ValueError(f"{name} must have shape ({width},) or (n, {width}), got {arr.shape}")
+    return arr
+
+
 def all_finite(arr: np.ndarray, chunk: int = 1 << 22) -> bool:
     """Whether every element of ``arr`` (1-D or 2-D) is finite, checked in blocks of at most
     ``chunk`` elements: ``np.isfinite`` of the whole array would hold a bool per element (8 GiB

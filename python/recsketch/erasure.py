@@ -8,7 +8,8 @@ from typing import Any, Tuple, Union
 
 import numpy as np
 
-from ._checks import FLOAT_DTYPES, MAX_D_SKETCH, all_finite, as_real_array, check_int, check_real
+from ._checks import (FLOAT_DTYPES, MAX_D_SKETCH, all_finite, as_real_array, as_sketches,
+                      check_int, check_real)
 from .alloc import check_alloc
 
 __all__ = ["ErasedSketch", "erase", "random_mask"]
@@ -43,12 +44,7 @@ class ErasedSketch:
         if idx.ndim != 1 or not 1 <= idx.size <= d:
             raise ValueError(f"indices must be a 1-D array of 1 to d_sketch={d} coordinates, "
                              f"got shape {idx.shape}")
-        arr = as_real_array(values, "values")
-        if arr.dtype not in FLOAT_DTYPES:
-            raise TypeError(f"values must have dtype float32 or float64, got {arr.dtype}")
-        if arr.ndim not in (1, 2) or arr.shape[-1] != idx.size:
-            raise ValueError(f"values must have shape ({idx.size},) or (n, {idx.size}) for "
-                             f"{idx.size} indices, got {arr.shape}")
+        arr = as_sketches(values, "values", idx.size)   # one row of values per index
         if mode == "prefix":
             want = np.arange(idx.size, dtype=np.int64)
         else:
