@@ -926,7 +926,7 @@ def _chain_by_chain(sk, block):
 def test_joint_design_rows_are_the_block_chains_bit_for_bit_in_few_batched_products(
         monkeypatch):
     # The design was built one product per (block path, letter), of dim + 1 = 5 rows each
-    # (a 4-vector panel and a slow 1-vector one in the kernel): ~700 calls for the README
+    # (a 4-vector panel and a slow 1-vector one in the kernel): 632 calls for the README
     # demo's question 4. Partial products that one matrix multiplies next are now stacked and
     # multiplied 4 rows a call, with at most one shorter call per stack; the bits are those
     # of each block's own chain of products.
