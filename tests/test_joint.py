@@ -841,8 +841,9 @@ def test_joint_refuses_a_build_over_joint_max_build_bytes():
     n = plan["unknowns"]
     assert n == 8 * 33 * 8 + 8 * 33 and plan["path_depths"] == [2]
     assert plan["cache_bytes_needed"] <= sk.decoder.cache_bytes
-    # the design and, while it is built, the partial products shared by the blocks
-    assert 2 * 8 * n * d <= plan["design_bytes"] <= 3 * 8 * n * d
+    # the design and, while it is built, the partial products shared by the blocks (each
+    # dropped once nothing reads it: the whole memo of them made it 2-3x the design)
+    assert 1.25 * 8 * n * d <= plan["design_bytes"] <= 2 * 8 * n * d
     s = np.zeros(d)
     tracemalloc.start()
     try:
@@ -906,3 +907,51 @@ def test_joint_design_bytes_bounds_the_measured_peak_of_a_build():
     n, d = plan["unknowns"], 8192
     assert peak > 1.5 * 8 * n * d                        # the partial products are real
     assert 0.8 * plan["design_bytes"] <= peak <= plan["design_bytes"]
+
+
+def _chain_by_chain(sk, block):
+    """A path block's rows made alone, letter by letter (no sharing, no batching): the
+    module's base columns, then P(R) of each letter from the innermost out, times 2^-depth."""
+    from recsketch.joint import _chain
+    x = np.concatenate([sk.module_matrix(block.module, 1).apply_short(np.eye(block.dim)),
+                        sk.module_matrix(block.module, 2).apply_short(np.eye(1))])
+    for letter in reversed(_chain(block)):
+        mat = (sk.position_matrix(letter.key) if letter.kind == "position"
+               else sk.module_matrix(letter.key, 0))
+        for j in range(x.shape[0]):        # one vector per call
+            x[j] = mat.half(x[j])
+    return x * 0.5 ** block.depth
+
+
+def test_joint_design_rows_are_the_block_chains_bit_for_bit_in_few_batched_products(
+        monkeypatch):
+    # The design was built one product per (block path, letter), of dim + 1 = 5 rows each
+    # (a 4-vector panel and a slow 1-vector one in the kernel): 632 calls for the README
+    # demo's question 4. Partial products that one matrix multiplies next are now stacked and
+    # multiplied 4 rows a call, with at most one shorter call per stack; the bits are those
+    # of each block's own chain of products.
+    from recsketch import matrices
+    from recsketch.joint import _SLICE_ROWS, design_rows, plan_blocks
+    sk = _deep_registry(1008, n_modules=2, dim=4, family="block_sparse")
+    blocks = plan_blocks(sk.modules, 3, 10**6)
+    assert {b.depth for b in blocks if b.path is not None} == {2, 3}
+    calls = []
+    real = matrices.RandomMatrix._apply
+
+    def record(self, x, *, transpose, half, short, num_threads):
+        if not short:
+            calls.append((self.role, half, np.shape(x)[0]))
+        return real(self, x, transpose=transpose, half=half, short=short,
+                    num_threads=num_threads)
+
+    monkeypatch.setattr(matrices.RandomMatrix, "_apply", record)
+    rows = design_rows(sk, blocks, None)
+    monkeypatch.undo()
+    # at d = 1008 every stack fits one panel (_PANEL_BYTES): at most one shorter call per
+    # (matrix, map) (74 calls of 5 rows before, 97 of which 7 short after)
+    stacks = {(role, half) for role, half, _ in calls}
+    assert len([c for c in calls if c[2] != _SLICE_ROWS]) <= len(stacks)
+    first = blocks[0].start
+    for b in blocks:
+        got = rows[b.start - first:b.start - first + b.size]
+        np.testing.assert_array_equal(got, _chain_by_chain(sk, b))

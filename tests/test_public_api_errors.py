@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 
 import recsketch as rs
+from recsketch.denoise import SubspaceFitter, fit_subspace
+from recsketch.learned import LearnedModule
 from test_native_entry_points import small_graph
 
 D = 360
@@ -201,9 +203,48 @@ case("nan/inf", "erase keep=NaN", lambda: rs.erase(S, np.nan), ValueError, "keep
 case("range", "erase keep=2.0", lambda: rs.erase(S, 2.0), ValueError, "keep")
 case("range", "erase keep=400", lambda: rs.erase(S, 400), ValueError, "keep")
 case("dtype", "erase s=str", lambda: rs.erase("s", 0.5), TypeError, "s must be")
-case("huge", "ErasedSketch.to_dense at d_sketch=2**40",
-     lambda: rs.ErasedSketch(np.ones(2), np.arange(2), 2**40, "prefix", 0).to_dense(),
+case("huge", "ErasedSketch.to_dense of 2**20 rows at d_sketch=2**31-1",
+     lambda: rs.ErasedSketch(np.ones((2**20, 2)), np.arange(2), 2**31 - 1, "prefix",
+                             0).to_dense(),
      ValueError, "allocation limit")
+# An ErasedSketch built by hand was not checked: queries then failed deep inside NumPy (or
+# read wrong coordinates in silence)
+E = rs.erase(S, 100, mode="random", seed=3)
+for label, args, exc, pattern, category in [
+        ("d_sketch=2**40", (np.ones(2), np.arange(2), 2**40, "prefix", 0), ValueError,
+         "d_sketch", "range"),
+        ("d_sketch=0", (np.ones(2), np.arange(2), 0, "prefix", 0), ValueError, "d_sketch",
+         "range"),
+        ("d_sketch=1.5", (np.ones(2), np.arange(2), 1.5, "prefix", 0), TypeError, "d_sketch",
+         "dtype"),
+        ("mode='first'", (np.ones(2), np.arange(2), D, "first", 0), ValueError, "mode",
+         "range"),
+        ("seed=-1", (E.values, E.indices, D, "random", -1), ValueError, "seed", "range"),
+        ("indices float", (np.ones(2), np.array([0.0, 1.0]), D, "prefix", 0), TypeError,
+         "indices", "dtype"),
+        ("indices bool", (np.ones(2), np.array([True, True]), D, "prefix", 0), TypeError,
+         "indices", "dtype"),
+        ("indices 2-D", (np.ones(2), np.arange(2).reshape(1, 2), D, "prefix", 0), ValueError,
+         "indices", "shape"),
+        ("no indices", (np.ones(0), np.arange(0), D, "prefix", 0), ValueError, "indices",
+         "zero-size"),
+        ("indices out of range", (np.ones(2), np.array([0, D]), D, "prefix", 0), ValueError,
+         "indices", "range"),
+        ("indices not the prefix", (np.ones(2), np.array([1, 0]), D, "prefix", 0),
+         ValueError, "indices", "range"),
+        ("indices of another seed", (E.values, E.indices, D, "random", 4), ValueError,
+         "indices", "range"),
+        ("values int", (np.ones(2, np.int64), np.arange(2), D, "prefix", 0), TypeError,
+         "values", "dtype"),
+        ("values str", ("ab", np.arange(2), D, "prefix", 0), TypeError, "values", "dtype"),
+        ("values of another length", (np.ones(3), np.arange(2), D, "prefix", 0), ValueError,
+         "values", "shape"),
+        ("values 3-D", (np.ones((1, 1, 2)), np.arange(2), D, "prefix", 0), ValueError,
+         "values", "shape"),
+        ("values NaN", (np.array([1.0, np.nan]), np.arange(2), D, "prefix", 0), ValueError,
+         "values", "nan/inf")]:
+    case(category, f"ErasedSketch({label})", lambda args=args: rs.ErasedSketch(*args), exc,
+         pattern)
 
 # Matrices
 R = SK.module_matrix("leaf", 0)
@@ -428,8 +469,41 @@ if torch is not None:
             ("inputs NaN", dict(inputs=torch.full((2, 4), float("nan"))), ValueError, "NaN",
              "nan/inf"),
             ("inputs with no rows", dict(inputs=torch.zeros(0, 4)), ValueError, "inputs",
-             "zero-size")]:
+             "zero-size"),
+            # was the model's RuntimeError from inside torch (mat1 and mat2 shapes ...)
+            ("inputs of width 5", dict(inputs=torch.randn(2, 5)), ValueError,
+             "layer '0' (Linear) expects 4 features on the last axis, got an input of shape "
+             "(2, 5)", "shape")]:
         case(category, f"torch.capture({label})", lambda kw=kw: capture(**kw), exc, pattern)
+
+
+# A list mixing bools with numbers: NumPy reads [True, 1.0] as floats, so it passed where an
+# array of bools (and a bool alone) is refused. One rule: a bool is not a real number.
+MIXED_S = [True] + S[1:].tolist()                  # a sketch's length, one entry a bool
+MIXED_SS = [[np.True_] + row[1:].tolist() for row in SS]
+SUBSPACE = fit_subspace(SS, rank=2)
+for label, call, pattern in [
+        ("Graph.add attributes", lambda: rs.Graph().add("m", [True, 0.0]), "attributes"),
+        ("Graph.add attributes (nested array)",
+         lambda: rs.Graph().add("m", [np.array(True), 0.0]), "attributes"),
+        ("Sketcher.attributes s", lambda: SK.attributes(MIXED_S, "leaf"), "sketch"),
+        ("Sketcher.count s", lambda: SK.count(MIXED_SS, "leaf", 0.5), "sketch"),
+        ("similarity s1", lambda: rs.similarity(MIXED_S, S), "s1"),
+        ("erase s", lambda: rs.erase(MIXED_S, 0.5), "s"),
+        ("ErasedSketch values", lambda: rs.ErasedSketch([True, 0.5], [0, 1], D, "prefix"),
+         "values"),
+        ("RandomMatrix.matvec x", lambda: R.matvec(MIXED_S), "x"),
+        ("RandomMatrix.apply_short x", lambda: R.apply_short([True, 0.5]), "x"),
+        ("DictionaryLearner.fit Y",
+         lambda: rs.DictionaryLearner(D, block_size=36, density=0.3).fit(MIXED_SS), "Y"),
+        ("Subspace.project s", lambda: SUBSPACE.project(MIXED_S), "sketch"),
+        ("SubspaceFitter.add sketches",
+         lambda: SubspaceFitter(D).add(MIXED_SS), "sketches"),
+        ("LearnedModule.fit members",
+         lambda: LearnedModule.fit("l", MIXED_SS, SS), "members"),
+        ("Repository.add sketches", on_repo("add", MIXED_SS), "sketches"),
+        ("Repository.search query", on_repo("search", MIXED_S, 2), "query")]:
+    case("dtype", f"{label}=[True, numbers...]", call, TypeError, pattern)
 
 
 @pytest.mark.parametrize("case_id", list(CASES))
@@ -557,3 +631,18 @@ def test_graph_attributes_of_integer_dtype_are_reals():
     g = rs.Graph()
     h = g.add("m", np.array([0, 1], np.int64))
     np.testing.assert_array_equal(g.attributes(h), [0.0, 1.0])
+
+
+def test_an_erased_sketch_from_its_parts_reads_like_the_one_erase_made():
+    # the parts erase returns (as a user may store them) make an equal erased sketch, checked
+    for mode, seed in (("prefix", 0), ("random", 7)):
+        e = rs.erase(SS, 200, mode=mode, seed=seed)
+        again = rs.ErasedSketch(e.values, e.indices.tolist(), e.d_sketch, e.mode, e.seed)
+        assert again.indices.dtype == np.int64 and again.d_kept == 200
+        np.testing.assert_array_equal(again.to_dense(), e.to_dense())
+        want = SK.attributes(e, "leaf").attributes
+        np.testing.assert_array_equal(SK.attributes(again, "leaf").attributes, want)
+        # against an independent reading: the full sketches with the erased coordinates zeroed
+        kept = np.zeros(D, bool)
+        kept[again.indices] = True
+        np.testing.assert_array_equal(again.to_dense(), np.where(kept, SS, 0.0))

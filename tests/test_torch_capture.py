@@ -352,6 +352,36 @@ def all_hooks(model):
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
 
 
+def test_inputs_of_the_wrong_width_name_the_layer_and_both_shapes():
+    # The model's own RuntimeError came from deep inside torch ("mat1 and mat2 shapes cannot
+    # be multiplied"): now a ValueError before the layer runs, naming the layer, what its
+    # parameters fix, the tensor it got and the batch the model was called on.
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    with pytest.raises(ValueError, match=r"layer '0' \(Linear\) expects 4 features on the "
+                                         r"last axis, got an input of shape \(2, 5\); the "
+                                         r"model was called on a batch of shape \(2, 5\)"):
+        capture(mlp, torch.randn(2, 5))
+    assert all_hooks(mlp) == 0
+    cnn = nn.Sequential(nn.Conv2d(3, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 6 * 6, 2))
+    with pytest.raises(ValueError, match=r"layer '0' \(Conv2d\) expects 3 channels on axis -3 "
+                                         r"of a \(3\)- or \(4\)-axis input, got an input of "
+                                         r"shape \(2, 1, 8, 8\)"):
+        capture(cnn, torch.randn(2, 1, 8, 8), layers=["0", "3"])
+    # a mismatch inside the model: the layer's own input beside the batch's shape
+    with pytest.raises(ValueError, match=r"layer '3' \(Linear\) expects 72 features on the "
+                                         r"last axis, got an input of shape \(2, 98\); the "
+                                         r"model was called on a batch of shape \(2, 3, 9, 9\)"):
+        capture(cnn, torch.randn(2, 3, 9, 9), layers=["0", "3"])
+    assert all_hooks(cnn) == 0
+    norm = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4), nn.BatchNorm1d(4))
+    with pytest.raises(ValueError, match=r"'0' \(Linear\) expects 4 features"):
+        capture(norm, {"input": torch.randn(3, 6)})
+    # the right width captures as before (the checks change nothing)
+    got = capture(cnn, torch.randn(2, 3, 8, 8), layers=["0", "3"])
+    assert len(got.graphs) == 2 and all_hooks(cnn) == 0
+
+
 def test_hooks_removed_after_errors():
     m = nn.Sequential(nn.Linear(3, 3), Boom(), nn.Linear(3, 2))
     with pytest.raises(RuntimeError, match="boom") as info:

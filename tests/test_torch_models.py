@@ -191,9 +191,13 @@ def test_units_attribution_leaves_the_model_as_it_was(effnet):
 
 def test_hooks_removed_after_an_exception(effnet):
     model, x, _ = effnet
-    with pytest.raises(RuntimeError):
-        capture(model, x[:2, :1], layers=MODULE_LAYERS)        # one channel: conv_stem fails
-    assert all(not m._forward_hooks for m in model.modules())
+    # one channel: conv_stem's own RuntimeError from inside torch before; now recsketch's
+    # ValueError, raised before the layer runs, naming it and both shapes
+    with pytest.raises(ValueError, match=r"layer '_conv_stem' \(Conv2dStaticSamePadding\) "
+                                         r"expects 3 channels .* got an input of shape "
+                                         r"\(2, 1, 224, 224\)"):
+        capture(model, x[:2, :1], layers=MODULE_LAYERS)
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
 
 
 def test_minilm_tokens_counts_and_cls_fingerprint(minilm_capture):

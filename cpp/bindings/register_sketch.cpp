@@ -217,10 +217,16 @@ void register_sketch(py::module_& m) {
           for (std::int64_t k = 0; k < g.n_graphs; ++k)
             widest = std::max(widest, g.graph_ptr[k + 1] - g.graph_ptr[k]);
           const std::uint64_t working = sketch_working_bytes.load();
-          const std::uint64_t slice_buffers = std::max<std::uint64_t>(working / 4, mul_bytes(5, ud * item));
+          // Rows, not the budget: a small batch holds no more object sketches than its rows,
+          // and no level slice more rows than the batch (sketch_graphs' groups and slices).
+          const auto urows = static_cast<std::uint64_t>(std::max<std::int64_t>(1, rows));
+          const std::uint64_t group_rows = std::max<std::uint64_t>(1, working / 4 * 3 / (ud * item));
+          const std::uint64_t slice_rows = std::max<std::uint64_t>(1, working / 4 / (5 * ud * item));
+          const std::uint64_t slice_buffers =
+              mul_bytes(5 * std::min(slice_rows, urows), ud * item);
           const std::uint64_t in_flight = add_bytes(
-              std::max<std::uint64_t>(working / 4 * 3,
-                                      mul_bytes(static_cast<std::uint64_t>(widest), ud * item)),
+              mul_bytes(std::min(urows, std::max(group_rows, static_cast<std::uint64_t>(widest))),
+                        ud * item),
               add_bytes(add_bytes(slice_buffers, slice_buffers / 5), mul_bytes(running, ud * item)));
           const std::uint64_t outputs = mul_bytes(
               static_cast<std::uint64_t>(g.n_graphs) + (return_objects ? rows : 0), ud * item);

@@ -74,11 +74,28 @@ def reals_as_float(arr: np.ndarray) -> np.ndarray:
         return arr
 
 
+def holds_bool(x: object) -> bool:
+    """Whether ``x`` (what ``numpy.asarray`` would read: nested lists and tuples of scalars or
+    arrays) holds a bool anywhere. NumPy reads ``[True, 1.0]`` as floats, so the converted
+    dtype cannot tell; a bool is not a real number (:func:`check_real`), alone or mixed."""
+    if isinstance(x, np.ndarray):
+        return x.dtype.kind == "b" or (x.dtype == object and any(map(holds_bool, x.flat)))
+    if isinstance(x, (list, tuple)):
+        types = set(map(type, x))   # one pass in C over a long flat list of numbers
+        if any(issubclass(t, (bool, np.bool_)) for t in types):
+            return True
+        if any(issubclass(t, (list, tuple, np.ndarray)) for t in types):
+            return any(map(holds_bool, x))
+        return False
+    return isinstance(x, (bool, np.bool_))
+
+
 def as_real_array(x: object, name: str) -> np.ndarray:
     """``x`` as an ndarray: an ndarray as it is (its dtype and layout are the caller's checks),
     anything else through ``numpy.asarray`` as float64. TypeError naming ``name`` for what is
-    not an array of real numbers: strings, None, ragged lists, bools, complex or object
-    values (NumPy would parse the strings, drop the imaginary parts, call ``__float__``)."""
+    not an array of real numbers: strings, None, ragged lists, bools (also beside numbers:
+    :func:`holds_bool`), complex or object values (NumPy would parse the strings, drop the
+    imaginary parts, call ``__float__``)."""
     if isinstance(x, np.ndarray):
         return x
     try:
@@ -89,7 +106,21 @@ def as_real_array(x: object, name: str) -> np.ndarray:
     if arr.dtype.kind not in "iuf":
         raise TypeError(f"{name} must be an array of real numbers, got "
                         f"{type(x).__name__} of dtype {arr.dtype}")
+    if holds_bool(x):
+        raise TypeError(f"{name} must be an array of real numbers, got a "
+                        f"{type(x).__name__} holding a bool (which NumPy would read as 0 or 1)")
     return arr.astype(np.float64, copy=False)
+
+
+def as_sketches(x: object, name: str, width: int) -> np.ndarray:
+    """``x`` as a float32/float64 array ``(width,)`` or ``(n, width)`` (:func:`as_real_array`;
+    layout and finiteness are the caller's checks): TypeError or ValueError naming ``name``."""
+    arr = as_real_array(x, name)
+    if arr.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must have dtype float32 or float64, got {arr.dtype}")
+    if arr.ndim not in (1, 2) or arr.shape[-1] != width:
+        raise ValueError(f"{name} must have shape ({width},) or (n, {width}), got {arr.shape}")
+    return arr
 
 
 def all_finite(arr: np.ndarray, chunk: int = 1 << 22) -> bool:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Dict, NamedTuple, Optional, Sequence, Tup
 import numpy as np
 
 from ._cache import ByteLRU
-from ._checks import (FLOAT_DTYPES, MAX_POSITION, as_real_array, check_int, check_num_threads,
+from ._checks import (FLOAT_DTYPES, MAX_POSITION, as_sketches, check_int, check_num_threads,
                       check_real)
 from .alloc import check_alloc
 from ._probes import POSITION, Letter, Probe, WeightedWord, Word, build_probe
@@ -196,12 +196,7 @@ class Decoder:
             was_1d = vals.ndim == 1
             return _Input(vals.reshape(1, -1) if was_1d else vals, arr.indices,
                           arr.d_sketch / arr.d_kept, depth, module, path, was_1d)
-        a = as_real_array(arr, "sketch")
-        if a.dtype not in FLOAT_DTYPES:
-            raise TypeError(f"sketch must have dtype float32 or float64, got {a.dtype}")
-        if a.ndim not in (1, 2) or a.shape[-1] != self._d:
-            raise ValueError(f"sketch must have shape ({self._d},) or (n, {self._d}), "
-                             f"got {a.shape}")
+        a = as_sketches(arr, "sketch", self._d)
         # Finiteness is checked on the (small) results instead: NaN and infinity propagate
         # through every read-out, and a second pass over a large batch would double its cost.
         was_1d = a.ndim == 1

@@ -33,7 +33,7 @@ from typing import Any, Iterable, Optional, Tuple, Union
 
 import numpy as np
 
-from ._checks import FLOAT_DTYPES, check_int
+from ._checks import FLOAT_DTYPES, as_real_array, check_int
 from .erasure import ErasedSketch
 
 __all__ = ["COND_WARN", "DEFAULT_RTOL", "Subspace", "SubspaceFitter", "check_rule",
@@ -264,7 +264,7 @@ class SubspaceFitter:
         Checked before anything changes (dtype float32/float64, as :meth:`Subspace.project`;
         shape; finiteness); the fit is updated only once the whole chunk is folded, so a
         failure leaves it as it was."""
-        arr = sketches if isinstance(sketches, np.ndarray) else np.asarray(sketches, np.float64)
+        arr = as_real_array(sketches, "sketches")
         if arr.dtype not in FLOAT_DTYPES:
             raise TypeError(f"sketches must have dtype float32 or float64, got {arr.dtype}")
         if arr.ndim == 1:
@@ -393,7 +393,7 @@ def fit_subspace(sketches: Union[np.ndarray, Iterable[np.ndarray]], *,
 def checked_sketches(s: Any, d: int) -> np.ndarray:
     """A sketch ``(d,)`` or batch ``(n, d)`` of float32/float64 as float64, finite (TypeError
     or ValueError naming the problem otherwise)."""
-    arr = s if isinstance(s, np.ndarray) else np.asarray(s, dtype=np.float64)
+    arr = as_real_array(s, "sketch")
     if arr.dtype not in FLOAT_DTYPES:
         raise TypeError(f"sketch must have dtype float32 or float64, got {arr.dtype}")
     if arr.ndim not in (1, 2) or arr.shape[-1] != d:

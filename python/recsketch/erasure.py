@@ -8,7 +8,8 @@ from typing import Any, Tuple, Union
 
 import numpy as np
 
-from ._checks import FLOAT_DTYPES, all_finite, as_real_array, check_int, check_real
+from ._checks import (FLOAT_DTYPES, MAX_D_SKETCH, all_finite, as_real_array, as_sketches,
+                      check_int, check_real)
 from .alloc import check_alloc
 
 __all__ = ["ErasedSketch", "erase", "random_mask"]
@@ -27,13 +28,51 @@ class ErasedSketch:
 
     __slots__ = ("values", "indices", "d_sketch", "mode", "seed")
 
-    def __init__(self, values: np.ndarray, indices: np.ndarray, d_sketch: int, mode: str,
-                 seed: int):
+    def __init__(self, values: Any, indices: Any, d_sketch: int, mode: str, seed: int = 0):
+        """An erased sketch from its parts, as :func:`erase` makes them (and as they can be
+        stored): ``values`` ``(d_kept,)`` or ``(n, d_kept)``, float32 or float64 and finite;
+        ``indices`` the ``d_kept`` kept coordinates of a ``d_sketch``-dimensional sketch,
+        exactly those that ``mode`` keeps (``"prefix"``: ``0 .. d_kept - 1``; ``"random"``:
+        :func:`random_mask` of ``seed``). TypeError or ValueError naming the part otherwise."""
+        d = check_int(d_sketch, "d_sketch", minimum=1, maximum=MAX_D_SKETCH)
+        if not isinstance(mode, str) or mode not in _MODES:
+            raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+        seed = check_int(seed, "seed", minimum=0, maximum=2**64 - 1)
+        idx = np.asarray(indices) if not isinstance(indices, np.ndarray) else indices
+        if idx.dtype.kind not in "iu":
+            raise TypeError(f"indices must be an array of integers, got dtype {idx.dtype}")
+        if idx.ndim != 1 or not 1 <= idx.size <= d:
+            raise ValueError(f"indices must be a 1-D array of 1 to d_sketch={d} coordinates, "
+                             f"got shape {idx.shape}")
+        arr = as_sketches(values, "values", idx.size)   # one row of values per index
+        if mode == "prefix":
+            want = np.arange(idx.size, dtype=np.int64)
+        else:
+            want = random_mask(d, idx.size, seed)
+        if not np.array_equal(idx, want):
+            raise ValueError(f"indices are not the {idx.size} coordinates that mode={mode!r}"
+                             + (f" with seed={seed}" if mode == "random" else "")
+                             + f" keeps of d_sketch={d}: build erased sketches with "
+                             "recsketch.erase, or pass the parts it returned")
+        if not all_finite(arr):
+            raise ValueError("values contain NaN or infinity")
+        self._set(arr, want, d, mode, seed)
+
+    def _set(self, values: np.ndarray, indices: np.ndarray, d_sketch: int, mode: str,
+             seed: int) -> None:
         self.values = values
         self.indices = indices
         self.d_sketch = d_sketch
         self.mode = mode
         self.seed = seed
+
+    @classmethod
+    def _checked(cls, values: np.ndarray, indices: np.ndarray, d_sketch: int, mode: str,
+                 seed: int) -> "ErasedSketch":
+        """One whose parts the caller has made and checked (:func:`erase`)."""
+        out = cls.__new__(cls)
+        out._set(values, indices, d_sketch, mode, seed)
+        return out
 
     @property
     def d_kept(self) -> int:
@@ -135,4 +174,4 @@ def erase(s: Any, keep: Union[int, float], mode: str = "prefix", seed: int = 0) 
         values = np.ascontiguousarray(arr[..., indices])
         if not all_finite(values):
             raise ValueError("s contains NaN or infinity in the kept coordinates")
-    return ErasedSketch(values, indices, d, mode, seed)
+    return ErasedSketch._checked(values, indices, d, mode, seed)

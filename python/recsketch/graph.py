@@ -10,7 +10,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ._checks import check_flag, reals_as_float
+from ._checks import check_flag, holds_bool, reals_as_float
 from .alloc import check_alloc
 
 __all__ = ["Graph", "Handle", "FlatGraphs"]
@@ -215,6 +215,9 @@ class Graph:
         if x.dtype.kind not in "iuf":
             raise TypeError(f"{what}: attributes must be an array of numbers (a float or "
                             f"integer dtype), got dtype {x.dtype}")
+        if holds_bool(attributes):
+            raise TypeError(f"{what}: attributes must be an array of numbers, got a "
+                            f"{type(attributes).__name__} holding a bool")
         x = x.astype(np.float64)
         if x.ndim != 1:
             raise ValueError(f"{what}: attributes must be 1-D, got shape {x.shape}")

@@ -34,7 +34,7 @@ factor of the rest (:class:`Extension`).
 from __future__ import annotations
 
 from itertools import product
-from typing import TYPE_CHECKING, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -65,33 +65,59 @@ _MAX_FAN_IN = 64
 # Smallest admissible min(diag L)^2 / max(diag L)^2 of the Gram factor: below it the fitted
 # columns are numerically dependent and the solve would amplify rounding into garbage.
 _MIN_PIVOT_RATIO = 1e-12
+# design_rows stacks the partial products that one matrix multiplies next, up to this many
+# bytes (at least one block; the stack is a temporary), and multiplies the stack this many rows
+# a call: blocks of dim + 1 rows, multiplied alone, left a slow 1-vector panel each, and the
+# kernels' 8-vector panel ran slower per vector than two of 4 (docs/joint.md).
+_PANEL_BYTES = 8 << 20
+_SLICE_ROWS = 4
+# A partial product of the design: (module, through P(R) factors, letters innermost first).
+_Key = Tuple[str, bool, Word]
 
 
 def design_bytes(blocks: Sequence["Block"], d: int, d_kept: Optional[int] = None) -> int:
     """Peak working memory of building a plan's design and Gram factor (bytes): the design
-    (``8 n d``) with, while :func:`design_rows` runs, its shared partial products (one
-    ``(dim + 1, d)`` array per distinct (module, letters applied so far), counted from the
-    blocks) and two temporaries of the largest block; then the design beside its restriction
-    to ``d_kept`` coordinates (an erased sketch) and the Gram matrix and its factor
-    (``16 n^2``). Not what the query cache must keep (:func:`cache_bytes_needed`); capped by
+    (``8 n d``) with, while :func:`design_rows` runs, the partial products that later products
+    or blocks still read, the modules' base columns and a batched product's stacked inputs and
+    output, counted by walking the same schedule (:func:`_schedule`); then the design beside
+    its restriction to ``d_kept`` coordinates (an erased sketch) and the Gram matrix and its
+    factor (``16 n^2``). Not what the query cache must keep (:func:`cache_bytes_needed`); capped by
     ``Decoder.joint_max_build_bytes`` (:func:`build_too_large`)."""
     n = sum(b.size for b in blocks)
-    seen = set()
-    partial = 0
-    for b in blocks:
-        if b.path is not None:
-            words = [tuple(reversed(_chain(b)))]
-        else:
-            words = [tuple(reversed(w)) for w, _ in path_free_words(b.depth, b.module)]
-        for w in words:
-            for length in range(len(w) + 1):
-                key = (b.module, b.path is not None, w[:length])
-                if key not in seen:
-                    seen.add(key)
-                    partial += 8 * b.size * d
-    temporaries = 2 * 8 * max((b.size for b in blocks), default=0) * d
+    size = {b.module: 8 * b.size * d for b in blocks}
+    design = 8 * n * d
+    # the modules' base columns are kept to the end; a batched product's output lives until
+    # the last of its partial products is dropped
+    alive = design + sum(size.values())
+    peak = alive
+    made: Dict[_Key, int] = {}
+    made_ever: Set[_Key] = set()
+    left: Dict[int, int] = {}
+    nbytes: Dict[int, int] = {}
+    for i, step in enumerate(_schedule(blocks, d)[1]):
+        if step.letter is not None:
+            nbytes[i] = out = sum(size[key[0]] for key in step.keys)
+            stacked = out if len(step.keys) > 1 else 0
+            peak = max(peak, alive + stacked + out + 8 * _SLICE_ROWS * d)
+            alive += out
+            left[i] = len(step.keys)
+            made.update((key, i) for key in step.keys)
+        made_ever.update(step.keys)
+        # a path-free block's sum holds one term besides its partial products
+        term = max((size[blocks[j].module] for j in step.done if blocks[j].path is None),
+                   default=0)
+        peak = max(peak, alive + term)
+        for key in step.drop:
+            j = made.pop(key, None)
+            if j is not None:
+                left[j] -= 1
+                if left[j] == 0:
+                    alive -= nbytes[j]
     restricted = 0 if d_kept is None else 8 * n * d_kept
-    return 8 * n * d + max(partial + temporaries, restricted + 16 * n * n)
+    # Python's own objects: the schedule's keys and the arrays' headers (under 0.5 KiB a
+    # partial product), the factor's checks (a few vectors of n)
+    bookkeeping = 1024 * len(made_ever) + 64 * n
+    return bookkeeping + max(peak, design + restricted + 16 * n * n)
 
 
 def build_too_large(need: int, limit: int) -> ValueError:
@@ -297,65 +323,177 @@ def _chain(block: Block) -> List[Letter]:
     return letters
 
 
+def _design_words(block: Block) -> List[Tuple[_Key, float]]:
+    """The partial products a block's rows sum, as ``(key, coefficient)`` terms in the order
+    they are added: a path block reads one word through ``P(R)`` factors (scaled by
+    ``2^-depth``), a path-free block the words of :func:`path_free_words` through plain
+    products, each counted ``N(u)`` times. Keys are (module, half, letters innermost first)."""
+    if block.path is not None:
+        return [((block.module, True, tuple(reversed(_chain(block)))), 0.5 ** block.depth)]
+    return [((block.module, False, tuple(reversed(w))), count)
+            for w, count in path_free_words(block.depth, block.module)]
+
+
+def _panel_rows(blocks: Sequence[Block], d: int) -> int:
+    """Rows of one batched product in :func:`design_rows`: ``_PANEL_BYTES`` of inputs, at least
+    the largest block."""
+    return max(max((b.size for b in blocks), default=1), _PANEL_BYTES // (8 * d))
+
+
+def _parent(key: _Key) -> _Key:
+    return (key[0], key[1], key[2][:-1])
+
+
+class _Step(NamedTuple):
+    """One batched product of :func:`design_rows`: ``letter``'s matrix (``P(R)`` if ``half``,
+    else ``R``) applied to the parents of ``keys``, stacked; None: the modules' base columns.
+    Then the blocks ``done`` (all of whose terms are made) are summed into the design, and the
+    partial products ``drop`` are read by nothing later."""
+
+    letter: Optional[Letter]
+    half: bool
+    keys: Tuple[_Key, ...]
+    done: Tuple[int, ...]
+    drop: Tuple[_Key, ...]
+
+
+def _schedule(blocks: Sequence[Block], d: int
+              ) -> Tuple[List[List[Tuple[_Key, float]]], List[_Step]]:
+    """The terms of every block (:func:`_design_words`) and the steps that make them: the
+    partial products level by level (letters applied), those that the same matrix multiplies
+    next batched together, up to :func:`_panel_rows` rows a product. Deterministic: a pure
+    function of the blocks, so :func:`design_bytes` walks the steps :func:`design_rows` runs."""
+    terms = [_design_words(b) for b in blocks]
+    levels: List[Dict[_Key, None]] = []
+    for block_terms in terms:
+        for (module, half, word), _ in block_terms:
+            for length in range(len(word) + 1):
+                while len(levels) <= length:
+                    levels.append({})
+                levels[length][(module, half, word[:length])] = None
+    rows = {b.module: b.size for b in blocks}
+    panel = _panel_rows(blocks, d)
+    # readers of each partial product: the next level's products and the blocks' sums
+    uses: Dict[_Key, int] = {}
+    for level in levels[1:]:
+        for key in level:
+            uses[_parent(key)] = uses.get(_parent(key), 0) + 1
+    waiting: Dict[_Key, List[int]] = {}
+    missing = []
+    for i, block_terms in enumerate(terms):
+        keys = dict.fromkeys(key for key, _ in block_terms)
+        missing.append(len(keys))
+        for key in keys:
+            uses[key] = uses.get(key, 0) + 1
+            waiting.setdefault(key, []).append(i)
+
+    def step(letter: Optional[Letter], half: bool, keys: Sequence[_Key]) -> _Step:
+        drop: List[_Key] = []
+
+        def release(key: _Key) -> None:
+            uses[key] -= 1
+            if uses[key] == 0:
+                drop.append(key)
+
+        done = []
+        for key in keys:
+            if letter is not None:
+                release(_parent(key))
+            for i in waiting.get(key, ()):
+                missing[i] -= 1
+                if missing[i] == 0:
+                    done.append(i)
+        for i in done:
+            for key in dict.fromkeys(key for key, _ in terms[i]):
+                release(key)
+        return _Step(letter, half, tuple(keys), tuple(done), tuple(drop))
+
+    steps = [step(None, False, list(levels[0]))] if levels else []
+    for level in levels[1:]:
+        groups: Dict[Tuple[Letter, bool], List[_Key]] = {}
+        for key in level:
+            groups.setdefault((key[2][-1], key[1]), []).append(key)
+        for (letter, half), keys in groups.items():
+            i = 0
+            while i < len(keys):
+                j, size = i + 1, rows[keys[i][0]]
+                while j < len(keys) and size + rows[keys[j][0]] <= panel:
+                    size += rows[keys[j][0]]
+                    j += 1
+                steps.append(step(letter, half, keys[i:j]))
+                i = j
+    return terms, steps
+
+
 def design_rows(sketcher: "Sketcher", blocks: Sequence[Block],
                 threads: Optional[int]) -> np.ndarray:
     """The design ``A`` (unknowns x d): row ``start + j`` of a block is its column for
     attribute coordinate j, row ``start + dim`` its column for the count channel, at unit
     weight (so the fitted unknowns are ``sum of w x`` and ``sum of w``).
 
-    Products are shared through a memo keyed by the letters applied so far (innermost first):
-    blocks whose paths end alike reuse the same partial products.
+    Every partial product (a module's base columns with the letters applied so far, innermost
+    first) is made once, shared by the blocks whose paths end alike, and dropped once nothing
+    reads it. The partial products that the same matrix multiplies next are one batched
+    product (:func:`_schedule`): the kernels give a vector the same bits alone or in a batch,
+    and a product of dozens of vectors runs nearer the kernel's throughput than many of five.
     """
     d = sketcher.d_sketch
     n = sum(b.size for b in blocks)
     first = blocks[0].start if blocks else 0
     rows = np.empty((n, d))
+    dims = {b.module: b.dim for b in blocks}
+    terms, steps = _schedule(blocks, d)
 
     def matrix(letter: Letter) -> "RandomMatrix":
         if letter.kind == POSITION:
             return sketcher.position_matrix(letter.key)
         return sketcher.module_matrix(letter.key, 0)
 
-    bases: Dict[str, np.ndarray] = {}
-
-    def base(block: Block) -> np.ndarray:
-        if block.module not in bases:
-            attr = sketcher.module_matrix(block.module, 1).apply_short(
-                np.eye(block.dim), num_threads=threads)
-            count = sketcher.module_matrix(block.module, 2).apply_short(
+    def base(module: str) -> np.ndarray:
+        if module not in bases:
+            attr = sketcher.module_matrix(module, 1).apply_short(
+                np.eye(dims[module]), num_threads=threads)
+            count = sketcher.module_matrix(module, 2).apply_short(
                 np.eye(1), num_threads=threads)
-            bases[block.module] = np.concatenate([attr, count])
-        return bases[block.module]
+            bases[module] = np.concatenate([attr, count])
+        return bases[module]
 
-    memo: Dict[Tuple[str, bool, Word], np.ndarray] = {}
-
-    def applied(block: Block, inner: Word, half: bool) -> np.ndarray:
-        """``inner`` applied to the module's base columns, innermost letter first."""
-        key = (block.module, half, inner)
-        if key not in memo:
-            if not inner:
-                memo[key] = base(block)
-            else:
-                below = applied(block, inner[:-1], half)
-                mat = matrix(inner[-1])
-                memo[key] = (mat.half(below, num_threads=threads) if half
-                             else mat.matvec(below, num_threads=threads))
-        return memo[key]
-
-    # ``applied`` refers to itself through its closure: a reference cycle that would keep
-    # ``memo`` (about the design's size again) alive until the garbage collector runs, so the
-    # partial products are dropped explicitly.
+    memo: Dict[_Key, np.ndarray] = {}
+    bases: Dict[str, np.ndarray] = {}
     try:
-        for block in blocks:
-            out = rows[block.start - first:block.start - first + block.size]
-            if block.path is not None:
-                inner = tuple(reversed(_chain(block)))
-                out[...] = applied(block, inner, True) * 0.5 ** block.depth
+        for step in steps:
+            if step.letter is None:
+                for key in step.keys:
+                    memo[key] = base(key[0])
             else:
-                out[...] = 0.0
-                for word, count in path_free_words(block.depth, block.module):
-                    out += count * applied(block, tuple(reversed(word)), False)
-                out *= paper_gain(1, block.depth)
+                mat = matrix(step.letter)
+                product = mat.half if step.half else mat.matvec
+                parents = [memo[_parent(key)] for key in step.keys]
+                stacked = parents[0] if len(parents) == 1 else np.concatenate(parents)
+                out = np.empty_like(stacked)
+                for at in range(0, len(out), _SLICE_ROWS):
+                    out[at:at + _SLICE_ROWS] = product(stacked[at:at + _SLICE_ROWS],
+                                                       num_threads=threads)
+                at = 0
+                for key in step.keys:
+                    memo[key] = out[at:at + dims[key[0]] + 1]
+                    at += dims[key[0]] + 1
+                # the names would keep the stacked product and its inputs alive
+                del parents, stacked, out
+            for i in step.done:
+                block = blocks[i]
+                out = rows[block.start - first:block.start - first + block.size]
+                if block.path is not None:
+                    (key, scale), = terms[i]
+                    np.multiply(memo[key], scale, out=out)
+                else:
+                    out[...] = 0.0
+                    for key, count in terms[i]:
+                        out += count * memo[key]
+                    out *= paper_gain(1, block.depth)
+                del out
+            for key in step.drop:
+                del memo[key]
     finally:
         memo.clear()
         bases.clear()

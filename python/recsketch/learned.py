@@ -38,6 +38,7 @@ from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from ._checks import holds_bool
 from .graph import Graph
 from .sketcher import Sketcher
 
@@ -50,6 +51,8 @@ MIN_NOVELTY = 0.001  # LearnedModule.fit's default floor on the novelty share (d
 def _matrix(x: Any, name: str, width: Optional[int] = None) -> np.ndarray:
     if isinstance(x, np.ndarray) and x.dtype.kind not in "fiu":
         raise TypeError(f"{name} must be a float array, got dtype {x.dtype}")
+    if holds_bool(x):   # NumPy would read [True, 1.0] as floats
+        raise TypeError(f"{name} must be a float array, got a {type(x).__name__} holding a bool")
     try:
         a = np.array(x, dtype=np.float64)
     except (TypeError, ValueError) as exc:
@@ -64,6 +67,8 @@ def _matrix(x: Any, name: str, width: Optional[int] = None) -> np.ndarray:
 
 
 def _batch(x: Any, name: str, width: int) -> Tuple[np.ndarray, bool]:
+    if holds_bool(x):
+        raise TypeError(f"{name} must be a float array, got a {type(x).__name__} holding a bool")
     a = np.asarray(x)
     if a.dtype.kind not in "fiu":
         raise TypeError(f"{name} must be a float array, got dtype {a.dtype}")

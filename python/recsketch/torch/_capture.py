@@ -173,9 +173,42 @@ def _position_mean(view: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Te
     return (view * m).sum(dim=2) / m.sum(dim=2).clamp_min(1.0)
 
 
+def _expected_input(module: nn.Module) -> Optional[Tuple[str, Callable[[torch.Tensor], bool]]]:
+    """What a layer whose input width its own parameters fix expects of its (first) input,
+    and a test of a tensor against it: linear layers, convolutions, layer and batch norms.
+    None for any other module (its own error, if any, stands)."""
+    if isinstance(module, nn.modules.lazy.LazyModuleMixin):
+        return None           # its widths are set by its first input
+    if isinstance(module, nn.Linear):
+        k = module.in_features
+        return (f"{k} features on the last axis",
+                lambda x: x.dim() >= 1 and x.shape[-1] == k)
+    if isinstance(module, nn.modules.conv._ConvNd):
+        k, nd = module.in_channels, len(module.kernel_size)
+        return (f"{k} channels on axis -{nd + 1} of a ({nd + 1})- or ({nd + 2})-axis input",
+                lambda x: x.dim() in (nd + 1, nd + 2) and x.shape[-nd - 1] == k)
+    if isinstance(module, nn.LayerNorm):
+        tail = tuple(module.normalized_shape)
+        return (f"trailing axes {tail}",
+                lambda x: x.dim() >= len(tail) and tuple(x.shape[x.dim() - len(tail):]) == tail)
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        k = module.num_features
+        return (f"{k} features on axis 1", lambda x: x.dim() >= 2 and x.shape[1] == k)
+    return None
+
+
+def _input_shapes(batch: Any) -> str:
+    """The shapes of a batch's tensors, as the model receives them."""
+    if isinstance(batch, torch.Tensor):
+        return str(tuple(batch.shape))
+    items = batch.items() if isinstance(batch, Mapping) else enumerate(batch)
+    return ", ".join(f"{k}: {tuple(v.shape)}" for k, v in items if isinstance(v, torch.Tensor))
+
+
 class _Hooks:
-    """Forward hooks on the selected layers for one forward pass at a time; always removed
-    (``with``), also when the forward raises."""
+    """Forward hooks on the selected layers for one forward pass at a time, and pre-hooks that
+    check the input of every layer whose width its parameters fix (:func:`_expected_input`);
+    always removed (``with``), also when the forward raises."""
 
     def __init__(self, model: nn.Module, names: Sequence[str]):
         self._model = model
@@ -183,12 +216,18 @@ class _Hooks:
         self._handles: List[Any] = []
         self.outputs: Dict[str, torch.Tensor] = {}
         self.fired: List[str] = []
+        self.batch: Any = None
 
     def __enter__(self) -> "_Hooks":
         modules = dict(self._model.named_modules())
         try:
             for name in self._names:
                 self._handles.append(modules[name].register_forward_hook(self._hook(name)))
+            for name, module in modules.items():
+                expected = _expected_input(module)
+                if expected is not None:
+                    self._handles.append(module.register_forward_pre_hook(
+                        self._check(name or type(module).__name__, module, *expected)))
         except BaseException:
             self.remove()
             raise
@@ -202,9 +241,23 @@ class _Hooks:
             h.remove()
         self._handles.clear()
 
-    def reset(self) -> None:
+    def reset(self, batch: Any = None) -> None:
         self.outputs = {}
         self.fired = []
+        self.batch = batch
+
+    def _check(self, name: str, module: nn.Module, what: str,
+               fits: Callable[[torch.Tensor], bool]) -> Callable[..., None]:
+        def pre_hook(module: nn.Module, args: Any) -> None:
+            x = args[0] if args else None
+            # (a torch.fx trace passes proxies, not tensors: nothing to check)
+            if isinstance(x, torch.Tensor) and not fits(x):
+                raise ValueError(
+                    f"recsketch.torch.capture: layer {name!r} ({type(module).__name__}) "
+                    f"expects {what}, got an input of shape {tuple(x.shape)}; the model was "
+                    f"called on a batch of shape {_input_shapes(self.batch)}: do the inputs "
+                    "have the width (features, channels) the model was built for?")
+        return pre_hook
 
     def _hook(self, name: str) -> Callable[..., None]:
         def hook(module: nn.Module, args: Any, output: Any) -> None:
@@ -406,7 +459,7 @@ def _capture_layers(model: nn.Module, inputs: Any, n: int, device: torch.device,
         for lo in range(0, n, batch_size):
             batch = _slice(inputs, lo, min(n, lo + batch_size), device)
             mask = batch.get("attention_mask") if isinstance(batch, Mapping) else None
-            hooks.reset()
+            hooks.reset(batch)
             with torch.set_grad_enabled(need_grad):
                 try:
                     out = _call(model, _needs_grad(batch) if need_grad else batch)
