@@ -21,6 +21,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "recsketch/bytes.hpp"
+
 #if defined(__unix__) || defined(__APPLE__)
 #include <unistd.h>
 #endif
@@ -48,16 +50,9 @@ inline std::atomic<std::uint64_t>& alloc_limit() noexcept {
   return limit;
 }
 
-// a * b and a + b saturating at 2^64 - 1: a size that overflows is above any limit.
-inline std::uint64_t mul_bytes(std::uint64_t a, std::uint64_t b) noexcept {
-  return a != 0 && b > std::numeric_limits<std::uint64_t>::max() / a
-             ? std::numeric_limits<std::uint64_t>::max()
-             : a * b;
-}
-inline std::uint64_t add_bytes(std::uint64_t a, std::uint64_t b) noexcept {
-  return b > std::numeric_limits<std::uint64_t>::max() - a ? std::numeric_limits<std::uint64_t>::max()
-                                                           : a + b;
-}
+// a * b and a + b saturating at 2^64 - 1 (recsketch/bytes.hpp).
+using recsketch::add_bytes;
+using recsketch::mul_bytes;
 
 // bytes in the largest binary unit that leaves at least 1 (B, KiB, MiB, GiB, TiB, PiB, EiB),
 // one decimal: "0.0 GiB" said nothing about a 300 KiB request.
