@@ -393,12 +393,31 @@ RECSKETCH_ALWAYS_INLINE void forward_chunk_body(const BlockSparseMatrix& R,
   }
 }
 
-// forward_chunk_body in the copy for the ISA in use (multiversion.hpp).
+// forward_chunk_body compiled for the ISAs of multiversion.hpp and chosen at load time ...
+template <int W, class A>
+RECSKETCH_MULTIVERSION void forward_chunk_clones(const BlockSparseMatrix& R,
+                                                 const ColumnWalks* walks, const A* xp,
+                                                 std::int64_t j0, std::int64_t j1, A* acc,
+                                                 ColumnWalks* record, std::size_t part) {
+  forward_chunk_body<W>(R, walks, xp, j0, j1, acc, record, part);
+}
+
+// ... and for the baseline ISA only (tests: baseline_isa_forced).
+template <int W, class A>
+void forward_chunk_baseline(const BlockSparseMatrix& R, const ColumnWalks* walks, const A* xp,
+                            std::int64_t j0, std::int64_t j1, A* acc, ColumnWalks* record,
+                            std::size_t part) {
+  forward_chunk_body<W>(R, walks, xp, j0, j1, acc, record, part);
+}
+
 template <int W, class A>
 void forward_chunk(const BlockSparseMatrix& R, const ColumnWalks* walks, const A* xp,
                    std::int64_t j0, std::int64_t j1, A* acc, ColumnWalks* record,
                    std::size_t part) {
-  isa_dispatch<forward_chunk_body<W, A>>(R, walks, xp, j0, j1, acc, record, part);
+  if (baseline_isa_forced().load(std::memory_order_relaxed))
+    forward_chunk_baseline<W>(R, walks, xp, j0, j1, acc, record, part);
+  else
+    forward_chunk_clones<W>(R, walks, xp, j0, j1, acc, record, part);
 }
 
 // Writes output vector v of a panel from its structured accumulator. If x_half is not null the
@@ -620,12 +639,31 @@ RECSKETCH_ALWAYS_INLINE void transpose_columns_body(const BlockSparseMatrix& R,
   }
 }
 
-// transpose_columns_body in the copy for the ISA in use (multiversion.hpp).
+// transpose_columns_body for the ISAs of multiversion.hpp, chosen at load time, and for the
+// baseline ISA only (tests: baseline_isa_forced), as forward_chunk.
+template <int W, class T>
+RECSKETCH_MULTIVERSION void transpose_columns_clones(const BlockSparseMatrix& R,
+                                                     const ColumnWalks* walks, const double* u,
+                                                     const T* y, std::int64_t p0, std::int64_t j0,
+                                                     std::int64_t j1, T* out, bool half) {
+  transpose_columns_body<W>(R, walks, u, y, p0, j0, j1, out, half);
+}
+
+template <int W, class T>
+void transpose_columns_baseline(const BlockSparseMatrix& R, const ColumnWalks* walks,
+                                const double* u, const T* y, std::int64_t p0, std::int64_t j0,
+                                std::int64_t j1, T* out, bool half) {
+  transpose_columns_body<W>(R, walks, u, y, p0, j0, j1, out, half);
+}
+
 template <int W, class T>
 void transpose_columns(const BlockSparseMatrix& R, const ColumnWalks* walks, const double* u,
                        const T* y, std::int64_t p0, std::int64_t j0, std::int64_t j1, T* out,
                        bool half) {
-  isa_dispatch<transpose_columns_body<W, T>>(R, walks, u, y, p0, j0, j1, out, half);
+  if (baseline_isa_forced().load(std::memory_order_relaxed))
+    transpose_columns_baseline<W>(R, walks, u, y, p0, j0, j1, out, half);
+  else
+    transpose_columns_clones<W>(R, walks, u, y, p0, j0, j1, out, half);
 }
 
 // R^T y for one panel of W vectors, threads over groups of columns.

@@ -24,27 +24,4 @@ inline std::atomic<bool>& baseline_isa_forced() noexcept {
   return forced;
 }
 
-// Body, an always-inline kernel, compiled for the ISAs of RECSKETCH_MULTIVERSION and chosen at
-// load time ...
-template <auto Body, class First, class... Args>
-RECSKETCH_MULTIVERSION void isa_clones(const First& first, Args... args) {
-  Body(first, args...);
-}
-
-// ... and for the baseline ISA only (tests: baseline_isa_forced).
-template <auto Body, class First, class... Args>
-void isa_baseline(const First& first, Args... args) {
-  Body(first, args...);
-}
-
-// Runs Body(first, args...) in the copy the process uses. The first argument (the matrix) is
-// passed by reference, the others by value.
-template <auto Body, class First, class... Args>
-void isa_dispatch(const First& first, Args... args) {
-  if (baseline_isa_forced().load(std::memory_order_relaxed))
-    isa_baseline<Body>(first, args...);
-  else
-    isa_clones<Body>(first, args...);
-}
-
 }  // namespace recsketch
