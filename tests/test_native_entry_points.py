@@ -413,6 +413,8 @@ ENTRY_POINTS = {
     "set_alloc_limit": (_core.set_alloc_limit, dict(nbytes=_core.alloc_limit()),
                         dict(nbytes=UINT)),
     "build_info": (_core.build_info, {}, {}),
+    "check_alloc": (_core.check_alloc, dict(nbytes=8, what="x", hint=""),
+                    dict(nbytes=UINT, what=STR, hint=STR)),
     "ceil_log2": (_core.ceil_log2, dict(n=5), dict(n=INT)),
     "clear_walk_cache": (_core.clear_walk_cache, {}, {}),
     "decode_blocks": (_core.decode_blocks, dict(blocks=Y_DECODE, d_sketch=360),

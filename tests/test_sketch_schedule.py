@@ -340,3 +340,36 @@ def test_embedding_builds_use_the_calls_thread_count(monkeypatch):
     assert seen and set(seen) == {1}                 # only the embedding built through Python
     monkeypatch.setattr(RandomMatrix, "_apply", original)
     assert np.array_equal(s, rs.Sketcher(1024, family="orthogonal", seed=3).sketch(g))
+
+
+def test_halving_checks_the_allocation_limit_once(monkeypatch):
+    # A batch whose leaf embeddings do not fit the budget together is sketched in halves,
+    # recursively (8 graphs: three levels, seven splits); the halves' buffers are checked
+    # against the allocation limit once, at the top (the lower levels hold less), and the bits
+    # are those of each graph sketched alone.
+    import recsketch.sketcher as sketcher_module
+    from recsketch.embeddings import LeafEmbeddings
+    graphs = [leafy_graph(np.random.default_rng(k), 60, module=f"leafy{k}") for k in range(8)]
+    alone = np.stack([rs.Sketcher(1024, family="orthogonal", seed=3).sketch(g) for g in graphs])
+    sk = rs.Sketcher(1024, family="orthogonal", seed=3)
+    sk._leaf_embeddings = LeafEmbeddings((4 + 1) * 1024 * 8)   # one graph's embedding
+    checked = []
+    original = sketcher_module.check_alloc
+
+    def spy(nbytes, what, hint=""):
+        checked.append(what)
+        return original(nbytes, what, hint)
+
+    monkeypatch.setattr(sketcher_module, "check_alloc", spy)
+    splits = []
+    original_sketch = rs.Sketcher._sketch
+
+    def count(self, graphs, *args, **kw):
+        splits.append(len(graphs))
+        return original_sketch(self, graphs, *args, **kw)
+
+    monkeypatch.setattr(rs.Sketcher, "_sketch", count)
+    np.testing.assert_array_equal(sk.sketch_many(graphs, num_threads=1), alone)
+    assert sorted(splits) == sorted([8, 4, 4] + [2] * 4 + [1] * 8)
+    assert [w for w in checked if "in two halves" in w] == [
+        "sketch_many: 8 sketches of d=1024 float32 in two halves (the halves and the result)"]

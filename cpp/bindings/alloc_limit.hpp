@@ -1,7 +1,8 @@
 // The allocation limit: one process-wide byte budget that every native entry point whose output
 // or scratch size is a product of its arguments (d_sketch x rows, columns, nonzeros, ...) checks
-// before it allocates anything of that size. The Python layer checks the same limit
-// (recsketch._checks.check_alloc), and materialisation (to_dense, to_scipy) obeys it too.
+// before it allocates anything of that size. The Python layer checks the same limit with the
+// same function (recsketch.alloc.check_alloc calls check_alloc below), and materialisation
+// (to_dense, to_scipy) obeys it too.
 //
 // The default is max(4 GiB, half the physical memory), read once when the module loads
 // (sysconf; 4 GiB where the memory size is unknown). Why a budget and not "whatever the machine
@@ -19,6 +20,8 @@
 #include <limits>
 #include <stdexcept>
 #include <string>
+
+#include "recsketch/bytes.hpp"
 
 #if defined(__unix__) || defined(__APPLE__)
 #include <unistd.h>
@@ -47,16 +50,9 @@ inline std::atomic<std::uint64_t>& alloc_limit() noexcept {
   return limit;
 }
 
-// a * b and a + b saturating at 2^64 - 1: a size that overflows is above any limit.
-inline std::uint64_t mul_bytes(std::uint64_t a, std::uint64_t b) noexcept {
-  return a != 0 && b > std::numeric_limits<std::uint64_t>::max() / a
-             ? std::numeric_limits<std::uint64_t>::max()
-             : a * b;
-}
-inline std::uint64_t add_bytes(std::uint64_t a, std::uint64_t b) noexcept {
-  return b > std::numeric_limits<std::uint64_t>::max() - a ? std::numeric_limits<std::uint64_t>::max()
-                                                           : a + b;
-}
+// a * b and a + b saturating at 2^64 - 1 (recsketch/bytes.hpp).
+using recsketch::add_bytes;
+using recsketch::mul_bytes;
 
 // bytes in the largest binary unit that leaves at least 1 (B, KiB, MiB, GiB, TiB, PiB, EiB),
 // one decimal: "0.0 GiB" said nothing about a 300 KiB request.
@@ -77,13 +73,16 @@ inline std::string gib(std::uint64_t bytes) {
 }
 
 // ValueError (std::invalid_argument) if `bytes` exceeds the limit. `what` names the call and the
-// arguments responsible, e.g. "column_counts(columns=1600000000): 8 bytes per column".
-inline void check_alloc(std::uint64_t bytes, const std::string& what) {
+// arguments responsible, e.g. "column_counts(columns=1600000000): 8 bytes per column"; `hint`,
+// if any, follows the message after "; ". The one rule and message for both layers: the Python
+// layer's recsketch.alloc.check_alloc calls this (_core.check_alloc).
+inline void check_alloc(std::uint64_t bytes, const std::string& what, const std::string& hint = {}) {
   const std::uint64_t limit = alloc_limit().load(std::memory_order_relaxed);
   if (bytes > limit)
     throw std::invalid_argument(what + " would need " + std::to_string(bytes) + " bytes (" +
                                 gib(bytes) + "), above the allocation limit of " + gib(limit) +
-                                " (recsketch.set_alloc_limit changes it)");
+                                " (recsketch.set_alloc_limit changes it)" +
+                                (hint.empty() ? std::string() : "; " + hint));
 }
 
 }  // namespace recsketch_bind

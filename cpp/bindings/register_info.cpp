@@ -84,6 +84,16 @@ void register_info(py::module_& m) {
       },
       py::arg("nbytes"),
       "Sets the allocation limit in bytes for the whole process; returns the previous one.");
+  m.def(
+      "check_alloc",
+      [](const py::object& bytes_arg, const py::object& what_arg, const py::object& hint_arg) {
+        recsketch_bind::check_alloc(recsketch_bind::int_arg<std::uint64_t>(bytes_arg, "nbytes"),
+                                    recsketch_bind::str_arg(what_arg, "what"),
+                                    recsketch_bind::str_arg(hint_arg, "hint"));
+      },
+      py::arg("nbytes"), py::arg("what"), py::arg("hint") = "",
+      "ValueError if nbytes exceeds the allocation limit, naming `what` (then `hint`): the check "
+      "and message of every native entry point, for the Python layer's own buffers.");
 
   m.def(
       "set_wht_path",

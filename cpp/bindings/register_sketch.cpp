@@ -187,57 +187,18 @@ void register_sketch(py::module_& m) {
             throw std::invalid_argument("input_weight must be in [0, 1] (and not NaN)");
         // Every row and index against the bank, before any output is allocated.
         recsketch::detail::check_batch(g, bank, d);
-        // The outputs, the object sketches in flight, a level slice's scratch and the
-        // products' scratch against the allocation limit: each is a product of the batch's size
-        // and d. Graphs are sketched in groups whose object sketches fit 3/4 of the working
-        // budget, but a larger graph alone keeps its frontier in flight: bounded by its rows
-        // (sketch.hpp, sketch_graphs). A slice holds five slice-sized buffers in the other
-        // quarter, but at least one row each, plus its attribute inputs (at most one row of d
-        // per slice row: a fifth of those) and one column of R[M,2] per running task. Up to
-        // min(threads, rows) products of up to kVectorsPerTask vectors run at once at one
-        // thread each, or one at all threads.
-        {
-          using recsketch_bind::add_bytes;
-          using recsketch_bind::mul_bytes;
-          const std::uint64_t item = float64 ? 8 : 4, ud = static_cast<std::uint64_t>(d);
-          const int threads = recsketch::resolve_threads(num_threads);
-          const std::int64_t task_vectors = std::min<std::int64_t>(recsketch::detail::kVectorsPerTask,
-                                                                   std::max<std::int64_t>(1, rows));
-          const auto running = static_cast<std::uint64_t>(
-              std::max<std::int64_t>(1, std::min<std::int64_t>(threads, rows)));
-          std::uint64_t product = 0;
-          auto count = [&](const recsketch::MatrixRef& r) {
-            product = std::max(product, mul_bytes(running, r.scratch_bytes(task_vectors, 1)));
-            product = std::max(product, r.scratch_bytes(task_vectors, threads));
-          };
-          for (const auto& mats : bank.modules)
-            for (const auto& r : mats) count(r);
-          for (const auto& r : bank.positions) count(r);
-          std::int64_t widest = 0;
-          for (std::int64_t k = 0; k < g.n_graphs; ++k)
-            widest = std::max(widest, g.graph_ptr[k + 1] - g.graph_ptr[k]);
-          const std::uint64_t working = sketch_working_bytes.load();
-          // Rows, not the budget: a small batch holds no more object sketches than its rows,
-          // and no level slice more rows than the batch (sketch_graphs' groups and slices).
-          const auto urows = static_cast<std::uint64_t>(std::max<std::int64_t>(1, rows));
-          const std::uint64_t group_rows = std::max<std::uint64_t>(1, working / 4 * 3 / (ud * item));
-          const std::uint64_t slice_rows = std::max<std::uint64_t>(1, working / 4 / (5 * ud * item));
-          const std::uint64_t slice_buffers =
-              mul_bytes(5 * std::min(slice_rows, urows), ud * item);
-          const std::uint64_t in_flight = add_bytes(
-              mul_bytes(std::min(urows, std::max(group_rows, static_cast<std::uint64_t>(widest))),
-                        ud * item),
-              add_bytes(add_bytes(slice_buffers, slice_buffers / 5), mul_bytes(running, ud * item)));
-          const std::uint64_t outputs = mul_bytes(
-              static_cast<std::uint64_t>(g.n_graphs) + (return_objects ? rows : 0), ud * item);
-          recsketch_bind::check_alloc(
-              add_bytes(add_bytes(outputs, in_flight), product),
-              "sketch_graphs: " + std::to_string(g.n_graphs) + " sketches" +
-                  (return_objects ? " and " + std::to_string(rows) + " object sketches" : "") +
-                  " of d=" + std::to_string(d) + (float64 ? " float64" : " float32") +
-                  " (outputs, object sketches in flight for a graph of up to " +
-                  std::to_string(widest) + " objects, a level slice's and the products' scratch)");
-        }
+        // Everything the call holds at once, against the allocation limit before any output
+        // exists (sketch_graphs_peak_bytes). One working budget for the estimate and the run.
+        const std::size_t working = sketch_working_bytes.load();
+        recsketch_bind::check_alloc(
+            recsketch::sketch_graphs_peak_bytes(g, bank, d, float64 ? sizeof(double) : sizeof(float),
+                                                return_objects, num_threads, working),
+            "sketch_graphs: " + std::to_string(g.n_graphs) + " sketches" +
+                (return_objects ? " and " + std::to_string(rows) + " object sketches" : "") +
+                " of d=" + std::to_string(d) + (float64 ? " float64" : " float32") +
+                " (outputs, object sketches in flight for a graph of up to " +
+                std::to_string(recsketch::widest_graph(g)) +
+                " objects, a level slice's and the products' scratch)");
 
         auto run = [&](auto tag) -> py::tuple {
           using T = decltype(tag);
@@ -251,8 +212,7 @@ void register_sketch(py::module_& m) {
           }
           T* out = overall.mutable_data();
           recsketch_bind::without_gil([&] {
-            recsketch::sketch_graphs<T>(g, bank, d, out, obj_ptr, num_threads,
-                                        sketch_working_bytes.load());
+            recsketch::sketch_graphs<T>(g, bank, d, out, obj_ptr, num_threads, working);
           });
           return py::make_tuple(overall, objects);
         };

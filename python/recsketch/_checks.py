@@ -90,25 +90,32 @@ def holds_bool(x: object) -> bool:
     return isinstance(x, (bool, np.bool_))
 
 
+def check_real_dtype(arr: np.ndarray, name: str) -> None:
+    """TypeError naming ``name`` unless ``arr`` has a float or integer dtype: bools, complex,
+    strings and objects are refused rather than cast (NumPy would drop the imaginary parts,
+    parse the strings, call each ``__float__``)."""
+    if arr.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must be an array of numbers (a float or integer dtype), got "
+                        f"dtype {arr.dtype}")
+
+
 def as_real_array(x: object, name: str) -> np.ndarray:
-    """``x`` as an ndarray: an ndarray as it is (its dtype and layout are the caller's checks),
-    anything else through ``numpy.asarray`` as float64. TypeError naming ``name`` for what is
-    not an array of real numbers: strings, None, ragged lists, bools (also beside numbers:
-    :func:`holds_bool`), complex or object values (NumPy would parse the strings, drop the
-    imaginary parts, call ``__float__``)."""
+    """``x`` as an ndarray: an ndarray as it is (its dtype and layout are the caller's checks,
+    :func:`check_real_dtype` among them), anything else through ``numpy.asarray`` as float64.
+    TypeError naming ``name`` for what is not an array of real numbers: strings, None, ragged
+    lists, bools (also beside numbers: :func:`holds_bool`), complex or object values (NumPy
+    would parse the strings, drop the imaginary parts, call ``__float__``)."""
     if isinstance(x, np.ndarray):
         return x
     try:
         arr = np.asarray(x)
     except (TypeError, ValueError) as exc:
-        raise TypeError(f"{name} must be an array of real numbers ({exc})") from None
+        raise TypeError(f"{name} must be an array of numbers ({exc})") from None
     arr = reals_as_float(arr)
-    if arr.dtype.kind not in "iuf":
-        raise TypeError(f"{name} must be an array of real numbers, got "
-                        f"{type(x).__name__} of dtype {arr.dtype}")
+    check_real_dtype(arr, name)
     if holds_bool(x):
-        raise TypeError(f"{name} must be an array of real numbers, got a "
-                        f"{type(x).__name__} holding a bool (which NumPy would read as 0 or 1)")
+        raise TypeError(f"{name} must be an array of numbers, got a {type(x).__name__} holding "
+                        f"a bool (which NumPy would read as 0 or 1)")
     return arr.astype(np.float64, copy=False)
 
 

@@ -91,22 +91,9 @@ def alloc_limit_set(nbytes: Optional[int]) -> Iterator[int]:
             _core.set_alloc_limit(_active[-1][0] if _active else _base[0])
 
 
-def _units(nbytes: int) -> str:
-    """``nbytes`` in the largest binary unit that leaves at least 1, as the native core says
-    it (cpp/bindings/alloc_limit.hpp)."""
-    units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"]
-    value, u = float(nbytes), 0
-    while u < 6 and value >= 1024.0:
-        value /= 1024.0
-        u += 1
-    return f"{nbytes} B" if u == 0 else f"{value:.1f} {units[u]}"
-
-
 def check_alloc(nbytes: int, what: str, hint: str = "") -> None:
     """ValueError if ``nbytes`` exceeds the allocation limit. ``what`` names the call and the
-    arguments responsible (the message is the native core's, word for word, then ``hint``)."""
-    limit = alloc_limit()
-    if nbytes > limit:
-        raise ValueError(f"{what} would need {nbytes} bytes ({_units(nbytes)}), above the "
-                         f"allocation limit of {_units(limit)} (recsketch.set_alloc_limit "
-                         f"changes it)" + (f"; {hint}" if hint else ""))
+    arguments responsible, ``hint`` (if any) follows. The native core's check and message
+    (cpp/bindings/alloc_limit.hpp): one rule for both layers."""
+    # A count beyond 2**64 - 1 is above any limit, saturated as the native sizes are.
+    _core.check_alloc(min(int(nbytes), _NO_LIMIT), what, hint)

@@ -10,7 +10,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ._checks import check_flag, holds_bool, reals_as_float
+from ._checks import as_real_array, check_flag, check_real_dtype
 from .alloc import check_alloc
 
 __all__ = ["Graph", "Handle", "FlatGraphs"]
@@ -205,20 +205,11 @@ class Graph:
         if isinstance(attributes, np.ndarray):   # (a broadcast view is copied in full)
             check_alloc(attributes.size * 8, f"{what}: a copy of {attributes.size} attributes")
         try:
-            x = np.array(_plain_array(attributes))
-            if not isinstance(attributes, np.ndarray):   # a list of Fractions, say
-                x = reals_as_float(x)
-        except (TypeError, ValueError, RuntimeError) as exc:
-            raise TypeError(f"{what}: attributes must be a 1-D array of numbers ({exc})") from exc
-        # bools, complex, strings and objects are refused, as by the native core, rather than
-        # cast (NumPy would drop imaginary parts, parse strings, call each __float__)
-        if x.dtype.kind not in "iuf":
-            raise TypeError(f"{what}: attributes must be an array of numbers (a float or "
-                            f"integer dtype), got dtype {x.dtype}")
-        if holds_bool(attributes):
-            raise TypeError(f"{what}: attributes must be an array of numbers, got a "
-                            f"{type(attributes).__name__} holding a bool")
-        x = x.astype(np.float64)
+            x = as_real_array(_plain_array(attributes), f"{what}: attributes")
+        except RuntimeError as exc:   # raised by an array-like's own conversion
+            raise TypeError(f"{what}: attributes must be an array of numbers ({exc})") from exc
+        check_real_dtype(x, f"{what}: attributes")   # (an ndarray's dtype is the caller's check)
+        x = np.array(x, dtype=np.float64)   # a plain copy: the graph keeps it, read-only
         if x.ndim != 1:
             raise ValueError(f"{what}: attributes must be 1-D, got shape {x.shape}")
         if x.size == 0:

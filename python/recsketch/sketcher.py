@@ -309,7 +309,7 @@ class Sketcher:
 
     def _sketch(self, graphs: List[Graph], return_objects: bool,
                 num_threads: Optional[int], tuple_sampling: Optional[int] = None,
-                sample_seed: Union[int, List[int]] = 0
+                sample_seed: Union[int, List[int]] = 0, *, halves_checked: bool = False
                 ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
         threads = check_num_threads(num_threads)
         flat = flatten(graphs, self._d)
@@ -331,12 +331,16 @@ class Sketcher:
             # The batch's embeddings do not fit the budget together (each graph's do): sketch it
             # in halves. A graph's rows are chosen from the graph alone, so its bits do not change.
             half = len(graphs) // 2
-            # Both halves and their concatenation are held at once at the end.
-            check_alloc(2 * len(graphs) * self._d * self._dtype.itemsize,
-                        f"sketch_many: {len(graphs)} sketches of d={self._d} "
-                        f"{self._dtype.name} in two halves (the halves and the result)")
-            first = self._sketch(graphs[:half], False, num_threads)[0]
-            return np.concatenate([first, self._sketch(graphs[half:], False, num_threads)[0]]), None
+            # Both halves and their concatenation are held at once at the end. Checked at the
+            # top level only: a half and its own halves, freed before this concatenation, hold
+            # less.
+            if not halves_checked:
+                check_alloc(2 * len(graphs) * self._d * self._dtype.itemsize,
+                            f"sketch_many: {len(graphs)} sketches of d={self._d} "
+                            f"{self._dtype.name} in two halves (the halves and the result)")
+            first = self._sketch(graphs[:half], False, num_threads, halves_checked=True)[0]
+            second = self._sketch(graphs[half:], False, num_threads, halves_checked=True)[0]
+            return np.concatenate([first, second]), None
         modules = [tuple(self.module_matrix(name, k)._native for k in range(3))
                    for name in flat.modules]
         positions = [self.position_matrix(i)._native for i in range(1, flat.max_fan_in + 1)]

@@ -44,6 +44,7 @@
 #include <utility>
 #include <vector>
 
+#include "bytes.hpp"
 #include "matrix_ref.hpp"
 #include "parallel.hpp"
 
@@ -197,6 +198,13 @@ inline void run_tasks(const Tasks& tasks, int threads) {
     for (const auto& t : tasks) t(threads);
 }
 
+// The working budget's split: the object sketches in flight of a group of graphs get 3/4 of it,
+// a level slice's scratch the rest, in kSliceBuffers slice-sized buffers (sketch_graphs, and
+// its peak below).
+inline std::size_t group_bytes(std::size_t working_bytes) noexcept { return working_bytes / 4 * 3; }
+inline std::size_t slice_bytes(std::size_t working_bytes) noexcept { return working_bytes / 4; }
+inline constexpr std::size_t kSliceBuffers = 5;
+
 // Sketches graphs [k0, k1) of the batch level by level (see the top of this file).
 template <class T>
 void sketch_levels(const GraphBatch& g, const MatrixBank& bank, std::int64_t d, std::int64_t k0,
@@ -234,7 +242,7 @@ void sketch_levels(const GraphBatch& g, const MatrixBank& bank, std::int64_t d, 
   // large d a slice goes down to one row rather than overrun the budget (the kernels cut their
   // panels greedily, so the slice size never changes a bit).
   const auto slice = static_cast<std::int64_t>(
-      std::max<std::size_t>(1, scratch_bytes / (5 * ud * sizeof(T))));
+      std::max<std::size_t>(1, scratch_bytes / (kSliceBuffers * ud * sizeof(T))));
   std::vector<T> in, tuple, prod, gathered, gathered_prod;
   std::vector<std::int64_t> slot_of(static_cast<std::size_t>(n), -1);
   const T one(1), half(0.5);
@@ -434,15 +442,76 @@ void sketch_graphs(const GraphBatch& g, const MatrixBank& bank, std::int64_t d, 
   detail::check_batch(g, bank, d);
   const int threads = check_threads(num_threads);
   const std::size_t row_bytes = static_cast<std::size_t>(d) * sizeof(T);
-  const std::size_t group_rows = std::max<std::size_t>(1, working_bytes / 4 * 3 / row_bytes);
+  const std::size_t group_rows =
+      std::max<std::size_t>(1, detail::group_bytes(working_bytes) / row_bytes);
   for (std::int64_t k0 = 0; k0 < g.n_graphs;) {
     std::int64_t k1 = k0 + 1;
     while (k1 < g.n_graphs &&
            static_cast<std::size_t>(g.graph_ptr[k1 + 1] - g.graph_ptr[k0]) <= group_rows)
       ++k1;
-    detail::sketch_levels<T>(g, bank, d, k0, k1, threads, working_bytes / 4, overall, objects);
+    detail::sketch_levels<T>(g, bank, d, k0, k1, threads, detail::slice_bytes(working_bytes),
+                             overall, objects);
     k0 = k1;
   }
+}
+
+// Rows of the batch's largest graph (g as check_batch accepts it).
+inline std::int64_t widest_graph(const GraphBatch& g) noexcept {
+  std::int64_t widest = 0;
+  for (std::int64_t k = 0; k < g.n_graphs; ++k)
+    widest = std::max(widest, g.graph_ptr[k + 1] - g.graph_ptr[k]);
+  return widest;
+}
+
+// Bytes sketch_graphs with elements of `item_bytes` may hold at once besides its inputs, for
+// a batch check_batch accepts (the bindings check it against the allocation limit before any
+// output exists). Each part is a product of the batch's size and d:
+// - the outputs: n_graphs sketches, and with return_objects one per row;
+// - the object sketches in flight: a group's 3/4 of the working budget, but a graph larger
+//   than that is sketched alone and keeps its frontier, bounded by its rows; never more rows
+//   than the batch has;
+// - a level slice: kSliceBuffers buffers in the other quarter, but at least one row each and
+//   never more rows than the batch,
+//   plus its attribute inputs (at most one row of d per slice row: a fifth of those) and one
+//   column of R[M,2] per running task;
+// - the products' scratch: up to min(threads, rows) products of up to kVectorsPerTask vectors
+//   at one thread each, or one at all threads, of the bank's largest.
+// Saturates at 2^64 - 1 (bytes.hpp).
+inline std::uint64_t sketch_graphs_peak_bytes(const GraphBatch& g, const MatrixBank& bank,
+                                              std::int64_t d, std::size_t item_bytes,
+                                              bool return_objects, int num_threads,
+                                              std::size_t working_bytes = kSketchWorkingBytes) {
+  const std::uint64_t item = item_bytes, ud = static_cast<std::uint64_t>(d);
+  const std::uint64_t row = ud * item;
+  const int threads = resolve_threads(num_threads);
+  const std::int64_t task_vectors = std::min<std::int64_t>(detail::kVectorsPerTask,
+                                                           std::max<std::int64_t>(1, g.rows));
+  const auto running = static_cast<std::uint64_t>(
+      std::max<std::int64_t>(1, std::min<std::int64_t>(threads, g.rows)));
+  std::uint64_t product = 0;
+  auto count = [&](const MatrixRef& r) {
+    product = std::max(product, mul_bytes(running, r.scratch_bytes(task_vectors, 1)));
+    product = std::max(product, r.scratch_bytes(task_vectors, threads));
+  };
+  for (const auto& mats : bank.modules)
+    for (const auto& r : mats) count(r);
+  for (const auto& r : bank.positions) count(r);
+  // Rows, not the budget: a small batch holds no more object sketches than its rows, and no
+  // level slice more rows than the batch (the groups and slices of sketch_graphs).
+  const auto rows = static_cast<std::uint64_t>(std::max<std::int64_t>(1, g.rows));
+  const std::uint64_t group_rows = std::max<std::uint64_t>(1, detail::group_bytes(working_bytes) / row);
+  const std::uint64_t slice_rows =
+      std::max<std::uint64_t>(1, detail::slice_bytes(working_bytes) / (detail::kSliceBuffers * row));
+  const std::uint64_t slice_buffers =
+      mul_bytes(mul_bytes(detail::kSliceBuffers, std::min(slice_rows, rows)), row);
+  const std::uint64_t in_flight = add_bytes(
+      mul_bytes(std::min(rows, std::max(group_rows, static_cast<std::uint64_t>(widest_graph(g)))),
+                row),
+      add_bytes(add_bytes(slice_buffers, slice_buffers / 5), mul_bytes(running, row)));
+  const std::uint64_t outputs = mul_bytes(
+      static_cast<std::uint64_t>(g.n_graphs) + (return_objects ? static_cast<std::uint64_t>(g.rows) : 0),
+      row);
+  return add_bytes(add_bytes(outputs, in_flight), product);
 }
 
 }  // namespace recsketch

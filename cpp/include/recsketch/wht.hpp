@@ -141,62 +141,28 @@ RECSKETCH_AVX2 inline void wht_pass16(double* p, std::int64_t k, const SignTable
   }
 }
 
-// Levels h and 2h (radix 4) on the n entries at v (h >= 4, 4h divides n); `offset` is the index
-// of v[0] in the whole vector (for the post signs).
-RECSKETCH_AVX2 inline void wht_radix4(double* v, std::int64_t n, std::int64_t h,
-                                      std::int64_t offset, const SignTable* post) noexcept {
-  for (std::int64_t i = 0; i < n; i += 4 * h)
+// Levels h, 2h, ... up to (R/2) h (radix R: 2, 4 or 8) on the n entries at v (h >= 4, R h
+// divides n), each entry loaded and stored once for all of them; `offset` is the index of v[0]
+// in the whole vector (for the post signs).
+template <int R>
+RECSKETCH_AVX2 inline void wht_radix(double* v, std::int64_t n, std::int64_t h,
+                                     std::int64_t offset, const SignTable* post) noexcept {
+  for (std::int64_t i = 0; i < n; i += R * h)
     for (std::int64_t k = i; k < i + h; k += 4) {
       double* p = v + k;
-      const __m256d x0 = _mm256_loadu_pd(p), x1 = _mm256_loadu_pd(p + h);
-      const __m256d x2 = _mm256_loadu_pd(p + 2 * h), x3 = _mm256_loadu_pd(p + 3 * h);
-      const __m256d a0 = _mm256_add_pd(x0, x1), a1 = _mm256_sub_pd(x0, x1);
-      const __m256d a2 = _mm256_add_pd(x2, x3), a3 = _mm256_sub_pd(x2, x3);
-      __m256d o[4] = {_mm256_add_pd(a0, a2), _mm256_add_pd(a1, a3), _mm256_sub_pd(a0, a2),
-                      _mm256_sub_pd(a1, a3)};
-      for (int t = 0; t < 4; ++t) {
-        if (post) o[t] = _mm256_mul_pd(o[t], _mm256_load_pd(post->at(offset + k + t * h)));
-        _mm256_storeu_pd(p + t * h, o[t]);
-      }
-    }
-}
-
-// Levels h, 2h and 4h (radix 8) on the n entries at v (h >= 4, 8h divides n).
-RECSKETCH_AVX2 inline void wht_radix8(double* v, std::int64_t n, std::int64_t h,
-                                      std::int64_t offset, const SignTable* post) noexcept {
-  for (std::int64_t i = 0; i < n; i += 8 * h)
-    for (std::int64_t k = i; k < i + h; k += 4) {
-      double* p = v + k;
-      __m256d x[8];
-      for (int t = 0; t < 8; ++t) x[t] = _mm256_loadu_pd(p + t * h);
-      for (int step = 1; step < 8; step <<= 1)  // levels h, 2h, 4h: registers t and t + step
-        for (int t = 0; t < 8; ++t)
+      __m256d x[R];
+      for (int t = 0; t < R; ++t) x[t] = _mm256_loadu_pd(p + t * h);
+      for (int step = 1; step < R; step <<= 1)  // level step * h: registers t and t + step
+        for (int t = 0; t < R; ++t)
           if ((t & step) == 0) {
             const __m256d a = x[t], b = x[t + step];
             x[t] = _mm256_add_pd(a, b);
             x[t + step] = _mm256_sub_pd(a, b);
           }
-      for (int t = 0; t < 8; ++t) {
+      for (int t = 0; t < R; ++t) {
         if (post) x[t] = _mm256_mul_pd(x[t], _mm256_load_pd(post->at(offset + k + t * h)));
         _mm256_storeu_pd(p + t * h, x[t]);
       }
-    }
-}
-
-// Level h alone (radix 2), when one level is all that remains.
-RECSKETCH_AVX2 inline void wht_radix2(double* v, std::int64_t n, std::int64_t h,
-                                      std::int64_t offset, const SignTable* post) noexcept {
-  for (std::int64_t i = 0; i < n; i += 2 * h)
-    for (std::int64_t k = i; k < i + h; k += 4) {
-      double* p = v + k;
-      const __m256d x0 = _mm256_loadu_pd(p), x1 = _mm256_loadu_pd(p + h);
-      __m256d o0 = _mm256_add_pd(x0, x1), o1 = _mm256_sub_pd(x0, x1);
-      if (post) {
-        o0 = _mm256_mul_pd(o0, _mm256_load_pd(post->at(offset + k)));
-        o1 = _mm256_mul_pd(o1, _mm256_load_pd(post->at(offset + k + h)));
-      }
-      _mm256_storeu_pd(p, o0);
-      _mm256_storeu_pd(p + h, o1);
     }
 }
 
@@ -215,11 +181,11 @@ RECSKETCH_AVX2 inline void wht_levels(double* v, std::int64_t n, std::int64_t h_
     const int take = (left == 1) ? 1 : (left == 2 || left == 4) ? 2 : 3;
     const SignTable* p = (take == left) ? post : nullptr;
     if (take == 3)
-      wht_radix8(v, n, h, offset, p);
+      wht_radix<8>(v, n, h, offset, p);
     else if (take == 2)
-      wht_radix4(v, n, h, offset, p);
+      wht_radix<4>(v, n, h, offset, p);
     else
-      wht_radix2(v, n, h, offset, p);
+      wht_radix<2>(v, n, h, offset, p);
     h <<= take;
     left -= take;
   }

@@ -70,13 +70,20 @@ def id_array(ids: Any, name: str = "ids") -> np.ndarray:
                 f"{name}: a copy of {arr.size} ids")
     lo, hi = np.iinfo(np.int64).min, np.iinfo(np.int64).max
     if arr.dtype == object:   # Python ints beyond uint64 (2**64), Fractions, ...
-        if not all(isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
-                   for v in arr.tolist()):
-            raise TypeError(f"{name} must be integers")
-        bad = [int(v) for v in arr.tolist() if not lo <= int(v) <= hi]
-        if bad:
-            raise ValueError(f"{name} must fit int64, got {bad[0]}")
-        return np.array([int(v) for v in arr.tolist()], dtype=np.int64)
+        # One pass; a non-integer anywhere is the TypeError even after an id out of range.
+        out = np.empty(arr.size, np.int64)
+        first_bad = None
+        for k, v in enumerate(arr.tolist()):
+            if not isinstance(v, numbers.Integral) or isinstance(v, (bool, np.bool_)):
+                raise TypeError(f"{name} must be integers")
+            value = int(v)
+            if lo <= value <= hi:
+                out[k] = value
+            elif first_bad is None:
+                first_bad = value
+        if first_bad is not None:
+            raise ValueError(f"{name} must fit int64, got {first_bad}")
+        return out
     if arr.dtype.kind == "f":
         if not all_finite(arr):
             raise ValueError(f"{name} must be integers, got NaN or infinity")
