@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import threading
 from collections import OrderedDict
 from typing import Any, Callable, Dict, Hashable, Tuple
 
 import numpy as np
 
 from ._checks import check_int
+from ._forksafe import fork_safe_lock
 
 __all__ = ["ByteLRU"]
 
@@ -33,7 +33,7 @@ class ByteLRU:
     """
 
     def __init__(self, limit: int):
-        self._lock = threading.Lock()
+        self._lock = fork_safe_lock()
         self._entries: "OrderedDict[Hashable, Tuple[Any, int]]" = OrderedDict()
         self._bytes = 0
         self._limit = check_int(limit, "cache limit", minimum=0)

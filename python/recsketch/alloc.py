@@ -16,10 +16,10 @@ The limit is process-wide: every thread sees the same one.
 
 from __future__ import annotations
 
-import threading
 from contextlib import contextmanager
 from typing import Iterator, List, Optional
 
+from ._forksafe import fork_safe_lock
 from ._native import _core
 
 __all__ = ["DEFAULT_ALLOC_LIMIT", "alloc_limit", "alloc_limit_set", "check_alloc",
@@ -53,7 +53,7 @@ def set_alloc_limit(nbytes: Optional[int]) -> int:
 
 
 # The blocks of alloc_limit_set in progress, oldest first, and the limit before the first.
-_active_lock = threading.Lock()
+_active_lock = fork_safe_lock()
 _active: List[List[int]] = []
 _base: List[int] = []
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
@@ -11,6 +10,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ._checks import MAX_D_SKETCH, MAX_POSITION, check_int, check_num_threads
+from ._forksafe import fork_safe_rlock
 from ._native import _core
 from .alloc import check_alloc
 from .block_sparse import default_block_size, resolve_density, suggest_block_sparse
@@ -121,7 +121,7 @@ class Sketcher:
         self._matrices: Dict[Tuple[Any, ...], RandomMatrix] = {}
         self._modules: Dict[str, ModuleInfo] = {}
         # Guards the matrix map and the registry (check-then-record must not interleave).
-        self._lock = threading.RLock()
+        self._lock = fork_safe_rlock()
         self._leaf_embeddings = LeafEmbeddings()
         self._decoder = Decoder(self, query_cache_bytes)
 

@@ -56,6 +56,7 @@ from typing import Callable, Iterator, List, Optional, Tuple
 import numpy as np
 
 from .._checks import check_flag, check_fraction, check_int, check_num_threads
+from .._forksafe import fork_safe_rlock
 from ..block_sparse import decode_blocks
 from ..dictionary import DictionaryLearner, RecoveredMatrix
 
@@ -181,7 +182,7 @@ def _basis(Y: np.ndarray, rank: Optional[int], chunk: int
 # at one BLAS thread for good when those were different threads. Each section therefore holds
 # one process-wide lock from entry to exit (the sections are short eigensolves, so the
 # serialisation costs little) and only the outermost section of a thread sets and restores it.
-_SERIAL_LOCK = threading.RLock()
+_SERIAL_LOCK = fork_safe_rlock()
 _SERIAL_DEPTH = threading.local()
 
 

@@ -16,7 +16,6 @@ import datetime as _dt
 import json
 import numbers
 import os
-import threading
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -24,6 +23,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .._checks import as_real_array, check_fraction, check_int
+from .._forksafe import fork_safe_rlock
 from ..denoise import Subspace, SubspaceFitter, check_rule, sketcher_identity
 from ..erasure import ErasedSketch
 from ..guided import GuidedReader
@@ -77,7 +77,7 @@ class Repository:
             raise TypeError("use Repository.create(path, sketcher) or Repository.open(path)")
         self._store = store
         self._sketcher = sketcher
-        self._sketcher_lock = threading.RLock()
+        self._sketcher_lock = fork_safe_rlock()
         self._index = RetrievalIndex(store)
         self._objects = ObjectStore(store)
         self._signed = SignatureTable(store)
@@ -135,10 +135,14 @@ class Repository:
         return repo
 
     def close(self) -> None:
-        """Save the retrieval index and close the database."""
+        """Save the retrieval index and close the database (in a process forked after the
+        repository was opened: only mark it closed, the parent owns the files)."""
         store = self._store
         with store.lock:
             if store.closed:
+                return
+            if not store.opened_here:
+                store.close()
                 return
             try:
                 if self._index.needs_saving:

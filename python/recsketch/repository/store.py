@@ -16,6 +16,10 @@ switches to it in one transaction. Readers see a consistent snapshot at every ca
 
 Threads: one SQLite connection per Store; :attr:`Store.lock` (re-entrant) keeps its transactions
 and the cached memory map from interleaving when threads share it.
+
+Processes: a connection must not cross ``fork()``; in a forked child every call on a Store opened
+before the fork is a ValueError (open the folder again there), and the lock, which another
+thread of the parent may have held at the fork, is free (recsketch._forksafe).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Se
 import numpy as np
 
 from .._checks import all_finite
+from .._forksafe import fork_safe_rlock
 from ..alloc import check_alloc
 from .times import to_seconds
 
@@ -124,7 +129,8 @@ class Store:
     """The data file and metadata of one repository folder (see the module docstring)."""
 
     def __init__(self, path: Path, d: int):
-        self._lock = threading.RLock()
+        self._pid = os.getpid()   # the process whose connection this is (check_open)
+        self._lock = fork_safe_rlock()
         self._path = path
         self._d = d
         self._db = sqlite3.connect(str(path / "repo.sqlite"), timeout=60.0,
@@ -181,16 +187,28 @@ class Store:
         with self._lock:
             if not self._closed:
                 self._map = None
-                self._db.close()
+                if self.opened_here:
+                    self._db.close()   # (a forked child leaves the parent's connection alone)
                 self._closed = True
 
     @property
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def opened_here(self) -> bool:
+        """False in a process forked after the Store was opened (see :meth:`check_open`)."""
+        return self._pid == os.getpid()
+
     def check_open(self) -> None:
+        """ValueError unless the repository is open in this process: SQLite's connections
+        must not be used across ``fork()``, so a forked child opens the repository again."""
         if self._closed:
             raise ValueError("the repository is closed")
+        if not self.opened_here:
+            raise ValueError(f"the repository {self._path} was opened in process {self._pid}, "
+                             f"before a fork: open it again in this process (pid "
+                             f"{os.getpid()}) with Repository.open")
 
     # -- properties ---------------------------------------------------------------------------------
     @property
