@@ -188,11 +188,21 @@ void register_sketch(py::module_& m) {
         // Every row and index against the bank, before any output is allocated.
         recsketch::detail::check_batch(g, bank, d);
         // Everything the call holds at once, against the allocation limit before any output
-        // exists (sketch_graphs_peak_bytes). One working budget for the estimate and the run.
+        // exists (sketch_graphs_peak_bytes), and the index copies above (made before the check:
+        // no larger than the index arrays the caller holds). One working budget for the
+        // estimate and the run.
         const std::size_t working = sketch_working_bytes.load();
+        const std::uint64_t index_copies = recsketch_bind::add_bytes(
+            recsketch_bind::mul_bytes(static_cast<std::uint64_t>(g.n_graphs + 1 + 2 * (rows + 1) +
+                                                                 g.input_ptr[rows]),
+                                      sizeof(std::int64_t)),
+            static_cast<std::uint64_t>(rows) * (sizeof(std::int32_t) + (g.embedded ? 1 : 0)));
         recsketch_bind::check_alloc(
-            recsketch::sketch_graphs_peak_bytes(g, bank, d, float64 ? sizeof(double) : sizeof(float),
-                                                return_objects, num_threads, working),
+            recsketch_bind::add_bytes(
+                recsketch::sketch_graphs_peak_bytes(g, bank, d,
+                                                    float64 ? sizeof(double) : sizeof(float),
+                                                    return_objects, num_threads, working),
+                index_copies),
             "sketch_graphs: " + std::to_string(g.n_graphs) + " sketches" +
                 (return_objects ? " and " + std::to_string(rows) + " object sketches" : "") +
                 " of d=" + std::to_string(d) + (float64 ? " float64" : " float32") +

@@ -455,6 +455,18 @@ void sketch_graphs(const GraphBatch& g, const MatrixBank& bank, std::int64_t d, 
   }
 }
 
+// Bookkeeping of sketch_levels besides the sketches, per row of a group: its level, its last
+// parent's level, its output and gather slots; its sketch's vector header and allocation
+// overhead; its entries in the lists of rows by level and of rows to free (at most twice their
+// size in capacity) and, for a chain of one row per level, those two lists' own headers and
+// allocations. Per row of a slice: its place in the slice's order, among the gathered
+// children, and in the runs of one module.
+inline constexpr std::uint64_t kAllocationOverhead = 32;
+inline constexpr std::uint64_t kRowBookkeepingBytes =
+    4 * sizeof(std::int64_t) + (sizeof(std::vector<char>) + kAllocationOverhead) +
+    2 * 2 * sizeof(std::int64_t) + 2 * (sizeof(std::vector<char>) + kAllocationOverhead);
+inline constexpr std::uint64_t kSliceRowBookkeepingBytes = 4 * sizeof(std::int64_t);
+
 // Rows of the batch's largest graph (g as check_batch accepts it).
 inline std::int64_t widest_graph(const GraphBatch& g) noexcept {
   std::int64_t widest = 0;
@@ -472,8 +484,9 @@ inline std::int64_t widest_graph(const GraphBatch& g) noexcept {
 //   than the batch has;
 // - a level slice: kSliceBuffers buffers in the other quarter, but at least one row each and
 //   never more rows than the batch,
-//   plus its attribute inputs (at most one row of d per slice row: a fifth of those) and one
-//   column of R[M,2] per running task;
+//   plus its attribute inputs (at most one row of d per slice row: a fifth of those), one
+//   column of R[M,2] per running task and, with embedded leaves, one float64 d-vector each;
+// - the bookkeeping per row in flight and per slice row (kRowBookkeepingBytes);
 // - the products' scratch: up to min(threads, rows) products of up to kVectorsPerTask vectors
 //   at one thread each, or one at all threads, of the bank's largest.
 // Saturates at 2^64 - 1 (bytes.hpp).
@@ -504,10 +517,19 @@ inline std::uint64_t sketch_graphs_peak_bytes(const GraphBatch& g, const MatrixB
       std::max<std::uint64_t>(1, detail::slice_bytes(working_bytes) / (detail::kSliceBuffers * row));
   const std::uint64_t slice_buffers =
       mul_bytes(mul_bytes(detail::kSliceBuffers, std::min(slice_rows, rows)), row);
+  const std::uint64_t flight_rows =
+      std::min(rows, std::max(group_rows, static_cast<std::uint64_t>(widest_graph(g))));
+  const std::uint64_t bookkeeping =
+      add_bytes(mul_bytes(flight_rows, kRowBookkeepingBytes),
+                mul_bytes(std::min(slice_rows, rows), kSliceRowBookkeepingBytes));
+  // an embedded leaf sums its embedding's rows in float64, one d-vector per running task
+  const bool embeds = std::any_of(bank.leaf_embed.begin(), bank.leaf_embed.end(),
+                                  [](const double* a) { return a != nullptr; });
+  const std::uint64_t embed_sums = embeds ? mul_bytes(running, mul_bytes(ud, sizeof(double))) : 0;
   const std::uint64_t in_flight = add_bytes(
-      mul_bytes(std::min(rows, std::max(group_rows, static_cast<std::uint64_t>(widest_graph(g)))),
-                row),
-      add_bytes(add_bytes(slice_buffers, slice_buffers / 5), mul_bytes(running, row)));
+      add_bytes(mul_bytes(flight_rows, row), bookkeeping),
+      add_bytes(add_bytes(add_bytes(slice_buffers, slice_buffers / 5), mul_bytes(running, row)),
+                embed_sums));
   const std::uint64_t outputs = mul_bytes(
       static_cast<std::uint64_t>(g.n_graphs) + (return_objects ? static_cast<std::uint64_t>(g.rows) : 0),
       row);
