@@ -194,14 +194,23 @@ def test_one_wide_graph_is_bounded_by_its_object_sketches_in_flight():
     # (the rows 3/4 of the budget hold, or the graph's, at most the batch's); a level slice's
     # five buffers (the rows a quarter of the budget holds, at least one, at most the batch's)
     # plus its attribute inputs (a fifth of that) and one column of R[M,2] per thread; and two
-    # products at once (three sign bit-vectors and one d-vector each).
-    d, work, threads, rows = 4096, 1 << 20, 2, 3002
+    # products at once (three sign bit-vectors and one d-vector each); the leaves are embedded,
+    # so one float64 d-vector per thread sums an embedding; the bookkeeping: 232 bytes per row in
+    # flight (four int64, a vector header of 24 and an allocation overhead of 32, two list
+    # entries of 16, two lists' 24 + 32) and 32 per slice row; the binding's copies of the
+    # indices (int64 offsets and 3001 input rows, int32 modules, a byte per row for "embedded").
+    d, work, threads, rows, edges = 4096, 1 << 20, 2, 3002, 3001
     sk = rs.Sketcher(d, family="orthogonal", seed=1)
     reference = sk.sketch(g, num_threads=threads)
-    slice_buffers = 5 * min(max(1, work // 4 // (5 * d * 4)), rows) * d * 4
-    in_flight = min(rows, max(max(1, work // 4 * 3 // (d * 4)), 3002)) * d * 4
+    slice_rows = min(max(1, work // 4 // (5 * d * 4)), rows)
+    slice_buffers = 5 * slice_rows * d * 4
+    flight_rows = min(rows, max(max(1, work // 4 * 3 // (d * 4)), 3002))
+    in_flight = flight_rows * d * 4
+    bookkeeping = flight_rows * 232 + slice_rows * 32
+    copies = (1 + 1 + 2 * (rows + 1) + edges) * 8 + rows * (4 + 1)
     need = (d * 4 + in_flight + slice_buffers + slice_buffers // 5
-            + threads * d * 4 + threads * (3 * (d // 64) * 8 + d * 8))
+            + threads * d * 4 + threads * (3 * (d // 64) * 8 + d * 8)
+            + threads * d * 8 + bookkeeping + copies)
     previous_work = _core._set_sketch_working_bytes(work)
     previous = rs.set_alloc_limit(need - 1)
     try:
