@@ -137,3 +137,13 @@ def test_fitted_share_errors_match_their_spread_over_draws():
 def test_a_fit_without_enough_samples_or_rank_is_none():
     assert _fit_norm_shares(np.ones(3), np.ones((3, 2))) is None  # n <= k + 1
     assert _fit_norm_shares(np.ones(20), np.ones((20, 2))) is None  # rank 1
+
+
+def test_a_share_that_would_move_the_depth_is_not_used():
+    """B recorded one level deeper than its gain g says (depth 4, as a too-short gain can put
+    it): the share would give it depth 3, against the depth its edge was taken at, so B is
+    left as it was."""
+    mods, edges, _, _ = _family()
+    mods[2] = dataclasses.replace(mods[2], depth=4)
+    out = _norm_shares(mods, edges, W0)
+    assert out[2] is mods[2]

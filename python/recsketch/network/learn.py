@@ -725,14 +725,15 @@ def _norm_shares(modules: List[RecoveredModule], edges: Sequence[TreeEdge], w0: 
     depth-3 count read carries a nearly constant leak), and keeps the per-sample ``|c|_2``,
     which divides out an error common to one sample's reads. ``k`` is taken as constant over
     samples: ``x`` varies by a few percent from sample to sample, and the reads' common bias
-    (the shares of modules with every column recovered are 0.93-1.06 of 1) is part of ``k``,
+    (the shares of modules with every column recovered were 0.91-1.06) is part of ``k``,
     which is why a share is used only below :data:`SHARE_MISSING`, and only where the fit is
     determined (standard errors at most :data:`SHARE_SE_MAX`) and no child's share is above
     ``1 / SHARE_BAND`` (a share well above 1 means the relation does not hold, e.g. a child
     of the parent was not recovered, or a child's reads carry a leak). It assumes, as
     :func:`infer_tree`'s weight-sum step, that the parent's importance weights sum to 1 and
     that all its children were recovered: a missing child's weight would be taken as a
-    share missing from the others. Modules with a count column keep their gain. Measured at
+    share missing from the others. Modules with a count column keep their gain, and so does
+    a module whose depth the new gain would change (its edge to the parent fixed it). At
     d = 524,262, q = 4e-4 (``docs/unmix.md``, round 8): it applies to 3 of the 24 depth-3
     modules of seeds 0-11, whose median l-inf went 0.240 -> 0.157, 0.188 -> 0.063,
     0.252 -> 0.133; the fit was refused on one seed (a share of 1.49)."""
@@ -757,13 +758,15 @@ def _norm_shares(modules: List[RecoveredModule], edges: Sequence[TreeEdge], w0: 
             continue
         for i, k in zip(kids, shares.tolist()):
             m = out[i]
-            if m.count_matrix is None and k < SHARE_MISSING:
-                gains = m.gains / k
-                live = gains > 0
-                depth = depth_from_gain(float(np.median(gains[live])), w0) if live.any() else 0
-                out[i] = dataclasses.replace(
-                    m, attributes=m.attributes * k, gains=gains, depth=depth,
-                    path_weights=gains * 2.0 ** (4 * depth - 3), norm_share=k)
+            if m.count_matrix is not None or k >= SHARE_MISSING:
+                continue
+            gains = m.gains / k
+            live = gains > 0
+            if not live.any() or depth_from_gain(float(np.median(gains[live])), w0) != m.depth:
+                continue  # the edge the share was fitted on fixed the depth
+            out[i] = dataclasses.replace(m, attributes=m.attributes * k, gains=gains,
+                                         path_weights=gains * 2.0 ** (4 * m.depth - 3),
+                                         norm_share=k)
     return out
 
 
