@@ -82,7 +82,8 @@ class RecoveredModule:
 
     ``attribute_matrix`` holds the recovered columns of ``R[M,1]``, ``count_matrix`` column 0 of
     ``R[M,2]`` (None if it was not recovered: then ``gains`` is the lower bound
-    ``|g x_recovered|_2`` and ``depth`` may be too deep by one; below the top level with
+    ``|g x_recovered|_2``, divided by ``norm_share`` where that is set, and ``depth`` may be
+    too deep by one; below the top level with
     ``method="unmix"`` the gain is also ``|g x_recovered|_2`` where the recovered columns hold
     the whole attribute norm, the count read carrying a constant leak there). ``columns`` are
     the recovered attribute coordinates, ``attributes`` the ``(n_samples, len(columns))``
@@ -91,7 +92,14 @@ class RecoveredModule:
     the attribute coefficient reads that came out negative and were set to 0 (a sign of a
     leak-biased read), ``leak_corrected`` per column whether its coefficients were read with
     the shallower modules' words removed (None where the correction was not applied:
-    ``method="sample"``, ``correct_leaks=False``, the top level).
+    ``method="sample"``, ``correct_leaks=False``, the top level). ``norm_share``: for a module
+    without a count column whose recovered columns were found to hold only part of its unit
+    attribute norm (``method="unmix"``: fitted from its parent's gain, which its siblings'
+    gains sum to one level down), that share ``k`` (an estimate of ``|x_recovered|_2``,
+    taken as constant over samples); the gains are then ``|g x_recovered|_2 / k`` and the
+    attributes ``k`` times the unit direction of the reads, so ``|attributes|_2 = k`` and
+    ``1 - k^2`` is the squared mass of the coordinates that were not recovered. None where it
+    was not fitted (a module without a count column then has ``|attributes|_2 = 1``).
     """
 
     id: int
@@ -105,6 +113,7 @@ class RecoveredModule:
     input_r2: Optional[float] = None
     clipped: float = 0.0
     leak_corrected: Optional[np.ndarray] = None
+    norm_share: Optional[float] = None
 
 
 @dataclass
@@ -309,17 +318,24 @@ def learn_network(inputs: Any, sketches: Any, *, sketcher: Optional[Sketcher] = 
     if method == "unmix":
         modules = [_complete_columns(un.basis, un.projections, m) for m in modules]
         modules = _complete_from_basis(un, modules, max_dim, min_votes)
+        modules = _norm_shares(modules, _tree_edges(modules, r2_gain), w0)
     if X_in is not None:
         for m in modules:
             m.input_r2 = _r2(X_in, m.attributes)
     levels: Dict[int, List[int]] = {}
     for m in modules:
         levels.setdefault(m.depth, []).append(m.id)
+    edges = _tree_edges(modules, r2_gain)
+    return NetworkModel(modules, dict(sorted(levels.items())), edges, garbage, n, d, b, q)
+
+
+def _tree_edges(modules: Sequence[RecoveredModule], min_r2_gain: float) -> List[TreeEdge]:
+    """The top-level modules' edges to :data:`OUTPUT` and :func:`infer_tree`'s edges."""
     edges = [TreeEdge(OUTPUT, m.id, float(np.median(m.path_weights)))
              for m in modules if m.depth == 2]
     edges += infer_tree({m.id: m.attributes for m in modules}, {m.id: m.depth for m in modules},
-                        {m.id: m.path_weights for m in modules}, min_r2_gain=r2_gain)
-    return NetworkModel(modules, dict(sorted(levels.items())), edges, garbage, n, d, b, q)
+                        {m.id: m.path_weights for m in modules}, min_r2_gain=min_r2_gain)
+    return edges
 
 
 _Cluster = Tuple[RecoveredMatrix, np.ndarray]  # the matrix and its (n_samples, n_columns) coefficients
@@ -653,6 +669,105 @@ def _steadier(plain: RecoveredModule, fixed: RecoveredModule) -> RecoveredModule
             <= np.std(plain.attributes[live], axis=0))
     x = np.where(keep[None, :], fixed.attributes, plain.attributes)
     return dataclasses.replace(fixed, attributes=x, leak_corrected=keep)
+
+
+# _norm_shares: a module without a count column takes its gain from the fitted share of its
+# unit norm only below SHARE_MISSING; the fit is used only where every child's share has a
+# standard error of at most SHARE_SE_MAX and lies below 1 / SHARE_BAND. See _norm_shares.
+SHARE_MISSING = 0.9
+SHARE_SE_MAX = 0.05
+SHARE_BAND = 0.85
+
+
+def _fit_norm_shares(parent_gains: np.ndarray, child_norms: np.ndarray
+                    ) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """(shares, standard errors) ``(k,)`` of ``k`` sibling modules' unit attribute norms held
+    by their recovered coefficient reads, from ``g_parent(s) / 16 = sum_c |c_c(s)|_2 / k_c``
+    fitted by least squares (no intercept) over the samples where the parent's gain is above a
+    quarter of its largest; None where it cannot be fitted (too few samples, a rank-deficient
+    design, a share that is not positive).
+
+    ``parent_gains`` ``(S,)``; ``child_norms`` ``(S, k)``, each child's ``|c(s)|_2`` over its
+    recovered attribute columns. The relation: a child's path weight is its parent's times
+    an importance weight, the weights sum to 1, and one level down the gain has a further
+    factor ``2^-4`` (``g = w 2^-(4h-3)``), so ``sum_c g_c = g_parent / 16``; a child whose
+    columns hold the share ``k_c = |x_recovered|_2`` of its unit norm has ``|c_c|_2 =
+    k_c g_c``. The standard errors are the least-squares ones (residual variance times
+    ``(N^T N)^-1``), carried to ``k = 1 / coefficient`` to first order."""
+    G = np.asarray(parent_gains, dtype=np.float64) / 16.0
+    N = np.asarray(child_norms, dtype=np.float64)
+    live = _live_samples(G)
+    G, N = G[live], N[live]
+    n, k = N.shape
+    if n <= k + 1:
+        return None
+    coef, _, rank, _ = np.linalg.lstsq(N, G, rcond=None)
+    if rank < k or not np.all(coef > 0):
+        return None
+    resid = G - N @ coef
+    cov = float(resid @ resid) / (n - k) * np.linalg.inv(N.T @ N)
+    return 1.0 / coef, np.sqrt(np.maximum(np.diag(cov), 0.0)) / coef ** 2
+
+
+def _norm_shares(modules: List[RecoveredModule], edges: Sequence[TreeEdge], w0: float
+                 ) -> List[RecoveredModule]:
+    """The modules, where a module without a count column holds only part of its unit
+    attribute norm, with the gain ``|c|_2 / k`` instead of ``|c|_2`` (``k`` its fitted share,
+    :func:`_fit_norm_shares`, over all the children of its parent in ``edges``), the
+    attributes ``k c / |c|_2``, depth and path weights from that gain and
+    ``RecoveredModule.norm_share = k``.
+
+    Why: such a module's gain is ``|c|_2`` over its recovered columns, ``k g`` with ``k =
+    |x_recovered|_2 < 1`` where a coordinate was not recovered (its column has no nonzero
+    block, or it did not decode), and dividing by it inflates every recovered coordinate by
+    ``1 / k``. The siblings' path weights sum to their parent's, so the parent's gain fixes
+    each child's share; the fit uses the children's read norms only (not a sibling's gain: a
+    depth-3 count read carries a nearly constant leak), and keeps the per-sample ``|c|_2``,
+    which divides out an error common to one sample's reads. ``k`` is taken as constant over
+    samples: ``x`` varies by a few percent from sample to sample, and the reads' common bias
+    (the shares of modules with every column recovered were 0.91-1.06) is part of ``k``,
+    which is why a share is used only below :data:`SHARE_MISSING`, and only where the fit is
+    determined (standard errors at most :data:`SHARE_SE_MAX`) and no child's share is above
+    ``1 / SHARE_BAND`` (a share well above 1 means the relation does not hold, e.g. a child
+    of the parent was not recovered, or a child's reads carry a leak). It assumes, as
+    :func:`infer_tree`'s weight-sum step, that the parent's importance weights sum to 1 and
+    that all its children were recovered: a missing child's weight would be taken as a
+    share missing from the others. Modules with a count column keep their gain, and so does
+    a module whose depth the new gain would change (its edge to the parent fixed it). At
+    d = 524,262, q = 4e-4 (``docs/unmix.md``, round 8): it applies to 3 of the 24 depth-3
+    modules of seeds 0-11, whose median l-inf went 0.240 -> 0.157, 0.188 -> 0.063,
+    0.252 -> 0.133; the fit was refused on one seed (a share of 1.49)."""
+    pos = {m.id: i for i, m in enumerate(modules)}
+    children: Dict[Hashable, List[int]] = {}
+    for e in edges:
+        if e.parent != OUTPUT and e.parent in pos and e.child in pos:
+            children.setdefault(e.parent, []).append(pos[e.child])
+    out = list(modules)
+    # parents from the top: a parent's own gain may have been set from its share
+    for p in sorted(children, key=lambda p: modules[pos[p]].depth):
+        kids = children[p]
+        if all(out[i].count_matrix is not None for i in kids):
+            continue
+        norms = np.stack([np.linalg.norm(out[i].attributes * out[i].gains[:, None], axis=1)
+                          for i in kids], axis=1)
+        fit = _fit_norm_shares(out[pos[p]].gains, norms)
+        if fit is None:
+            continue
+        shares, se = fit
+        if np.any(se > SHARE_SE_MAX) or np.any(shares > 1.0 / SHARE_BAND):
+            continue
+        for i, k in zip(kids, shares.tolist()):
+            m = out[i]
+            if m.count_matrix is not None or k >= SHARE_MISSING:
+                continue
+            gains = m.gains / k
+            live = gains > 0
+            if not live.any() or depth_from_gain(float(np.median(gains[live])), w0) != m.depth:
+                continue  # the edge the share was fitted on fixed the depth
+            out[i] = dataclasses.replace(m, attributes=m.attributes * k, gains=gains,
+                                         path_weights=gains * 2.0 ** (4 * m.depth - 3),
+                                         norm_share=k)
+    return out
 
 
 def _complete_columns(V: np.ndarray, YV: np.ndarray, m: RecoveredModule) -> RecoveredModule:
