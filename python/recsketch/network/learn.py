@@ -733,10 +733,8 @@ def _norm_shares(modules: List[RecoveredModule], edges: Sequence[TreeEdge], w0: 
     :func:`infer_tree`'s weight-sum step, that the parent's importance weights sum to 1 and
     that all its children were recovered: a missing child's weight would be taken as a
     share missing from the others. Modules with a count column keep their gain, and so does
-    a module whose depth the new gain would change (its edge to the parent fixed it). At
-    d = 524,262, q = 4e-4 (``docs/unmix.md``, round 8): it applies to 3 of the 24 depth-3
-    modules of seeds 0-11, whose median l-inf went 0.240 -> 0.157, 0.188 -> 0.063,
-    0.252 -> 0.133; the fit was refused on one seed (a share of 1.49)."""
+    a module whose depth the new gain would change (its edge to the parent fixed it).
+    Measurements: ``docs/unmix.md``, round 8."""
     pos = {m.id: i for i, m in enumerate(modules)}
     children: Dict[Hashable, List[int]] = {}
     for e in edges:
