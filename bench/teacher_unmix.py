@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import recsketch as rs  # noqa: E402
 from recsketch.network import NetworkTruth, learn_network  # noqa: E402
-from recsketch.network.unmix import block_directions, sketch_basis  # noqa: E402
+from recsketch.network.unmixing import block_directions, sketch_basis  # noqa: E402
 from teacher_network import build_teacher, diagnostics  # noqa: E402
 
 

@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import recsketch as rs  # noqa: E402
 import recsketch.network.learn as learn  # noqa: E402
 from recsketch.network import NetworkTruth, learn_network  # noqa: E402
-from recsketch.network.unmix import word_vectors  # noqa: E402
+from recsketch.network.unmixing import word_vectors  # noqa: E402
 from teacher_network import build_teacher  # noqa: E402
 from teacher_unmix import cache_path  # noqa: E402
 from tree_words import coefficients, tree_words, word_cosines  # noqa: E402

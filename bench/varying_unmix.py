@@ -5,9 +5,9 @@ The teacher is ``varying_teacher`` of ``bench/teacher_unmix.py``: root <- two of
 maps and weights with root <- (midA, midB) for every input. Depths 2 (root, 8 attributes) and 3
 (mids, 4 attributes). Both are sketched with the same Sketcher and measured the same way:
 
-* ``K`` (the rank :func:`~recsketch.network.unmix.sketch_basis` chooses) against the rank of
+* ``K`` (the rank :func:`~recsketch.network.unmixing.sketch_basis` chooses) against the rank of
   the true coefficient matrix ``C`` (its singular values above the same floor,
-  :func:`~recsketch.network.unmix.choose_rank`): one column per word, i.e. per (module,
+  :func:`~recsketch.network.unmixing.choose_rank`): one column per word, i.e. per (module,
   input position, attribute coordinate or count), ``g x_j`` or ``g`` in each sample (0 where
   absent); a word is a fixed vector only for a fixed (module, position), so a mid seen at two
   positions has two sets of words;
@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import recsketch as rs  # noqa: E402
 from recsketch.network import learn_network  # noqa: E402
-from recsketch.network.unmix import block_directions, choose_rank, sketch_basis  # noqa: E402
+from recsketch.network.unmixing import block_directions, choose_rank, sketch_basis  # noqa: E402
 from teacher_unmix import _true_signs, varying_teacher  # noqa: E402
 
 DEPTH = {"root": 2, "midA": 3, "midB": 3, "midC": 3}

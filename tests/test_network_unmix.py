@@ -16,7 +16,7 @@ import pytest
 
 import recsketch as rs
 from recsketch.network import NetworkTruth, learn_network
-from recsketch.network.unmix import (RANK_FLOOR, block_directions, block_estimates, choose_rank,
+from recsketch.network.unmixing import (RANK_FLOOR, block_directions, block_estimates, choose_rank,
                                      leak_corrected_estimates, screen_blocks, sketch_basis, unmix,
                                      word_vectors)
 
@@ -330,7 +330,7 @@ def test_refinement_ignores_a_block_with_a_heavy_leak():
     mi, ci = mats[0]
     a = np.flatnonzero((res.atoms[:, 0] == mi) & (res.atoms[:, 1] == j))[0]
     assert np.median(np.abs(res.coefficients[:, a] - c) / c) < 0.05
-    from recsketch.network.unmix import _refine
+    from recsketch.network.unmixing import _refine
     loose = _refine(Y, res.matrices, res.coefficients, 20, screen=False)
     assert np.median(np.abs(loose[:, a] - c) / c) > 0.2
 
@@ -402,7 +402,7 @@ def test_a_block_shared_with_another_spike_is_found_from_the_word():
     that single block, so it owns the block in the basis): the block scan decodes the column
     without that block; the column's word, from its coefficients, shows all its blocks with
     their exact signs (:func:`word_blocks`)."""
-    from recsketch.network.unmix import word_blocks
+    from recsketch.network.unmixing import word_blocks
 
     d, b, q, n = 16371, 51, 0.02, 60
     sk = rs.Sketcher(d, block_size=b, density=q, seed=3)
@@ -426,7 +426,7 @@ def test_a_block_shared_with_another_spike_is_found_from_the_word():
     assert idx.tolist() == blks.tolist()
     assert np.array_equal(pats, np.sign(col.reshape(-1, b)[blks]))
     # the word from the basis blocks that decoded (rescue_columns) finds it too
-    from recsketch.network.unmix import rescue_columns
+    from recsketch.network.unmixing import rescue_columns
     full = rescue_columns(res.basis, res.block_left, res.block_right, res.matrices, q)
     mat = next(m for m in full if j in m.columns.tolist())
     ci = mat.columns.tolist().index(j)
@@ -442,7 +442,7 @@ def test_recsketch_imports_and_unmixes_without_threadpoolctl():
     code = ("import sys\n"
             "for m in ('threadpoolctl', 'sklearn'): sys.modules[m] = None\n"
             "import numpy as np, recsketch\n"
-            "from recsketch.network.unmix import block_directions\n"
+            "from recsketch.network.unmixing import block_directions\n"
             "V = np.linalg.qr(np.random.default_rng(0).normal(size=(60, 3)))[0]\n"
             "print(block_directions(V, 6)[1].shape)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -492,7 +492,7 @@ def test_word_vectors_validates(which, bad, exc, match):
 
 
 def test_leak_corrected_estimates_and_word_blocks_validate():
-    from recsketch.network.unmix import word_blocks
+    from recsketch.network.unmixing import word_blocks
     Y, V, YV, mat, c = _tiny_column()
     words, coef = np.zeros((V.shape[1], 1)), np.zeros((Y.shape[0], 1))
     ok = leak_corrected_estimates(Y, V, mat, c, words, coef)  # zero words: the plain reads
@@ -543,7 +543,7 @@ def test_serial_lapack_is_thread_safe():
     code = """if True:
         import threading, threadpoolctl
         import numpy as np
-        from recsketch.network.unmix import _serial_lapack
+        from recsketch.network.unmixing import _serial_lapack
         def blas():
             return [p["num_threads"] for p in threadpoolctl.threadpool_info()
                     if p["user_api"] == "blas"]
@@ -585,7 +585,7 @@ def test_serial_lapack_restores_with_warm_worker_pools():
     code = """if True:
         import threading, threadpoolctl
         import numpy as np
-        from recsketch.network.unmix import _serial_lapack
+        from recsketch.network.unmixing import _serial_lapack
         def blas():
             return [p["num_threads"] for p in threadpoolctl.threadpool_info()
                     if p["user_api"] == "blas"]
@@ -821,7 +821,7 @@ def test_rescue_columns_only_adds_true_blocks_and_columns():
     """Planted columns of one matrix, several with blocks shared among themselves: whatever the
     rescue adds to the block scan's matrices is a true block of a true column with the
     Sketcher's signs, nothing is removed, and every planted column ends complete."""
-    from recsketch.network.unmix import rescue_columns
+    from recsketch.network.unmixing import rescue_columns
 
     d, b, q, R, cols, plain = _six_planted_columns()
     _, left, right = block_directions(plain.basis, b)
@@ -849,7 +849,7 @@ def test_a_completion_takes_the_held_blocks_majority_string():
     block with a sign error in its string part (the first third): the added block carries
     the Sketcher's signs, the string being the held blocks' majority (it was the first
     block's, so the error was copied into the added block)."""
-    from recsketch.network.unmix import rescue_columns
+    from recsketch.network.unmixing import rescue_columns
 
     d, b, q, R, _, plain = _six_planted_columns()
     m = plain.matrices[0]
@@ -876,7 +876,7 @@ def test_a_word_block_lost_to_one_weak_sign_is_repaired(monkeypatch):
     block with the Sketcher's signs. Without the repair (REPAIR_ENTRIES = 0) it is lost."""
     import importlib
     from recsketch.block_sparse import decode_blocks
-    unmix_mod = importlib.import_module("recsketch.network.unmix")  # not the function
+    unmix_mod = importlib.import_module("recsketch.network.unmixing")  # not the function
 
     d, b, q = 16371, 51, 0.02
     third = b // 3
@@ -907,7 +907,7 @@ def test_signature_variant_false_match_rate_is_as_documented():
     pairs at b = 51 and 69 against that formula, within 5 standard deviations."""
     import math
     import types
-    from recsketch.network.unmix import _signature_variant
+    from recsketch.network.unmixing import _signature_variant
 
     rng = np.random.default_rng(21)
     for b in (51, 69):
@@ -973,7 +973,7 @@ def test_a_constant_gain_keeps_both_blocks_of_a_two_block_column(monkeypatch):
 
 
 def test_rescue_columns_validates():
-    from recsketch.network.unmix import rescue_columns
+    from recsketch.network.unmixing import rescue_columns
 
     d, b, K = 510, 51, 4
     V, left, right = np.zeros((d, K)), np.ones((d // b, b)), np.zeros((d // b, K))

@@ -1,4 +1,4 @@
-"""What :func:`recsketch.network.unmix.word_vectors` returns for a *constant* coefficient that is
+"""What :func:`recsketch.network.unmixing.word_vectors` returns for a *constant* coefficient that is
 the sum of its descendants' count coefficients (the root's count in a tree whose importance
 weights sum to 1), checked against a closed form on planted data (dense NumPy).
 
@@ -13,7 +13,7 @@ not ``g`` (measured on the teacher: share 0.26-0.58, within 0.05 of the formula 
 
 import numpy as np
 
-from recsketch.network.unmix import word_vectors
+from recsketch.network.unmixing import word_vectors
 
 D, S = 3000, 60
 # (name, norm) of exactly orthogonal planted words: the root's count word, the two mids' count

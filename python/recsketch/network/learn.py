@@ -51,7 +51,7 @@ import numpy as np
 from .._checks import check_fraction, check_int, check_num_threads
 from ..dictionary import DictionaryLearner, RecoveredMatrix
 from ..sketcher import Sketcher
-from .unmix import (Leak, UnmixResult, _reads, _refine, _rescue_columns, _word_blocks,
+from .unmixing import (Leak, UnmixResult, _reads, _refine, _rescue_columns, _word_blocks,
                     _word_leak, screen_blocks, unmix, word_vectors)
 
 if TYPE_CHECKING:
@@ -222,13 +222,13 @@ def learn_network(inputs: Any, sketches: Any, *, sketcher: Optional[Sketcher] = 
     method : {"sample", "unmix"}
         ``"sample"`` (default): decode every sample's blocks on its own (the module docstring;
         top level only). ``"unmix"``: for sketches of a *fixed tree*, decode the blocks of the
-        row space of all sketches instead (:mod:`recsketch.network.unmix`): every word is
+        row space of all sketches instead (:mod:`recsketch.network.unmixing`): every word is
         whitened to unit norm whatever its gain, which reaches depth 3 where one sample cannot
         (``docs/unmix.md``). It needs more samples than words (``K`` = sum of attribute
         lengths + 1 per object).
     rank : int, optional
         ``method="unmix"`` only: the number of words ``K``; default: the singular values above
-        the rounding floor (:func:`recsketch.network.unmix.choose_rank`).
+        the rounding floor (:func:`recsketch.network.unmixing.choose_rank`).
     refine : int, optional
         ``method="unmix"`` only: rounds (default 20) of a nonnegative least-squares
         refinement of the coefficients on each sample's decoded rows, started from the unmixed
@@ -237,8 +237,8 @@ def learn_network(inputs: Any, sketches: Any, *, sketcher: Optional[Sketcher] = 
     correct_leaks : bool, optional
         ``method="unmix"`` only (default True): below the top level, read each attribute
         column's blocks with the share of every shallower module's words removed
-        (:func:`recsketch.network.unmix.leak_corrected_estimates`), the words taken from the
-        shallower modules' coefficients (:func:`recsketch.network.unmix.word_vectors`).
+        (:func:`recsketch.network.unmixing.leak_corrected_estimates`), the words taken from the
+        shallower modules' coefficients (:func:`recsketch.network.unmixing.word_vectors`).
     num_threads : threads of the block scan (None: all). progress : tqdm bar while scanning.
 
     Returns
@@ -448,7 +448,7 @@ OPPOSED_SE = 2.5
 
 def _count_reads(Y: np.ndarray, count: RecoveredMatrix) -> np.ndarray:
     """``(n_blocks, S)``: a count column's per-block reads, the blocks the coefficient read
-    trusts (:func:`~recsketch.network.unmix.screen_blocks`): what :func:`_gain_varies`
+    trusts (:func:`~recsketch.network.unmixing.screen_blocks`): what :func:`_gain_varies`
     measures the read noise on."""
     est = _reads(Y, count, 0)
     return est[screen_blocks(est)]
@@ -485,7 +485,7 @@ def _top_level_reads(Y: np.ndarray, m: RecoveredModule, w0: float) -> RecoveredM
     """A top-level module (depth 2) with each attribute coefficient read as the mean of its
     decoded blocks' reads, every block kept (count column and gains unchanged).
 
-    Why: the screening of :func:`~recsketch.network.unmix.screen_blocks` and the two-block
+    Why: the screening of :func:`~recsketch.network.unmixing.screen_blocks` and the two-block
     rule look for a *heavier* word's leak, a multiple of the coefficient; a top-level
     module's words are the heaviest, and what shifts its blocks are lighter words' and its
     own diffuse parts, small additive offsets that the ratio test reads as leaks where the
@@ -548,7 +548,7 @@ def _two_block_columns(Y: np.ndarray, attr: _Cluster, gains: np.ndarray,
                        leak: Optional[Leak] = None,
                        gain_reads: Optional[np.ndarray] = None) -> _Cluster:
     """For every attribute column whose coefficient rests on exactly two trusted blocks (as
-    :func:`~recsketch.network.unmix.screen_blocks` keeps them), the coefficient read off the
+    :func:`~recsketch.network.unmixing.screen_blocks` keeps them), the coefficient read off the
     one block whose ``estimate / g`` varies least over samples, where the gain varies
     (:func:`_gain_varies`, with ``gain_reads`` its block reads; otherwise ``attr`` as it is).
     ``leak``: the heavier words' share of the rows, removed before the blocks are read
@@ -583,7 +583,7 @@ def _correct_leaks(Y: np.ndarray, V: np.ndarray, YV: np.ndarray,
     sees the corrected depth-3 coefficients): the same rule as the uncorrected read (screened
     nonnegative least squares on the module's decoded rows, then the two-block rule), applied
     to the sketches minus the shallower words' share (``_word_leak``; per block
-    :func:`~recsketch.network.unmix.leak_corrected_estimates`). The shallower words are their
+    :func:`~recsketch.network.unmixing.leak_corrected_estimates`). The shallower words are their
     attribute words and their count words; gains (count columns) are kept.
 
     Where the module has a count column, each column keeps the corrected read only if its
@@ -770,7 +770,7 @@ def _norm_shares(modules: List[RecoveredModule], edges: Sequence[TreeEdge], w0: 
 
 def _complete_columns(V: np.ndarray, YV: np.ndarray, m: RecoveredModule) -> RecoveredModule:
     """The module's attribute columns with the blocks their words show beyond the decoded ones
-    (:func:`~recsketch.network.unmix.word_blocks`; a block shared with another spike does not
+    (:func:`~recsketch.network.unmixing.word_blocks`; a block shared with another spike does not
     decode in the basis). A column gains blocks only if its word also shows every block it
     already has, with the same signs."""
     mat = m.attribute_matrix
@@ -796,7 +796,7 @@ def _complete_columns(V: np.ndarray, YV: np.ndarray, m: RecoveredModule) -> Reco
 def _complete_from_basis(un: UnmixResult, modules: List[RecoveredModule], below: int,
                          min_votes: int) -> List[RecoveredModule]:
     """The modules' attribute and count columns with the blocks their words in the basis show
-    beyond the held ones (:func:`~recsketch.network.unmix.rescue_columns`, ``add=False``),
+    beyond the held ones (:func:`~recsketch.network.unmixing.rescue_columns`, ``add=False``),
     after every coefficient read: a completed block is one that other words overlap, so it
     serves the recovered matrix, not the reads. Measured (``docs/unmix.md``, round 6): seed
     7's count columns of 4 and 6 blocks held with 2 and 3 went to 3 and 6; no column at depth
