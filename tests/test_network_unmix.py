@@ -1152,3 +1152,39 @@ def test_a_column_no_basis_block_decodes_to_is_completed_without_error():
     mat, c = held[0]
     assert mat.blocks[c].tolist() == [blk]
     np.testing.assert_array_equal(mat.patterns[c][0], col[blk * b:(blk + 1) * b])
+
+
+def test_a_count_read_below_the_norm_pairs_by_correlation_not_as_a_gain():
+    """A count read with a negative constant leak (``g - kappa``) breaks ``|g x|_2 <= g``, so
+    the pair score refuses it; ``_pair_biased_counts`` pairs it with its module because the two
+    move together (correlation ~1), and leaves alone a sibling's count (ratio in reach, moving
+    against the norm) and a deeper module's count (16x smaller gain, correlated)."""
+    from types import SimpleNamespace
+    from recsketch.network.learn import _pair_biased_counts, _pair_score
+
+    rng = np.random.default_rng(8)
+    n = 200
+    w = rng.uniform(0.3, 0.7, n)
+    g_a, g_b = w * 2.0 ** -9, (1 - w) * 2.0 ** -9  # siblings: weights sum to 1
+    x = rng.uniform(0.2, 1.0, (n, 4))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    kappa = 0.25 * np.median(g_a)
+    read_a = g_a - kappa  # the biased count read
+    g_deep = g_a * rng.uniform(0.8, 1.0, n) / 16  # a child of the module
+
+    def cluster(cols, coef):
+        return (SimpleNamespace(columns=np.asarray(cols)), np.asarray(coef).reshape(n, -1))
+
+    clusters = [cluster([0, 1, 2, 3], g_a[:, None] * x), cluster([0], read_a),
+                cluster([0], g_b), cluster([0], g_deep)]
+    norm = np.linalg.norm(clusters[0][1], axis=1)
+    assert np.quantile(norm / read_a, 0.9) > 1.2  # independent check: the bound is broken
+    assert _pair_score(clusters[0][1], clusters[1][1]) is None
+    for c in (2, 3):  # the others: one in the ratio window moving against, one beyond it
+        r = np.quantile(norm / clusters[c][1][:, 0], 0.9)
+        assert (1.2 < r <= 4 and np.corrcoef(norm, clusters[c][1][:, 0])[0, 1] < 0) or r > 4
+    assert _pair_biased_counts(clusters, [0, 1, 2, 3]) == {0: 1}
+    assert _pair_biased_counts(clusters, [0, 2, 3]) == {}
+    # a read whose ratio stays under the pair score's bound is the pair score's to judge
+    clusters[1] = cluster([0], g_a)
+    assert _pair_biased_counts(clusters, [0, 1, 2, 3]) == {}

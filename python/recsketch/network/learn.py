@@ -288,7 +288,9 @@ def learn_network(inputs: Any, sketches: Any, *, sketcher: Optional[Sketcher] = 
         learner.fit(Y)
         clusters = _clusters(learner, learner.transform(Y))
     kept, garbage = _split_garbage(clusters, purity, max_dim)
-    pairs, unpaired = _pair(clusters, kept, Y if method == "unmix" else None)
+    pairs, unpaired, count_reads = _pair(clusters, kept, Y if method == "unmix" else None)
+    biased = _pair_biased_counts(clusters, unpaired) if method == "unmix" else {}
+    unpaired = [k for k in unpaired if k not in biased.values()]
     # A lone column-0 cluster is a count column without its attribute matrix (or the reverse);
     # a lone multi-column cluster can only be an attribute matrix.
     garbage += [(clusters[c][0], "no partner: a lone column-0 cluster")
@@ -299,7 +301,7 @@ def learn_network(inputs: Any, sketches: Any, *, sketcher: Optional[Sketcher] = 
         for a, c in pairs:
             if c is not None:
                 clusters[a] = _two_block_columns(Y, clusters[a], clusters[c][1][:, 0],
-                                                 gain_reads=_count_reads(Y, clusters[c][0]))
+                                                 gain_reads=count_reads[c])
     modules = [_module(i, clusters[a], None if c is None else clusters[c], w0)
                for i, (a, c) in enumerate(pairs)]
     if method == "unmix":
@@ -307,6 +309,10 @@ def learn_network(inputs: Any, sketches: Any, *, sketcher: Optional[Sketcher] = 
     if method == "unmix" and leaks:
         modules = _correct_leaks(Y, un.basis, un.projections, modules, rounds, w0)
     if method == "unmix":
+        # A count column with a biased read joins its module after every read: the module's
+        # gain stays |g x|_2, as without a count column (see _pair_biased_counts).
+        modules = [dataclasses.replace(m, count_matrix=clusters[biased[a]][0]) if a in biased
+                   else m for m, (a, _) in zip(modules, pairs)]
         modules = [_complete_columns(un.basis, un.projections, m) for m in modules]
         modules = _complete_from_basis(un, modules, max_dim, min_votes)
     if X_in is not None:
@@ -382,6 +388,10 @@ def _live_samples(gains: np.ndarray) -> np.ndarray:
     return gains > 0.25 * np.max(gains, initial=0.0)
 
 
+# The pair score's bound on the 90% quantile of |g x|_2 / g (the read gain); see _pair_score.
+PAIR_RATIO_CAP = 1.2
+
+
 def _pair_score(attr: np.ndarray, count: np.ndarray) -> Optional[float]:
     """Mean of |g x|_2 / g over samples, or None if the pair breaks |g x|_2 <= g.
 
@@ -392,7 +402,7 @@ def _pair_score(attr: np.ndarray, count: np.ndarray) -> Optional[float]:
     if not live.any():
         return None
     ratio = np.linalg.norm(attr[live], axis=1) / g[live]
-    if np.quantile(ratio, 0.9) > 1.2:
+    if np.quantile(ratio, 0.9) > PAIR_RATIO_CAP:
         return None
     return float(np.mean(ratio))
 
@@ -419,10 +429,8 @@ def _opposed(norm: np.ndarray, gains: np.ndarray, gain_reads: Optional[np.ndarra
     if not _gain_varies(gains, gain_reads):
         return False
     live = _live_samples(gains)
-    if np.std(norm[live]) == 0:
-        return False
-    corr = float(np.corrcoef(norm[live], gains[live])[0, 1])
-    return corr < -OPPOSED_SE / math.sqrt(int(live.sum()))
+    line = _line(norm[live], gains[live])
+    return line is not None and line[1] < -OPPOSED_SE / math.sqrt(int(live.sum()))
 
 
 # Standard errors of a zero correlation beyond which _opposed calls a pair's norm and gain
@@ -430,20 +438,31 @@ def _opposed(norm: np.ndarray, gains: np.ndarray, gain_reads: Optional[np.ndarra
 OPPOSED_SE = 2.5
 
 
-def _count_reads(Y: np.ndarray, count: RecoveredMatrix) -> np.ndarray:
+def _line(x: np.ndarray, y: np.ndarray) -> Optional[Tuple[float, float]]:
+    """The least-squares slope of ``y`` on ``x`` and their correlation; None where either is
+    constant (no line, no correlation)."""
+    if np.std(x) == 0 or np.std(y) == 0:
+        return None
+    return float(np.polyfit(x, y, 1)[0]), float(np.corrcoef(x, y)[0, 1])
+
+
+def _count_reads(Y: np.ndarray, count: Optional[RecoveredMatrix]) -> Optional[np.ndarray]:
     """``(n_blocks, S)``: a count column's per-block reads, the blocks the coefficient read
     trusts (:func:`~recsketch.network.unmix.screen_blocks`): what :func:`_gain_varies`
-    measures the read noise on."""
+    measures the read noise on. None without a count column."""
+    if count is None:
+        return None
     est = _reads(Y, count, 0)
     return est[screen_blocks(est)]
 
 
 def _pair(clusters: List[_Cluster], kept: Sequence[int], Y: Optional[np.ndarray] = None
-          ) -> Tuple[List[Tuple[int, Optional[int]]], List[int]]:
+          ) -> Tuple[List[Tuple[int, Optional[int]]], List[int], Dict[int, np.ndarray]]:
     """Greedy one-to-one pairing of attribute and count clusters, best score first; with the
     sketches ``Y`` (``method="unmix"`` only, so the per-sample learner, the baseline of the
     depth-2 criterion, keeps its pairing) never an attribute cluster with a count that moves
-    against it (:func:`_opposed`)."""
+    against it (:func:`_opposed`). Returns the pairs, the unpaired clusters and, with ``Y``,
+    every count cluster's block reads (:func:`_count_reads`) by cluster index."""
     counts = [k for k in kept if np.array_equal(clusters[k][0].columns, [0])]
     norms = {a: np.linalg.norm(clusters[a][1], axis=1) for a in kept} if Y is not None else {}
     reads = {c: _count_reads(Y, clusters[c][0]) for c in counts} if Y is not None else {}
@@ -462,7 +481,53 @@ def _pair(clusters: List[_Cluster], kept: Sequence[int], Y: Optional[np.ndarray]
         if a not in used and c not in used:
             pairs.append((a, c))
             used.update((a, c))
-    return pairs, [k for k in kept if k not in used]
+    return pairs, [k for k in kept if k not in used], reads
+
+
+# A count column whose read breaks that bound is still its module's if the ratio stays below
+# BIASED_RATIO_CAP (the geometric middle of the 16x gain step between depths, so never a
+# deeper module's count) and the read moves with |g x|_2 (correlation at least BIASED_MIN_CORR);
+# see _pair_biased_counts.
+BIASED_RATIO_CAP = 4.0
+BIASED_MIN_CORR = 0.9
+
+
+def _pair_biased_counts(clusters: List[_Cluster], unpaired: Sequence[int]) -> Dict[int, int]:
+    """``{attribute cluster: count cluster}`` among the clusters :func:`_pair` left unpaired:
+    a count column whose read is *below* the attribute cluster's ``|g x|_2`` (90% quantile of
+    the ratio above :data:`PAIR_RATIO_CAP`, at most :data:`BIASED_RATIO_CAP`) while the two
+    move together over the live samples (correlation at least :data:`BIASED_MIN_CORR`);
+    greedy, highest correlation first. Such a pair is one module whose count read carries a
+    negative constant leak (a heavier word on one of the count column's few blocks): the
+    count matrix is the module's, its read is not a gain, so the module keeps the gain
+    ``|g x|_2`` of a module without a count column and holds the count matrix beside it.
+
+    Why: refusing the pair loses a true column of the module (the count cluster becomes
+    garbage), and taking the biased read as the gain biases every attribute by the same
+    factor. The correlation separates the partner from the other counts in reach: siblings'
+    gains move against each other (:func:`_opposed`), and a deeper module's count is 16x
+    smaller (ratio about 16 or more, beyond the cap). Measured at d = 524,262, q = 4e-4
+    (``docs/unmix.md``, round 8)."""
+    counts = [c for c in unpaired if np.array_equal(clusters[c][0].columns, [0])]
+    attrs = [a for a in unpaired if a not in counts]
+    cand = []
+    for a in attrs:
+        norm = np.linalg.norm(clusters[a][1], axis=1)
+        for c in counts:
+            g = clusters[c][1][:, 0]
+            live = _live_samples(g)
+            if live.sum() < 3:
+                continue
+            q90 = float(np.quantile(norm[live] / g[live], 0.9))
+            line = _line(norm[live], g[live])
+            if (PAIR_RATIO_CAP < q90 <= BIASED_RATIO_CAP and line is not None
+                    and line[1] >= BIASED_MIN_CORR):
+                cand.append((-line[1], a, c))
+    out: Dict[int, int] = {}
+    for _, a, c in sorted(cand):
+        if a not in out and c not in out.values():
+            out[a] = c
+    return out
 
 
 def _top_level_reads(Y: np.ndarray, m: RecoveredModule, w0: float) -> RecoveredModule:
@@ -591,7 +656,7 @@ def _correct_leaks(Y: np.ndarray, V: np.ndarray, YV: np.ndarray,
         for i, m in enumerate(out):
             if m.depth == h:
                 fixed = _reread(Y, m, leak, rounds, w0)
-                whole = _whole_norm(m, fixed, w0)
+                whole = _whole_norm(m, fixed, w0, _count_reads(Y, m.count_matrix))
                 out[i] = whole if whole is not None else _steadier(m, fixed)
     return out
 
@@ -603,8 +668,8 @@ WHOLE_NORM_SLOPE = 0.85
 WHOLE_NORM_R2 = 0.5
 
 
-def _whole_norm(plain: RecoveredModule, fixed: RecoveredModule, w0: float
-                ) -> Optional[RecoveredModule]:
+def _whole_norm(plain: RecoveredModule, fixed: RecoveredModule, w0: float,
+                gain_reads: Optional[np.ndarray] = None) -> Optional[RecoveredModule]:
     """``fixed`` (the leak-corrected module) with the gain ``g = |c|_2`` over its corrected
     columns instead of the count read, where those columns hold the module's whole attribute
     norm; None where they do not (or there is no count column), for :func:`_steadier`.
@@ -619,20 +684,21 @@ def _whole_norm(plain: RecoveredModule, fixed: RecoveredModule, w0: float
     read over the live samples: least-squares slope within ``[WHOLE_NORM_SLOPE,
     1 / WHOLE_NORM_SLOPE]`` and ``R^2 >= WHOLE_NORM_R2`` (coordinates missing with a share of
     the norm lower the slope to about the recovered share; the intercept, ``-kappa``, is free).
-    Depth and path weights follow the new gain. Measured at d = 524,262, q = 4e-4
+    Depth and path weights follow the new gain; ``gain_reads``: the count column's block reads
+    for :func:`_gain_varies`. Measured at d = 524,262, q = 4e-4
     (``docs/unmix.md``, round 7): 5 of the 10 depth-3 modules with a count column on seeds 0-8
     pass the test, and the worst module of seeds 3, 5, 7 improves."""
-    if plain.count_matrix is None or not _gain_varies(plain.gains):
+    if plain.count_matrix is None or not _gain_varies(plain.gains, gain_reads):
         return None  # a constant gain gives no slope
     g = plain.gains
     live = _live_samples(g)
     c = fixed.attributes * fixed.gains[:, None]
     norm = np.linalg.norm(c, axis=1)
-    if np.std(norm[live]) == 0:
+    line = _line(g[live], norm[live])
+    if line is None:
         return None
-    slope = float(np.polyfit(g[live], norm[live], 1)[0])
-    r2 = float(np.corrcoef(g[live], norm[live])[0, 1]) ** 2
-    if not (WHOLE_NORM_SLOPE <= slope <= 1.0 / WHOLE_NORM_SLOPE and r2 >= WHOLE_NORM_R2):
+    slope, r = line
+    if not (WHOLE_NORM_SLOPE <= slope <= 1.0 / WHOLE_NORM_SLOPE and r ** 2 >= WHOLE_NORM_R2):
         return None
     m = _module(plain.id, (fixed.attribute_matrix, c), None, w0)
     return dataclasses.replace(m, count_matrix=plain.count_matrix, clipped=fixed.clipped,
@@ -711,7 +777,8 @@ def _reread(Y: np.ndarray, m: RecoveredModule, leak: Leak, rounds: int, w0: floa
     mat = m.attribute_matrix
     coef = _refine(Y, [mat], None, rounds, leak=leak)
     if m.count_matrix is not None:
-        coef = _two_block_columns(Y, (mat, coef), m.gains, leak)[1]
+        coef = _two_block_columns(Y, (mat, coef), m.gains, leak,
+                                  _count_reads(Y, m.count_matrix))[1]
     return _module(m.id, (mat, coef), None if m.count_matrix is None
                    else (m.count_matrix, m.gains[:, None]), w0)
 
