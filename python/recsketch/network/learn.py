@@ -24,6 +24,9 @@ spiky coordinates make ~``(k+1) q^2 d`` columns collide in every block, and whos
    module through ``|g x|_2 = g |x|_2 <= g`` in every sample (attributes are unit-norm). An
    attribute cluster left without a partner (its ``R[M,2]`` column has no nonzero block, or it
    did not decode) is kept as a module whose gain is the lower bound ``|g x_recovered|_2``.
+   With ``method="unmix"``, a count cluster whose read breaks the bound but moves with the
+   attribute cluster's ``|g x|_2`` (a leak-biased read) is the module's count matrix; the
+   gain stays ``|g x_recovered|_2``.
 4. The gain gives depth and path weight: ``g = w 2^-(4h-3)`` with ``w`` in
    ``(min_path_weight, 16 min_path_weight]`` pins ``h`` (Theorem 5's Sufficient Weight).
 5. The tree: top-level modules hang from the output with weight ``w``; between recovered modules at
@@ -84,7 +87,9 @@ class RecoveredModule:
     ``R[M,2]`` (None if it was not recovered: then ``gains`` is the lower bound
     ``|g x_recovered|_2`` and ``depth`` may be too deep by one; below the top level with
     ``method="unmix"`` the gain is also ``|g x_recovered|_2`` where the recovered columns hold
-    the whole attribute norm, the count read carrying a constant leak there). ``columns`` are
+    the whole attribute norm, the count read carrying a constant leak there, or where the
+    count read falls below ``|g x_recovered|_2`` while moving with it, a leak of the opposite
+    sign). ``columns`` are
     the recovered attribute coordinates, ``attributes`` the ``(n_samples, len(columns))``
     estimates of ``x`` on them (gain divided out, clipped at 0), ``gains`` the ``(n_samples,)``
     estimates of ``g = w 2^-(4h-3)``, ``path_weights`` of ``w``, ``clipped`` the fraction of
