@@ -679,10 +679,13 @@ def test_a_correction_that_adds_variation_against_the_gain_is_not_kept():
 
 def test_a_module_whose_columns_hold_the_whole_norm_takes_its_gain_from_the_norm():
     """Attributes have unit norm, so where the corrected columns hold all of x, |c|_2 is the
-    gain and a count read off by a constant (kappa) is not used: the planted x and g come
-    back exactly (depth and path weights from g). Where a coordinate is missing (|c|_2 = 0.6
-    g: slope 0.6 on the read), where the gain does not vary, and without a count column, the
-    rule does not apply (None: the per-column choice decides)."""
+    gain up to a scale and the count read is off by a constant (kappa): the gain is the read
+    less kappa, where the line of |c|_2 on the read meets 0, and the planted x and g come back
+    exactly (depth and path weights from g); also where the columns hold 0.9 of the norm in
+    every sample (slope 0.9: the gain is still g, where |c|_2 would be 0.9 g). Where a
+    coordinate is missing with more (|c|_2 = 0.6 g: slope 0.6 on the read), where the gain
+    does not vary, and without a count column, the rule does not apply (None: the per-column
+    choice decides)."""
     import dataclasses
     from recsketch.network.learn import _whole_norm
     rng = np.random.default_rng(1)
@@ -697,9 +700,13 @@ def test_a_module_whose_columns_hold_the_whole_norm_takes_its_gain_from_the_norm
     fixed = dataclasses.replace(plain, attributes=g[:, None] * x / read[:, None])
     out = _whole_norm(plain, fixed, 2.0 ** -3.5)
     assert out is not None and out.count_matrix is m.count_matrix
-    assert np.allclose(out.gains, g, rtol=1e-12) and np.allclose(out.attributes, x, rtol=1e-12)
+    assert np.allclose(out.gains, g, rtol=1e-9) and np.allclose(out.attributes, x, rtol=1e-9)
     assert out.depth == 3 and np.allclose(out.path_weights, g * 2.0 ** 9)
     assert out.leak_corrected.tolist() == [True] * 4
+    most = _whole_norm(plain, dataclasses.replace(fixed, attributes=0.9 * fixed.attributes),
+                       2.0 ** -3.5)
+    assert most is not None and np.allclose(most.gains, g, rtol=1e-9)
+    assert np.allclose(most.attributes, 0.9 * x, rtol=1e-9)
     part = dataclasses.replace(fixed, attributes=0.6 * fixed.attributes)
     assert _whole_norm(plain, part, 2.0 ** -3.5) is None
     flat = dataclasses.replace(plain, gains=np.full(n, read[0]))

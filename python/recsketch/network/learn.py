@@ -86,10 +86,9 @@ class RecoveredModule:
     ``attribute_matrix`` holds the recovered columns of ``R[M,1]``, ``count_matrix`` column 0 of
     ``R[M,2]`` (None if it was not recovered: then ``gains`` is the lower bound
     ``|g x_recovered|_2`` and ``depth`` may be too deep by one; below the top level with
-    ``method="unmix"`` the gain is also ``|g x_recovered|_2`` where the recovered columns hold
-    the whole attribute norm, the count read carrying a constant leak there, or where the
-    count read falls below ``|g x_recovered|_2`` while moving with it, a leak of the opposite
-    sign). ``columns`` are
+    ``method="unmix"`` the gain is the count read less its constant leak where the recovered
+    columns hold the whole attribute norm or nearly, and ``|g x_recovered|_2`` where the count
+    read falls below it while moving with it). ``columns`` are
     the recovered attribute coordinates, ``attributes`` the ``(n_samples, len(columns))``
     estimates of ``x`` on them (gain divided out, clipped at 0), ``gains`` the ``(n_samples,)``
     estimates of ``g = w 2^-(4h-3)``, ``path_weights`` of ``w``, ``clipped`` the fraction of
@@ -435,7 +434,7 @@ def _opposed(norm: np.ndarray, gains: np.ndarray, gain_reads: Optional[np.ndarra
         return False
     live = _live_samples(gains)
     line = _line(norm[live], gains[live])
-    return line is not None and line[1] < -OPPOSED_SE / math.sqrt(int(live.sum()))
+    return line is not None and line[2] < -OPPOSED_SE / math.sqrt(int(live.sum()))
 
 
 # Standard errors of a zero correlation beyond which _opposed calls a pair's norm and gain
@@ -443,12 +442,13 @@ def _opposed(norm: np.ndarray, gains: np.ndarray, gain_reads: Optional[np.ndarra
 OPPOSED_SE = 2.5
 
 
-def _line(x: np.ndarray, y: np.ndarray) -> Optional[Tuple[float, float]]:
-    """The least-squares slope of ``y`` on ``x`` and their correlation; None where either is
-    constant (no line, no correlation)."""
+def _line(x: np.ndarray, y: np.ndarray) -> Optional[Tuple[float, float, float]]:
+    """The least-squares line of ``y`` on ``x`` (slope, intercept) and their correlation; None
+    where either is constant (no line, no correlation)."""
     if np.std(x) == 0 or np.std(y) == 0:
         return None
-    return float(np.polyfit(x, y, 1)[0]), float(np.corrcoef(x, y)[0, 1])
+    slope, intercept = np.polyfit(x, y, 1)
+    return float(slope), float(intercept), float(np.corrcoef(x, y)[0, 1])
 
 
 def _count_reads(Y: np.ndarray, count: Optional[RecoveredMatrix]) -> Optional[np.ndarray]:
@@ -526,8 +526,8 @@ def _pair_biased_counts(clusters: List[_Cluster], unpaired: Sequence[int]) -> Di
             q90 = float(np.quantile(norm[live] / g[live], 0.9))
             line = _line(norm[live], g[live])
             if (PAIR_RATIO_CAP < q90 <= BIASED_RATIO_CAP and line is not None
-                    and line[1] >= BIASED_MIN_CORR):
-                cand.append((-line[1], a, c))
+                    and line[2] >= BIASED_MIN_CORR):
+                cand.append((-line[2], a, c))
     out: Dict[int, int] = {}
     for _, a, c in sorted(cand):
         if a not in out and c not in out.values():
@@ -649,8 +649,8 @@ def _correct_leaks(Y: np.ndarray, V: np.ndarray, YV: np.ndarray,
     leak does in the uncorrected read. Without a count column ``g`` is ``|c|_2`` itself and the
     criterion is void: the corrected read is kept. Where the count column exists but the
     corrected columns hold the module's whole attribute norm (``_whole_norm``), the corrected
-    reads are kept and the gain is their ``|c|_2``, not the count read, whose constant leak
-    would bias every column and the choice. Measurements per seed: ``docs/unmix.md``."""
+    reads are kept and the gain is the count read less its constant leak, which would bias
+    every column and the choice. Measurements per seed: ``docs/unmix.md``."""
     out = list(modules)
     depths = sorted({m.depth for m in modules})
     for h in depths[1:]:
@@ -675,24 +675,29 @@ WHOLE_NORM_R2 = 0.5
 
 def _whole_norm(plain: RecoveredModule, fixed: RecoveredModule, w0: float,
                 gain_reads: Optional[np.ndarray] = None) -> Optional[RecoveredModule]:
-    """``fixed`` (the leak-corrected module) with the gain ``g = |c|_2`` over its corrected
-    columns instead of the count read, where those columns hold the module's whole attribute
-    norm; None where they do not (or there is no count column), for :func:`_steadier`.
+    """``fixed`` (the leak-corrected module, every corrected read kept) with the gain taken as
+    the count read less its constant leak ``kappa``, where the corrected columns hold the
+    module's whole attribute norm or nearly; None where they do not (or there is no count
+    column), for :func:`_steadier`.
 
     Why: attributes have unit norm, so over *all* of a module's coordinates ``|c|_2 = g`` in
     every sample, while a depth-3 count read is ``g + kappa``, ``kappa`` a nearly constant leak
     (the root's count coefficient is constant and sibling counts sum to a constant) that no
     read of the sketches removes (the constant's dual carries the mids' count words).
     Dividing by ``g + kappa`` biases every column of the module by the same factor, and the
-    per-column steadiness choice of :func:`_steadier` is judged with that biased gain. The
-    recovered columns hold the whole norm when ``|c|_2`` moves one for one with the count
-    read over the live samples: least-squares slope within ``[WHOLE_NORM_SLOPE,
-    1 / WHOLE_NORM_SLOPE]`` and ``R^2 >= WHOLE_NORM_R2`` (coordinates missing with a share of
-    the norm lower the slope to about the recovered share; the intercept, ``-kappa``, is free).
-    Depth and path weights follow the new gain; ``gain_reads``: the count column's block reads
-    for :func:`_gain_varies`. Measured at d = 524,262, q = 4e-4
-    (``docs/unmix.md``, round 7): 5 of the 10 depth-3 modules with a count column on seeds 0-8
-    pass the test, and the worst module of seeds 3, 5, 7 improves."""
+    per-column steadiness choice of :func:`_steadier` is judged with that biased gain. Where
+    the recovered columns hold a share ``r`` of the norm, ``|c|_2 = r (read - kappa)``: the
+    least-squares line of ``|c|_2`` on the read meets 0 at ``read = kappa`` whatever ``r``,
+    so the gain is the read less that ``kappa`` (``|c|_2`` itself would be ``r g``, every
+    attribute too large by ``1 / r``). The line is trusted where it is one for one or nearly
+    (a coordinate missing with a large or varying share of the norm makes ``r`` vary with the
+    sample): slope within ``[WHOLE_NORM_SLOPE, 1 / WHOLE_NORM_SLOPE]`` and
+    ``R^2 >= WHOLE_NORM_R2``. Depth and path weights follow the new gain; ``gain_reads``: the
+    count column's block reads for :func:`_gain_varies`. Measured at d = 524,262, q = 4e-4
+    (``docs/unmix.md``, rounds 7 and 8): 5 of the 10 depth-3 modules with a count column on
+    seeds 0-8 pass the test; the gain ``read - kappa`` brings seed 7's midB (slope 0.86,
+    columns 1-3 of 0-3) from 0.162 to 0.085 median l-inf, where ``|c|_2`` was 0.88 of the true
+    gain."""
     if plain.count_matrix is None or not _gain_varies(plain.gains, gain_reads):
         return None  # a constant gain gives no slope
     g = plain.gains
@@ -702,11 +707,12 @@ def _whole_norm(plain: RecoveredModule, fixed: RecoveredModule, w0: float,
     line = _line(g[live], norm[live])
     if line is None:
         return None
-    slope, r = line
+    slope, intercept, r = line
     if not (WHOLE_NORM_SLOPE <= slope <= 1.0 / WHOLE_NORM_SLOPE and r ** 2 >= WHOLE_NORM_R2):
         return None
-    m = _module(plain.id, (fixed.attribute_matrix, c), None, w0)
-    return dataclasses.replace(m, count_matrix=plain.count_matrix, clipped=fixed.clipped,
+    gain = g + intercept / slope  # the read less kappa, the read where the line meets 0
+    m = _module(plain.id, (fixed.attribute_matrix, c), (plain.count_matrix, gain[:, None]), w0)
+    return dataclasses.replace(m, clipped=fixed.clipped,
                                leak_corrected=np.ones(fixed.columns.size, bool))
 
 
