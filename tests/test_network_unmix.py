@@ -679,10 +679,13 @@ def test_a_correction_that_adds_variation_against_the_gain_is_not_kept():
 
 def test_a_module_whose_columns_hold_the_whole_norm_takes_its_gain_from_the_norm():
     """Attributes have unit norm, so where the corrected columns hold all of x, |c|_2 is the
-    gain and a count read off by a constant (kappa) is not used: the planted x and g come
-    back exactly (depth and path weights from g). Where a coordinate is missing (|c|_2 = 0.6
-    g: slope 0.6 on the read), where the gain does not vary, and without a count column, the
-    rule does not apply (None: the per-column choice decides)."""
+    gain up to a scale and the count read is off by a constant (kappa): the gain is the read
+    less kappa, where the line of |c|_2 on the read meets 0, and the planted x and g come back
+    exactly (depth and path weights from g); also where the columns hold 0.9 of the norm in
+    every sample (slope 0.9: the gain is still g, where |c|_2 would be 0.9 g). Where a
+    coordinate is missing with more (|c|_2 = 0.6 g: slope 0.6 on the read), where the gain
+    does not vary, and without a count column, the rule does not apply (None: the per-column
+    choice decides)."""
     import dataclasses
     from recsketch.network.learn import _whole_norm
     rng = np.random.default_rng(1)
@@ -697,9 +700,13 @@ def test_a_module_whose_columns_hold_the_whole_norm_takes_its_gain_from_the_norm
     fixed = dataclasses.replace(plain, attributes=g[:, None] * x / read[:, None])
     out = _whole_norm(plain, fixed, 2.0 ** -3.5)
     assert out is not None and out.count_matrix is m.count_matrix
-    assert np.allclose(out.gains, g, rtol=1e-12) and np.allclose(out.attributes, x, rtol=1e-12)
+    assert np.allclose(out.gains, g, rtol=1e-9) and np.allclose(out.attributes, x, rtol=1e-9)
     assert out.depth == 3 and np.allclose(out.path_weights, g * 2.0 ** 9)
     assert out.leak_corrected.tolist() == [True] * 4
+    most = _whole_norm(plain, dataclasses.replace(fixed, attributes=0.9 * fixed.attributes),
+                       2.0 ** -3.5)
+    assert most is not None and np.allclose(most.gains, g, rtol=1e-9)
+    assert np.allclose(most.attributes, 0.9 * x, rtol=1e-9)
     part = dataclasses.replace(fixed, attributes=0.6 * fixed.attributes)
     assert _whole_norm(plain, part, 2.0 ** -3.5) is None
     flat = dataclasses.replace(plain, gains=np.full(n, read[0]))
@@ -1152,3 +1159,39 @@ def test_a_column_no_basis_block_decodes_to_is_completed_without_error():
     mat, c = held[0]
     assert mat.blocks[c].tolist() == [blk]
     np.testing.assert_array_equal(mat.patterns[c][0], col[blk * b:(blk + 1) * b])
+
+
+def test_a_count_read_below_the_norm_pairs_by_correlation_not_as_a_gain():
+    """A count read with a negative constant leak (``g - kappa``) breaks ``|g x|_2 <= g``, so
+    the pair score refuses it; ``_pair_biased_counts`` pairs it with its module because the two
+    move together (correlation ~1), and leaves alone a sibling's count (ratio in reach, moving
+    against the norm) and a deeper module's count (16x smaller gain, correlated)."""
+    from types import SimpleNamespace
+    from recsketch.network.learn import _pair_biased_counts, _pair_score
+
+    rng = np.random.default_rng(8)
+    n = 200
+    w = rng.uniform(0.3, 0.7, n)
+    g_a, g_b = w * 2.0 ** -9, (1 - w) * 2.0 ** -9  # siblings: weights sum to 1
+    x = rng.uniform(0.2, 1.0, (n, 4))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    kappa = 0.25 * np.median(g_a)
+    read_a = g_a - kappa  # the biased count read
+    g_deep = g_a * rng.uniform(0.8, 1.0, n) / 16  # a child of the module
+
+    def cluster(cols, coef):
+        return (SimpleNamespace(columns=np.asarray(cols)), np.asarray(coef).reshape(n, -1))
+
+    clusters = [cluster([0, 1, 2, 3], g_a[:, None] * x), cluster([0], read_a),
+                cluster([0], g_b), cluster([0], g_deep)]
+    norm = np.linalg.norm(clusters[0][1], axis=1)
+    assert np.quantile(norm / read_a, 0.9) > 1.2  # independent check: the bound is broken
+    assert _pair_score(clusters[0][1], clusters[1][1]) is None
+    for c in (2, 3):  # the others: one in the ratio window moving against, one beyond it
+        r = np.quantile(norm / clusters[c][1][:, 0], 0.9)
+        assert (1.2 < r <= 4 and np.corrcoef(norm, clusters[c][1][:, 0])[0, 1] < 0) or r > 4
+    assert _pair_biased_counts(clusters, [0, 1, 2, 3]) == {0: 1}
+    assert _pair_biased_counts(clusters, [0, 2, 3]) == {}
+    # a read whose ratio stays under the pair score's bound is the pair score's to judge
+    clusters[1] = cluster([0], g_a)
+    assert _pair_biased_counts(clusters, [0, 1, 2, 3]) == {}

@@ -71,12 +71,12 @@ DEPTH2_SLACK = 0.002  # see the module docstring
 # goes). The issue is done when this is empty.
 FAILING = {
     (6, "linf"): {"midA": 0.1578, "midB": 0.2426},
-    # 7 of 8: R[midA,2] col 0 held with 3 of its 4 blocks (docs/unmix.md, round 6)
-    (7, "columns"): {"missed": 1},
     # moved by round 6 (was midA 0.1263, midB 0.0875): the better root read changes the words
     # the leak correction removes, and _steadier's choice for midB's columns flips; round 7
-    # (midB's gain from its norm, learn._whole_norm) took midB from 0.1717
-    (7, "linf"): {"midA": 0.1131, "midB": 0.1596},
+    # (midB's gain from its norm, learn._whole_norm) took midB from 0.1717 to 0.1596, round 8
+    # (that gain as the count read less its leak) to 0.0782. Seed 7's columns hold since
+    # round 8 (learn._pair_biased_counts: midA's count column, read below midA's norm).
+    (7, "linf"): {"midA": 0.1131, "midB": 0.0782},
 }
 # How much worse than recorded a known failure may measure (the test is deterministic on one
 # build; the slack absorbs other machines' rounding and changes small at the criterion's

@@ -24,6 +24,9 @@ spiky coordinates make ~``(k+1) q^2 d`` columns collide in every block, and whos
    module through ``|g x|_2 = g |x|_2 <= g`` in every sample (attributes are unit-norm). An
    attribute cluster left without a partner (its ``R[M,2]`` column has no nonzero block, or it
    did not decode) is kept as a module whose gain is the lower bound ``|g x_recovered|_2``.
+   With ``method="unmix"``, a count cluster whose read breaks the bound but moves with the
+   attribute cluster's ``|g x|_2`` (a leak-biased read) is the module's count matrix; the
+   gain stays ``|g x_recovered|_2``.
 4. The gain gives depth and path weight: ``g = w 2^-(4h-3)`` with ``w`` in
    ``(min_path_weight, 16 min_path_weight]`` pins ``h`` (Theorem 5's Sufficient Weight).
 5. The tree: top-level modules hang from the output with weight ``w``; between recovered modules at
@@ -83,9 +86,10 @@ class RecoveredModule:
     ``attribute_matrix`` holds the recovered columns of ``R[M,1]``, ``count_matrix`` column 0 of
     ``R[M,2]`` (None if it was not recovered: then ``gains`` is the lower bound
     ``|g x_recovered|_2``, divided by ``norm_share`` where that is set, and ``depth`` may be
-    too deep by one; below the top level with
-    ``method="unmix"`` the gain is also ``|g x_recovered|_2`` where the recovered columns hold
-    the whole attribute norm, the count read carrying a constant leak there). ``columns`` are
+    too deep by one; below the top level with ``method="unmix"`` the gain is the count read
+    less its constant leak where the recovered columns hold the whole attribute norm or nearly,
+    and ``|g x_recovered|_2`` where the count read falls below it while moving with it).
+    ``columns`` are
     the recovered attribute coordinates, ``attributes`` the ``(n_samples, len(columns))``
     estimates of ``x`` on them (gain divided out, clipped at 0), ``gains`` the ``(n_samples,)``
     estimates of ``g = w 2^-(4h-3)``, ``path_weights`` of ``w``, ``clipped`` the fraction of
@@ -297,7 +301,9 @@ def learn_network(inputs: Any, sketches: Any, *, sketcher: Optional[Sketcher] = 
         learner.fit(Y)
         clusters = _clusters(learner, learner.transform(Y))
     kept, garbage = _split_garbage(clusters, purity, max_dim)
-    pairs, unpaired = _pair(clusters, kept, Y if method == "unmix" else None)
+    pairs, unpaired, count_reads = _pair(clusters, kept, Y if method == "unmix" else None)
+    biased = _pair_biased_counts(clusters, unpaired) if method == "unmix" else {}
+    unpaired = [k for k in unpaired if k not in biased.values()]
     # A lone column-0 cluster is a count column without its attribute matrix (or the reverse);
     # a lone multi-column cluster can only be an attribute matrix.
     garbage += [(clusters[c][0], "no partner: a lone column-0 cluster")
@@ -308,7 +314,7 @@ def learn_network(inputs: Any, sketches: Any, *, sketcher: Optional[Sketcher] = 
         for a, c in pairs:
             if c is not None:
                 clusters[a] = _two_block_columns(Y, clusters[a], clusters[c][1][:, 0],
-                                                 gain_reads=_count_reads(Y, clusters[c][0]))
+                                                 gain_reads=count_reads[c])
     modules = [_module(i, clusters[a], None if c is None else clusters[c], w0)
                for i, (a, c) in enumerate(pairs)]
     if method == "unmix":
@@ -316,6 +322,10 @@ def learn_network(inputs: Any, sketches: Any, *, sketcher: Optional[Sketcher] = 
     if method == "unmix" and leaks:
         modules = _correct_leaks(Y, un.basis, un.projections, modules, rounds, w0)
     if method == "unmix":
+        # A count column with a biased read joins its module after every read: the module's
+        # gain stays |g x|_2, as without a count column (see _pair_biased_counts).
+        modules = [dataclasses.replace(m, count_matrix=clusters[biased[a]][0]) if a in biased
+                   else m for m, (a, _) in zip(modules, pairs)]
         modules = [_complete_columns(un.basis, un.projections, m) for m in modules]
         modules = _complete_from_basis(un, modules, max_dim, min_votes)
         modules = _norm_shares(modules, _tree_edges(modules, r2_gain), w0)
@@ -398,6 +408,10 @@ def _live_samples(gains: np.ndarray) -> np.ndarray:
     return gains > 0.25 * np.max(gains, initial=0.0)
 
 
+# The pair score's bound on the 90% quantile of |g x|_2 / g (the read gain); see _pair_score.
+PAIR_RATIO_CAP = 1.2
+
+
 def _pair_score(attr: np.ndarray, count: np.ndarray) -> Optional[float]:
     """Mean of |g x|_2 / g over samples, or None if the pair breaks |g x|_2 <= g.
 
@@ -408,7 +422,7 @@ def _pair_score(attr: np.ndarray, count: np.ndarray) -> Optional[float]:
     if not live.any():
         return None
     ratio = np.linalg.norm(attr[live], axis=1) / g[live]
-    if np.quantile(ratio, 0.9) > 1.2:
+    if np.quantile(ratio, 0.9) > PAIR_RATIO_CAP:
         return None
     return float(np.mean(ratio))
 
@@ -435,10 +449,8 @@ def _opposed(norm: np.ndarray, gains: np.ndarray, gain_reads: Optional[np.ndarra
     if not _gain_varies(gains, gain_reads):
         return False
     live = _live_samples(gains)
-    if np.std(norm[live]) == 0:
-        return False
-    corr = float(np.corrcoef(norm[live], gains[live])[0, 1])
-    return corr < -OPPOSED_SE / math.sqrt(int(live.sum()))
+    line = _line(norm[live], gains[live])
+    return line is not None and line[2] < -OPPOSED_SE / math.sqrt(int(live.sum()))
 
 
 # Standard errors of a zero correlation beyond which _opposed calls a pair's norm and gain
@@ -446,20 +458,32 @@ def _opposed(norm: np.ndarray, gains: np.ndarray, gain_reads: Optional[np.ndarra
 OPPOSED_SE = 2.5
 
 
-def _count_reads(Y: np.ndarray, count: RecoveredMatrix) -> np.ndarray:
+def _line(x: np.ndarray, y: np.ndarray) -> Optional[Tuple[float, float, float]]:
+    """The least-squares line of ``y`` on ``x`` (slope, intercept) and their correlation; None
+    where either is constant (no line, no correlation)."""
+    if np.std(x) == 0 or np.std(y) == 0:
+        return None
+    slope, intercept = np.polyfit(x, y, 1)
+    return float(slope), float(intercept), float(np.corrcoef(x, y)[0, 1])
+
+
+def _count_reads(Y: np.ndarray, count: Optional[RecoveredMatrix]) -> Optional[np.ndarray]:
     """``(n_blocks, S)``: a count column's per-block reads, the blocks the coefficient read
     trusts (:func:`~recsketch.network.unmixing.screen_blocks`): what :func:`_gain_varies`
-    measures the read noise on."""
+    measures the read noise on. None without a count column."""
+    if count is None:
+        return None
     est = _reads(Y, count, 0)
     return est[screen_blocks(est)]
 
 
 def _pair(clusters: List[_Cluster], kept: Sequence[int], Y: Optional[np.ndarray] = None
-          ) -> Tuple[List[Tuple[int, Optional[int]]], List[int]]:
+          ) -> Tuple[List[Tuple[int, Optional[int]]], List[int], Dict[int, np.ndarray]]:
     """Greedy one-to-one pairing of attribute and count clusters, best score first; with the
     sketches ``Y`` (``method="unmix"`` only, so the per-sample learner, the baseline of the
     depth-2 criterion, keeps its pairing) never an attribute cluster with a count that moves
-    against it (:func:`_opposed`)."""
+    against it (:func:`_opposed`). Returns the pairs, the unpaired clusters and, with ``Y``,
+    every count cluster's block reads (:func:`_count_reads`) by cluster index."""
     counts = [k for k in kept if np.array_equal(clusters[k][0].columns, [0])]
     norms = {a: np.linalg.norm(clusters[a][1], axis=1) for a in kept} if Y is not None else {}
     reads = {c: _count_reads(Y, clusters[c][0]) for c in counts} if Y is not None else {}
@@ -478,7 +502,53 @@ def _pair(clusters: List[_Cluster], kept: Sequence[int], Y: Optional[np.ndarray]
         if a not in used and c not in used:
             pairs.append((a, c))
             used.update((a, c))
-    return pairs, [k for k in kept if k not in used]
+    return pairs, [k for k in kept if k not in used], reads
+
+
+# A count column whose read breaks that bound is still its module's if the ratio stays below
+# BIASED_RATIO_CAP (the geometric middle of the 16x gain step between depths, so never a
+# deeper module's count) and the read moves with |g x|_2 (correlation at least BIASED_MIN_CORR);
+# see _pair_biased_counts.
+BIASED_RATIO_CAP = 4.0
+BIASED_MIN_CORR = 0.9
+
+
+def _pair_biased_counts(clusters: List[_Cluster], unpaired: Sequence[int]) -> Dict[int, int]:
+    """``{attribute cluster: count cluster}`` among the clusters :func:`_pair` left unpaired:
+    a count column whose read is *below* the attribute cluster's ``|g x|_2`` (90% quantile of
+    the ratio above :data:`PAIR_RATIO_CAP`, at most :data:`BIASED_RATIO_CAP`) while the two
+    move together over the live samples (correlation at least :data:`BIASED_MIN_CORR`);
+    greedy, highest correlation first. Such a pair is one module whose count read carries a
+    negative constant leak (a heavier word on one of the count column's few blocks): the
+    count matrix is the module's, its read is not a gain, so the module keeps the gain
+    ``|g x|_2`` of a module without a count column and holds the count matrix beside it.
+
+    Why: refusing the pair loses a true column of the module (the count cluster becomes
+    garbage), and taking the biased read as the gain biases every attribute by the same
+    factor. The correlation separates the partner from the other counts in reach: siblings'
+    gains move against each other (:func:`_opposed`), and a deeper module's count is 16x
+    smaller (ratio about 16 or more, beyond the cap). Measured at d = 524,262, q = 4e-4
+    (``docs/unmix.md``, round 8)."""
+    counts = [c for c in unpaired if np.array_equal(clusters[c][0].columns, [0])]
+    attrs = [a for a in unpaired if a not in counts]
+    cand = []
+    for a in attrs:
+        norm = np.linalg.norm(clusters[a][1], axis=1)
+        for c in counts:
+            g = clusters[c][1][:, 0]
+            live = _live_samples(g)
+            if live.sum() < 3:
+                continue
+            q90 = float(np.quantile(norm[live] / g[live], 0.9))
+            line = _line(norm[live], g[live])
+            if (PAIR_RATIO_CAP < q90 <= BIASED_RATIO_CAP and line is not None
+                    and line[2] >= BIASED_MIN_CORR):
+                cand.append((-line[2], a, c))
+    out: Dict[int, int] = {}
+    for _, a, c in sorted(cand):
+        if a not in out and c not in out.values():
+            out[a] = c
+    return out
 
 
 def _top_level_reads(Y: np.ndarray, m: RecoveredModule, w0: float) -> RecoveredModule:
@@ -595,8 +665,8 @@ def _correct_leaks(Y: np.ndarray, V: np.ndarray, YV: np.ndarray,
     leak does in the uncorrected read. Without a count column ``g`` is ``|c|_2`` itself and the
     criterion is void: the corrected read is kept. Where the count column exists but the
     corrected columns hold the module's whole attribute norm (``_whole_norm``), the corrected
-    reads are kept and the gain is their ``|c|_2``, not the count read, whose constant leak
-    would bias every column and the choice. Measurements per seed: ``docs/unmix.md``."""
+    reads are kept and the gain is the count read less its constant leak, which would bias
+    every column and the choice. Measurements per seed: ``docs/unmix.md``."""
     out = list(modules)
     depths = sorted({m.depth for m in modules})
     for h in depths[1:]:
@@ -607,7 +677,7 @@ def _correct_leaks(Y: np.ndarray, V: np.ndarray, YV: np.ndarray,
         for i, m in enumerate(out):
             if m.depth == h:
                 fixed = _reread(Y, m, leak, rounds, w0)
-                whole = _whole_norm(m, fixed, w0)
+                whole = _whole_norm(m, fixed, w0, _count_reads(Y, m.count_matrix))
                 out[i] = whole if whole is not None else _steadier(m, fixed)
     return out
 
@@ -619,39 +689,46 @@ WHOLE_NORM_SLOPE = 0.85
 WHOLE_NORM_R2 = 0.5
 
 
-def _whole_norm(plain: RecoveredModule, fixed: RecoveredModule, w0: float
-                ) -> Optional[RecoveredModule]:
-    """``fixed`` (the leak-corrected module) with the gain ``g = |c|_2`` over its corrected
-    columns instead of the count read, where those columns hold the module's whole attribute
-    norm; None where they do not (or there is no count column), for :func:`_steadier`.
+def _whole_norm(plain: RecoveredModule, fixed: RecoveredModule, w0: float,
+                gain_reads: Optional[np.ndarray] = None) -> Optional[RecoveredModule]:
+    """``fixed`` (the leak-corrected module, every corrected read kept) with the gain taken as
+    the count read less its constant leak ``kappa``, where the corrected columns hold the
+    module's whole attribute norm or nearly; None where they do not (or there is no count
+    column), for :func:`_steadier`.
 
     Why: attributes have unit norm, so over *all* of a module's coordinates ``|c|_2 = g`` in
     every sample, while a depth-3 count read is ``g + kappa``, ``kappa`` a nearly constant leak
     (the root's count coefficient is constant and sibling counts sum to a constant) that no
     read of the sketches removes (the constant's dual carries the mids' count words).
     Dividing by ``g + kappa`` biases every column of the module by the same factor, and the
-    per-column steadiness choice of :func:`_steadier` is judged with that biased gain. The
-    recovered columns hold the whole norm when ``|c|_2`` moves one for one with the count
-    read over the live samples: least-squares slope within ``[WHOLE_NORM_SLOPE,
-    1 / WHOLE_NORM_SLOPE]`` and ``R^2 >= WHOLE_NORM_R2`` (coordinates missing with a share of
-    the norm lower the slope to about the recovered share; the intercept, ``-kappa``, is free).
-    Depth and path weights follow the new gain. Measured at d = 524,262, q = 4e-4
-    (``docs/unmix.md``, round 7): 5 of the 10 depth-3 modules with a count column on seeds 0-8
-    pass the test, and the worst module of seeds 3, 5, 7 improves."""
-    if plain.count_matrix is None or not _gain_varies(plain.gains):
+    per-column steadiness choice of :func:`_steadier` is judged with that biased gain. Where
+    the recovered columns hold a share ``r`` of the norm, ``|c|_2 = r (read - kappa)``: the
+    least-squares line of ``|c|_2`` on the read meets 0 at ``read = kappa`` whatever ``r``,
+    so the gain is the read less that ``kappa`` (``|c|_2`` itself would be ``r g``, every
+    attribute too large by ``1 / r``). The line is trusted where it is one for one or nearly
+    (a coordinate missing with a large or varying share of the norm makes ``r`` vary with the
+    sample): slope within ``[WHOLE_NORM_SLOPE, 1 / WHOLE_NORM_SLOPE]`` and
+    ``R^2 >= WHOLE_NORM_R2``. Depth and path weights follow the new gain; ``gain_reads``: the
+    count column's block reads for :func:`_gain_varies`. Measured at d = 524,262, q = 4e-4
+    (``docs/unmix.md``, rounds 7 and 8): 5 of the 10 depth-3 modules with a count column on
+    seeds 0-8 pass the test; the gain ``read - kappa`` brings seed 7's midB (slope 0.86,
+    columns 1-3 of 0-3) from 0.162 to 0.085 median l-inf, where ``|c|_2`` was 0.88 of the true
+    gain."""
+    if plain.count_matrix is None or not _gain_varies(plain.gains, gain_reads):
         return None  # a constant gain gives no slope
     g = plain.gains
     live = _live_samples(g)
     c = fixed.attributes * fixed.gains[:, None]
     norm = np.linalg.norm(c, axis=1)
-    if np.std(norm[live]) == 0:
+    line = _line(g[live], norm[live])
+    if line is None:
         return None
-    slope = float(np.polyfit(g[live], norm[live], 1)[0])
-    r2 = float(np.corrcoef(g[live], norm[live])[0, 1]) ** 2
-    if not (WHOLE_NORM_SLOPE <= slope <= 1.0 / WHOLE_NORM_SLOPE and r2 >= WHOLE_NORM_R2):
+    slope, intercept, r = line
+    if not (WHOLE_NORM_SLOPE <= slope <= 1.0 / WHOLE_NORM_SLOPE and r ** 2 >= WHOLE_NORM_R2):
         return None
-    m = _module(plain.id, (fixed.attribute_matrix, c), None, w0)
-    return dataclasses.replace(m, count_matrix=plain.count_matrix, clipped=fixed.clipped,
+    gain = g + intercept / slope  # the read less kappa, the read where the line meets 0
+    m = _module(plain.id, (fixed.attribute_matrix, c), (plain.count_matrix, gain[:, None]), w0)
+    return dataclasses.replace(m, clipped=fixed.clipped,
                                leak_corrected=np.ones(fixed.columns.size, bool))
 
 
@@ -824,7 +901,8 @@ def _reread(Y: np.ndarray, m: RecoveredModule, leak: Leak, rounds: int, w0: floa
     mat = m.attribute_matrix
     coef = _refine(Y, [mat], None, rounds, leak=leak)
     if m.count_matrix is not None:
-        coef = _two_block_columns(Y, (mat, coef), m.gains, leak)[1]
+        coef = _two_block_columns(Y, (mat, coef), m.gains, leak,
+                                  _count_reads(Y, m.count_matrix))[1]
     return _module(m.id, (mat, coef), None if m.count_matrix is None
                    else (m.count_matrix, m.gains[:, None]), w0)
 
