@@ -646,3 +646,40 @@ def test_an_erased_sketch_from_its_parts_reads_like_the_one_erase_made():
         kept = np.zeros(D, bool)
         kept[again.indices] = True
         np.testing.assert_array_equal(again.to_dense(), np.where(kept, SS, 0.0))
+
+
+def test_an_erased_sketch_reads_the_same_whatever_the_layout_of_its_values():
+    # float32 values in Fortran order gave attributes 1 ulp off the C-ordered ones
+    sk32 = rs.Sketcher(D, block_size=36, density=0.3, seed=1)
+    e = rs.erase(sk32.sketch_many([G] * 3), 100)
+    wide = np.zeros((3, 200), np.float32)
+    wide[:, ::2] = e.values
+    for values in (np.asfortranarray(e.values), wide[:, ::2]):
+        other = rs.ErasedSketch(values, e.indices, D, "prefix")
+        assert other.values.flags.c_contiguous
+        for query in (lambda x: sk32.attributes(x, "leaf").attributes,
+                      lambda x: sk32.mass(x, "leaf"),
+                      lambda x: sk32.count(x, "leaf", 1.0),
+                      lambda x: rs.similarity(x, SS[0].astype(np.float32))):
+            np.testing.assert_array_equal(query(other), query(e))
+
+
+def test_the_parts_of_an_erased_sketch_are_read_only():
+    import pickle
+    values = SS[:2, :100].copy()
+    e = rs.ErasedSketch(values, np.arange(100), D, "prefix")
+    before = SK.attributes(e, "leaf").attributes
+    for part, new in (("values", np.full(100, np.nan)), ("indices", -np.arange(1, 101)),
+                      ("d_sketch", 0), ("mode", "random"), ("seed", 3)):
+        with pytest.raises(AttributeError):
+            setattr(e, part, new)
+    for arr in (e.values, e.indices):
+        with pytest.raises(ValueError, match="read-only"):
+            arr[0] = 5
+    assert values.flags.writeable          # the caller's own array is left as it was
+    assert rs.erase(SS, 100).values.flags.writeable is False
+    np.testing.assert_array_equal(SK.attributes(e, "leaf").attributes, before)
+    back = pickle.loads(pickle.dumps(e))
+    assert back.indices.flags.writeable is False and back.d_sketch == D
+    np.testing.assert_array_equal(back.values, values)
+    np.testing.assert_array_equal(SK.attributes(back, "leaf").attributes, before)
