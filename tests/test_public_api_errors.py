@@ -505,6 +505,32 @@ for label, call, pattern in [
         ("Repository.search query", on_repo("search", MIXED_S, 2), "query")]:
     case("dtype", f"{label}=[True, numbers...]", call, TypeError, pattern)
 
+# The same rule where a list was converted on its own (np.asarray: bools read as 0/1, strings
+# parsed): rows of a fit_subspace batch, learn_network's inputs, LearnedModule's matrices.
+LEARNED = LearnedModule.fit("l", Y[:3], Y[3:])
+STR_SS = [[str(v) for v in row] for row in SS]
+MIXED_X = [[True, 0.5], [0.25, 1.0], [0.0, 0.5], [1.0, 1.0], [0.5, 0.5], [0.0, 0.0]]
+for label, call, pattern in [
+        ("fit_subspace rows [True, numbers...]", lambda: fit_subspace(MIXED_SS, rank=2),
+         "sketches"),
+        ("fit_subspace rows of str", lambda: fit_subspace(STR_SS, rank=2), "sketches"),
+        ("fit_subspace chunk [True, numbers...]", lambda: fit_subspace(iter([MIXED_SS]), rank=2),
+         "sketches"),
+        ("learn_network inputs [True, numbers...]",
+         lambda: rs.learn_network(MIXED_X, SS, sketcher=SK), "inputs"),
+        ("learn_network inputs str",
+         lambda: rs.learn_network([["0.5", "1"]] * 6, SS, sketcher=SK), "inputs"),
+        ("learn_network sketches [True, numbers...]",
+         lambda: rs.learn_network(None, MIXED_SS, sketcher=SK), "sketches"),
+        ("Subspace.project s str", lambda: SUBSPACE.project([str(v) for v in S]), "sketch"),
+        ("LearnedModule.fit members str", lambda: LearnedModule.fit("l", STR_SS, SS), "members"),
+        ("LearnedModule.fit past [True, numbers...]",
+         lambda: LearnedModule.fit("l", SS, MIXED_SS), "past"),
+        ("LearnedModule.scores sketches str", lambda: LEARNED.scores(STR_SS), "sketches"),
+        ("LearnedModule.scores sketches [True, numbers...]",
+         lambda: LEARNED.scores(MIXED_S), "sketches")]:
+    case("dtype", label, call, TypeError, pattern)
+
 
 @pytest.mark.parametrize("case_id", list(CASES))
 def test_bad_input_is_refused_naming_the_argument(case_id, tmp_path):
@@ -521,6 +547,20 @@ def test_bad_input_is_refused_naming_the_argument(case_id, tmp_path):
         np.testing.assert_array_equal(repo.ids(), stored)
         np.testing.assert_array_equal(repo.get(stored), SS.astype(np.float32))
         repo.close()
+
+
+def test_a_torch_bool_among_numbers_is_a_bool():
+    # NumPy reads [torch.tensor(True), 0.5, ...] as floats (the tensor's __array__/__float__)
+    torch = pytest.importorskip("torch")
+    for name, call in [("s1", lambda x: rs.similarity(x, S)),
+                       ("attributes", lambda x: rs.Graph().add("m", [x[0], 0.0])),
+                       ("sketches", lambda x: fit_subspace([x, S.tolist()], rank=1))]:
+        with pytest.raises(TypeError, match=f"{name} must be an array of numbers, got a list "
+                                            "holding a bool"):
+            call([torch.tensor(True)] + S[1:].tolist())
+    # a torch float or int tensor among numbers is a number, as before
+    np.testing.assert_allclose(rs.similarity([torch.tensor(S[0])] + S[1:].tolist(), S),
+                               rs.similarity(S, S))
 
 
 def test_the_table_covers_every_category():
