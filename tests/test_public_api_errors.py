@@ -563,6 +563,40 @@ def test_a_torch_bool_among_numbers_is_a_bool():
                                rs.similarity(S, S))
 
 
+def _any_bool_leaf(x):
+    """Brute force: walk every leaf (the reference for holds_bool)."""
+    if isinstance(x, (list, tuple)):
+        return any(_any_bool_leaf(v) for v in x)
+    if isinstance(x, np.ndarray):
+        return x.dtype == bool or (x.dtype == object and any(map(_any_bool_leaf, x.flat)))
+    return isinstance(x, (bool, np.bool_))
+
+
+def test_holds_bool_agrees_with_a_walk_of_every_leaf():
+    from recsketch._checks import holds_bool
+    rng = np.random.default_rng(3)
+    leaves = [0.5, 1, np.float32(2.0), np.int64(3), Fraction(1, 3), "0.5", True, np.True_,
+              np.array(True), np.array([0.5, 1.0]), np.array([False]), 2**70]
+
+    def nested(depth):
+        if depth == 0 or rng.random() < 0.3:
+            return leaves[rng.integers(len(leaves))]
+        kind = list if rng.random() < 0.7 else tuple
+        return kind(nested(depth - 1) for _ in range(rng.integers(0, 4)))
+
+    cases = [nested(4) for _ in range(3000)]
+    # rows of numbers with one bool (or nested list) in one place: the one-pass path
+    rows = np.random.default_rng(0).random((50, 3)).tolist()
+    for k, v in [(0, True), (49, np.False_), (25, [0.5]), (10, [[True]]), (30, (1.0, 2.0))]:
+        r = [list(row) for row in rows]
+        r[k] = r[k][:2] + [v]
+        cases += [r, tuple(map(tuple, r)), [r[0], tuple(r[1])] + r[2:]]
+    cases += [rows, [], [[]], [[], [True]], [[1.0], ()]]
+    got = [holds_bool(c) for c in cases]
+    assert got == [_any_bool_leaf(c) for c in cases]
+    assert 200 < sum(got) < len(got) - 200          # both answers well represented
+
+
 def test_the_table_covers_every_category():
     categories = {c for c, *_ in CASES.values()}
     assert categories >= {"nan/inf", "range", "dtype", "shape", "zero-size", "huge", "weights"}
