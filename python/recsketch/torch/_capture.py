@@ -223,7 +223,7 @@ class _Hooks:
         self.outputs: Dict[str, torch.Tensor] = {}
         self.fired: List[str] = []
         self.batch: Any = None
-        # (module, what it expects, the shape it got) for each layer entered with an input
+        # (module, name, what it expects, the shape it got) for each layer entered with an input
         # that does not fit and not yet returned from, innermost last
         self.misfits: List[Tuple[nn.Module, str, str, Tuple[int, ...]]] = []
 
