@@ -54,6 +54,36 @@ def test_messages_name_sizes_in_a_readable_unit(limit):
         rs.alloc.check_alloc(2**40, "x")
 
 
+def test_check_alloc_beyond_64_bits_and_sizes_that_are_not_byte_counts(limit):
+    check = rs.alloc.check_alloc
+    for no_limit in (False, True):
+        limit(None if no_limit else 1000)
+        # beyond 2**64 - 1 bytes: refused whatever the limit, without a made-up byte count
+        for huge in (2**64, 2**70, 1e300, np.float64(1.8447e19)):
+            with pytest.raises(ValueError, match=r"^big\(\) would need more than 16\.0 EiB "
+                                                 r"\(2\*\*64 - 1 bytes\), above any "
+                                                 r"allocation limit; a hint$"):
+                check(huge, "big()", "a hint")
+        for bad in (float("inf"), float("-inf"), float("nan"), np.float32("nan")):
+            with pytest.raises(ValueError, match=r"^big\(\): the size of the request is "
+                                                 r"-?(inf|nan) bytes, not a finite number$"):
+                check(bad, "big()")
+        for bad in (-1, -0.5, np.int64(-3)):
+            with pytest.raises(ValueError, match=r"^big\(\): the size .* negative$"):
+                check(bad, "big()")
+        for bad in (True, np.False_, "10", None, 1j):
+            with pytest.raises(TypeError, match=r"^big\(\): the size of the request must be "
+                                                r"a number of bytes"):
+                check(bad, "big()")
+    # a real number of bytes is rounded up (1000.5 bytes do not fit in 1000)
+    limit(1000)
+    check(1000, "x")
+    check(999.5, "x")
+    check(np.uint64(1000), "x")
+    with pytest.raises(ValueError, match=r"would need 1001 bytes \(1001 B\)"):
+        check(1000.5, "x")
+
+
 def test_alloc_limit_set_restores_the_limit_whatever_order_threads_leave_in():
     import threading
     original = rs.alloc_limit()

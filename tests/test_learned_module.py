@@ -106,7 +106,7 @@ def test_fit_rejects_bad_input_and_a_cluster_with_nothing_new():
         LearnedModule.fit("m", members, past, rank=2.5)
     with pytest.raises(ValueError, match="components"):
         LearnedModule.fit("m", members, past, components=len(members))
-    with pytest.raises(TypeError, match="float array"):
+    with pytest.raises(TypeError, match="members must be an array of numbers"):
         LearnedModule.fit("m", members.astype(str), past)
     with pytest.raises(ValueError, match="nothing the past lacks"):
         LearnedModule.fit("m", past[:5], past)

@@ -505,6 +505,32 @@ for label, call, pattern in [
         ("Repository.search query", on_repo("search", MIXED_S, 2), "query")]:
     case("dtype", f"{label}=[True, numbers...]", call, TypeError, pattern)
 
+# The same rule where a list was converted on its own (np.asarray: bools read as 0/1, strings
+# parsed): rows of a fit_subspace batch, learn_network's inputs, LearnedModule's matrices.
+LEARNED = LearnedModule.fit("l", Y[:3], Y[3:])
+STR_SS = [[str(v) for v in row] for row in SS]
+MIXED_X = [[True, 0.5], [0.25, 1.0], [0.0, 0.5], [1.0, 1.0], [0.5, 0.5], [0.0, 0.0]]
+for label, call, pattern in [
+        ("fit_subspace rows [True, numbers...]", lambda: fit_subspace(MIXED_SS, rank=2),
+         "sketches"),
+        ("fit_subspace rows of str", lambda: fit_subspace(STR_SS, rank=2), "sketches"),
+        ("fit_subspace chunk [True, numbers...]", lambda: fit_subspace(iter([MIXED_SS]), rank=2),
+         "sketches"),
+        ("learn_network inputs [True, numbers...]",
+         lambda: rs.learn_network(MIXED_X, SS, sketcher=SK), "inputs"),
+        ("learn_network inputs str",
+         lambda: rs.learn_network([["0.5", "1"]] * 6, SS, sketcher=SK), "inputs"),
+        ("learn_network sketches [True, numbers...]",
+         lambda: rs.learn_network(None, MIXED_SS, sketcher=SK), "sketches"),
+        ("Subspace.project s str", lambda: SUBSPACE.project([str(v) for v in S]), "sketch"),
+        ("LearnedModule.fit members str", lambda: LearnedModule.fit("l", STR_SS, SS), "members"),
+        ("LearnedModule.fit past [True, numbers...]",
+         lambda: LearnedModule.fit("l", SS, MIXED_SS), "past"),
+        ("LearnedModule.scores sketches str", lambda: LEARNED.scores(STR_SS), "sketches"),
+        ("LearnedModule.scores sketches [True, numbers...]",
+         lambda: LEARNED.scores(MIXED_S), "sketches")]:
+    case("dtype", label, call, TypeError, pattern)
+
 
 @pytest.mark.parametrize("case_id", list(CASES))
 def test_bad_input_is_refused_naming_the_argument(case_id, tmp_path):
@@ -521,6 +547,54 @@ def test_bad_input_is_refused_naming_the_argument(case_id, tmp_path):
         np.testing.assert_array_equal(repo.ids(), stored)
         np.testing.assert_array_equal(repo.get(stored), SS.astype(np.float32))
         repo.close()
+
+
+def test_a_torch_bool_among_numbers_is_a_bool():
+    # NumPy reads [torch.tensor(True), 0.5, ...] as floats (the tensor's __array__/__float__)
+    torch = pytest.importorskip("torch")
+    for name, call in [("s1", lambda x: rs.similarity(x, S)),
+                       ("attributes", lambda x: rs.Graph().add("m", [x[0], 0.0])),
+                       ("sketches", lambda x: fit_subspace([x, S.tolist()], rank=1))]:
+        with pytest.raises(TypeError, match=f"{name} must be an array of numbers, got a list "
+                                            "holding a bool"):
+            call([torch.tensor(True)] + S[1:].tolist())
+    # a torch float or int tensor among numbers is a number, as before
+    np.testing.assert_allclose(rs.similarity([torch.tensor(S[0])] + S[1:].tolist(), S),
+                               rs.similarity(S, S))
+
+
+def _any_bool_leaf(x):
+    """Brute force: walk every leaf (the reference for holds_bool)."""
+    if isinstance(x, (list, tuple)):
+        return any(_any_bool_leaf(v) for v in x)
+    if isinstance(x, np.ndarray):
+        return x.dtype == bool or (x.dtype == object and any(map(_any_bool_leaf, x.flat)))
+    return isinstance(x, (bool, np.bool_))
+
+
+def test_holds_bool_agrees_with_a_walk_of_every_leaf():
+    from recsketch._checks import holds_bool
+    rng = np.random.default_rng(3)
+    leaves = [0.5, 1, np.float32(2.0), np.int64(3), Fraction(1, 3), "0.5", True, np.True_,
+              np.array(True), np.array([0.5, 1.0]), np.array([False]), 2**70]
+
+    def nested(depth):
+        if depth == 0 or rng.random() < 0.3:
+            return leaves[rng.integers(len(leaves))]
+        kind = list if rng.random() < 0.7 else tuple
+        return kind(nested(depth - 1) for _ in range(rng.integers(0, 4)))
+
+    cases = [nested(4) for _ in range(3000)]
+    # rows of numbers with one bool (or nested list) in one place: the one-pass path
+    rows = np.random.default_rng(0).random((50, 3)).tolist()
+    for k, v in [(0, True), (49, np.False_), (25, [0.5]), (10, [[True]]), (30, (1.0, 2.0))]:
+        r = [list(row) for row in rows]
+        r[k] = r[k][:2] + [v]
+        cases += [r, tuple(map(tuple, r)), [r[0], tuple(r[1])] + r[2:]]
+    cases += [rows, [], [[]], [[], [True]], [[1.0], ()]]
+    got = [holds_bool(c) for c in cases]
+    assert got == [_any_bool_leaf(c) for c in cases]
+    assert 200 < sum(got) < len(got) - 200          # both answers well represented
 
 
 def test_the_table_covers_every_category():
@@ -646,3 +720,40 @@ def test_an_erased_sketch_from_its_parts_reads_like_the_one_erase_made():
         kept = np.zeros(D, bool)
         kept[again.indices] = True
         np.testing.assert_array_equal(again.to_dense(), np.where(kept, SS, 0.0))
+
+
+def test_an_erased_sketch_reads_the_same_whatever_the_layout_of_its_values():
+    # float32 values in Fortran order gave attributes 1 ulp off the C-ordered ones
+    sk32 = rs.Sketcher(D, block_size=36, density=0.3, seed=1)
+    e = rs.erase(sk32.sketch_many([G] * 3), 100)
+    wide = np.zeros((3, 200), np.float32)
+    wide[:, ::2] = e.values
+    for values in (np.asfortranarray(e.values), wide[:, ::2]):
+        other = rs.ErasedSketch(values, e.indices, D, "prefix")
+        assert other.values.flags.c_contiguous
+        for query in (lambda x: sk32.attributes(x, "leaf").attributes,
+                      lambda x: sk32.mass(x, "leaf"),
+                      lambda x: sk32.count(x, "leaf", 1.0),
+                      lambda x: rs.similarity(x, SS[0].astype(np.float32))):
+            np.testing.assert_array_equal(query(other), query(e))
+
+
+def test_the_parts_of_an_erased_sketch_are_read_only():
+    import pickle
+    values = SS[:2, :100].copy()
+    e = rs.ErasedSketch(values, np.arange(100), D, "prefix")
+    before = SK.attributes(e, "leaf").attributes
+    for part, new in (("values", np.full(100, np.nan)), ("indices", -np.arange(1, 101)),
+                      ("d_sketch", 0), ("mode", "random"), ("seed", 3)):
+        with pytest.raises(AttributeError):
+            setattr(e, part, new)
+    for arr in (e.values, e.indices):
+        with pytest.raises(ValueError, match="read-only"):
+            arr[0] = 5
+    assert values.flags.writeable          # the caller's own array is left as it was
+    assert rs.erase(SS, 100).values.flags.writeable is False
+    np.testing.assert_array_equal(SK.attributes(e, "leaf").attributes, before)
+    back = pickle.loads(pickle.dumps(e))
+    assert back.indices.flags.writeable is False and back.d_sketch == D
+    np.testing.assert_array_equal(back.values, values)
+    np.testing.assert_array_equal(SK.attributes(back, "leaf").attributes, before)

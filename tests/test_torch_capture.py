@@ -354,8 +354,8 @@ def all_hooks(model):
 
 def test_inputs_of_the_wrong_width_name_the_layer_and_both_shapes():
     # The model's own RuntimeError came from deep inside torch ("mat1 and mat2 shapes cannot
-    # be multiplied"): now a ValueError before the layer runs, naming the layer, what its
-    # parameters fix, the tensor it got and the batch the model was called on.
+    # be multiplied"): now a ValueError from it, naming the layer, what its parameters fix,
+    # the tensor it got and the batch the model was called on.
     torch.manual_seed(0)
     mlp = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
     with pytest.raises(ValueError, match=r"layer '0' \(Linear\) expects 4 features on the "
@@ -380,6 +380,47 @@ def test_inputs_of_the_wrong_width_name_the_layer_and_both_shapes():
     # the right width captures as before (the checks change nothing)
     got = capture(cnn, torch.randn(2, 3, 8, 8), layers=["0", "3"])
     assert len(got.graphs) == 2 and all_hooks(cnn) == 0
+
+
+class FlatLinear(nn.Linear):
+    """A Linear with its own forward that flattens its input first."""
+    def forward(self, x):
+        return super().forward(x.flatten(1))
+
+
+class ChannelsFirstLayerNorm(nn.LayerNorm):
+    """A LayerNorm over axis 1 of (N, C, H, W), as ConvNeXt's."""
+    def forward(self, x):
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+def test_subclasses_with_their_own_forward_capture_as_the_plain_forward_runs():
+    # The input checks used to refuse these before their forward ran, though it runs fine
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(1, 3, 1), nn.ReLU(), FlatLinear(3 * 4 * 4, 2))
+    x = torch.rand(4, 1, 4, 4)
+    cap = capture(m, x, layers=["0", "2"], edges="order")
+    assert len(cap.graphs) == 4 and list(cap.layout.layers) == ["0", "2"]
+    assert all_hooks(m) == 0
+    n = nn.Sequential(nn.Conv2d(3, 5, 1), ChannelsFirstLayerNorm(5), nn.Conv2d(5, 2, 1))
+    cap = capture(n, torch.rand(2, 3, 6, 6), layers=["0", "1", "2"], edges="order")
+    assert len(cap.graphs) == 2 and list(cap.layout.layers) == ["0", "1", "2"]
+    assert all_hooks(n) == 0
+    # a subclass whose forward does fail on that input is still named by the ValueError,
+    # chained to the model's own error
+    with pytest.raises(ValueError, match=r"layer '2' \(FlatLinear\) expects 48 features .* "
+                                         r"got an input of shape \(4, 3, 5, 4\).* failed in "
+                                         r"that layer with RuntimeError") as info:
+        capture(m, torch.rand(4, 1, 5, 4), layers=["0", "2"], edges="order")
+    assert isinstance(info.value.__cause__, RuntimeError)
+    assert all_hooks(m) == 0
+
+
+def test_a_misfit_layer_that_returned_is_not_blamed_for_a_later_error():
+    m = nn.Sequential(nn.Conv2d(1, 3, 1), FlatLinear(3 * 4 * 4, 3), Boom())
+    with pytest.raises(RuntimeError, match="boom"):
+        capture(m, torch.rand(2, 1, 4, 4), layers=["0", "1"], edges="order")
+    assert all_hooks(m) == 0
 
 
 def test_hooks_removed_after_errors():

@@ -191,13 +191,36 @@ def test_units_attribution_leaves_the_model_as_it_was(effnet):
 
 def test_hooks_removed_after_an_exception(effnet):
     model, x, _ = effnet
-    # one channel: conv_stem's own RuntimeError from inside torch before; now recsketch's
-    # ValueError, raised before the layer runs, naming it and both shapes
+    # one channel: conv_stem (a Conv2d subclass with its own forward) raises torch's own
+    # RuntimeError inside its real forward; recsketch's ValueError, chained to it, names the
+    # layer and both shapes
     with pytest.raises(ValueError, match=r"layer '_conv_stem' \(Conv2dStaticSamePadding\) "
                                          r"expects 3 channels .* got an input of shape "
-                                         r"\(2, 1, 224, 224\)"):
+                                         r"\(2, 1, 224, 224\)") as info:
         capture(model, x[:2, :1], layers=MODULE_LAYERS)
+    assert isinstance(info.value.__cause__, RuntimeError)
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+def test_convnext_layernorm_over_channels_captures():
+    """transformers' ConvNextLayerNorm subclasses nn.LayerNorm with its own forward (over axis
+    1 when channels_first): the input checks refused the model though its forward runs."""
+    from transformers import ConvNextConfig, ConvNextModel
+    torch.manual_seed(0)
+    cfg = ConvNextConfig(num_channels=3, hidden_sizes=[12, 20], depths=[1, 1], num_stages=2,
+                         image_size=32)
+    model = ConvNextModel(cfg).eval()
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert tuple(model(x).last_hidden_state.shape) == (2, 20, 4, 4)
+    cap = capture(model, x)
+    modules = dict(model.named_modules())
+    first = [n for n in cap.layout.layers
+             if getattr(modules[n], "data_format", None) == "channels_first"]
+    assert first == ["embeddings.layernorm", "encoder.stages.1.downsampling_layer.0"]
+    assert len(cap.graphs) == 2
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+    assert np.all(np.isfinite(rs.Sketcher(4096, family="orthogonal").sketch_many(cap)))
 
 
 def test_minilm_tokens_counts_and_cls_fingerprint(minilm_capture):

@@ -16,8 +16,12 @@ The limit is process-wide: every thread sees the same one.
 
 from __future__ import annotations
 
+import math
+import numbers
 from contextlib import contextmanager
-from typing import Iterator, List, Optional
+from typing import Iterator, List, Optional, Union
+
+import numpy as np
 
 from ._forksafe import fork_safe_lock
 from ._native import _core
@@ -91,9 +95,30 @@ def alloc_limit_set(nbytes: Optional[int]) -> Iterator[int]:
             _core.set_alloc_limit(_active[-1][0] if _active else _base[0])
 
 
-def check_alloc(nbytes: int, what: str, hint: str = "") -> None:
+def check_alloc(nbytes: Union[int, float], what: str, hint: str = "") -> None:
     """ValueError if ``nbytes`` exceeds the allocation limit. ``what`` names the call and the
     arguments responsible, ``hint`` (if any) follows. The native core's check and message
-    (cpp/bindings/alloc_limit.hpp): one rule for both layers."""
-    # A count beyond 2**64 - 1 is above any limit, saturated as the native sizes are.
-    _core.check_alloc(min(int(nbytes), _NO_LIMIT), what, hint)
+    (cpp/bindings/alloc_limit.hpp): one rule for both layers.
+
+    ``nbytes`` is an integer or a real number of bytes (rounded up); a request beyond
+    ``2**64 - 1`` bytes is refused whatever the limit (no allocation can hold it); a negative
+    size, NaN or infinity is a ValueError, a bool or a non-number a TypeError, each naming
+    ``what``."""
+    if isinstance(nbytes, (bool, np.bool_)) or not isinstance(nbytes, numbers.Real):
+        raise TypeError(f"{what}: the size of the request must be a number of bytes, got "
+                        f"{type(nbytes).__name__}")
+    if isinstance(nbytes, numbers.Integral):
+        n = int(nbytes)
+    else:
+        x = float(nbytes)
+        if not math.isfinite(x):
+            raise ValueError(f"{what}: the size of the request is {x!r} bytes, not a finite "
+                             "number")
+        n = math.ceil(x)
+    if n < 0 or nbytes < 0:     # (-0.5 rounds up to 0)
+        raise ValueError(f"{what}: the size of the request is {nbytes} bytes, negative")
+    if n > _NO_LIMIT:
+        # the native check takes 64-bit sizes: said here, not saturated to 16.0 EiB there
+        raise ValueError(f"{what} would need more than 16.0 EiB (2**64 - 1 bytes), above any "
+                         "allocation limit" + (f"; {hint}" if hint else ""))
+    _core.check_alloc(n, what, hint)

@@ -33,7 +33,7 @@ from typing import Any, Iterable, Optional, Tuple, Union
 
 import numpy as np
 
-from ._checks import FLOAT_DTYPES, as_real_array, check_int
+from ._checks import FLOAT_DTYPES, as_real_array, as_sketches, check_int
 from .erasure import ErasedSketch
 
 __all__ = ["COND_WARN", "DEFAULT_RTOL", "Subspace", "SubspaceFitter", "check_rule",
@@ -379,7 +379,7 @@ def fit_subspace(sketches: Union[np.ndarray, Iterable[np.ndarray]], *,
     chunks = [sketches] if isinstance(sketches, np.ndarray) else sketches
     fitter: Optional[SubspaceFitter] = None
     for chunk in chunks:
-        arr = np.asarray(chunk)
+        arr = as_real_array(chunk, "sketches")
         if fitter is None:
             if arr.ndim not in (1, 2) or arr.shape[-1] == 0:
                 raise ValueError(f"sketches must have shape (n, d), got {arr.shape}")
@@ -393,12 +393,7 @@ def fit_subspace(sketches: Union[np.ndarray, Iterable[np.ndarray]], *,
 def checked_sketches(s: Any, d: int) -> np.ndarray:
     """A sketch ``(d,)`` or batch ``(n, d)`` of float32/float64 as float64, finite (TypeError
     or ValueError naming the problem otherwise)."""
-    arr = as_real_array(s, "sketch")
-    if arr.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"sketch must have dtype float32 or float64, got {arr.dtype}")
-    if arr.ndim not in (1, 2) or arr.shape[-1] != d:
-        raise ValueError(f"sketch must have shape ({d},) or (n, {d}), got {arr.shape}")
-    x = arr.astype(np.float64, copy=False)
+    x = as_sketches(s, "sketch", d).astype(np.float64, copy=False)
     if not np.all(np.isfinite(x)):
         raise ValueError("sketch contains NaN or infinity")
     return x

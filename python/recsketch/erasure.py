@@ -24,9 +24,12 @@ class ErasedSketch:
     reads it as ``(d / d_kept) * mask * s`` (MATH.md §3.8), which is unbiased; errors grow about
     as ``sqrt(d / d_kept)``. ``values`` holds only the kept coordinates, so an erased sketch
     takes ``d_kept / d`` of the space.
+
+    Its parts are read-only (``values`` and ``indices`` are read-only views): they were checked
+    against each other once, when it was made.
     """
 
-    __slots__ = ("values", "indices", "d_sketch", "mode", "seed")
+    __slots__ = ("_values", "_indices", "_d_sketch", "_mode", "_seed")
 
     def __init__(self, values: Any, indices: Any, d_sketch: int, mode: str, seed: int = 0):
         """An erased sketch from its parts, as :func:`erase` makes them (and as they can be
@@ -56,15 +59,48 @@ class ErasedSketch:
                              "recsketch.erase, or pass the parts it returned")
         if not all_finite(arr):
             raise ValueError("values contain NaN or infinity")
-        self._set(arr, want, d, mode, seed)
+        # C order, as erase makes them: the queries' sums then run in the same order whatever
+        # the layout passed in (a Fortran-ordered batch gave answers 1 ulp apart)
+        self._set(np.ascontiguousarray(arr), want, d, mode, seed)
 
     def _set(self, values: np.ndarray, indices: np.ndarray, d_sketch: int, mode: str,
              seed: int) -> None:
-        self.values = values
-        self.indices = indices
-        self.d_sketch = d_sketch
-        self.mode = mode
-        self.seed = seed
+        self._values = _read_only(values)
+        self._indices = _read_only(indices)
+        self._d_sketch = d_sketch
+        self._mode = mode
+        self._seed = seed
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        # through __init__, so that an unpickled one is checked and read-only like any other
+        return (type(self), (np.array(self._values), np.array(self._indices), self._d_sketch,
+                             self._mode, self._seed))
+
+    @property
+    def values(self) -> np.ndarray:
+        """The kept coordinates ``(d_kept,)`` or ``(n, d_kept)``, float32 or float64 (a
+        read-only view)."""
+        return self._values
+
+    @property
+    def indices(self) -> np.ndarray:
+        """The ``d_kept`` kept coordinates of the full sketch, int64 ascending (read-only)."""
+        return self._indices
+
+    @property
+    def d_sketch(self) -> int:
+        """Dimension of the full sketch."""
+        return self._d_sketch
+
+    @property
+    def mode(self) -> str:
+        """``"prefix"`` or ``"random"``: which coordinates were kept."""
+        return self._mode
+
+    @property
+    def seed(self) -> int:
+        """Seed of the random subset (``mode="random"``; 0 and unused for ``"prefix"``)."""
+        return self._seed
 
     @classmethod
     def _checked(cls, values: np.ndarray, indices: np.ndarray, d_sketch: int, mode: str,
@@ -102,6 +138,13 @@ class ErasedSketch:
     def __repr__(self) -> str:
         return (f"ErasedSketch(shape={self.shape}, d_kept={self.d_kept}, mode={self.mode!r}"
                 + (f", seed={self.seed}" if self.mode == "random" else "") + ")")
+
+
+def _read_only(arr: np.ndarray) -> np.ndarray:
+    """A read-only view of ``arr`` (the array itself stays as writable as it was)."""
+    view = arr.view()
+    view.flags.writeable = False
+    return view
 
 
 def _mix64(x: np.ndarray) -> np.ndarray:

@@ -38,7 +38,7 @@ from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ._checks import holds_bool
+from ._checks import as_real_array, check_real_dtype
 from .graph import Graph
 from .sketcher import Sketcher
 
@@ -49,14 +49,9 @@ MIN_NOVELTY = 0.001  # LearnedModule.fit's default floor on the novelty share (d
 
 
 def _matrix(x: Any, name: str, width: Optional[int] = None) -> np.ndarray:
-    if isinstance(x, np.ndarray) and x.dtype.kind not in "fiu":
-        raise TypeError(f"{name} must be a float array, got dtype {x.dtype}")
-    if holds_bool(x):   # NumPy would read [True, 1.0] as floats
-        raise TypeError(f"{name} must be a float array, got a {type(x).__name__} holding a bool")
-    try:
-        a = np.array(x, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{name} must be a float array: {exc}") from None
+    a = as_real_array(x, name)
+    check_real_dtype(a, name)
+    a = np.array(a, dtype=np.float64)      # a copy of its own
     if a.ndim != 2:
         raise ValueError(f"{name} must be 2-D (sketches as rows), got shape {a.shape}")
     if width is not None and a.shape[1] != width:
@@ -67,11 +62,8 @@ def _matrix(x: Any, name: str, width: Optional[int] = None) -> np.ndarray:
 
 
 def _batch(x: Any, name: str, width: int) -> Tuple[np.ndarray, bool]:
-    if holds_bool(x):
-        raise TypeError(f"{name} must be a float array, got a {type(x).__name__} holding a bool")
-    a = np.asarray(x)
-    if a.dtype.kind not in "fiu":
-        raise TypeError(f"{name} must be a float array, got dtype {a.dtype}")
+    a = as_real_array(x, name)
+    check_real_dtype(a, name)
     single = a.ndim == 1
     return _matrix(a[None, :] if single else a, name, width), single
 

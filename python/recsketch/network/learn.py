@@ -147,13 +147,10 @@ class NetworkModel:
 
 # -- argument checks ---------------------------------------------------------------------------
 def _as_matrix(x: Any, name: str) -> np.ndarray:
-    arr = x if isinstance(x, np.ndarray) else None
-    if arr is None:
-        try:
-            arr = np.asarray(x, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"{name} must be a 2-D array of numbers ({exc})") from exc
-    if arr.dtype.kind not in "fiu" or arr.dtype == np.bool_:
+    from .._checks import as_real_array
+    # one rule for what is an array of numbers (bools and strings beside numbers refused)
+    arr = as_real_array(x, name)
+    if arr.dtype.kind not in "fiu":
         raise TypeError(f"{name} must have a real numeric dtype, got {arr.dtype}")
     if arr.ndim != 2:
         raise ValueError(f"{name} must be 2-D (n_samples, ...), got shape {arr.shape}")

@@ -208,7 +208,13 @@ def _input_shapes(batch: Any) -> str:
 class _Hooks:
     """Forward hooks on the selected layers for one forward pass at a time, and pre-hooks that
     check the input of every layer whose width its parameters fix (:func:`_expected_input`);
-    always removed (``with``), also when the forward raises."""
+    always removed (``with``), also when the forward raises.
+
+    A layer whose input does not fit is only noted (``misfit``), not refused: a subclass with
+    its own ``forward`` (a LayerNorm over channels first, a Linear that flattens first) may
+    accept what the base class would not. The note is dropped when that layer's forward
+    returns; one still open when the model's forward raises is where the forward failed
+    (:meth:`misfit_error`)."""
 
     def __init__(self, model: nn.Module, names: Sequence[str]):
         self._model = model
@@ -217,17 +223,23 @@ class _Hooks:
         self.outputs: Dict[str, torch.Tensor] = {}
         self.fired: List[str] = []
         self.batch: Any = None
+        # (module, name, what it expects, the shape it got) for each layer entered with an input
+        # that does not fit and not yet returned from, innermost last
+        self.misfits: List[Tuple[nn.Module, str, str, Tuple[int, ...]]] = []
 
     def __enter__(self) -> "_Hooks":
         modules = dict(self._model.named_modules())
         try:
-            for name in self._names:
-                self._handles.append(modules[name].register_forward_hook(self._hook(name)))
+            # the checks first: forward hooks run in the order registered, so a layer's note
+            # is dropped before a selected layer's own hook can raise
             for name, module in modules.items():
                 expected = _expected_input(module)
                 if expected is not None:
                     self._handles.append(module.register_forward_pre_hook(
-                        self._check(name or type(module).__name__, module, *expected)))
+                        self._check(name or type(module).__name__, *expected)))
+                    self._handles.append(module.register_forward_hook(self._returned))
+            for name in self._names:
+                self._handles.append(modules[name].register_forward_hook(self._hook(name)))
         except BaseException:
             self.remove()
             raise
@@ -245,19 +257,35 @@ class _Hooks:
         self.outputs = {}
         self.fired = []
         self.batch = batch
+        self.misfits = []
 
-    def _check(self, name: str, module: nn.Module, what: str,
+    def _check(self, name: str, what: str,
                fits: Callable[[torch.Tensor], bool]) -> Callable[..., None]:
         def pre_hook(module: nn.Module, args: Any) -> None:
             x = args[0] if args else None
             # (a torch.fx trace passes proxies, not tensors: nothing to check)
             if isinstance(x, torch.Tensor) and not fits(x):
-                raise ValueError(
-                    f"recsketch.torch.capture: layer {name!r} ({type(module).__name__}) "
-                    f"expects {what}, got an input of shape {tuple(x.shape)}; the model was "
-                    f"called on a batch of shape {_input_shapes(self.batch)}: do the inputs "
-                    "have the width (features, channels) the model was built for?")
+                self.misfits.append((module, name, what, tuple(x.shape)))
         return pre_hook
+
+    def _returned(self, module: nn.Module, args: Any, output: Any) -> None:
+        for i in range(len(self.misfits) - 1, -1, -1):
+            if self.misfits[i][0] is module:
+                del self.misfits[i]
+                break
+
+    def misfit_error(self, exc: BaseException) -> Optional[ValueError]:
+        """After the model's forward raised ``exc``: a ValueError naming the innermost layer
+        that was entered with an input of the wrong width and did not return, if any."""
+        if not self.misfits:
+            return None
+        module, name, what, shape = self.misfits[-1]
+        return ValueError(
+            f"recsketch.torch.capture: layer {name!r} ({type(module).__name__}) expects "
+            f"{what}, got an input of shape {shape}; the model was called on a batch of "
+            f"shape {_input_shapes(self.batch)}: do the inputs have the width (features, "
+            f"channels) the model was built for? (the forward pass failed in that layer with "
+            f"{type(exc).__name__})")
 
     def _hook(self, name: str) -> Callable[..., None]:
         def hook(module: nn.Module, args: Any, output: Any) -> None:
@@ -464,6 +492,9 @@ def _capture_layers(model: nn.Module, inputs: Any, n: int, device: torch.device,
                 try:
                     out = _call(model, _needs_grad(batch) if need_grad else batch)
                 except Exception as exc:
+                    misfit = hooks.misfit_error(exc)
+                    if misfit is not None:
+                        raise misfit from exc
                     # the model's own error keeps its type; say where it happened
                     if hasattr(exc, "add_note"):
                         last = repr(hooks.fired[-1]) if hooks.fired else "none"
