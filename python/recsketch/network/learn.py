@@ -434,15 +434,13 @@ def _opposed(norm: np.ndarray, gains: np.ndarray, gain_reads: Optional[np.ndarra
 
     Why: sibling modules' gains move against each other (importance weights sum to 1), and
     the pair score alone (``|g x|_2 <= g``) let two siblings' count columns pair as a module
-    of their own. Measured at d = 524,262, q = 4e-4, seed 5 (``docs/unmix.md``, round 6): the
-    mids' count reads correlate at -0.993 and paired, the right partners at +0.999. ``k``
-    siblings whose weights sum to 1 correlate at about ``-1/(k-1)``, so a fixed cutoff of -0.5
-    holds for two only; a cutoff at ``OPPOSED_SE`` standard errors of a zero correlation
-    refuses them while ``1/(k-1)`` is beyond it (200 samples, 300 draws of weights within
-    1.2x of ``1/k``: 300, 300, 298, 264 and 185 of 300 refused at ``k`` = 2-6, against 300,
-    152, 0, 0, 0 with -0.5) and refuses a right partner whose correlation is 0 in about 1
-    case of 160 (it is positive where ``|x_recovered|`` does not move against ``g``). A
-    constant gain (the root's) gives no sign, so the test is not made there."""
+    of their own (siblings' count reads correlate near -1, the right partners near +1). ``k``
+    siblings whose weights sum to 1 correlate at about ``-1/(k-1)``, so a fixed cutoff such
+    as -0.5 holds for two only; a cutoff at ``OPPOSED_SE`` standard errors of a zero
+    correlation refuses them while ``1/(k-1)`` is beyond it, and refuses a right partner
+    whose correlation is 0 about once in 160 (it is positive where ``|x_recovered|`` does not
+    move against ``g``). A constant gain (the root's) gives no sign, so the test is not made
+    there. Measurements: ``docs/unmix.md``, rounds 6 and 7."""
     if not _gain_varies(gains, gain_reads):
         return False
     live = _live_samples(gains)
@@ -556,11 +554,8 @@ def _top_level_reads(Y: np.ndarray, m: RecoveredModule, w0: float) -> RecoveredM
     rule look for a *heavier* word's leak, a multiple of the coefficient; a top-level
     module's words are the heaviest, and what shifts its blocks are lighter words' and its
     own diffuse parts, small additive offsets that the ratio test reads as leaks where the
-    coordinate is small. Measured at d = 524,262, q = 4e-4 (``docs/unmix.md``, round 6): on
-    seed 8 the screen kept 3 of the 7 blocks of the root's column 0 (offsets +0.006 to +0.015
-    in units of ``x``, against -0.038 to +0.063 on the dropped ones, whose mean is near 0):
-    median l-inf 0.0103 screened against 0.0089 with every block (per-sample learner
-    0.0083); on seeds 0-5 the screen kept every root block and both reads agree."""
+    coordinate is small: the screen can keep a biased minority of the blocks, whose mean is
+    worse than the mean of all (``docs/unmix.md``, round 6)."""
     mat = m.attribute_matrix
     coef = np.stack([np.mean(_reads(Y, mat, c), axis=0) for c in range(mat.columns.size)],
                     axis=1)
@@ -589,12 +584,10 @@ def _gain_varies(gains: np.ndarray, reads: Optional[np.ndarray] = None) -> bool:
     Why: that rule sees a nearly constant leak as the extra variation of ``leak / g``, which
     is nil where ``g`` itself is constant (a top-level module under a fixed output weight: the
     deep teacher's root has path weight 1); it then keeps one of two blocks by their noise and
-    throws away the average. Measured at d = 524,262, q = 4e-4, seeds 0-5 (``docs/unmix.md``,
-    round 6): the root's read gain varies by 0.0000-0.0004, the depth-3 modules' by
-    0.031-0.224; on the root the rule raised the median l-inf on seeds 3, 4, 5 (0.0073 ->
-    0.0088, 0.0102 -> 0.0130, 0.0048 -> 0.0062) and changed nothing on seeds 0-2. A relative
-    spread alone would also count a constant gain read with noise as varying (``sigma`` of
-    0.3 relative per read is far above 0.01), hence the comparison with the noise."""
+    throws away the average (the root's read gain varies by a few 1e-4, the depth-3 modules'
+    by a few percent and more: ``docs/unmix.md``, round 6). A relative spread alone would
+    also count a constant gain read with noise as varying (a relative noise of 0.3 per read is
+    far above 0.01), hence the comparison with the noise."""
     g = np.asarray(gains, dtype=np.float64)
     live = _live_samples(g)
     if live.sum() < 3:
@@ -623,9 +616,8 @@ def _two_block_columns(Y: np.ndarray, attr: _Cluster, gains: np.ndarray,
 
     Why: a heavy word's leak into a block is nearly constant over samples while ``g`` varies
     with the input, so on the leaky block ``estimate / g = x_j + leak / g`` carries the extra
-    variation of ``1 / g``; two blocks that disagree cannot be told apart by their medians.
-    Measured on the six two-block depth-3 columns of d = 524,262, q = 4e-4, seeds 0-2
-    (``docs/unmix.md``): the block of lower spread was the right one in 6 of 6."""
+    variation of ``1 / g``; two blocks that disagree cannot be told apart by their medians
+    (measurements: ``docs/unmix.md``)."""
     mat, coef = attr
     if not _gain_varies(gains, gain_reads):
         return attr
@@ -706,11 +698,8 @@ def _whole_norm(plain: RecoveredModule, fixed: RecoveredModule, w0: float,
     (a coordinate missing with a large or varying share of the norm makes ``r`` vary with the
     sample): slope within ``[WHOLE_NORM_SLOPE, 1 / WHOLE_NORM_SLOPE]`` and
     ``R^2 >= WHOLE_NORM_R2``. Depth and path weights follow the new gain; ``gain_reads``: the
-    count column's block reads for :func:`_gain_varies`. Measured at d = 524,262, q = 4e-4
-    (``docs/unmix.md``, rounds 7 and 8): 5 of the 10 depth-3 modules with a count column on
-    seeds 0-8 pass the test; the gain ``read - kappa`` brings seed 7's midB (slope 0.86,
-    columns 1-3 of 0-3) from 0.162 to 0.085 median l-inf, where ``|c|_2`` was 0.88 of the true
-    gain."""
+    count column's block reads for :func:`_gain_varies`. Measurements: ``docs/unmix.md``,
+    rounds 7 and 8."""
     if plain.count_matrix is None or not _gain_varies(plain.gains, gain_reads):
         return None  # a constant gain gives no slope
     g = plain.gains
@@ -872,10 +861,8 @@ def _complete_from_basis(un: UnmixResult, modules: List[RecoveredModule], below:
     """The modules' attribute and count columns with the blocks their words in the basis show
     beyond the held ones (:func:`~recsketch.network.unmixing.rescue_columns`, ``add=False``),
     after every coefficient read: a completed block is one that other words overlap, so it
-    serves the recovered matrix, not the reads. Measured (``docs/unmix.md``, round 6): seed
-    7's count columns of 4 and 6 blocks held with 2 and 3 went to 3 and 6; no column at depth
-    2 or 3 of seeds 0-8 has a wrong block or sign. One call for all modules: each matrix is
-    completed on its own, and the basis blocks are decoded once."""
+    serves the recovered matrix, not the reads (``docs/unmix.md``, round 6). One call for all
+    modules: each matrix is completed on its own, and the basis blocks are decoded once."""
     mats = [[m.attribute_matrix] + ([m.count_matrix] if m.count_matrix is not None else [])
             for m in modules]
     if not mats:
