@@ -4,7 +4,7 @@ decomposition of its leak correction against the true word vectors (docs/unmix.m
 On a fixed tree the sketches are ``Y = C A^T`` (``bench/tree_words.py`` computes the true words
 ``A``). ``learn_network`` reads a depth-3 column off its decoded blocks and removes the heavier
 (depth-2) words' share of each read, with those words taken as the duals of their estimated
-coefficients (``unmix.word_vectors``). This script runs ``learn_network`` once per seed,
+coefficients (``unmixing.word_vectors``). This script runs ``learn_network`` once per seed,
 records the modules before that correction (and ``V``, ``Y V``), and replaces one ingredient at
 a time by the truth:
 

@@ -158,3 +158,65 @@ def test_a_repository_opened_before_a_fork_refuses_use_in_the_child(tmp_path):
     with rs.Repository.open(tmp_path / "r") as repo:
         assert len(repo) == 2
         np.testing.assert_array_equal(repo.get(repo.ids()), np.full((2, 1023), 0.01, np.float32))
+
+
+def test_a_forked_child_drops_the_allocation_limits_of_the_parents_other_threads():
+    # a thread is inside alloc_limit_set(1 MiB) at the fork: it does not exist in the child, so
+    # its block never ends there; the child starts from the limit before the block, and a block
+    # of the forking thread that is open at the fork stays in force until it leaves
+    script = textwrap.dedent("""
+        import os, threading
+        import recsketch as rs
+        base = rs.alloc_limit()
+        inside, done = threading.Event(), threading.Event()
+        def worker():
+            with rs.alloc_limit_set(1 << 20):
+                inside.set(); done.wait()
+        t = threading.Thread(target=worker); t.start(); inside.wait()
+        with rs.alloc_limit_set(5 << 30):
+            pid = os.fork()
+            if pid == 0:
+                ok = rs.alloc_limit() == 5 << 30
+        if pid == 0:
+            ok = ok and rs.alloc_limit() == base
+            with rs.alloc_limit_set(None):
+                pass
+            os._exit(0 if ok and rs.alloc_limit() == base else 3)
+        _, st = os.waitpid(pid, 0)
+        done.set(); t.join()
+        print(os.waitstatus_to_exitcode(st), rs.alloc_limit() == base)
+    """)
+    r = subprocess.run([sys.executable, "-W", "ignore", "-c", script], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["0", "True"]
+
+
+def test_a_forked_child_gets_back_the_blas_threads_of_an_open_serial_section():
+    # another thread is inside the unmixing's one-BLAS-thread section at the fork: the child
+    # (where that thread never leaves it) starts with the count the section found
+    pytest.importorskip("threadpoolctl")
+    script = textwrap.dedent("""
+        import os, threading
+        from threadpoolctl import threadpool_info
+        from recsketch.network.unmixing import _serial_lapack
+        def blas():
+            return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+        before = blas()
+        inside, done = threading.Event(), threading.Event()
+        def worker():
+            with _serial_lapack():
+                inside.set(); done.wait()
+        t = threading.Thread(target=worker); t.start(); inside.wait()
+        during = blas()
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0 if blas() == before else 3)
+        _, st = os.waitpid(pid, 0)
+        done.set(); t.join()
+        print(os.waitstatus_to_exitcode(st), during == [1] * len(during), blas() == before)
+    """)
+    r = subprocess.run([sys.executable, "-W", "ignore", "-c", script], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["0", "True", "True"]

@@ -147,3 +147,18 @@ def test_a_share_that_would_move_the_depth_is_not_used():
     mods[2] = dataclasses.replace(mods[2], depth=4)
     out = _norm_shares(mods, edges, W0)
     assert out[2] is mods[2]
+
+
+def test_a_fit_on_values_that_are_not_finite_is_none():
+    from recsketch.network.learn import _fit_norm_shares
+    rng = np.random.default_rng(0)
+    N = rng.random((50, 2)) + 0.5
+    G = N.sum(axis=1) * 16
+    assert _fit_norm_shares(G, N) is not None
+    for bad in (np.nan, np.inf):
+        M = N.copy()
+        M[3, 1] = bad
+        assert _fit_norm_shares(G, M) is None
+        H = G.copy()
+        H[7] = bad
+        assert _fit_norm_shares(H, N) is None

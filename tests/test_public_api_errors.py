@@ -738,6 +738,20 @@ def test_an_erased_sketch_reads_the_same_whatever_the_layout_of_its_values():
             np.testing.assert_array_equal(query(other), query(e))
 
 
+def test_an_erased_sketch_keeps_no_view_of_the_callers_array():
+    # the checks (finite values) hold for good: a later write into the caller's array, or into
+    # the sketch erase() read, does not reach the erased sketch
+    values = SS[:2, :100].copy()
+    e = rs.ErasedSketch(values, np.arange(100), D, "prefix")
+    s = SS[0].copy()
+    f = rs.erase(s, 100)
+    values[0, 0] = np.nan
+    s[0] = np.nan
+    assert not np.shares_memory(e.values, values) and not np.shares_memory(f.values, s)
+    assert np.isfinite(e.values).all() and np.isfinite(f.values).all()
+    np.testing.assert_array_equal(f.values, SS[0, :100])
+
+
 def test_the_parts_of_an_erased_sketch_are_read_only():
     import pickle
     values = SS[:2, :100].copy()

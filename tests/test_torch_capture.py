@@ -423,6 +423,27 @@ def test_a_misfit_layer_that_returned_is_not_blamed_for_a_later_error():
     assert all_hooks(m) == 0
 
 
+class Fallback(nn.Module):
+    # catches its first layer's error and goes on with the second, then fails on its own
+    def __init__(self):
+        super().__init__()
+        self.b, self.a = nn.Linear(5, 3), nn.Linear(4, 3)
+
+    def forward(self, x):
+        try:
+            h = self.b(x)
+        except RuntimeError:
+            h = self.a(x)
+        raise KeyError(f"the model's own error after the fallback {h.shape}")
+
+
+def test_a_misfit_layer_whose_error_the_model_caught_is_not_blamed():
+    m = Fallback()
+    with pytest.raises(KeyError, match="own error"):
+        capture(m, torch.rand(2, 4), layers=["a"], edges="order")
+    assert all_hooks(m) == 0
+
+
 def test_hooks_removed_after_errors():
     m = nn.Sequential(nn.Linear(3, 3), Boom(), nn.Linear(3, 2))
     with pytest.raises(RuntimeError, match="boom") as info:

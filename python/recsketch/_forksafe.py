@@ -7,11 +7,16 @@ the "fork" method while other threads sketch hangs on its first new matrix). Eve
 here is reset to unlocked in the child, as CPython does for the locks of its own ``threading``
 and ``logging`` modules.
 
-The state a lock guards was being changed by a thread that the child no longer has: each place
-that uses these locks keeps its state usable whatever step such a thread was at (a cache may
-then count an entry's bytes without the entry, the registry may hold part of a batch's new
-modules: never an entry that is wrong). The native locks (the walk cache, the thread pool) are
-made fork-safe in C++ with ``pthread_atfork``.
+The state a lock guards may have been half changed by a thread that the child does not have:
+the query cache may then count one entry's bytes without the entry (or the reverse), the
+Sketcher's registry may hold part of a batch's new modules; never an entry that is wrong. State
+owned by such a thread is dropped by its own fork hook: ``alloc_limit_set`` blocks of other
+threads (alloc.py), a one-BLAS-thread section of another thread (network/unmixing.py). A
+repository opened before the fork refuses use in the child (repository/store.py). The native
+locks (the walk cache, the thread pool) are made fork-safe in C++ with ``pthread_atfork``.
+
+A lock that the forking thread itself holds at the fork is reset too (no recsketch call forks
+while holding one; a callback of the caller's that forks inside one would find it released).
 """
 
 from __future__ import annotations

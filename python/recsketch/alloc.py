@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
+import threading
 from contextlib import contextmanager
 from typing import Iterator, List, Optional, Union
 
@@ -58,8 +60,20 @@ def set_alloc_limit(nbytes: Optional[int]) -> int:
 
 # The blocks of alloc_limit_set in progress, oldest first, and the limit before the first.
 _active_lock = fork_safe_lock()
-_active: List[List[int]] = []
+_active: List[List[int]] = []   # [limit, thread ident] per block
 _base: List[int] = []
+
+
+def _after_fork_in_child() -> None:
+    # The blocks of other threads are in progress in threads the child does not have: none of
+    # them will leave, so only the forking thread's own blocks stay in force.
+    if _active:
+        _active[:] = [e for e in _active if e[1] == threading.get_ident()]
+        _core.set_alloc_limit(_active[-1][0] if _active else _base[0])
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @contextmanager
@@ -78,7 +92,7 @@ def alloc_limit_set(nbytes: Optional[int]) -> Iterator[int]:
 
     value = _NO_LIMIT if nbytes is None else check_int(nbytes, "nbytes", minimum=0,
                                                          maximum=_NO_LIMIT)
-    entry = [value]
+    entry = [value, threading.get_ident()]
     with _active_lock:
         if not _active:
             _base[:] = [alloc_limit()]

@@ -61,7 +61,8 @@ class ErasedSketch:
             raise ValueError("values contain NaN or infinity")
         # C order, as erase makes them: the queries' sums then run in the same order whatever
         # the layout passed in (a Fortran-ordered batch gave answers 1 ulp apart)
-        self._set(np.ascontiguousarray(arr), want, d, mode, seed)
+        # a copy: the checks above must hold for good, whatever the caller writes later
+        self._set(np.array(arr, order="C", copy=True), want, d, mode, seed)
 
     def _set(self, values: np.ndarray, indices: np.ndarray, d_sketch: int, mode: str,
              seed: int) -> None:
@@ -211,7 +212,7 @@ def erase(s: Any, keep: Union[int, float], mode: str = "prefix", seed: int = 0) 
         indices = np.arange(d_kept, dtype=np.int64)
         if not all_finite(arr[..., :d_kept]):
             raise ValueError("s contains NaN or infinity in the kept coordinates")
-        values = np.ascontiguousarray(arr[..., :d_kept])
+        values = np.array(arr[..., :d_kept], order="C", copy=True)   # not a view of s
     else:
         indices = random_mask(d, d_kept, seed)
         values = np.ascontiguousarray(arr[..., indices])

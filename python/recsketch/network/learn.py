@@ -748,7 +748,7 @@ def _fit_norm_shares(parent_gains: np.ndarray, child_norms: np.ndarray
     by their recovered coefficient reads, from ``g_parent(s) / 16 = sum_c |c_c(s)|_2 / k_c``
     fitted by least squares (no intercept) over the samples where the parent's gain is above a
     quarter of its largest; None where it cannot be fitted (too few samples, a rank-deficient
-    design, a share that is not positive).
+    design, a share that is not positive, a value that is not finite).
 
     ``parent_gains`` ``(S,)``; ``child_norms`` ``(S, k)``, each child's ``|c(s)|_2`` over its
     recovered attribute columns. The relation: a child's path weight is its parent's times
@@ -762,7 +762,7 @@ def _fit_norm_shares(parent_gains: np.ndarray, child_norms: np.ndarray
     live = _live_samples(G)
     G, N = G[live], N[live]
     n, k = N.shape
-    if n <= k + 1:
+    if n <= k + 1 or not (np.isfinite(G).all() and np.isfinite(N).all()):
         return None
     coef, _, rank, _ = np.linalg.lstsq(N, G, rcond=None)
     if rank < k or not np.all(coef > 0):
@@ -815,7 +815,7 @@ def _norm_shares(modules: List[RecoveredModule], edges: Sequence[TreeEdge], w0: 
         if fit is None:
             continue
         shares, se = fit
-        if np.any(se > SHARE_SE_MAX) or np.any(shares > 1.0 / SHARE_BAND):
+        if not (np.all(se <= SHARE_SE_MAX) and np.all(shares <= 1.0 / SHARE_BAND)):  # (NaN)
             continue
         for i, k in zip(kids, shares.tolist()):
             m = out[i]

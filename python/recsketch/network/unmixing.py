@@ -48,10 +48,11 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import threading
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -184,6 +185,19 @@ def _basis(Y: np.ndarray, rank: Optional[int], chunk: int
 # serialisation costs little) and only the outermost section of a thread sets and restores it.
 _SERIAL_LOCK = fork_safe_rlock()
 _SERIAL_DEPTH = threading.local()
+# The open section's limiter and its thread: a forked child whose other thread had a section
+# open restores the BLAS thread count that section found (no thread of the child will leave it).
+_SERIAL_OPEN: List[Any] = []
+
+
+def _restore_blas_in_child() -> None:
+    if _SERIAL_OPEN and _SERIAL_OPEN[0][1] != threading.get_ident():
+        limiter = _SERIAL_OPEN.pop()[0]
+        limiter.restore_original_limits()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_restore_blas_in_child)
 
 
 @contextlib.contextmanager
@@ -224,8 +238,12 @@ def _serial_lapack() -> Iterator[None]:
         # then do nothing.
         _SERIAL_DEPTH.depth = 1
         try:
-            with threadpool_limits(limits=1, user_api="blas"):
-                yield
+            with threadpool_limits(limits=1, user_api="blas") as limiter:
+                _SERIAL_OPEN[:] = [(limiter, threading.get_ident())]
+                try:
+                    yield
+                finally:
+                    _SERIAL_OPEN.clear()
         finally:
             _SERIAL_DEPTH.depth = 0
 

@@ -159,6 +159,9 @@ class Repository:
 
     def __repr__(self) -> str:
         s = self._store
+        if s.closed or not s.opened_here:   # (the count needs the database)
+            state = "closed" if s.closed else "opened before a fork"
+            return f"Repository({str(s.path)!r}, {state}, d={s.d}, dtype={s.dtype.name})"
         return (f"Repository({str(s.path)!r}, {len(self)} sketches, d={s.d}, "
                 f"dtype={s.dtype.name})")
 

@@ -280,6 +280,13 @@ class _Hooks:
         if not self.misfits:
             return None
         module, name, what, shape = self.misfits[-1]
+        # Blame it only if the error came out of that layer's forward: a model may catch a
+        # layer's error (a fallback) and fail later elsewhere, with the note still standing.
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_frame.f_locals.get("self") is not module:
+            tb = tb.tb_next
+        if tb is None:
+            return None
         return ValueError(
             f"recsketch.torch.capture: layer {name!r} ({type(module).__name__}) expects "
             f"{what}, got an input of shape {shape}; the model was called on a batch of "
