@@ -318,6 +318,23 @@ _STATUS = """
             for line in f:
                 if line.startswith(key):
                     return int(line.split()[1]) << 10
+
+    def estimate_and_peak(call, refused_by=""):
+        # the estimate a refusal names (limit 0), then the resident growth of the call itself
+        import re
+        previous = rs.set_alloc_limit(0)
+        try:
+            call()
+        except ValueError as e:
+            assert str(e).startswith(refused_by), str(e)
+            estimate = int(re.search(r"would need (\\d+) bytes", str(e)).group(1))
+        rs.set_alloc_limit(previous)
+        base = status("VmRSS")
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        out = call()
+        print(estimate, status("VmHWM") - base)
+        return out
 """
 
 _PEAK_CHILD = textwrap.dedent("""
@@ -330,17 +347,7 @@ _PEAK_CHILD = textwrap.dedent("""
     R = rs.Sketcher(d, seed=1).module_matrix("m", 1)._native
     x = np.random.default_rng(0).random((n, m))
     R.apply(x[:1], False, False, threads)   # pools and pages warmed
-    previous = rs.set_alloc_limit(0)
-    try:
-        R.apply(x, False, False, threads)
-    except ValueError as e:
-        estimate = int(re.search(r"would need (\\d+) bytes", str(e)).group(1))
-    rs.set_alloc_limit(previous)
-    base = status("VmRSS")
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    y = R.apply(x, False, False, threads)
-    print(estimate, status("VmHWM") - base)
+    estimate_and_peak(lambda: R.apply(x, False, False, threads))
 """)
 
 
@@ -371,18 +378,8 @@ _SKETCH_PEAK_CHILD = textwrap.dedent("""
     g = rs.Graph()
     g.set_output([(g.add("leaf", [0.6, 0.8]), 1.0)])
     sk.sketch(g, num_threads=threads)   # matrices, leaf embedding, pools and pages warmed
-    previous = rs.set_alloc_limit(0)
-    try:
-        sk.sketch_many([g] * n_graphs, num_threads=threads)
-    except ValueError as e:
-        assert str(e).startswith("sketch_graphs: "), str(e)
-        estimate = int(re.search(r"would need (\\d+) bytes", str(e)).group(1))
-    rs.set_alloc_limit(previous)
-    base = status("VmRSS")
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    s = sk.sketch_many([g] * n_graphs, num_threads=threads)
-    print(estimate, status("VmHWM") - base)
+    estimate_and_peak(lambda: sk.sketch_many([g] * n_graphs, num_threads=threads),
+                      "sketch_graphs: ")
 """)
 
 
@@ -429,17 +426,7 @@ _WIDE_PEAK_CHILD = textwrap.dedent("""
                 input_weight=flat.input_weight, float64=False, return_objects=False,
                 num_threads=threads)
     _core._set_sketch_working_bytes(work)
-    previous = rs.set_alloc_limit(0)
-    try:
-        _core.sketch_graphs(**args)
-    except ValueError as e:
-        estimate = int(re.search(r"would need (\\d+) bytes", str(e)).group(1))
-    rs.set_alloc_limit(previous)
-    base = status("VmRSS")
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    out = _core.sketch_graphs(**args)
-    print(estimate, status("VmHWM") - base)
+    estimate_and_peak(lambda: _core.sketch_graphs(**args))
 """)
 
 

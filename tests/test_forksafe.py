@@ -52,11 +52,15 @@ print("hung" if st is None else os.waitstatus_to_exitcode(st))
 """
 
 
-def _fork_while_held(setup: str) -> str:
-    script = _HARNESS.format(setup=textwrap.dedent(setup))
-    r = subprocess.run([sys.executable, "-W", "ignore", "-c", script], capture_output=True,
-                       text=True, timeout=300)
+def _run(script: str) -> subprocess.CompletedProcess:
+    r = subprocess.run([sys.executable, "-W", "ignore", "-c", textwrap.dedent(script)],
+                       capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
+    return r
+
+
+def _fork_while_held(setup: str) -> str:
+    r = _run(_HARNESS.format(setup=textwrap.dedent(setup)))
     return r.stdout.strip() + (" | " + r.stderr.strip() if r.stderr.strip() else "")
 
 
@@ -85,15 +89,20 @@ def test_a_fork_safe_lock_held_at_the_fork_is_free_in_the_child(maker):
     assert got == "0"
 
 
-def test_a_sketcher_whose_lock_is_held_at_the_fork_makes_matrices_in_the_child():
-    # white box: a thread holds the Sketcher's registry lock (as one does while it makes a new
-    # matrix); the child makes a new matrix and sketches, and gets what the parent gets
-    got = _fork_while_held("""
+# A Sketcher and a one-leaf graph, for the scripts below (indented as they are)
+_SCENE = """
         import numpy as np
         import recsketch as rs
         sk = rs.Sketcher(1023, block_size=93, density=0.4, seed=5)
         g = rs.Graph()
         g.set_output([(g.add("leaf", [0.6, 0.8]), 1.0)])
+"""
+
+
+def test_a_sketcher_whose_lock_is_held_at_the_fork_makes_matrices_in_the_child():
+    # white box: a thread holds the Sketcher's registry lock (as one does while it makes a new
+    # matrix); the child makes a new matrix and sketches, and gets what the parent gets
+    got = _fork_while_held(_SCENE + """
         lock = sk._lock
         def child():
             x = np.ones((1, 1023))
@@ -108,12 +117,7 @@ def test_a_sketcher_whose_lock_is_held_at_the_fork_makes_matrices_in_the_child()
 
 
 def test_a_query_cache_whose_lock_is_held_at_the_fork_answers_in_the_child():
-    got = _fork_while_held("""
-        import numpy as np
-        import recsketch as rs
-        sk = rs.Sketcher(1023, block_size=93, density=0.4, seed=5)
-        g = rs.Graph()
-        g.set_output([(g.add("leaf", [0.6, 0.8]), 1.0)])
+    got = _fork_while_held(_SCENE + """
         s = sk.sketch(g)
         ref = rs.Sketcher(1023, block_size=93, density=0.4, seed=5)
         ref.sketch(g)   # (registers the module)
@@ -164,7 +168,7 @@ def test_a_forked_child_drops_the_allocation_limits_of_the_parents_other_threads
     # a thread is inside alloc_limit_set(1 MiB) at the fork: it does not exist in the child, so
     # its block never ends there; the child starts from the limit before the block, and a block
     # of the forking thread that is open at the fork stays in force until it leaves
-    script = textwrap.dedent("""
+    r = _run("""
         import os, threading
         import recsketch as rs
         base = rs.alloc_limit()
@@ -186,9 +190,6 @@ def test_a_forked_child_drops_the_allocation_limits_of_the_parents_other_threads
         done.set(); t.join()
         print(os.waitstatus_to_exitcode(st), rs.alloc_limit() == base)
     """)
-    r = subprocess.run([sys.executable, "-W", "ignore", "-c", script], capture_output=True,
-                       text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split() == ["0", "True"]
 
 
@@ -196,7 +197,7 @@ def test_a_forked_child_gets_back_the_blas_threads_of_an_open_serial_section():
     # another thread is inside the unmixing's one-BLAS-thread section at the fork: the child
     # (where that thread never leaves it) starts with the count the section found
     pytest.importorskip("threadpoolctl")
-    script = textwrap.dedent("""
+    r = _run("""
         import os, threading
         from threadpoolctl import threadpool_info
         from recsketch.network.unmixing import _serial_lapack
@@ -216,7 +217,4 @@ def test_a_forked_child_gets_back_the_blas_threads_of_an_open_serial_section():
         done.set(); t.join()
         print(os.waitstatus_to_exitcode(st), during == [1] * len(during), blas() == before)
     """)
-    r = subprocess.run([sys.executable, "-W", "ignore", "-c", script], capture_output=True,
-                       text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split() == ["0", "True", "True"]
