@@ -73,7 +73,7 @@ class UnmixResult:
     ``singular_values`` of the sketches (all of them, descending), ``rank`` the chosen ``K``,
     ``basis`` the ``(d, K)`` orthonormal row-space basis, ``block_strength`` the top singular
     value of every block of the basis (``(d / b,)``; larger where one word's spike owns the
-    block: measured 0.06-0.3 there against 0.03-0.13 elsewhere at d = 131k),
+    block than where only diffuse parts overlap),
     ``matrices`` the recovered matrices (voted keys clustered by matrix signature, as
     :attr:`DictionaryLearner.matrices_`), ``atoms`` ``(n_atoms, 2)`` (matrix, column),
     ``coefficients`` ``(n_samples, n_atoms)`` the per-sample coefficients of every atom and
@@ -311,12 +311,10 @@ def unmix_coefficients(Y: np.ndarray, V: np.ndarray, matrices: List[RecoveredMat
     by that many rounds of nonnegative least squares of every sample's rows in each column's
     trusted blocks (:func:`screen_blocks`) on the recovered columns, started from the mean of
     the trusted blocks' own estimates. ``YV``: ``Y V`` when the caller has it (one pass over
-    ``Y`` less). Measured in ``bench/teacher_unmix.py``: at d = 262,143,
-    q = 5e-4 the direct estimate left a median depth-3 attribute error of 0.40 (the top right
-    singular vector of a block also picks up the other words' diffuse parts, and a heavy word
-    leaks through them), NNLS on every decoded block 0.12; at d = 524,262, q = 4e-4 the same
-    NNLS left 0.098 (seed 0), the screened one, with ``learn_network``'s two-block rule,
-    0.044-0.148 over three seeds (``docs/unmix.md``).
+    ``Y`` less). Why the refinement: the top right singular vector of a block also picks up
+    the other words' diffuse parts, and a heavy word leaks through them; least squares on
+    the blocks a word's spike owns removes most of it (figures per setting: ``docs/unmix.md``,
+    rounds 1-3).
     """
     n = Y.shape[0]
     m = sum(mat.columns.size for mat in matrices)
@@ -561,24 +559,20 @@ def rescue_columns(V: np.ndarray, left: np.ndarray, right: np.ndarray,
     block scan stores them. ``complete=False`` / ``add=False`` skip the first / second part:
     :func:`unmix` adds columns before the coefficients are read and ``learn_network``
     completes the modules' columns after every read, because a block the basis did not
-    decode is one that other words overlap, so its read carries their leak (measured: with
-    the completed blocks in the reads, the count read of seed 7's ``midA`` moved its median
-    l-inf from 0.125 to 0.168).
+    decode is one that other words overlap, so its read carries their leak (``docs/unmix.md``,
+    round 6).
 
     Why: a block that one word's spike owns gives that word's direction in the span, and the
     word holds only its own spike on its other blocks, even where a heavier word's product
     term (a two-matrix word, spiky at small q) or the diffuse parts of many words also sit
     and the block's top singular vector mixes them (it then decodes to neither, to the
     other, or to the column with a sign error in the string part, which splits the block
-    scan's key). Measured at d = 524,262, q = 4e-4 (``docs/unmix.md``, round 6): on seeds 1
-    and 5 the count columns ``R[midB,2]``, ``R[midA,2]`` (two blocks, one shared with a root
-    word) had one vote; on seeds 7 and 8 the count columns of 4-6 blocks were held with 2-3
-    of them (each block carries a small share of its word, and 20-30 other words put 0.2-0.9
-    of their share on it); the words completed them, and no column at depth 2 or 3 of seeds
-    0-8 has a wrong block or sign. ``below`` keeps it to attribute coordinates: the basis
-    decodes ~4,600 blocks, ~4,150 of them single keys of product terms (columns anywhere in
-    ``[0, d)``), against 5-7 single keys below 256; following all of them took 130 s and
-    found only garbage beyond the one true column.
+    scan's key). This is what loses the columns of few blocks, count columns above all (a
+    block carries a small share of its word, and many other words put some of theirs on
+    it); their words show the lost blocks (``docs/unmix.md``, rounds 6-7). ``below`` keeps
+    the rescue to attribute coordinates: most single keys the basis decodes are product
+    terms (columns anywhere in ``[0, d)``), and following them costs far more than it finds
+    (only garbage beyond the true columns, ``docs/unmix.md`` round 6).
 
     Raises TypeError/ValueError before any work: ``V`` not ``(d, K)`` real, ``left`` not
     ``(d / b, b)``, ``right`` not ``(d / b, K)``, NaN/inf, ``matrices`` not a list of
@@ -721,8 +715,8 @@ def _signature_variant(sig: np.ndarray, col: int, n_seeds: int,
     held matrix's, or of another missing key of the same column with at least ``n_seeds``
     blocks: then its blocks are a mixture that carries sign errors into the signature part
     (two independent signatures are rarely that close, see below), not
-    another matrix. Seen at d = 524,262 (seed 8): a count column's blocks split into two keys
-    whose signatures differ in two signs, both 2 blocks; neither is rescued.
+    another matrix (``docs/unmix.md`` round 7: a count column's blocks split into two keys
+    whose signatures differ in two signs).
 
     The price: two independent signatures (``t = b / 3`` signs, the first +1) are within 1-2
     signs with probability ``(C(t-1, 1) + C(t-1, 2)) / 2^(t-1)`` per pair: 6.0e-5 at b = 69,
@@ -755,9 +749,9 @@ def _word_column(V: np.ndarray, right: np.ndarray, seeds: np.ndarray, signature:
     A block of that height that does not decode is tried again with each of its
     :data:`REPAIR_ENTRIES` weakest entries flipped in turn (:func:`_repair_weak_entries`):
     where other words' residue cancels the word's spike on one entry, its sign is noise, and
-    one wrong sign in the parity or column part loses the block. Seen at d = 524,262 (seed 7,
-    ``docs/unmix.md``): a count column's block failed on one sign whose entry was 0.02 of the
-    block's mean absolute entry."""
+    one wrong sign in the parity or column part loses the block (``docs/unmix.md`` round 7:
+    a count column's block failed on one sign whose entry was a fiftieth of the block's mean
+    absolute entry)."""
     b = 3 * third
     r = right[seeds]
     r = r * np.where(r @ r[0] >= 0, 1.0, -1.0)[:, None]
