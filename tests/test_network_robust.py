@@ -291,3 +291,35 @@ def test_infer_tree_takes_lists_and_finds_the_edge():
 def test_depth_from_gain_checks_its_arguments(gain, w0, exc, match):
     with pytest.raises(exc, match=match):
         depth_from_gain(gain, w0)
+
+
+# -- NetworkModel.report -----------------------------------------------------------------------
+def _wide_teacher(n, seed=0):
+    """output <- root <- three leaves (2-dim attributes, weights varying per input)."""
+    rng = np.random.default_rng(seed)
+    graphs = []
+    for _ in range(n):
+        g = rs.Graph()
+        leaves = [g.add(f"leaf{i}", _unit(rng.random(2) + 0.1)) for i in range(3)]
+        w = rng.dirichlet(np.full(3, 8.0))
+        root = g.add("root", _unit(rng.random(3) + 0.1),
+                     [(h, float(x)) for h, x in zip(leaves, w)])
+        g.set_output([(root, 1.0)])
+        graphs.append(g)
+    return graphs
+
+
+def test_report_refuses_the_truth_of_other_sketches():
+    d = 32760
+    b = rs.default_block_size(d)
+    sk = rs.Sketcher(d, block_size=b, density=2 * b / d, seed=101)
+    graphs = _wide_teacher(60)
+    model = learn_network(None, sk.sketch_many(graphs), sketcher=sk, method="unmix")
+    assert model.modules  # the root is learned: the sample-by-sample scoring is reached
+    full = model.report(rs.NetworkTruth.from_graphs(sk, graphs))
+    assert full.levels[2].modules_identified == 1
+    with pytest.raises(ValueError, match="samples"):  # was IndexError
+        model.report(rs.NetworkTruth.from_graphs(sk, graphs[:59]))
+    other = rs.Sketcher(d // 2, block_size=b, density=2 * b / d, seed=101)
+    with pytest.raises(ValueError, match="d_sketch"):
+        model.report(rs.NetworkTruth.from_graphs(other, graphs))

@@ -139,7 +139,10 @@ class NetworkModel:
     density: float
 
     def report(self, truth: "NetworkTruth") -> "NetworkScore":
-        """Score against ground truth (true matrices from the Sketcher, true tree, attributes)."""
+        """Score against ground truth (true matrices from the Sketcher, true tree, attributes).
+
+        Raises TypeError (not a :class:`NetworkTruth`) or ValueError (the truth of other
+        sketches: another ``(d_sketch, block_size, density)`` or another sample count)."""
         from .evaluate import score  # evaluation needs the model types defined here
 
         return score(self, truth)
