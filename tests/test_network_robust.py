@@ -294,14 +294,14 @@ def test_depth_from_gain_checks_its_arguments(gain, w0, exc, match):
 
 
 # -- NetworkModel.report -----------------------------------------------------------------------
-def _wide_teacher(n, seed=0):
-    """output <- root <- three leaves (2-dim attributes, weights varying per input)."""
+def _wide_teacher(n, seed=0, n_leaves=3):
+    """output <- root <- ``n_leaves`` leaves (2-dim attributes, weights varying per input)."""
     rng = np.random.default_rng(seed)
     graphs = []
     for _ in range(n):
         g = rs.Graph()
-        leaves = [g.add(f"leaf{i}", _unit(rng.random(2) + 0.1)) for i in range(3)]
-        w = rng.dirichlet(np.full(3, 8.0))
+        leaves = [g.add(f"leaf{i}", _unit(rng.random(2) + 0.1)) for i in range(n_leaves)]
+        w = rng.dirichlet(np.full(n_leaves, 8.0))
         root = g.add("root", _unit(rng.random(3) + 0.1),
                      [(h, float(x)) for h, x in zip(leaves, w)])
         g.set_output([(root, 1.0)])
@@ -323,3 +323,24 @@ def test_report_refuses_the_truth_of_other_sketches():
     other = rs.Sketcher(d // 2, block_size=b, density=2 * b / d, seed=101)
     with pytest.raises(ValueError, match="d_sketch"):
         model.report(rs.NetworkTruth.from_graphs(other, graphs))
+
+
+def test_unmix_with_fewer_samples_than_words_returns_no_module_without_gain():
+    """Five sketches of a root with five leaves (fewer samples than words: the words are not
+    separated). The leak correction once read a depth-3 module's every coefficient as 0, and
+    the module came back with zero gains and depth 0 (``levels[0]``); the uncorrected read is
+    kept instead."""
+    d = 98280
+    b = rs.default_block_size(d)
+    sk = rs.Sketcher(d, block_size=b, density=2 * b / d, seed=1)
+    Y = sk.sketch_many(_wide_teacher(5, seed=1, n_leaves=5))
+    with pytest.warns(RuntimeWarning, match="not low-rank"):
+        model = learn_network(None, Y, sketcher=sk, method="unmix")
+    assert len(model.modules) >= 2  # the root and a deeper module: the case is reached
+    for m in model.modules:
+        assert m.depth >= 2
+        assert np.any(m.gains > 0) and np.all(np.isfinite(m.gains))
+        np.testing.assert_allclose(m.path_weights, m.gains * 2.0 ** (4 * m.depth - 3))
+    assert min(model.levels) >= 2
+    deeper = [m for m in model.modules if m.depth > 2]
+    assert deeper and all(m.leak_corrected is not None for m in deeper)

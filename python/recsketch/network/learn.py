@@ -669,6 +669,14 @@ def _correct_leaks(Y: np.ndarray, V: np.ndarray, YV: np.ndarray,
         for i, m in enumerate(out):
             if m.depth == h:
                 fixed = _reread(Y, m, leak, rounds, w0)
+                if not np.any(fixed.gains > 0):
+                    # The removed share took the module's whole read (every coefficient 0
+                    # after the nonnegative fit: seen with fewer samples than words, where
+                    # the word vectors are not separated): a module with no gain has no depth
+                    # (_module gives it 0), so the uncorrected read is kept.
+                    out[i] = dataclasses.replace(
+                        m, leak_corrected=np.zeros(m.columns.size, bool))
+                    continue
                 whole = _whole_norm(m, fixed, w0, _count_reads(Y, m.count_matrix))
                 out[i] = whole if whole is not None else _steadier(m, fixed)
     return out
