@@ -11,6 +11,7 @@ import pytest
 import recsketch as rs
 from recsketch.network import depth_from_gain, infer_tree, learn_network
 from recsketch.network.unmixing import (block_directions, block_estimates, choose_rank,
+                                        rescue_columns,
                                         screen_blocks, sketch_basis, unmix, unmix_coefficients)
 
 D = 8190
@@ -344,3 +345,28 @@ def test_unmix_with_fewer_samples_than_words_returns_no_module_without_gain():
     assert min(model.levels) >= 2
     deeper = [m for m in model.modules if m.depth > 2]
     assert deeper and all(m.leak_corrected is not None for m in deeper)
+
+
+def test_column_reads_take_a_matrix_with_unsorted_columns(sketches, unmixed):
+    """learn_network's modules can hold unsorted columns (the per-sample learner's columns are
+    appended to the unmixed ones): the column reads take them; a rescue that adds columns
+    (inserted in order) refuses them, one that only completes takes them."""
+    u = unmixed
+    mat, other = u.matrices[0], u.matrices[-1]
+    col = int(mat.columns[0])
+    # a second column (another matrix's blocks) placed before the first: columns [col + 7, col]
+    two = rs.RecoveredMatrix(mat.d_sketch, mat.block_size, mat.density, mat.signature,
+                             np.array([col + 7, col], dtype=mat.columns.dtype),
+                             [other.blocks[0], mat.blocks[0]],
+                             [other.patterns[0], mat.patterns[0]])
+    np.testing.assert_array_equal(block_estimates(sketches, two, 1),
+                                  block_estimates(sketches, mat, 0))
+    C = unmix_coefficients(sketches, u.basis, [two], u.block_strength, u.block_left,
+                           u.block_right, refine=0)
+    C0 = unmix_coefficients(sketches, u.basis, [mat], u.block_strength, u.block_left,
+                            u.block_right, refine=0)
+    np.testing.assert_allclose(C[:, 1], C0[:, 0], rtol=1e-12)
+    args = (u.basis, u.block_left, u.block_right, [two], Q)
+    assert rescue_columns(*args, add=False)[0].columns.tolist() == [col + 7, col]
+    with pytest.raises(ValueError, match="sorted"):
+        rescue_columns(*args, add=True)

@@ -441,12 +441,12 @@ def _check_column(mat: object, c: object, d: int) -> int:
         raise ValueError(f"mat has d_sketch={mat.d_sketch} but the sketches have {d}")
     if mat.columns.size == 0:
         raise ValueError("mat has no recovered columns: there is no column c to estimate")
-    _check_recovered(mat, "mat", d // mat.block_size)
+    _check_recovered(mat, "mat", d // mat.block_size, sorted_columns=False)
     return check_int(c, "c", minimum=0, maximum=mat.columns.size - 1)
 
 
-def _check_matrices(matrices: object, d: int, block_size: Optional[int] = None
-                    ) -> Optional[int]:
+def _check_matrices(matrices: object, d: int, block_size: Optional[int] = None,
+                    sorted_columns: bool = False) -> Optional[int]:
     """The block size of ``matrices`` (``block_size`` where given; else the first matrix's,
     None for an empty list): a list of well-formed recovered matrices of sketches of ``d``
     coordinates, all of that block size."""
@@ -459,7 +459,7 @@ def _check_matrices(matrices: object, d: int, block_size: Optional[int] = None
     if any(m.d_sketch != d or m.block_size != b for m in matrices):
         raise ValueError(f"every matrix must have d_sketch={d} and block_size={b}")
     for i, m in enumerate(matrices):
-        _check_recovered(m, f"matrices[{i}]", d // b)
+        _check_recovered(m, f"matrices[{i}]", d // b, sorted_columns)
     return b
 
 
@@ -734,7 +734,7 @@ def rescue_columns(V: np.ndarray, left: np.ndarray, right: np.ndarray,
     Raises TypeError/ValueError before any work: ``V`` not ``(d, K)`` real, ``left`` not
     ``(d / b, b)``, ``right`` not ``(d / b, K)``, NaN/inf, ``matrices`` not a list of
     :class:`RecoveredMatrix` of this ``d`` and block size or not well formed
-    (:func:`_check_recovered`), ``density`` not in (0, 1],
+    (:func:`_check_recovered`; columns sorted where ``add``), ``density`` not in (0, 1],
     ``min_votes`` < 1, ``below`` < 0 or > ``d``."""
     V = _real_array(V, "V", 2)
     left = _real_array(left, "left", 2)
@@ -746,29 +746,35 @@ def rescue_columns(V: np.ndarray, left: np.ndarray, right: np.ndarray,
                          f"{left.shape}")
     if right.shape != (d // b, K):
         raise ValueError(f"right must be (d / b, K) = {(d // b, K)}, got {right.shape}")
-    _check_matrices(matrices, d, b)
+    add = check_flag(add, "add")
+    _check_matrices(matrices, d, b, sorted_columns=add)  # an added column is inserted in order
     density = check_fraction(density, "density")
     votes = check_int(min_votes, "min_votes", minimum=1)
     # a column index is below d: a larger bound is a mistake, not "every column"
     below = check_int(below, "below", minimum=0, maximum=d)
     return _rescue_columns(V, left, right, matrices, density, votes, below,
-                           check_flag(complete, "complete"), check_flag(add, "add"))
+                           check_flag(complete, "complete"), add)
 
 
-def _check_recovered(m: RecoveredMatrix, name: str, n_blocks: int) -> None:
+def _check_recovered(m: RecoveredMatrix, name: str, n_blocks: int,
+                     sorted_columns: bool = True) -> None:
     """ValueError naming ``name`` unless ``m`` is a well-formed recovered matrix of blocks of
-    ``b = m.block_size`` rows: a signature of ``b / 3`` signs, sorted distinct columns, for
-    each a non-empty list of block indices in ``[0, n_blocks)`` and a ``(n, b)`` +-1 pattern
-    per block (:class:`~recsketch.DictionaryLearner` makes them so; a hand-built one may not
-    be, and the rescue indexes with all of them)."""
+    ``b = m.block_size`` rows: a signature of ``b / 3`` signs, distinct nonnegative columns
+    (sorted, with ``sorted_columns``: where columns are inserted in order), for each a
+    non-empty list of block indices in ``[0, n_blocks)`` and a ``(n, b)`` +-1 pattern per
+    block (:class:`~recsketch.DictionaryLearner` makes them so; a hand-built one may not be,
+    and the rescue indexes with all of them). ``learn_network``'s modules may hold unsorted
+    columns: the per-sample learner's columns are appended to the unmixed ones."""
     b = m.block_size
     sig = np.asarray(m.signature)
     if sig.ndim != 1 or sig.size != b // 3 or not np.all(np.abs(sig) == 1):
         raise ValueError(f"{name}.signature must hold {b // 3} signs +-1")
     cols = np.asarray(m.columns)
-    if cols.ndim != 1 or cols.dtype.kind not in "iu" or np.any(np.diff(cols) <= 0) or (
-            cols.size and cols[0] < 0):
-        raise ValueError(f"{name}.columns must be sorted distinct nonnegative integers")
+    if (cols.ndim != 1 or cols.dtype.kind not in "iu" or np.unique(cols).size != cols.size
+            or (cols.size and cols.min() < 0)):
+        raise ValueError(f"{name}.columns must be distinct nonnegative integers")
+    if sorted_columns and np.any(np.diff(cols) <= 0):
+        raise ValueError(f"{name}.columns must be sorted")
     if len(m.blocks) != cols.size or len(m.patterns) != cols.size:
         raise ValueError(f"{name} must hold one entry of blocks and patterns per column "
                          f"({cols.size}), got {len(m.blocks)} and {len(m.patterns)}")
