@@ -364,12 +364,10 @@ def unmix_coefficients(Y: np.ndarray, V: np.ndarray, matrices: List[RecoveredMat
     by that many rounds of nonnegative least squares of every sample's rows in each column's
     trusted blocks (:func:`screen_blocks`) on the recovered columns, started from the mean of
     the trusted blocks' own estimates. ``YV``: ``Y V`` when the caller has it (one pass over
-    ``Y`` less). Measured in ``bench/teacher_unmix.py``: at d = 262,143,
-    q = 5e-4 the direct estimate left a median depth-3 attribute error of 0.40 (the top right
-    singular vector of a block also picks up the other words' diffuse parts, and a heavy word
-    leaks through them), NNLS on every decoded block 0.12; at d = 524,262, q = 4e-4 the same
-    NNLS left 0.098 (seed 0), the screened one, with ``learn_network``'s two-block rule,
-    0.044-0.148 over three seeds (``docs/unmix.md``).
+    ``Y`` less). Why the refinement: the top right singular vector of a block also picks up
+    the other words' diffuse parts, and a heavy word leaks through them; least squares on
+    the blocks a word's spike owns removes most of it (figures per setting: ``docs/unmix.md``,
+    rounds 1-3).
 
     Raises TypeError/ValueError before any work: ``Y``, ``V`` as for
     :func:`leak_corrected_estimates`, ``matrices`` not a list of well-formed
