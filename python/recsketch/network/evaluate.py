@@ -215,6 +215,7 @@ def _essential(truth: NetworkTruth, name: str, threshold: float) -> Dict[int, np
 def score(model: NetworkModel, truth: NetworkTruth) -> NetworkScore:
     if not isinstance(truth, NetworkTruth):
         raise TypeError("truth must be a NetworkTruth")
+    _check_same_sketches(model, truth)
     limit = 0.2 * model.density * model.d_sketch
     roles = _roles(truth)
     levels = {h: LevelScore() for h in sorted(set(truth.depths.values()))}
@@ -277,6 +278,22 @@ def score(model: NetworkModel, truth: NetworkTruth) -> NetworkScore:
     garbage_roles = [_match(mat, roles)[0] for mat, _ in model.garbage]
     spurious = sum(1 for v in names.values() if v is None)
     return NetworkScore(levels, spurious, garbage_roles, names)
+
+
+def _check_same_sketches(model: NetworkModel, truth: NetworkTruth) -> None:
+    """ValueError unless ``truth`` describes the sketches ``model`` was learned from: the same
+    D(b, q, d) and one row per sample (scoring compares the two sample by sample)."""
+    sk = truth.sketcher
+    mine = (model.d_sketch, model.block_size, model.density)
+    theirs = (sk.d_sketch, sk.block_size, sk.density)
+    if mine[:2] != theirs[:2] or not (theirs[2] is not None
+                                      and math.isclose(mine[2], theirs[2], rel_tol=1e-9)):
+        raise ValueError(f"truth's sketcher has (d_sketch, block_size, density) = {theirs} but "
+                         f"the model was learned from sketches with {mine}")
+    rows = {name: x.shape[0] for name, x in truth.attributes.items()}
+    if any(n != model.n_samples for n in rows.values()):
+        raise ValueError(f"truth has {sorted(set(rows.values()))} samples per module but the "
+                         f"model was learned from {model.n_samples}")
 
 
 def _score_matrix(mat: RecoveredMatrix, roles: Dict[Tuple[Any, ...], Any],

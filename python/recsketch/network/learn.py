@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any, Dict, Hashable, List, Mapping, Optional, 
 
 import numpy as np
 
-from .._checks import check_fraction, check_int, check_num_threads
+from .._checks import check_fraction, check_int, check_num_threads, check_real
 from ..dictionary import DictionaryLearner, RecoveredMatrix
 from ..sketcher import Sketcher
 from .unmixing import (Leak, UnmixResult, _reads, _refine, _rescue_columns, _word_blocks,
@@ -139,7 +139,10 @@ class NetworkModel:
     density: float
 
     def report(self, truth: "NetworkTruth") -> "NetworkScore":
-        """Score against ground truth (true matrices from the Sketcher, true tree, attributes)."""
+        """Score against ground truth (true matrices from the Sketcher, true tree, attributes).
+
+        Raises TypeError (not a :class:`NetworkTruth`) or ValueError (the truth of other
+        sketches: another ``(d_sketch, block_size, density)`` or another sample count)."""
         from .evaluate import score  # evaluation needs the model types defined here
 
         return score(self, truth)
@@ -666,6 +669,14 @@ def _correct_leaks(Y: np.ndarray, V: np.ndarray, YV: np.ndarray,
         for i, m in enumerate(out):
             if m.depth == h:
                 fixed = _reread(Y, m, leak, rounds, w0)
+                if not np.any(fixed.gains > 0):
+                    # The removed share took the module's whole read (every coefficient 0
+                    # after the nonnegative fit: seen with fewer samples than words, where
+                    # the word vectors are not separated): a module with no gain has no depth
+                    # (_module gives it 0), so the uncorrected read is kept.
+                    out[i] = dataclasses.replace(
+                        m, leak_corrected=np.zeros(m.columns.size, bool))
+                    continue
                 whole = _whole_norm(m, fixed, w0, _count_reads(Y, m.count_matrix))
                 out[i] = whole if whole is not None else _steadier(m, fixed)
     return out
@@ -915,10 +926,15 @@ def _module(i: int, attr: _Cluster, count: Optional[_Cluster], w0: float) -> Rec
 
 def depth_from_gain(gain: float, min_path_weight: float = 2.0 ** -3.5) -> int:
     """The depth ``h`` with ``gain = w 2^-(4h-3)`` for a path weight ``w`` in
-    ``(min_path_weight, 16 min_path_weight]`` (MATH.md §2.3), at least 2."""
-    if not gain > 0:
-        raise ValueError(f"gain must be positive, got {gain!r}")
-    h = math.floor((3.0 - math.log2(gain) + math.log2(16.0 * min_path_weight)) / 4.0)
+    ``(min_path_weight, 16 min_path_weight]`` (MATH.md §2.3), at least 2.
+
+    Raises TypeError (not real numbers) or ValueError (``gain`` not positive and finite,
+    ``min_path_weight`` not in (0, 1])."""
+    g = check_real(gain, "gain")
+    if not (g > 0 and math.isfinite(g)):
+        raise ValueError(f"gain must be positive and finite, got {gain!r}")
+    min_path_weight = check_fraction(min_path_weight, "min_path_weight")
+    h = math.floor((3.0 - math.log2(g) + math.log2(16.0 * min_path_weight)) / 4.0)
     return max(2, h)
 
 
@@ -943,6 +959,54 @@ def _weight_share(w_children: Sequence[np.ndarray], w_parent: np.ndarray) -> flo
     if not w_children:
         return 0.0
     return _weight_ratio(np.sum(w_children, axis=0), w_parent)
+
+
+def _check_tree_input(attributes: Any, depths: Any, path_weights: Any
+                      ) -> Tuple[Dict[Hashable, np.ndarray], Dict[Hashable, int],
+                                 Dict[Hashable, np.ndarray]]:
+    """:func:`infer_tree`'s three mappings as dicts of float64 arrays and ints, checked (see
+    its Raises)."""
+    for name, arg in (("attributes", attributes), ("depths", depths),
+                      ("path_weights", path_weights)):
+        if not isinstance(arg, Mapping):
+            raise TypeError(f"{name} must be a mapping keyed by module, got "
+                            f"{type(arg).__name__}")
+    keys = set(attributes)
+    if set(depths) != keys or set(path_weights) != keys:
+        raise ValueError("attributes, depths and path_weights must have the same keys, got "
+                         f"{sorted(map(str, keys))}, {sorted(map(str, depths))}, "
+                         f"{sorted(map(str, path_weights))}")
+    attrs, hs, weights = {}, {}, {}
+    n: Optional[int] = None
+    for k in attributes:
+        hs[k] = check_int(depths[k], f"depths[{k!r}]")
+        x = _as_matrix_rows(attributes[k], f"attributes[{k!r}]")
+        w = _as_matrix_rows(path_weights[k], f"path_weights[{k!r}]", ndim=1)
+        if np.any(w < 0):
+            raise ValueError(f"path_weights[{k!r}] must be nonnegative")
+        if n is None:
+            n = x.shape[0]
+        if x.shape[0] != n or w.shape[0] != n:
+            raise ValueError(f"attributes[{k!r}] and path_weights[{k!r}] must have {n} rows "
+                             f"(samples), as the first module's, got {x.shape[0]} and "
+                             f"{w.shape[0]}")
+        attrs[k], weights[k] = x, w
+    return attrs, hs, weights
+
+
+def _as_matrix_rows(x: Any, name: str, ndim: int = 2) -> np.ndarray:
+    """``x`` as a finite float64 array of ``ndim`` dimensions with at least one row (a
+    2-D one may have no columns: a module without recovered coordinates)."""
+    from .._checks import as_real_array
+    arr = as_real_array(x, name)
+    if arr.dtype == np.bool_ or arr.dtype.kind not in "fiu":
+        raise TypeError(f"{name} must have a real numeric dtype, got {arr.dtype}")
+    if arr.ndim != ndim or arr.shape[0] == 0:
+        raise ValueError(f"{name} must be {ndim}-D with at least one row, got shape {arr.shape}")
+    arr = arr.astype(np.float64, copy=False)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains NaN or infinity")
+    return arr
 
 
 def infer_tree(attributes: Mapping[Hashable, np.ndarray], depths: Mapping[Hashable, int],
@@ -970,8 +1034,21 @@ def infer_tree(attributes: Mapping[Hashable, np.ndarray], depths: Mapping[Hashab
     (0.037 on one seed of ``bench/teacher_unmix.py``'s teacher, ``docs/unmix.md`` round 5).
     ``attributes[k]`` is ``(n_samples, dim)``, ``path_weights[k]`` ``(n_samples,)``. Edges to
     :data:`OUTPUT` are not produced here. Positions are unknown (None).
+
+    Raises TypeError/ValueError before any work: the three mappings not on the same keys,
+    depths not integers, attributes not 2-D ``(n_samples, dim)`` or path weights not 1-D
+    ``(n_samples,)`` real arrays of one sample count with finite (weights: nonnegative)
+    values, ``min_r2_gain`` not in [0, 1], ``weight_sum_tolerance`` not in (0, 1],
+    ``weight_slack`` not positive and finite.
     """
     tolerance = check_fraction(weight_sum_tolerance, "weight_sum_tolerance")
+    min_r2_gain = check_real(min_r2_gain, "min_r2_gain")
+    if not 0.0 <= min_r2_gain <= 1.0:
+        raise ValueError(f"min_r2_gain must be in [0, 1], got {min_r2_gain!r}")
+    slack = check_real(weight_slack, "weight_slack")
+    if not (slack > 0 and math.isfinite(slack)):
+        raise ValueError(f"weight_slack must be positive and finite, got {weight_slack!r}")
+    attributes, depths, path_weights = _check_tree_input(attributes, depths, path_weights)
     by_depth: Dict[int, List[Hashable]] = {}
     for k, h in depths.items():
         by_depth.setdefault(int(h), []).append(k)
@@ -994,7 +1071,7 @@ def infer_tree(attributes: Mapping[Hashable, np.ndarray], depths: Mapping[Hashab
             i = int(np.argmax(gain[:, j]))
             p = parents[i]
             ratio = _weight_ratio(path_weights[c], path_weights[p])
-            if ratio > weight_slack:
+            if ratio > slack:
                 continue
             if gain[i, j] >= min_r2_gain:
                 edges.append(TreeEdge(p, c, min(ratio, 1.0)))
@@ -1008,7 +1085,7 @@ def infer_tree(attributes: Mapping[Hashable, np.ndarray], depths: Mapping[Hashab
             fits = []
             for p in parents:
                 ratio = _weight_ratio(path_weights[c], path_weights[p])
-                if ratio > weight_slack:
+                if ratio > slack:
                     continue
                 without = _weight_share([path_weights[k] for k in strong[p]], path_weights[p])
                 with_c = _weight_share([path_weights[k] for k in strong[p]] + [path_weights[c]],

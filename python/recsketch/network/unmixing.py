@@ -56,7 +56,7 @@ from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from .._checks import check_flag, check_fraction, check_int, check_num_threads
+from .._checks import check_flag, check_fraction, check_int, check_num_threads, check_real
 from .._forksafe import fork_safe_rlock
 from ..block_sparse import decode_blocks
 from ..dictionary import DictionaryLearner, RecoveredMatrix
@@ -98,9 +98,11 @@ def _gram(Y: np.ndarray, chunk: int) -> np.ndarray:
     whole)."""
     n, d = Y.shape
     G = np.zeros((n, n))
-    for lo in range(0, d, chunk):
-        part = np.asarray(Y[:, lo:lo + chunk], dtype=np.float64)
-        G += part @ part.T
+    # an overflow is reported once, as a ValueError, by the caller (_basis)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for lo in range(0, d, chunk):
+            part = np.asarray(Y[:, lo:lo + chunk], dtype=np.float64)
+            G += part @ part.T
     return G
 
 
@@ -119,8 +121,21 @@ def choose_rank(singular_values: np.ndarray, floor: float = RANK_FLOOR) -> int:
     floor. (The largest ratio ``s_k / s_{k+1}`` was tried first and rejected: the dominant
     first value, the mean sketch, gives ratios of 10^2-10^3 that can beat the noise gap
     once the latter is capped at the floor.) Without a fixed tree every value may be above the
-    floor: then ``K = S`` and nothing is low-rank. 0 for an all-zero input."""
-    s = np.asarray(singular_values, dtype=np.float64)
+    floor: then ``K = S`` and nothing is low-rank. 0 for an all-zero input.
+
+    Raises TypeError (not an array of real numbers, ``floor`` not a real number) or ValueError
+    (not 1-D, NaN/inf or negative values, ``floor`` not in [0, 1))."""
+    s = _as_real_vector(singular_values, "singular_values")
+    if np.any(s < 0):
+        raise ValueError("singular_values must be nonnegative")
+    f = check_real(floor, "floor")
+    if not 0.0 <= f < 1.0:
+        raise ValueError(f"floor must be in [0, 1), got {floor!r}")
+    return _choose_rank(s, f)
+
+
+def _choose_rank(s: np.ndarray, floor: float = RANK_FLOOR) -> int:
+    """:func:`choose_rank` without the checks (``s`` from an eigensolve of a Gram matrix)."""
     if s.size == 0 or not s[0] > 0:
         return 0
     return int(np.sum(s > floor * s[0]))
@@ -130,7 +145,16 @@ def sketch_basis(Y: np.ndarray, rank: Optional[int] = None, *, chunk: int = 1 <<
                  ) -> Tuple[np.ndarray, np.ndarray, int]:
     """(singular values, ``(d, K)`` orthonormal basis of the row space of ``Y``, ``K``).
 
-    Memory beyond ``Y``: ``S x S`` for the Gram matrix and ``d x K`` float64 for the basis."""
+    Memory beyond ``Y``: ``S x S`` for the Gram matrix and ``d x K`` float64 for the basis.
+
+    Raises TypeError/ValueError before any work: ``Y`` not a 2-D non-empty float32/float64
+    array or holding NaN/inf, ``rank`` not an integer in ``[1, S]`` or above the numerical
+    rank, ``chunk`` not a positive integer, sketches whose Gram matrix over- or underflows
+    float64."""
+    _check_sketches(Y)
+    if rank is not None:
+        check_int(rank, "rank", minimum=1, maximum=Y.shape[0])
+    chunk = check_int(chunk, "chunk", minimum=1)
     s, V, K, _ = _basis(Y, rank, chunk)
     return s, V, K
 
@@ -141,21 +165,30 @@ def _basis(Y: np.ndarray, rank: Optional[int], chunk: int
     ``V = Y^T U T`` gives ``Y V = G U T`` with ``G`` the Gram matrix."""
     n, d = Y.shape
     G = _gram(Y, chunk)
+    if not np.all(np.isfinite(G)):
+        # finite sketches above ~1e154 square to infinity: the eigensolver would return NaN
+        # and the rank rule would call the sketches all zero
+        raise ValueError(f"Y is too large to unmix: its Gram matrix Y Y^T overflows float64 "
+                         f"(largest |Y| = {float(np.max(np.abs(Y))):.3g}); rescale the sketches")
     with _serial_lapack():
         evals, evecs = np.linalg.eigh(G)
     order = np.argsort(evals)[::-1]
     evals, evecs = np.maximum(evals[order], 0.0), evecs[:, order]
     s = np.sqrt(evals)
-    K = choose_rank(s) if rank is None else int(rank)
-    if K < 1:
+    K = _choose_rank(s) if rank is None else int(rank)
+    if _choose_rank(s) < 1:
+        if np.any(Y != 0):  # sketches below ~1e-154 square to 0 (or to subnormals)
+            raise ValueError(f"Y is too small to unmix: its Gram matrix Y Y^T underflows float64 "
+                             f"(largest |Y| = {float(np.max(np.abs(Y))):.3g}); rescale the "
+                             "sketches")
         raise ValueError("the sketches are all zero: nothing to unmix")
     if K > n:
         raise ValueError(f"rank {K} exceeds the number of samples {n}")
-    if rank is not None and K > choose_rank(s):
+    if rank is not None and K > _choose_rank(s):
         # directions below the rounding floor have no scale to divide by: the basis would be
         # NaN or far from orthonormal, silently
         raise ValueError(f"rank {K} exceeds the numerical rank of the sketches, "
-                         f"{choose_rank(s)} (singular values above {RANK_FLOOR:.3g} of the "
+                         f"{_choose_rank(s)} (singular values above {RANK_FLOOR:.3g} of the "
                          "largest)")
     if rank is None and K == n:
         warnings.warn(f"all {n} singular values are above the rounding floor: the sketches are "
@@ -252,7 +285,27 @@ def block_directions(V: np.ndarray, block_size: int, *, chunk_blocks: int = 2048
                      ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per block of the basis: (top singular value ``(L,)``, top left singular vector
     ``(L, b)`` -- the signs to decode -- and top right singular vector ``(L, K)`` -- the
-    direction in the span). ``L = d / b``."""
+    direction in the span). ``L = d / b``.
+
+    Raises TypeError/ValueError before any work: ``V`` not a 2-D non-empty real array or
+    holding NaN/inf, ``block_size`` not a multiple of 3 dividing ``d``, ``chunk_blocks`` not
+    a positive integer."""
+    V = _real_array(V, "V", 2)
+    b = _check_block_size(block_size, V.shape[0])
+    return _block_directions(V, b, check_int(chunk_blocks, "chunk_blocks", minimum=1))
+
+
+def _check_block_size(block_size: object, d: int) -> int:
+    """``block_size`` as an int: a multiple of 3, at least 3, dividing ``d``."""
+    b = check_int(block_size, "block_size", minimum=3)
+    if b % 3 or d % b:
+        raise ValueError(f"block_size must be a multiple of 3 dividing d={d}, got {b}")
+    return b
+
+
+def _block_directions(V: np.ndarray, block_size: int, chunk_blocks: int = 2048
+                      ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`block_directions` without the checks (``V`` from :func:`unmix`)."""
     d, K = V.shape
     b = block_size
     L = d // b
@@ -315,7 +368,37 @@ def unmix_coefficients(Y: np.ndarray, V: np.ndarray, matrices: List[RecoveredMat
     the other words' diffuse parts, and a heavy word leaks through them; least squares on
     the blocks a word's spike owns removes most of it (figures per setting: ``docs/unmix.md``,
     rounds 1-3).
-    """
+
+    Raises TypeError/ValueError before any work: ``Y``, ``V`` as for
+    :func:`leak_corrected_estimates`, ``matrices`` not a list of well-formed
+    :class:`RecoveredMatrix` of this ``d`` and one block size, ``strength``, ``left``,
+    ``right`` not ``(d / b,)``, ``(d / b, b)``, ``(d / b, K)`` finite, ``YV`` not ``(S, K)``
+    finite, ``refine`` < 0, ``chunk`` < 1, NaN/inf in ``Y`` (the screening would drop a block
+    read as NaN and answer from the others, silently)."""
+    V = _check_sketches_and_basis(Y, V)
+    _check_sketches(Y)
+    n, d = Y.shape
+    K = V.shape[1]
+    b = _check_matrices(matrices, d)
+    if b is not None:
+        if _real_array(strength, "strength", 1).shape != (d // b,):
+            raise ValueError(f"strength must be (d / b,) = {(d // b,)}, got {np.shape(strength)}")
+        if _real_array(left, "left", 2).shape != (d // b, b):
+            raise ValueError(f"left must be (d / b, b) = {(d // b, b)}, got {np.shape(left)}")
+        if _real_array(right, "right", 2).shape != (d // b, K):
+            raise ValueError(f"right must be (d / b, K) = {(d // b, K)}, got {np.shape(right)}")
+    refine = check_int(refine, "refine", minimum=0)
+    chunk = check_int(chunk, "chunk", minimum=1)
+    if YV is not None and _real_array(YV, "YV", 2).shape != (n, K):
+        raise ValueError(f"YV must be (n_samples, K) = {(n, K)}, got {np.shape(YV)}")
+    return _unmix_coefficients(Y, V, matrices, strength, left, right, refine, chunk, YV)
+
+
+def _unmix_coefficients(Y: np.ndarray, V: np.ndarray, matrices: List[RecoveredMatrix],
+                        strength: np.ndarray, left: np.ndarray, right: np.ndarray,
+                        refine: int = 20, chunk: int = 1 << 16,
+                        YV: Optional[np.ndarray] = None) -> np.ndarray:
+    """:func:`unmix_coefficients` without the checks (arguments from :func:`unmix`)."""
     n = Y.shape[0]
     m = sum(mat.columns.size for mat in matrices)
     if m == 0:
@@ -334,8 +417,48 @@ def unmix_coefficients(Y: np.ndarray, V: np.ndarray, matrices: List[RecoveredMat
 
 def block_estimates(Y: np.ndarray, mat: RecoveredMatrix, c: int) -> np.ndarray:
     """``(n_blocks, S)``: every sample's coefficient of column ``mat.columns[c]`` read off each
-    of its decoded blocks alone, ``Y[:, rows] . p / (b / sqrt(dq))``."""
-    return _reads(Y, mat, c)
+    of its decoded blocks alone, ``Y[:, rows] . p / (b / sqrt(dq))``.
+
+    Raises TypeError/ValueError before any work: ``Y`` not a 2-D non-empty float32/float64
+    array, ``mat`` not a well-formed :class:`RecoveredMatrix` of ``Y``'s ``d_sketch``, ``c``
+    not an index of its columns; NaN/inf on the column's blocks (read after the checks)."""
+    _check_sketches(Y, scan=False)
+    c = _check_column(mat, c, Y.shape[1])
+    est = _reads(Y, mat, c)
+    if not np.all(np.isfinite(est)):
+        raise ValueError("Y contains NaN or infinity on the column's blocks")
+    return est
+
+
+def _check_column(mat: object, c: object, d: int) -> int:
+    """``c`` as an int: the index of a column of ``mat``, a well-formed recovered matrix of
+    sketches of ``d`` coordinates."""
+    if not isinstance(mat, RecoveredMatrix):
+        raise TypeError(f"mat must be a RecoveredMatrix, got {type(mat).__name__}")
+    if mat.d_sketch != d:
+        raise ValueError(f"mat has d_sketch={mat.d_sketch} but the sketches have {d}")
+    if mat.columns.size == 0:
+        raise ValueError("mat has no recovered columns: there is no column c to estimate")
+    _check_recovered(mat, "mat", d // mat.block_size, sorted_columns=False)
+    return check_int(c, "c", minimum=0, maximum=mat.columns.size - 1)
+
+
+def _check_matrices(matrices: object, d: int, block_size: Optional[int] = None,
+                    sorted_columns: bool = False) -> Optional[int]:
+    """The block size of ``matrices`` (``block_size`` where given; else the first matrix's,
+    None for an empty list): a list of well-formed recovered matrices of sketches of ``d``
+    coordinates, all of that block size."""
+    if not isinstance(matrices, list) or not all(isinstance(m, RecoveredMatrix)
+                                                 for m in matrices):
+        raise TypeError("matrices must be a list of RecoveredMatrix")
+    if not matrices:
+        return block_size
+    b = matrices[0].block_size if block_size is None else block_size
+    if any(m.d_sketch != d or m.block_size != b for m in matrices):
+        raise ValueError(f"every matrix must have d_sketch={d} and block_size={b}")
+    for i, m in enumerate(matrices):
+        _check_recovered(m, f"matrices[{i}]", d // b, sorted_columns)
+    return b
 
 
 # What the heavier words put on given rows of the sketches: rows -> (S, len(rows)).
@@ -375,7 +498,20 @@ def screen_blocks(est: np.ndarray, agree: float = 1.5) -> np.ndarray:
     coefficients are >= 0); with three or more left, those whose median is within ``agree``
     times the median of the blocks' medians are kept; with one or two, all of them (two
     blocks that disagree cannot be told apart by their medians; ``learn_network`` picks one
-    of two by how steady its read is against the module's gain, ``learn._two_block_columns``)."""
+    of two by how steady its read is against the module's gain, ``learn._two_block_columns``).
+
+    Raises TypeError (not a real array, ``agree`` not a real number) or ValueError (``est``
+    not 2-D with at least one block and one sample, NaN/inf, ``agree`` below 1 or not
+    finite) before any work."""
+    est = _real_array(est, "est", 2)
+    a = check_real(agree, "agree")
+    if not (math.isfinite(a) and a >= 1.0):
+        raise ValueError(f"agree must be a finite ratio >= 1, got {agree!r}")
+    return _screen_blocks(est, a)
+
+
+def _screen_blocks(est: np.ndarray, agree: float = 1.5) -> np.ndarray:
+    """:func:`screen_blocks` without the checks (``est`` from :func:`_reads`)."""
     med = np.median(est, axis=1)
     keep = med > 0
     if keep.sum() < 3:
@@ -407,14 +543,36 @@ def _real_array(x: object, name: str, ndim: int) -> np.ndarray:
     return out
 
 
-def _check_sketches_and_basis(Y: object, V: object) -> np.ndarray:
-    """Shapes and dtypes of the sketches ``Y`` ``(S, d)`` and the basis ``V`` ``(d, K)``;
-    returns ``V`` as float64. ``Y`` is not scanned for NaN here (it can be a memory map of
-    gigabytes): the rows a caller reads are checked after the read."""
+def _check_sketches(Y: object, scan: bool = True) -> None:
+    """TypeError unless ``Y`` is a float32/float64 ndarray, ValueError unless it is 2-D
+    ``(n_samples, d_sketch)`` and non-empty and (``scan``) finite."""
     if not isinstance(Y, np.ndarray) or Y.dtype not in (np.float32, np.float64):
         raise TypeError("Y must be a float32 or float64 numpy array")
     if Y.ndim != 2 or 0 in Y.shape:
         raise ValueError(f"Y must be 2-D (n_samples, d_sketch) and non-empty, got {Y.shape}")
+    if scan and not np.all(np.isfinite(Y)):
+        raise ValueError("Y contains NaN or infinity")
+
+
+def _as_real_vector(x: object, name: str) -> np.ndarray:
+    """``x`` (any array-like of real numbers) as a finite 1-D float64 array (may be empty)."""
+    from .._checks import as_real_array
+    arr = as_real_array(x, name)
+    if arr.dtype == np.bool_ or arr.dtype.kind not in "fiu":
+        raise TypeError(f"{name} must have a real numeric dtype, got {arr.dtype}")
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+    arr = arr.astype(np.float64, copy=False)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains NaN or infinity")
+    return arr
+
+
+def _check_sketches_and_basis(Y: object, V: object) -> np.ndarray:
+    """Shapes and dtypes of the sketches ``Y`` ``(S, d)`` and the basis ``V`` ``(d, K)``;
+    returns ``V`` as float64. ``Y`` is not scanned for NaN here (it can be a memory map of
+    gigabytes): the rows a caller reads are checked after the read."""
+    _check_sketches(Y, scan=False)
     V = _real_array(V, "V", 2)
     if V.shape[0] != Y.shape[1]:
         raise ValueError(f"V has {V.shape[0]} rows but the sketches have d_sketch={Y.shape[1]}")
@@ -465,14 +623,7 @@ def leak_corrected_estimates(Y: np.ndarray, V: np.ndarray, mat: RecoveredMatrix,
     shapes (``V`` ``(d, K)``, ``words`` ``(K, m)``, ``coefficients`` ``(S, m)``), NaN/inf, a
     matrix of another ``d_sketch``, a matrix with no columns, ``c`` out of range."""
     V = _check_sketches_and_basis(Y, V)
-    if not isinstance(mat, RecoveredMatrix):
-        raise TypeError(f"mat must be a RecoveredMatrix, got {type(mat).__name__}")
-    if mat.d_sketch != Y.shape[1]:
-        raise ValueError(f"mat has d_sketch={mat.d_sketch} but the sketches have "
-                         f"{Y.shape[1]}")
-    if mat.columns.size == 0:
-        raise ValueError("mat has no recovered columns: there is no column c to estimate")
-    c = check_int(c, "c", minimum=0, maximum=mat.columns.size - 1)
+    c = _check_column(mat, c, Y.shape[1])
     words = _real_array(words, "words", 2)
     coefficients = _real_array(coefficients, "coefficients", 2)
     if words.shape[0] != V.shape[1]:
@@ -577,7 +728,7 @@ def rescue_columns(V: np.ndarray, left: np.ndarray, right: np.ndarray,
     Raises TypeError/ValueError before any work: ``V`` not ``(d, K)`` real, ``left`` not
     ``(d / b, b)``, ``right`` not ``(d / b, K)``, NaN/inf, ``matrices`` not a list of
     :class:`RecoveredMatrix` of this ``d`` and block size or not well formed
-    (:func:`_check_recovered`), ``density`` not in (0, 1],
+    (:func:`_check_recovered`; columns sorted where ``add``), ``density`` not in (0, 1],
     ``min_votes`` < 1, ``below`` < 0 or > ``d``."""
     V = _real_array(V, "V", 2)
     left = _real_array(left, "left", 2)
@@ -589,35 +740,35 @@ def rescue_columns(V: np.ndarray, left: np.ndarray, right: np.ndarray,
                          f"{left.shape}")
     if right.shape != (d // b, K):
         raise ValueError(f"right must be (d / b, K) = {(d // b, K)}, got {right.shape}")
-    if not isinstance(matrices, list) or not all(isinstance(m, RecoveredMatrix)
-                                                 for m in matrices):
-        raise TypeError("matrices must be a list of RecoveredMatrix")
-    if any(m.d_sketch != d or m.block_size != b for m in matrices):
-        raise ValueError(f"every matrix must have d_sketch={d} and block_size={b}")
-    for i, m in enumerate(matrices):
-        _check_recovered(m, f"matrices[{i}]", d // b)
+    add = check_flag(add, "add")
+    _check_matrices(matrices, d, b, sorted_columns=add)  # an added column is inserted in order
     density = check_fraction(density, "density")
     votes = check_int(min_votes, "min_votes", minimum=1)
     # a column index is below d: a larger bound is a mistake, not "every column"
     below = check_int(below, "below", minimum=0, maximum=d)
     return _rescue_columns(V, left, right, matrices, density, votes, below,
-                           check_flag(complete, "complete"), check_flag(add, "add"))
+                           check_flag(complete, "complete"), add)
 
 
-def _check_recovered(m: RecoveredMatrix, name: str, n_blocks: int) -> None:
+def _check_recovered(m: RecoveredMatrix, name: str, n_blocks: int,
+                     sorted_columns: bool = True) -> None:
     """ValueError naming ``name`` unless ``m`` is a well-formed recovered matrix of blocks of
-    ``b = m.block_size`` rows: a signature of ``b / 3`` signs, sorted distinct columns, for
-    each a non-empty list of block indices in ``[0, n_blocks)`` and a ``(n, b)`` +-1 pattern
-    per block (:class:`~recsketch.DictionaryLearner` makes them so; a hand-built one may not
-    be, and the rescue indexes with all of them)."""
+    ``b = m.block_size`` rows: a signature of ``b / 3`` signs, distinct nonnegative columns
+    (sorted, with ``sorted_columns``: where columns are inserted in order), for each a
+    non-empty list of block indices in ``[0, n_blocks)`` and a ``(n, b)`` +-1 pattern per
+    block (:class:`~recsketch.DictionaryLearner` makes them so; a hand-built one may not be,
+    and the rescue indexes with all of them). ``learn_network``'s modules may hold unsorted
+    columns: the per-sample learner's columns are appended to the unmixed ones."""
     b = m.block_size
     sig = np.asarray(m.signature)
     if sig.ndim != 1 or sig.size != b // 3 or not np.all(np.abs(sig) == 1):
         raise ValueError(f"{name}.signature must hold {b // 3} signs +-1")
     cols = np.asarray(m.columns)
-    if cols.ndim != 1 or cols.dtype.kind not in "iu" or np.any(np.diff(cols) <= 0) or (
-            cols.size and cols[0] < 0):
-        raise ValueError(f"{name}.columns must be sorted distinct nonnegative integers")
+    if (cols.ndim != 1 or cols.dtype.kind not in "iu" or np.unique(cols).size != cols.size
+            or (cols.size and cols.min() < 0)):
+        raise ValueError(f"{name}.columns must be distinct nonnegative integers")
+    if sorted_columns and np.any(np.diff(cols) <= 0):
+        raise ValueError(f"{name}.columns must be sorted")
     if len(m.blocks) != cols.size or len(m.patterns) != cols.size:
         raise ValueError(f"{name} must hold one entry of blocks and patterns per column "
                          f"({cols.size}), got {len(m.blocks)} and {len(m.patterns)}")
@@ -834,7 +985,7 @@ def _refine(Y: np.ndarray, matrices: List[RecoveredMatrix], C: Optional[np.ndarr
         for c, (blks, pats) in enumerate(zip(mat.blocks, mat.patterns)):
             if screen:
                 est = _reads(Y, mat, c, leak)
-                keep = screen_blocks(est)
+                keep = _screen_blocks(est)
                 blks, pats = blks[keep], pats[keep]
                 start.append(np.mean(est[keep], axis=0))
             rows = (blks[:, None] * b + np.arange(b)[None, :]).ravel()
@@ -870,12 +1021,7 @@ def unmix(Y: np.ndarray, block_size: int, density: float, *, rank: Optional[int]
     that decoded in fewer than ``min_votes`` blocks are followed through their word
     (:func:`rescue_columns`; 0 turns it off, at most ``d``; ``learn_network`` passes
     ``max_attribute_dim``)."""
-    if not isinstance(Y, np.ndarray) or Y.dtype not in (np.float32, np.float64):
-        raise TypeError("Y must be a float32 or float64 numpy array")
-    if Y.ndim != 2 or 0 in Y.shape:
-        raise ValueError(f"Y must be 2-D (n_samples, d_sketch) and non-empty, got {Y.shape}")
-    if not np.all(np.isfinite(Y)):
-        raise ValueError("Y contains NaN or infinity")
+    _check_sketches(Y)
     n, d = Y.shape
     b = check_int(block_size, "block_size", minimum=3)
     votes = check_int(min_votes, "min_votes", minimum=1)
@@ -887,7 +1033,7 @@ def unmix(Y: np.ndarray, block_size: int, density: float, *, rank: Optional[int]
     learner = DictionaryLearner(d, b, density, tau=0.99, min_votes=votes,
                                 num_threads=num_threads)  # validates b, q against d
     s, V, K, YV = _basis(Y, rank, 1 << 16)
-    strength, left, right = block_directions(V, b)
+    strength, left, right = _block_directions(V, b)
     # Rounded to signs: the hypercube test has nothing left to reject, so Enc's padding, the
     # parity check and the votes are the filters (a false key needs two blocks to agree on
     # ~b random bits).
@@ -898,5 +1044,5 @@ def unmix(Y: np.ndarray, block_size: int, density: float, *, rank: Optional[int]
         matrices = _rescue_columns(V, left, right, matrices, float(density), votes, below,
                                    complete=False)
         atoms = _atoms(matrices)
-    C = unmix_coefficients(Y, V, matrices, strength, left, right, refine=rounds, YV=YV)
+    C = _unmix_coefficients(Y, V, matrices, strength, left, right, rounds, YV=YV)
     return UnmixResult(s, K, V, strength, matrices, atoms, C, YV, left, right)
