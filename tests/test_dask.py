@@ -222,7 +222,10 @@ def test_from_repository_aggregates_match_the_repository(tmp_path, graphs, expec
         np.testing.assert_array_equal(arr.compute(scheduler="sync"), repo.get(repo.ids()))
         sk = repo.sketcher
         mean = rsd.mean_attributes(sk, arr, "L2m1").compute(scheduler="sync")
-        np.testing.assert_allclose(mean, repo.mean_attributes("L2m1"), rtol=1e-6)
+        # The per-sketch estimates are float32 kernels whose rounding depends on the batch
+        # (measured: up to 2e-7 apart between a batch of 6 and of 23, on terms up to 0.5), and
+        # the mean of terms of both signs can be near 0: an absolute tolerance at that scale.
+        np.testing.assert_allclose(mean, repo.mean_attributes("L2m1"), rtol=1e-6, atol=1e-6)
         late = rsd.from_repository(path, since=50)
         counts = rsd.count(sk, late, "L3m0", 0.25).compute(scheduler="sync")
         np.testing.assert_allclose(counts, repo.count("L3m0", 0.25, since=50)[1], rtol=1e-6)
