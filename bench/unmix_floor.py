@@ -49,7 +49,7 @@ import recsketch as rs  # noqa: E402
 from recsketch.network import NetworkTruth  # noqa: E402
 
 ESTIMATORS = tuple(p + r for r in ("", "/pick")
-                   for p in ("plain", "first", "orth", "dual", "true", "light"))
+                   for p in ("plain", "first", "orth", "dual", "true", "light")) + ("steady",)
 
 
 def heavy_reads(G: np.ndarray, WP: np.ndarray, Z: np.ndarray, heavy: Sequence[int]
@@ -87,7 +87,8 @@ def module_errors(WP: np.ndarray, Z: np.ndarray, heavy: Sequence[int],
     |p_blk|^2``; ``g (S,)`` the true gain. Read rules: ``mean`` -- all of the column's blocks
     pooled (the matched filter); ``pick`` -- the one block whose ``read / g`` varies least over
     samples (the learner's two-block rule, ``learn._two_block_columns``, with the true gain).
-    ``errors``: if given, filled with each case's per-sample, per-column errors ``(S, cols)``."""
+    Also ``steady``: per column the pooled plain or dual read, whichever ``read / g`` varies
+    less over samples (the learner's ``_steadier`` choice, with the true gain). ``errors``: if given, filled with each case's per-sample, per-column errors ``(S, cols)``."""
     out = {}
     full = Z @ WP  # (S, blocks): every word's read
     H = list(heavy)
@@ -98,6 +99,7 @@ def module_errors(WP: np.ndarray, Z: np.ndarray, heavy: Sequence[int],
     own_only_full[:, order] = own_only
     cases = {name: full - Z[:, H] @ Hv for name, Hv in priors.items()}
     cases["light"] = own_only_full
+    reads = {}
     for name, num in cases.items():
         for rule in ("mean", "pick"):
             r = np.empty((Z.shape[0], len(blocks)))
@@ -108,11 +110,15 @@ def module_errors(WP: np.ndarray, Z: np.ndarray, heavy: Sequence[int],
                 else:
                     per = num[:, bl] / spike[bl]
                     r[:, t] = per[:, int(np.argmin(np.std(per / g[:, None], axis=0)))]
-            err = np.abs(np.maximum(r, 0) / g[:, None] - x)
-            key = name if rule == "mean" else name + "/pick"
-            out[key] = float(np.median(err.max(axis=1)))
-            if errors is not None:
-                errors[key] = err
+            reads[name if rule == "mean" else name + "/pick"] = r
+    steady = np.std(reads["plain"] / g[:, None], axis=0) < np.std(reads["dual"] / g[:, None],
+                                                                 axis=0)
+    reads["steady"] = np.where(steady, reads["plain"], reads["dual"])
+    for key, r in reads.items():
+        err = np.abs(np.maximum(r, 0) / g[:, None] - x)
+        out[key] = float(np.median(err.max(axis=1)))
+        if errors is not None:
+            errors[key] = err
     return out
 
 
@@ -185,29 +191,52 @@ def seed_floor(d0: int, q0: float, samples: int, seed: int, num_threads=None,
     return res
 
 
-def summary(paths: Sequence[Path], threshold: float = 0.1) -> str:
+def worst_module(row: dict, case: str, errors: Optional[Path] = None, min_blocks: int = 1
+                 ) -> Optional[float]:
+    """The seed's worst depth-3 module under ``case``; with ``min_blocks > 1`` only over the
+    columns with that many pattern blocks (from the per-column errors in ``errors``); None when
+    the case was not measured for this row."""
+    if case not in next(iter(row["modules"].values())):
+        return None
+    if min_blocks <= 1:
+        return max(m[case] for m in row["modules"].values())
+    z = np.load(Path(errors) / f"floor-d{row['d']}-S{row['samples']}-seed{row['seed']}.npz")
+    vals = []
+    for n, m in row["modules"].items():
+        keep = np.array(m["blocks"]) >= min_blocks
+        if keep.any():
+            vals.append(float(np.median(z[f"{n}:{case}"][:, keep].max(axis=1))))
+    return max(vals) if vals else None
+
+
+def summary(paths: Sequence[Path], threshold: float = 0.1, errors: Optional[Path] = None,
+            min_blocks: int = 1, cases: Sequence[str] = ESTIMATORS) -> str:
     """Per d: seeds, the fraction with both depth-3 modules <= threshold, median and 90% quantile
-    of the seed's worst module, per prior; then the log-log fit of those over d."""
+    of the seed's worst module, per case; then the log-log fit of those over d. A later line
+    of the same (d, seed) replaces an earlier one."""
     rows: Dict[int, Dict[int, dict]] = {}
     for p in paths:
         for line in Path(p).read_text().splitlines():
             if line.startswith("{"):
                 r = json.loads(line)
-                rows.setdefault(r["d"], {})[r["seed"]] = r  # a re-run of a seed replaces it
-    out = [f"| d | seeds | prior | both <= {threshold} | worst module median | 90% quantile | max |",
+                rows.setdefault(r["d"], {})[r["seed"]] = r
+    out = [f"columns with >= {min_blocks} blocks",
+           f"| d | seeds | case | both <= {threshold} | worst module median | 90% quantile | max |",
            "|---|---|---|---|---|---|---|"]
-    stats: Dict[str, List[tuple]] = {e: [] for e in ESTIMATORS}
+    stats: Dict[str, List[tuple]] = {e: [] for e in cases}
     for d in sorted(rows):
-        for e in ESTIMATORS:
-            worst = np.array([max(m[e] for m in r["modules"].values())
-                              for r in rows[d].values()])
+        for e in cases:
+            worst = np.array([w for w in (worst_module(r, e, errors, min_blocks)
+                                          for r in rows[d].values()) if w is not None])
+            if worst.size == 0:
+                continue
             med, q90 = np.median(worst), np.quantile(worst, 0.9)
             stats[e].append((d, med, q90))
             out.append(f"| {d:,} | {len(worst)} | {e} | {np.mean(worst <= threshold):.2f} "
                        f"({int(np.sum(worst <= threshold))}/{len(worst)}) | {med:.3f} | "
                        f"{q90:.3f} | {worst.max():.3f} |")
     out.append("")
-    for e in ESTIMATORS:
+    for e in cases:
         pts = stats[e]
         if len(pts) < 2:
             continue
@@ -215,8 +244,7 @@ def summary(paths: Sequence[Path], threshold: float = 0.1) -> str:
         for k, lab in ((1, "median"), (2, "q90")):
             slope, icpt = np.polyfit(ld, np.log([p[k] for p in pts]), 1)
             need = np.exp((np.log(threshold) - icpt) / slope) if slope < 0 else np.inf
-            out.append(f"{e:6s} {lab:6s}: worst ~ d^{slope:+.2f}; reaches {threshold} at "
-                       f"d ~ {need:,.0f}")
+            out.append(f"{e:11s} {lab:6s}: worst ~ d^{slope:+.2f}; {threshold} at d ~ {need:,.0f}")
     return "\n".join(out)
 
 
@@ -230,9 +258,13 @@ def _main() -> None:
     ap.add_argument("--out", type=Path, help="append one JSON line per seed")
     ap.add_argument("--errors", type=Path, help="directory for per-sample, per-column errors")
     ap.add_argument("--summary", type=Path, nargs="+", help="summarise these logs and exit")
+    ap.add_argument("--min-blocks", type=int, default=1,
+                    help="summary over the columns with at least this many blocks (needs --errors)")
+    ap.add_argument("--cases", nargs="+", default=list(ESTIMATORS))
     args = ap.parse_args()
     if args.summary:
-        print(summary(args.summary))
+        print(summary(args.summary, errors=args.errors, min_blocks=args.min_blocks,
+                      cases=args.cases))
         return
     for seed in args.seeds:
         res = seed_floor(args.d, args.q, args.samples, seed, args.threads, args.errors)
