@@ -19,7 +19,7 @@ This is the algebra of the sketch, not the Sketcher's code path, so it is checke
 
 Usage (the held-out seeds of the deep teacher, written in bench/teacher_unmix.py's cache layout):
     PYTHONPATH=python python bench/tree_words.py --d 524262 --q 4e-4 --samples 200 \
-        --seeds 4 5 --out /work/logs/deep-synth
+        --seeds 4 5 --out deep-synth/
 """
 
 from __future__ import annotations

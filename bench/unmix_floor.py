@@ -21,15 +21,17 @@ the read ``r = (Z W p)_corrected / (2^-(4h-3) |p|^2)`` (the nominal spike, as th
   from ``orth`` because the count coefficients are linearly dependent): round 6's "duals, true c";
 * ``true`` -- heavy words removed exactly (the floor left by the light words: the module's own
   other words, its sibling's, the leaves');
-* ``light`` -- every word but the read column's own removed exactly (its own diffuse part only).
+* ``light`` -- every word but the read column's own removed exactly (its own diffuse part only);
+* each also ``+norm``: normalised per sample to the true norm of the module's attributes on its
+  read columns instead of divided by the true gain.
 
 Everything is computed in the K-dim word space: only ``G = W W^T`` and ``W p`` for the depth-3
 patterns are needed. Truth is read here only, never by the library.
 
-Usage (one seed after another, one JSON line per seed; then the summary of any such logs):
-    PYTHONPATH=python nice -n 19 python bench/unmix_floor.py --d 524262 --seeds 0 1 2 \
-        --out /work/logs/s11-floor-524k.jsonl
-    PYTHONPATH=python python bench/unmix_floor.py --summary /work/logs/s11-floor-*.jsonl
+Usage (one JSON line per seed, appended to --out; then the summary of any such logs):
+    python bench/unmix_floor.py --d 524262 --seeds $(seq 0 17) --out floor.jsonl --errors err/
+    python bench/unmix_floor.py --summary floor.jsonl [--errors err/ --min-blocks 2]
+About 10-20 s per seed at d = 524,262 and 1-2 min at d = 2,097,150 (the words dominate).
 """
 
 from __future__ import annotations
@@ -47,9 +49,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import recsketch as rs  # noqa: E402
 from recsketch.network import NetworkTruth  # noqa: E402
+from recsketch.network.unmixing import screen_blocks  # noqa: E402
 
-ESTIMATORS = tuple(p + r for r in ("", "/pick")
-                   for p in ("plain", "first", "orth", "dual", "true", "light")) + ("steady",)
+ESTIMATORS = tuple(p + r + n for n in ("", "+norm") for r in ("", "/pick", "/screen")
+                   for p in ("plain", "first", "orth", "dual", "true", "light")) + (
+                       "steady", "steady+norm")
 
 
 def heavy_reads(G: np.ndarray, WP: np.ndarray, Z: np.ndarray, heavy: Sequence[int]
@@ -86,9 +90,16 @@ def module_errors(WP: np.ndarray, Z: np.ndarray, heavy: Sequence[int],
     of ``WP`` and of the priors), each with its nominal spike read ``spike[blk] = 2^-(4h-3)
     |p_blk|^2``; ``g (S,)`` the true gain. Read rules: ``mean`` -- all of the column's blocks
     pooled (the matched filter); ``pick`` -- the one block whose ``read / g`` varies least over
-    samples (the learner's two-block rule, ``learn._two_block_columns``, with the true gain).
+    samples (the learner's two-block rule, ``learn._two_block_columns``, with the true gain);
+    ``screen`` -- as the learner reads a column: with three or more blocks those that
+    :func:`~recsketch.network.unmixing.screen_blocks` keeps, pooled; with two, ``pick``.
     Also ``steady``: per column the pooled plain or dual read, whichever ``read / g`` varies
-    less over samples (the learner's ``_steadier`` choice, with the true gain). ``errors``: if given, filled with each case's per-sample, per-column errors ``(S, cols)``."""
+    less over samples (the learner's ``_steadier`` choice, with the true gain). Each case is
+    scored twice: divided by the true gain, and (``+norm``) normalised per sample to the true
+    norm of ``x`` on the module's columns, ``r |x|_2 / |r|_2`` (the learner divides by the
+    reads' norm or the count read, which cancels an error common to a sample's columns; here
+    with the true share, so it is the best such normalisation). ``errors``: if given, filled
+    with each case's per-sample, per-column errors ``(S, cols)``."""
     out = {}
     full = Z @ WP  # (S, blocks): every word's read
     H = list(heavy)
@@ -101,24 +112,32 @@ def module_errors(WP: np.ndarray, Z: np.ndarray, heavy: Sequence[int],
     cases["light"] = own_only_full
     reads = {}
     for name, num in cases.items():
-        for rule in ("mean", "pick"):
+        for rule in ("mean", "pick", "screen"):
             r = np.empty((Z.shape[0], len(blocks)))
             for t, bl in enumerate(blocks):
-                bl = list(bl)
-                if rule == "mean" or len(bl) == 1:
+                bl = np.asarray(bl)
+                per = num[:, bl] / spike[bl]
+                if rule == "screen" and len(bl) >= 3:
+                    bl = bl[screen_blocks(per.T)]
+                if rule == "mean" or len(bl) != 2 and rule == "screen" or len(bl) == 1:
                     r[:, t] = num[:, bl].sum(axis=1) / spike[bl].sum()
                 else:
                     per = num[:, bl] / spike[bl]
                     r[:, t] = per[:, int(np.argmin(np.std(per / g[:, None], axis=0)))]
-            reads[name if rule == "mean" else name + "/pick"] = r
+            reads[name if rule == "mean" else f"{name}/{rule}"] = r
     steady = np.std(reads["plain"] / g[:, None], axis=0) < np.std(reads["dual"] / g[:, None],
                                                                  axis=0)
     reads["steady"] = np.where(steady, reads["plain"], reads["dual"])
-    for key, r in reads.items():
-        err = np.abs(np.maximum(r, 0) / g[:, None] - x)
-        out[key] = float(np.median(err.max(axis=1)))
-        if errors is not None:
-            errors[key] = err
+    share = np.linalg.norm(x, axis=1)  # the true share of the unit norm on these columns
+    for key, r in list(reads.items()):
+        pos = np.maximum(r, 0)
+        norm = np.linalg.norm(pos, axis=1)
+        for name, est in ((key, pos / g[:, None]),
+                          (key + "+norm", pos * (share / np.where(norm > 0, norm, 1.0))[:, None])):
+            err = np.abs(est - x)
+            out[name] = float(np.median(err.max(axis=1)))
+            if errors is not None:
+                errors[name] = err
     return out
 
 
