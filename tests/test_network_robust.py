@@ -69,6 +69,62 @@ def test_sketches_whose_gram_matrix_underflows_are_named_not_called_all_zero(ske
         unmix(np.zeros((3, D)), B, Q)
 
 
+@pytest.mark.parametrize("factor", [1e155, 1e-156])
+def test_sketches_near_the_float64_limits_give_the_basis_of_the_plain_ones(sketches, factor):
+    """G finite but its eigensolve overflowing (1e155: was "too small"), G subnormal (1e-156:
+    was a wrong rank, silently): the singular values and the row space of an SVD of the
+    plain sketches (NumPy, independent of the Gram route), scaled."""
+    Y = sketches.astype(np.float64)
+    s_ref = np.linalg.svd(Y, compute_uv=False)
+    Vt_ref = np.linalg.svd(Y, full_matrices=False)[2]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        s, V, K = sketch_basis(Y * factor)
+    assert K == int(np.sum(s_ref > 2.0 ** -23 * s_ref[0]))
+    np.testing.assert_allclose(s[:K] / factor, s_ref[:K], rtol=0, atol=1e-10 * s_ref[0])
+    # same row space: the principal angles between the two K-dimensional spans are 0
+    np.testing.assert_allclose(np.linalg.svd(Vt_ref[:K] @ V, compute_uv=False), 1.0,
+                               atol=1e-6)
+
+
+class _WholeArrayUfuncs(np.ndarray):
+    """Sketches that record every ufunc applied to all of them at once (``np.isfinite(Y)``,
+    ``np.abs(Y)``, ``Y != 0``): a memory map of gigabytes must be read in chunks."""
+
+    calls: list = []
+    full_size = 0
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        cls = _WholeArrayUfuncs
+        if any(isinstance(x, cls) and x.size >= cls.full_size for x in inputs):
+            cls.calls.append(ufunc.__name__)
+        inputs = tuple(x.view(np.ndarray) if isinstance(x, cls) else x for x in inputs)
+        return getattr(ufunc, method)(*inputs, **kwargs)
+
+
+def test_sketches_are_never_scanned_whole(sketches, unmixed):
+    """sketch_basis checks the Gram matrix, unmix_coefficients Y V and the rows it reads:
+    no ufunc over the whole of Y (the reviewer's recording subclass)."""
+    Y = sketches.view(_WholeArrayUfuncs)
+    _WholeArrayUfuncs.full_size = Y.size
+    _WholeArrayUfuncs.calls = []
+    u = unmixed
+    s, V, K = sketch_basis(Y, chunk=1024)
+    unmix_coefficients(Y, u.basis, u.matrices, u.block_strength, u.block_left, u.block_right,
+                       chunk=1024)
+    r = unmix(Y, B, Q)
+    assert _WholeArrayUfuncs.calls == []
+    np.testing.assert_array_equal(r.coefficients, u.coefficients)
+    with pytest.raises(ValueError, match="NaN"):  # found from the Gram matrix
+        sketch_basis(np.where(np.arange(D) == 7, np.inf, sketches).view(_WholeArrayUfuncs),
+                     chunk=1024)
+    with pytest.raises(ValueError, match="NaN"):  # found from Y V (no refinement: no reads)
+        Yn = sketches.copy()
+        Yn[3, 11] = np.nan
+        unmix_coefficients(Yn.view(_WholeArrayUfuncs), u.basis, u.matrices, u.block_strength,
+                           u.block_left, u.block_right, refine=0, chunk=1024)
+
+
 # -- sketch_basis, choose_rank -----------------------------------------------------------------
 @pytest.mark.parametrize("Y, kwargs, exc, match", [
     ("list", {}, TypeError, "float32 or float64"),
@@ -102,6 +158,7 @@ def test_sketch_basis_of_any_layout_is_the_plain_one(sketches):
     ("abc", 2.0 ** -23, TypeError, "singular_values"),
     (np.array([1.0, 0.5]), -1.0, ValueError, "floor"),
     (np.array([1.0, 0.5]), "x", TypeError, "floor"),
+    (np.array([1e-12, 3.0, 1.0]), 2.0 ** -23, ValueError, "non-increasing"),  # was 3
 ])
 def test_choose_rank_checks_its_arguments(values, floor, exc, match):
     with pytest.raises(exc, match=match):

@@ -56,7 +56,8 @@ from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from .._checks import check_flag, check_fraction, check_int, check_num_threads, check_real
+from .._checks import (all_finite, as_real_array, check_flag, check_fraction, check_int,
+                       check_num_threads, check_real)
 from .._forksafe import fork_safe_rlock
 from ..block_sparse import decode_blocks
 from ..dictionary import DictionaryLearner, RecoveredMatrix
@@ -93,17 +94,39 @@ class UnmixResult:
     block_right: Optional[np.ndarray] = None
 
 
-def _gram(Y: np.ndarray, chunk: int) -> np.ndarray:
-    """``Y Y^T`` in float64, accumulated over column chunks (float32 ``Y`` is never copied
-    whole)."""
+def _gram(Y: np.ndarray, chunk: int, factor: float = 1.0) -> np.ndarray:
+    """``(factor Y) (factor Y)^T`` in float64, accumulated over column chunks (float32 ``Y`` is
+    never copied whole). ``factor`` is a power of 2 (exact) or 1 (no multiplication)."""
     n, d = Y.shape
     G = np.zeros((n, n))
     # an overflow is reported once, as a ValueError, by the caller (_basis)
     with np.errstate(over="ignore", invalid="ignore"):
         for lo in range(0, d, chunk):
             part = np.asarray(Y[:, lo:lo + chunk], dtype=np.float64)
+            if factor != 1.0:
+                part = part * factor
             G += part @ part.T
     return G
+
+
+def _max_abs(Y: np.ndarray, chunk: int) -> float:
+    """``max |Y|`` over column chunks: no temporary of the size of ``Y`` (a memory map of
+    gigabytes). Only for error messages: ``Y`` is finite here or the answer is inf/NaN."""
+    out = 0.0
+    for lo in range(0, Y.shape[1], chunk):
+        out = max(out, float(np.max(np.abs(Y[:, lo:lo + chunk]))))
+    return out
+
+
+# Largest diagonal of the Gram matrix that the eigensolver is handed unscaled: [GRAM_LOW,
+# GRAM_HIGH]. Above GRAM_HIGH the sum of the eigenvalues (the trace, at most S times the largest
+# diagonal) and LAPACK's intermediate sums of squares come within reach of overflow (measured:
+# sketches times 1e155 gave a finite G whose eigensolve overflowed). Below GRAM_LOW the
+# eigenvalues the rank floor must resolve, RANK_FLOOR^2 = 1.4e-14 of the largest, fall below
+# the smallest normal float64 (2.2e-308) and lose bits as subnormals. Sketches of unit-weight
+# graphs have Gram diagonals near 1, far inside, and are never rescaled (bit-identical results).
+GRAM_HIGH = 1e300
+GRAM_LOW = 1e-290
 
 
 # Relative floor of the singular values: float32 rounding of the sketches leaves noise singular
@@ -124,10 +147,13 @@ def choose_rank(singular_values: np.ndarray, floor: float = RANK_FLOOR) -> int:
     floor: then ``K = S`` and nothing is low-rank. 0 for an all-zero input.
 
     Raises TypeError (not an array of real numbers, ``floor`` not a real number) or ValueError
-    (not 1-D, NaN/inf or negative values, ``floor`` not in [0, 1))."""
+    (not 1-D, NaN/inf or negative values, values not in non-increasing order -- the floor is
+    relative to the first --, ``floor`` not in [0, 1))."""
     s = _as_real_vector(singular_values, "singular_values")
     if np.any(s < 0):
         raise ValueError("singular_values must be nonnegative")
+    if np.any(np.diff(s) > 0):
+        raise ValueError("singular_values must be in non-increasing order (largest first)")
     f = check_real(floor, "floor")
     if not 0.0 <= f < 1.0:
         raise ValueError(f"floor must be in [0, 1), got {floor!r}")
@@ -146,12 +172,16 @@ def sketch_basis(Y: np.ndarray, rank: Optional[int] = None, *, chunk: int = 1 <<
     """(singular values, ``(d, K)`` orthonormal basis of the row space of ``Y``, ``K``).
 
     Memory beyond ``Y``: ``S x S`` for the Gram matrix and ``d x K`` float64 for the basis.
+    Sketches whose Gram matrix has its largest diagonal outside ``[GRAM_LOW, GRAM_HIGH]`` are
+    handled scaled by a power of 2 (results scaled back; ordinary sketches are not touched).
 
     Raises TypeError/ValueError before any work: ``Y`` not a 2-D non-empty float32/float64
-    array or holding NaN/inf, ``rank`` not an integer in ``[1, S]`` or above the numerical
-    rank, ``chunk`` not a positive integer, sketches whose Gram matrix over- or underflows
-    float64."""
-    _check_sketches(Y)
+    array, ``rank`` not an integer in ``[1, S]``, ``chunk`` not a positive integer. ValueError
+    after the pass over ``Y`` that forms the Gram matrix (``Y`` is not scanned separately: it
+    can be a memory map of gigabytes): NaN/inf in ``Y``, sketches too large (the Gram matrix
+    or its eigensolve overflows float64) or too small (the Gram matrix underflows to 0) for
+    float64, all-zero sketches, ``rank`` above the numerical rank."""
+    _check_sketches(Y)  # NaN/inf: from the Gram matrix (_basis), no pass over Y
     if rank is not None:
         check_int(rank, "rank", minimum=1, maximum=Y.shape[0])
     chunk = check_int(chunk, "chunk", minimum=1)
@@ -166,21 +196,41 @@ def _basis(Y: np.ndarray, rank: Optional[int], chunk: int
     n, d = Y.shape
     G = _gram(Y, chunk)
     if not np.all(np.isfinite(G)):
+        # NaN/inf in Y always reach the diagonal of G: Y is scanned (in chunks) only to name
+        # the cause
+        if not all_finite(Y):
+            raise ValueError("Y contains NaN or infinity")
         # finite sketches above ~1e154 square to infinity: the eigensolver would return NaN
         # and the rank rule would call the sketches all zero
         raise ValueError(f"Y is too large to unmix: its Gram matrix Y Y^T overflows float64 "
-                         f"(largest |Y| = {float(np.max(np.abs(Y))):.3g}); rescale the sketches")
-    with _serial_lapack():
+                         f"(largest |Y| = {_max_abs(Y, chunk):.3g}); rescale the sketches")
+    # Outside [GRAM_LOW, GRAM_HIGH] the sketches are handled as factor * Y, factor a power of
+    # 2 (exact) bringing the largest diagonal near 1: G itself is scaled where it is too large,
+    # recomputed from the scaled sketches where it is too small (its subnormal entries have
+    # lost bits already). Singular values and Y V are scaled back at the end; V is the same.
+    factor = 1.0
+    top = float(np.max(np.diagonal(G)))
+    if top > GRAM_HIGH:
+        factor = 2.0 ** -math.ceil(math.log2(top) / 2)
+        G = G * (factor * factor)
+    elif 0.0 < top < GRAM_LOW:
+        factor = 2.0 ** -math.floor(math.log2(top) / 2)
+        G = _gram(Y, chunk, factor)
+    with _serial_lapack(), np.errstate(over="ignore", invalid="ignore"):
         evals, evecs = np.linalg.eigh(G)
+    if not (np.all(np.isfinite(evals)) and np.all(np.isfinite(evecs))):
+        raise ValueError(f"Y is too large to unmix: the eigensolve of its Gram matrix Y Y^T "
+                         f"overflows float64 (largest |Y| = {_max_abs(Y, chunk):.3g}); rescale "
+                         "the sketches")
     order = np.argsort(evals)[::-1]
     evals, evecs = np.maximum(evals[order], 0.0), evecs[:, order]
     s = np.sqrt(evals)
     K = _choose_rank(s) if rank is None else int(rank)
     if _choose_rank(s) < 1:
-        if np.any(Y != 0):  # sketches below ~1e-154 square to 0 (or to subnormals)
+        big = _max_abs(Y, chunk)
+        if big > 0:  # sketches below ~1e-162 square to 0
             raise ValueError(f"Y is too small to unmix: its Gram matrix Y Y^T underflows float64 "
-                             f"(largest |Y| = {float(np.max(np.abs(Y))):.3g}); rescale the "
-                             "sketches")
+                             f"(largest |Y| = {big:.3g}); rescale the sketches")
         raise ValueError("the sketches are all zero: nothing to unmix")
     if K > n:
         raise ValueError(f"rank {K} exceeds the number of samples {n}")
@@ -197,7 +247,8 @@ def _basis(Y: np.ndarray, rank: Optional[int], chunk: int
     U = evecs[:, :K] / s[:K]
     V = np.empty((d, K))
     for lo in range(0, d, chunk):
-        V[lo:lo + chunk] = np.asarray(Y[:, lo:lo + chunk], dtype=np.float64).T @ U
+        part = np.asarray(Y[:, lo:lo + chunk], dtype=np.float64)
+        V[lo:lo + chunk] = (part if factor == 1.0 else part * factor).T @ U
     # One Cholesky re-orthonormalisation (V <- V T, T = L^-T with V^T V = L L^T) removes the
     # loss of orthogonality of the Gram route at the price of one K x K GEMM, far cheaper than
     # a Householder QR of the tall d x K basis.
@@ -206,7 +257,9 @@ def _basis(Y: np.ndarray, rank: Optional[int], chunk: int
         L = np.linalg.cholesky(V.T @ V)
         T = np.linalg.solve(L, T).T  # L^-T
     V = V @ T
-    return s, V, K, G @ U @ T
+    if factor == 1.0:
+        return s, V, K, G @ U @ T
+    return s / factor, V, K, (G @ U @ T) / factor
 
 
 # The BLAS thread count is a process-wide setting, but the thread that sets the limit must be
@@ -373,10 +426,11 @@ def unmix_coefficients(Y: np.ndarray, V: np.ndarray, matrices: List[RecoveredMat
     :func:`leak_corrected_estimates`, ``matrices`` not a list of well-formed
     :class:`RecoveredMatrix` of this ``d`` and one block size, ``strength``, ``left``,
     ``right`` not ``(d / b,)``, ``(d / b, b)``, ``(d / b, K)`` finite, ``YV`` not ``(S, K)``
-    finite, ``refine`` < 0, ``chunk`` < 1, NaN/inf in ``Y`` (the screening would drop a block
-    read as NaN and answer from the others, silently)."""
+    finite, ``refine`` < 0, ``chunk`` < 1. ValueError for NaN/inf in ``Y`` after it is read
+    (the screening would drop a block read as NaN and answer from the others, silently):
+    ``Y`` is not scanned whole (it can be a memory map of gigabytes); ``Y V`` (when computed
+    here) and the rows the refinement reads are checked."""
     V = _check_sketches_and_basis(Y, V)
-    _check_sketches(Y)
     n, d = Y.shape
     K = V.shape[1]
     b = _check_matrices(matrices, d)
@@ -409,6 +463,8 @@ def _unmix_coefficients(Y: np.ndarray, V: np.ndarray, matrices: List[RecoveredMa
         YV = np.zeros((n, V.shape[1]))
         for lo in range(0, V.shape[0], chunk):
             YV += np.asarray(Y[:, lo:lo + chunk], dtype=np.float64) @ V[lo:lo + chunk]
+        if not np.all(np.isfinite(YV)):  # NaN/inf anywhere in Y reach Y V
+            raise ValueError("Y contains NaN or infinity")
     C = YV @ Mt
     if refine > 0:
         C = _refine(Y, matrices, C, refine)
@@ -422,7 +478,7 @@ def block_estimates(Y: np.ndarray, mat: RecoveredMatrix, c: int) -> np.ndarray:
     Raises TypeError/ValueError before any work: ``Y`` not a 2-D non-empty float32/float64
     array, ``mat`` not a well-formed :class:`RecoveredMatrix` of ``Y``'s ``d_sketch``, ``c``
     not an index of its columns; NaN/inf on the column's blocks (read after the checks)."""
-    _check_sketches(Y, scan=False)
+    _check_sketches(Y)
     c = _check_column(mat, c, Y.shape[1])
     est = _reads(Y, mat, c)
     if not np.all(np.isfinite(est)):
@@ -543,20 +599,18 @@ def _real_array(x: object, name: str, ndim: int) -> np.ndarray:
     return out
 
 
-def _check_sketches(Y: object, scan: bool = True) -> None:
+def _check_sketches(Y: object) -> None:
     """TypeError unless ``Y`` is a float32/float64 ndarray, ValueError unless it is 2-D
-    ``(n_samples, d_sketch)`` and non-empty and (``scan``) finite."""
+    ``(n_samples, d_sketch)`` and non-empty. ``Y`` is not scanned for NaN here (it can be a
+    memory map of gigabytes): the Gram matrix, ``Y V`` or the rows a caller reads are checked."""
     if not isinstance(Y, np.ndarray) or Y.dtype not in (np.float32, np.float64):
         raise TypeError("Y must be a float32 or float64 numpy array")
     if Y.ndim != 2 or 0 in Y.shape:
         raise ValueError(f"Y must be 2-D (n_samples, d_sketch) and non-empty, got {Y.shape}")
-    if scan and not np.all(np.isfinite(Y)):
-        raise ValueError("Y contains NaN or infinity")
 
 
 def _as_real_vector(x: object, name: str) -> np.ndarray:
     """``x`` (any array-like of real numbers) as a finite 1-D float64 array (may be empty)."""
-    from .._checks import as_real_array
     arr = as_real_array(x, name)
     if arr.dtype == np.bool_ or arr.dtype.kind not in "fiu":
         raise TypeError(f"{name} must have a real numeric dtype, got {arr.dtype}")
@@ -572,7 +626,7 @@ def _check_sketches_and_basis(Y: object, V: object) -> np.ndarray:
     """Shapes and dtypes of the sketches ``Y`` ``(S, d)`` and the basis ``V`` ``(d, K)``;
     returns ``V`` as float64. ``Y`` is not scanned for NaN here (it can be a memory map of
     gigabytes): the rows a caller reads are checked after the read."""
-    _check_sketches(Y, scan=False)
+    _check_sketches(Y)
     V = _real_array(V, "V", 2)
     if V.shape[0] != Y.shape[1]:
         raise ValueError(f"V has {V.shape[0]} rows but the sketches have d_sketch={Y.shape[1]}")
@@ -985,6 +1039,8 @@ def _refine(Y: np.ndarray, matrices: List[RecoveredMatrix], C: Optional[np.ndarr
         for c, (blks, pats) in enumerate(zip(mat.blocks, mat.patterns)):
             if screen:
                 est = _reads(Y, mat, c, leak)
+                if not np.all(np.isfinite(est)):  # the screening would drop it silently
+                    raise ValueError("Y contains NaN or infinity on the column's blocks")
                 keep = _screen_blocks(est)
                 blks, pats = blks[keep], pats[keep]
                 start.append(np.mean(est[keep], axis=0))
@@ -998,6 +1054,8 @@ def _refine(Y: np.ndarray, matrices: List[RecoveredMatrix], C: Optional[np.ndarr
     R = np.zeros((uniq.size, a))
     np.add.at(R, (inv, np.concatenate(col_of)), np.concatenate(vals))
     target = np.asarray(Y[:, uniq], dtype=np.float64)  # (S, rows)
+    if not np.all(np.isfinite(target)):
+        raise ValueError("Y contains NaN or infinity on the columns' blocks")
     if leak is not None:
         target -= leak(uniq)
     gram = R.T @ R
@@ -1020,8 +1078,16 @@ def unmix(Y: np.ndarray, block_size: int, density: float, *, rank: Optional[int]
     refinement (0: the unmixed start only); ``rescue_below``: keys of columns below this index
     that decoded in fewer than ``min_votes`` blocks are followed through their word
     (:func:`rescue_columns`; 0 turns it off, at most ``d``; ``learn_network`` passes
-    ``max_attribute_dim``)."""
-    _check_sketches(Y)
+    ``max_attribute_dim``).
+
+    Raises TypeError/ValueError before any work: ``Y`` not a 2-D non-empty float32/float64
+    array, ``block_size``, ``density`` not a block size and density of ``d`` (as
+    :class:`~recsketch.DictionaryLearner`), ``min_votes`` < 1, ``refine`` < 0,
+    ``rescue_below`` not in ``[0, d]``, ``num_threads`` invalid, ``rank`` not in ``[1, S]``.
+    ValueError after the pass over ``Y`` that forms the Gram matrix, as
+    :func:`sketch_basis`: NaN/inf in ``Y``, sketches too large or too small for float64,
+    all-zero sketches, ``rank`` above the numerical rank."""
+    _check_sketches(Y)  # NaN/inf: from the Gram matrix (_basis), no pass over Y
     n, d = Y.shape
     b = check_int(block_size, "block_size", minimum=3)
     votes = check_int(min_votes, "min_votes", minimum=1)
