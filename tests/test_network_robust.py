@@ -427,3 +427,56 @@ def test_column_reads_take_a_matrix_with_unsorted_columns(sketches, unmixed):
     assert rescue_columns(*args, add=False)[0].columns.tolist() == [col + 7, col]
     with pytest.raises(ValueError, match="sorted"):
         rescue_columns(*args, add=True)
+
+
+# -- recovered matrices: density, block_size, field types ----------------------------------------
+def _with(mat, **fields):
+    kw = dict(d_sketch=mat.d_sketch, block_size=mat.block_size, density=mat.density,
+              signature=mat.signature, columns=mat.columns, blocks=mat.blocks,
+              patterns=mat.patterns)
+    kw.update(fields)
+    return rs.RecoveredMatrix(**kw)
+
+
+@pytest.mark.parametrize("fields, exc, match", [
+    ({"density": 0.0}, ValueError, "density"),             # was ZeroDivisionError
+    ({"density": -0.1}, ValueError, "density"),            # was "math domain error"
+    ({"density": float("nan")}, ValueError, "density"),    # was blamed on Y / NaN output
+    ({"density": 5.0}, ValueError, "density"),             # was silent
+    ({"density": "x"}, TypeError, "density"),
+    ({"block_size": 0}, ValueError, "block_size"),         # was ZeroDivisionError
+    ({"block_size": 64}, ValueError, "block_size"),        # was silent
+    ({"block_size": 45.0}, TypeError, "block_size"),
+    ({"columns": "list"}, TypeError, "columns must be a numpy array"),
+    ({"signature": "list"}, TypeError, "signature must be a numpy array"),
+    ({"blocks": "list"}, TypeError, r"blocks\[0\] must be a numpy array"),
+    ({"patterns": "list"}, TypeError, r"patterns\[0\] must be a numpy array"),
+    ({"blocks": "array"}, TypeError, "blocks must be a list"),
+])
+def test_recovered_matrices_are_checked_before_any_read(sketches, unmixed, fields, exc, match):
+    u = unmixed
+    mat = u.matrices[0]
+    lists = {"columns": lambda: mat.columns.tolist(), "signature": lambda: mat.signature.tolist(),
+             "blocks": lambda: [x.tolist() for x in mat.blocks],
+             "patterns": lambda: [x.tolist() for x in mat.patterns]}
+    kw = {}
+    for k, v in fields.items():
+        kw[k] = (lists[k]() if v == "list" else np.array(mat.blocks[0]) if v == "array" else v)
+    bad = _with(mat, **kw)
+    with pytest.raises(exc, match=match):
+        block_estimates(sketches, bad, 0)
+    with pytest.raises(exc, match=match):
+        unmix_coefficients(sketches, u.basis, [bad], u.block_strength, u.block_left,
+                           u.block_right)
+    with pytest.raises(exc, match=match):
+        rescue_columns(u.basis, u.block_left, u.block_right, [bad], Q)
+
+
+def test_matrices_of_different_densities_are_refused(sketches, unmixed):
+    """The refinement reads every column with the first matrix's spike height."""
+    u = unmixed
+    assert len(u.matrices) >= 2
+    mats = [u.matrices[0], _with(u.matrices[1], density=Q / 2)]
+    with pytest.raises(ValueError, match="one density"):
+        unmix_coefficients(sketches, u.basis, mats, u.block_strength, u.block_left,
+                           u.block_right)

@@ -54,8 +54,8 @@ import numpy as np
 from .._checks import check_fraction, check_int, check_num_threads, check_real
 from ..dictionary import DictionaryLearner, RecoveredMatrix
 from ..sketcher import Sketcher
-from .unmixing import (Leak, UnmixResult, _reads, _refine, _rescue_columns, _word_blocks,
-                    _word_leak, screen_blocks, unmix, word_vectors)
+from .unmixing import (Leak, UnmixResult, _check_block_size, _reads, _refine, _rescue_columns,
+                       _word_blocks, _word_leak, screen_blocks, unmix, word_vectors)
 
 if TYPE_CHECKING:
     from .evaluate import NetworkScore, NetworkTruth
@@ -179,11 +179,7 @@ def _block_params(d: int, sketcher: Optional[Sketcher], block_size: Optional[int
         return int(sketcher.block_size), float(sketcher.density)  # type: ignore[arg-type]
     if block_size is None or density is None:
         raise ValueError("pass sketcher=, or both block_size= and density=")
-    b = check_int(block_size, "block_size", minimum=3)
-    if b % 3 or d % b:
-        raise ValueError(f"block_size must be a multiple of 3 dividing d_sketch "
-                         f"(d_sketch={d}, block_size={b})")
-    return b, check_fraction(density, "density")
+    return _check_block_size(block_size, d), check_fraction(density, "density")
 
 
 # -- the learner -------------------------------------------------------------------------------

@@ -348,11 +348,12 @@ def block_directions(V: np.ndarray, block_size: int, *, chunk_blocks: int = 2048
     return _block_directions(V, b, check_int(chunk_blocks, "chunk_blocks", minimum=1))
 
 
-def _check_block_size(block_size: object, d: int) -> int:
-    """``block_size`` as an int: a multiple of 3, at least 3, dividing ``d``."""
-    b = check_int(block_size, "block_size", minimum=3)
+def _check_block_size(block_size: object, d: int, name: str = "block_size") -> int:
+    """``block_size`` as an int: a multiple of 3, at least 3, dividing ``d`` (the one rule, also
+    for ``learn_network`` and the recovered matrices' ``block_size``)."""
+    b = check_int(block_size, name, minimum=3)
     if b % 3 or d % b:
-        raise ValueError(f"block_size must be a multiple of 3 dividing d={d}, got {b}")
+        raise ValueError(f"{name} must be a multiple of 3 dividing d={d}, got {b}")
     return b
 
 
@@ -493,9 +494,9 @@ def _check_column(mat: object, c: object, d: int) -> int:
         raise TypeError(f"mat must be a RecoveredMatrix, got {type(mat).__name__}")
     if mat.d_sketch != d:
         raise ValueError(f"mat has d_sketch={mat.d_sketch} but the sketches have {d}")
+    _check_recovered(mat, "mat", d, sorted_columns=False)
     if mat.columns.size == 0:
         raise ValueError("mat has no recovered columns: there is no column c to estimate")
-    _check_recovered(mat, "mat", d // mat.block_size, sorted_columns=False)
     return check_int(c, "c", minimum=0, maximum=mat.columns.size - 1)
 
 
@@ -503,17 +504,25 @@ def _check_matrices(matrices: object, d: int, block_size: Optional[int] = None,
                     sorted_columns: bool = False) -> Optional[int]:
     """The block size of ``matrices`` (``block_size`` where given; else the first matrix's,
     None for an empty list): a list of well-formed recovered matrices of sketches of ``d``
-    coordinates, all of that block size."""
+    coordinates, all of that block size and of one density (the refinement reads every
+    column with the first matrix's spike height ``1 / sqrt(d q)``)."""
     if not isinstance(matrices, list) or not all(isinstance(m, RecoveredMatrix)
                                                  for m in matrices):
         raise TypeError("matrices must be a list of RecoveredMatrix")
     if not matrices:
         return block_size
     b = matrices[0].block_size if block_size is None else block_size
-    if any(m.d_sketch != d or m.block_size != b for m in matrices):
-        raise ValueError(f"every matrix must have d_sketch={d} and block_size={b}")
     for i, m in enumerate(matrices):
-        _check_recovered(m, f"matrices[{i}]", d // b, sorted_columns)
+        if m.d_sketch != d:
+            raise ValueError(f"every matrix must have d_sketch={d}, matrices[{i}] has "
+                             f"{m.d_sketch}")
+        _check_recovered(m, f"matrices[{i}]", d, sorted_columns)
+        if m.block_size != b:
+            raise ValueError(f"every matrix must have block_size={b}, matrices[{i}] has "
+                             f"{m.block_size}")
+    densities = sorted({float(m.density) for m in matrices})
+    if len(densities) > 1:
+        raise ValueError(f"every matrix must have one density, got {densities}")
     return b
 
 
@@ -804,20 +813,32 @@ def rescue_columns(V: np.ndarray, left: np.ndarray, right: np.ndarray,
                            check_flag(complete, "complete"), add)
 
 
-def _check_recovered(m: RecoveredMatrix, name: str, n_blocks: int,
+def _check_recovered(m: RecoveredMatrix, name: str, d: int,
                      sorted_columns: bool = True) -> None:
-    """ValueError naming ``name`` unless ``m`` is a well-formed recovered matrix of blocks of
-    ``b = m.block_size`` rows: a signature of ``b / 3`` signs, distinct nonnegative columns
-    (sorted, with ``sorted_columns``: where columns are inserted in order), for each a
-    non-empty list of block indices in ``[0, n_blocks)`` and a ``(n, b)`` +-1 pattern per
-    block (:class:`~recsketch.DictionaryLearner` makes them so; a hand-built one may not be,
-    and the rescue indexes with all of them). ``learn_network``'s modules may hold unsorted
-    columns: the per-sample learner's columns are appended to the unmixed ones."""
-    b = m.block_size
-    sig = np.asarray(m.signature)
+    """TypeError/ValueError naming ``name`` unless ``m`` is a well-formed recovered matrix of
+    sketches of ``d`` coordinates: ``block_size`` ``b`` an integer multiple of 3 dividing
+    ``d`` (:func:`_check_block_size`), ``density`` in (0, 1], numpy arrays for the
+    ``signature`` (``b / 3`` signs) and ``columns`` (distinct nonnegative integers; sorted,
+    with ``sorted_columns``: where columns are inserted in order), a list of one numpy array
+    of ``blocks`` (non-empty, block indices in ``[0, d / b)``) and of ``patterns`` (``(n, b)``
+    +-1) per column (:class:`~recsketch.DictionaryLearner` makes them so; a hand-built one may
+    not be, and the rescue indexes with all of them). ``learn_network``'s modules may hold
+    unsorted columns: the per-sample learner's columns are appended to the unmixed ones."""
+    b = _check_block_size(m.block_size, d, f"{name}.block_size")
+    check_fraction(m.density, f"{name}.density")
+    for field in ("signature", "columns"):
+        if not isinstance(getattr(m, field), np.ndarray):
+            raise TypeError(f"{name}.{field} must be a numpy array, got "
+                            f"{type(getattr(m, field)).__name__}")
+    for field in ("blocks", "patterns"):
+        if not isinstance(getattr(m, field), (list, tuple)):
+            raise TypeError(f"{name}.{field} must be a list of numpy arrays, got "
+                            f"{type(getattr(m, field)).__name__}")
+    n_blocks = d // b
+    sig = m.signature
     if sig.ndim != 1 or sig.size != b // 3 or not np.all(np.abs(sig) == 1):
         raise ValueError(f"{name}.signature must hold {b // 3} signs +-1")
-    cols = np.asarray(m.columns)
+    cols = m.columns
     if (cols.ndim != 1 or cols.dtype.kind not in "iu" or np.unique(cols).size != cols.size
             or (cols.size and cols.min() < 0)):
         raise ValueError(f"{name}.columns must be distinct nonnegative integers")
@@ -827,7 +848,10 @@ def _check_recovered(m: RecoveredMatrix, name: str, n_blocks: int,
         raise ValueError(f"{name} must hold one entry of blocks and patterns per column "
                          f"({cols.size}), got {len(m.blocks)} and {len(m.patterns)}")
     for c, (blk, pat) in enumerate(zip(m.blocks, m.patterns)):
-        blk, pat = np.asarray(blk), np.asarray(pat)
+        for field, arr in (("blocks", blk), ("patterns", pat)):
+            if not isinstance(arr, np.ndarray):
+                raise TypeError(f"{name}.{field}[{c}] must be a numpy array, got "
+                                f"{type(arr).__name__}")
         if (blk.ndim != 1 or blk.size == 0 or blk.dtype.kind not in "iu"
                 or blk.min() < 0 or blk.max() >= n_blocks):
             raise ValueError(f"{name}.blocks[{c}] must be a non-empty list of block indices "
