@@ -480,3 +480,27 @@ def test_matrices_of_different_densities_are_refused(sketches, unmixed):
     with pytest.raises(ValueError, match="one density"):
         unmix_coefficients(sketches, u.basis, mats, u.block_strength, u.block_left,
                            u.block_right)
+
+
+@pytest.mark.parametrize("change, exc, match", [
+    ({}, None, None),
+    ({"right": "narrow"}, ValueError, "right must be"),
+    ({"right": "list"}, TypeError, "right must be"),
+    ({"left": "1-D"}, ValueError, "left must be"),
+    ({"strength": "short"}, ValueError, "strength must be"),
+])
+def test_unmix_coefficients_check_the_blocks_without_matrices(sketches, unmixed, change, exc,
+                                                              match):
+    """matrices=[] used to skip the checks of strength, left and right."""
+    u = unmixed
+    args = dict(strength=u.block_strength, left=u.block_left, right=u.block_right)
+    edit = {"narrow": lambda a: a[:, :-1], "list": lambda a: a.tolist(),
+            "1-D": lambda a: a[0], "short": lambda a: a[:-1]}
+    for k, v in change.items():
+        args[k] = edit[v](args[k])
+    if exc is None:
+        C = unmix_coefficients(sketches, u.basis, [], **args)
+        assert C.shape == (sketches.shape[0], 0)
+        return
+    with pytest.raises(exc, match=match):
+        unmix_coefficients(sketches, u.basis, [], **args)

@@ -425,8 +425,9 @@ def unmix_coefficients(Y: np.ndarray, V: np.ndarray, matrices: List[RecoveredMat
 
     Raises TypeError/ValueError before any work: ``Y``, ``V`` as for
     :func:`leak_corrected_estimates`, ``matrices`` not a list of well-formed
-    :class:`RecoveredMatrix` of this ``d`` and one block size, ``strength``, ``left``,
-    ``right`` not ``(d / b,)``, ``(d / b, b)``, ``(d / b, K)`` finite, ``YV`` not ``(S, K)``
+    :class:`RecoveredMatrix` of this ``d``, one block size and one density, ``strength``,
+    ``left``, ``right`` not ``(d / b,)``, ``(d / b, b)``, ``(d / b, K)`` finite (also for
+    an empty ``matrices``: then ``b`` is ``left``'s second dimension), ``YV`` not ``(S, K)``
     finite, ``refine`` < 0, ``chunk`` < 1. ValueError for NaN/inf in ``Y`` after it is read
     (the screening would drop a block read as NaN and answer from the others, silently):
     ``Y`` is not scanned whole (it can be a memory map of gigabytes); ``Y V`` (when computed
@@ -435,13 +436,15 @@ def unmix_coefficients(Y: np.ndarray, V: np.ndarray, matrices: List[RecoveredMat
     n, d = Y.shape
     K = V.shape[1]
     b = _check_matrices(matrices, d)
-    if b is not None:
-        if _real_array(strength, "strength", 1).shape != (d // b,):
-            raise ValueError(f"strength must be (d / b,) = {(d // b,)}, got {np.shape(strength)}")
-        if _real_array(left, "left", 2).shape != (d // b, b):
-            raise ValueError(f"left must be (d / b, b) = {(d // b, b)}, got {np.shape(left)}")
-        if _real_array(right, "right", 2).shape != (d // b, K):
-            raise ValueError(f"right must be (d / b, K) = {(d // b, K)}, got {np.shape(right)}")
+    left_shape = _real_array(left, "left", 2).shape
+    # with no matrices, b is the blocks' of left (the shapes must still agree)
+    b = left_shape[1] if b is None else b
+    if _real_array(strength, "strength", 1).shape != (d // b,):
+        raise ValueError(f"strength must be (d / b,) = {(d // b,)}, got {np.shape(strength)}")
+    if left_shape != (d // b, b) or d % b:
+        raise ValueError(f"left must be (d / b, b) = {(d // b, b)}, got {np.shape(left)}")
+    if _real_array(right, "right", 2).shape != (d // b, K):
+        raise ValueError(f"right must be (d / b, K) = {(d // b, K)}, got {np.shape(right)}")
     refine = check_int(refine, "refine", minimum=0)
     chunk = check_int(chunk, "chunk", minimum=1)
     if YV is not None and _real_array(YV, "YV", 2).shape != (n, K):
