@@ -504,3 +504,41 @@ def test_unmix_coefficients_check_the_blocks_without_matrices(sketches, unmixed,
         return
     with pytest.raises(exc, match=match):
         unmix_coefficients(sketches, u.basis, [], **args)
+
+
+@pytest.fixture(scope="module")
+def wide_model():
+    d = 32760
+    b = rs.default_block_size(d)
+    sk = rs.Sketcher(d, block_size=b, density=2 * b / d, seed=101)
+    graphs = _wide_teacher(60)
+    model = learn_network(None, sk.sketch_many(graphs), sketcher=sk, method="unmix")
+    return model, rs.NetworkTruth.from_graphs(sk, graphs)
+
+
+@pytest.mark.parametrize("edit, exc, match", [
+    (lambda t: t.path_weights.update(root=t.path_weights["root"][:59]), ValueError,
+     "59 path weights"),                                                  # was IndexError
+    (lambda t: t.path_weights.update(root=t.path_weights["root"][:, None]), ValueError,
+     "1-D"),                                                              # was IndexError
+    (lambda t: t.path_weights.update(root=-t.path_weights["root"]), ValueError, "nonnegative"),
+    (lambda t: t.path_weights.update(root=t.path_weights["root"] * np.nan), ValueError, "NaN"),
+    (lambda t: t.attributes.pop("leaf0"), ValueError, "same modules"),    # was KeyError
+    (lambda t: t.attributes.update(root=t.attributes["root"] * np.nan), ValueError,
+     "NaN"),                                                              # was a silent nan
+    (lambda t: t.attributes.update(root="x"), TypeError, "attributes"),
+])
+def test_report_checks_the_truth(wide_model, edit, exc, match):
+    import copy
+    model, truth = wide_model
+    bad = copy.deepcopy(truth)
+    edit(bad)
+    with pytest.raises(exc, match=match):
+        model.report(bad)
+    with pytest.raises(exc, match=match):
+        rs.network.evaluate.score(model, bad)
+
+
+def test_score_refuses_what_is_not_a_model(wide_model):
+    with pytest.raises(TypeError, match="model must be a NetworkModel"):  # was AttributeError
+        rs.network.evaluate.score(None, wide_model[1])

@@ -142,7 +142,12 @@ class NetworkModel:
         """Score against ground truth (true matrices from the Sketcher, true tree, attributes).
 
         Raises TypeError (not a :class:`NetworkTruth`) or ValueError (the truth of other
-        sketches: another ``(d_sketch, block_size, density)`` or another sample count)."""
+        sketches: another ``(d_sketch, block_size, density)`` or another sample count; a
+        truth whose depths, attributes and path weights are not of the same modules, or
+        whose attributes are not finite or path weights not ``(n_samples,)`` finite
+        nonnegative), as :func:`~recsketch.network.evaluate.score`. The truth of sketches of
+        another Sketcher seed with the same D(b, q, d) cannot be detected (the model does not
+        store the seed)."""
         from .evaluate import score  # evaluation needs the model types defined here
 
         return score(self, truth)
