@@ -542,3 +542,28 @@ def test_report_checks_the_truth(wide_model, edit, exc, match):
 def test_score_refuses_what_is_not_a_model(wide_model):
     with pytest.raises(TypeError, match="model must be a NetworkModel"):  # was AttributeError
         rs.network.evaluate.score(None, wide_model[1])
+
+
+# -- NetworkTruth.from_graphs ------------------------------------------------------------------
+def test_truth_from_graphs_takes_any_iterable():
+    sk = rs.Sketcher(8190, block_size=B, density=Q, seed=2)
+    graphs = _wide_teacher(4)
+    t = rs.NetworkTruth.from_graphs(sk, (g for g in graphs))  # was a TypeError about len()
+    t0 = rs.NetworkTruth.from_graphs(sk, graphs)
+    assert sorted(t.depths) == sorted(t0.depths)
+    for k in t0.attributes:
+        np.testing.assert_array_equal(t.attributes[k], t0.attributes[k])
+    with pytest.raises(TypeError, match="graphs must be an iterable"):
+        rs.NetworkTruth.from_graphs(sk, 3)
+
+
+def test_truth_from_graphs_names_a_module_whose_attribute_length_varies():
+    sk = rs.Sketcher(8190, block_size=B, density=Q, seed=2)
+    graphs = _wide_teacher(3)
+    g = rs.Graph()
+    leaves = [g.add(f"leaf{i}", _unit(np.ones(2))) for i in range(2)]
+    leaves.append(g.add("leaf2", _unit(np.ones(4))))  # 4 coordinates, 2 in the others
+    root = g.add("root", _unit(np.ones(3)), [(h, 1 / 3) for h in leaves])
+    g.set_output([(root, 1.0)])
+    with pytest.raises(ValueError, match=r"graphs\[3\]: module 'leaf2'"):  # was numpy's stack
+        rs.NetworkTruth.from_graphs(sk, graphs + [g])

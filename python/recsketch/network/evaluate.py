@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -32,15 +32,27 @@ class NetworkTruth:
     edges: List[TreeEdge]
 
     @classmethod
-    def from_graphs(cls, sketcher: Sketcher, graphs: Sequence[Graph]) -> "NetworkTruth":
+    def from_graphs(cls, sketcher: Sketcher, graphs: Iterable[Graph]) -> "NetworkTruth":
         """Read the truth off the graphs that were sketched.
 
-        Raises ValueError unless every graph is the same fixed tree: each module produces
-        exactly one object, every object has one parent, and the (parent module, child module,
-        position) triples agree across graphs.
+        ``graphs``: any iterable of :class:`~recsketch.Graph` (a generator is read once).
+
+        Raises TypeError (``sketcher`` not a Sketcher, ``graphs`` not an iterable of Graphs)
+        or ValueError (no graphs; graphs that are not the same fixed tree: each module
+        produces exactly one object, every object has one parent, and the (parent module,
+        child module, position) triples agree across graphs; a module whose attribute
+        length differs between graphs).
         """
         if not isinstance(sketcher, Sketcher):
             raise TypeError("sketcher must be a recsketch.Sketcher")
+        if isinstance(graphs, (str, bytes, Graph)):
+            raise TypeError(f"graphs must be an iterable of recsketch.Graph, got "
+                            f"{type(graphs).__name__}")
+        try:
+            graphs = list(graphs)
+        except TypeError:
+            raise TypeError(f"graphs must be an iterable of recsketch.Graph, got "
+                            f"{type(graphs).__name__}") from None
         if len(graphs) == 0:
             raise ValueError("graphs must not be empty")
         attrs: Dict[str, List[np.ndarray]] = {}
@@ -68,7 +80,12 @@ class NetworkTruth:
             for h, depth in order:  # parents before children
                 p_name, pos, wt = parent[h.index]
                 w[h.index] = wt if p_name == OUTPUT else wt * w[names.index(p_name)]
-                attrs.setdefault(h.module, []).append(np.asarray(g.attributes(h)))
+                x = np.asarray(g.attributes(h))
+                first = attrs.setdefault(h.module, [])
+                if first and first[0].shape != x.shape:
+                    raise ValueError(f"graphs[{gi}]: module {h.module!r} has attributes of "
+                                     f"shape {x.shape}, {first[0].shape} in the graphs before")
+                first.append(x)
                 weights.setdefault(h.module, []).append(float(w[h.index]))
                 depths[h.module] = depth
                 edge_w.setdefault((p_name, h.module, pos), []).append(wt)
