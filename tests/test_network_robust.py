@@ -567,3 +567,25 @@ def test_truth_from_graphs_names_a_module_whose_attribute_length_varies():
     g.set_output([(root, 1.0)])
     with pytest.raises(ValueError, match=r"graphs\[3\]: module 'leaf2'"):  # was numpy's stack
         rs.NetworkTruth.from_graphs(sk, graphs + [g])
+
+
+# -- word_blocks ---------------------------------------------------------------------------------
+def test_word_blocks_checks_column_block_size_and_scale(unmixed):
+    from fractions import Fraction
+
+    from recsketch.network.unmixing import word_blocks
+    u = unmixed
+    mat = u.matrices[0]
+    word = u.block_right[int(mat.blocks[0][0])]
+    col = int(mat.columns[0])
+    with pytest.raises(ValueError, match="column must be <="):  # was empty arrays, silently
+        word_blocks(u.basis, word, D, mat.signature, mat.scale)
+    with pytest.raises(ValueError, match="at least"):  # b = 3: was an error inside decode_blocks
+        word_blocks(u.basis, word, col, mat.signature[:1], mat.scale)
+    with pytest.raises(TypeError, match="scale"):
+        word_blocks(u.basis, word, col, mat.signature, "1")
+    # a Fraction is a real number (check_real): the same blocks as the float
+    idx, pats = word_blocks(u.basis, word, col, mat.signature, Fraction(1, 100))
+    idx2, pats2 = word_blocks(u.basis, word, col, mat.signature, 0.01)
+    np.testing.assert_array_equal(idx, idx2)
+    np.testing.assert_array_equal(pats, pats2)

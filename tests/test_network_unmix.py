@@ -523,7 +523,7 @@ def test_leak_corrected_estimates_and_word_blocks_validate():
             ((V, word * np.nan, 1, mat.signature, mat.scale), ValueError, "NaN"),
             ((V, word, -1, mat.signature, mat.scale), ValueError, "column"),
             ((V, word, 1, mat.signature * 2, mat.scale), ValueError, "must hold"),
-            ((V, word, 1, mat.signature[:-1], mat.scale), ValueError, "does not divide"),
+            ((V, word, 1, mat.signature[:-1], mat.scale), ValueError, "dividing d="),
             ((V, word, 1, mat.signature, 0.0), ValueError, "scale"),
             ((V, word, 1, mat.signature, "1"), TypeError, "scale"),
             ((V.astype(bool), word, 1, mat.signature, mat.scale), TypeError, "V must")]:

@@ -59,7 +59,7 @@ import numpy as np
 from .._checks import (all_finite, as_real_array, check_flag, check_fraction, check_int,
                        check_num_threads, check_real)
 from .._forksafe import fork_safe_rlock
-from ..block_sparse import decode_blocks
+from ..block_sparse import decode_blocks, min_block_size
 from ..dictionary import DictionaryLearner, RecoveredMatrix
 
 __all__ = ["UnmixResult", "sketch_basis", "choose_rank", "block_directions",
@@ -348,12 +348,20 @@ def block_directions(V: np.ndarray, block_size: int, *, chunk_blocks: int = 2048
     return _block_directions(V, b, check_int(chunk_blocks, "chunk_blocks", minimum=1))
 
 
-def _check_block_size(block_size: object, d: int, name: str = "block_size") -> int:
-    """``block_size`` as an int: a multiple of 3, at least 3, dividing ``d`` (the one rule, also
-    for ``learn_network`` and the recovered matrices' ``block_size``)."""
+def _check_block_size(block_size: object, d: int, name: str = "block_size", *,
+                      decoded: bool = False) -> int:
+    """``block_size`` as an int: a multiple of 3, at least 3, dividing ``d``; with
+    ``decoded`` (blocks handed to the Enc decoder) also at least Enc's minimum for ``d``
+    (:func:`~recsketch.block_sparse.min_block_size`). The one rule, also for
+    ``learn_network``, the recovered matrices' ``block_size`` and :func:`word_blocks`'
+    ``3 * signature.size``."""
     b = check_int(block_size, name, minimum=3)
     if b % 3 or d % b:
         raise ValueError(f"{name} must be a multiple of 3 dividing d={d}, got {b}")
+    need = min_block_size(d) if decoded else 3
+    if b < need:
+        raise ValueError(f"{name} must be at least 3 (ceil(log2 d) + 3) = {need} for d={d} "
+                         f"(Enc needs room for the column index and the parity bits), got {b}")
     return b
 
 
@@ -716,24 +724,24 @@ def word_blocks(V: np.ndarray, word: np.ndarray, column: int, signature: np.ndar
 
     Raises TypeError/ValueError before any work: ``V`` not ``(d, K)`` real, ``word`` not
     ``(K,)``, NaN/inf, a ``signature`` that is not a 1-D array of +-1 whose block size
-    ``3 * signature.size`` divides ``d``, a negative ``column``, a ``scale`` not positive."""
+    ``3 * signature.size`` is a valid block size of ``d`` (divides it, at least Enc's
+    minimum), ``column`` not an integer in ``[0, d)``, ``scale`` not a real number
+    (:func:`~recsketch._checks.check_real`: a ``Fraction`` is one) positive and finite."""
     V = _real_array(V, "V", 2)
     word = _real_array(word, "word", 1)
     if word.shape[0] != V.shape[1]:
         raise ValueError(f"word has {word.shape[0]} entries but the basis has K={V.shape[1]}")
-    column = check_int(column, "column", minimum=0)
+    # a column index is below d: a larger one would silently find nothing
+    column = check_int(column, "column", minimum=0, maximum=V.shape[0] - 1)
     signature = _real_array(signature, "signature", 1)
     if not np.all(np.abs(signature) == 1):
         raise ValueError("signature must hold +-1 entries")
-    b = 3 * signature.size
-    if V.shape[0] % b:
-        raise ValueError(f"block size 3 * signature.size = {b} does not divide d={V.shape[0]}")
-    if isinstance(scale, (bool, np.bool_)) or not isinstance(scale, (int, float, np.floating,
-                                                                      np.integer)):
-        raise TypeError(f"scale must be a real number, got {type(scale).__name__}")
-    if not (math.isfinite(float(scale)) and float(scale) > 0):
+    _check_block_size(3 * signature.size, V.shape[0], "the block size 3 * signature.size",
+                      decoded=True)
+    scale_f = check_real(scale, "scale")
+    if not (math.isfinite(scale_f) and scale_f > 0):
         raise ValueError(f"scale must be positive and finite, got {scale!r}")
-    return _word_blocks(V, word, column, signature, float(scale))
+    return _word_blocks(V, word, column, signature, scale_f)
 
 
 def _word_blocks(V: np.ndarray, word: np.ndarray, column: int, signature: np.ndarray,
