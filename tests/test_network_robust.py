@@ -589,3 +589,20 @@ def test_word_blocks_checks_column_block_size_and_scale(unmixed):
     idx2, pats2 = word_blocks(u.basis, word, col, mat.signature, 0.01)
     np.testing.assert_array_equal(idx, idx2)
     np.testing.assert_array_equal(pats, pats2)
+
+
+# -- min_r2_gain: one range for learn_network and infer_tree --------------------------------------
+@pytest.mark.parametrize("gain, exc", [(0, None), (0.0, None), (1.0, None), (-0.1, ValueError),
+                                       (1.5, ValueError), (float("nan"), ValueError),
+                                       ("0", TypeError)])
+def test_min_r2_gain_is_in_0_1_for_learn_network_and_infer_tree(sketches, gain, exc):
+    """learn_network refused 0 (check_fraction, (0, 1]) where infer_tree took [0, 1]."""
+    calls = [lambda: infer_tree(*_tree_args(), min_r2_gain=gain),
+             lambda: learn_network(None, sketches, block_size=B, density=Q, method="unmix",
+                                   min_r2_gain=gain)]
+    for call in calls:
+        if exc is None:
+            call()
+        else:
+            with pytest.raises(exc, match="min_r2_gain"):
+                call()

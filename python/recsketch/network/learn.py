@@ -169,6 +169,15 @@ def _as_matrix(x: Any, name: str) -> np.ndarray:
     return arr
 
 
+def _check_r2_gain(value: object) -> float:
+    """``min_r2_gain`` (of :func:`learn_network` and :func:`infer_tree`) as a float in
+    [0, 1]: 0 accepts every child that adds any R^2."""
+    out = check_real(value, "min_r2_gain")
+    if not 0.0 <= out <= 1.0:
+        raise ValueError(f"min_r2_gain must be in [0, 1], got {value!r}")
+    return out
+
+
 def _block_params(d: int, sketcher: Optional[Sketcher], block_size: Optional[int],
                   density: Optional[float]) -> Tuple[int, float]:
     if sketcher is not None:
@@ -223,7 +232,7 @@ def learn_network(inputs: Any, sketches: Any, *, sketcher: Optional[Sketcher] = 
         taken as a module matrix (identity-word coefficients ``g x`` are nonnegative).
     min_r2_gain : float
         An edge ``parent <- child`` needs the child to add at least this much R^2 to the least-
-        squares explanation of the parent's attributes.
+        squares explanation of the parent's attributes; in [0, 1], as for :func:`infer_tree`.
     method : {"sample", "unmix"}
         ``"sample"`` (default): decode every sample's blocks on its own (the module docstring;
         top level only). ``"unmix"``: for sketches of a *fixed tree*, decode the blocks of the
@@ -261,7 +270,11 @@ def learn_network(inputs: Any, sketches: Any, *, sketcher: Optional[Sketcher] = 
     ------
     TypeError, ValueError
         Before any work: non-numeric or non-2-D arrays, NaN/inf, mismatched sample counts,
-        ``d_sketch`` not divisible by ``block_size``, conflicting or missing parameters.
+        ``d_sketch`` not divisible by ``block_size``, conflicting or missing parameters,
+        options out of range (``min_r2_gain`` not in [0, 1], ``density``, ``sign_purity``
+        and ``min_path_weight`` not in (0, 1]). With ``method="unmix"``, the errors of
+        :func:`~recsketch.network.unmixing.unmix` found after the pass over the sketches
+        that forms their Gram matrix (sketches too large or too small for float64, all zero).
     """
     Y = _as_matrix(sketches, "sketches")
     if Y.dtype not in (np.float32, np.float64):
@@ -274,7 +287,7 @@ def learn_network(inputs: Any, sketches: Any, *, sketcher: Optional[Sketcher] = 
     w0 = check_fraction(min_path_weight, "min_path_weight")
     purity = check_fraction(sign_purity, "sign_purity")
     max_dim = check_int(max_attribute_dim, "max_attribute_dim", minimum=1)
-    r2_gain = check_fraction(min_r2_gain, "min_r2_gain")
+    r2_gain = _check_r2_gain(min_r2_gain)
     check_num_threads(num_threads)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -1043,9 +1056,7 @@ def infer_tree(attributes: Mapping[Hashable, np.ndarray], depths: Mapping[Hashab
     ``weight_slack`` not positive and finite.
     """
     tolerance = check_fraction(weight_sum_tolerance, "weight_sum_tolerance")
-    min_r2_gain = check_real(min_r2_gain, "min_r2_gain")
-    if not 0.0 <= min_r2_gain <= 1.0:
-        raise ValueError(f"min_r2_gain must be in [0, 1], got {min_r2_gain!r}")
+    min_r2_gain = _check_r2_gain(min_r2_gain)
     slack = check_real(weight_slack, "weight_slack")
     if not (slack > 0 and math.isfinite(slack)):
         raise ValueError(f"weight_slack must be positive and finite, got {weight_slack!r}")

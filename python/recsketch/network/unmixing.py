@@ -671,7 +671,8 @@ def word_vectors(YV: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
     is ``g - (g_root / 16) share``: ``tests/test_unmix_dependent_duals.py``, ``docs/unmix.md``
     round 6.)
 
-    Raises TypeError (not float arrays) or ValueError (not 2-D, rows differ, NaN/inf) first."""
+    Raises TypeError (not numpy arrays of real numbers: float or integer dtypes) or ValueError
+    (not 2-D, empty, rows differ, NaN/inf) first."""
     YV = _real_array(YV, "YV", 2)
     coefficients = _real_array(coefficients, "coefficients", 2)
     if coefficients.shape[0] != YV.shape[0]:
