@@ -412,12 +412,20 @@ def _wide_teacher(n, seed=0, n_leaves=3):
     return graphs
 
 
-def test_report_refuses_the_truth_of_other_sketches():
+@pytest.fixture(scope="module")
+def wide_model():
+    """A model learned from 60 sketches of _wide_teacher, its truth, sketcher and graphs."""
     d = 32760
     b = rs.default_block_size(d)
     sk = rs.Sketcher(d, block_size=b, density=2 * b / d, seed=101)
     graphs = _wide_teacher(60)
     model = learn_network(None, sk.sketch_many(graphs), sketcher=sk, method="unmix")
+    return model, rs.NetworkTruth.from_graphs(sk, graphs), sk, graphs
+
+
+def test_report_refuses_the_truth_of_other_sketches(wide_model):
+    model, _, sk, graphs = wide_model
+    d, b = sk.d_sketch, sk.block_size
     assert model.modules  # the root is learned: the sample-by-sample scoring is reached
     full = model.report(rs.NetworkTruth.from_graphs(sk, graphs))
     assert full.levels[2].modules_identified == 1
@@ -561,16 +569,6 @@ def test_unmix_coefficients_check_the_blocks_without_matrices(sketches, unmixed,
         unmix_coefficients(sketches, u.basis, [], **args)
 
 
-@pytest.fixture(scope="module")
-def wide_model():
-    d = 32760
-    b = rs.default_block_size(d)
-    sk = rs.Sketcher(d, block_size=b, density=2 * b / d, seed=101)
-    graphs = _wide_teacher(60)
-    model = learn_network(None, sk.sketch_many(graphs), sketcher=sk, method="unmix")
-    return model, rs.NetworkTruth.from_graphs(sk, graphs)
-
-
 @pytest.mark.parametrize("edit, exc, match", [
     (lambda t: t.path_weights.update(root=t.path_weights["root"][:59]), ValueError,
      "59 path weights"),                                                  # was IndexError
@@ -585,7 +583,7 @@ def wide_model():
 ])
 def test_report_checks_the_truth(wide_model, edit, exc, match):
     import copy
-    model, truth = wide_model
+    model, truth = wide_model[:2]
     bad = copy.deepcopy(truth)
     edit(bad)
     with pytest.raises(exc, match=match):

@@ -479,12 +479,12 @@ def _tiny_column():
 
 @pytest.mark.parametrize("which, bad, exc, match", [
     ("YV", [[1.0, 2.0]], TypeError, "YV must be a numpy array"),
-    ("YV", np.ones((12, 1), bool), TypeError, "YV must have a real numeric dtype"),
+    ("YV", np.ones((12, 1), bool), TypeError, "YV must be an array of numbers"),
     ("YV", np.ones(12), ValueError, "YV must be 2-D"),
     ("YV", np.full((12, 1), np.nan), ValueError, "YV contains NaN"),
     ("coefficients", np.ones((5, 1)), ValueError, "5 rows"),
     ("coefficients", np.full((12, 1), np.inf), ValueError, "coefficients contains NaN"),
-    ("coefficients", np.ones((12, 1), complex), TypeError, "real numeric dtype"),
+    ("coefficients", np.ones((12, 1), complex), TypeError, "array of numbers"),
 ])
 def test_word_vectors_validates(which, bad, exc, match):
     args = {"YV": np.ones((12, 1)), "coefficients": np.ones((12, 1))}

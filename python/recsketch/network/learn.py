@@ -51,7 +51,8 @@ from typing import TYPE_CHECKING, Any, Dict, Hashable, List, Mapping, Optional, 
 
 import numpy as np
 
-from .._checks import check_fraction, check_int, check_num_threads, check_real
+from .._checks import (as_finite_real_array, check_fraction, check_int, check_num_threads,
+                       check_real)
 from ..dictionary import DictionaryLearner, RecoveredMatrix
 from ..sketcher import Sketcher
 from .unmixing import (Leak, UnmixResult, _check_block_size, _reads, _refine, _rescue_columns,
@@ -155,18 +156,9 @@ class NetworkModel:
 
 # -- argument checks ---------------------------------------------------------------------------
 def _as_matrix(x: Any, name: str) -> np.ndarray:
-    from .._checks import as_real_array
-    # one rule for what is an array of numbers (bools and strings beside numbers refused)
-    arr = as_real_array(x, name)
-    if arr.dtype.kind not in "fiu":
-        raise TypeError(f"{name} must have a real numeric dtype, got {arr.dtype}")
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (n_samples, ...), got shape {arr.shape}")
-    if arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise ValueError(f"{name} must not be empty, got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contains NaN or infinity")
-    return arr
+    """``x`` as a finite non-empty 2-D array of real numbers in its own dtype (bools and
+    strings beside numbers refused: one rule for what is an array of numbers)."""
+    return as_finite_real_array(x, name, 2, to_float64=False)
 
 
 def _check_r2_gain(value: object) -> float:
@@ -1011,16 +1003,7 @@ def _check_tree_input(attributes: Any, depths: Any, path_weights: Any
 def _as_matrix_rows(x: Any, name: str, ndim: int = 2) -> np.ndarray:
     """``x`` as a finite float64 array of ``ndim`` dimensions with at least one row (a
     2-D one may have no columns: a module without recovered coordinates)."""
-    from .._checks import as_real_array
-    arr = as_real_array(x, name)
-    if arr.dtype == np.bool_ or arr.dtype.kind not in "fiu":
-        raise TypeError(f"{name} must have a real numeric dtype, got {arr.dtype}")
-    if arr.ndim != ndim or arr.shape[0] == 0:
-        raise ValueError(f"{name} must be {ndim}-D with at least one row, got shape {arr.shape}")
-    arr = arr.astype(np.float64, copy=False)
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contains NaN or infinity")
-    return arr
+    return as_finite_real_array(x, name, ndim, min_shape=(1, 0))
 
 
 def infer_tree(attributes: Mapping[Hashable, np.ndarray], depths: Mapping[Hashable, int],

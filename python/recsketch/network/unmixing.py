@@ -56,7 +56,7 @@ from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from .._checks import (all_finite, as_real_array, check_flag, check_fraction, check_int,
+from .._checks import (all_finite, as_finite_real_array, check_flag, check_fraction, check_int,
                        check_num_threads, check_real)
 from .._forksafe import fork_safe_rlock
 from ..block_sparse import decode_blocks, min_block_size
@@ -607,16 +607,7 @@ def _screen_blocks(est: np.ndarray, agree: float = 1.5) -> np.ndarray:
 def _real_array(x: object, name: str, ndim: int) -> np.ndarray:
     """``x`` as a finite float64 array of ``ndim`` dimensions, non-empty; TypeError for a non-array
     or a non-real dtype (bools included), ValueError for the wrong dimensions or NaN/inf."""
-    if not isinstance(x, np.ndarray):
-        raise TypeError(f"{name} must be a numpy array, got {type(x).__name__}")
-    if x.dtype == np.bool_ or x.dtype.kind not in "fiu":
-        raise TypeError(f"{name} must have a real numeric dtype, got {x.dtype}")
-    if x.ndim != ndim or 0 in x.shape:
-        raise ValueError(f"{name} must be {ndim}-D and non-empty, got shape {x.shape}")
-    out = np.asarray(x, dtype=np.float64)
-    if not np.all(np.isfinite(out)):
-        raise ValueError(f"{name} contains NaN or infinity")
-    return out
+    return as_finite_real_array(x, name, ndim, arrays_only=True)
 
 
 def _check_sketches(Y: object) -> None:
@@ -631,15 +622,7 @@ def _check_sketches(Y: object) -> None:
 
 def _as_real_vector(x: object, name: str) -> np.ndarray:
     """``x`` (any array-like of real numbers) as a finite 1-D float64 array (may be empty)."""
-    arr = as_real_array(x, name)
-    if arr.dtype == np.bool_ or arr.dtype.kind not in "fiu":
-        raise TypeError(f"{name} must have a real numeric dtype, got {arr.dtype}")
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
-    arr = arr.astype(np.float64, copy=False)
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contains NaN or infinity")
-    return arr
+    return as_finite_real_array(x, name, 1, min_shape=(0,))
 
 
 def _check_sketches_and_basis(Y: object, V: object) -> np.ndarray:
