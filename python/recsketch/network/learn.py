@@ -56,7 +56,7 @@ from .._checks import (as_finite_real_array, check_fraction, check_int, check_nu
 from ..dictionary import DictionaryLearner, RecoveredMatrix
 from ..sketcher import Sketcher
 from .unmixing import (Leak, UnmixResult, _check_block_size, _reads, _refine, _rescue_columns,
-                       _word_blocks, _word_leak, screen_blocks, unmix, word_vectors)
+                       _screen_blocks, _word_blocks, _word_leak, unmix, word_vectors)
 
 if TYPE_CHECKING:
     from .evaluate import NetworkScore, NetworkTruth
@@ -478,7 +478,7 @@ def _count_reads(Y: np.ndarray, count: Optional[RecoveredMatrix]) -> Optional[np
     if count is None:
         return None
     est = _reads(Y, count, 0)
-    return est[screen_blocks(est)]
+    return est[_screen_blocks(est)]  # Y is finite (learn_network checked it)
 
 
 def _pair(clusters: List[_Cluster], kept: Sequence[int], Y: Optional[np.ndarray] = None
@@ -634,7 +634,7 @@ def _two_block_columns(Y: np.ndarray, attr: _Cluster, gains: np.ndarray,
     coef = coef.copy()
     for c in range(mat.columns.size):
         est = _reads(Y, mat, c, leak)
-        keep = screen_blocks(est)
+        keep = _screen_blocks(est)
         if keep.sum() != 2:
             continue
         est = est[keep]
@@ -836,11 +836,15 @@ def _norm_shares(modules: List[RecoveredModule], edges: Sequence[TreeEdge], w0: 
             continue
         for i, k in zip(kids, shares.tolist()):
             m = out[i]
-            if m.count_matrix is not None or k >= SHARE_MISSING:
+            # a share of 0 (or one so small that the gains overflow) carries no gain: skipped
+            if m.count_matrix is not None or not 0.0 < k < SHARE_MISSING:
                 continue
-            gains = m.gains / k
+            with np.errstate(over="ignore"):
+                gains = m.gains / k
             live = gains > 0
-            if not live.any() or depth_from_gain(float(np.median(gains[live])), w0) != m.depth:
+            if not (live.any() and np.all(np.isfinite(gains))):
+                continue
+            if depth_from_gain(float(np.median(gains[live])), w0) != m.depth:
                 continue  # the edge the share was fitted on fixed the depth
             out[i] = dataclasses.replace(m, attributes=m.attributes * k, gains=gains,
                                          path_weights=gains * 2.0 ** (4 * m.depth - 3),
