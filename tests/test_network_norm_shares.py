@@ -162,3 +162,15 @@ def test_a_fit_on_values_that_are_not_finite_is_none():
         H = G.copy()
         H[7] = bad
         assert _fit_norm_shares(H, N) is None
+
+
+def test_a_fitted_share_of_zero_is_skipped(monkeypatch):
+    """A share of exactly 0 (or one whose division overflows) carries no gain: the module is
+    left as it was (it gave inf gains and depth_from_gain raised inside learn_network)."""
+    import recsketch.network.learn as learn
+    mods, edges, _, _ = _family()
+    for k in (0.0, 1e-310):
+        monkeypatch.setattr(learn, "_fit_norm_shares",
+                            lambda g, n, k=k: (np.array([1.0, k]), np.zeros(2)))
+        out = _norm_shares(mods, edges, W0)
+        assert all(o is m for o, m in zip(out, mods))

@@ -69,6 +69,62 @@ def test_sketches_whose_gram_matrix_underflows_are_named_not_called_all_zero(ske
         unmix(np.zeros((3, D)), B, Q)
 
 
+@pytest.mark.parametrize("factor", [1e155, 1e-156])
+def test_sketches_near_the_float64_limits_give_the_basis_of_the_plain_ones(sketches, factor):
+    """G finite but its eigensolve overflowing (1e155: was "too small"), G subnormal (1e-156:
+    was a wrong rank, silently): the singular values and the row space of an SVD of the
+    plain sketches (NumPy, independent of the Gram route), scaled."""
+    Y = sketches.astype(np.float64)
+    s_ref = np.linalg.svd(Y, compute_uv=False)
+    Vt_ref = np.linalg.svd(Y, full_matrices=False)[2]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        s, V, K = sketch_basis(Y * factor)
+    assert K == int(np.sum(s_ref > 2.0 ** -23 * s_ref[0]))
+    np.testing.assert_allclose(s[:K] / factor, s_ref[:K], rtol=0, atol=1e-10 * s_ref[0])
+    # same row space: the principal angles between the two K-dimensional spans are 0
+    np.testing.assert_allclose(np.linalg.svd(Vt_ref[:K] @ V, compute_uv=False), 1.0,
+                               atol=1e-6)
+
+
+class _WholeArrayUfuncs(np.ndarray):
+    """Sketches that record every ufunc applied to all of them at once (``np.isfinite(Y)``,
+    ``np.abs(Y)``, ``Y != 0``): a memory map of gigabytes must be read in chunks."""
+
+    calls: list = []
+    full_size = 0
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        cls = _WholeArrayUfuncs
+        if any(isinstance(x, cls) and x.size >= cls.full_size for x in inputs):
+            cls.calls.append(ufunc.__name__)
+        inputs = tuple(x.view(np.ndarray) if isinstance(x, cls) else x for x in inputs)
+        return getattr(ufunc, method)(*inputs, **kwargs)
+
+
+def test_sketches_are_never_scanned_whole(sketches, unmixed):
+    """sketch_basis checks the Gram matrix, unmix_coefficients Y V and the rows it reads:
+    no ufunc over the whole of Y (the reviewer's recording subclass)."""
+    Y = sketches.view(_WholeArrayUfuncs)
+    _WholeArrayUfuncs.full_size = Y.size
+    _WholeArrayUfuncs.calls = []
+    u = unmixed
+    s, V, K = sketch_basis(Y, chunk=1024)
+    unmix_coefficients(Y, u.basis, u.matrices, u.block_strength, u.block_left, u.block_right,
+                       chunk=1024)
+    r = unmix(Y, B, Q)
+    assert _WholeArrayUfuncs.calls == []
+    np.testing.assert_array_equal(r.coefficients, u.coefficients)
+    with pytest.raises(ValueError, match="NaN"):  # found from the Gram matrix
+        sketch_basis(np.where(np.arange(D) == 7, np.inf, sketches).view(_WholeArrayUfuncs),
+                     chunk=1024)
+    with pytest.raises(ValueError, match="NaN"):  # found from Y V (no refinement: no reads)
+        Yn = sketches.copy()
+        Yn[3, 11] = np.nan
+        unmix_coefficients(Yn.view(_WholeArrayUfuncs), u.basis, u.matrices, u.block_strength,
+                           u.block_left, u.block_right, refine=0, chunk=1024)
+
+
 # -- sketch_basis, choose_rank -----------------------------------------------------------------
 @pytest.mark.parametrize("Y, kwargs, exc, match", [
     ("list", {}, TypeError, "float32 or float64"),
@@ -84,6 +140,21 @@ def test_sketch_basis_checks_its_arguments(sketches, Y, kwargs, exc, match):
            "nan": np.where(np.arange(D) == 5, np.nan, sketches), None: sketches}[Y]
     with pytest.raises(exc, match=match):
         sketch_basis(arg, **kwargs)
+
+
+def test_sketch_basis_is_numpys_svd(sketches):
+    """Independent of the Gram route: NumPy's SVD of the sketches gives the same singular
+    values of the K words (to 1e-10 of the largest; the noise values below the floor are
+    resolved only to ~sqrt(eps64) of it by the Gram route) and the same row space."""
+    s, V, K = sketch_basis(sketches)
+    Y = sketches.astype(np.float64)
+    _, s_ref, Vt_ref = np.linalg.svd(Y, full_matrices=False)
+    assert K == int(np.sum(s_ref > 2.0 ** -23 * s_ref[0]))
+    np.testing.assert_allclose(s[:K], s_ref[:K], rtol=0, atol=1e-10 * s_ref[0])
+    np.testing.assert_allclose(s[K:], s_ref[K:], rtol=0, atol=1e-7 * s_ref[0])
+    np.testing.assert_allclose(V.T @ V, np.eye(K), atol=1e-12)
+    np.testing.assert_allclose(np.linalg.svd(Vt_ref[:K] @ V, compute_uv=False), 1.0,
+                               atol=1e-6)
 
 
 def test_sketch_basis_of_any_layout_is_the_plain_one(sketches):
@@ -102,6 +173,7 @@ def test_sketch_basis_of_any_layout_is_the_plain_one(sketches):
     ("abc", 2.0 ** -23, TypeError, "singular_values"),
     (np.array([1.0, 0.5]), -1.0, ValueError, "floor"),
     (np.array([1.0, 0.5]), "x", TypeError, "floor"),
+    (np.array([1e-12, 3.0, 1.0]), 2.0 ** -23, ValueError, "non-increasing"),  # was 3
 ])
 def test_choose_rank_checks_its_arguments(values, floor, exc, match):
     with pytest.raises(exc, match=match):
@@ -130,6 +202,24 @@ def test_block_directions_checks_its_arguments(unmixed, kind, block_size, kwargs
         block_directions(arg, block_size, **kwargs)
 
 
+def test_block_directions_are_numpys_svd_of_each_block(unmixed):
+    """Independent: the top singular triple of each block of the basis from NumPy's SVD (the
+    vectors up to one sign per block, on blocks whose top singular value is separated)."""
+    strength, left, right = block_directions(unmixed.basis, B)
+    blocks = unmixed.basis.reshape(-1, B, unmixed.basis.shape[1])
+    checked = 0
+    for l in range(0, blocks.shape[0], 7):
+        u, sv, vt = np.linalg.svd(blocks[l], full_matrices=False)
+        assert strength[l] == pytest.approx(sv[0], rel=1e-10, abs=1e-14)
+        if sv.size > 1 and sv[1] > 0.9 * sv[0]:
+            continue  # nearly tied: the top vectors are not defined to this precision
+        sign = np.sign(u[:, 0] @ left[l])
+        np.testing.assert_allclose(left[l], sign * u[:, 0], atol=1e-7)
+        np.testing.assert_allclose(right[l], sign * vt[0], atol=1e-7)
+        checked += 1
+    assert checked > 10
+
+
 def test_block_directions_are_the_ones_unmix_used(unmixed):
     strength, left, right = block_directions(np.asfortranarray(unmixed.basis), B)
     np.testing.assert_array_equal(strength, unmixed.block_strength)
@@ -144,6 +234,18 @@ def test_unmix_coefficients_are_the_ones_unmix_returned(sketches, unmixed):
     C = unmix_coefficients(sketches, u.basis, u.matrices, u.block_strength, u.block_left,
                            u.block_right)
     np.testing.assert_array_equal(C, u.coefficients)
+    # Values stored from main e24c54e before the session-12 changes (computed once by running
+    # main's unmix and unmix_coefficients on this fixture; atoms (0, 2) and (1, 0), samples 0
+    # and 17): the checks added since must not change a valid call's answer.
+    main_refined = [[0.023476318808305415, 0.0316377121508574],
+                    [0.016121257317667115, 0.03177953589897881]]
+    main_unrefined = [[0.023835407568637394, 0.032101325123496796],
+                      [0.016441598224293315, 0.03204196814940561]]
+    assert u.atoms[:2].tolist() == [[0, 2], [1, 0]]
+    np.testing.assert_allclose(C[[0, 17], :2], main_refined, rtol=1e-12)
+    C0 = unmix_coefficients(sketches, u.basis, u.matrices, u.block_strength, u.block_left,
+                            u.block_right, refine=0)
+    np.testing.assert_allclose(C0[[0, 17], :2], main_unrefined, rtol=1e-12)
 
 
 @pytest.mark.parametrize("change, exc, match", [
@@ -310,12 +412,20 @@ def _wide_teacher(n, seed=0, n_leaves=3):
     return graphs
 
 
-def test_report_refuses_the_truth_of_other_sketches():
+@pytest.fixture(scope="module")
+def wide_model():
+    """A model learned from 60 sketches of _wide_teacher, its truth, sketcher and graphs."""
     d = 32760
     b = rs.default_block_size(d)
     sk = rs.Sketcher(d, block_size=b, density=2 * b / d, seed=101)
     graphs = _wide_teacher(60)
     model = learn_network(None, sk.sketch_many(graphs), sketcher=sk, method="unmix")
+    return model, rs.NetworkTruth.from_graphs(sk, graphs), sk, graphs
+
+
+def test_report_refuses_the_truth_of_other_sketches(wide_model):
+    model, _, sk, graphs = wide_model
+    d, b = sk.d_sketch, sk.block_size
     assert model.modules  # the root is learned: the sample-by-sample scoring is reached
     full = model.report(rs.NetworkTruth.from_graphs(sk, graphs))
     assert full.levels[2].modules_identified == 1
@@ -341,10 +451,20 @@ def test_unmix_with_fewer_samples_than_words_returns_no_module_without_gain():
     for m in model.modules:
         assert m.depth >= 2
         assert np.any(m.gains > 0) and np.all(np.isfinite(m.gains))
-        np.testing.assert_allclose(m.path_weights, m.gains * 2.0 ** (4 * m.depth - 3))
     assert min(model.levels) >= 2
     deeper = [m for m in model.modules if m.depth > 2]
-    assert deeper and all(m.leak_corrected is not None for m in deeper)
+    assert deeper
+    # the fix: the deeper module kept the uncorrected read, the one learn_network returns
+    # without the leak correction
+    with pytest.warns(RuntimeWarning, match="not low-rank"):
+        plain = learn_network(None, Y, sketcher=sk, method="unmix", correct_leaks=False)
+    for m in deeper:
+        assert m.leak_corrected is not None and not m.leak_corrected.any()
+        same = [p for p in plain.modules
+                if p.depth == m.depth and np.array_equal(p.columns, m.columns)]
+        assert len(same) == 1
+        np.testing.assert_array_equal(m.attributes, same[0].attributes)
+        np.testing.assert_array_equal(m.gains, same[0].gains)
 
 
 def test_column_reads_take_a_matrix_with_unsorted_columns(sketches, unmixed):
@@ -370,3 +490,172 @@ def test_column_reads_take_a_matrix_with_unsorted_columns(sketches, unmixed):
     assert rescue_columns(*args, add=False)[0].columns.tolist() == [col + 7, col]
     with pytest.raises(ValueError, match="sorted"):
         rescue_columns(*args, add=True)
+
+
+# -- recovered matrices: density, block_size, field types ----------------------------------------
+def _with(mat, **fields):
+    kw = dict(d_sketch=mat.d_sketch, block_size=mat.block_size, density=mat.density,
+              signature=mat.signature, columns=mat.columns, blocks=mat.blocks,
+              patterns=mat.patterns)
+    kw.update(fields)
+    return rs.RecoveredMatrix(**kw)
+
+
+@pytest.mark.parametrize("fields, exc, match", [
+    ({"density": 0.0}, ValueError, "density"),             # was ZeroDivisionError
+    ({"density": -0.1}, ValueError, "density"),            # was "math domain error"
+    ({"density": float("nan")}, ValueError, "density"),    # was blamed on Y / NaN output
+    ({"density": 5.0}, ValueError, "density"),             # was silent
+    ({"density": "x"}, TypeError, "density"),
+    ({"block_size": 0}, ValueError, "block_size"),         # was ZeroDivisionError
+    ({"block_size": 64}, ValueError, "block_size"),        # was silent
+    ({"block_size": 45.0}, TypeError, "block_size"),
+    ({"columns": "list"}, TypeError, "columns must be a numpy array"),
+    ({"signature": "list"}, TypeError, "signature must be a numpy array"),
+    ({"blocks": "list"}, TypeError, r"blocks\[0\] must be a numpy array"),
+    ({"patterns": "list"}, TypeError, r"patterns\[0\] must be a numpy array"),
+    ({"blocks": "array"}, TypeError, "blocks must be a list"),
+])
+def test_recovered_matrices_are_checked_before_any_read(sketches, unmixed, fields, exc, match):
+    u = unmixed
+    mat = u.matrices[0]
+    lists = {"columns": lambda: mat.columns.tolist(), "signature": lambda: mat.signature.tolist(),
+             "blocks": lambda: [x.tolist() for x in mat.blocks],
+             "patterns": lambda: [x.tolist() for x in mat.patterns]}
+    kw = {}
+    for k, v in fields.items():
+        kw[k] = (lists[k]() if v == "list" else np.array(mat.blocks[0]) if v == "array" else v)
+    bad = _with(mat, **kw)
+    with pytest.raises(exc, match=match):
+        block_estimates(sketches, bad, 0)
+    with pytest.raises(exc, match=match):
+        unmix_coefficients(sketches, u.basis, [bad], u.block_strength, u.block_left,
+                           u.block_right)
+    with pytest.raises(exc, match=match):
+        rescue_columns(u.basis, u.block_left, u.block_right, [bad], Q)
+
+
+def test_matrices_of_different_densities_are_refused(sketches, unmixed):
+    """The refinement reads every column with the first matrix's spike height."""
+    u = unmixed
+    assert len(u.matrices) >= 2
+    mats = [u.matrices[0], _with(u.matrices[1], density=Q / 2)]
+    with pytest.raises(ValueError, match="one density"):
+        unmix_coefficients(sketches, u.basis, mats, u.block_strength, u.block_left,
+                           u.block_right)
+
+
+@pytest.mark.parametrize("change, exc, match", [
+    ({}, None, None),
+    ({"right": "narrow"}, ValueError, "right must be"),
+    ({"right": "list"}, TypeError, "right must be"),
+    ({"left": "1-D"}, ValueError, "left must be"),
+    ({"strength": "short"}, ValueError, "strength must be"),
+])
+def test_unmix_coefficients_check_the_blocks_without_matrices(sketches, unmixed, change, exc,
+                                                              match):
+    """matrices=[] used to skip the checks of strength, left and right."""
+    u = unmixed
+    args = dict(strength=u.block_strength, left=u.block_left, right=u.block_right)
+    edit = {"narrow": lambda a: a[:, :-1], "list": lambda a: a.tolist(),
+            "1-D": lambda a: a[0], "short": lambda a: a[:-1]}
+    for k, v in change.items():
+        args[k] = edit[v](args[k])
+    if exc is None:
+        C = unmix_coefficients(sketches, u.basis, [], **args)
+        assert C.shape == (sketches.shape[0], 0)
+        return
+    with pytest.raises(exc, match=match):
+        unmix_coefficients(sketches, u.basis, [], **args)
+
+
+@pytest.mark.parametrize("edit, exc, match", [
+    (lambda t: t.path_weights.update(root=t.path_weights["root"][:59]), ValueError,
+     "59 path weights"),                                                  # was IndexError
+    (lambda t: t.path_weights.update(root=t.path_weights["root"][:, None]), ValueError,
+     "1-D"),                                                              # was IndexError
+    (lambda t: t.path_weights.update(root=-t.path_weights["root"]), ValueError, "nonnegative"),
+    (lambda t: t.path_weights.update(root=t.path_weights["root"] * np.nan), ValueError, "NaN"),
+    (lambda t: t.attributes.pop("leaf0"), ValueError, "same modules"),    # was KeyError
+    (lambda t: t.attributes.update(root=t.attributes["root"] * np.nan), ValueError,
+     "NaN"),                                                              # was a silent nan
+    (lambda t: t.attributes.update(root="x"), TypeError, "attributes"),
+])
+def test_report_checks_the_truth(wide_model, edit, exc, match):
+    import copy
+    model, truth = wide_model[:2]
+    bad = copy.deepcopy(truth)
+    edit(bad)
+    with pytest.raises(exc, match=match):
+        model.report(bad)
+    with pytest.raises(exc, match=match):
+        rs.network.evaluate.score(model, bad)
+
+
+def test_score_refuses_what_is_not_a_model(wide_model):
+    with pytest.raises(TypeError, match="model must be a NetworkModel"):  # was AttributeError
+        rs.network.evaluate.score(None, wide_model[1])
+
+
+# -- NetworkTruth.from_graphs ------------------------------------------------------------------
+def test_truth_from_graphs_takes_any_iterable():
+    sk = rs.Sketcher(8190, block_size=B, density=Q, seed=2)
+    graphs = _wide_teacher(4)
+    t = rs.NetworkTruth.from_graphs(sk, (g for g in graphs))  # was a TypeError about len()
+    t0 = rs.NetworkTruth.from_graphs(sk, graphs)
+    assert sorted(t.depths) == sorted(t0.depths)
+    for k in t0.attributes:
+        np.testing.assert_array_equal(t.attributes[k], t0.attributes[k])
+    with pytest.raises(TypeError, match="graphs must be an iterable"):
+        rs.NetworkTruth.from_graphs(sk, 3)
+
+
+def test_truth_from_graphs_names_a_module_whose_attribute_length_varies():
+    sk = rs.Sketcher(8190, block_size=B, density=Q, seed=2)
+    graphs = _wide_teacher(3)
+    g = rs.Graph()
+    leaves = [g.add(f"leaf{i}", _unit(np.ones(2))) for i in range(2)]
+    leaves.append(g.add("leaf2", _unit(np.ones(4))))  # 4 coordinates, 2 in the others
+    root = g.add("root", _unit(np.ones(3)), [(h, 1 / 3) for h in leaves])
+    g.set_output([(root, 1.0)])
+    with pytest.raises(ValueError, match=r"graphs\[3\]: module 'leaf2'"):  # was numpy's stack
+        rs.NetworkTruth.from_graphs(sk, graphs + [g])
+
+
+# -- word_blocks ---------------------------------------------------------------------------------
+def test_word_blocks_checks_column_block_size_and_scale(unmixed):
+    from fractions import Fraction
+
+    from recsketch.network.unmixing import word_blocks
+    u = unmixed
+    mat = u.matrices[0]
+    word = u.block_right[int(mat.blocks[0][0])]
+    col = int(mat.columns[0])
+    with pytest.raises(ValueError, match="column must be <="):  # was empty arrays, silently
+        word_blocks(u.basis, word, D, mat.signature, mat.scale)
+    with pytest.raises(ValueError, match="at least"):  # b = 3: was an error inside decode_blocks
+        word_blocks(u.basis, word, col, mat.signature[:1], mat.scale)
+    with pytest.raises(TypeError, match="scale"):
+        word_blocks(u.basis, word, col, mat.signature, "1")
+    # a Fraction is a real number (check_real): the same blocks as the float
+    idx, pats = word_blocks(u.basis, word, col, mat.signature, Fraction(1, 100))
+    idx2, pats2 = word_blocks(u.basis, word, col, mat.signature, 0.01)
+    np.testing.assert_array_equal(idx, idx2)
+    np.testing.assert_array_equal(pats, pats2)
+
+
+# -- min_r2_gain: one range for learn_network and infer_tree --------------------------------------
+@pytest.mark.parametrize("gain, exc", [(0, None), (0.0, None), (1.0, None), (-0.1, ValueError),
+                                       (1.5, ValueError), (float("nan"), ValueError),
+                                       ("0", TypeError)])
+def test_min_r2_gain_is_in_0_1_for_learn_network_and_infer_tree(sketches, gain, exc):
+    """learn_network refused 0 (check_fraction, (0, 1]) where infer_tree took [0, 1]."""
+    calls = [lambda: infer_tree(*_tree_args(), min_r2_gain=gain),
+             lambda: learn_network(None, sketches, block_size=B, density=Q, method="unmix",
+                                   min_r2_gain=gain)]
+    for call in calls:
+        if exc is None:
+            call()
+        else:
+            with pytest.raises(exc, match="min_r2_gain"):
+                call()

@@ -145,6 +145,32 @@ def as_real_array(x: object, name: str) -> np.ndarray:
     return arr.astype(np.float64, copy=False)
 
 
+def as_finite_real_array(x: object, name: str, ndim: int, *, arrays_only: bool = False,
+                         min_shape: Tuple[int, ...] = (1, 1), to_float64: bool = True
+                         ) -> np.ndarray:
+    """``x`` as a finite real array of ``ndim`` dimensions: the one check of the network
+    functions' array arguments. TypeError naming ``name`` unless it is an array of real
+    numbers (:func:`as_real_array`, :func:`check_real_dtype`; with ``arrays_only`` a numpy
+    array, nothing converted); ValueError unless it has ``ndim`` dimensions, at least
+    ``min_shape[i]`` entries along axis ``i`` (``(1, 1)``: non-empty; ``(1, 0)``: at least one
+    row; ``(0,)``: may be empty) and no NaN/inf (checked in chunks, :func:`all_finite`).
+    Returned as float64 (``to_float64``) or in its own dtype."""
+    if arrays_only and not isinstance(x, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array, got {type(x).__name__}")
+    arr = as_real_array(x, name)
+    check_real_dtype(arr, name)
+    low = tuple(min_shape[:ndim]) + (0,) * (ndim - len(min_shape))
+    if arr.ndim != ndim or any(n < m for n, m in zip(arr.shape, low)):
+        need = ("" if not any(low) else " and non-empty" if all(low)
+                else " with at least one row")
+        raise ValueError(f"{name} must be {ndim}-D{need}, got shape {arr.shape}")
+    if to_float64:
+        arr = arr.astype(np.float64, copy=False)
+    if not all_finite(arr):
+        raise ValueError(f"{name} contains NaN or infinity")
+    return arr
+
+
 def as_sketches(x: object, name: str, width: int) -> np.ndarray:
     """``x`` as a float32/float64 array ``(width,)`` or ``(n, width)`` (:func:`as_real_array`;
     layout and finiteness are the caller's checks): TypeError or ValueError naming ``name``."""

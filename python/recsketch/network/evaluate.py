@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..dictionary import RecoveredMatrix
 from ..graph import Graph
 from ..sketcher import Sketcher
-from .learn import OUTPUT, NetworkModel, TreeEdge
+from .learn import OUTPUT, NetworkModel, TreeEdge, _as_matrix_rows
 
 __all__ = ["NetworkTruth", "NetworkScore", "LevelScore", "score"]
 
@@ -32,15 +32,27 @@ class NetworkTruth:
     edges: List[TreeEdge]
 
     @classmethod
-    def from_graphs(cls, sketcher: Sketcher, graphs: Sequence[Graph]) -> "NetworkTruth":
+    def from_graphs(cls, sketcher: Sketcher, graphs: Iterable[Graph]) -> "NetworkTruth":
         """Read the truth off the graphs that were sketched.
 
-        Raises ValueError unless every graph is the same fixed tree: each module produces
-        exactly one object, every object has one parent, and the (parent module, child module,
-        position) triples agree across graphs.
+        ``graphs``: any iterable of :class:`~recsketch.Graph` (a generator is read once).
+
+        Raises TypeError (``sketcher`` not a Sketcher, ``graphs`` not an iterable of Graphs)
+        or ValueError (no graphs; graphs that are not the same fixed tree: each module
+        produces exactly one object, every object has one parent, and the (parent module,
+        child module, position) triples agree across graphs; a module whose attribute
+        length differs between graphs).
         """
         if not isinstance(sketcher, Sketcher):
             raise TypeError("sketcher must be a recsketch.Sketcher")
+        if isinstance(graphs, (str, bytes, Graph)):
+            raise TypeError(f"graphs must be an iterable of recsketch.Graph, got "
+                            f"{type(graphs).__name__}")
+        try:
+            graphs = list(graphs)
+        except TypeError:
+            raise TypeError(f"graphs must be an iterable of recsketch.Graph, got "
+                            f"{type(graphs).__name__}") from None
         if len(graphs) == 0:
             raise ValueError("graphs must not be empty")
         attrs: Dict[str, List[np.ndarray]] = {}
@@ -68,7 +80,12 @@ class NetworkTruth:
             for h, depth in order:  # parents before children
                 p_name, pos, wt = parent[h.index]
                 w[h.index] = wt if p_name == OUTPUT else wt * w[names.index(p_name)]
-                attrs.setdefault(h.module, []).append(np.asarray(g.attributes(h)))
+                x = np.asarray(g.attributes(h))
+                first = attrs.setdefault(h.module, [])
+                if first and first[0].shape != x.shape:
+                    raise ValueError(f"graphs[{gi}]: module {h.module!r} has attributes of "
+                                     f"shape {x.shape}, {first[0].shape} in the graphs before")
+                first.append(x)
                 weights.setdefault(h.module, []).append(float(w[h.index]))
                 depths[h.module] = depth
                 edge_w.setdefault((p_name, h.module, pos), []).append(wt)
@@ -213,6 +230,18 @@ def _essential(truth: NetworkTruth, name: str, threshold: float) -> Dict[int, np
 
 
 def score(model: NetworkModel, truth: NetworkTruth) -> NetworkScore:
+    """Score ``model`` against ``truth`` per depth (:class:`NetworkScore`).
+
+    Raises TypeError (``model`` not a :class:`NetworkModel`, ``truth`` not a
+    :class:`NetworkTruth`, attributes or path weights not arrays of numbers) or ValueError
+    (the truth of other sketches: another ``(d_sketch, block_size, density)`` or another
+    sample count; ``depths``, ``attributes`` and ``path_weights`` not keyed by the same
+    modules; attributes not ``(n_samples, dim)`` finite; path weights not ``(n_samples,)``
+    finite nonnegative) before any work. Not detected: the truth of sketches made with
+    another Sketcher seed but the same D(b, q, d) (the model does not store the seed); the
+    scores then match nothing."""
+    if not isinstance(model, NetworkModel):
+        raise TypeError(f"model must be a NetworkModel, got {type(model).__name__}")
     if not isinstance(truth, NetworkTruth):
         raise TypeError("truth must be a NetworkTruth")
     _check_same_sketches(model, truth)
@@ -282,7 +311,10 @@ def score(model: NetworkModel, truth: NetworkTruth) -> NetworkScore:
 
 def _check_same_sketches(model: NetworkModel, truth: NetworkTruth) -> None:
     """ValueError unless ``truth`` describes the sketches ``model`` was learned from: the same
-    D(b, q, d) and one row per sample (scoring compares the two sample by sample)."""
+    D(b, q, d) and one row per sample (scoring compares the two sample by sample), with
+    finite attributes and finite nonnegative path weights of every module (TypeError for
+    what is not an array of numbers). Another Sketcher seed with the same D(b, q, d) cannot
+    be told apart: the model does not store the seed."""
     sk = truth.sketcher
     mine = (model.d_sketch, model.block_size, model.density)
     theirs = (sk.d_sketch, sk.block_size, sk.density)
@@ -290,10 +322,21 @@ def _check_same_sketches(model: NetworkModel, truth: NetworkTruth) -> None:
                                       and math.isclose(mine[2], theirs[2], rel_tol=1e-9)):
         raise ValueError(f"truth's sketcher has (d_sketch, block_size, density) = {theirs} but "
                          f"the model was learned from sketches with {mine}")
-    rows = {name: x.shape[0] for name, x in truth.attributes.items()}
-    if any(n != model.n_samples for n in rows.values()):
-        raise ValueError(f"truth has {sorted(set(rows.values()))} samples per module but the "
-                         f"model was learned from {model.n_samples}")
+    keys = set(truth.depths)
+    if set(truth.attributes) != keys or set(truth.path_weights) != keys:
+        raise ValueError("truth's depths, attributes and path_weights must have the same "
+                         f"modules, got {sorted(keys)}, {sorted(truth.attributes)}, "
+                         f"{sorted(truth.path_weights)}")
+    n = model.n_samples
+    for name in sorted(keys):
+        x = _as_matrix_rows(truth.attributes[name], f"truth.attributes[{name!r}]")
+        w = _as_matrix_rows(truth.path_weights[name], f"truth.path_weights[{name!r}]", ndim=1)
+        if x.shape[0] != n or w.shape[0] != n:
+            raise ValueError(f"truth has {x.shape[0]} samples of attributes and {w.shape[0]} "
+                             f"path weights for module {name!r} but the model was learned "
+                             f"from {n} samples")
+        if np.any(w < 0):
+            raise ValueError(f"truth.path_weights[{name!r}] must be nonnegative")
 
 
 def _score_matrix(mat: RecoveredMatrix, roles: Dict[Tuple[Any, ...], Any],

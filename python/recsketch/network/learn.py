@@ -51,11 +51,12 @@ from typing import TYPE_CHECKING, Any, Dict, Hashable, List, Mapping, Optional, 
 
 import numpy as np
 
-from .._checks import check_fraction, check_int, check_num_threads, check_real
+from .._checks import (as_finite_real_array, check_fraction, check_int, check_num_threads,
+                       check_real)
 from ..dictionary import DictionaryLearner, RecoveredMatrix
 from ..sketcher import Sketcher
-from .unmixing import (Leak, UnmixResult, _reads, _refine, _rescue_columns, _word_blocks,
-                    _word_leak, screen_blocks, unmix, word_vectors)
+from .unmixing import (Leak, UnmixResult, _check_block_size, _reads, _refine, _rescue_columns,
+                       _screen_blocks, _word_blocks, _word_leak, unmix, word_vectors)
 
 if TYPE_CHECKING:
     from .evaluate import NetworkScore, NetworkTruth
@@ -142,7 +143,12 @@ class NetworkModel:
         """Score against ground truth (true matrices from the Sketcher, true tree, attributes).
 
         Raises TypeError (not a :class:`NetworkTruth`) or ValueError (the truth of other
-        sketches: another ``(d_sketch, block_size, density)`` or another sample count)."""
+        sketches: another ``(d_sketch, block_size, density)`` or another sample count; a
+        truth whose depths, attributes and path weights are not of the same modules, or
+        whose attributes are not finite or path weights not ``(n_samples,)`` finite
+        nonnegative), as :func:`~recsketch.network.evaluate.score`. The truth of sketches of
+        another Sketcher seed with the same D(b, q, d) cannot be detected (the model does not
+        store the seed)."""
         from .evaluate import score  # evaluation needs the model types defined here
 
         return score(self, truth)
@@ -150,18 +156,18 @@ class NetworkModel:
 
 # -- argument checks ---------------------------------------------------------------------------
 def _as_matrix(x: Any, name: str) -> np.ndarray:
-    from .._checks import as_real_array
-    # one rule for what is an array of numbers (bools and strings beside numbers refused)
-    arr = as_real_array(x, name)
-    if arr.dtype.kind not in "fiu":
-        raise TypeError(f"{name} must have a real numeric dtype, got {arr.dtype}")
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (n_samples, ...), got shape {arr.shape}")
-    if arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise ValueError(f"{name} must not be empty, got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contains NaN or infinity")
-    return arr
+    """``x`` as a finite non-empty 2-D array of real numbers in its own dtype (bools and
+    strings beside numbers refused: one rule for what is an array of numbers)."""
+    return as_finite_real_array(x, name, 2, to_float64=False)
+
+
+def _check_r2_gain(value: object) -> float:
+    """``min_r2_gain`` (of :func:`learn_network` and :func:`infer_tree`) as a float in
+    [0, 1]: 0 accepts every child that adds any R^2."""
+    out = check_real(value, "min_r2_gain")
+    if not 0.0 <= out <= 1.0:
+        raise ValueError(f"min_r2_gain must be in [0, 1], got {value!r}")
+    return out
 
 
 def _block_params(d: int, sketcher: Optional[Sketcher], block_size: Optional[int],
@@ -179,11 +185,7 @@ def _block_params(d: int, sketcher: Optional[Sketcher], block_size: Optional[int
         return int(sketcher.block_size), float(sketcher.density)  # type: ignore[arg-type]
     if block_size is None or density is None:
         raise ValueError("pass sketcher=, or both block_size= and density=")
-    b = check_int(block_size, "block_size", minimum=3)
-    if b % 3 or d % b:
-        raise ValueError(f"block_size must be a multiple of 3 dividing d_sketch "
-                         f"(d_sketch={d}, block_size={b})")
-    return b, check_fraction(density, "density")
+    return _check_block_size(block_size, d), check_fraction(density, "density")
 
 
 # -- the learner -------------------------------------------------------------------------------
@@ -222,7 +224,7 @@ def learn_network(inputs: Any, sketches: Any, *, sketcher: Optional[Sketcher] = 
         taken as a module matrix (identity-word coefficients ``g x`` are nonnegative).
     min_r2_gain : float
         An edge ``parent <- child`` needs the child to add at least this much R^2 to the least-
-        squares explanation of the parent's attributes.
+        squares explanation of the parent's attributes; in [0, 1], as for :func:`infer_tree`.
     method : {"sample", "unmix"}
         ``"sample"`` (default): decode every sample's blocks on its own (the module docstring;
         top level only). ``"unmix"``: for sketches of a *fixed tree*, decode the blocks of the
@@ -260,7 +262,11 @@ def learn_network(inputs: Any, sketches: Any, *, sketcher: Optional[Sketcher] = 
     ------
     TypeError, ValueError
         Before any work: non-numeric or non-2-D arrays, NaN/inf, mismatched sample counts,
-        ``d_sketch`` not divisible by ``block_size``, conflicting or missing parameters.
+        ``d_sketch`` not divisible by ``block_size``, conflicting or missing parameters,
+        options out of range (``min_r2_gain`` not in [0, 1], ``density``, ``sign_purity``
+        and ``min_path_weight`` not in (0, 1]). With ``method="unmix"``, the errors of
+        :func:`~recsketch.network.unmixing.unmix` found after the pass over the sketches
+        that forms their Gram matrix (sketches too large or too small for float64, all zero).
     """
     Y = _as_matrix(sketches, "sketches")
     if Y.dtype not in (np.float32, np.float64):
@@ -273,7 +279,7 @@ def learn_network(inputs: Any, sketches: Any, *, sketcher: Optional[Sketcher] = 
     w0 = check_fraction(min_path_weight, "min_path_weight")
     purity = check_fraction(sign_purity, "sign_purity")
     max_dim = check_int(max_attribute_dim, "max_attribute_dim", minimum=1)
-    r2_gain = check_fraction(min_r2_gain, "min_r2_gain")
+    r2_gain = _check_r2_gain(min_r2_gain)
     check_num_threads(num_threads)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -472,7 +478,7 @@ def _count_reads(Y: np.ndarray, count: Optional[RecoveredMatrix]) -> Optional[np
     if count is None:
         return None
     est = _reads(Y, count, 0)
-    return est[screen_blocks(est)]
+    return est[_screen_blocks(est)]  # Y is finite (learn_network checked it)
 
 
 def _pair(clusters: List[_Cluster], kept: Sequence[int], Y: Optional[np.ndarray] = None
@@ -628,7 +634,7 @@ def _two_block_columns(Y: np.ndarray, attr: _Cluster, gains: np.ndarray,
     coef = coef.copy()
     for c in range(mat.columns.size):
         est = _reads(Y, mat, c, leak)
-        keep = screen_blocks(est)
+        keep = _screen_blocks(est)
         if keep.sum() != 2:
             continue
         est = est[keep]
@@ -830,11 +836,15 @@ def _norm_shares(modules: List[RecoveredModule], edges: Sequence[TreeEdge], w0: 
             continue
         for i, k in zip(kids, shares.tolist()):
             m = out[i]
-            if m.count_matrix is not None or k >= SHARE_MISSING:
+            # a share of 0 (or one so small that the gains overflow) carries no gain: skipped
+            if m.count_matrix is not None or not 0.0 < k < SHARE_MISSING:
                 continue
-            gains = m.gains / k
+            with np.errstate(over="ignore"):
+                gains = m.gains / k
             live = gains > 0
-            if not live.any() or depth_from_gain(float(np.median(gains[live])), w0) != m.depth:
+            if not (live.any() and np.all(np.isfinite(gains))):
+                continue
+            if depth_from_gain(float(np.median(gains[live])), w0) != m.depth:
                 continue  # the edge the share was fitted on fixed the depth
             out[i] = dataclasses.replace(m, attributes=m.attributes * k, gains=gains,
                                          path_weights=gains * 2.0 ** (4 * m.depth - 3),
@@ -997,16 +1007,7 @@ def _check_tree_input(attributes: Any, depths: Any, path_weights: Any
 def _as_matrix_rows(x: Any, name: str, ndim: int = 2) -> np.ndarray:
     """``x`` as a finite float64 array of ``ndim`` dimensions with at least one row (a
     2-D one may have no columns: a module without recovered coordinates)."""
-    from .._checks import as_real_array
-    arr = as_real_array(x, name)
-    if arr.dtype == np.bool_ or arr.dtype.kind not in "fiu":
-        raise TypeError(f"{name} must have a real numeric dtype, got {arr.dtype}")
-    if arr.ndim != ndim or arr.shape[0] == 0:
-        raise ValueError(f"{name} must be {ndim}-D with at least one row, got shape {arr.shape}")
-    arr = arr.astype(np.float64, copy=False)
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contains NaN or infinity")
-    return arr
+    return as_finite_real_array(x, name, ndim, min_shape=(1, 0))
 
 
 def infer_tree(attributes: Mapping[Hashable, np.ndarray], depths: Mapping[Hashable, int],
@@ -1042,9 +1043,7 @@ def infer_tree(attributes: Mapping[Hashable, np.ndarray], depths: Mapping[Hashab
     ``weight_slack`` not positive and finite.
     """
     tolerance = check_fraction(weight_sum_tolerance, "weight_sum_tolerance")
-    min_r2_gain = check_real(min_r2_gain, "min_r2_gain")
-    if not 0.0 <= min_r2_gain <= 1.0:
-        raise ValueError(f"min_r2_gain must be in [0, 1], got {min_r2_gain!r}")
+    min_r2_gain = _check_r2_gain(min_r2_gain)
     slack = check_real(weight_slack, "weight_slack")
     if not (slack > 0 and math.isfinite(slack)):
         raise ValueError(f"weight_slack must be positive and finite, got {weight_slack!r}")

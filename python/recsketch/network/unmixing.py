@@ -56,9 +56,10 @@ from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from .._checks import check_flag, check_fraction, check_int, check_num_threads, check_real
+from .._checks import (all_finite, as_finite_real_array, check_flag, check_fraction, check_int,
+                       check_num_threads, check_real)
 from .._forksafe import fork_safe_rlock
-from ..block_sparse import decode_blocks
+from ..block_sparse import decode_blocks, min_block_size
 from ..dictionary import DictionaryLearner, RecoveredMatrix
 
 __all__ = ["UnmixResult", "sketch_basis", "choose_rank", "block_directions",
@@ -93,17 +94,39 @@ class UnmixResult:
     block_right: Optional[np.ndarray] = None
 
 
-def _gram(Y: np.ndarray, chunk: int) -> np.ndarray:
-    """``Y Y^T`` in float64, accumulated over column chunks (float32 ``Y`` is never copied
-    whole)."""
+def _gram(Y: np.ndarray, chunk: int, factor: float = 1.0) -> np.ndarray:
+    """``(factor Y) (factor Y)^T`` in float64, accumulated over column chunks (float32 ``Y`` is
+    never copied whole). ``factor`` is a power of 2 (exact) or 1 (no multiplication)."""
     n, d = Y.shape
     G = np.zeros((n, n))
     # an overflow is reported once, as a ValueError, by the caller (_basis)
     with np.errstate(over="ignore", invalid="ignore"):
         for lo in range(0, d, chunk):
             part = np.asarray(Y[:, lo:lo + chunk], dtype=np.float64)
+            if factor != 1.0:
+                part = part * factor
             G += part @ part.T
     return G
+
+
+def _max_abs(Y: np.ndarray, chunk: int) -> float:
+    """``max |Y|`` over column chunks: no temporary of the size of ``Y`` (a memory map of
+    gigabytes). Only for error messages: ``Y`` is finite here or the answer is inf/NaN."""
+    out = 0.0
+    for lo in range(0, Y.shape[1], chunk):
+        out = max(out, float(np.max(np.abs(Y[:, lo:lo + chunk]))))
+    return out
+
+
+# Largest diagonal of the Gram matrix that the eigensolver is handed unscaled: [GRAM_LOW,
+# GRAM_HIGH]. Above GRAM_HIGH the sum of the eigenvalues (the trace, at most S times the largest
+# diagonal) and LAPACK's intermediate sums of squares come within reach of overflow (measured:
+# sketches times 1e155 gave a finite G whose eigensolve overflowed). Below GRAM_LOW the
+# eigenvalues the rank floor must resolve, RANK_FLOOR^2 = 1.4e-14 of the largest, fall below
+# the smallest normal float64 (2.2e-308) and lose bits as subnormals. Sketches of unit-weight
+# graphs have Gram diagonals near 1, far inside, and are never rescaled (bit-identical results).
+GRAM_HIGH = 1e300
+GRAM_LOW = 1e-290
 
 
 # Relative floor of the singular values: float32 rounding of the sketches leaves noise singular
@@ -124,10 +147,13 @@ def choose_rank(singular_values: np.ndarray, floor: float = RANK_FLOOR) -> int:
     floor: then ``K = S`` and nothing is low-rank. 0 for an all-zero input.
 
     Raises TypeError (not an array of real numbers, ``floor`` not a real number) or ValueError
-    (not 1-D, NaN/inf or negative values, ``floor`` not in [0, 1))."""
+    (not 1-D, NaN/inf or negative values, values not in non-increasing order -- the floor is
+    relative to the first --, ``floor`` not in [0, 1))."""
     s = _as_real_vector(singular_values, "singular_values")
     if np.any(s < 0):
         raise ValueError("singular_values must be nonnegative")
+    if np.any(np.diff(s) > 0):
+        raise ValueError("singular_values must be in non-increasing order (largest first)")
     f = check_real(floor, "floor")
     if not 0.0 <= f < 1.0:
         raise ValueError(f"floor must be in [0, 1), got {floor!r}")
@@ -146,12 +172,16 @@ def sketch_basis(Y: np.ndarray, rank: Optional[int] = None, *, chunk: int = 1 <<
     """(singular values, ``(d, K)`` orthonormal basis of the row space of ``Y``, ``K``).
 
     Memory beyond ``Y``: ``S x S`` for the Gram matrix and ``d x K`` float64 for the basis.
+    Sketches whose Gram matrix has its largest diagonal outside ``[GRAM_LOW, GRAM_HIGH]`` are
+    handled scaled by a power of 2 (results scaled back; ordinary sketches are not touched).
 
     Raises TypeError/ValueError before any work: ``Y`` not a 2-D non-empty float32/float64
-    array or holding NaN/inf, ``rank`` not an integer in ``[1, S]`` or above the numerical
-    rank, ``chunk`` not a positive integer, sketches whose Gram matrix over- or underflows
-    float64."""
-    _check_sketches(Y)
+    array, ``rank`` not an integer in ``[1, S]``, ``chunk`` not a positive integer. ValueError
+    after the pass over ``Y`` that forms the Gram matrix (``Y`` is not scanned separately: it
+    can be a memory map of gigabytes): NaN/inf in ``Y``, sketches too large (the Gram matrix
+    or its eigensolve overflows float64) or too small (the Gram matrix underflows to 0) for
+    float64, all-zero sketches, ``rank`` above the numerical rank."""
+    _check_sketches(Y)  # NaN/inf: from the Gram matrix (_basis), no pass over Y
     if rank is not None:
         check_int(rank, "rank", minimum=1, maximum=Y.shape[0])
     chunk = check_int(chunk, "chunk", minimum=1)
@@ -166,21 +196,41 @@ def _basis(Y: np.ndarray, rank: Optional[int], chunk: int
     n, d = Y.shape
     G = _gram(Y, chunk)
     if not np.all(np.isfinite(G)):
+        # NaN/inf in Y always reach the diagonal of G: Y is scanned (in chunks) only to name
+        # the cause
+        if not all_finite(Y):
+            raise ValueError("Y contains NaN or infinity")
         # finite sketches above ~1e154 square to infinity: the eigensolver would return NaN
         # and the rank rule would call the sketches all zero
         raise ValueError(f"Y is too large to unmix: its Gram matrix Y Y^T overflows float64 "
-                         f"(largest |Y| = {float(np.max(np.abs(Y))):.3g}); rescale the sketches")
-    with _serial_lapack():
+                         f"(largest |Y| = {_max_abs(Y, chunk):.3g}); rescale the sketches")
+    # Outside [GRAM_LOW, GRAM_HIGH] the sketches are handled as factor * Y, factor a power of
+    # 2 (exact) bringing the largest diagonal near 1: G itself is scaled where it is too large,
+    # recomputed from the scaled sketches where it is too small (its subnormal entries have
+    # lost bits already). Singular values and Y V are scaled back at the end; V is the same.
+    factor = 1.0
+    top = float(np.max(np.diagonal(G)))
+    if top > GRAM_HIGH:
+        factor = 2.0 ** -math.ceil(math.log2(top) / 2)
+        G = G * (factor * factor)
+    elif 0.0 < top < GRAM_LOW:
+        factor = 2.0 ** -math.floor(math.log2(top) / 2)
+        G = _gram(Y, chunk, factor)
+    with _serial_lapack(), np.errstate(over="ignore", invalid="ignore"):
         evals, evecs = np.linalg.eigh(G)
+    if not (np.all(np.isfinite(evals)) and np.all(np.isfinite(evecs))):
+        raise ValueError(f"Y is too large to unmix: the eigensolve of its Gram matrix Y Y^T "
+                         f"overflows float64 (largest |Y| = {_max_abs(Y, chunk):.3g}); rescale "
+                         "the sketches")
     order = np.argsort(evals)[::-1]
     evals, evecs = np.maximum(evals[order], 0.0), evecs[:, order]
     s = np.sqrt(evals)
     K = _choose_rank(s) if rank is None else int(rank)
     if _choose_rank(s) < 1:
-        if np.any(Y != 0):  # sketches below ~1e-154 square to 0 (or to subnormals)
+        big = _max_abs(Y, chunk)
+        if big > 0:  # sketches below ~1e-162 square to 0
             raise ValueError(f"Y is too small to unmix: its Gram matrix Y Y^T underflows float64 "
-                             f"(largest |Y| = {float(np.max(np.abs(Y))):.3g}); rescale the "
-                             "sketches")
+                             f"(largest |Y| = {big:.3g}); rescale the sketches")
         raise ValueError("the sketches are all zero: nothing to unmix")
     if K > n:
         raise ValueError(f"rank {K} exceeds the number of samples {n}")
@@ -197,7 +247,8 @@ def _basis(Y: np.ndarray, rank: Optional[int], chunk: int
     U = evecs[:, :K] / s[:K]
     V = np.empty((d, K))
     for lo in range(0, d, chunk):
-        V[lo:lo + chunk] = np.asarray(Y[:, lo:lo + chunk], dtype=np.float64).T @ U
+        part = np.asarray(Y[:, lo:lo + chunk], dtype=np.float64)
+        V[lo:lo + chunk] = (part if factor == 1.0 else part * factor).T @ U
     # One Cholesky re-orthonormalisation (V <- V T, T = L^-T with V^T V = L L^T) removes the
     # loss of orthogonality of the Gram route at the price of one K x K GEMM, far cheaper than
     # a Householder QR of the tall d x K basis.
@@ -206,7 +257,9 @@ def _basis(Y: np.ndarray, rank: Optional[int], chunk: int
         L = np.linalg.cholesky(V.T @ V)
         T = np.linalg.solve(L, T).T  # L^-T
     V = V @ T
-    return s, V, K, G @ U @ T
+    if factor == 1.0:
+        return s, V, K, G @ U @ T
+    return s / factor, V, K, (G @ U @ T) / factor
 
 
 # The BLAS thread count is a process-wide setting, but the thread that sets the limit must be
@@ -295,11 +348,20 @@ def block_directions(V: np.ndarray, block_size: int, *, chunk_blocks: int = 2048
     return _block_directions(V, b, check_int(chunk_blocks, "chunk_blocks", minimum=1))
 
 
-def _check_block_size(block_size: object, d: int) -> int:
-    """``block_size`` as an int: a multiple of 3, at least 3, dividing ``d``."""
-    b = check_int(block_size, "block_size", minimum=3)
+def _check_block_size(block_size: object, d: int, name: str = "block_size", *,
+                      decoded: bool = False) -> int:
+    """``block_size`` as an int: a multiple of 3, at least 3, dividing ``d``; with
+    ``decoded`` (blocks handed to the Enc decoder) also at least Enc's minimum for ``d``
+    (:func:`~recsketch.block_sparse.min_block_size`). The one rule, also for
+    ``learn_network``, the recovered matrices' ``block_size`` and :func:`word_blocks`'
+    ``3 * signature.size``."""
+    b = check_int(block_size, name, minimum=3)
     if b % 3 or d % b:
-        raise ValueError(f"block_size must be a multiple of 3 dividing d={d}, got {b}")
+        raise ValueError(f"{name} must be a multiple of 3 dividing d={d}, got {b}")
+    need = min_block_size(d) if decoded else 3
+    if b < need:
+        raise ValueError(f"{name} must be at least 3 (ceil(log2 d) + 3) = {need} for d={d} "
+                         f"(Enc needs room for the column index and the parity bits), got {b}")
     return b
 
 
@@ -371,22 +433,26 @@ def unmix_coefficients(Y: np.ndarray, V: np.ndarray, matrices: List[RecoveredMat
 
     Raises TypeError/ValueError before any work: ``Y``, ``V`` as for
     :func:`leak_corrected_estimates`, ``matrices`` not a list of well-formed
-    :class:`RecoveredMatrix` of this ``d`` and one block size, ``strength``, ``left``,
-    ``right`` not ``(d / b,)``, ``(d / b, b)``, ``(d / b, K)`` finite, ``YV`` not ``(S, K)``
-    finite, ``refine`` < 0, ``chunk`` < 1, NaN/inf in ``Y`` (the screening would drop a block
-    read as NaN and answer from the others, silently)."""
+    :class:`RecoveredMatrix` of this ``d``, one block size and one density, ``strength``,
+    ``left``, ``right`` not ``(d / b,)``, ``(d / b, b)``, ``(d / b, K)`` finite (also for
+    an empty ``matrices``: then ``b`` is ``left``'s second dimension), ``YV`` not ``(S, K)``
+    finite, ``refine`` < 0, ``chunk`` < 1. ValueError for NaN/inf in ``Y`` after it is read
+    (the screening would drop a block read as NaN and answer from the others, silently):
+    ``Y`` is not scanned whole (it can be a memory map of gigabytes); ``Y V`` (when computed
+    here) and the rows the refinement reads are checked."""
     V = _check_sketches_and_basis(Y, V)
-    _check_sketches(Y)
     n, d = Y.shape
     K = V.shape[1]
     b = _check_matrices(matrices, d)
-    if b is not None:
-        if _real_array(strength, "strength", 1).shape != (d // b,):
-            raise ValueError(f"strength must be (d / b,) = {(d // b,)}, got {np.shape(strength)}")
-        if _real_array(left, "left", 2).shape != (d // b, b):
-            raise ValueError(f"left must be (d / b, b) = {(d // b, b)}, got {np.shape(left)}")
-        if _real_array(right, "right", 2).shape != (d // b, K):
-            raise ValueError(f"right must be (d / b, K) = {(d // b, K)}, got {np.shape(right)}")
+    left_shape = _real_array(left, "left", 2).shape
+    # with no matrices, b is the blocks' of left (the shapes must still agree)
+    b = left_shape[1] if b is None else b
+    if _real_array(strength, "strength", 1).shape != (d // b,):
+        raise ValueError(f"strength must be (d / b,) = {(d // b,)}, got {np.shape(strength)}")
+    if left_shape != (d // b, b) or d % b:
+        raise ValueError(f"left must be (d / b, b) = {(d // b, b)}, got {np.shape(left)}")
+    if _real_array(right, "right", 2).shape != (d // b, K):
+        raise ValueError(f"right must be (d / b, K) = {(d // b, K)}, got {np.shape(right)}")
     refine = check_int(refine, "refine", minimum=0)
     chunk = check_int(chunk, "chunk", minimum=1)
     if YV is not None and _real_array(YV, "YV", 2).shape != (n, K):
@@ -409,6 +475,8 @@ def _unmix_coefficients(Y: np.ndarray, V: np.ndarray, matrices: List[RecoveredMa
         YV = np.zeros((n, V.shape[1]))
         for lo in range(0, V.shape[0], chunk):
             YV += np.asarray(Y[:, lo:lo + chunk], dtype=np.float64) @ V[lo:lo + chunk]
+        if not np.all(np.isfinite(YV)):  # NaN/inf anywhere in Y reach Y V
+            raise ValueError("Y contains NaN or infinity")
     C = YV @ Mt
     if refine > 0:
         C = _refine(Y, matrices, C, refine)
@@ -422,7 +490,7 @@ def block_estimates(Y: np.ndarray, mat: RecoveredMatrix, c: int) -> np.ndarray:
     Raises TypeError/ValueError before any work: ``Y`` not a 2-D non-empty float32/float64
     array, ``mat`` not a well-formed :class:`RecoveredMatrix` of ``Y``'s ``d_sketch``, ``c``
     not an index of its columns; NaN/inf on the column's blocks (read after the checks)."""
-    _check_sketches(Y, scan=False)
+    _check_sketches(Y)
     c = _check_column(mat, c, Y.shape[1])
     est = _reads(Y, mat, c)
     if not np.all(np.isfinite(est)):
@@ -437,9 +505,9 @@ def _check_column(mat: object, c: object, d: int) -> int:
         raise TypeError(f"mat must be a RecoveredMatrix, got {type(mat).__name__}")
     if mat.d_sketch != d:
         raise ValueError(f"mat has d_sketch={mat.d_sketch} but the sketches have {d}")
+    _check_recovered(mat, "mat", d, sorted_columns=False)
     if mat.columns.size == 0:
         raise ValueError("mat has no recovered columns: there is no column c to estimate")
-    _check_recovered(mat, "mat", d // mat.block_size, sorted_columns=False)
     return check_int(c, "c", minimum=0, maximum=mat.columns.size - 1)
 
 
@@ -447,17 +515,25 @@ def _check_matrices(matrices: object, d: int, block_size: Optional[int] = None,
                     sorted_columns: bool = False) -> Optional[int]:
     """The block size of ``matrices`` (``block_size`` where given; else the first matrix's,
     None for an empty list): a list of well-formed recovered matrices of sketches of ``d``
-    coordinates, all of that block size."""
+    coordinates, all of that block size and of one density (the refinement reads every
+    column with the first matrix's spike height ``1 / sqrt(d q)``)."""
     if not isinstance(matrices, list) or not all(isinstance(m, RecoveredMatrix)
                                                  for m in matrices):
         raise TypeError("matrices must be a list of RecoveredMatrix")
     if not matrices:
         return block_size
     b = matrices[0].block_size if block_size is None else block_size
-    if any(m.d_sketch != d or m.block_size != b for m in matrices):
-        raise ValueError(f"every matrix must have d_sketch={d} and block_size={b}")
     for i, m in enumerate(matrices):
-        _check_recovered(m, f"matrices[{i}]", d // b, sorted_columns)
+        if m.d_sketch != d:
+            raise ValueError(f"every matrix must have d_sketch={d}, matrices[{i}] has "
+                             f"{m.d_sketch}")
+        _check_recovered(m, f"matrices[{i}]", d, sorted_columns)
+        if m.block_size != b:
+            raise ValueError(f"every matrix must have block_size={b}, matrices[{i}] has "
+                             f"{m.block_size}")
+    densities = sorted({float(m.density) for m in matrices})
+    if len(densities) > 1:
+        raise ValueError(f"every matrix must have one density, got {densities}")
     return b
 
 
@@ -531,48 +607,29 @@ def _screen_blocks(est: np.ndarray, agree: float = 1.5) -> np.ndarray:
 def _real_array(x: object, name: str, ndim: int) -> np.ndarray:
     """``x`` as a finite float64 array of ``ndim`` dimensions, non-empty; TypeError for a non-array
     or a non-real dtype (bools included), ValueError for the wrong dimensions or NaN/inf."""
-    if not isinstance(x, np.ndarray):
-        raise TypeError(f"{name} must be a numpy array, got {type(x).__name__}")
-    if x.dtype == np.bool_ or x.dtype.kind not in "fiu":
-        raise TypeError(f"{name} must have a real numeric dtype, got {x.dtype}")
-    if x.ndim != ndim or 0 in x.shape:
-        raise ValueError(f"{name} must be {ndim}-D and non-empty, got shape {x.shape}")
-    out = np.asarray(x, dtype=np.float64)
-    if not np.all(np.isfinite(out)):
-        raise ValueError(f"{name} contains NaN or infinity")
-    return out
+    return as_finite_real_array(x, name, ndim, arrays_only=True)
 
 
-def _check_sketches(Y: object, scan: bool = True) -> None:
+def _check_sketches(Y: object) -> None:
     """TypeError unless ``Y`` is a float32/float64 ndarray, ValueError unless it is 2-D
-    ``(n_samples, d_sketch)`` and non-empty and (``scan``) finite."""
+    ``(n_samples, d_sketch)`` and non-empty. ``Y`` is not scanned for NaN here (it can be a
+    memory map of gigabytes): the Gram matrix, ``Y V`` or the rows a caller reads are checked."""
     if not isinstance(Y, np.ndarray) or Y.dtype not in (np.float32, np.float64):
         raise TypeError("Y must be a float32 or float64 numpy array")
     if Y.ndim != 2 or 0 in Y.shape:
         raise ValueError(f"Y must be 2-D (n_samples, d_sketch) and non-empty, got {Y.shape}")
-    if scan and not np.all(np.isfinite(Y)):
-        raise ValueError("Y contains NaN or infinity")
 
 
 def _as_real_vector(x: object, name: str) -> np.ndarray:
     """``x`` (any array-like of real numbers) as a finite 1-D float64 array (may be empty)."""
-    from .._checks import as_real_array
-    arr = as_real_array(x, name)
-    if arr.dtype == np.bool_ or arr.dtype.kind not in "fiu":
-        raise TypeError(f"{name} must have a real numeric dtype, got {arr.dtype}")
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
-    arr = arr.astype(np.float64, copy=False)
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contains NaN or infinity")
-    return arr
+    return as_finite_real_array(x, name, 1, min_shape=(0,))
 
 
 def _check_sketches_and_basis(Y: object, V: object) -> np.ndarray:
     """Shapes and dtypes of the sketches ``Y`` ``(S, d)`` and the basis ``V`` ``(d, K)``;
     returns ``V`` as float64. ``Y`` is not scanned for NaN here (it can be a memory map of
     gigabytes): the rows a caller reads are checked after the read."""
-    _check_sketches(Y, scan=False)
+    _check_sketches(Y)
     V = _real_array(V, "V", 2)
     if V.shape[0] != Y.shape[1]:
         raise ValueError(f"V has {V.shape[0]} rows but the sketches have d_sketch={Y.shape[1]}")
@@ -597,7 +654,8 @@ def word_vectors(YV: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
     is ``g - (g_root / 16) share``: ``tests/test_unmix_dependent_duals.py``, ``docs/unmix.md``
     round 6.)
 
-    Raises TypeError (not float arrays) or ValueError (not 2-D, rows differ, NaN/inf) first."""
+    Raises TypeError (not numpy arrays of real numbers: float or integer dtypes) or ValueError
+    (not 2-D, empty, rows differ, NaN/inf) first."""
     YV = _real_array(YV, "YV", 2)
     coefficients = _real_array(coefficients, "coefficients", 2)
     if coefficients.shape[0] != YV.shape[0]:
@@ -650,24 +708,24 @@ def word_blocks(V: np.ndarray, word: np.ndarray, column: int, signature: np.ndar
 
     Raises TypeError/ValueError before any work: ``V`` not ``(d, K)`` real, ``word`` not
     ``(K,)``, NaN/inf, a ``signature`` that is not a 1-D array of +-1 whose block size
-    ``3 * signature.size`` divides ``d``, a negative ``column``, a ``scale`` not positive."""
+    ``3 * signature.size`` is a valid block size of ``d`` (divides it, at least Enc's
+    minimum), ``column`` not an integer in ``[0, d)``, ``scale`` not a real number
+    (:func:`~recsketch._checks.check_real`: a ``Fraction`` is one) positive and finite."""
     V = _real_array(V, "V", 2)
     word = _real_array(word, "word", 1)
     if word.shape[0] != V.shape[1]:
         raise ValueError(f"word has {word.shape[0]} entries but the basis has K={V.shape[1]}")
-    column = check_int(column, "column", minimum=0)
+    # a column index is below d: a larger one would silently find nothing
+    column = check_int(column, "column", minimum=0, maximum=V.shape[0] - 1)
     signature = _real_array(signature, "signature", 1)
     if not np.all(np.abs(signature) == 1):
         raise ValueError("signature must hold +-1 entries")
-    b = 3 * signature.size
-    if V.shape[0] % b:
-        raise ValueError(f"block size 3 * signature.size = {b} does not divide d={V.shape[0]}")
-    if isinstance(scale, (bool, np.bool_)) or not isinstance(scale, (int, float, np.floating,
-                                                                      np.integer)):
-        raise TypeError(f"scale must be a real number, got {type(scale).__name__}")
-    if not (math.isfinite(float(scale)) and float(scale) > 0):
+    _check_block_size(3 * signature.size, V.shape[0], "the block size 3 * signature.size",
+                      decoded=True)
+    scale_f = check_real(scale, "scale")
+    if not (math.isfinite(scale_f) and scale_f > 0):
         raise ValueError(f"scale must be positive and finite, got {scale!r}")
-    return _word_blocks(V, word, column, signature, float(scale))
+    return _word_blocks(V, word, column, signature, scale_f)
 
 
 def _word_blocks(V: np.ndarray, word: np.ndarray, column: int, signature: np.ndarray,
@@ -750,20 +808,32 @@ def rescue_columns(V: np.ndarray, left: np.ndarray, right: np.ndarray,
                            check_flag(complete, "complete"), add)
 
 
-def _check_recovered(m: RecoveredMatrix, name: str, n_blocks: int,
+def _check_recovered(m: RecoveredMatrix, name: str, d: int,
                      sorted_columns: bool = True) -> None:
-    """ValueError naming ``name`` unless ``m`` is a well-formed recovered matrix of blocks of
-    ``b = m.block_size`` rows: a signature of ``b / 3`` signs, distinct nonnegative columns
-    (sorted, with ``sorted_columns``: where columns are inserted in order), for each a
-    non-empty list of block indices in ``[0, n_blocks)`` and a ``(n, b)`` +-1 pattern per
-    block (:class:`~recsketch.DictionaryLearner` makes them so; a hand-built one may not be,
-    and the rescue indexes with all of them). ``learn_network``'s modules may hold unsorted
-    columns: the per-sample learner's columns are appended to the unmixed ones."""
-    b = m.block_size
-    sig = np.asarray(m.signature)
+    """TypeError/ValueError naming ``name`` unless ``m`` is a well-formed recovered matrix of
+    sketches of ``d`` coordinates: ``block_size`` ``b`` an integer multiple of 3 dividing
+    ``d`` (:func:`_check_block_size`), ``density`` in (0, 1], numpy arrays for the
+    ``signature`` (``b / 3`` signs) and ``columns`` (distinct nonnegative integers; sorted,
+    with ``sorted_columns``: where columns are inserted in order), a list of one numpy array
+    of ``blocks`` (non-empty, block indices in ``[0, d / b)``) and of ``patterns`` (``(n, b)``
+    +-1) per column (:class:`~recsketch.DictionaryLearner` makes them so; a hand-built one may
+    not be, and the rescue indexes with all of them). ``learn_network``'s modules may hold
+    unsorted columns: the per-sample learner's columns are appended to the unmixed ones."""
+    b = _check_block_size(m.block_size, d, f"{name}.block_size")
+    check_fraction(m.density, f"{name}.density")
+    for field in ("signature", "columns"):
+        if not isinstance(getattr(m, field), np.ndarray):
+            raise TypeError(f"{name}.{field} must be a numpy array, got "
+                            f"{type(getattr(m, field)).__name__}")
+    for field in ("blocks", "patterns"):
+        if not isinstance(getattr(m, field), (list, tuple)):
+            raise TypeError(f"{name}.{field} must be a list of numpy arrays, got "
+                            f"{type(getattr(m, field)).__name__}")
+    n_blocks = d // b
+    sig = m.signature
     if sig.ndim != 1 or sig.size != b // 3 or not np.all(np.abs(sig) == 1):
         raise ValueError(f"{name}.signature must hold {b // 3} signs +-1")
-    cols = np.asarray(m.columns)
+    cols = m.columns
     if (cols.ndim != 1 or cols.dtype.kind not in "iu" or np.unique(cols).size != cols.size
             or (cols.size and cols.min() < 0)):
         raise ValueError(f"{name}.columns must be distinct nonnegative integers")
@@ -773,7 +843,10 @@ def _check_recovered(m: RecoveredMatrix, name: str, n_blocks: int,
         raise ValueError(f"{name} must hold one entry of blocks and patterns per column "
                          f"({cols.size}), got {len(m.blocks)} and {len(m.patterns)}")
     for c, (blk, pat) in enumerate(zip(m.blocks, m.patterns)):
-        blk, pat = np.asarray(blk), np.asarray(pat)
+        for field, arr in (("blocks", blk), ("patterns", pat)):
+            if not isinstance(arr, np.ndarray):
+                raise TypeError(f"{name}.{field}[{c}] must be a numpy array, got "
+                                f"{type(arr).__name__}")
         if (blk.ndim != 1 or blk.size == 0 or blk.dtype.kind not in "iu"
                 or blk.min() < 0 or blk.max() >= n_blocks):
             raise ValueError(f"{name}.blocks[{c}] must be a non-empty list of block indices "
@@ -985,6 +1058,8 @@ def _refine(Y: np.ndarray, matrices: List[RecoveredMatrix], C: Optional[np.ndarr
         for c, (blks, pats) in enumerate(zip(mat.blocks, mat.patterns)):
             if screen:
                 est = _reads(Y, mat, c, leak)
+                if not np.all(np.isfinite(est)):  # the screening would drop it silently
+                    raise ValueError("Y contains NaN or infinity on the column's blocks")
                 keep = _screen_blocks(est)
                 blks, pats = blks[keep], pats[keep]
                 start.append(np.mean(est[keep], axis=0))
@@ -998,6 +1073,8 @@ def _refine(Y: np.ndarray, matrices: List[RecoveredMatrix], C: Optional[np.ndarr
     R = np.zeros((uniq.size, a))
     np.add.at(R, (inv, np.concatenate(col_of)), np.concatenate(vals))
     target = np.asarray(Y[:, uniq], dtype=np.float64)  # (S, rows)
+    if not np.all(np.isfinite(target)):
+        raise ValueError("Y contains NaN or infinity on the columns' blocks")
     if leak is not None:
         target -= leak(uniq)
     gram = R.T @ R
@@ -1020,8 +1097,16 @@ def unmix(Y: np.ndarray, block_size: int, density: float, *, rank: Optional[int]
     refinement (0: the unmixed start only); ``rescue_below``: keys of columns below this index
     that decoded in fewer than ``min_votes`` blocks are followed through their word
     (:func:`rescue_columns`; 0 turns it off, at most ``d``; ``learn_network`` passes
-    ``max_attribute_dim``)."""
-    _check_sketches(Y)
+    ``max_attribute_dim``).
+
+    Raises TypeError/ValueError before any work: ``Y`` not a 2-D non-empty float32/float64
+    array, ``block_size``, ``density`` not a block size and density of ``d`` (as
+    :class:`~recsketch.DictionaryLearner`), ``min_votes`` < 1, ``refine`` < 0,
+    ``rescue_below`` not in ``[0, d]``, ``num_threads`` invalid, ``rank`` not in ``[1, S]``.
+    ValueError after the pass over ``Y`` that forms the Gram matrix, as
+    :func:`sketch_basis`: NaN/inf in ``Y``, sketches too large or too small for float64,
+    all-zero sketches, ``rank`` above the numerical rank."""
+    _check_sketches(Y)  # NaN/inf: from the Gram matrix (_basis), no pass over Y
     n, d = Y.shape
     b = check_int(block_size, "block_size", minimum=3)
     votes = check_int(min_votes, "min_votes", minimum=1)
