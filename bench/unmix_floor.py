@@ -31,7 +31,7 @@ patterns are needed. Truth is read here only, never by the library.
 Usage (one JSON line per seed, appended to --out; then the summary of any such logs):
     python bench/unmix_floor.py --d 524262 --seeds $(seq 0 17) --out floor.jsonl --errors err/
     python bench/unmix_floor.py --summary floor.jsonl [--errors err/ --min-blocks 2]
-About 10-20 s per seed at d = 524,262 and 1-2 min at d = 2,097,150 (the words dominate).
+About 10-30 s per seed at d = 524,262 and 4.5-6 min at d = 2,097,150 (the words dominate).
 """
 
 from __future__ import annotations
