@@ -13,7 +13,7 @@ import numpy as np
 from ..dictionary import RecoveredMatrix
 from ..graph import Graph
 from ..sketcher import Sketcher
-from .learn import OUTPUT, NetworkModel, TreeEdge, _as_matrix_rows
+from .learn import OUTPUT, NetworkModel, TreeEdge, _check_tree_input
 
 __all__ = ["NetworkTruth", "NetworkScore", "LevelScore", "score"]
 
@@ -236,7 +236,7 @@ def score(model: NetworkModel, truth: NetworkTruth) -> NetworkScore:
     :class:`NetworkTruth`, attributes or path weights not arrays of numbers) or ValueError
     (the truth of other sketches: another ``(d_sketch, block_size, density)`` or another
     sample count; ``depths``, ``attributes`` and ``path_weights`` not keyed by the same
-    modules; attributes not ``(n_samples, dim)`` finite; path weights not ``(n_samples,)``
+    modules; depths not integers; attributes not ``(n_samples, dim)`` finite; path weights not ``(n_samples,)``
     finite nonnegative) before any work. Not detected: the truth of sketches made with
     another Sketcher seed but the same D(b, q, d) (the model does not store the seed); the
     scores then match nothing."""
@@ -322,21 +322,9 @@ def _check_same_sketches(model: NetworkModel, truth: NetworkTruth) -> None:
                                       and math.isclose(mine[2], theirs[2], rel_tol=1e-9)):
         raise ValueError(f"truth's sketcher has (d_sketch, block_size, density) = {theirs} but "
                          f"the model was learned from sketches with {mine}")
-    keys = set(truth.depths)
-    if set(truth.attributes) != keys or set(truth.path_weights) != keys:
-        raise ValueError("truth's depths, attributes and path_weights must have the same "
-                         f"modules, got {sorted(keys)}, {sorted(truth.attributes)}, "
-                         f"{sorted(truth.path_weights)}")
-    n = model.n_samples
-    for name in sorted(keys):
-        x = _as_matrix_rows(truth.attributes[name], f"truth.attributes[{name!r}]")
-        w = _as_matrix_rows(truth.path_weights[name], f"truth.path_weights[{name!r}]", ndim=1)
-        if x.shape[0] != n or w.shape[0] != n:
-            raise ValueError(f"truth has {x.shape[0]} samples of attributes and {w.shape[0]} "
-                             f"path weights for module {name!r} but the model was learned "
-                             f"from {n} samples")
-        if np.any(w < 0):
-            raise ValueError(f"truth.path_weights[{name!r}] must be nonnegative")
+    # the same checks as infer_tree's input, with the model's sample count
+    _check_tree_input(truth.attributes, truth.depths, truth.path_weights,
+                      n_samples=model.n_samples, prefix="truth.")
 
 
 def _score_matrix(mat: RecoveredMatrix, roles: Dict[Tuple[Any, ...], Any],

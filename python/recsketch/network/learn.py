@@ -971,35 +971,39 @@ def _weight_share(w_children: Sequence[np.ndarray], w_parent: np.ndarray) -> flo
     return _weight_ratio(np.sum(w_children, axis=0), w_parent)
 
 
-def _check_tree_input(attributes: Any, depths: Any, path_weights: Any
+def _check_tree_input(attributes: Any, depths: Any, path_weights: Any, *,
+                      n_samples: Optional[int] = None, prefix: str = ""
                       ) -> Tuple[Dict[Hashable, np.ndarray], Dict[Hashable, int],
                                  Dict[Hashable, np.ndarray]]:
-    """:func:`infer_tree`'s three mappings as dicts of float64 arrays and ints, checked (see
-    its Raises)."""
+    """:func:`infer_tree`'s three mappings (also a :class:`NetworkTruth`'s, for scoring) as
+    dicts of float64 arrays and ints, checked (see :func:`infer_tree`'s Raises): every module
+    with ``n_samples`` rows where that is given, else as many as the first module. ``prefix``
+    goes before the argument names in the messages (``"truth."``)."""
     for name, arg in (("attributes", attributes), ("depths", depths),
                       ("path_weights", path_weights)):
         if not isinstance(arg, Mapping):
-            raise TypeError(f"{name} must be a mapping keyed by module, got "
+            raise TypeError(f"{prefix}{name} must be a mapping keyed by module, got "
                             f"{type(arg).__name__}")
     keys = set(attributes)
     if set(depths) != keys or set(path_weights) != keys:
-        raise ValueError("attributes, depths and path_weights must have the same keys, got "
-                         f"{sorted(map(str, keys))}, {sorted(map(str, depths))}, "
-                         f"{sorted(map(str, path_weights))}")
+        raise ValueError(f"{prefix}attributes, {prefix}depths and {prefix}path_weights must "
+                         f"have the same keys (the same modules), got {sorted(map(str, keys))}, "
+                         f"{sorted(map(str, depths))}, {sorted(map(str, path_weights))}")
     attrs, hs, weights = {}, {}, {}
-    n: Optional[int] = None
+    n = n_samples
     for k in attributes:
-        hs[k] = check_int(depths[k], f"depths[{k!r}]")
-        x = _as_matrix_rows(attributes[k], f"attributes[{k!r}]")
-        w = _as_matrix_rows(path_weights[k], f"path_weights[{k!r}]", ndim=1)
+        hs[k] = check_int(depths[k], f"{prefix}depths[{k!r}]")
+        x = _as_matrix_rows(attributes[k], f"{prefix}attributes[{k!r}]")
+        w = _as_matrix_rows(path_weights[k], f"{prefix}path_weights[{k!r}]", ndim=1)
         if np.any(w < 0):
-            raise ValueError(f"path_weights[{k!r}] must be nonnegative")
+            raise ValueError(f"{prefix}path_weights[{k!r}] must be nonnegative")
         if n is None:
             n = x.shape[0]
         if x.shape[0] != n or w.shape[0] != n:
-            raise ValueError(f"attributes[{k!r}] and path_weights[{k!r}] must have {n} rows "
-                             f"(samples), as the first module's, got {x.shape[0]} and "
-                             f"{w.shape[0]}")
+            whose = "the model's samples" if n_samples is not None else "the first module's"
+            raise ValueError(f"{prefix}attributes[{k!r}] and {prefix}path_weights[{k!r}] must "
+                             f"have {n} rows (samples), as {whose}, got {x.shape[0]} "
+                             f"attributes and {w.shape[0]} path weights")
         attrs[k], weights[k] = x, w
     return attrs, hs, weights
 
