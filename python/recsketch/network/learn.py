@@ -55,6 +55,7 @@ from .._checks import (as_finite_real_array, check_fraction, check_int, check_nu
                        check_real)
 from ..dictionary import DictionaryLearner, RecoveredMatrix
 from ..sketcher import Sketcher
+from .separation import separate_objects
 from .unmixing import (Leak, UnmixResult, _check_block_size, _reads, _refine, _rescue_columns,
                        _screen_blocks, _word_blocks, _word_leak, unmix, word_vectors)
 
@@ -195,8 +196,8 @@ def learn_network(inputs: Any, sketches: Any, *, sketcher: Optional[Sketcher] = 
                   max_attribute_dim: int = 256,
                   sign_purity: float = 0.9, min_r2_gain: float = 0.05,
                   method: str = "sample", rank: Optional[int] = None, refine: Optional[int] = None,
-                  correct_leaks: Optional[bool] = None, num_threads: Optional[int] = None,
-                  progress: bool = False) -> NetworkModel:
+                  correct_leaks: Optional[bool] = None, sampled_sketches: Any = None,
+                  num_threads: Optional[int] = None, progress: bool = False) -> NetworkModel:
     """Learn the modules and the communication tree of a network from its overall sketches.
 
     Parameters
@@ -245,6 +246,19 @@ def learn_network(inputs: Any, sketches: Any, *, sketcher: Optional[Sketcher] = 
         column's blocks with the share of every shallower module's words removed
         (:func:`recsketch.network.unmixing.leak_corrected_estimates`), the words taken from the
         shallower modules' coefficients (:func:`recsketch.network.unmixing.word_vectors`).
+    sampled_sketches : array_like ``(n_sampled, d_sketch)``, optional
+        ``method="unmix"`` only: sketches of the same fixed tree with the same Sketcher made
+        with ``tuple_sampling=1`` (footnote 2; e.g. ``sketcher.sketch_many(graphs,
+        tuple_sampling=1, sample_seed=range(len(graphs)))``, of the same or other inputs),
+        each of which holds one object's words. With them the sketches are first split into
+        one part per object (:func:`recsketch.network.separation.separate_objects`) and each
+        part is unmixed on its own, so no module's reads carry another object's words: at
+        depth 3 the attributes' l-inf error falls from 0.05-0.38 to about the floor of the
+        module's own diffuse words (``docs/unmix.md``, round 10). An object is separated
+        only if at least as many sampled sketches hold it as its attributes vary in
+        dimensions (attribute length + 1 at most); it is held in about ``w 2^-(h-1) / 2``
+        of them (path weight ``w``, depth ``h``), so deep or light objects need more.
+        What no sampled sketch separates is unmixed together, as without them.
     num_threads : threads of the block scan (None: all). progress : tqdm bar while scanning.
 
     Returns
@@ -286,54 +300,45 @@ def learn_network(inputs: Any, sketches: Any, *, sketcher: Optional[Sketcher] = 
     if method == "sample" and (rank is not None or refine is not None
                                or correct_leaks is not None):
         raise ValueError("rank=, refine= and correct_leaks= apply to method='unmix' only")
+    Ys = None
+    if sampled_sketches is not None:
+        if method != "unmix":
+            raise ValueError("sampled_sketches= applies to method='unmix' only")
+        if rank is not None:
+            raise ValueError("rank= cannot be combined with sampled_sketches= (each object's "
+                             "part has its own rank)")
+        Ys = _as_matrix(sampled_sketches, "sampled_sketches")
+        if Ys.dtype not in (np.float32, np.float64):
+            Ys = Ys.astype(np.float64)
+        if Ys.shape[1] != d:
+            raise ValueError(f"sampled_sketches has d_sketch={Ys.shape[1]} but sketches has {d}")
     if correct_leaks is not None and not isinstance(correct_leaks, (bool, np.bool_)):
         raise TypeError(f"correct_leaks must be a bool, got {type(correct_leaks).__name__}")
     leaks = True if correct_leaks is None else bool(correct_leaks)
     learner = DictionaryLearner(d, b, q, tau=tau, min_votes=min_votes, num_threads=num_threads,
                                 progress=progress)  # validates b against d, tau, min_votes
-    if method == "unmix":
+    if method == "sample":
+        learner.fit(Y)
+        modules, garbage, _, _ = _modules(Y, _clusters(learner, learner.transform(Y)), purity,
+                                          max_dim, w0, None)
+    else:
         if rank is not None:
             check_int(rank, "rank", minimum=1, maximum=n)
         rounds = 20 if refine is None else check_int(refine, "refine", minimum=0)
-        un = unmix(Y, b, q, rank=rank, min_votes=min_votes, refine=rounds,
-                   rescue_below=min(max_dim, d), num_threads=num_threads)
-        clusters = _split_atoms(un.matrices, un.atoms, un.coefficients)
-        # Columns with a single nonzero block get one vote in the basis but one per sample in
-        # the per-sample scan (measured: 2 vs 4 of 5 top-level columns on one seed), so the
-        # per-sample clusters add the columns unmixing missed.
-        learner.fit(Y)
-        clusters = _merge_clusters(clusters, _clusters(learner, learner.transform(Y)))
-    else:
-        learner.fit(Y)
-        clusters = _clusters(learner, learner.transform(Y))
-    kept, garbage = _split_garbage(clusters, purity, max_dim)
-    pairs, unpaired, count_reads = _pair(clusters, kept, Y if method == "unmix" else None)
-    biased = _pair_biased_counts(clusters, unpaired) if method == "unmix" else {}
-    unpaired = [k for k in unpaired if k not in biased.values()]
-    # A lone column-0 cluster is a count column without its attribute matrix (or the reverse);
-    # a lone multi-column cluster can only be an attribute matrix.
-    garbage += [(clusters[c][0], "no partner: a lone column-0 cluster")
-                for c in unpaired if np.array_equal(clusters[c][0].columns, [0])]
-    pairs += [(c, None) for c in unpaired if not np.array_equal(clusters[c][0].columns, [0])]
-    pairs.sort(key=lambda p: p[0])
-    if method == "unmix":
-        for a, c in pairs:
-            if c is not None:
-                clusters[a] = _two_block_columns(Y, clusters[a], clusters[c][1][:, 0],
-                                                 gain_reads=count_reads[c])
-    modules = [_module(i, clusters[a], None if c is None else clusters[c], w0)
-               for i, (a, c) in enumerate(pairs)]
-    if method == "unmix":
-        modules = [_top_level_reads(Y, m, w0) if m.depth == 2 else m for m in modules]
-    if method == "unmix" and leaks:
-        modules = _correct_leaks(Y, un.basis, un.projections, modules, rounds, w0)
-    if method == "unmix":
-        # A count column with a biased read joins its module after every read: the module's
-        # gain stays |g x|_2, as without a count column (see _pair_biased_counts).
-        modules = [dataclasses.replace(m, count_matrix=clusters[biased[a]][0]) if a in biased
-                   else m for m, (a, _) in zip(modules, pairs)]
-        modules = [_complete_columns(un.basis, un.projections, m) for m in modules]
-        modules = _complete_from_basis(un, modules, max_dim, min_votes)
+        options = dict(tau=tau, min_votes=min_votes, num_threads=num_threads,
+                       progress=progress, rounds=rounds, max_dim=max_dim, purity=purity, w0=w0,
+                       leaks=leaks)
+        if Ys is None:
+            modules, garbage = _unmix_modules(Y, b, q, rank=rank, **options)
+        else:
+            modules, garbage = [], []
+            separation = separate_objects(Y, Ys)
+            for part in separation.parts(Y.dtype):
+                found, lost = _unmix_modules(part, b, q, rank=None, **options)
+                modules += [dataclasses.replace(m, id=len(modules) + i)
+                            for i, m in enumerate(found)]
+                garbage += lost
+                del part
         modules = _norm_shares(modules, _tree_edges(modules, r2_gain), w0)
     if X_in is not None:
         for m in modules:
@@ -343,6 +348,61 @@ def learn_network(inputs: Any, sketches: Any, *, sketcher: Optional[Sketcher] = 
         levels.setdefault(m.depth, []).append(m.id)
     edges = _tree_edges(modules, r2_gain)
     return NetworkModel(modules, dict(sorted(levels.items())), edges, garbage, n, d, b, q)
+
+
+def _modules(Y: np.ndarray, clusters: List[_Cluster], purity: float, max_dim: int, w0: float,
+             un: Optional[UnmixResult]) -> Tuple[List[RecoveredModule],
+                                                 List[Tuple[RecoveredMatrix, str]]]:
+    """Steps 2-4 of the module docstring on the clusters of one set of sketches: garbage,
+    pairing, gains and depths; ``un`` (the unmixing of ``Y``) adds the reads of
+    ``method="unmix"``, without the leak correction and the steps after it."""
+    kept, garbage = _split_garbage(clusters, purity, max_dim)
+    pairs, unpaired, count_reads = _pair(clusters, kept, Y if un is not None else None)
+    biased = _pair_biased_counts(clusters, unpaired) if un is not None else {}
+    unpaired = [k for k in unpaired if k not in biased.values()]
+    # A lone column-0 cluster is a count column without its attribute matrix (or the reverse);
+    # a lone multi-column cluster can only be an attribute matrix.
+    garbage += [(clusters[c][0], "no partner: a lone column-0 cluster")
+                for c in unpaired if np.array_equal(clusters[c][0].columns, [0])]
+    pairs += [(c, None) for c in unpaired if not np.array_equal(clusters[c][0].columns, [0])]
+    pairs.sort(key=lambda p: p[0])
+    if un is not None:
+        for a, c in pairs:
+            if c is not None:
+                clusters[a] = _two_block_columns(Y, clusters[a], clusters[c][1][:, 0],
+                                                 gain_reads=count_reads[c])
+    modules = [_module(i, clusters[a], None if c is None else clusters[c], w0)
+               for i, (a, c) in enumerate(pairs)]
+    if un is not None:
+        modules = [_top_level_reads(Y, m, w0) if m.depth == 2 else m for m in modules]
+    return modules, garbage, pairs, biased
+
+
+def _unmix_modules(Y: np.ndarray, b: int, q: float, *, rank: Optional[int], tau: float,
+                   min_votes: int, num_threads: Optional[int], progress: bool, rounds: int,
+                   max_dim: int, purity: float, w0: float, leaks: bool
+                   ) -> Tuple[List[RecoveredModule], List[Tuple[RecoveredMatrix, str]]]:
+    """``method="unmix"`` on one set of fixed-tree sketches, up to (not including) the norm
+    shares, which need every module of the tree."""
+    un = unmix(Y, b, q, rank=rank, min_votes=min_votes, refine=rounds,
+               rescue_below=min(max_dim, Y.shape[1]), num_threads=num_threads)
+    clusters = _split_atoms(un.matrices, un.atoms, un.coefficients)
+    # Columns with a single nonzero block get one vote in the basis but one per sample in
+    # the per-sample scan (measured: 2 vs 4 of 5 top-level columns on one seed), so the
+    # per-sample clusters add the columns unmixing missed.
+    learner = DictionaryLearner(Y.shape[1], b, q, tau=tau, min_votes=min_votes,
+                                num_threads=num_threads, progress=progress)
+    learner.fit(Y)
+    clusters = _merge_clusters(clusters, _clusters(learner, learner.transform(Y)))
+    modules, garbage, pairs, biased = _modules(Y, clusters, purity, max_dim, w0, un)
+    if leaks:
+        modules = _correct_leaks(Y, un.basis, un.projections, modules, rounds, w0)
+    # A count column with a biased read joins its module after every read: the module's
+    # gain stays |g x|_2, as without a count column (see _pair_biased_counts).
+    modules = [dataclasses.replace(m, count_matrix=clusters[biased[a]][0]) if a in biased
+               else m for m, (a, _) in zip(modules, pairs)]
+    modules = [_complete_columns(un.basis, un.projections, m) for m in modules]
+    return _complete_from_basis(un, modules, max_dim, min_votes), garbage
 
 
 def _tree_edges(modules: Sequence[RecoveredModule], min_r2_gain: float) -> List[TreeEdge]:
