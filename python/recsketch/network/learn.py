@@ -39,7 +39,10 @@ spiky coordinates make ~``(k+1) q^2 d`` columns collide in every block, and whos
 Step 1 decodes one sample at a time, which reaches the top level only. ``method="unmix"``
 replaces it, for a fixed tree, by decoding the blocks of an orthonormal basis of the row space
 of all the sketches (:mod:`.unmix`), where every word has unit norm whatever its gain; steps 2-5
-are unchanged. Measured in ``bench/teacher_unmix.py`` and ``docs/unmix.md``.
+are unchanged. With ``sampled_sketches=`` (sketches of the same tree made with
+``tuple_sampling=1``, one object each) the sketches are first split into one part per object
+(:mod:`.separation`) and each part is unmixed on its own, so no read carries another object's
+words. Measured in ``bench/teacher_unmix.py`` and ``docs/unmix.md``.
 """
 
 from __future__ import annotations
@@ -251,14 +254,18 @@ def learn_network(inputs: Any, sketches: Any, *, sketcher: Optional[Sketcher] = 
         with ``tuple_sampling=1`` (footnote 2; e.g. ``sketcher.sketch_many(graphs,
         tuple_sampling=1, sample_seed=range(len(graphs)))``, of the same or other inputs),
         each of which holds one object's words. With them the sketches are first split into
-        one part per object (:func:`recsketch.network.separation.separate_objects`) and each
-        part is unmixed on its own, so no module's reads carry another object's words: at
-        depth 3 the attributes' l-inf error falls from 0.05-0.38 to about the floor of the
-        module's own diffuse words (``docs/unmix.md``, round 10). An object is separated
-        only if at least as many sampled sketches hold it as its attributes vary in
-        dimensions (attribute length + 1 at most); it is held in about ``w 2^-(h-1) / 2``
-        of them (path weight ``w``, depth ``h``), so deep or light objects need more.
-        What no sampled sketch separates is unmixed together, as without them.
+        one part per object (:func:`recsketch.network.separation.separate_objects`, default
+        ``min_cosine``) and each part is unmixed on its own, so no module's reads carry
+        another object's words (measured on the deep teacher at d = 524,262: depth-3
+        attribute l-inf 0.015-0.11 against 0.014-0.38 unmixed whole, ``docs/unmix.md`` round
+        10). An object is separated only if more sampled sketches hold it than its
+        attributes vary in dimensions (attribute length + 1 at most); it is held in about
+        ``w 2^-(h-1) / 2`` of them (path weight ``w``, depth ``h``), so deep or light
+        objects need more. What no object's cluster spans is unmixed together, as without
+        them. Cost: one unmixing and one per-sample scan per part (8 for a tree of 7
+        objects with some directions unassigned) and the memory of
+        :func:`~recsketch.network.separation.separate_objects`, plus one ``(n_samples,
+        d_sketch)`` part at a time.
     num_threads : threads of the block scan (None: all). progress : tqdm bar while scanning.
 
     Returns
@@ -277,10 +284,15 @@ def learn_network(inputs: Any, sketches: Any, *, sketcher: Optional[Sketcher] = 
     TypeError, ValueError
         Before any work: non-numeric or non-2-D arrays, NaN/inf, mismatched sample counts,
         ``d_sketch`` not divisible by ``block_size``, conflicting or missing parameters,
+        ``sampled_sketches`` of another ``d_sketch`` or with ``method="sample"`` or ``rank=``,
         options out of range (``min_r2_gain`` not in [0, 1], ``density``, ``sign_purity``
         and ``min_path_weight`` not in (0, 1]). With ``method="unmix"``, the errors of
         :func:`~recsketch.network.unmixing.unmix` found after the pass over the sketches
-        that forms their Gram matrix (sketches too large or too small for float64, all zero).
+        that forms their Gram matrix (sketches too large or too small for float64, all zero);
+        with ``sampled_sketches``, also those of
+        :func:`~recsketch.network.separation.separate_objects` (sampled sketches that do not
+        hold one object each, or not of these sketches' tree and Sketcher), and its
+        RuntimeWarnings (nothing separated, clusters left unassigned).
     """
     Y = _as_matrix(sketches, "sketches")
     if Y.dtype not in (np.float32, np.float64):
@@ -315,12 +327,13 @@ def learn_network(inputs: Any, sketches: Any, *, sketcher: Optional[Sketcher] = 
     if correct_leaks is not None and not isinstance(correct_leaks, (bool, np.bool_)):
         raise TypeError(f"correct_leaks must be a bool, got {type(correct_leaks).__name__}")
     leaks = True if correct_leaks is None else bool(correct_leaks)
+    # built here on every path: it validates b against d, tau and min_votes before any work
     learner = DictionaryLearner(d, b, q, tau=tau, min_votes=min_votes, num_threads=num_threads,
-                                progress=progress)  # validates b against d, tau, min_votes
+                                progress=progress)
     if method == "sample":
         learner.fit(Y)
         modules, garbage, _, _ = _modules(Y, _clusters(learner, learner.transform(Y)), purity,
-                                          max_dim, w0, None)
+                                          max_dim, w0, False)
     else:
         if rank is not None:
             check_int(rank, "rank", minimum=1, maximum=n)
@@ -351,14 +364,16 @@ def learn_network(inputs: Any, sketches: Any, *, sketcher: Optional[Sketcher] = 
 
 
 def _modules(Y: np.ndarray, clusters: List[_Cluster], purity: float, max_dim: int, w0: float,
-             un: Optional[UnmixResult]) -> Tuple[List[RecoveredModule],
-                                                 List[Tuple[RecoveredMatrix, str]]]:
-    """Steps 2-4 of the module docstring on the clusters of one set of sketches: garbage,
-    pairing, gains and depths; ``un`` (the unmixing of ``Y``) adds the reads of
-    ``method="unmix"``, without the leak correction and the steps after it."""
+             unmixed: bool) -> Tuple[List[RecoveredModule], List[Tuple[RecoveredMatrix, str]],
+                                     List[Tuple[int, Optional[int]]], Dict[int, int]]:
+    """Steps 2-4 of the module docstring on the clusters of one set of sketches: (modules,
+    garbage, the (attribute, count) cluster pairs, the biased count clusters by attribute
+    cluster). ``unmixed``: the clusters come from unmixing ``Y``, which adds the reads of
+    ``method="unmix"`` (count reads, two-block columns, top-level reads), not the leak
+    correction and the steps after it."""
     kept, garbage = _split_garbage(clusters, purity, max_dim)
-    pairs, unpaired, count_reads = _pair(clusters, kept, Y if un is not None else None)
-    biased = _pair_biased_counts(clusters, unpaired) if un is not None else {}
+    pairs, unpaired, count_reads = _pair(clusters, kept, Y if unmixed else None)
+    biased = _pair_biased_counts(clusters, unpaired) if unmixed else {}
     unpaired = [k for k in unpaired if k not in biased.values()]
     # A lone column-0 cluster is a count column without its attribute matrix (or the reverse);
     # a lone multi-column cluster can only be an attribute matrix.
@@ -366,14 +381,14 @@ def _modules(Y: np.ndarray, clusters: List[_Cluster], purity: float, max_dim: in
                 for c in unpaired if np.array_equal(clusters[c][0].columns, [0])]
     pairs += [(c, None) for c in unpaired if not np.array_equal(clusters[c][0].columns, [0])]
     pairs.sort(key=lambda p: p[0])
-    if un is not None:
+    if unmixed:
         for a, c in pairs:
             if c is not None:
                 clusters[a] = _two_block_columns(Y, clusters[a], clusters[c][1][:, 0],
                                                  gain_reads=count_reads[c])
     modules = [_module(i, clusters[a], None if c is None else clusters[c], w0)
                for i, (a, c) in enumerate(pairs)]
-    if un is not None:
+    if unmixed:
         modules = [_top_level_reads(Y, m, w0) if m.depth == 2 else m for m in modules]
     return modules, garbage, pairs, biased
 
@@ -394,7 +409,7 @@ def _unmix_modules(Y: np.ndarray, b: int, q: float, *, rank: Optional[int], tau:
                                 num_threads=num_threads, progress=progress)
     learner.fit(Y)
     clusters = _merge_clusters(clusters, _clusters(learner, learner.transform(Y)))
-    modules, garbage, pairs, biased = _modules(Y, clusters, purity, max_dim, w0, un)
+    modules, garbage, pairs, biased = _modules(Y, clusters, purity, max_dim, w0, True)
     if leaks:
         modules = _correct_leaks(Y, un.basis, un.projections, modules, rounds, w0)
     # A count column with a biased read joins its module after every read: the module's
