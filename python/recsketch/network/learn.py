@@ -256,9 +256,9 @@ def learn_network(inputs: Any, sketches: Any, *, sketcher: Optional[Sketcher] = 
         each of which holds one object's words. With them the sketches are first split into
         one part per object (:func:`recsketch.network.separation.separate_objects`, default
         ``min_cosine``) and each part is unmixed on its own, so no module's reads carry
-        another object's words (measured on the deep teacher at d = 524,262: depth-3
-        attribute l-inf 0.015-0.11 against 0.014-0.38 unmixed whole, ``docs/unmix.md`` round
-        10). An object is separated only if more sampled sketches hold it than its
+        another object's words (measured on the deep teacher at d = 524,262, 18 seeds: the
+        worse depth-3 module's attribute l-inf 0.015-0.139, median 0.042, against
+        0.047-0.377, median 0.13, unmixed whole; ``docs/unmix.md`` round 10). An object is separated only if more sampled sketches hold it than its
         attributes vary in dimensions (attribute length + 1 at most); it is held in about
         ``w 2^-(h-1) / 2`` of them (path weight ``w``, depth ``h``), so deep or light
         objects need more. What no object's cluster spans is unmixed together, as without
