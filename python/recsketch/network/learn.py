@@ -258,12 +258,13 @@ def learn_network(inputs: Any, sketches: Any, *, sketcher: Optional[Sketcher] = 
         ``min_cosine``) and each part is unmixed on its own, so no module's reads carry
         another object's words (measured on the deep teacher at d = 524,262, 18 seeds: the
         worse depth-3 module's attribute l-inf 0.015-0.139, median 0.042, against
-        0.047-0.377, median 0.13, unmixed whole; ``docs/unmix.md`` round 10). An object is separated only if more sampled sketches hold it than its
-        attributes vary in dimensions (attribute length + 1 at most); it is held in about
-        ``w 2^-(h-1) / 2`` of them (path weight ``w``, depth ``h``), so deep or light
-        objects need more. What no object's cluster spans is unmixed together, as without
-        them. Cost: one unmixing and one per-sample scan per part (8 for a tree of 7
-        objects with some directions unassigned) and the memory of
+        0.047-0.377, median 0.13, unmixed whole; ``docs/unmix.md`` round 10). An object is
+        separated only if more sampled sketches hold it than its attributes vary in
+        dimensions (attribute length + 1 at most); it is held in about ``w 2^-m`` of them
+        (path weight ``w``, ``m`` the objects with inputs on its path, itself included), so
+        deep or light objects need more. What no object's cluster spans is unmixed together,
+        as without them. Cost: one unmixing and one per-sample scan per part (8 for a tree of
+        7 objects with some directions unassigned) and the memory of
         :func:`~recsketch.network.separation.separate_objects`, plus one ``(n_samples,
         d_sketch)`` part at a time.
     num_threads : threads of the block scan (None: all). progress : tqdm bar while scanning.

@@ -136,8 +136,9 @@ def separate_objects(sketches: np.ndarray, sampled_sketches: np.ndarray, *,
         Sketches of the same tree with the same Sketcher made with ``tuple_sampling=1`` (any
         inputs, e.g. the same ones with ``sample_seed=range(S')``). An object's span is found
         only if more sampled sketches hold it than the dimension over which its attributes
-        vary (attribute length + 1 at most); each object is held in about ``w 2^-(h-1) / 2``
-        of them (path weight ``w``, depth ``h``: 1/8 for each of two depth-3 siblings).
+        vary (attribute length + 1 at most); each object is held in about ``w 2^-m`` of them
+        (path weight ``w``, ``m`` the objects with inputs on its path, itself included: each
+        such object's tuple keeps its attribute or its input term, 1/2 each).
     min_cosine : float in (0, 1)
         Two sampled sketches whose cosine exceeds it hold the same object. The default 0.25
         sits between same-object cosines (about 1/2 and up for nonnegative attributes) and
