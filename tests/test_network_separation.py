@@ -131,6 +131,27 @@ def test_an_object_held_no_more_times_than_its_rank_is_left_unassigned():
     assert np.abs(sep.part(0) - want).max() < 0.08 * np.abs(want).max()
 
 
+def test_a_part_the_sketches_do_not_hold_is_empty_and_learn_network_skips_it():
+    """An object in three sampled sketches (rank 4: set aside) but in no plain sketch: its
+    directions are unassigned and the plain sketches' part there is zero; learn_network must
+    not unmix that part (it would at its own scale) nor fail on it."""
+    W, C, Y0, Ys, owner = planted(seed=9, dims=(3, 2, 3), d=4140)
+    Y = C[0] @ W[0] + C[1] @ W[1]  # object 2 absent from the plain sketches
+    keep = np.concatenate([np.flatnonzero(owner < 2), np.flatnonzero(owner == 2)[:3]])
+    with pytest.warns(RuntimeWarning, match="left unassigned"):
+        sep = separate_objects(Y, Ys[keep])
+    assert sep.n_parts == 3 and sep.unassigned.shape[0] == 3
+    norms = sep.part_norms
+    held = [owner[keep][m[0]] for m in sep.members]
+    np.testing.assert_allclose(norms[:2], [np.linalg.norm(C[o] @ W[o]) for o in held],
+                               rtol=1e-9)
+    assert norms[2] < 1e-12 * norms[:2].max()
+    with pytest.warns(RuntimeWarning, match="left unassigned"):
+        model = learn_network(None, Y, block_size=69, density=0.01, method="unmix",
+                              sampled_sketches=Ys[keep])
+    assert [m.id for m in model.modules] == list(range(len(model.modules)))
+
+
 def test_sampled_sketches_that_hold_two_objects_are_refused():
     """A sampled sketch of object B with a little of A (0.1: its cosine with A's sketches is
     below min_cosine, so it joins B's cluster) puts A's direction in B's span as well."""

@@ -59,7 +59,7 @@ from .._checks import (as_finite_real_array, check_fraction, check_int, check_nu
 from ..dictionary import DictionaryLearner, RecoveredMatrix
 from ..sketcher import Sketcher
 from .separation import separate_objects
-from .unmixing import (Leak, UnmixResult, _check_block_size, _reads, _refine, _rescue_columns,
+from .unmixing import (RANK_FLOOR, Leak, UnmixResult, _check_block_size, _reads, _refine, _rescue_columns,
                        _screen_blocks, _word_blocks, _word_leak, unmix, word_vectors)
 
 if TYPE_CHECKING:
@@ -347,12 +347,17 @@ def learn_network(inputs: Any, sketches: Any, *, sketcher: Optional[Sketcher] = 
         else:
             modules, garbage = [], []
             separation = separate_objects(Y, Ys)
-            for part in separation.parts(Y.dtype):
-                found, lost = _unmix_modules(part, b, q, rank=None, **options)
+            norms = separation.part_norms
+            for o in range(separation.n_parts):
+                # a part at rounding level (the directions of an object the sketches do not
+                # hold) would be unmixed at its own scale and decode its rounding noise
+                if not norms[o] > RANK_FLOOR * np.linalg.norm(norms):
+                    continue
+                found, lost = _unmix_modules(separation.part(o, Y.dtype), b, q, rank=None,
+                                             **options)
                 modules += [dataclasses.replace(m, id=len(modules) + i)
                             for i, m in enumerate(found)]
                 garbage += lost
-                del part
         modules = _norm_shares(modules, _tree_edges(modules, r2_gain), w0)
     if X_in is not None:
         for m in modules:

@@ -95,6 +95,16 @@ class ObjectSeparation:
         """Objects, and one more if any direction is unassigned."""
         return self.n_objects + (1 if self.unassigned.shape[0] else 0)
 
+    @property
+    def part_norms(self) -> np.ndarray:
+        """``(n_parts,)``: the Frobenius norm of every part (objects, then the unassigned
+        directions if any), from the coordinates (the spans' rows and the basis are
+        orthonormal): a part at rounding level holds nothing of the sketches."""
+        bounds = np.cumsum([0] + [s.shape[0] for s in self.spans]
+                           + ([self.unassigned.shape[0]] if self.unassigned.shape[0] else []))
+        return np.array([np.linalg.norm(self.coordinates[:, lo:hi])
+                         for lo, hi in zip(bounds[:-1], bounds[1:])])
+
     def part(self, o: int, dtype: DTypeLike = np.float64, *, chunk: int = 1 << 16
              ) -> np.ndarray:
         """``(S, d)``: the plain sketches' share of object ``o`` (``0 <= o < n_objects``), or
