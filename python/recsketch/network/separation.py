@@ -155,7 +155,8 @@ def separate_objects(sketches: np.ndarray, sampled_sketches: np.ndarray, *,
         different objects' (the words' non-orthogonality, ``~1 / sqrt(d / b)``: 0.02 at
         d = 2^19, 0.05 at 2^16); at a much smaller ``d / b``, or with attributes whose
         supports are disjoint and a zero count word, the two overlap (too high a value splits
-        one object's sketches into clusters whose spans overlap: the ValueError below).
+        one object's sketches into small clusters: the warning below, or the ValueError when
+        their spans overlap).
     chunk : columns per pass over the sketches.
 
     Returns
